@@ -1,0 +1,120 @@
+"""Prometheus metrics for every edgecache component, in one place.
+
+Every metric edgecache exports is defined here, with the ``edgecache_`` prefix, so that an SRE
+reads the whole list in one file and no two modules invent the same counter twice. Components
+import the objects they update; nothing here does I/O. ``edgecache stats`` and the
+``/metrics`` endpoints of the hub and the agent render :data:`REGISTRY`.
+
+Labels are kept low-cardinality on purpose: tiers, verbs and outcomes, never paths or keys.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "BACKEND_BYTES",
+    "BACKEND_ERRORS",
+    "BACKEND_FETCH_SECONDS",
+    "CACHE_BYPASS",
+    "CACHE_BYTES",
+    "CACHE_CORRUPT_BLOCKS",
+    "CACHE_EVICTIONS",
+    "CACHE_HITS",
+    "CACHE_MISSES",
+    "CACHE_QUOTA_BYTES",
+    "CACHE_USAGE_BYTES",
+    "HUB_MODE",
+    "HUB_REQUESTS",
+    "HUB_STORE_BYTES",
+    "HUB_STORE_OBJECTS",
+    "PEER_HITS",
+    "REGISTRY",
+]
+
+#: The registry every edgecache metric lives in (not the process-global default registry, so
+#: embedding edgecache in an application never collides with the application's own metrics).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# --- tiered cache (edgecache/cache) -------------------------------------------------------------
+CACHE_HITS = Counter(
+    "edgecache_cache_hits", "Block reads served by a cache tier.", ["tier"], registry=REGISTRY
+)
+CACHE_MISSES = Counter(
+    "edgecache_cache_misses",
+    "Block reads that no cache tier could serve (fetched from a peer or the backend).",
+    registry=REGISTRY,
+)
+CACHE_BYTES = Counter(
+    "edgecache_cache_read_bytes",
+    "Bytes of block data served, by where they came from (mem, ssd, peer, backend).",
+    ["source"],
+    registry=REGISTRY,
+)
+CACHE_EVICTIONS = Counter(
+    "edgecache_cache_evictions", "Blocks evicted from a tier.", ["tier"], registry=REGISTRY
+)
+CACHE_USAGE_BYTES = Gauge(
+    "edgecache_cache_usage_bytes",
+    "Bytes held by a tier (SSD: stored size after compression).",
+    ["tier"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+CACHE_QUOTA_BYTES = Gauge(
+    "edgecache_cache_quota_bytes", "Byte quota of a tier.", ["tier"], registry=REGISTRY
+)
+CACHE_CORRUPT_BLOCKS = Counter(
+    "edgecache_cache_corrupt_blocks",
+    "SSD blocks found corrupt, truncated or missing on read (each is re-fetched).",
+    registry=REGISTRY,
+)
+CACHE_BYPASS = Counter(
+    "edgecache_cache_bypass",
+    "Reads served straight from the backend because a tier was unusable (disk full, "
+    "directory unwritable or deleted).",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+# --- backends (plugins) -------------------------------------------------------------------------
+BACKEND_BYTES = Counter(
+    "edgecache_backend_read_bytes",
+    "Bytes read from a backend (over the WAN for cloud backends).",
+    ["backend"],
+    registry=REGISTRY,
+)
+BACKEND_FETCH_SECONDS = Histogram(
+    "edgecache_backend_fetch_seconds",
+    "Latency of one backend block fetch.",
+    ["backend"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+BACKEND_ERRORS = Counter(
+    "edgecache_backend_errors", "Failed backend requests.", ["backend"], registry=REGISTRY
+)
+
+# --- nodepool sharing (edgecache/pool) ----------------------------------------------------------
+PEER_HITS = Counter(
+    "edgecache_peer_hits", "Blocks served by a nodepool peer instead of the WAN.", registry=REGISTRY
+)
+
+# --- edge hub (edgecache/hub) -------------------------------------------------------------------
+HUB_MODE = Gauge(
+    "edgecache_hub_online",
+    "1 while the hub reaches its upstream kube-apiserver, 0 while it serves offline.",
+    registry=REGISTRY,
+)
+HUB_REQUESTS = Counter(
+    "edgecache_hub_requests",
+    "Requests handled by the hub, by verb and by where they were served from.",
+    ["verb", "served_from"],
+    registry=REGISTRY,
+)
+HUB_STORE_BYTES = Gauge(
+    "edgecache_hub_store_bytes", "Size of the hub's local object store.", registry=REGISTRY
+)
+HUB_STORE_OBJECTS = Gauge(
+    "edgecache_hub_store_objects", "Objects recorded in the hub's store.", registry=REGISTRY
+)
