@@ -1,1 +1,18 @@
-"""edgecache.cache."""
+"""The tiered block cache: MEM and SSD tiers under quota, shared safely by a node's processes.
+
+Public API (everything else in this package is private)::
+
+    TieredCache(settings)        get(key, fetch) / get_cached(key) / put / invalidate / pin / stats
+    BlockKey(backend, path, version, index, block_size)
+    eviction.EvictionPolicy, S3FIFOPolicy, LRUPolicy
+
+``cache`` knows nothing of fsspec, backends or Kubernetes: it stores bytes by key.
+"""
+
+from __future__ import annotations
+
+from edgecache.cache._keys import BlockKey
+from edgecache.cache.eviction import EvictionPolicy, LRUPolicy, S3FIFOPolicy
+from edgecache.cache.tiered import BlockFetcher, TieredCache
+
+__all__ = ["BlockFetcher", "BlockKey", "EvictionPolicy", "LRUPolicy", "S3FIFOPolicy", "TieredCache"]

@@ -1,0 +1,478 @@
+"""The SSD tier's index: a sqlite database (WAL) shared by every process using one cache dir.
+
+The SSD tier (:mod:`edgecache.cache.ssd`) finds a block by its file name alone (the key digest),
+so lookups never touch this index. The index is the bookkeeping around the files: what each
+directory holds against its quota, the eviction policy's queues and frequencies, pins, the ghost
+list, and cumulative counters that ``edgecache stats`` shows across processes.
+
+Crash safety comes from ordering, not from fsync: a block's row is written (and space reserved)
+*before* its file appears, and evicted files are unlinked *before* their rows are deleted. A
+process killed at any point therefore leaves at worst a row without a file, which a read detects
+as a missing block (counted, re-fetched); never a file the quota does not account for. sqlite in
+WAL mode makes each transaction atomic under SIGKILL, and ``BEGIN IMMEDIATE`` serialises the
+processes that change the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from edgecache.cache.eviction import EvictionPolicy, PolicyEntry
+from edgecache.errors import PinError
+
+__all__ = ["BlockIndex", "DirUsage", "PinRecord", "open_index"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blocks(
+    digest  TEXT PRIMARY KEY,
+    dir     INTEGER NOT NULL,
+    size    INTEGER NOT NULL,
+    raw     INTEGER NOT NULL,
+    queue   INTEGER NOT NULL,
+    freq    INTEGER NOT NULL,
+    seq     INTEGER NOT NULL,
+    pinned  INTEGER NOT NULL,
+    backend TEXT NOT NULL,
+    path    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_order ON blocks(dir, pinned, queue, seq);
+CREATE INDEX IF NOT EXISTS blocks_path ON blocks(backend, path);
+CREATE TABLE IF NOT EXISTS dirs(
+    dir    INTEGER PRIMARY KEY,
+    used   INTEGER NOT NULL DEFAULT 0,
+    pinned INTEGER NOT NULL DEFAULT 0,
+    small  INTEGER NOT NULL DEFAULT 0,
+    main   INTEGER NOT NULL DEFAULT 0,
+    blocks INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS ghost(digest TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ghost_seq ON ghost(seq);
+CREATE TABLE IF NOT EXISTS pins(
+    name TEXT PRIMARY KEY, backend TEXT NOT NULL, prefix TEXT NOT NULL,
+    reserved INTEGER NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters(
+    name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY(name, label)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('pins_version', 0), ('schema', 1);
+"""
+
+_GHOST_MIN = 4096
+_QUEUE_COLUMN = {0: "small", 1: "main"}
+
+
+@dataclass(frozen=True)
+class DirUsage:
+    """Bytes and blocks one SSD directory holds (stored sizes, after compression)."""
+
+    dir: int
+    used: int
+    pinned: int
+    blocks: int
+
+
+@dataclass(frozen=True)
+class PinRecord:
+    """A pin: blocks of ``backend`` whose path starts with ``prefix`` are never evicted."""
+
+    name: str
+    backend: str
+    prefix: str
+    reserved: int
+
+
+def _matches(pins: Iterable[PinRecord], backend: str, path: str) -> bool:
+    return any(p.backend == backend and path.startswith(p.prefix) for p in pins)
+
+
+class _SQLPolicyStore:
+    """:class:`~edgecache.cache.eviction.PolicyStore` over the index, for one directory.
+
+    Used inside an open write transaction; rows it removes are handed to ``on_remove`` (which
+    unlinks the file) before the row goes, so a crash never leaves an unaccounted file.
+    """
+
+    def __init__(
+        self,
+        index: BlockIndex,
+        dir_id: int,
+        on_remove: Callable[[str, int], None],
+    ) -> None:
+        self._index = index
+        self._db = index._db
+        self._dir = dir_id
+        self._on_remove = on_remove
+
+    def head(self, queue: int) -> PolicyEntry | None:
+        row = self._db.execute(
+            "SELECT digest, size, freq FROM blocks WHERE dir=? AND pinned=0 AND queue=? "
+            "ORDER BY seq LIMIT 1",
+            (self._dir, queue),
+        ).fetchone()
+        return None if row is None else PolicyEntry(row[0], row[1], queue, row[2])
+
+    def requeue(self, key: str, queue: int, freq: int) -> None:
+        row = self._db.execute("SELECT queue, size FROM blocks WHERE digest=?", (key,)).fetchone()
+        if row is None:
+            return
+        self._db.execute(
+            "UPDATE blocks SET queue=?, freq=?, seq=? WHERE digest=?",
+            (queue, freq, self._index._next_seq(), key),
+        )
+        if row[0] != queue:
+            self._db.execute(
+                f"UPDATE dirs SET {_QUEUE_COLUMN[row[0]]}={_QUEUE_COLUMN[row[0]]}-?, "
+                f"{_QUEUE_COLUMN[queue]}={_QUEUE_COLUMN[queue]}+? WHERE dir=?",
+                (row[1], row[1], self._dir),
+            )
+
+    def remove(self, key: str) -> None:
+        row = self._db.execute("SELECT dir, size FROM blocks WHERE digest=?", (key,)).fetchone()
+        if row is not None:
+            self._on_remove(key, row[0])
+            self._index._delete_row(key)
+
+    def queue_bytes(self, queue: int) -> int:
+        value: int = self._db.execute(
+            f"SELECT {_QUEUE_COLUMN[queue]} FROM dirs WHERE dir=?", (self._dir,)
+        ).fetchone()[0]
+        return value
+
+    def total_bytes(self) -> int:
+        value: int = self._db.execute("SELECT used FROM dirs WHERE dir=?", (self._dir,)).fetchone()[
+            0
+        ]
+        return value
+
+    def ghost_add(self, key: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO ghost VALUES (?, ?)", (key, self._index._next_seq())
+        )
+
+    def ghost_contains(self, key: str) -> bool:
+        return self._db.execute("SELECT 1 FROM ghost WHERE digest=?", (key,)).fetchone() is not None
+
+
+class BlockIndex:
+    """Accounting, policy state, pins and counters of one SSD tier. Thread-safe."""
+
+    def __init__(self, db: sqlite3.Connection, *, quotas: list[int], policy: EvictionPolicy):
+        self._db = db
+        self._lock = threading.RLock()
+        self.quotas = quotas
+        self.policy = policy
+        self._seq: int | None = None
+        self._pins: list[PinRecord] = []
+        self._pins_version = -1
+        with self._write():
+            for dir_id in range(len(quotas)):
+                self._db.execute("INSERT OR IGNORE INTO dirs(dir) VALUES (?)", (dir_id,))
+
+    # --- transactions --------------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._seq = self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()[0]
+                yield
+                self._db.execute("UPDATE meta SET value=? WHERE key='seq'", (self._seq,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._seq = None
+
+    def _next_seq(self) -> int:
+        assert self._seq is not None, "sequence numbers are only handed out in a transaction"
+        self._seq += 1
+        return self._seq
+
+    def _delete_row(self, digest: str) -> None:
+        row = self._db.execute(
+            "SELECT dir, size, queue, pinned FROM blocks WHERE digest=?", (digest,)
+        ).fetchone()
+        if row is None:
+            return
+        dir_id, size, queue, pinned = row
+        self._db.execute("DELETE FROM blocks WHERE digest=?", (digest,))
+        self._db.execute(
+            f"UPDATE dirs SET used=used-?, pinned=pinned-?, blocks=blocks-1, "
+            f"{_QUEUE_COLUMN[queue]}={_QUEUE_COLUMN[queue]}-? WHERE dir=?",
+            (size, size if pinned else 0, size, dir_id),
+        )
+
+    def _refresh_pins(self) -> None:
+        version = self._db.execute("SELECT value FROM meta WHERE key='pins_version'").fetchone()[0]
+        if version != self._pins_version:
+            self._pins = [
+                PinRecord(*row)
+                for row in self._db.execute("SELECT name, backend, prefix, reserved FROM pins")
+            ]
+            self._pins_version = version
+
+    # --- block life cycle ----------------------------------------------------------------------
+    def reserve(
+        self,
+        digest: str,
+        *,
+        dir_id: int,
+        size: int,
+        raw: int,
+        backend: str,
+        path: str,
+        high: float,
+        low: float,
+        unlink: Callable[[str, int], None],
+    ) -> bool:
+        """Account for a block about to be written to ``dir_id``, evicting to make room.
+
+        Returns False (and changes nothing) when the block cannot fit even after evicting every
+        unpinned block: the caller then serves the data without caching it.
+        """
+        quota = self.quotas[dir_id]
+        with self._write():
+            self._refresh_pins()
+            self._delete_row(digest)
+            used, pinned = self._db.execute(
+                "SELECT used, pinned FROM dirs WHERE dir=?", (dir_id,)
+            ).fetchone()
+            if pinned + size > quota:
+                return False
+            if used + size > high * quota:
+                target = min(low * quota, quota - size)
+                store = _SQLPolicyStore(self, dir_id, unlink)
+                self.policy.evict(store, int(used + size - target))
+                self._trim_ghosts(dir_id)
+                used = self._db.execute("SELECT used FROM dirs WHERE dir=?", (dir_id,)).fetchone()[
+                    0
+                ]
+                if used + size > quota:
+                    return False
+            is_pinned = _matches(self._pins, backend, path)
+            queue, freq = self.policy.admit(_SQLPolicyStore(self, dir_id, unlink), digest)
+            self._db.execute("DELETE FROM ghost WHERE digest=?", (digest,))
+            self._db.execute(
+                "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    digest,
+                    dir_id,
+                    size,
+                    raw,
+                    queue,
+                    freq,
+                    self._next_seq(),
+                    int(is_pinned),
+                    backend,
+                    path,
+                ),
+            )
+            self._db.execute(
+                f"UPDATE dirs SET used=used+?, pinned=pinned+?, blocks=blocks+1, "
+                f"{_QUEUE_COLUMN[queue]}={_QUEUE_COLUMN[queue]}+? WHERE dir=?",
+                (size, size if is_pinned else 0, size, dir_id),
+            )
+            return True
+
+    def _trim_ghosts(self, dir_id: int) -> None:
+        limit = max(
+            _GHOST_MIN,
+            self._db.execute("SELECT blocks FROM dirs WHERE dir=?", (dir_id,)).fetchone()[0],
+        )
+        count = self._db.execute("SELECT count(*) FROM ghost").fetchone()[0]
+        if count > limit:
+            self._db.execute(
+                "DELETE FROM ghost WHERE digest IN (SELECT digest FROM ghost ORDER BY seq LIMIT ?)",
+                (count - limit,),
+            )
+
+    def forget(self, digest: str) -> bool:
+        """Drop a block's row (its file is gone or corrupt). True if there was one."""
+        with self._write():
+            existed = (
+                self._db.execute("SELECT 1 FROM blocks WHERE digest=?", (digest,)).fetchone()
+                is not None
+            )
+            self._delete_row(digest)
+            return existed
+
+    def contains(self, digest: str) -> bool:
+        """Whether the index accounts for ``digest``."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM blocks WHERE digest=?", (digest,)).fetchone()
+            return row is not None
+
+    def record(self, hits: dict[str, int], counters: dict[tuple[str, str], int]) -> None:
+        """Apply a batch of block hits (for the policy) and counter increments, in one go."""
+        if not hits and not counters:
+            return
+        with self._write():
+            for digest, count in hits.items():
+                row = self._db.execute(
+                    "SELECT queue, freq FROM blocks WHERE digest=?", (digest,)
+                ).fetchone()
+                if row is None:
+                    continue
+                move, freq = self.policy.on_hit(row[0], row[1], count)
+                if move:
+                    self._db.execute(
+                        "UPDATE blocks SET freq=?, seq=? WHERE digest=?",
+                        (freq, self._next_seq(), digest),
+                    )
+                elif freq != row[1]:
+                    self._db.execute("UPDATE blocks SET freq=? WHERE digest=?", (freq, digest))
+            self._db.executemany(
+                "INSERT INTO counters VALUES (?, ?, ?) "
+                "ON CONFLICT(name, label) DO UPDATE SET value=value+excluded.value",
+                [(name, label, value) for (name, label), value in counters.items()],
+            )
+
+    # --- pins ----------------------------------------------------------------------------------
+    def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
+        """Pin blocks under ``prefix``; refuse (PinError) when ``reserve_bytes`` cannot fit."""
+        total_quota = sum(self.quotas)
+        with self._write():
+            self._refresh_pins()
+            others = [p for p in self._pins if p.name != name]
+            other_reserved = sum(p.reserved for p in others)
+            if other_reserved + reserve_bytes > total_quota:
+                raise PinError(
+                    f"cannot pin {name!r}: it needs {reserve_bytes} bytes but only "
+                    f"{max(total_quota - other_reserved, 0)} of the {total_quota}-byte SSD quota "
+                    f"are not reserved by other pins ({', '.join(p.name for p in others) or '-'})"
+                )
+            self._db.execute(
+                "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, ?)",
+                (name, backend, prefix, reserve_bytes, time.time()),
+            )
+            self._set_pinned(backend, prefix, True)
+            self._bump_pins_version()
+
+    def unpin(self, name: str) -> bool:
+        """Remove a pin; blocks no other pin covers become evictable. True if it existed."""
+        with self._write():
+            row = self._db.execute(
+                "SELECT backend, prefix FROM pins WHERE name=?", (name,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._db.execute("DELETE FROM pins WHERE name=?", (name,))
+            self._set_pinned(row[0], row[1], False)
+            for backend, prefix in self._db.execute("SELECT backend, prefix FROM pins").fetchall():
+                self._set_pinned(backend, prefix, True)
+            self._bump_pins_version()
+            return True
+
+    def pins(self) -> list[PinRecord]:
+        """Every pin in force."""
+        with self._lock:
+            return [
+                PinRecord(*row)
+                for row in self._db.execute("SELECT name, backend, prefix, reserved FROM pins")
+            ]
+
+    def _bump_pins_version(self) -> None:
+        self._db.execute("UPDATE meta SET value=value+1 WHERE key='pins_version'")
+
+    def _set_pinned(self, backend: str, prefix: str, pinned: bool) -> None:
+        # Prefix match on the (backend, path) index: path >= prefix AND path < prefix + U+10FFFF.
+        upper = prefix + "\U0010ffff"
+        rows = self._db.execute(
+            "SELECT dir, size FROM blocks WHERE backend=? AND path>=? AND path<? AND pinned=?",
+            (backend, prefix, upper, int(not pinned)),
+        ).fetchall()
+        self._db.execute(
+            "UPDATE blocks SET pinned=? WHERE backend=? AND path>=? AND path<?",
+            (int(pinned), backend, prefix, upper),
+        )
+        sign = 1 if pinned else -1
+        for dir_id, size in rows:
+            self._db.execute("UPDATE dirs SET pinned=pinned+? WHERE dir=?", (sign * size, dir_id))
+
+    # --- reading -------------------------------------------------------------------------------
+    def usage(self) -> list[DirUsage]:
+        """Per-directory usage."""
+        with self._lock:
+            return [
+                DirUsage(*row)
+                for row in self._db.execute(
+                    "SELECT dir, used, pinned, blocks FROM dirs ORDER BY dir"
+                )
+            ]
+
+    def counters(self) -> dict[tuple[str, str], int]:
+        """Cumulative counters of every process that used this cache directory."""
+        with self._lock:
+            return {
+                (name, label): value
+                for name, label, value in self._db.execute("SELECT * FROM counters")
+            }
+
+    def digests(self, dir_id: int) -> set[str]:
+        """All digests accounted to ``dir_id`` (for reconciliation; O(blocks))."""
+        with self._lock:
+            return {
+                row[0]
+                for row in self._db.execute("SELECT digest FROM blocks WHERE dir=?", (dir_id,))
+            }
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._db.close()
+
+
+def open_index(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex:
+    """Open (creating if needed) the index at ``path``.
+
+    A file that is not a usable sqlite database is moved aside (``*.corrupt-<time>``) and a
+    fresh index is created; the caller must then drop the block files it no longer accounts for.
+    Raises sqlite3.Error / OSError when the directory itself is unusable.
+    """
+    try:
+        return _open(path, quotas=quotas, policy=policy)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and not os.path.exists(path):
+            raise
+        aside = f"{path}.corrupt-{int(time.time())}"
+        log.warning(
+            "cache index %s is unreadable (%s); moved to %s, starting empty", path, exc, aside
+        )
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.replace(path + suffix, aside + suffix)
+        raise _IndexRecreated(_open(path, quotas=quotas, policy=policy)) from exc
+
+
+class _IndexRecreated(Exception):
+    """Carries the fresh index when the old one was corrupt (the tier wipes orphan files)."""
+
+    def __init__(self, index: BlockIndex) -> None:
+        super().__init__("cache index recreated")
+        self.index = index
+
+
+def _open(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex:
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL: a commit is durable across process crashes (SIGKILL), only power loss can drop
+        # the last transactions; the ordering described above keeps that safe, and it saves an
+        # fsync per miss.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return BlockIndex(db, quotas=quotas, policy=policy)
+    except BaseException:
+        db.close()
+        raise

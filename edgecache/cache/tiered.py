@@ -1,0 +1,279 @@
+"""TieredCache: the one object the filesystem asks for blocks.
+
+Data path for a block read (:meth:`TieredCache.get`)::
+
+    MEM tier --miss--> SSD tier --miss--> single-flight --> fetch() (peer or backend)
+       ^  promote         |                                     |
+       +------------------+<------------- store in SSD + MEM ---+
+
+The filesystem (:mod:`edgecache.fs`) cuts objects into :class:`BlockKey`\\ s and supplies a
+``fetch`` coroutine per block; the cache never knows what a backend is. Hits can be served
+synchronously (:meth:`get_cached`) from any thread without touching an event loop, which is what
+makes warm small-file reads cheap; misses are async. MEM evictions are demoted to the SSD tier.
+
+A block the backend returns with the wrong length is refused (never cached, an error raised):
+the object changed under its version, and mixing blocks of two versions would be wrong bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edgecache.cache._keys import BlockKey
+from edgecache.cache._singleflight import FlightMap, stripe_lock
+from edgecache.cache.eviction import policy_by_name
+from edgecache.cache.memory import MemoryTier
+from edgecache.cache.ssd import SSDTier
+from edgecache.config import CacheSettings
+from edgecache.metrics import (
+    BACKEND_BYTES,
+    BACKEND_ERRORS,
+    BACKEND_FETCH_SECONDS,
+    CACHE_BYTES,
+    CACHE_HITS,
+    CACHE_MISSES,
+)
+
+__all__ = ["BlockFetcher", "TieredCache"]
+
+log = logging.getLogger(__name__)
+
+BlockFetcher = Callable[[], Awaitable[bytes]]
+"""Coroutine factory that fetches one block's bytes from a peer or the backend."""
+
+_SHARED: dict[tuple[Any, ...], TieredCache] = {}
+_SHARED_LOCK = threading.Lock()
+_OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
+
+
+class TieredCache:
+    """MEM + SSD block cache with single-flight fills. Thread-safe; one per cache dir is enough."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        self.settings = settings
+        self.mem = MemoryTier(
+            quota_bytes=settings.mem_quota, policy=policy_by_name(settings.eviction_policy)
+        )
+        self.ssd = SSDTier(settings, policy_by_name(settings.eviction_policy))
+        self._flights = FlightMap()
+        # SSD reads and writes of MiB-sized blocks run here, off the event loop.
+        self._io = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, settings.fetch_concurrency), thread_name_prefix="edgecache-io"
+        )
+        self.backend_fetches = 0
+        """Blocks fetched from the backend by this process (for tests and stats)."""
+        _OPEN.add(self)
+
+    @classmethod
+    def shared(cls, settings: CacheSettings) -> TieredCache:
+        """The process-wide cache for these settings (filesystems on one cache dir share it)."""
+        key = tuple(sorted(settings.as_dict().items(), key=lambda kv: kv[0]).__repr__())
+        with _SHARED_LOCK:
+            cache = _SHARED.get(key)
+            if cache is None:
+                cache = _SHARED[key] = cls(settings)
+            return cache
+
+    # --- hits ----------------------------------------------------------------------------------
+    def get_cached(self, key: BlockKey) -> bytes | None:
+        """The block if a tier holds it (MEM, else SSD, promoting it to MEM); never fetches."""
+        data = self.mem.get(key.digest)
+        if data is not None:
+            self._count_hit("mem", len(data))
+            return data
+        data = self.ssd.read(key)
+        if data is not None:
+            self._count_hit("ssd", len(data))
+            self._demote(self.mem.put(key, data))
+        return data
+
+    def _count_hit(self, tier: str, size: int) -> None:
+        CACHE_HITS.labels(tier).inc()
+        CACHE_BYTES.labels(tier).inc(size)
+        self.ssd.count("hits", tier)
+        self.ssd.count("bytes", tier, size)
+
+    def _demote(self, evicted: list[tuple[BlockKey, bytes]]) -> None:
+        # MEM evictions go down to SSD unless SSD holds them already (it usually does: fills
+        # are written through; it does not when SSD evicted them since, or was unusable).
+        for key, data in evicted:
+            if not self.ssd.contains(key):
+                self.ssd.write(key, data)
+
+    # --- misses --------------------------------------------------------------------------------
+    async def get(
+        self, key: BlockKey, fetch: BlockFetcher, *, expected_size: int | None = None
+    ) -> bytes:
+        """The block's bytes from the fastest tier holding it, else from ``fetch`` (once)."""
+        data = self.mem.get(key.digest)
+        if data is not None:
+            self._count_hit("mem", len(data))
+            return data
+        loop = asyncio.get_running_loop()
+        hit = await loop.run_in_executor(self._io, self._ssd_hit, key)
+        if hit is not None:
+            return hit
+        future, leader = self._flights.join(key.digest)
+        if not leader:
+            return await asyncio.wrap_future(future)
+        try:
+            data = await self._fill(key, fetch, expected_size)
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Followers re-raise it; nobody may be waiting, so mark it retrieved.
+            future.exception()
+            raise
+        else:
+            future.set_result(data)
+            return data
+        finally:
+            self._flights.land(key.digest)
+
+    def _ssd_hit(self, key: BlockKey) -> bytes | None:
+        data = self.ssd.read(key)
+        if data is not None:
+            self._count_hit("ssd", len(data))
+            self._demote(self.mem.put(key, data))
+        return data
+
+    async def _fill(self, key: BlockKey, fetch: BlockFetcher, expected_size: int | None) -> bytes:
+        loop = asyncio.get_running_loop()
+        if not self.ssd.available:
+            data = await self._fetch(key, fetch, expected_size)
+            self._demote(self.mem.put(key, data))
+            return data
+        async with stripe_lock(self.ssd.lock_path(key.digest)):
+            # Another process may have stored the block while we waited for the lock.
+            hit = await loop.run_in_executor(self._io, self._ssd_hit, key)
+            if hit is not None:
+                return hit
+            data = await self._fetch(key, fetch, expected_size)
+            await loop.run_in_executor(self._io, self._store, key, data)
+        return data
+
+    async def _fetch(self, key: BlockKey, fetch: BlockFetcher, expected_size: int | None) -> bytes:
+        backend = key.backend.split("|", 1)[0]
+        CACHE_MISSES.inc()
+        self.ssd.count("misses", "")
+        started = time.perf_counter()
+        try:
+            data = await fetch()
+        except BaseException:
+            BACKEND_ERRORS.labels(backend).inc()
+            raise
+        BACKEND_FETCH_SECONDS.labels(backend).observe(time.perf_counter() - started)
+        if expected_size is not None and len(data) != expected_size:
+            raise OSError(
+                f"{key.path}: block {key.index} came back with {len(data)} bytes, expected "
+                f"{expected_size}; the object changed while it was read"
+            )
+        data = bytes(data)
+        self.backend_fetches += 1
+        BACKEND_BYTES.labels(backend).inc(len(data))
+        CACHE_BYTES.labels("backend").inc(len(data))
+        self.ssd.count("bytes", "backend", len(data))
+        return data
+
+    def _store(self, key: BlockKey, data: bytes) -> None:
+        # SSD first: it is what other processes and later runs see, and it makes the MEM
+        # eviction that may follow a no-op demotion.
+        self.ssd.write(key, data)
+        self._demote(self.mem.put(key, data))
+
+    def put(self, key: BlockKey, data: bytes) -> None:
+        """Store a block that was obtained elsewhere (prefetch, peers)."""
+        self._store(key, data)
+
+    def invalidate(self, keys: list[BlockKey]) -> None:
+        """Drop blocks of an object version that was overwritten or deleted."""
+        for key in keys:
+            self.mem.discard(key.digest)
+            self.ssd.discard(key)
+
+    # --- pins and stats ------------------------------------------------------------------------
+    def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
+        """Keep blocks of ``backend`` under path ``prefix`` from eviction (PinError if too big)."""
+        self.ssd.pin(name, backend=backend, prefix=prefix, reserve_bytes=reserve_bytes)
+
+    def unpin(self, name: str) -> bool:
+        """Release a pin; True if it existed."""
+        return self.ssd.unpin(name)
+
+    def stats(self) -> dict[str, Any]:
+        """Usage and cumulative counters per tier (counters of every process on this dir)."""
+        counters = self.ssd.counters()
+
+        def c(name: str, label: str = "") -> int:
+            return counters.get((name, label), 0)
+
+        usage = self.ssd.usage()
+        ssd_dirs = [
+            {
+                "path": path,
+                "quota_bytes": quota,
+                "used_bytes": next((u.used for u in usage if u.dir == i), 0),
+                "pinned_bytes": next((u.pinned for u in usage if u.dir == i), 0),
+                "blocks": next((u.blocks for u in usage if u.dir == i), 0),
+            }
+            for i, (path, quota) in enumerate(
+                zip(self.ssd.directories, self.ssd.quotas, strict=True)
+            )
+        ]
+        hits = c("hits", "mem") + c("hits", "ssd")
+        reads = hits + c("misses")
+        return {
+            "cache_dir": self.settings.cache_dir,
+            "ssd_available": self.ssd.available,
+            "block_size": self.settings.block_size,
+            "tiers": {
+                "mem": {
+                    "hits": c("hits", "mem"),
+                    "bytes_served": c("bytes", "mem"),
+                    "used_bytes": self.mem.usage_bytes,
+                    "quota_bytes": self.mem.quota_bytes,
+                    "note": "MEM usage is this process's",
+                },
+                "ssd": {
+                    "hits": c("hits", "ssd"),
+                    "bytes_served": c("bytes", "ssd"),
+                    "used_bytes": sum(d["used_bytes"] for d in ssd_dirs),
+                    "quota_bytes": sum(self.ssd.quotas),
+                    "evictions": c("evictions", "ssd"),
+                    "corrupt_blocks": c("corrupt_blocks"),
+                    "directories": ssd_dirs,
+                },
+                "backend": {"fetches": c("misses"), "bytes_fetched": c("bytes", "backend")},
+            },
+            "hit_ratio": (hits / reads) if reads else None,
+            "pins": [p.__dict__ for p in self.ssd.pins()] if self.ssd.available else [],
+        }
+
+    def flush(self) -> None:
+        """Write pending hit and counter batches to the index."""
+        self.ssd.flush()
+
+    def close(self) -> None:
+        """Flush, close the index and stop the I/O threads."""
+        self.ssd.close()
+        self._io.shutdown(wait=False)
+        with _SHARED_LOCK:
+            for k, v in list(_SHARED.items()):
+                if v is self:
+                    del _SHARED[k]
+
+
+@atexit.register
+def _flush_all() -> None:
+    for cache in list(_OPEN):
+        try:
+            cache.flush()
+        except Exception:  # pragma: no cover - best effort at interpreter exit
+            log.debug("flush at exit failed", exc_info=True)

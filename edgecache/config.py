@@ -1,0 +1,260 @@
+"""Settings for the cache and the filesystem, and the parser of sizes and ratios they use.
+
+This module sits at the bottom of the stack: the fsspec layer, the CLI and (later) the agent build
+a :class:`CacheSettings` from user input (storage options, ``-o`` flags, YAML) and hand it to the
+tiered cache. Every field has a default, a unit in its name or docstring, and a reason for the
+default. Parsing errors are :class:`~edgecache.errors.ConfigError` naming the option, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import yaml
+
+from edgecache.errors import ConfigError
+
+__all__ = [
+    "CacheSettings",
+    "Compression",
+    "SSDDirectory",
+    "default_cache_dir",
+    "parse_ratio",
+    "parse_size",
+    "settings_from_yaml",
+]
+
+Compression = Literal["auto", "lz4", "none"]
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+def parse_size(value: object, *, option: str = "size") -> int:
+    """Parse ``4MiB``, ``10Gi``, ``500M``, ``1.5GiB`` or a plain byte count into bytes.
+
+    ``Ki/Mi/Gi/Ti`` (with or without a trailing ``B``) are powers of 1024, ``K/M/G/T`` powers of
+    1000, as in Kubernetes quantities. Raises :class:`ConfigError` naming ``option``.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{option}: expected a size such as 4MiB or 1048576, got {value!r}")
+    if isinstance(value, int):
+        number: float = value
+        unit = ""
+    elif isinstance(value, float):
+        number, unit = value, ""
+    elif isinstance(value, str):
+        match = _SIZE_RE.match(value)
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise ConfigError(
+                f"{option}: {value!r} is not a size; use bytes or a number with a unit "
+                "(B, KiB, MiB, GiB, TiB, Ki, Mi, Gi, K, M, G), e.g. 4MiB or 10Gi"
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise ConfigError(f"{option}: expected a size such as 4MiB, got {type(value).__name__}")
+    result = int(number * _SIZE_UNITS[unit])
+    if result < 0:
+        raise ConfigError(f"{option}: size must not be negative, got {value!r}")
+    return result
+
+
+def parse_ratio(value: object, *, option: str = "ratio") -> float:
+    """Parse a ratio between 0 and 1: ``0.95``, ``"0.95"`` or ``"95%"``."""
+    try:
+        if isinstance(value, str) and value.strip().endswith("%"):
+            ratio = float(value.strip()[:-1]) / 100
+        elif isinstance(value, bool):
+            raise TypeError
+        else:
+            ratio = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{option}: {value!r} is not a ratio; use e.g. 0.95 or 95%") from exc
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"{option}: {value!r} is outside 0..1")
+    return ratio
+
+
+def default_cache_dir() -> str:
+    """``$EDGECACHE_CACHE_DIR``, else the per-user cache directory (``~/.cache/edgecache``)."""
+    return os.environ.get("EDGECACHE_CACHE_DIR") or platformdirs.user_cache_dir("edgecache")
+
+
+@dataclass(frozen=True)
+class SSDDirectory:
+    """One directory of the SSD tier with its own byte quota (Fluid's ``path`` + ``quotaList``)."""
+
+    path: str
+    """Directory holding block files and (for the first directory) the index."""
+    quota_bytes: int
+    """Most bytes of (compressed) blocks kept in this directory."""
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Everything the tiered cache and the filesystem need to know. All sizes are bytes."""
+
+    cache_dir: str = field(default_factory=default_cache_dir)
+    """Root of the SSD tier: index, block files and lock files live below it."""
+    block_size: int = 4 * MiB
+    """Unit of caching and fetching. 4 MiB: large enough that one ranged GET over a 30 ms link
+    moves far more data than it waits, small enough that random reads waste little."""
+    mem_quota: int = 256 * MiB
+    """MEM tier bound, per process. 256 MiB holds a working set of 64 default blocks."""
+    ssd_quota: int = 10 * GiB
+    """SSD tier bound for ``cache_dir`` when ``ssd_dirs`` is not given."""
+    ssd_high: float = 0.95
+    """When usage would pass ``ssd_high * quota``, evict..."""
+    ssd_low: float = 0.85
+    """... down to ``ssd_low * quota``. The gap batches evictions instead of one per insert."""
+    ssd_dirs: tuple[SSDDirectory, ...] = ()
+    """Several SSD directories, each with its quota; empty means ``((cache_dir, ssd_quota),)``."""
+    compression: Compression = "auto"
+    """``auto``: LZ4 where a sample shows it pays; ``lz4``: try every block; ``none``: never."""
+    compression_min_saving: float = 0.10
+    """A block is stored compressed only if LZ4 saves at least this fraction of its size."""
+    eviction_policy: str = "s3fifo"
+    """Name of the eviction policy (``s3fifo``, ``lru``): see :mod:`edgecache.cache.eviction`."""
+    metadata_ttl: float = 60.0
+    """Seconds a listing or object info is trusted before the backend is asked again."""
+    readahead_blocks: int = 4
+    """Blocks fetched ahead, in parallel, once a file is read sequentially."""
+    fetch_concurrency: int = 8
+    """Most block fetches in flight per filesystem (parallel ranged GETs fill a long link)."""
+
+    def __post_init__(self) -> None:
+        if self.block_size < 4096:
+            raise ConfigError(f"block_size: must be at least 4KiB, got {self.block_size}")
+        if not 0 < self.ssd_low <= self.ssd_high <= 1:
+            raise ConfigError(
+                f"ssd_low/ssd_high: need 0 < low <= high <= 1, got low={self.ssd_low} "
+                f"high={self.ssd_high}"
+            )
+        if self.compression not in ("auto", "lz4", "none"):
+            raise ConfigError(f"compression: {self.compression!r} is not one of auto, lz4, none")
+        if self.metadata_ttl < 0:
+            raise ConfigError(f"metadata_ttl: must be >= 0 seconds, got {self.metadata_ttl}")
+        if self.readahead_blocks < 0 or self.fetch_concurrency < 1:
+            raise ConfigError("readahead_blocks must be >= 0 and fetch_concurrency >= 1")
+
+    @property
+    def ssd_directories(self) -> tuple[SSDDirectory, ...]:
+        """The SSD directories in effect (``cache_dir`` alone unless ``ssd_dirs`` is set)."""
+        return self.ssd_dirs or (SSDDirectory(self.cache_dir, self.ssd_quota),)
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, Any], *, base: CacheSettings | None = None
+    ) -> CacheSettings:
+        """Build settings from storage options (the names fixed in design section 2.3).
+
+        Unknown names are refused with the list of known ones, so a typo never silently falls
+        back to a default.
+        """
+        known = {f.name for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for name, value in options.items():
+            if name not in known:
+                raise ConfigError(
+                    f"unknown cache option {name!r}; known options: {', '.join(sorted(known))}"
+                )
+            changes[name] = _convert(name, value)
+        return replace(base or cls(), **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for ``--json`` output and logs)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["ssd_dirs"] = [{"path": d.path, "quota": d.quota_bytes} for d in self.ssd_dirs]
+        return out
+
+
+_SIZE_FIELDS = {"block_size", "mem_quota", "ssd_quota"}
+_RATIO_FIELDS = {"ssd_high", "ssd_low", "compression_min_saving"}
+_INT_FIELDS = {"readahead_blocks", "fetch_concurrency"}
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name in _SIZE_FIELDS:
+        return parse_size(value, option=name)
+    if name in _RATIO_FIELDS:
+        return parse_ratio(value, option=name)
+    if name in _INT_FIELDS:
+        try:
+            return int(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{name}: {value!r} is not a whole number") from exc
+    if name == "metadata_ttl":
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"metadata_ttl: {value!r} is not a number of seconds") from exc
+    if name == "cache_dir":
+        return str(Path(os.fspath(value)).expanduser())
+    if name == "ssd_dirs":
+        return _convert_dirs(value)
+    if name in ("compression", "eviction_policy"):
+        return str(value).lower()
+    return value
+
+
+def _convert_dirs(value: Any) -> tuple[SSDDirectory, ...]:
+    if not isinstance(value, list | tuple):
+        raise ConfigError("ssd_dirs: expected a list of {path, quota} entries")
+    out = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, SSDDirectory):
+            out.append(entry)
+            continue
+        if not isinstance(entry, Mapping) or "path" not in entry or "quota" not in entry:
+            raise ConfigError(f"ssd_dirs[{i}]: expected {{path: DIR, quota: SIZE}}, got {entry!r}")
+        out.append(
+            SSDDirectory(
+                str(Path(str(entry["path"])).expanduser()),
+                parse_size(entry["quota"], option=f"ssd_dirs[{i}].quota"),
+            )
+        )
+    return tuple(out)
+
+
+def settings_from_yaml(text: str, *, base: CacheSettings | None = None) -> CacheSettings:
+    """Settings from a YAML mapping of option names (whole, or a file's ``cache:`` section)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cache settings: not valid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if isinstance(data, Mapping) and "cache" in data and isinstance(data["cache"], Mapping):
+        data = data["cache"]
+    if not isinstance(data, Mapping):
+        raise ConfigError("cache settings: expected a mapping of option names to values")
+    return CacheSettings.from_options(data, base=base)
