@@ -1,0 +1,23 @@
+"""An in-process Kubernetes API server for tests and the demo (``edgecache.testing.kubeapi``).
+
+No kube-apiserver can run on our build machines, yet the edge hub, the controller and the agent
+must be tested against real API semantics. This package serves the Kubernetes REST API over real
+HTTP on 127.0.0.1 with an in-memory store: monotonic resourceVersions, list and watch with replay
+and 410 Gone, bookmarks and WatchList initial events, label and field selectors, pagination,
+CRDs, ``Status`` errors, discovery (legacy and aggregated) and server-side tables for kubectl.
+Tests control it: bearer-token auth, injected faults, a request log, stop and start on one port.
+
+Layers, bottom up: ``_status`` (errors) and ``_resources`` (the resource table) -> ``_selectors``,
+``_patch`` -> ``_store`` (state, history) -> ``_watch``, ``_discovery``, ``_table`` ->
+``_handlers`` (HTTP routing) -> ``_faults`` (auth, faults, request log) -> ``_server``.
+"""
+
+from __future__ import annotations
+
+from . import _objects as objects
+from ._faults import Fault, RecordedRequest
+from ._resources import ResourceType
+from ._server import KubeAPIServer
+from ._status import APIError
+
+__all__ = ["APIError", "Fault", "KubeAPIServer", "RecordedRequest", "ResourceType", "objects"]

@@ -1,0 +1,59 @@
+"""``python -m edgecache.testing.kubeapi``: the test API server standalone (the demo uses it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from . import objects
+from ._server import KubeAPIServer
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecache.testing.kubeapi", description=__doc__
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+    parser.add_argument(
+        "--token", action="append", default=[], help="accepted bearer token (repeatable)"
+    )
+    parser.add_argument(
+        "--allow-anonymous", action="store_true", help="serve requests without a token"
+    )
+    parser.add_argument(
+        "--bookmark-interval", type=float, default=60.0, help="seconds between bookmarks"
+    )
+    parser.add_argument(
+        "--seed-pods", type=int, default=0, help="create this many pods in 'default'"
+    )
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = KubeAPIServer(
+        host=args.host,
+        port=args.port,
+        tokens=args.token or None,
+        allow_anonymous=args.allow_anonymous,
+        bookmark_interval_seconds=args.bookmark_interval,
+    )
+    if args.seed_pods:
+        server.seed(objects.pods(args.seed_pods))
+    await server.astart()
+    print(f"kubeapi listening on {server.url}", flush=True)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, done.set)
+    await done.wait()
+    await server.astop(abort=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    asyncio.run(_serve(_parse(argv)))
+
+
+if __name__ == "__main__":
+    main()

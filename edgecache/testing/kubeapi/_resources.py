@@ -1,0 +1,226 @@
+"""The resource table: which group/version/resources the test API server serves.
+
+Built-in resources are one line each in :data:`BUILTIN_RESOURCES`; custom resources are added and
+removed by the store when a ``CustomResourceDefinition`` is written or deleted. Discovery, routing
+and the store all read this one registry, so a resource that is registered is served everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class PrinterColumn:
+    """One column of ``kubectl get`` output (a CRD's ``additionalPrinterColumns`` entry)."""
+
+    name: str
+    json_path: str
+    type: str = "string"
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served resource: where it lives in the URL space and how it is named."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    has_status: bool = False
+    """Whether ``<plural>/status`` is a subresource: main-resource writes then keep ``.status``."""
+    printer_columns: tuple[PrinterColumn, ...] = ()
+    from_crd: str | None = field(default=None, compare=False)
+    """The name of the CRD that registered this resource, ``None`` for built-ins."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(group, version, plural)``, the routing key."""
+        return (self.group, self.version, self.plural)
+
+    @property
+    def group_resource(self) -> tuple[str, str]:
+        """``(group, plural)``: objects are stored once per group resource, not per version."""
+        return (self.group, self.plural)
+
+    @property
+    def api_version(self) -> str:
+        """``apiVersion`` as written in objects: ``v1`` or ``apps/v1``."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+def _r(
+    group: str,
+    version: str,
+    plural: str,
+    kind: str,
+    *,
+    namespaced: bool = True,
+    short: tuple[str, ...] = (),
+    status: bool = False,
+    categories: tuple[str, ...] = (),
+) -> ResourceType:
+    return ResourceType(group, version, plural, kind, namespaced, short, categories, status)
+
+
+BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
+    _r("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), status=True),
+    _r("", "v1", "nodes", "Node", namespaced=False, short=("no",), status=True),
+    _r("", "v1", "pods", "Pod", short=("po",), status=True, categories=("all",)),
+    _r("", "v1", "services", "Service", short=("svc",), status=True, categories=("all",)),
+    _r("", "v1", "endpoints", "Endpoints", short=("ep",)),
+    _r("", "v1", "configmaps", "ConfigMap", short=("cm",)),
+    _r("", "v1", "secrets", "Secret"),
+    _r("", "v1", "events", "Event", short=("ev",)),
+    _r("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",)),
+    _r(
+        "",
+        "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        namespaced=False,
+        short=("pv",),
+        status=True,
+    ),
+    _r("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short=("pvc",), status=True),
+    _r("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
+    _r(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        short=("deploy",),
+        status=True,
+        categories=("all",),
+    ),
+    _r("apps", "v1", "daemonsets", "DaemonSet", short=("ds",), status=True, categories=("all",)),
+    _r(
+        "apps",
+        "v1",
+        "statefulsets",
+        "StatefulSet",
+        short=("sts",),
+        status=True,
+        categories=("all",),
+    ),
+    _r("apps", "v1", "replicasets", "ReplicaSet", short=("rs",), status=True, categories=("all",)),
+    _r("batch", "v1", "jobs", "Job", status=True, categories=("all",)),
+    _r("batch", "v1", "cronjobs", "CronJob", short=("cj",), status=True, categories=("all",)),
+    _r("coordination.k8s.io", "v1", "leases", "Lease"),
+    _r("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, short=("sc",)),
+    _r("rbac.authorization.k8s.io", "v1", "roles", "Role"),
+    _r("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
+    _r("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
+    _r(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        namespaced=False,
+    ),
+    _r(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        short=("crd", "crds"),
+        status=True,
+    ),
+)
+
+CRD_GROUP_RESOURCE = ("apiextensions.k8s.io", "customresourcedefinitions")
+NAMESPACE_GROUP_RESOURCE = ("", "namespaces")
+
+
+def resources_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
+    """The resources a CRD serves: one per ``spec.versions[]`` entry with ``served: true``."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = str(spec.get("group", ""))
+    plural = str(names.get("plural", ""))
+    kind = str(names.get("kind", ""))
+    namespaced = spec.get("scope", "Namespaced") == "Namespaced"
+    name = str((crd.get("metadata") or {}).get("name", ""))
+    found: list[ResourceType] = []
+    for version in spec.get("versions") or []:
+        if not version.get("served", True):
+            continue
+        columns = tuple(
+            PrinterColumn(
+                str(c.get("name", "")), str(c.get("jsonPath", "")), str(c.get("type", "string"))
+            )
+            for c in version.get("additionalPrinterColumns") or []
+        )
+        found.append(
+            ResourceType(
+                group,
+                str(version.get("name", "")),
+                plural,
+                kind,
+                namespaced,
+                tuple(names.get("shortNames") or ()),
+                tuple(names.get("categories") or ()),
+                "status" in (version.get("subresources") or {}),
+                columns,
+                name,
+            )
+        )
+    return found
+
+
+class ResourceRegistry:
+    """Thread-safe lookup of served resources, in registration order (discovery order)."""
+
+    def __init__(self, resources: Iterable[ResourceType] = BUILTIN_RESOURCES) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple[str, str, str], ResourceType] = {}
+        for resource in resources:
+            self._by_key[resource.key] = resource
+
+    def lookup(self, group: str, version: str, plural: str) -> ResourceType | None:
+        with self._lock:
+            return self._by_key.get((group, version, plural))
+
+    def by_kind(self, api_version: str, kind: str) -> ResourceType | None:
+        """The resource for an object's ``apiVersion`` and ``kind`` (used when seeding objects)."""
+        group, _, version = api_version.rpartition("/")
+        with self._lock:
+            for resource in self._by_key.values():
+                if (resource.group, resource.version, resource.kind) == (group, version, kind):
+                    return resource
+        return None
+
+    def all(self) -> list[ResourceType]:
+        with self._lock:
+            return list(self._by_key.values())
+
+    def versions_of(self, group: str, plural: str) -> list[ResourceType]:
+        with self._lock:
+            return [r for r in self._by_key.values() if r.group_resource == (group, plural)]
+
+    def register_crd(self, crd: dict[str, Any]) -> None:
+        """Serve (or re-serve, after an update) the resources of a CRD."""
+        name = str((crd.get("metadata") or {}).get("name", ""))
+        with self._lock:
+            for key in [k for k, r in self._by_key.items() if r.from_crd == name]:
+                del self._by_key[key]
+            for resource in resources_from_crd(crd):
+                self._by_key.setdefault(resource.key, resource)
+
+    def unregister_crd(self, name: str) -> None:
+        with self._lock:
+            for key in [k for k, r in self._by_key.items() if r.from_crd == name]:
+                del self._by_key[key]

@@ -1,0 +1,388 @@
+"""``KubeAPIServer``: the in-process Kubernetes API server's lifecycle and test controls.
+
+The top of the package: wires the store, the HTTP handlers and the request controls (auth, faults,
+request log) into an aiohttp application listening on 127.0.0.1. It runs either on the caller's
+event loop (``async with KubeAPIServer() as srv``) or on its own loop in a background thread
+(``with KubeAPIServer() as srv``), for sync clients such as the ``kubernetes`` package or kubectl
+subprocesses. It can be stopped and started again on the same port with its state kept, which is
+how a test cuts and restores the "cloud" behind an edge hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from . import _status
+from ._faults import Authenticator, Fault, FaultMode, FaultPlan, RecordedRequest
+from ._handlers import APIHandlers, error_response
+from ._resources import ResourceRegistry
+from ._status import APIError
+from ._store import JSONObject, Store
+from ._watch import WatchStream
+
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_UNAUTHENTICATED_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+
+
+class KubeAPIServer:
+    """A Kubernetes API server for tests, on ``127.0.0.1`` and a free port unless told otherwise.
+
+    ``tokens``: accepted bearer tokens (a mapping gives each its user name); ``None`` disables
+    authentication. ``allow_anonymous``: whether requests without credentials are served when
+    tokens are set. ``bookmark_interval_seconds``: how often watches with
+    ``allowWatchBookmarks=true`` get a ``BOOKMARK`` (a real server: about a minute; tests: short).
+    ``history_size``: events kept for watch resumption; older resourceVersions get 410 Gone.
+    ``require_namespaces``: refuse objects in namespaces that do not exist (404), as a real server.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tokens: Collection[str] | Mapping[str, str] | None = None,
+        allow_anonymous: bool = False,
+        bookmark_interval_seconds: float = 60.0,
+        history_size: int = 10_000,
+        require_namespaces: bool = True,
+        aggregated_discovery: bool = True,
+        tables: bool = True,
+        request_log_size: int = 100_000,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.store = Store(
+            ResourceRegistry(), history_size=history_size, require_namespaces=require_namespaces
+        )
+        self.auth = Authenticator(tokens, allow_anonymous=allow_anonymous)
+        self.faults = FaultPlan()
+        self.bookmark_interval_seconds = bookmark_interval_seconds
+        self.latency_seconds = 0.0
+        """Added before every answer (watch streams: before the first byte)."""
+        self._request_log: deque[RecordedRequest] = deque(maxlen=request_log_size)
+        self._handlers = APIHandlers(
+            self.store,
+            bookmark_interval_seconds=lambda: self.bookmark_interval_seconds,
+            aggregated_discovery=aggregated_discovery,
+            tables=tables,
+            on_watch=self._track_watch,
+        )
+        self._watches: set[WatchStream] = set()
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------------------ facts
+
+    @property
+    def port(self) -> int:
+        """The listening port (fixed after the first start, kept across restarts)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """The request log, oldest first."""
+        return list(self._request_log)
+
+    def clear_requests(self) -> None:
+        self._request_log.clear()
+
+    @property
+    def resource_version(self) -> int:
+        return self.store.resource_version
+
+    @property
+    def open_watches(self) -> int:
+        return len(self._watches)
+
+    # --------------------------------------------------------------------- the application
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
+        h = self._handlers
+        for path in ("/healthz", "/livez", "/readyz"):
+            app.router.add_get(path, h.health)
+        app.router.add_get("/version", h.version)
+        app.router.add_get("/api", h.core)
+        app.router.add_get("/apis", h.groups)
+        app.router.add_route("*", "/api/{tail:.+}", h.dispatch)
+        app.router.add_route("*", "/apis/{tail:.+}", h.dispatch)
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return error_response(_status.path_not_found(request.path))
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization", "")
+        user = self.auth.authenticate(authorization)
+        transport = request.transport
+        if transport is not None:
+            self._transports.add(transport)
+        status = 0
+        try:
+            response = await self._answer(request, handler, user)
+            status = response.status
+            return response
+        finally:
+            if transport is not None:
+                self._transports.discard(transport)
+            self._request_log.append(
+                RecordedRequest(
+                    method=request.method,
+                    path=request.path,
+                    query=request.query_string,
+                    user_agent=request.headers.get("User-Agent", ""),
+                    authorization=authorization,
+                    user=user or "",
+                    status=status,
+                    watch=request.query.get("watch") in ("1", "true", "True")
+                    or "/watch/" in request.path,
+                )
+            )
+
+    async def _answer(
+        self, request: web.Request, handler: Handler, user: str | None
+    ) -> web.StreamResponse:
+        if user is None and not (
+            request.path in _UNAUTHENTICATED_PATHS and not request.headers.get("Authorization")
+        ):
+            return error_response(_status.unauthorized())
+        fault = self.faults.take(request.method, request.path)
+        if fault is not None:
+            return await self._fail(request, fault)
+        if self.latency_seconds > 0:
+            await asyncio.sleep(self.latency_seconds)
+        try:
+            return await handler(request)
+        except APIError as error:
+            return error_response(error)
+
+    async def _fail(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        if fault.mode == "hang" and self._stopping is not None:
+            await self._stopping.wait()
+        if fault.mode in ("close", "hang") and request.transport is not None:
+            request.transport.abort()
+            raise asyncio.CancelledError  # nothing may be written: the connection is gone
+        return error_response(
+            APIError(
+                fault.status,
+                "ServiceUnavailable" if fault.status == 503 else "InternalError",
+                "injected fault",
+            )
+        )
+
+    def _track_watch(self, stream: WatchStream) -> Callable[[], None]:
+        self._watches.add(stream)
+        return lambda: self._watches.discard(stream)
+
+    # ------------------------------------------------------------------ async lifecycle
+
+    async def astart(self) -> None:
+        """Listen (on the running loop), on the same port as before if started earlier."""
+        if self._runner is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self._port = server.sockets[0].getsockname()[1]
+        self._runner = runner
+
+    async def astop(self, *, abort: bool = True) -> None:
+        """Stop listening and end every connection; the store is kept for a later start.
+
+        ``abort=True`` resets open connections (a cut link or a crashed server: watches end without
+        their final chunk); ``abort=False`` ends watch streams cleanly first (a graceful shutdown).
+        """
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        if self._stopping is not None:
+            self._stopping.set()
+        for stream in list(self._watches):
+            stream.stop()
+        if abort:
+            for transport in list(self._transports):
+                if isinstance(transport, asyncio.Transport):
+                    transport.abort()
+        else:
+            await asyncio.sleep(0.05)  # let watch handlers write their final chunk
+        await runner.cleanup()
+
+    async def arestart(self) -> None:
+        await self.astop()
+        await self.astart()
+
+    async def __aenter__(self) -> KubeAPIServer:
+        await self.astart()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()
+
+    # ----------------------------------------------------------- threaded (sync) lifecycle
+
+    def _ensure_thread(self) -> asyncio.AbstractEventLoop:
+        if self._thread is not None and self._loop is not None:
+            return self._loop
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=loop.run_forever, name=f"kubeapi-{id(self):x}", daemon=True
+        )
+        thread.start()
+        self._loop, self._thread = loop, thread
+        return loop
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop is not None and self._thread is None:
+            coroutine.close()
+            raise RuntimeError(
+                "this server runs on your event loop: use await astart()/astop()/arestart()"
+            )
+        loop = self._ensure_thread()
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
+
+    def start(self) -> None:
+        """Start listening, serving from a background thread with its own event loop."""
+        self._run(self.astart())
+
+    def stop(self, *, abort: bool = True) -> None:
+        """Stop listening (see :meth:`astop`); :meth:`start` serves again on the same port."""
+        if self._thread is None:
+            if self._runner is not None:
+                raise RuntimeError("this server runs on your event loop: use await astop()")
+            return
+        self._run(self.astop(abort=abort))
+
+    def restart(self) -> None:
+        self._run(self.arestart())
+
+    def close(self) -> None:
+        """Stop and end the background thread."""
+        self.stop()
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
+        self._loop, self._thread = None, None
+
+    def __enter__(self) -> KubeAPIServer:
+        self._ensure_thread()
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --------------------------------------------------------------------- test controls
+
+    def close_watches(self) -> int:
+        """End every open watch cleanly, as at a server-side watch timeout; returns how many."""
+        streams = list(self._watches)
+        loop = self._loop
+        if loop is not None:
+            for stream in streams:
+                loop.call_soon_threadsafe(stream.stop)
+        return len(streams)
+
+    def fail(
+        self,
+        status: int = 503,
+        *,
+        count: int | None = None,
+        path_prefix: str = "",
+        methods: Iterable[str] = (),
+        mode: FaultMode = "status",
+    ) -> Fault:
+        """Answer matching requests with ``status`` (or drop / hang them, per ``mode``)."""
+        fault = Fault(mode, status, count, path_prefix, frozenset(m.upper() for m in methods))
+        return self.faults.add(fault)
+
+    def drop_connections(self, *, count: int | None = None, path_prefix: str = "") -> Fault:
+        """Close matching requests' connections without an answer."""
+        return self.fail(count=count, path_prefix=path_prefix, mode="close")
+
+    def hang(self, *, count: int | None = None, path_prefix: str = "") -> Fault:
+        """Never answer matching requests (until the server stops), to exercise client timeouts."""
+        return self.fail(count=count, path_prefix=path_prefix, mode="hang")
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def compact(self) -> None:
+        """Drop the event history: watches from any older resourceVersion now get 410 Gone."""
+        self.store.compact()
+
+    # ------------------------------------------------------------------------ data helpers
+
+    def create(self, obj: JSONObject) -> JSONObject:
+        """Create an object as a client POST would (server-set fields, status reset)."""
+        resource = self.store.resource_of(obj)
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        return copy.deepcopy(self.store.create(resource, namespace, obj))
+
+    def put(self, obj: JSONObject) -> JSONObject:
+        """Create or replace an object exactly as given, status included."""
+        return copy.deepcopy(self.store.put(obj))
+
+    def seed(self, objects: Iterable[JSONObject]) -> int:
+        """Put many objects at once (5,000 pods: well under a second); returns the new RV."""
+        return self.store.seed(objects)
+
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> JSONObject:
+        """An object by kind and name (404 ``APIError`` if absent)."""
+        resource = self.store.resource_of({"apiVersion": api_version, "kind": kind})
+        return copy.deepcopy(self.store.get(resource, namespace, name))
+
+    def list_objects(
+        self, api_version: str, kind: str, namespace: str | None = None
+    ) -> list[JSONObject]:
+        resource = self.store.resource_of({"apiVersion": api_version, "kind": kind})
+        page = self.store.list_page(resource, namespace, lambda obj: True)
+        return copy.deepcopy(page.items)
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
+        resource = self.store.resource_of({"apiVersion": api_version, "kind": kind})
+        self.store.delete(resource, namespace, name)

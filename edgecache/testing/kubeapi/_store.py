@@ -1,0 +1,693 @@
+"""The object store: the state of the emulated cluster and the event history watches replay.
+
+Every write takes the next value of one global, monotonic resourceVersion (an integer, served as a
+string) and appends exactly one event to a bounded history, so ``watch?resourceVersion=N`` replays
+precisely the events after ``N`` and an ``N`` older than the retained history is answered with
+410 Gone, as etcd compaction makes a real API server do. Write semantics follow the API server:
+``generateName``, 409 AlreadyExists and Conflict, ``generation`` bumps on spec changes, status
+subresources, finalizers (deletion waits until they are removed), no-op updates that do not bump
+the resourceVersion, namespace deletion that deletes the namespace's objects, and CRDs that start
+or stop serving their resources.
+
+Stored objects are never mutated in place: a write replaces the dict. Readers inside the package
+therefore share references without copying; the public helpers hand out deep copies.
+The store is thread-safe: the test thread seeds it while the server's loop thread serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import itertools
+import json
+import random
+import threading
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import _status
+from ._patch import APPLY_PATCH, apply_patch
+from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
+from ._status import APIError
+
+JSONObject = dict[str, Any]
+Predicate = Callable[[Mapping[str, Any]], bool]
+ObjectKey = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_GENERATE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_MODIFIED = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
+_SERVER_OWNED = (
+    "uid",
+    "creationTimestamp",
+    "namespace",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One committed change; ``old`` is the previous state (for selector transitions in watches)."""
+
+    resource_version: int
+    type: str  # ADDED, MODIFIED or DELETED
+    group_resource: tuple[str, str]
+    namespace: str
+    object: JSONObject
+    old: JSONObject | None
+
+
+@dataclass(frozen=True)
+class ListPage:
+    items: list[JSONObject]
+    resource_version: int
+    continue_token: str
+    remaining: int | None
+
+
+def _meta(obj: Mapping[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _spec_part(obj: Mapping[str, Any]) -> JSONObject:
+    """Everything that counts toward ``metadata.generation``: all but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+
+def _comparable(obj: Mapping[str, Any]) -> JSONObject:
+    meta = {k: v for k, v in _meta(obj).items() if k not in ("resourceVersion", "managedFields")}
+    return {**obj, "metadata": meta}
+
+
+class Store:
+    """Objects by group resource, the global resourceVersion and the bounded event history."""
+
+    def __init__(
+        self,
+        registry: ResourceRegistry,
+        *,
+        history_size: int = 10_000,
+        require_namespaces: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.require_namespaces = require_namespaces
+        self._lock = threading.RLock()
+        self._objects: dict[tuple[str, str], dict[ObjectKey, JSONObject]] = {}
+        self._rv = 0
+        self._history: deque[StoredEvent] = deque()
+        self._history_size = history_size
+        self._compacted_rv = 0
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._snapshots: OrderedDict[str, tuple[int, list[JSONObject]]] = OrderedDict()
+        self._snapshot_ids = itertools.count(1)
+        self._cluster_ips = itertools.count(10)
+        self._notify_suspended = 0
+        for name in DEFAULT_NAMESPACES:
+            self._commit_create(
+                self._namespace_type(), "", {"metadata": {"name": name}}, admit=True
+            )
+
+    # ----------------------------------------------------------------- versions and history
+
+    @property
+    def resource_version(self) -> int:
+        """The current (latest committed) resourceVersion."""
+        with self._lock:
+            return self._rv
+
+    @property
+    def compacted_resource_version(self) -> int:
+        """Watches may start at any resourceVersion at or above this one."""
+        with self._lock:
+            return self._compacted_rv
+
+    def events_after(self, resource_version: int) -> tuple[list[StoredEvent], int] | None:
+        """Events after ``resource_version`` and the RV they reach; ``None`` if compacted."""
+        with self._lock:
+            if resource_version < self._compacted_rv:
+                return None
+            if resource_version >= self._rv:
+                return [], self._rv
+            # One event per resourceVersion: the event for RV r sits at index r - first_rv.
+            first = self._history[0].resource_version if self._history else self._rv + 1
+            start = max(0, resource_version + 1 - first)
+            return list(itertools.islice(self._history, start, None)), self._rv
+
+    def compact(self) -> None:
+        """Forget all history and pagination snapshots, as an etcd compaction does."""
+        with self._lock:
+            self._history.clear()
+            self._compacted_rv = self._rv
+            self._snapshots.clear()
+
+    def add_waiter(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters.add((loop, event))
+
+    def remove_waiter(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+        with self._lock:
+            self._waiters.discard((loop, event))
+
+    def _notify(self) -> None:
+        if self._notify_suspended:
+            return
+        for loop, event in list(self._waiters):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed: its watch is gone
+                self._waiters.discard((loop, event))
+
+    def _record(
+        self, kind: str, resource: ResourceType, obj: JSONObject, old: JSONObject | None
+    ) -> None:
+        self._history.append(
+            StoredEvent(
+                self._rv, kind, resource.group_resource, _meta(obj).get("namespace", ""), obj, old
+            )
+        )
+        while len(self._history) > self._history_size:
+            self._compacted_rv = self._history.popleft().resource_version
+        self._notify()
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    # ----------------------------------------------------------------------------- reading
+
+    def _table(self, resource: ResourceType) -> dict[ObjectKey, JSONObject]:
+        return self._objects.setdefault(resource.group_resource, {})
+
+    def _namespace_type(self) -> ResourceType:
+        resource = self.registry.lookup("", "v1", "namespaces")
+        assert resource is not None
+        return resource
+
+    def _key(self, resource: ResourceType, namespace: str | None, name: str) -> ObjectKey:
+        return ((namespace or "") if resource.namespaced else "", name)
+
+    def get(self, resource: ResourceType, namespace: str | None, name: str) -> JSONObject:
+        """The stored object (a shared reference: do not mutate), or 404."""
+        with self._lock:
+            obj = self._table(resource).get(self._key(resource, namespace, name))
+        if obj is None:
+            raise _status.not_found(resource.group, resource.plural, name)
+        return obj
+
+    def list_page(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        predicate: Predicate,
+        *,
+        limit: int = 0,
+        continue_token: str = "",
+    ) -> ListPage:
+        """A page of matching objects sorted by namespace/name, consistent across pages."""
+        with self._lock:
+            if continue_token:
+                snapshot_id, offset, rv = _decode_continue(continue_token)
+                snapshot = self._snapshots.get(snapshot_id)
+                if snapshot is None:
+                    raise _status.gone(
+                        "The provided continue parameter is too old to display a consistent list "
+                        "result. You can start a new list without the continue parameter."
+                    )
+                rv, items = snapshot
+            else:
+                offset, snapshot_id = 0, ""
+                rv = self._rv
+                table = self._table(resource)
+                keys = sorted(k for k in table if namespace is None or k[0] == namespace)
+                items = [table[k] for k in keys if predicate(table[k])]
+            if limit <= 0 or offset + limit >= len(items):
+                return ListPage(items[offset:], rv, "", None)
+            if not snapshot_id:
+                snapshot_id = str(next(self._snapshot_ids))
+                self._snapshots[snapshot_id] = (rv, items)
+                while len(self._snapshots) > 256:
+                    self._snapshots.popitem(last=False)
+            end = offset + limit
+            token = _encode_continue(snapshot_id, end, rv)
+            return ListPage(items[offset:end], rv, token, len(items) - end)
+
+    def namespace_exists(self, namespace: str) -> bool:
+        with self._lock:
+            return ("", namespace) in self._objects.get(NAMESPACE_GROUP_RESOURCE, {})
+
+    # ----------------------------------------------------------------------------- writing
+
+    def create(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        body: JSONObject,
+        *,
+        dry_run: bool = False,
+    ) -> JSONObject:
+        """POST: admit a new object (status reset for resources with a status subresource)."""
+        with self._lock:
+            return self._commit_create(resource, namespace or "", body, admit=True, dry_run=dry_run)
+
+    def put(self, obj: JSONObject) -> JSONObject:
+        """Test helper: create or replace an object exactly as given (status kept), by its kind."""
+        resource = self.resource_of(obj)
+        meta = _meta(obj)
+        with self._lock:
+            existing = self._table(resource).get(
+                self._key(resource, meta.get("namespace"), str(meta.get("name")))
+            )
+            if existing is None:
+                return self._commit_create(resource, meta.get("namespace", ""), obj, admit=False)
+            return self._commit_update(resource, existing, copy.deepcopy(obj), subresource="*")
+
+    def seed(self, objects: Iterable[JSONObject]) -> int:
+        """Test helper: put many objects under one lock and one watch wake-up; returns the RV."""
+        with self._lock:
+            self._notify_suspended += 1
+            try:
+                for obj in objects:
+                    self.put(obj)
+            finally:
+                self._notify_suspended -= 1
+            self._notify()
+            return self._rv
+
+    def resource_of(self, obj: Mapping[str, Any]) -> ResourceType:
+        resource = self.registry.by_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        if resource is None:
+            raise _status.bad_request(
+                f"no resource serves {obj.get('apiVersion')} {obj.get('kind')}"
+            )
+        return resource
+
+    def _commit_create(
+        self,
+        resource: ResourceType,
+        namespace: str,
+        body: JSONObject,
+        *,
+        admit: bool,
+        dry_run: bool = False,
+    ) -> JSONObject:
+        obj = copy.deepcopy(body)
+        if not isinstance(obj, dict):
+            raise _status.bad_request("the body of the request must be a JSON object")
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise _status.bad_request("metadata must be an object")
+        self._check_kind(resource, obj)
+        name = meta.get("name") or ""
+        if not name and meta.get("generateName"):
+            name = str(meta["generateName"]) + "".join(random.choices(_GENERATE_ALPHABET, k=5))
+        if not name:
+            raise _status.invalid(
+                resource.kind,
+                resource.group,
+                "",
+                "metadata.name",
+                "Required value: name or generateName is required",
+            )
+        meta["name"] = name
+        if resource.namespaced:
+            body_ns = meta.get("namespace") or ""
+            if namespace and body_ns and body_ns != namespace:
+                raise _status.bad_request(
+                    "the namespace of the provided object does not match the namespace sent "
+                    "on the request"
+                )
+            namespace = namespace or body_ns
+            if not namespace:
+                raise _status.invalid(
+                    resource.kind, resource.group, name, "metadata.namespace", "Required value"
+                )
+            meta["namespace"] = namespace
+            if self.require_namespaces and not self.namespace_exists(namespace):
+                raise _status.not_found("", "namespaces", namespace)
+        else:
+            meta.pop("namespace", None)
+        table = self._table(resource)
+        key = self._key(resource, namespace, name)
+        if key in table:
+            raise _status.already_exists(resource.group, resource.plural, name)
+        if admit:
+            self._admit_new(resource, obj)
+        meta.pop("resourceVersion", None)
+        # Admitted objects get fresh server-owned fields; seeded ones keep what the test gave.
+        if admit or "uid" not in meta:
+            meta["uid"] = str(uuid.uuid4())
+        if admit or "creationTimestamp" not in meta:
+            meta["creationTimestamp"] = now_rfc3339()
+        meta.setdefault("generation", 1)
+        if admit:
+            for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+                meta.pop(field, None)
+        if dry_run:
+            meta["resourceVersion"] = str(self._rv)
+            return obj
+        meta["resourceVersion"] = self._next_rv()
+        table[key] = obj
+        self._record("ADDED", resource, obj, None)
+        if resource.group_resource == CRD_GROUP_RESOURCE:
+            self.registry.register_crd(obj)
+        return obj
+
+    def _check_kind(self, resource: ResourceType, obj: JSONObject) -> None:
+        kind = obj.get("kind") or resource.kind
+        if kind != resource.kind:
+            raise _status.bad_request(
+                f"the object provided is of kind {kind}, but the request is for {resource.kind}"
+            )
+        api_version = obj.get("apiVersion") or resource.api_version
+        group = str(api_version).rpartition("/")[0]
+        if group != resource.group:
+            raise _status.bad_request(
+                f"the API version in the data ({api_version}) does not match the expected "
+                f"API version "
+                f"({resource.api_version})"
+            )
+        obj["kind"] = kind
+        obj["apiVersion"] = api_version
+
+    def _admit_new(self, resource: ResourceType, obj: JSONObject) -> None:
+        """What the API server's create strategies do to a new object."""
+        if resource.has_status:
+            obj.pop("status", None)
+        group_resource = resource.group_resource
+        if group_resource == NAMESPACE_GROUP_RESOURCE:
+            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+            obj["status"] = {"phase": "Active"}
+            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
+                "metadata"
+            ]["name"]
+        elif group_resource == ("", "pods"):
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        elif group_resource == ("", "services"):
+            spec = obj.setdefault("spec", {})
+            if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
+                index = next(self._cluster_ips)
+                spec["clusterIP"] = f"10.96.{index // 250}.{index % 250 + 1}"
+                spec["clusterIPs"] = [spec["clusterIP"]]
+            spec.setdefault("type", "ClusterIP")
+            obj["status"] = {"loadBalancer": {}}
+        elif group_resource == CRD_GROUP_RESOURCE:
+            self._validate_crd(obj)
+            names = obj["spec"]["names"]
+            names.setdefault("singular", str(names["kind"]).lower())
+            names.setdefault("listKind", f"{names['kind']}List")
+            obj["status"] = {
+                "acceptedNames": dict(names),
+                "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
+                "conditions": [
+                    _condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+                    _condition(
+                        "Established",
+                        "InitialNamesAccepted",
+                        "the initial names have been accepted",
+                    ),
+                ],
+            }
+
+    def _validate_crd(self, obj: JSONObject) -> None:
+        spec = obj.get("spec") or {}
+        names = spec.get("names") or {}
+        name = _meta(obj).get("name", "")
+        for field, value in (
+            ("spec.group", spec.get("group")),
+            ("spec.names.plural", names.get("plural")),
+            ("spec.names.kind", names.get("kind")),
+            ("spec.versions", spec.get("versions")),
+        ):
+            if not value:
+                raise _status.invalid(
+                    "CustomResourceDefinition",
+                    "apiextensions.k8s.io",
+                    name,
+                    field,
+                    "Required value",
+                )
+        if name != f"{names['plural']}.{spec['group']}":
+            raise _status.invalid(
+                "CustomResourceDefinition",
+                "apiextensions.k8s.io",
+                name,
+                "metadata.name",
+                'Invalid value: must be spec.names.plural+"."+spec.group',
+            )
+
+    def update(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: JSONObject,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> JSONObject:
+        """PUT: replace an object, 409 if ``metadata.resourceVersion`` is given and stale."""
+        if not isinstance(body, dict):
+            raise _status.bad_request("the body of the request must be a JSON object")
+        with self._lock:
+            existing = self.get(resource, namespace, name)
+            body = copy.deepcopy(body)
+            meta = body.setdefault("metadata", {})
+            if meta.get("name", name) != name:
+                raise _status.bad_request(
+                    f"the name of the object ({meta.get('name')}) does not match the name "
+                    f"on the URL ({name})"
+                )
+            sent_rv = meta.get("resourceVersion")
+            if sent_rv and sent_rv != _meta(existing).get("resourceVersion"):
+                raise _status.conflict(
+                    resource.group,
+                    resource.plural,
+                    name,
+                    _MODIFIED,
+                )
+            self._check_kind(resource, body)
+            return self._commit_update(
+                resource, existing, body, subresource=subresource, dry_run=dry_run
+            )
+
+    def patch(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        content_type: str,
+        *,
+        subresource: str = "",
+        dry_run: bool = False,
+    ) -> JSONObject:
+        """PATCH: apply a merge, strategic-merge, JSON or apply patch to the current object."""
+        with self._lock:
+            try:
+                existing = self.get(resource, namespace, name)
+            except APIError:
+                if content_type != APPLY_PATCH or not isinstance(patch, dict):
+                    raise
+                patch.setdefault("metadata", {}).setdefault("name", name)
+                return self.create(resource, namespace, patch, dry_run=dry_run)
+            patched = apply_patch(existing, patch, content_type)
+            if not isinstance(patched, dict):
+                raise _status.bad_request("the patch produced something that is not an object")
+            meta = patched.setdefault("metadata", {})
+            sent_rv = _meta(patch).get("resourceVersion") if isinstance(patch, dict) else None
+            if sent_rv and sent_rv != _meta(existing).get("resourceVersion"):
+                raise _status.conflict(
+                    resource.group,
+                    resource.plural,
+                    name,
+                    _MODIFIED,
+                )
+            if meta.get("name") != name:
+                raise _status.bad_request("metadata.name cannot be changed by a patch")
+            meta.pop("resourceVersion", None)
+            self._check_kind(resource, patched)
+            return self._commit_update(
+                resource, existing, patched, subresource=subresource, dry_run=dry_run
+            )
+
+    def _commit_update(
+        self,
+        resource: ResourceType,
+        existing: JSONObject,
+        new: JSONObject,
+        *,
+        subresource: str,
+        dry_run: bool = False,
+    ) -> JSONObject:
+        old_meta = _meta(existing)
+        if resource.has_status and subresource == "status":
+            status = new.get("status")
+            new = copy.deepcopy(existing)
+            if status is None:
+                new.pop("status", None)
+            else:
+                new["status"] = status
+        elif resource.has_status and subresource == "":
+            if "status" in existing:
+                new["status"] = copy.deepcopy(existing["status"])
+            else:
+                new.pop("status", None)
+        meta = new.setdefault("metadata", {})
+        # Fields the server owns survive any client write.
+        for field in _SERVER_OWNED:
+            if subresource == "*":  # a test's put(): keep what it gave, fill what it left out
+                if field in old_meta:
+                    meta.setdefault(field, old_meta[field])
+            elif field in old_meta:
+                meta[field] = old_meta[field]
+            else:
+                meta.pop(field, None)
+        meta["name"] = old_meta["name"]
+        if _spec_part(new) != _spec_part(existing):
+            meta["generation"] = int(old_meta.get("generation", 1)) + 1
+        else:
+            meta["generation"] = old_meta.get("generation", 1)
+        meta["resourceVersion"] = old_meta.get("resourceVersion")
+        if _comparable(new) == _comparable(existing):
+            return existing  # a no-op write: no new resourceVersion, no event
+        if dry_run:
+            return new
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._remove(resource, new)
+        meta["resourceVersion"] = self._next_rv()
+        self._table(resource)[self._key(resource, meta.get("namespace"), meta["name"])] = new
+        self._record("MODIFIED", resource, new, existing)
+        if resource.group_resource == CRD_GROUP_RESOURCE:
+            self.registry.register_crd(new)
+        return new
+
+    def delete(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        name: str,
+        *,
+        preconditions: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> tuple[JSONObject, bool]:
+        """DELETE: remove the object, or mark it for deletion if it has finalizers.
+
+        Returns the object and whether it is gone (``False``: it waits for its finalizers).
+        """
+        with self._lock:
+            existing = self.get(resource, namespace, name)
+            meta = _meta(existing)
+            for field in ("uid", "resourceVersion"):
+                wanted = (preconditions or {}).get(field)
+                if wanted and wanted != meta.get(field):
+                    raise _status.conflict(
+                        resource.group,
+                        resource.plural,
+                        name,
+                        f"Precondition failed: {field}: {wanted}, "
+                        f"{field} in object meta: {meta.get(field)}",
+                    )
+            if dry_run:
+                return existing, True
+            if meta.get("finalizers"):
+                if meta.get("deletionTimestamp"):
+                    return existing, False
+                marked = copy.deepcopy(existing)
+                marked["metadata"]["deletionTimestamp"] = now_rfc3339()
+                marked["metadata"]["deletionGracePeriodSeconds"] = 0
+                marked["metadata"]["resourceVersion"] = self._next_rv()
+                self._table(resource)[self._key(resource, namespace, name)] = marked
+                self._record("MODIFIED", resource, marked, existing)
+                return marked, False
+            return self._remove(resource, existing), True
+
+    def _remove(self, resource: ResourceType, obj: JSONObject) -> JSONObject:
+        meta = _meta(obj)
+        key = self._key(resource, meta.get("namespace"), meta["name"])
+        previous = self._table(resource).pop(key)
+        gone = {**obj, "metadata": {**meta, "resourceVersion": self._next_rv()}}
+        self._record("DELETED", resource, gone, previous)
+        if resource.group_resource == NAMESPACE_GROUP_RESOURCE:
+            self._delete_namespace_contents(meta["name"])
+        elif resource.group_resource == CRD_GROUP_RESOURCE:
+            self._delete_crd_objects(obj)
+        return gone
+
+    def _delete_namespace_contents(self, namespace: str) -> None:
+        for resource in self.registry.all():
+            if not resource.namespaced or resource.group_resource not in self._objects:
+                continue
+            table = self._objects[resource.group_resource]
+            for key in sorted(k for k in table if k[0] == namespace):
+                if key in table:
+                    self._remove(resource, table[key])
+
+    def _delete_crd_objects(self, crd: JSONObject) -> None:
+        spec = crd.get("spec") or {}
+        group_resource = (
+            str(spec.get("group", "")),
+            str((spec.get("names") or {}).get("plural", "")),
+        )
+        served = self.registry.versions_of(*group_resource)
+        table = self._objects.pop(group_resource, {})
+        for obj in table.values():
+            if served:
+                gone = {**obj, "metadata": {**_meta(obj), "resourceVersion": self._next_rv()}}
+                self._record("DELETED", served[0], gone, obj)
+        self.registry.unregister_crd(_meta(crd)["name"])
+
+    def delete_collection(
+        self,
+        resource: ResourceType,
+        namespace: str | None,
+        predicate: Predicate,
+        *,
+        dry_run: bool = False,
+    ) -> list[JSONObject]:
+        """DELETE on a collection: delete every matching object."""
+        with self._lock:
+            page = self.list_page(resource, namespace, predicate)
+            deleted: list[JSONObject] = []
+            for obj in page.items:
+                meta = _meta(obj)
+                result, _ = self.delete(
+                    resource, meta.get("namespace"), meta["name"], dry_run=dry_run
+                )
+                deleted.append(result)
+            return deleted
+
+
+def _condition(kind: str, reason: str, message: str) -> JSONObject:
+    return {
+        "type": kind,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now_rfc3339(),
+    }
+
+
+def _encode_continue(snapshot_id: str, offset: int, rv: int) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "id": snapshot_id, "offset": offset})
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[str, int, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(data["id"]), int(data["offset"]), int(data["rv"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _status.bad_request(f"continue key is not valid: {exc}") from exc

@@ -1,0 +1,60 @@
+"""Pytest fixtures and helpers for suites that need a Kubernetes API (hub, controller, agent).
+
+Import the fixture into a ``conftest.py``:
+``from edgecache.testing.kubeapi.fixtures import kube_api``.
+``kube_api`` is a fresh threaded :class:`KubeAPIServer` per test with 0.2-second bookmarks;
+``run_kubectl`` runs the machine's kubectl against a server URL.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from ._server import KubeAPIServer
+
+TEST_BOOKMARK_INTERVAL_SECONDS = 0.2
+
+
+@pytest.fixture
+def kube_api() -> Iterator[KubeAPIServer]:
+    """A running API server (own thread and loop), usable from sync and async tests alike."""
+    with KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as server:
+        yield server
+
+
+def kubectl_path() -> str | None:
+    return shutil.which("kubectl")
+
+
+def run_kubectl(
+    server_url: str,
+    *args: str,
+    token: str | None = None,
+    input_text: str | None = None,
+    timeout_seconds: float = 30.0,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """``kubectl --server URL ARGS``, with no kubeconfig from the environment; output as text."""
+    executable = kubectl_path()
+    if executable is None:
+        pytest.skip("kubectl is not installed")
+    command = [executable, "--server", server_url, "--kubeconfig", "/dev/null"]
+    if token is not None:
+        command += ["--token", token]
+    result = subprocess.run(
+        [*command, *args],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=timeout_seconds,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
+        )
+    return result
