@@ -1,1 +1,25 @@
-"""edgecache.backends."""
+"""Backends: the plugin boundary between the cache and object stores.
+
+The core ships ``file`` and ``memory``; ``s3`` and ``oss`` come from the plugin distributions in
+``plugins/``. Plugins subclass :class:`Backend` and register in the ``edgecache.backends``
+entry-point group.
+"""
+
+from __future__ import annotations
+
+from edgecache.backends._base import Backend, ObjectChangedError
+from edgecache.backends._registry import (
+    ENTRY_POINT_GROUP,
+    available_backends,
+    get_backend,
+    register_backend,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backend",
+    "ObjectChangedError",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+]

@@ -1,1 +1,11 @@
-"""edgecache.fs."""
+"""The fsspec layer: ``edgecache::<url>`` and ``fsspec.filesystem("edgecache", ...)``.
+
+Registered as the fsspec protocol ``edgecache`` through the ``fsspec.specs`` entry point.
+"""
+
+from __future__ import annotations
+
+from edgecache.fs._file import EdgeCacheFile
+from edgecache.fs._filesystem import EdgeCacheFileSystem
+
+__all__ = ["EdgeCacheFile", "EdgeCacheFileSystem"]

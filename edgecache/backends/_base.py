@@ -1,0 +1,125 @@
+"""What a backend plugin implements: the boundary between edgecache and an object store.
+
+The filesystem layer (:mod:`edgecache.fs`) turns a URL's protocol into a :class:`Backend` through
+the registry (:mod:`edgecache.backends._registry`) and then only talks to the backend through
+this class: the fsspec filesystem it wraps, the version of an object (part of every cache key, so
+a changed object is never served stale), block fetches, and a cheap health probe.
+
+The two audiences are kept apart: plugin authors implement the abstract members; edgecache calls
+the public ones. Secrets stay inside the backend: :attr:`Backend.identity` (used in cache keys,
+logs and errors) must never contain one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from fsspec import AbstractFileSystem
+from fsspec.asyn import AsyncFileSystem
+
+from edgecache.errors import BackendUnavailableError
+
+__all__ = ["Backend", "ObjectChangedError"]
+
+_UNREACHABLE_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.ECONNABORTED,
+    errno.EPIPE,
+}
+
+
+class ObjectChangedError(OSError):
+    """The object no longer has the version a read was planned for (re-plan and retry)."""
+
+
+class Backend(ABC):
+    """One configured object store (protocol + options), as edgecache sees it."""
+
+    protocols: ClassVar[tuple[str, ...]] = ()
+    """URL protocols this backend serves (the entry-point name must be one of them)."""
+    blocking: bool = False
+    """True if the wrapped filesystem is synchronous and does blocking I/O (run in threads)."""
+
+    def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
+        self.protocol = protocol
+        self.options = dict(options)
+
+    # --- what plugins implement ----------------------------------------------------------------
+    @property
+    @abstractmethod
+    def fs(self) -> AbstractFileSystem:
+        """The fsspec filesystem that talks to the store."""
+
+    @property
+    @abstractmethod
+    def identity(self) -> str:
+        """Stable, secret-free name of the store: protocol plus endpoint (``s3|http://h:9000``)."""
+
+    @abstractmethod
+    def version(self, info: Mapping[str, Any]) -> str:
+        """Version token of an object from its ``info()`` (ETag, version id, size, mtime)."""
+
+    async def probe(self) -> None:
+        """Cheap reachability check; raise :class:`BackendUnavailableError` when unreachable.
+
+        The default lists the root, which every fsspec filesystem supports.
+        """
+        try:
+            await self.call("ls", "", detail=False)
+        except FileNotFoundError:
+            return
+        except Exception as exc:
+            if self.is_unreachable(exc):
+                raise BackendUnavailableError(f"{self.identity} is unreachable: {exc}") from exc
+
+    def is_unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the store cannot be reached (rather than a per-object error)."""
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            return False
+        if isinstance(exc, BackendUnavailableError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(exc, asyncio.TimeoutError):
+            return True
+        return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+
+    # --- what edgecache calls ------------------------------------------------------------------
+    def strip(self, path: str) -> str:
+        """Normalise a path or URL to the form the store uses (protocol removed)."""
+        stripped: str = self.fs._strip_protocol(path)
+        return stripped
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        """Bytes ``[start, end)`` of ``path``, which is expected to be at ``version``.
+
+        The default asks the filesystem for the range; backends that can check the version in
+        the same request (``If-Match``, ``fstat``) override it and raise
+        :class:`ObjectChangedError` on a mismatch.
+        """
+        fs = self.fs
+        if isinstance(fs, AsyncFileSystem) and not self.blocking:
+            data: bytes = await fs._cat_file(path, start=start, end=end)
+        elif self.blocking:
+            data = await asyncio.to_thread(fs.cat_file, path, start=start, end=end)
+        else:
+            data = fs.cat_file(path, start=start, end=end)
+        return data
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a filesystem method the right way (coroutine, thread, or inline)."""
+        fs = self.fs
+        if isinstance(fs, AsyncFileSystem) and not self.blocking:
+            return await getattr(fs, "_" + method)(*args, **kwargs)
+        if self.blocking:
+            return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
+        return getattr(fs, method)(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.identity}>"

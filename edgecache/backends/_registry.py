@@ -1,0 +1,111 @@
+"""Which backend serves a URL protocol: built-ins, the ``edgecache.backends`` entry points, fsspec.
+
+Resolution order for a protocol ``p``:
+
+1. backends registered in this process with :func:`register_backend` (refuses silent overrides);
+2. installed plugins: entry points of group ``edgecache.backends`` named ``p`` (the core itself
+   registers ``file`` and ``memory`` this way);
+3. protocols that need a dedicated plugin (``s3``, ``oss``...) fail here with
+   :class:`BackendNotInstalledError` naming the package to install;
+4. any other protocol fsspec knows is wrapped by :class:`GenericBackend`; fsspec's own "install
+   package X" errors are translated to :class:`BackendNotInstalledError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Any
+
+import fsspec.registry
+
+from edgecache.backends._base import Backend
+from edgecache.backends.generic import GenericBackend
+from edgecache.errors import BackendNotInstalledError, ConfigError
+
+__all__ = ["ENTRY_POINT_GROUP", "available_backends", "get_backend", "register_backend"]
+
+ENTRY_POINT_GROUP = "edgecache.backends"
+
+#: Protocols whose data paths need an edgecache plugin (object versions, Fluid-style options,
+#: WAN-tuned fetching) and the distribution that provides it.
+PLUGIN_PACKAGES: dict[str, str] = {
+    "s3": "edgecache-s3",
+    "s3a": "edgecache-s3",
+    "oss": "edgecache-oss",
+}
+
+_registered: dict[str, type[Backend]] = {}
+_lock = threading.Lock()
+
+
+def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False) -> None:
+    """Register ``cls`` for ``protocol`` in this process (tests, embedding applications)."""
+    with _lock:
+        existing = _registered.get(protocol)
+        if existing is not None and existing is not cls and not clobber:
+            raise ValueError(
+                f"backend for {protocol!r} is already registered ({existing.__qualname__}); "
+                "pass clobber=True to replace it"
+            )
+        _registered[protocol] = cls
+
+
+def _from_entry_points(protocol: str) -> type[Backend] | None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP, name=protocol):
+        try:
+            cls = ep.load()
+        except ImportError as exc:
+            raise BackendNotInstalledError(
+                f"the backend plugin for {protocol}:// ({ep.value}) failed to import: {exc}"
+            ) from exc
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            raise BackendNotInstalledError(
+                f"entry point {ep.name} = {ep.value} in group {ENTRY_POINT_GROUP} is not a "
+                "Backend subclass"
+            )
+        return cls
+    return None
+
+
+def backend_class(protocol: str) -> type[Backend] | None:
+    """The dedicated backend class for ``protocol``, or None when fsspec's generic one applies."""
+    if not protocol or not protocol.replace("-", "").replace("+", "").isalnum():
+        raise ConfigError(f"{protocol!r} is not a URL protocol")
+    cls = _registered.get(protocol) or _from_entry_points(protocol)
+    if cls is not None:
+        return cls
+    if protocol in PLUGIN_PACKAGES:
+        package = PLUGIN_PACKAGES[protocol]
+        raise BackendNotInstalledError(
+            f"no edgecache backend for {protocol}:// is installed; install it with "
+            f"`pip install {package}` (or `pip install -e plugins/{package}` from a checkout)"
+        )
+    return None
+
+
+def get_backend(protocol: str, options: Mapping[str, Any] | None = None) -> Backend:
+    """A configured backend for ``protocol`` (``file``, ``memory``, ``s3``...)."""
+    options = options or {}
+    cls = backend_class(protocol)
+    if cls is not None:
+        return cls(protocol, options)
+    if protocol not in fsspec.registry.known_implementations and protocol not in (
+        fsspec.registry.registry
+    ):
+        raise BackendNotInstalledError(
+            f"unknown protocol {protocol}://: no edgecache backend and no fsspec implementation "
+            f"is registered for it (installed edgecache backends: "
+            f"{', '.join(available_backends())})"
+        )
+    try:
+        return GenericBackend(protocol, options)
+    except ImportError as exc:
+        raise BackendNotInstalledError(f"{protocol}://: {exc}") from exc
+
+
+def available_backends() -> list[str]:
+    """Protocols with a dedicated backend installed or registered."""
+    names = set(_registered) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)

@@ -1,0 +1,86 @@
+"""EdgeCacheFile: the file object ``open(..., "rb")`` returns.
+
+It reads through :class:`~edgecache.fs.EdgeCacheFileSystem` block by block at the object version
+seen when it was opened (a file handle never mixes two versions). Reads whose blocks are all
+cached are served in the calling thread without touching the event loop. Sequential reads widen
+a read-ahead window (1, 2, 4... up to ``readahead_blocks``) that fetches the next blocks in
+parallel in the background, so a stream keeps the link busy instead of waiting a round trip per
+block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from fsspec.asyn import sync
+from fsspec.spec import AbstractBufferedFile
+
+if TYPE_CHECKING:
+    from edgecache.fs._filesystem import EdgeCacheFileSystem
+
+__all__ = ["EdgeCacheFile"]
+
+log = logging.getLogger(__name__)
+
+
+class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
+    """Read-only, seekable, block-cached view of one object version."""
+
+    def __init__(
+        self, fs: EdgeCacheFileSystem, path: str, *, size: int, version: str, **kwargs: Any
+    ) -> None:
+        self.version = version
+        self._ec_fs = fs
+        self._next_sequential = 0
+        self._window = 0
+        self._ahead_until = 0
+        super().__init__(
+            fs,
+            path,
+            mode="rb",
+            block_size=fs.settings.block_size,
+            cache_type="none",
+            size=size,
+            **kwargs,
+        )
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        fs = self._ec_fs
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        self._plan_readahead(start, end)
+        data = fs._cat_range_cached(self.path, self.version, self.size, start, end)
+        if data is None:
+            data = sync(fs.loop, fs._cat_range, self.path, self.version, self.size, start, end)
+        return data
+
+    def _plan_readahead(self, start: int, end: int) -> None:
+        fs = self._ec_fs
+        bs = fs.settings.block_size
+        limit = fs.settings.readahead_blocks
+        if limit <= 0:
+            return
+        if start == self._next_sequential and start > 0:
+            self._window = min(max(1, self._window * 2), limit)
+        elif start != self._next_sequential:
+            self._window = 0
+        self._next_sequential = end
+        if not self._window:
+            return
+        first = max((end + bs - 1) // bs, self._ahead_until)
+        last = min((end - 1) // bs + self._window, (self.size - 1) // bs)
+        if last < first:
+            return
+        self._ahead_until = last + 1
+        future = asyncio.run_coroutine_threadsafe(
+            fs._prefetch_blocks(self.path, self.version, self.size, first, last), fs.loop
+        )
+        future.add_done_callback(_log_failure)
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("read-ahead failed: %s", future.exception())

@@ -1,0 +1,428 @@
+"""EdgeCacheFileSystem: the fsspec ``edgecache`` protocol, reading any backend through the cache.
+
+Place in the data path::
+
+    user code -- fsspec.open("edgecache::s3://b/k") --> EdgeCacheFileSystem
+        metadata (info/ls/find/glob) --> MetadataCache (TTL, on disk) --> backend
+        bytes (cat/open/get)         --> BlockKeys --> TieredCache --> backend.fetch_range
+
+It is an fsspec ``AsyncFileSystem`` (coroutines ``_cat_file``, ``_info``... with fsspec's
+generated sync wrappers) and a ``ChainedFileSystem`` (so ``edgecache::<url>`` chaining hands it
+the target's path). Reads fetch only the blocks a range covers, several in parallel. Writes go
+straight to the backend and invalidate the metadata and cached blocks they replace.
+
+When the backend is unreachable, cached metadata is served whatever its age, cached blocks are
+served, and anything else raises :class:`~edgecache.errors.BackendUnavailableError` (a
+``ConnectionError``) saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiofiles
+from fsspec.asyn import AsyncFileSystem, sync
+from fsspec.implementations.chained import ChainedFileSystem
+
+from edgecache.backends import Backend, ObjectChangedError, get_backend
+from edgecache.cache import BlockKey, TieredCache
+from edgecache.config import CacheSettings
+from edgecache.errors import BackendUnavailableError
+from edgecache.fs._file import EdgeCacheFile
+from edgecache.fs._metadata import CachedInfo, MetadataCache
+
+__all__ = ["EdgeCacheFileSystem"]
+
+_FSSPEC_KWARGS = {
+    "fo",
+    "skip_instance_cache",
+    "use_listings_cache",
+    "listings_expiry_time",
+    "max_paths",
+}
+_METADATA_DB = "metadata.sqlite"
+_metadata_caches: dict[tuple[str, float], MetadataCache] = {}
+
+
+def _shared_metadata(settings: CacheSettings) -> MetadataCache:
+    key = (settings.cache_dir, settings.metadata_ttl)
+    cache = _metadata_caches.get(key)
+    if cache is None:
+        cache = _metadata_caches[key] = MetadataCache(
+            os.path.join(settings.cache_dir, _METADATA_DB), ttl_seconds=settings.metadata_ttl
+        )
+    return cache
+
+
+class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[misc]
+    """Cached, offline-tolerant access to any backend, as an fsspec filesystem.
+
+    ``fsspec.filesystem("edgecache", target_protocol="s3", target_options={...},
+    cache_dir="/var/cache/edgecache", block_size="4MiB")``; cache options are the names of
+    :class:`~edgecache.config.CacheSettings` (sizes accept ``4MiB``/``10Gi``).
+    """
+
+    protocol: ClassVar[str] = "edgecache"
+    root_marker = ""
+    cachable = True
+
+    def __init__(
+        self,
+        target_protocol: str | None = None,
+        target_options: Mapping[str, Any] | None = None,
+        *,
+        settings: CacheSettings | None = None,
+        backend: Backend | None = None,
+        asynchronous: bool = False,
+        loop: asyncio.AbstractEventLoop | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(asynchronous=asynchronous, loop=loop)
+        cache_options = {k: v for k, v in options.items() if k not in _FSSPEC_KWARGS}
+        self.settings = CacheSettings.from_options(cache_options, base=settings)
+        self.backend = backend or get_backend(target_protocol or "file", target_options or {})
+        self.cache = TieredCache.shared(self.settings)
+        self.metadata = _shared_metadata(self.settings)
+        self._identity = self.backend.identity
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+
+    # --- paths ---------------------------------------------------------------------------------
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> str:
+        text = str(path)
+        if "::" in text:
+            text = text.rsplit("::", 1)[-1]
+        if text.startswith("edgecache://"):
+            text = text[len("edgecache://") :]
+        return text
+
+    def _target(self, path: str) -> str:
+        target: str = self.backend.strip(self._strip_protocol(path))
+        return target
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        sem = self._semaphores.get(loop_id)
+        if sem is None:
+            sem = self._semaphores[loop_id] = asyncio.Semaphore(self.settings.fetch_concurrency)
+        return sem
+
+    def _unavailable(self, exc: BaseException, what: str) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"backend {self._identity} is unreachable and {what} is not cached: {exc}"
+        )
+
+    # --- metadata ------------------------------------------------------------------------------
+    async def _cached_info(self, path: str) -> CachedInfo:
+        cached = self.metadata.info(self._identity, path)
+        if cached is not None:
+            return cached
+        try:
+            info = await self.backend.call("info", path)
+        except FileNotFoundError:
+            self.metadata.invalidate(self._identity, path)
+            raise
+        except Exception as exc:
+            if not self.backend.is_unreachable(exc):
+                raise
+            stale = self.metadata.info(self._identity, path, allow_stale=True)
+            if stale is None:
+                raise self._unavailable(exc, f"the info of {path}") from exc
+            return stale
+        return self.metadata.put_info(self._identity, path, info, self._version(info))
+
+    def _version(self, info: Mapping[str, Any]) -> str:
+        return "" if info.get("type") == "directory" else self.backend.version(info)
+
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        return dict((await self._cached_info(self._target(path))).info)
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Object info; answered from the metadata cache without the event loop when fresh."""
+        cached = self.metadata.info(self._identity, self._target(path))
+        if cached is not None:
+            return dict(cached.info)
+        result: dict[str, Any] = sync(self.loop, self._info, path, **kwargs)
+        return result
+
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        path = self._target(path)
+        entries = self.metadata.listing(self._identity, path)
+        if entries is None:
+            try:
+                listing = await self.backend.call("ls", path, detail=True)
+            except FileNotFoundError:
+                self.metadata.invalidate(self._identity, path)
+                raise
+            except Exception as exc:
+                if not self.backend.is_unreachable(exc):
+                    raise
+                entries = self.metadata.listing(self._identity, path, allow_stale=True)
+                if entries is None:
+                    raise self._unavailable(exc, f"the listing of {path}") from exc
+            else:
+                entries = self.metadata.put_listing(
+                    self._identity, path, [(dict(i), self._version(i)) for i in listing]
+                )
+        if detail:
+            return [dict(e.info) for e in entries]
+        return [e.info["name"] for e in entries]
+
+    # --- reading -------------------------------------------------------------------------------
+    def _key(self, path: str, version: str, index: int) -> BlockKey:
+        return BlockKey(self._identity, path, version, index, self.settings.block_size)
+
+    async def _block(self, path: str, version: str, size: int, index: int) -> bytes:
+        key = self._key(path, version, index)
+        length = min(self.settings.block_size, size - key.start)
+
+        async def fetch() -> bytes:
+            async with self._semaphore():
+                return await self.backend.fetch_range(path, key.start, key.start + length, version)
+
+        try:
+            return await self.cache.get(key, fetch, expected_size=length)
+        except ObjectChangedError:
+            raise
+        except Exception as exc:
+            if self.backend.is_unreachable(exc):
+                raise self._unavailable(exc, f"block {index} of {path}") from exc
+            raise
+
+    async def _cat_range(self, path: str, version: str, size: int, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``path`` at ``version`` (``size`` bytes long)."""
+        end = min(end, size)
+        if start >= end:
+            return b""
+        bs = self.settings.block_size
+        first, last = start // bs, (end - 1) // bs
+        blocks = await asyncio.gather(
+            *(self._block(path, version, size, i) for i in range(first, last + 1))
+        )
+        offset = start - first * bs
+        if len(blocks) == 1:
+            return blocks[0][offset : offset + end - start]
+        return b"".join(blocks)[offset : offset + end - start]
+
+    def _cat_range_cached(
+        self, path: str, version: str, size: int, start: int, end: int
+    ) -> bytes | None:
+        """Like :meth:`_cat_range` but only from the cache tiers, synchronously; None if any block
+        is missing."""
+        end = min(end, size)
+        if start >= end:
+            return b""
+        bs = self.settings.block_size
+        first, last = start // bs, (end - 1) // bs
+        blocks = []
+        for i in range(first, last + 1):
+            data = self.cache.get_cached(self._key(path, version, i))
+            if data is None:
+                return None
+            blocks.append(data)
+        offset = start - first * bs
+        joined = blocks[0] if len(blocks) == 1 else b"".join(blocks)
+        return joined[offset : offset + end - start]
+
+    async def _prefetch_blocks(
+        self, path: str, version: str, size: int, first: int, last: int
+    ) -> None:
+        """Bring blocks ``first..last`` into the cache (read-ahead, prefetch)."""
+        await asyncio.gather(*(self._block(path, version, size, i) for i in range(first, last + 1)))
+
+    @staticmethod
+    def _bounds(size: int, start: int | None, end: int | None) -> tuple[int, int]:
+        start = 0 if start is None else (max(size + start, 0) if start < 0 else start)
+        end = size if end is None else (max(size + end, 0) if end < 0 else min(end, size))
+        return start, end
+
+    def _file_info(self, cached: CachedInfo, path: str) -> tuple[str, int]:
+        if cached.info.get("type") == "directory":
+            raise IsADirectoryError(path)
+        return cached.version, int(cached.info["size"])
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        path = self._target(path)
+        for attempt in range(2):
+            cached = await self._cached_info(path)
+            version, size = self._file_info(cached, path)
+            lo, hi = self._bounds(size, start, end)
+            try:
+                return await self._cat_range(path, version, size, lo, hi)
+            except ObjectChangedError:
+                # Listed as one version, now another: re-read the info and plan again once.
+                self.metadata.invalidate(self._identity, path)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        """Bytes of ``path`` (or a range); cached ranges are served without the event loop."""
+        target = self._target(path)
+        cached = self.metadata.info(self._identity, target)
+        if cached is not None and cached.info.get("type") != "directory":
+            version, size = self._file_info(cached, target)
+            lo, hi = self._bounds(size, start, end)
+            data = self._cat_range_cached(target, version, size, lo, hi)
+            if data is not None:
+                return data
+        result: bytes = sync(self.loop, self._cat_file, path, start, end, **kwargs)
+        return result
+
+    async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> None:
+        rpath = self._target(rpath)
+        cached = await self._cached_info(rpath)
+        if cached.info.get("type") == "directory":
+            os.makedirs(lpath, exist_ok=True)
+            return
+        version, size = self._file_info(cached, rpath)
+        bs = self.settings.block_size
+        step = bs * max(1, self.settings.fetch_concurrency)
+        async with aiofiles.open(lpath, "wb") as out:
+            for start in range(0, size, step):
+                await out.write(await self._cat_range(rpath, version, size, start, start + step))
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        target = self._target(path)
+        if "r" in mode and "+" not in mode:
+            cached = self.metadata.info(self._identity, target)
+            if cached is None:
+                cached = sync(self.loop, self._cached_info, target)
+            version, size = self._file_info(cached, target)
+            return EdgeCacheFile(self, target, size=size, version=version)
+        self._invalidate(target)
+        handle = self.backend.fs.open(target, mode, block_size=block_size, **kwargs)
+        return _WriteThrough(handle, lambda: self._invalidate(target))
+
+    # --- writing -------------------------------------------------------------------------------
+    def _invalidate(self, path: str, *, recursive: bool = False) -> None:
+        """Forget metadata and cached blocks of ``path`` (about to be replaced or removed)."""
+        cached = self.metadata.info(self._identity, path, allow_stale=True)
+        if cached is not None and cached.info.get("type") != "directory":
+            size = int(cached.info.get("size") or 0)
+            count = (size + self.settings.block_size - 1) // self.settings.block_size
+            self.cache.invalidate([self._key(path, cached.version, i) for i in range(count)])
+        self.metadata.invalidate(self._identity, path, recursive=recursive)
+
+    async def _pipe_file(
+        self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
+        path = self._target(path)
+        self._invalidate(path)
+        try:
+            await self.backend.call("pipe_file", path, value, **kwargs)
+        finally:
+            self._invalidate(path)
+
+    async def _put_file(self, lpath: str, rpath: str, **kwargs: Any) -> None:
+        rpath = self._target(rpath)
+        self._invalidate(rpath)
+        try:
+            if await asyncio.to_thread(os.path.isdir, lpath):
+                await self.backend.call("makedirs", rpath, exist_ok=True)
+            else:
+                await self.backend.call("put_file", lpath, rpath, **kwargs)
+        finally:
+            self._invalidate(rpath)
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        path1, path2 = self._target(path1), self._target(path2)
+        self._invalidate(path2)
+        try:
+            await self.backend.call("cp_file", path1, path2, **kwargs)
+        finally:
+            self._invalidate(path2)
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        path = self._target(path)
+        try:
+            await self.backend.call("rm_file", path)
+        finally:
+            self._invalidate(path)
+
+    async def _rm(
+        self, path: Any, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any
+    ) -> None:
+        paths = [path] if isinstance(path, str) else list(path)
+        targets = [self._target(p) for p in paths]
+        try:
+            await self.backend.call("rm", targets, recursive=recursive, maxdepth=maxdepth)
+        finally:
+            for target in targets:
+                self._invalidate(target, recursive=True)
+
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        path = self._target(path)
+        try:
+            await self.backend.call("mkdir", path, create_parents=create_parents, **kwargs)
+        finally:
+            self._invalidate(path)
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        path = self._target(path)
+        try:
+            await self.backend.call("makedirs", path, exist_ok=exist_ok)
+        finally:
+            self._invalidate(path)
+
+    def rmdir(self, path: str) -> None:
+        """Remove an empty directory."""
+        target = self._target(path)
+        try:
+            self.backend.fs.rmdir(target)
+        finally:
+            self._invalidate(target)
+
+    def created(self, path: str) -> Any:
+        """Creation time, as the backend reports it."""
+        return self.backend.fs.created(self._target(path))
+
+    def modified(self, path: str) -> Any:
+        """Modification time, as the backend reports it."""
+        return self.backend.fs.modified(self._target(path))
+
+    def invalidate_cache(self, path: str | None = None) -> None:
+        """Forget cached metadata of ``path`` (everything below it too)."""
+        if path is not None:
+            self._invalidate(self._target(path), recursive=True)
+
+
+class _WriteThrough:
+    """A backend file opened for writing; invalidates the cache once it is closed."""
+
+    def __init__(self, handle: Any, on_close: Any) -> None:
+        self._handle = handle
+        self._on_close = on_close
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        finally:
+            self._on_close()
+
+    def __enter__(self) -> _WriteThrough:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __iter__(self) -> Any:
+        return iter(self._handle)
