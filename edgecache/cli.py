@@ -15,3 +15,8 @@ __all__ = ["main"]
 @click.version_option(package_name="edgecache")
 def main() -> None:
     """edgecache: edge-cloud data acceleration (tiered cache, fsspec filesystem, edge hub)."""
+
+
+from edgecache.hub.command import hub_command  # noqa: E402
+
+main.add_command(hub_command, "hub")

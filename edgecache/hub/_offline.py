@@ -1,0 +1,277 @@
+"""Offline serving: how the hub answers while the upstream is unreachable, from the store only.
+
+* Credentials first: a client is answered only if its credentials (salted digest of its
+  Authorization header, or "anonymous") were accepted upstream for its component while online;
+  otherwise 401. Writes are refused with a 503 ``Status`` saying nothing was applied.
+* GET: the newest recorded copy of the object, or a 404 ``Status``.
+* LIST: the recorded list with the same key, or a broader one (cluster-wide, or unselected)
+  filtered locally by label and field selectors; ``limit``/``continue`` are honoured; the list
+  resourceVersion is the one the items were recorded at.
+* WATCH: initial events (for ``sendInitialEvents=true``, ending with the initial-events-end
+  bookmark, and for the legacy resourceVersion ""/"0" form), then periodic bookmarks; the stream
+  stays open until the hub goes back online, then ends so that clients re-list upstream. A watch
+  from a resourceVersion older than the store's gets 410 Gone, so the client re-lists (from us).
+* Discovery, OpenAPI and server-side tables: the recorded raw answer for the same request.
+* Unknown resources get a 404 ``Status``; known but never recorded answers a 503 ``Status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from edgecache.errors import ConfigError
+from edgecache.hub._config import OfflineSettings
+from edgecache.hub._recording import raw_key
+from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo
+from edgecache.hub._selectors import field_matcher, label_matcher
+from edgecache.hub._status import status_body, status_response
+from edgecache.hub._store import HubStore, ListRecord, StoredObject
+from edgecache.hub._watches import WatchRegistry
+from edgecache.metrics import HUB_REQUESTS
+
+__all__ = ["OfflineResponder"]
+
+_INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+def _rv_older(candidate: str, current: str) -> bool:
+    """Whether resourceVersion ``candidate`` predates ``current`` (opaque unless numeric)."""
+    if candidate.isdigit() and current.isdigit():
+        return int(candidate) < int(current)
+    return candidate != current
+
+
+def _encode_continue(rv: str, namespace: str, name: str) -> str:
+    raw = json.dumps({"rv": rv, "start": [namespace, name]}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_continue(token: str) -> tuple[str, tuple[str, str]]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return str(data["rv"]), (str(data["start"][0]), str(data["start"][1]))
+    except (ValueError, KeyError, IndexError, TypeError, binascii.Error) as exc:
+        raise ConfigError(f"invalid continue token: {exc}") from exc
+
+
+def _item_kind(record: ListRecord) -> str:
+    return record.kind[: -len("List")] if record.kind.endswith("List") else record.kind
+
+
+class OfflineResponder:
+    """Answers requests from the store."""
+
+    def __init__(self, store: HubStore, settings: OfflineSettings, watches: WatchRegistry) -> None:
+        self.store = store
+        self.settings = settings
+        self.watches = watches
+        self._accepted: set[tuple[str, str]] = set()
+
+    async def respond(
+        self, request: web.Request, info: RequestInfo, component: str, digest: str
+    ) -> web.StreamResponse:
+        verb = info.verb
+        if verb in WRITE_VERBS or request.method not in ("GET", "HEAD"):
+            HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+            return status_response(
+                503,
+                "edgecache hub is offline (the upstream API server is unreachable): "
+                f"{request.method} {request.path} was rejected and nothing was applied; "
+                "retry when the connection is back",
+            )
+        if not await self._authorised(component, digest):
+            HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+            if not await self.store.read(self.store.knows_component, component):
+                return status_response(
+                    503,
+                    f"edgecache hub is offline and has no recorded answers for component "
+                    f"{component!r} (see --components)",
+                )
+            return status_response(
+                401,
+                "edgecache hub is offline and these credentials were never accepted upstream "
+                f"for component {component!r}; offline answers need credentials seen online",
+            )
+        HUB_REQUESTS.labels(verb=verb, served_from="store").inc()
+        try:
+            if verb == "get":
+                return await self._get(info, component)
+            if verb == "list":
+                return await self._list(request, info, component)
+            if verb == "watch":
+                return await self._watch(request, info, component)
+            return await self._raw(request, component)
+        except ConfigError as exc:
+            return status_response(400, str(exc), reason="BadRequest")
+
+    async def _authorised(self, component: str, digest: str) -> bool:
+        if (component, digest) in self._accepted:
+            return True
+        if await self.store.read(self.store.has_credential, component, digest):
+            self._accepted.add((component, digest))
+            return True
+        return False
+
+    async def _raw(self, request: web.Request, component: str) -> web.StreamResponse:
+        key = raw_key(request.path, request.query, request.headers.get("Accept", ""))
+        raw = await self.store.read(self.store.get_raw, component, key)
+        if raw is None:
+            return status_response(
+                503,
+                f"edgecache hub is offline and {request.path} was never recorded for "
+                f"component {component!r}",
+            )
+        return web.Response(
+            status=raw.status, body=raw.body, headers={"Content-Type": raw.content_type}
+        )
+
+    async def _not_found(self, info: RequestInfo, what: str) -> web.Response:
+        if await self.store.read(self.store.knows_resource, info.gvr):
+            return status_response(503, f"edgecache hub is offline and {what} was never recorded")
+        return status_response(404, "the server could not find the requested resource")
+
+    async def _get(self, info: RequestInfo, component: str) -> web.StreamResponse:
+        if info.subresource:
+            return status_response(
+                503, f"edgecache hub is offline; {info.resource}/{info.subresource} is not cached"
+            )
+        body = await self.store.read(
+            self.store.get_object, component, info.gvr, info.namespace, info.name
+        )
+        if body is not None:
+            return web.Response(body=body, content_type="application/json")
+        if not await self.store.read(self.store.knows_resource, info.gvr):
+            return status_response(404, "the server could not find the requested resource")
+        response = status_body(404, f'{info.resource} "{info.name}" not found')
+        response["details"] = {"name": info.name, "kind": info.resource}
+        return web.Response(
+            status=404, body=json.dumps(response).encode(), content_type="application/json"
+        )
+
+    async def _selected(
+        self, info: RequestInfo, component: str
+    ) -> tuple[ListRecord, list[StoredObject]] | None:
+        record = await self.store.read(
+            self.store.find_list, component, info.gvr, info.namespace, info.selector
+        )
+        if record is None:
+            return None
+        objects = await self.store.read(
+            self.store.list_objects,
+            component,
+            info.gvr,
+            record.scope,
+            record.selector,
+            info.namespace,
+        )
+        if record.selector != info.selector:
+            objects = _filter(objects, info.label_selector, info.field_selector)
+        return record, objects
+
+    async def _list(
+        self, request: web.Request, info: RequestInfo, component: str
+    ) -> web.StreamResponse:
+        selected = await self._selected(info, component)
+        if selected is None:
+            if "as=Table" in request.headers.get("Accept", ""):
+                return await self._raw(request, component)
+            return await self._not_found(info, f"a list of {info.resource}")
+        record, objects = selected
+        rv = record.rv
+        token = request.query.get("continue", "")
+        if token:
+            rv, start = _decode_continue(token)
+            objects = [o for o in objects if (o.namespace, o.name) > start]
+        metadata: dict[str, Any] = {"resourceVersion": rv}
+        limit_text = request.query.get("limit", "")
+        if limit_text.isdigit() and 0 < int(limit_text) < len(objects):
+            limit = int(limit_text)
+            last = objects[limit - 1]
+            metadata["continue"] = _encode_continue(rv, last.namespace, last.name)
+            metadata["remainingItemCount"] = len(objects) - limit
+            objects = objects[:limit]
+        head = json.dumps(
+            {"kind": record.kind, "apiVersion": record.api_version, "metadata": metadata},
+            separators=(",", ":"),
+        ).encode()
+        body = b"".join((head[:-1], b',"items":[', b",".join(o.body for o in objects), b"]}"))
+        return web.Response(body=body, content_type="application/json")
+
+    async def _watch(
+        self, request: web.Request, info: RequestInfo, component: str
+    ) -> web.StreamResponse:
+        selected = await self._selected(info, component)
+        if selected is None:
+            return await self._not_found(info, f"a list of {info.resource}")
+        record, objects = selected
+        query: Mapping[str, str] = request.query
+        since = query.get("resourceVersion", "")
+        send_initial = query.get("sendInitialEvents", "").lower() == "true"
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
+        timeout_text = query.get("timeoutSeconds", "")
+        deadline = time.monotonic() + int(timeout_text) if timeout_text.isdigit() else None
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        with self.watches.register() as handle:
+            await response.prepare(request)
+            try:
+                if not send_initial and since not in ("", "0") and _rv_older(since, record.rv):
+                    gone = status_body(
+                        410, f"too old resource version: {since} ({record.rv})", reason="Expired"
+                    )
+                    await response.write(_event("ERROR", json.dumps(gone).encode()))
+                    await response.write_eof()
+                    return response
+                if send_initial or since in ("", "0"):
+                    for obj in objects:
+                        await response.write(_event("ADDED", obj.body))
+                if send_initial:
+                    await response.write(_bookmark(record, initial_end=True))
+                while not handle.closed.is_set():
+                    wait = self.settings.bookmark_interval_seconds
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                        if wait <= 0:
+                            break
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(handle.closed.wait(), wait)
+                    if bookmarks and not handle.closed.is_set():
+                        await response.write(_bookmark(record, initial_end=False))
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client went away
+        return response
+
+
+def _event(event_type: str, body: bytes) -> bytes:
+    return b'{"type":"' + event_type.encode() + b'","object":' + body + b"}\n"
+
+
+def _bookmark(record: ListRecord, *, initial_end: bool) -> bytes:
+    metadata: dict[str, Any] = {"resourceVersion": record.rv}
+    if initial_end:
+        metadata["annotations"] = {_INITIAL_EVENTS_END: "true"}
+    obj = {"kind": _item_kind(record), "apiVersion": record.api_version, "metadata": metadata}
+    return _event("BOOKMARK", json.dumps(obj, separators=(",", ":")).encode())
+
+
+def _filter(objects: list[StoredObject], labels: str, fields: str) -> list[StoredObject]:
+    match_labels = label_matcher(labels)
+    match_fields = field_matcher(fields)
+    result: list[StoredObject] = []
+    for obj in objects:
+        if match_labels is not None and not match_labels(json.loads(obj.labels)):
+            continue
+        if match_fields is not None and not match_fields(json.loads(obj.body)):
+            continue
+        result.append(obj)
+    return result

@@ -1,0 +1,264 @@
+"""The API proxy: the aiohttp application every client request enters.
+
+For each request: classify it (:mod:`._requestinfo`), then
+
+* online: forward it upstream (:mod:`._upstream`) as a stream, every verb including watch, pass
+  the answer back through the response filters (:mod:`._filters`), and hand GET/LIST/WATCH and
+  discovery answers of recorded components to the recorder (:mod:`._recording`). Credentials the
+  upstream accepted are remembered (as salted digests) for offline use.
+* a request that cannot reach any upstream counts as health evidence and, for reads, is answered
+  from the store at once instead of failing;
+* offline: answer from the store (:mod:`._offline`).
+
+Watches, proxied or offline, are registered in :mod:`._watches` so that a mode switch ends them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from edgecache.hub._filters import FilterChain, ResponseFilter
+from edgecache.hub._health import HealthMonitor
+from edgecache.hub._offline import OfflineResponder
+from edgecache.hub._recording import Recorder, raw_key
+from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo, component_of, parse_request
+from edgecache.hub._status import status_response
+from edgecache.hub._store import HubStore
+from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
+from edgecache.hub._watches import WatchRegistry
+from edgecache.metrics import HUB_REQUESTS
+
+__all__ = ["HubProxy"]
+
+log = logging.getLogger(__name__)
+
+_REQUEST_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "accept-encoding",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "trailer",
+        "upgrade",
+    }
+)
+#: Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
+_SMALL_BODY_BYTES = 1 << 20
+
+
+def _json_accept(accept: str) -> str:
+    """Drop protobuf from an Accept header so recorded answers are JSON (clients that send
+    protobuf first, like kubelet, always list JSON as a fallback)."""
+    parts = [part for part in accept.split(",") if "protobuf" not in part]
+    return ",".join(parts) if parts else "application/json"
+
+
+class HubProxy:
+    """The request handler shared by online and offline modes."""
+
+    def __init__(
+        self,
+        *,
+        upstream: Upstream,
+        health: HealthMonitor,
+        store: HubStore,
+        recorder: Recorder,
+        offline: OfflineResponder,
+        watches: WatchRegistry,
+        filters: FilterChain,
+    ) -> None:
+        self.upstream = upstream
+        self.health = health
+        self.store = store
+        self.recorder = recorder
+        self.offline = offline
+        self.watches = watches
+        self.filters = filters
+        self._remembered: set[tuple[str, str]] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        info = parse_request(request.method, request.path, request.query)
+        component = component_of(request.headers.get("User-Agent", ""))
+        digest = self.store.credential_digest(component, request.headers.get("Authorization", ""))
+        if request.headers.get("Upgrade"):
+            HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
+            return status_response(
+                501,
+                "edgecache hub does not proxy upgraded connections (exec, attach, port-forward)",
+                reason="NotImplemented",
+            )
+        if self.health.online:
+            try:
+                return await self._online(request, info, component, digest)
+            except UpstreamUnavailableError as exc:
+                self.health.report_failure()
+                if info.verb in WRITE_VERBS or request.method not in ("GET", "HEAD"):
+                    HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
+                    return status_response(
+                        503, f"edgecache hub: {exc}; the request was not applied"
+                    )
+                log.info("upstream unreachable, answering %s from the store", request.path)
+        return await self.offline.respond(request, info, component, digest)
+
+    async def _online(
+        self, request: web.Request, info: RequestInfo, component: str, digest: str
+    ) -> web.StreamResponse:
+        recording = self.recorder.wants(info, component)
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP
+        )
+        if recording and "Accept" in headers:
+            headers["Accept"] = _json_accept(headers["Accept"])
+        body = await request.read() if request.body_exists else None
+        watch = info.verb == "watch"
+        upstream_response = await self.upstream.request(
+            request.method, request.path_qs, headers=headers, body=body, watch=watch
+        )
+        try:
+            HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
+            if recording and upstream_response.status < 400:
+                await self._remember(component, digest)
+            filters = self.filters.for_request(info)
+            if watch and upstream_response.status == 200:
+                return await self._stream_watch(
+                    request, upstream_response, info, component, recording, filters
+                )
+            return await self._forward(
+                request, upstream_response, info, component, recording, filters, headers
+            )
+        finally:
+            upstream_response.release()
+
+    async def _remember(self, component: str, digest: str) -> None:
+        if (component, digest) not in self._remembered:
+            self._remembered.add((component, digest))
+            await self.store.write(self.store.add_credential, component, digest)
+
+    @staticmethod
+    def _response_headers(upstream_response: aiohttp.ClientResponse) -> CIMultiDict[str]:
+        return CIMultiDict(
+            (k, v) for k, v in upstream_response.headers.items() if k.lower() not in _RESPONSE_DROP
+        )
+
+    async def _forward(
+        self,
+        request: web.Request,
+        upstream_response: aiohttp.ClientResponse,
+        info: RequestInfo,
+        component: str,
+        recording: bool,
+        filters: list[ResponseFilter],
+        request_headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        status = upstream_response.status
+        headers = self._response_headers(upstream_response)
+        length = upstream_response.content_length
+        gzipped = "gzip" in upstream_response.headers.get("Content-Encoding", "")
+        small = length is not None and length <= _SMALL_BODY_BYTES and not gzipped
+        chunks: list[bytes] = []
+        if small or (filters and status == 200):
+            data = await upstream_response.read()
+            if filters and status == 200:
+                data = self.filters.filter_body(filters, data)
+            response: web.StreamResponse = web.Response(status=status, body=data, headers=headers)
+            chunks.append(data)
+        else:
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            size = 0
+            async for chunk in upstream_response.content.iter_any():
+                await response.write(chunk)
+                if recording and size <= self.recorder.settings.max_response_bytes:
+                    chunks.append(chunk)
+                    size += len(chunk)
+            await response.write_eof()
+        if recording:
+            self.recorder.record(
+                info,
+                component,
+                key=raw_key(request.path, request.query, request_headers.get("Accept", "")),
+                query=request.query,
+                status=status,
+                content_type=upstream_response.headers.get("Content-Type", ""),
+                body=b"".join(chunks),
+            )
+        return response
+
+    async def _stream_watch(
+        self,
+        request: web.Request,
+        upstream_response: aiohttp.ClientResponse,
+        info: RequestInfo,
+        component: str,
+        recording: bool,
+        filters: list[ResponseFilter],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers=self._response_headers(upstream_response))
+        response.enable_chunked_encoding()
+        watch_recording = (
+            self.recorder.watch(
+                info,
+                component,
+                initial_events=request.query.get("sendInitialEvents", "").lower() == "true",
+            )
+            if recording
+            else None
+        )
+        with self.watches.register() as handle:
+            handle.on_close = upstream_response.close
+            await response.prepare(request)
+            pending = b""
+            try:
+                async for chunk in upstream_response.content.iter_any():
+                    if filters:
+                        pending += chunk
+                        *lines, pending = pending.split(b"\n")
+                        chunk = b"".join(
+                            self.filters.filter_event(filters, line) + b"\n"
+                            for line in lines
+                            if line.strip()
+                        )
+                        if not chunk:
+                            continue
+                    await response.write(chunk)
+                    if watch_recording is not None:
+                        watch_recording.feed(chunk)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                if not handle.closed.is_set():
+                    log.info("upstream watch %s broke: %s", request.path, exc)
+                    self.health.report_failure()
+            except ConnectionResetError:
+                pass  # the client went away
+            finally:
+                if watch_recording is not None:
+                    watch_recording.close()
+            with contextlib.suppress(ConnectionResetError):
+                await response.write_eof()
+        return response

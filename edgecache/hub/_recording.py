@@ -1,0 +1,312 @@
+"""Recording: what happens to an upstream answer after (and while) it is sent to the client.
+
+The proxy hands every successful GET, LIST, WATCH and discovery answer of a recorded component
+here. Parsing and writing happen on the store's writer thread, after the bytes went to the
+client, so recording adds almost nothing to online latency:
+
+* LIST: the items become the new content of the list key (component, gvr, namespace, selector),
+  replacing what was there (so upstream deletions disappear on resync); paginated lists
+  (``limit``/``continue``) are assembled and committed when the last page arrives. A list whose
+  resourceVersion equals the last one recorded for its key is skipped (same RV, same content).
+* GET: the object is stored under the ``#get`` pseudo-selector; a 404 forgets stored copies.
+* WATCH: events are applied in small batches (upsert, delete, advance the list RV); a WatchList
+  (``sendInitialEvents=true``) stream becomes a list replacement at its initial-events-end
+  bookmark.
+* Discovery, OpenAPI and server-side tables (``as=Table``) are stored raw per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from edgecache.hub._config import RecordingSettings
+from edgecache.hub._requestinfo import RequestInfo
+from edgecache.hub._store import HubStore, ObjectRow, RawResponse, WatchChange
+
+__all__ = ["Recorder", "WatchRecording", "object_row", "raw_key"]
+
+log = logging.getLogger(__name__)
+
+_LIST_METADATA = re.compile(rb'^\s*\{.{0,200}?"metadata"\s*:\s*(\{[^{}]*\})', re.DOTALL)
+_RV = re.compile(rb'"resourceVersion"\s*:\s*"([^"]*)"')
+_INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+_UNRECORDED_KINDS = frozenset({"Table", "PartialObjectMetadata", "PartialObjectMetadataList"})
+_MAX_PENDING_PAGES = 64
+
+
+def raw_key(path: str, query: Mapping[str, str], accept: str) -> str:
+    """The store key of a raw answer: path, sorted query and the Accept header."""
+    pairs = "&".join(f"{k}={v}" for k, v in sorted(query.items()))
+    return f"{path}?{pairs}|{accept}"
+
+
+def object_row(obj: Mapping[str, Any], *, kind: str = "", api_version: str = "") -> ObjectRow:
+    """An object as stored: list items get their kind and apiVersion back, so a stored item
+    can also answer an offline GET."""
+    meta = obj.get("metadata") or {}
+    if kind and "kind" not in obj:
+        obj = {"apiVersion": api_version, "kind": kind, **obj}
+    labels = json.dumps(meta.get("labels") or {}, separators=(",", ":"), sort_keys=True)
+    return ObjectRow(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        rv=str(meta.get("resourceVersion") or ""),
+        labels=labels,
+        body=json.dumps(obj, separators=(",", ":")).encode(),
+    )
+
+
+def _head_list_rv(body: bytes) -> str | None:
+    """The list resourceVersion read from the first bytes, or None if paginated or unsure."""
+    match = _LIST_METADATA.match(body[:2048])
+    if match is None or b'"continue"' in match.group(1):
+        return None
+    rv = _RV.search(match.group(1))
+    return None if rv is None else rv.group(1).decode()
+
+
+class Recorder:
+    """Schedules recording work on the store's writer thread."""
+
+    def __init__(self, store: HubStore, settings: RecordingSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self._pending: set[asyncio.Future[None]] = set()
+        self._list_seq: dict[tuple[str, str, str, str], int] = {}
+        self._last_rv: dict[tuple[str, str, str, str], str] = {}
+        # Pages of a paginated list, by (component, continue token) of the next page.
+        self._pages: OrderedDict[tuple[str, str], tuple[tuple[str, str, str, str], list[Any]]]
+        self._pages = OrderedDict()
+
+    def wants(self, info: RequestInfo, component: str) -> bool:
+        """Whether this request's answer is recorded."""
+        if self.settings.components is not None and component not in self.settings.components:
+            return False
+        if info.verb == "discovery":
+            return True
+        if info.verb not in ("get", "list", "watch") or info.subresource:
+            return False
+        return not (
+            info.group == ""
+            and info.resource == "secrets"
+            and component not in self.settings.secret_components
+        )
+
+    def _track(self, future: asyncio.Future[None]) -> None:
+        self._pending.add(future)
+        future.add_done_callback(self._done)
+
+    def _done(self, future: asyncio.Future[None]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("recording failed: %s", future.exception())
+
+    async def drain(self) -> None:
+        """Wait until everything scheduled so far is in the store."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    def record(
+        self,
+        info: RequestInfo,
+        component: str,
+        *,
+        key: str,
+        query: Mapping[str, str],
+        status: int,
+        content_type: str,
+        body: bytes,
+    ) -> None:
+        """Record one complete non-watch answer (called after it was sent to the client)."""
+        if len(body) > self.settings.max_response_bytes:
+            return
+        if info.verb == "discovery":
+            if status == 200:
+                response = RawResponse(status, content_type, body)
+                self._track(
+                    asyncio.ensure_future(
+                        self.store.write(self.store.put_raw, component, key, response)
+                    )
+                )
+            return
+        if info.verb == "get" and status == 404:
+            future = self.store.write(
+                self.store.forget_object, component, info.gvr, info.namespace, info.name
+            )
+            self._track(asyncio.ensure_future(future))
+            return
+        if status != 200 or "json" not in content_type:
+            return
+        if info.verb == "get":
+            self._track(
+                asyncio.ensure_future(
+                    self.store.write(self._record_get, component, info, key, content_type, body)
+                )
+            )
+        elif info.verb == "list":
+            list_key = (component, info.gvr, info.namespace, info.selector)
+            continue_token = query.get("continue", "")
+            if not continue_token:
+                head_rv = _head_list_rv(body)
+                if head_rv is not None and self._last_rv.get(list_key) == head_rv:
+                    return  # same resourceVersion, same content: nothing to write
+            seq = self._list_seq.get(list_key, 0) + 1
+            self._list_seq[list_key] = seq
+            self._track(
+                asyncio.ensure_future(
+                    self.store.write(
+                        self._record_list, list_key, seq, continue_token, key, content_type, body
+                    )
+                )
+            )
+
+    # --- writer-thread work -------------------------------------------------------------------
+    def _record_get(
+        self, component: str, info: RequestInfo, key: str, content_type: str, body: bytes
+    ) -> None:
+        obj = json.loads(body)
+        if not isinstance(obj, dict):
+            return
+        if obj.get("kind") in _UNRECORDED_KINDS:
+            self.store.put_raw(component, key, RawResponse(200, content_type, body))
+            return
+        self.store.put_object(component, info.gvr, object_row(obj))
+
+    def _record_list(
+        self,
+        list_key: tuple[str, str, str, str],
+        seq: int,
+        continue_token: str,
+        key: str,
+        content_type: str,
+        body: bytes,
+    ) -> None:
+        component = list_key[0]
+        obj = json.loads(body)
+        if not isinstance(obj, dict):
+            return
+        if obj.get("kind") in _UNRECORDED_KINDS:
+            if not continue_token:
+                self.store.put_raw(component, key, RawResponse(200, content_type, body))
+            return
+        items: list[Any] = list(obj.get("items") or [])
+        if continue_token:
+            page = self._pages.pop((component, continue_token), None)
+            if page is None or page[0] != list_key:
+                return  # the first page was not seen: this cannot become a whole list
+            items = page[1] + items
+        meta = obj.get("metadata") or {}
+        next_token = meta.get("continue")
+        if next_token:
+            self._pages[(component, str(next_token))] = (list_key, items)
+            while len(self._pages) > _MAX_PENDING_PAGES:
+                self._pages.popitem(last=False)
+            return
+        if not continue_token and self._list_seq.get(list_key) != seq:
+            return  # a newer answer for the same list is queued behind this one
+        list_kind = str(obj.get("kind") or "List")
+        api_version = str(obj.get("apiVersion") or "v1")
+        item_kind = list_kind[: -len("List")] if list_kind.endswith("List") else ""
+        rows = [object_row(item, kind=item_kind, api_version=api_version) for item in items]
+        rv = str(meta.get("resourceVersion") or "")
+        self.store.replace_list(
+            *list_key, rv=rv, kind=list_kind, api_version=api_version, rows=rows
+        )
+        self._last_rv[list_key] = rv
+
+    def watch(self, info: RequestInfo, component: str, *, initial_events: bool) -> WatchRecording:
+        """A recorder for one proxied watch stream."""
+        return WatchRecording(self, info, component, initial_events=initial_events)
+
+
+class WatchRecording:
+    """Splits a proxied watch stream into events and applies them to the store in batches."""
+
+    def __init__(
+        self, recorder: Recorder, info: RequestInfo, component: str, *, initial_events: bool
+    ) -> None:
+        self.recorder = recorder
+        self.key = (component, info.gvr, info.namespace, info.selector)
+        self._buffer = b""
+        self._lines: list[bytes] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._initial: list[ObjectRow] | None = [] if initial_events else None
+        self._initial_kind = ""
+        self._initial_api_version = ""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes of the stream (any split; events end with a newline)."""
+        data = self._buffer + chunk
+        *lines, self._buffer = data.split(b"\n")
+        self._lines.extend(line for line in lines if line.strip())
+        if self._lines and self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            delay = self.recorder.settings.watch_flush_seconds
+            self._flush_handle = loop.call_later(delay, self.flush)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        if not self._lines:
+            return
+        lines, self._lines = self._lines, []
+        store = self.recorder.store
+        self.recorder._track(asyncio.ensure_future(store.write(self._apply, lines)))
+
+    def close(self) -> None:
+        """The stream ended: write what is left."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        if self._buffer.strip():
+            self._lines.append(self._buffer)
+            self._buffer = b""
+        self.flush()
+
+    def _apply(self, lines: list[bytes]) -> None:
+        changes: list[WatchChange] = []
+        rv: str | None = None
+        store = self.recorder.store
+        for line in lines:
+            try:
+                event = json.loads(line)
+                event_type = str(event["type"])
+                obj = event["object"]
+            except (ValueError, KeyError, TypeError):
+                log.debug("unparsable watch event skipped")
+                continue
+            if event_type == "ERROR" or not isinstance(obj, dict):
+                continue
+            if obj.get("kind") in _UNRECORDED_KINDS:
+                return
+            meta = obj.get("metadata") or {}
+            event_rv = str(meta.get("resourceVersion") or "") or None
+            if self._initial is not None:
+                if event_type == "BOOKMARK":
+                    annotations = meta.get("annotations") or {}
+                    if annotations.get(_INITIAL_EVENTS_END) == "true":
+                        kind = self._initial_kind or str(obj.get("kind") or "")
+                        api_version = self._initial_api_version or str(obj.get("apiVersion"))
+                        store.replace_list(
+                            *self.key,
+                            rv=event_rv or "",
+                            kind=f"{kind}List",
+                            api_version=api_version,
+                            rows=self._initial,
+                        )
+                        self._initial = None
+                    continue
+                if event_type == "ADDED":
+                    self._initial_kind = str(obj.get("kind") or "")
+                    self._initial_api_version = str(obj.get("apiVersion") or "")
+                    self._initial.append(object_row(obj))
+                    continue
+            if event_type != "BOOKMARK":
+                changes.append(WatchChange(event_type, object_row(obj)))
+            rv = event_rv or rv
+        if changes or rv is not None:
+            store.apply_watch(*self.key, changes=changes, rv=rv)

@@ -1,0 +1,184 @@
+"""Wiring: builds the store, upstream client, health monitor, recorder, offline responder,
+filters and proxy from :class:`HubSettings`, and serves the proxy port and the health port
+(``/healthz``, ``/readyz``, ``/metrics``). ``edgecache hub`` and the tests both use
+:class:`HubServer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from types import TracebackType
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from edgecache.errors import ConfigError
+from edgecache.hub._config import HubSettings
+from edgecache.hub._filters import FilterChain, NodePoolTopologyFilter, ResponseFilter
+from edgecache.hub._health import HealthMonitor
+from edgecache.hub._nodepool import NodePoolMembership
+from edgecache.hub._offline import OfflineResponder
+from edgecache.hub._proxy import HubProxy
+from edgecache.hub._recording import Recorder
+from edgecache.hub._store import HubStore
+from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
+from edgecache.hub._watches import WatchRegistry
+from edgecache.metrics import HUB_STORE_BYTES, HUB_STORE_OBJECTS, REGISTRY
+
+__all__ = ["HubServer", "parse_address"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) to a (host, port) pair."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"listen address must be host:port, got {address!r}")
+    return host.strip("[]"), int(port)
+
+
+def _bind(address: str) -> socket.socket:
+    host, port = parse_address(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class HubServer:
+    """The running hub. ``async with HubServer(settings) as hub: ... hub.url ...``"""
+
+    def __init__(self, settings: HubSettings, *, require_serving: bool = True) -> None:
+        #: Refuse to start when the upstream is unreachable and the store has nothing to serve.
+        self.require_serving = require_serving
+        self.settings = settings
+        self.watches = WatchRegistry()
+        self.upstream = Upstream(settings.upstream, settings.health)
+        self.health = HealthMonitor(
+            settings.health, probe=self.upstream.probe, on_switch=self._on_switch
+        )
+        self.store: HubStore | None = None
+        self.recorder: Recorder | None = None
+        self.nodepool: NodePoolMembership | None = None
+        self._runners: list[web.AppRunner] = []
+        self.url = ""
+        self.health_url = ""
+
+    def _on_switch(self, online: bool) -> None:
+        closed = self.watches.close_all()
+        log.warning("mode switch: ended %d open watches so clients re-list", closed)
+
+    async def start(self) -> None:
+        settings = self.settings
+        proxy_sock = _bind(settings.listen.address)
+        health_sock = _bind(settings.listen.health_address)
+        try:
+            self.store = await asyncio.to_thread(HubStore.open, settings.cache_dir)
+            await self.upstream.start()
+            online = await self.health.start()
+            if not online:
+                has_data = await self.store.read(self.store.stats)
+                if self.require_serving and has_data[0] == 0:
+                    servers = ", ".join(settings.upstream.servers)
+                    raise UpstreamUnavailableError(
+                        f"cannot reach the upstream API server ({servers}) and the store in "
+                        f"{settings.cache_dir} is empty, so there is nothing to serve"
+                    )
+                log.warning("upstream unreachable at start: serving from the store (offline)")
+            filters: list[ResponseFilter] = []
+            if settings.filters.nodepool:
+                self.nodepool = NodePoolMembership(settings.filters, self.store, self.upstream)
+                await self.nodepool.load()
+                self.nodepool.start()
+                filters.append(NodePoolTopologyFilter(self.nodepool))
+            self.recorder = Recorder(self.store, settings.recording)
+            offline = OfflineResponder(self.store, settings.offline, self.watches)
+            proxy = HubProxy(
+                upstream=self.upstream,
+                health=self.health,
+                store=self.store,
+                recorder=self.recorder,
+                offline=offline,
+                watches=self.watches,
+                filters=FilterChain(filters),
+            )
+            self.url = await self._serve(proxy.app(), proxy_sock)
+            self.health_url = await self._serve(self._health_app(), health_sock)
+        except BaseException:
+            proxy_sock.close()
+            health_sock.close()
+            await self.stop()
+            raise
+
+    async def _serve(self, app: web.Application, sock: socket.socket) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.SockSite(runner, sock).start()
+        host, port = sock.getsockname()[:2]
+        return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+    def _health_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.health.online:
+            return web.Response(text="ok: online, proxying to " + self.upstream.current_server)
+        return web.Response(text="ok: offline, serving from the store")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        await self.update_store_metrics()
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def update_store_metrics(self) -> None:
+        if self.store is not None:
+            objects, size = await self.store.read(self.store.stats)
+            HUB_STORE_OBJECTS.set(objects)
+            HUB_STORE_BYTES.set(size)
+
+    async def stop(self) -> None:
+        """Stop serving, end open watches, flush recordings and close the store."""
+        self.watches.close_all()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await self.health.stop()
+        if self.nodepool is not None:
+            await self.nodepool.stop()
+        if self.recorder is not None:
+            await self.recorder.drain()
+        await self.upstream.close()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+
+    async def __aenter__(self) -> HubServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()

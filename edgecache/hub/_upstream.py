@@ -1,0 +1,179 @@
+"""The upstream client: how the hub talks to the cloud kube-apiserver(s) while online.
+
+One pooled aiohttp session over TLS (CA, client certificate) or plain HTTP, with the hub's bearer
+token added for clients that bring no credentials. Several servers: requests go to the current
+one; a connection failure moves to the next and retries there (safe for every verb, because
+nothing was sent). When no server can be reached, :class:`UpstreamUnavailableError` tells the
+proxy to answer from the store instead, and the health monitor counts it as evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+
+import aiohttp
+from multidict import CIMultiDict
+
+from edgecache.errors import BackendUnavailableError, ConfigError
+from edgecache.hub._config import HealthSettings, UpstreamSettings
+
+__all__ = ["Upstream", "UpstreamUnavailableError"]
+
+log = logging.getLogger(__name__)
+
+
+class UpstreamUnavailableError(BackendUnavailableError):
+    """No upstream API server could be reached (connect failed or timed out on all)."""
+
+
+def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | bool:
+    if not any(url.startswith("https://") for url in settings.servers):
+        return False
+    if settings.insecure_skip_tls_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=settings.certificate_authority)
+    if settings.client_certificate:
+        try:
+            context.load_cert_chain(settings.client_certificate, settings.client_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load client certificate: {exc}") from exc
+    return context
+
+
+class Upstream:
+    """Pooled HTTP client for the upstream servers with failover. Use :meth:`start` first."""
+
+    def __init__(self, settings: UpstreamSettings, health: HealthSettings) -> None:
+        if not settings.servers:
+            raise ConfigError("no upstream server given (--server or --kubeconfig)")
+        for url in settings.servers:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"upstream server must be an http(s) URL: {url!r}")
+        self.settings = settings
+        self.health_settings = health
+        self._ssl = _ssl_context(settings)
+        self._current = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._token_cache: tuple[float, str] | None = None
+
+    @property
+    def current_server(self) -> str:
+        return self.settings.servers[self._current].rstrip("/")
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl, keepalive_timeout=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _token(self) -> str | None:
+        if self.settings.token:
+            return self.settings.token
+        if not self.settings.token_file:
+            return None
+        try:
+            mtime = os.stat(self.settings.token_file).st_mtime
+            if self._token_cache is None or self._token_cache[0] != mtime:
+                with open(self.settings.token_file) as handle:
+                    self._token_cache = (mtime, handle.read().strip())
+        except OSError as exc:
+            log.warning("cannot read token file %s: %s", self.settings.token_file, exc)
+            return None
+        return self._token_cache[1]
+
+    def outgoing_headers(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
+        """Headers for the upstream: the client's, plus the hub's token when it has none."""
+        result = CIMultiDict(headers)
+        if "Authorization" not in result:
+            token = self._token()
+            if token:
+                result["Authorization"] = f"Bearer {token}"
+        if self.settings.gzip:
+            result["Accept-Encoding"] = "gzip"
+        return result
+
+    async def request(
+        self,
+        method: str,
+        path_qs: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        watch: bool,
+    ) -> aiohttp.ClientResponse:
+        """Send one request, failing over between servers on connection errors.
+
+        The caller must release the response. Raises :class:`UpstreamUnavailableError` when no
+        server accepts a connection (or, for non-watch requests, answers in time).
+        """
+        assert self._session is not None, "Upstream.start() was not called"
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.connect_timeout_seconds,
+            sock_connect=self.settings.connect_timeout_seconds,
+            sock_read=None if watch else self.settings.read_timeout_seconds,
+        )
+        outgoing = self.outgoing_headers(headers)
+        errors: list[str] = []
+        count = len(self.settings.servers)
+        for attempt in range(count):
+            index = (self._current + attempt) % count
+            server = self.settings.servers[index].rstrip("/")
+            try:
+                response = await self._session.request(
+                    method,
+                    server + path_qs,
+                    headers=outgoing,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+            except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
+                errors.append(f"{server}: {exc or type(exc).__name__}")
+                continue
+            if index != self._current:
+                log.warning("upstream failover: now using %s", server)
+                self._current = index
+            return response
+        raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
+
+    async def probe(self) -> bool:
+        """Whether some upstream server answers; switches to the first that does.
+
+        Any HTTP answer below 500 counts (401/403 prove the server is there); the current server
+        is tried first so a healthy connection is not moved around.
+        """
+        assert self._session is not None, "Upstream.start() was not called"
+        timeout = aiohttp.ClientTimeout(total=self.health_settings.probe_timeout_seconds)
+        count = len(self.settings.servers)
+        for attempt in range(count):
+            index = (self._current + attempt) % count
+            url = self.settings.servers[index].rstrip("/") + self.health_settings.probe_path
+            try:
+                async with self._session.get(
+                    url, headers=self.outgoing_headers({}), timeout=timeout
+                ) as response:
+                    await response.read()
+                    healthy = response.status < 500
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                healthy = False
+            if healthy:
+                if index != self._current:
+                    log.warning("upstream failover: now using %s", self.settings.servers[index])
+                    self._current = index
+                return True
+        return False

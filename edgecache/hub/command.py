@@ -1,0 +1,142 @@
+"""``edgecache hub``: the command line over :class:`~edgecache.hub.HubServer`.
+
+Flags become :class:`~edgecache.hub.HubSettings`; the server runs until SIGINT/SIGTERM. Mistakes
+print one line on stderr: bad flags exit 2, an upstream that cannot be reached with an empty
+store (nothing to serve) exits 1. When ready, one line on stdout names both listen URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from edgecache.errors import ConfigError, EdgeCacheError
+from edgecache.hub._config import DEFAULT_COMPONENTS, HubSettings
+from edgecache.hub._kubeconfig import apply_kubeconfig
+from edgecache.hub._server import HubServer, parse_address
+
+__all__ = ["hub_command"]
+
+
+def _components(value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return DEFAULT_COMPONENTS
+    if value.strip() == "*":
+        return None
+    names = frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+    if not names:
+        raise click.BadParameter("give component names or '*'", param_hint="--components")
+    return names
+
+
+async def _run(settings: HubSettings) -> None:
+    hub = HubServer(settings)
+    await hub.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    mode = "online" if hub.health.online else "offline (serving from the store)"
+    click.echo(f"edgecache hub: serving {hub.url} (health {hub.health_url}), {mode}")
+    sys.stdout.flush()
+    try:
+        await stop.wait()
+    finally:
+        await hub.stop()
+
+
+@click.command(
+    "hub", context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
+@click.option("--server", "servers", help="Upstream API server URL(s), comma separated.")
+@click.option("--listen", default="127.0.0.1:10261", help="host:port of the API proxy.")
+@click.option(
+    "--health-listen", default="127.0.0.1:10267", help="host:port of /healthz /readyz /metrics."
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory of the hub's store.",
+)
+@click.option("--certificate-authority", type=click.Path(dir_okay=False), help="Upstream CA.")
+@click.option("--client-certificate", type=click.Path(dir_okay=False), help="Client cert.")
+@click.option("--client-key", type=click.Path(dir_okay=False), help="Client key.")
+@click.option("--token", help="Bearer token for clients that bring none.")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding that token.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--components",
+    default=None,
+    help="Components (User-Agent prefixes) to record, comma separated, or '*' for all. "
+    "[default: " + ",".join(sorted(DEFAULT_COMPONENTS)) + "]",
+)
+@click.option("--nodepool", help="This node's nodepool: EndpointSlices keep its endpoints.")
+@click.option("--probe-interval", type=float, default=5.0, help="Seconds between probes.")
+@click.option("-v", "--verbose", is_flag=True, help="Log mode switches and failovers.")
+def hub_command(
+    *,
+    servers: str | None,
+    listen: str,
+    health_listen: str,
+    cache_dir: Path,
+    certificate_authority: str | None,
+    client_certificate: str | None,
+    client_key: str | None,
+    token: str | None,
+    token_file: str | None,
+    kubeconfig: Path | None,
+    components: str | None,
+    nodepool: str | None,
+    probe_interval: float,
+    verbose: bool,
+) -> None:
+    """Run the edge hub: a local Kubernetes API proxy that keeps answering offline."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    settings = HubSettings(cache_dir=cache_dir)
+    upstream = settings.upstream
+    if servers:
+        upstream.servers = [url.strip().rstrip("/") for url in servers.split(",") if url.strip()]
+    upstream.certificate_authority = certificate_authority
+    upstream.client_certificate = client_certificate
+    upstream.client_key = client_key
+    upstream.token = token
+    upstream.token_file = token_file
+    if token and token_file:
+        raise click.UsageError("give --token or --token-file, not both")
+    if bool(client_certificate) != bool(client_key):
+        raise click.UsageError("--client-certificate and --client-key go together")
+    if probe_interval <= 0:
+        raise click.BadParameter("must be positive", param_hint="--probe-interval")
+    settings.health.probe_interval_seconds = probe_interval
+    settings.recording.components = _components(components)
+    settings.filters.nodepool = nodepool
+    settings.listen.address = listen
+    settings.listen.health_address = health_listen
+    try:
+        parse_address(listen)
+        parse_address(health_listen)
+        if kubeconfig is not None:
+            apply_kubeconfig(kubeconfig, upstream)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not upstream.servers:
+        raise click.UsageError("give --server URL[,URL...] or --kubeconfig")
+    for url in upstream.servers:
+        if not url.startswith(("http://", "https://")):
+            raise click.UsageError(f"--server must be http(s) URLs, got {url!r}")
+    try:
+        asyncio.run(_run(settings))
+    except EdgeCacheError as exc:
+        click.echo(f"edgecache hub: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        pass
