@@ -9,6 +9,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -82,6 +83,8 @@ def parse_size(value: object, *, option: str = "size") -> int:
         number, unit = float(match.group(1)), match.group(2).lower()
     else:
         raise ConfigError(f"{option}: expected a size such as 4MiB, got {type(value).__name__}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{option}: size must be a finite number of bytes, got {value!r}")
     result = int(number * _SIZE_UNITS[unit])
     if result < 0:
         raise ConfigError(f"{option}: size must not be negative, got {value!r}")
@@ -218,7 +221,10 @@ def _convert(name: str, value: Any) -> Any:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"metadata_ttl: {value!r} is not a number of seconds") from exc
     if name == "cache_dir":
-        return str(Path(os.fspath(value)).expanduser())
+        try:
+            return str(Path(os.fspath(value)).expanduser())
+        except TypeError as exc:
+            raise ConfigError(f"cache_dir: expected a directory path, got {value!r}") from exc
     if name == "ssd_dirs":
         return _convert_dirs(value)
     if name in ("compression", "eviction_policy"):

@@ -1,0 +1,217 @@
+"""TieredCache through its public calls: hits per tier, persistence, keys, LZ4 on disk, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from cachetestlib import (
+    BS,
+    ObjectSpec,
+    Source,
+    audit,
+    block_files,
+    make_objects,
+    payload,
+    read_object,
+    read_object_sync,
+    settings,
+)
+
+from edgecache.cache import BlockKey, TieredCache
+
+
+async def test_miss_then_mem_then_ssd_hits_return_exact_bytes(make_cache) -> None:
+    specs = make_objects(6, blocks=4)
+    source = Source.of(specs)
+    cache = make_cache()
+    for s in specs:
+        assert await read_object(cache, source, s.path) == s.data()
+    fetched = source.total_fetches
+    assert fetched == len(source.all_keys())
+    # MEM holds some, SSD holds all: a second pass fetches nothing.
+    for s in specs:
+        assert await read_object(cache, source, s.path) == s.data()
+    assert source.total_fetches == fetched
+    cache.mem.clear()
+    for s in specs:
+        assert read_object_sync(cache, source, s.path) == s.data()
+    assert source.total_fetches == fetched
+    st = cache.stats()
+    assert st["tiers"]["ssd"]["hits"] > 0 and st["tiers"]["mem"]["hits"] > 0
+    assert st["tiers"]["backend"]["fetches"] == fetched
+    audit(cache.settings).assert_consistent()
+
+
+async def test_blocks_survive_a_restart(make_cache) -> None:
+    specs = make_objects(4, blocks=3, seed=1)
+    source = Source.of(specs)
+    first = make_cache()
+    for s in specs:
+        await read_object(first, source, s.path)
+    first.close()
+    second = make_cache()
+    for s in specs:
+        assert read_object_sync(second, source, s.path) == s.data()
+    assert source.total_fetches == len(source.all_keys())
+
+
+def test_get_cached_never_fetches(make_cache) -> None:
+    cache = make_cache()
+    key = BlockKey("mem|test", "a", "v1", 0, BS)
+    assert cache.get_cached(key) is None
+    cache.put(key, b"x" * 100)
+    assert cache.get_cached(key) == b"x" * 100
+
+
+async def test_keys_keep_endpoints_versions_and_block_sizes_apart(make_cache) -> None:
+    cache = make_cache()
+    variants = [
+        BlockKey("s3|http://10.0.0.1:9000", "b/k", "v1", 0, BS),
+        BlockKey("s3|http://10.0.0.2:9000", "b/k", "v1", 0, BS),
+        BlockKey("s3|http://10.0.0.1:9000", "b/k", "v2", 0, BS),
+        BlockKey("s3|http://10.0.0.1:9000", "b/k", "v1", 0, 2 * BS),
+        BlockKey("s3|http://10.0.0.1:9000", "b/k", "v1", 1, BS),
+        BlockKey("s3|http://10.0.0.1:9000", "b/k\0v1", "", 0, BS),
+    ]
+    assert len({k.digest for k in variants}) == len(variants)
+    for i, key in enumerate(variants):
+        data = bytes([i]) * 64
+
+        async def fetch(data: bytes = data) -> bytes:
+            return data
+
+        assert await cache.get(key, fetch) == data
+    cache.mem.clear()
+    for i, key in enumerate(variants):
+        assert cache.get_cached(key) == bytes([i]) * 64
+
+
+def test_on_disk_names_are_hashes_inside_the_cache_dir(make_cache, tmp_path) -> None:
+    cache = make_cache()
+    evil = BlockKey("file", "../../../../etc/passwd", "v1", 0, BS)
+    cache.put(evil, b"not a password")
+    for root, _dirs, files in os.walk(tmp_path):
+        for name in files:
+            assert "passwd" not in name
+            assert os.path.realpath(root).startswith(os.path.realpath(tmp_path))
+    assert list(block_files(cache.settings.cache_dir)) == [evil.digest]
+
+
+async def test_wrong_length_from_backend_is_refused_and_not_cached(make_cache) -> None:
+    cache = make_cache()
+    key = BlockKey("mem|test", "changing", "v1", 0, BS)
+
+    async def short() -> bytes:
+        return b"x" * 10
+
+    with pytest.raises(OSError, match="expected 4096"):
+        await cache.get(key, short, expected_size=BS)
+    assert cache.get_cached(key) is None
+    assert block_files(cache.settings.cache_dir) == {}
+
+
+async def test_invalidate_drops_both_tiers(make_cache) -> None:
+    specs = make_objects(2, blocks=3, seed=2)
+    source = Source.of(specs)
+    cache = make_cache()
+    for s in specs:
+        await read_object(cache, source, s.path)
+    cache.invalidate(source.keys(specs[0].path))
+    for key in source.keys(specs[0].path):
+        assert cache.get_cached(key) is None
+    for key in source.keys(specs[1].path):
+        assert cache.get_cached(key) == source.block(key)
+    audit(cache.settings).assert_consistent()
+
+
+def test_stats_report_every_tier_and_directory(make_cache, tmp_path) -> None:
+    cache = make_cache(
+        ssd_dirs=[(str(tmp_path / "a"), 32 * BS), (str(tmp_path / "b"), 16 * BS)],
+    )
+    specs = make_objects(8, blocks=2, seed=3)
+    source = Source.of(specs)
+    for s in specs:
+        assert read_object_sync(cache, source, s.path) == s.data()
+    st = cache.stats()
+    dirs = st["tiers"]["ssd"]["directories"]
+    assert [d["quota_bytes"] for d in dirs] == [32 * BS, 16 * BS]
+    assert sum(d["blocks"] for d in dirs) == len(source.all_keys())
+    # Placement is weighted by quota: both directories get blocks.
+    assert all(d["blocks"] > 0 for d in dirs)
+    assert st["tiers"]["ssd"]["used_bytes"] == sum(d["used_bytes"] for d in dirs)
+    assert st["ssd_available"] is True
+    a = audit(cache.settings)
+    a.assert_consistent()
+    assert a.file_sum == {i: d["used_bytes"] for i, d in enumerate(dirs)}
+
+
+# --- LZ4 on the SSD tier ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["auto", "lz4"])
+@pytest.mark.parametrize("block_size", [BS, 64 * 1024, 256 * 1024])
+def test_compressible_blocks_are_stored_smaller_random_ones_raw(
+    make_cache, mode: str, block_size: int
+) -> None:
+    cache = make_cache(compression=mode, block_size=block_size, ssd_quota=64 * block_size)
+    text = BlockKey("mem|test", "text", "v1", 0, block_size)
+    noise = BlockKey("mem|test", "noise", "v1", 0, block_size)
+    text_data = payload("t", block_size, compressible=True)
+    noise_data = payload("n", block_size, compressible=False)
+    cache.put(text, text_data)
+    cache.put(noise, noise_data)
+    files = block_files(cache.settings.cache_dir)
+    assert files[text.digest] < block_size * 0.5
+    assert files[noise.digest] <= block_size + 64  # raw payload plus the header
+    cache.mem.clear()
+    assert cache.get_cached(text) == text_data
+    assert cache.get_cached(noise) == noise_data
+
+
+def test_compression_none_never_compresses(make_cache) -> None:
+    cache = make_cache(compression="none")
+    key = BlockKey("mem|test", "text", "v1", 0, BS)
+    data = b"\0" * BS
+    cache.put(key, data)
+    assert block_files(cache.settings.cache_dir)[key.digest] >= BS
+    cache.mem.clear()
+    assert cache.get_cached(key) == data
+
+
+def test_compression_kept_only_when_it_saves_the_configured_ratio(make_cache) -> None:
+    # Half zeros, half noise: LZ4 saves about 50%. A 60% minimum saving stores it raw.
+    data = b"\0" * (BS // 2) + payload("n", BS // 2, compressible=False)
+    strict = make_cache(compression="lz4", compression_min_saving=0.6)
+    key = BlockKey("mem|test", "half", "v1", 0, BS)
+    strict.put(key, data)
+    assert block_files(strict.settings.cache_dir)[key.digest] >= BS
+    strict.mem.clear()
+    assert strict.get_cached(key) == data
+
+
+def test_compression_setting_can_change_between_runs(tmp_path) -> None:
+    d = str(tmp_path / "c")
+    key_a = BlockKey("mem|test", "a", "v1", 0, BS)
+    key_b = BlockKey("mem|test", "b", "v1", 0, BS)
+    data = payload("a", BS, compressible=True)
+    first = TieredCache(settings(d, compression="lz4"))
+    first.put(key_a, data)
+    first.close()
+    second = TieredCache(settings(d, compression="none"))
+    try:
+        second.put(key_b, data)
+        assert second.get_cached(key_a) == data
+        assert second.get_cached(key_b) == data
+    finally:
+        second.close()
+
+
+async def test_many_objects_interleaved_tasks_in_one_loop(make_cache) -> None:
+    specs = [ObjectSpec(f"p/{i}", 5 * BS + i, compressible=i % 3 == 0) for i in range(12)]
+    source = Source.of(specs, delay_seconds=0.001)
+    cache = make_cache(ssd_quota=256 * BS)
+    results = await asyncio.gather(*(read_object(cache, source, s.path) for s in specs * 3))
+    assert results == [s.data() for s in specs * 3]
+    assert max(source.fetches.values()) == 1
