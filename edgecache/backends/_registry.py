@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-import fsspec.registry
+from fsspec.registry import known_implementations
+from fsspec.registry import registry as fsspec_registry
 
 from edgecache.backends._base import Backend
 from edgecache.backends.generic import GenericBackend
@@ -91,9 +92,7 @@ def get_backend(protocol: str, options: Mapping[str, Any] | None = None) -> Back
     cls = backend_class(protocol)
     if cls is not None:
         return cls(protocol, options)
-    if protocol not in fsspec.registry.known_implementations and protocol not in (
-        fsspec.registry.registry
-    ):
+    if protocol not in known_implementations and protocol not in fsspec_registry:
         raise BackendNotInstalledError(
             f"unknown protocol {protocol}://: no edgecache backend and no fsspec implementation "
             f"is registered for it (installed edgecache backends: "
