@@ -3,15 +3,20 @@
 Import the fixture into a ``conftest.py``:
 ``from edgecache.testing.kubeapi.fixtures import kube_api``.
 ``kube_api`` is a fresh threaded :class:`KubeAPIServer` per test with 0.2-second bookmarks;
-``run_kubectl`` runs the machine's kubectl against a server URL.
+``run_kubectl`` runs the machine's kubectl against a server URL; ``WatchReader`` reads the events
+of a watch response opened with aiohttp.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
+import aiohttp
 import pytest
 
 from ._server import KubeAPIServer
@@ -58,3 +63,37 @@ def run_kubectl(
             f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
         )
     return result
+
+
+class WatchReader:
+    """Reads JSON-line watch events from a streaming aiohttp response."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def next(self, timeout_seconds: float = 3.0) -> dict[str, Any] | None:
+        """The next event, or ``None`` when the stream has ended."""
+        line = await asyncio.wait_for(self.response.content.readline(), timeout_seconds)
+        if not line:
+            return None
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    async def take(self, count: int, timeout_seconds: float = 3.0) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        for _ in range(count):
+            event = await self.next(timeout_seconds)
+            assert event is not None, f"stream ended after {events}"
+            events.append(event)
+        return events
+
+    async def take_skipping_bookmarks(
+        self, count: int, timeout_seconds: float = 3.0
+    ) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        while len(events) < count:
+            event = await self.next(timeout_seconds)
+            assert event is not None, f"stream ended after {events}"
+            if event["type"] != "BOOKMARK":
+                events.append(event)
+        return events

@@ -1,0 +1,599 @@
+"""The Kubernetes API test server over real HTTP (aiohttp): verbs, errors, lists, discovery."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+import edgecache.testing.kubeapi as kubeapi
+from edgecache.testing.kubeapi import KubeAPIServer, objects
+
+PODS = "/api/v1/namespaces/default/pods"
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+async def _json(response: aiohttp.ClientResponse) -> Any:
+    return await response.json(content_type=None)
+
+
+async def create_pod(http: aiohttp.ClientSession, name: str, **labels: str) -> dict[str, Any]:
+    async with http.post(PODS, json=objects.pod(name, labels=labels)) as response:
+        assert response.status == 201, await response.text()
+        body: dict[str, Any] = await _json(response)
+        return body
+
+
+def test_public_api_is_small_and_sorted() -> None:
+    assert kubeapi.__all__ == sorted(kubeapi.__all__)
+    public = {
+        n
+        for n in dir(kubeapi)
+        if not n.startswith("_") and not inspect.ismodule(getattr(kubeapi, n))
+    }
+    assert set(kubeapi.__all__) == public - {"annotations"} | {"objects"}
+
+
+# --------------------------------------------------------------------------------- discovery
+
+
+async def test_legacy_discovery_lists_builtin_groups_and_resources(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with http.get("/version") as response:
+        assert (await _json(response))["major"] == "1"
+    async with http.get("/api") as response:
+        assert (await _json(response))["versions"] == ["v1"]
+    async with http.get("/apis") as response:
+        groups = {g["name"] for g in (await _json(response))["groups"]}
+    assert {"apps", "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io"} <= groups
+    async with http.get("/api/v1") as response:
+        resources = {r["name"]: r for r in (await _json(response))["resources"]}
+    assert resources["pods"]["namespaced"] and not resources["nodes"]["namespaced"]
+    assert "pods/status" in resources and "watch" in resources["pods"]["verbs"]
+    async with http.get("/apis/apps/v1") as response:
+        assert {r["name"] for r in (await _json(response))["resources"]} >= {
+            "deployments",
+            "daemonsets",
+        }
+    async with http.get("/apis/nope.example.com/v1") as response:
+        assert response.status == 404
+        assert (await _json(response))["kind"] == "Status"
+
+
+async def test_aggregated_discovery_is_served_when_asked_for(http: aiohttp.ClientSession) -> None:
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    async with http.get("/apis", headers={"Accept": accept}) as response:
+        assert response.headers["Content-Type"].startswith(
+            "application/json;g=apidiscovery.k8s.io;v=v2"
+        )
+        body = await _json(response)
+    assert body["kind"] == "APIGroupDiscoveryList"
+    apps = next(item for item in body["items"] if item["metadata"]["name"] == "apps")
+    deployments = next(
+        r for r in apps["versions"][0]["resources"] if r["resource"] == "deployments"
+    )
+    assert (
+        deployments["scope"] == "Namespaced"
+        and deployments["subresources"][0]["subresource"] == "status"
+    )
+    async with http.get("/api", headers={"Accept": accept}) as response:
+        core = (await _json(response))["items"]
+    assert [item["metadata"]["name"] for item in core] == [""]
+
+
+async def test_unknown_paths_get_a_not_found_status(http: aiohttp.ClientSession) -> None:
+    for path in ("/api/v1/widgets", "/apis/apps/v1/namespaces/default/widgets", "/nowhere"):
+        async with http.get(path) as response:
+            body = await _json(response)
+        assert response.status == 404 and body["reason"] == "NotFound", path
+
+
+# ------------------------------------------------------------------------------ create / get
+
+
+async def test_create_sets_server_fields_and_monotonic_resource_versions(
+    http: aiohttp.ClientSession,
+) -> None:
+    first = await create_pod(http, "a")
+    second = await create_pod(http, "b")
+    meta = first["metadata"]
+    assert (
+        meta["uid"] and meta["creationTimestamp"].endswith("Z") and meta["namespace"] == "default"
+    )
+    assert int(second["metadata"]["resourceVersion"]) > int(meta["resourceVersion"])
+    assert (
+        first["status"]["phase"] == "Pending"
+    )  # a create resets the status, as the API server does
+    async with http.get(f"{PODS}/a") as response:
+        assert (await _json(response))["metadata"]["uid"] == meta["uid"]
+
+
+async def test_generate_name_gives_a_unique_name(http: aiohttp.ClientSession) -> None:
+    body = {"metadata": {"generateName": "worker-"}, "data": {}}
+    names = set()
+    for _ in range(3):
+        async with http.post("/api/v1/namespaces/default/configmaps", json=body) as response:
+            assert response.status == 201
+            names.add((await _json(response))["metadata"]["name"])
+    assert len(names) == 3 and all(n.startswith("worker-") and len(n) == 12 for n in names)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code", "reason"),
+    [
+        (PODS, objects.pod("dup"), 409, "AlreadyExists"),
+        (PODS, {"metadata": {}}, 422, "Invalid"),
+        ("/api/v1/namespaces/missing/pods", objects.pod("x", "missing"), 404, "NotFound"),
+        (PODS, objects.pod("x", "other"), 400, "BadRequest"),
+        (
+            PODS,
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}},
+            400,
+            "BadRequest",
+        ),
+    ],
+)
+async def test_create_errors_are_status_objects(
+    http: aiohttp.ClientSession, path: str, body: dict[str, Any], code: int, reason: str
+) -> None:
+    await create_pod(http, "dup")
+    async with http.post(path, json=body) as response:
+        status = await _json(response)
+    assert response.status == code
+    assert (status["kind"], status["status"], status["reason"], status["code"]) == (
+        "Status",
+        "Failure",
+        reason,
+        code,
+    )
+
+
+async def test_get_missing_object_is_404_with_details(http: aiohttp.ClientSession) -> None:
+    async with http.get("/apis/apps/v1/namespaces/default/deployments/nope") as response:
+        status = await _json(response)
+    assert response.status == 404
+    assert status["message"] == 'deployments.apps "nope" not found'
+    assert status["details"] == {"name": "nope", "kind": "deployments", "group": "apps"}
+
+
+# --------------------------------------------------------------------------- update / patch
+
+
+async def test_update_with_stale_resource_version_conflicts(http: aiohttp.ClientSession) -> None:
+    pod = await create_pod(http, "a")
+    pod["metadata"]["labels"] = {"v": "1"}
+    async with http.put(f"{PODS}/a", json=pod) as response:
+        assert response.status == 200
+        updated = await _json(response)
+    assert int(updated["metadata"]["resourceVersion"]) > int(pod["metadata"]["resourceVersion"])
+    pod["metadata"]["labels"] = {"v": "2"}  # still carries the old resourceVersion
+    async with http.put(f"{PODS}/a", json=pod) as response:
+        assert response.status == 409
+        assert (await _json(response))["reason"] == "Conflict"
+    del pod["metadata"]["resourceVersion"]  # an unconditional update is allowed
+    async with http.put(f"{PODS}/a", json=pod) as response:
+        assert response.status == 200
+
+
+async def test_noop_update_keeps_the_resource_version(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    pod = await create_pod(http, "a")
+    before = api.resource_version
+    async with http.put(f"{PODS}/a", json=pod) as response:
+        assert (await _json(response))["metadata"]["resourceVersion"] == pod["metadata"][
+            "resourceVersion"
+        ]
+    assert api.resource_version == before
+
+
+async def test_patch_types(http: aiohttp.ClientSession) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"a": "1", "b": "2"}},
+        "spec": {
+            "template": {"spec": {"containers": [{"name": "c", "image": "x:1", "args": ["run"]}]}}
+        },
+    }
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    async with http.post(path, json=deployment) as response:
+        assert response.status == 201
+        assert (await _json(response))["metadata"]["generation"] == 1
+    merge = {"metadata": {"labels": {"a": None, "c": "3"}}}
+    async with http.patch(f"{path}/web", json=merge, headers=MERGE) as response:
+        patched = await _json(response)
+    assert patched["metadata"]["labels"] == {"b": "2", "c": "3"}
+    assert patched["metadata"]["generation"] == 1  # metadata changes do not bump the generation
+    strategic = {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x:2"}]}}}}
+    headers = {"Content-Type": "application/strategic-merge-patch+json"}
+    async with http.patch(f"{path}/web", json=strategic, headers=headers) as response:
+        patched = await _json(response)
+    assert patched["spec"]["template"]["spec"]["containers"] == [
+        {"name": "c", "image": "x:2", "args": ["run"]}
+    ]
+    assert patched["metadata"]["generation"] == 2
+    json_patch = [{"op": "replace", "path": "/metadata/labels/b", "value": "20"}]
+    headers = {"Content-Type": "application/json-patch+json"}
+    async with http.patch(f"{path}/web", json=json_patch, headers=headers) as response:
+        assert (await _json(response))["metadata"]["labels"]["b"] == "20"
+    async with http.patch(
+        f"{path}/web", data=b"{}", headers={"Content-Type": "text/plain"}
+    ) as response:
+        assert response.status == 415
+
+
+async def test_server_side_apply_creates_then_merges(http: aiohttp.ClientSession) -> None:
+    headers = {"Content-Type": "application/apply-patch+yaml"}
+    manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: '1'\n"
+    path = "/api/v1/namespaces/default/configmaps/cfg?fieldManager=test"
+    async with http.patch(path, data=manifest, headers=headers) as response:
+        assert response.status == 201
+    async with http.patch(path, data=manifest.replace("'1'", "'2'"), headers=headers) as response:
+        assert response.status == 200
+        assert (await _json(response))["data"] == {"a": "2"}
+
+
+async def test_status_subresource_separates_spec_and_status_writes(
+    http: aiohttp.ClientSession,
+) -> None:
+    await create_pod(http, "a")
+    status_patch = {"status": {"phase": "Running"}, "metadata": {"labels": {"ignored": "yes"}}}
+    async with http.patch(f"{PODS}/a/status", json=status_patch, headers=MERGE) as response:
+        pod = await _json(response)
+    assert pod["status"]["phase"] == "Running" and "ignored" not in pod["metadata"]["labels"]
+    async with http.patch(
+        f"{PODS}/a", json={"status": {"phase": "Failed"}}, headers=MERGE
+    ) as response:
+        assert (await _json(response))["status"]["phase"] == "Running"
+    async with http.get(f"{PODS}/a/log") as response:
+        assert response.status == 404
+
+
+# ------------------------------------------------------------------------------------ delete
+
+
+async def test_delete_returns_the_object_and_then_404(http: aiohttp.ClientSession) -> None:
+    created = await create_pod(http, "a")
+    async with http.delete(f"{PODS}/a") as response:
+        deleted = await _json(response)
+    assert response.status == 200 and deleted["metadata"]["uid"] == created["metadata"]["uid"]
+    async with http.delete(f"{PODS}/a") as response:
+        assert response.status == 404
+
+
+async def test_delete_precondition_on_uid(http: aiohttp.ClientSession) -> None:
+    await create_pod(http, "a")
+    options = {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "preconditions": {"uid": "someone-else"},
+    }
+    async with http.delete(f"{PODS}/a", json=options) as response:
+        assert response.status == 409
+
+
+async def test_finalizers_hold_deletion_until_removed(http: aiohttp.ClientSession) -> None:
+    body = objects.config_map("held")
+    body["metadata"]["finalizers"] = ["data.edgecache.io/cleanup"]
+    path = "/api/v1/namespaces/default/configmaps"
+    async with http.post(path, json=body) as response:
+        assert response.status == 201
+    async with http.delete(f"{path}/held") as response:
+        assert response.status == 202
+        assert (await _json(response))["metadata"]["deletionTimestamp"]
+    async with http.get(f"{path}/held") as response:
+        assert response.status == 200
+    async with http.patch(
+        f"{path}/held", json={"metadata": {"finalizers": None}}, headers=MERGE
+    ) as response:
+        assert response.status == 200
+    async with http.get(f"{path}/held") as response:
+        assert response.status == 404
+
+
+async def test_delete_collection_with_a_label_selector(http: aiohttp.ClientSession) -> None:
+    for name, app in (("a", "x"), ("b", "x"), ("c", "y")):
+        await create_pod(http, name, app=app)
+    async with http.delete(PODS, params={"labelSelector": "app=x"}) as response:
+        assert sorted(i["metadata"]["name"] for i in (await _json(response))["items"]) == ["a", "b"]
+    async with http.get(PODS) as response:
+        assert [i["metadata"]["name"] for i in (await _json(response))["items"]] == ["c"]
+
+
+async def test_deleting_a_namespace_deletes_its_objects(http: aiohttp.ClientSession) -> None:
+    async with http.post("/api/v1/namespaces", json=objects.namespace("team")) as response:
+        assert response.status == 201
+    async with http.post("/api/v1/namespaces/team/pods", json=objects.pod("a", "team")) as response:
+        assert response.status == 201
+    async with http.delete("/api/v1/namespaces/team") as response:
+        assert response.status == 200
+    async with http.get("/api/v1/namespaces/team/pods/a") as response:
+        assert response.status == 404
+
+
+# -------------------------------------------------------------------------------------- list
+
+
+async def test_list_carries_current_resource_version_and_sorted_items(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    for name in ("c", "a", "b"):
+        await create_pod(http, name)
+    async with http.get(PODS) as response:
+        body = await _json(response)
+    assert body["kind"] == "PodList" and body["apiVersion"] == "v1"
+    assert body["metadata"]["resourceVersion"] == str(api.resource_version)
+    assert [i["metadata"]["name"] for i in body["items"]] == ["a", "b", "c"]
+    async with http.get("/api/v1/pods") as response:  # all namespaces
+        assert len((await _json(response))["items"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=web", ["a", "b"]),
+        ("app==web,tier=front", ["a"]),
+        ("app!=web", ["c", "d"]),
+        ("app in (web, db)", ["a", "b", "c"]),
+        ("app notin (web)", ["c", "d"]),
+        ("tier", ["a", "c"]),
+        ("!tier", ["b", "d"]),
+    ],
+)
+async def test_label_selectors(
+    http: aiohttp.ClientSession, selector: str, expected: list[str]
+) -> None:
+    await create_pod(http, "a", app="web", tier="front")
+    await create_pod(http, "b", app="web")
+    await create_pod(http, "c", app="db", tier="back")
+    await create_pod(http, "d")
+    async with http.get(PODS, params={"labelSelector": selector}) as response:
+        assert [i["metadata"]["name"] for i in (await _json(response))["items"]] == expected
+
+
+async def test_field_selectors(http: aiohttp.ClientSession, api: KubeAPIServer) -> None:
+    api.seed([objects.pod("a", node_name="n1"), objects.pod("b", node_name="n2", phase="Pending")])
+    api.seed([objects.pod("c")])
+    cases = {
+        "spec.nodeName=n1": ["a"],
+        "spec.nodeName!=n1": ["b", "c"],
+        "spec.nodeName=": ["c"],
+        "status.phase=Running,metadata.name!=a": ["c"],
+        "metadata.namespace=default,metadata.name==b": ["b"],
+    }
+    for selector, expected in cases.items():
+        async with http.get(PODS, params={"fieldSelector": selector}) as response:
+            assert [i["metadata"]["name"] for i in (await _json(response))["items"]] == expected, (
+                selector
+            )
+    async with http.get(PODS, params={"labelSelector": "=bad"}) as response:
+        assert response.status == 400
+
+
+async def test_pagination_is_a_consistent_snapshot(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.seed(objects.pods(25, nodes=0))
+    seen: list[str] = []
+    params = {"limit": "10"}
+    async with http.get(PODS, params=params) as response:
+        page = await _json(response)
+    list_rv = page["metadata"]["resourceVersion"]
+    assert page["metadata"]["remainingItemCount"] == 15
+    await create_pod(http, "aaa-new")  # sorts first: must not shift later pages
+    while True:
+        seen += [i["metadata"]["name"] for i in page["items"]]
+        assert page["metadata"]["resourceVersion"] == list_rv
+        token = page["metadata"].get("continue")
+        if not token:
+            break
+        async with http.get(PODS, params={"limit": "10", "continue": token}) as response:
+            page = await _json(response)
+    assert seen == [f"pod-{i:05d}" for i in range(25)]
+
+
+async def test_continue_token_expires_with_compaction(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.seed(objects.pods(5, nodes=0))
+    async with http.get(PODS, params={"limit": "2"}) as response:
+        token = (await _json(response))["metadata"]["continue"]
+    api.compact()
+    async with http.get(PODS, params={"limit": "2", "continue": token}) as response:
+        assert response.status == 410
+        assert (await _json(response))["reason"] == "Expired"
+
+
+async def test_list_at_a_future_resource_version_times_out(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    async with http.get(
+        PODS, params={"resourceVersion": str(api.resource_version + 100)}
+    ) as response:
+        assert response.status == 504
+
+
+async def test_seeding_five_thousand_pods_is_fast(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    started = time.perf_counter()
+    rv = api.seed(objects.pods(5000))
+    assert time.perf_counter() - started < 3.0
+    async with http.get(
+        PODS, params={"labelSelector": "app=pod", "fieldSelector": "spec.nodeName=node-3"}
+    ) as r:
+        body = await _json(r)
+    assert len(body["items"]) == 500 and body["metadata"]["resourceVersion"] == str(rv)
+
+
+# ------------------------------------------------------------------------------------- CRDs
+
+
+async def test_crd_serves_its_resources_until_deleted(http: aiohttp.ClientSession) -> None:
+    crd = objects.crd("data.edgecache.io", "Dataset", versions=("v1alpha1",))
+    async with http.post(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd
+    ) as response:
+        assert response.status == 201
+        conditions = {
+            c["type"]: c["status"] for c in (await _json(response))["status"]["conditions"]
+        }
+    assert conditions["Established"] == "True"
+    async with http.get("/apis") as response:
+        assert "data.edgecache.io" in {g["name"] for g in (await _json(response))["groups"]}
+    path = "/apis/data.edgecache.io/v1alpha1/namespaces/default/datasets"
+    dataset = {
+        "apiVersion": "data.edgecache.io/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "imagenet"},
+    }
+    async with http.post(path, json=dataset) as response:
+        assert response.status == 201
+    async with http.get(path) as response:
+        assert (await _json(response))["kind"] == "DatasetList"
+    async with http.delete(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/datasets.data.edgecache.io"
+    ):
+        pass
+    async with http.get(path) as response:
+        assert response.status == 404
+
+
+async def test_cluster_scoped_crd(http: aiohttp.ClientSession) -> None:
+    crd = objects.crd("apps.openyurt.io", "NodePool", namespaced=False, versions=("v1beta1", "v1"))
+    async with http.post(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd
+    ) as response:
+        assert response.status == 201
+    pool = {
+        "apiVersion": "apps.openyurt.io/v1beta1",
+        "kind": "NodePool",
+        "metadata": {"name": "hangzhou"},
+    }
+    async with http.post("/apis/apps.openyurt.io/v1beta1/nodepools", json=pool) as response:
+        assert response.status == 201
+    async with http.get(
+        "/apis/apps.openyurt.io/v1/nodepools/hangzhou"
+    ) as response:  # other version
+        assert (await _json(response))["apiVersion"] == "apps.openyurt.io/v1"
+    async with http.get("/apis/apps.openyurt.io/v1beta1/namespaces/default/nodepools") as response:
+        assert response.status == 404
+
+
+async def test_invalid_crd_is_rejected(http: aiohttp.ClientSession) -> None:
+    crd = objects.crd("example.com", "Widget")
+    crd["metadata"]["name"] = "wrong"
+    async with http.post(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd
+    ) as response:
+        assert response.status == 422
+
+
+# --------------------------------------------------------------------------- tables (kubectl)
+
+
+async def test_table_output_for_kubectl(http: aiohttp.ClientSession) -> None:
+    await create_pod(http, "a")
+    accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    async with http.get(PODS, headers={"Accept": accept}) as response:
+        table = await _json(response)
+    assert table["kind"] == "Table"
+    assert [c["name"] for c in table["columnDefinitions"]] == [
+        "Name",
+        "Ready",
+        "Status",
+        "Restarts",
+        "Age",
+    ]
+    assert table["rows"][0]["cells"][:3] == ["a", "0/1", "Pending"]
+    assert table["rows"][0]["object"]["metadata"]["name"] == "a"
+
+
+# ------------------------------------------------------------------------- auth and controls
+
+
+async def test_bearer_tokens_and_the_request_log() -> None:
+    async with (
+        KubeAPIServer(tokens={"good": "alice"}, allow_anonymous=False) as server,
+        aiohttp.ClientSession(base_url=server.url) as http,
+    ):
+        async with http.get(PODS) as response:
+            assert response.status == 401
+            assert (await _json(response))["reason"] == "Unauthorized"
+        async with http.get(PODS, headers={"Authorization": "Bearer bad"}) as response:
+            assert response.status == 401
+        headers = {"Authorization": "Bearer good", "User-Agent": "kubelet/v1.32.0 (linux/amd64)"}
+        async with http.get(PODS, headers=headers) as response:
+            assert response.status == 200
+        async with http.get("/healthz") as response:
+            assert response.status == 200
+        last = [r for r in server.requests if r.path == PODS][-1]
+        assert (last.user, last.user_agent, last.status) == ("alice", headers["User-Agent"], 200)
+        assert last.authorization == "Bearer good"
+
+
+async def test_anonymous_requests_when_allowed() -> None:
+    async with (
+        KubeAPIServer(tokens=["t"], allow_anonymous=True) as server,
+        aiohttp.ClientSession(base_url=server.url) as http,
+    ):
+        async with http.get(PODS) as response:
+            assert response.status == 200
+        assert server.requests[-1].user == "system:anonymous"
+
+
+async def test_injected_failures(http: aiohttp.ClientSession, api: KubeAPIServer) -> None:
+    fault = api.fail(503, count=2, path_prefix="/api/v1")
+    for _ in range(2):
+        async with http.get(PODS) as response:
+            assert response.status == 503
+            assert (await _json(response))["kind"] == "Status"
+    async with http.get(PODS) as response:
+        assert response.status == 200
+    assert fault.hits == 2
+    api.drop_connections()  # unlimited: aiohttp retries once on a reused keep-alive connection
+    with pytest.raises(aiohttp.ClientError):
+        async with http.get(PODS) as response:
+            await response.read()
+    api.clear_faults()
+    async with http.get(PODS) as response:
+        assert response.status == 200
+    api.hang(count=1)
+    with pytest.raises(asyncio.TimeoutError):
+        async with http.get(PODS, timeout=aiohttp.ClientTimeout(total=0.3)) as response:
+            await response.read()
+    api.fail(500, methods=["POST"])
+    async with http.get(PODS) as response:
+        assert response.status == 200
+    async with http.post(PODS, json=objects.pod("x")) as response:
+        assert response.status == 500
+    api.clear_faults()
+    async with http.post(PODS, json=objects.pod("x")) as response:
+        assert response.status == 201
+
+
+async def test_stop_and_start_on_the_same_port_keeps_state(api: KubeAPIServer) -> None:
+    url = api.url
+    api.put(objects.pod("survivor"))
+    await api.astop()
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with http.get(f"{url}{PODS}"):
+                pass
+        await api.astart()
+        assert api.url == url
+        async with http.get(f"{url}{PODS}/survivor") as response:
+            assert response.status == 200
+
+
+async def test_sync_lifecycle_methods_refuse_to_block_the_servers_own_loop(
+    api: KubeAPIServer,
+) -> None:
+    with pytest.raises(RuntimeError, match="await"):
+        api.stop()
