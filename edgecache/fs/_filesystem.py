@@ -91,7 +91,10 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
 
     # --- paths ---------------------------------------------------------------------------------
     @classmethod
-    def _strip_protocol(cls, path: Any) -> str:
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            # fsspec's bulk methods (get, put, cp, rm) strip lists of paths in one call.
+            return [cls._strip_protocol(p) for p in path]
         text = str(path)
         if "::" in text:
             text = text.rsplit("::", 1)[-1]
@@ -325,7 +328,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         path = self._target(path)
         self._invalidate(path)
         try:
-            await self.backend.call("pipe_file", path, value, **kwargs)
+            await self.backend.call("pipe_file", path, value, mode=mode, **kwargs)
         finally:
             self._invalidate(path)
 

@@ -1,0 +1,77 @@
+"""Fixtures of the fs-layer tests: edgecache filesystems on fresh cache directories.
+
+fsspec caches filesystem instances by their arguments and :meth:`TieredCache.shared` caches one
+cache per settings, so every filesystem here gets its own ``cache_dir`` (a fresh ``tmp_path``)
+and ``skip_instance_cache=True``: no test sees another test's cached blocks or metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from edgecache.fs import EdgeCacheFileSystem
+
+
+def close_fs(fs: EdgeCacheFileSystem) -> None:
+    """Release the cache of ``fs`` (its index, I/O threads and metadata database)."""
+    fs.cache.close()
+    fs.metadata.close()
+
+
+@pytest.fixture
+def make_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Any]]:
+    """``make_fs(target_protocol="file", target_options=None, **cache_options)``.
+
+    Each call gets a new cache directory unless ``cache_dir`` is given; all are closed at
+    teardown.
+    """
+    opened: list[EdgeCacheFileSystem] = []
+
+    def make(
+        target_protocol: str = "file",
+        target_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> EdgeCacheFileSystem:
+        options.setdefault("cache_dir", str(tmp_path_factory.mktemp("cache")))
+        fs = fsspec.filesystem(
+            "edgecache",
+            target_protocol=target_protocol,
+            target_options=target_options or {},
+            skip_instance_cache=True,
+            **options,
+        )
+        assert isinstance(fs, EdgeCacheFileSystem)
+        opened.append(fs)
+        return fs
+
+    yield make
+    for fs in opened:
+        close_fs(fs)
+
+
+@pytest.fixture
+def clean_memory() -> Iterator[None]:
+    """An empty process-wide ``memory://`` store before and after the test."""
+    _clear_memory()
+    yield
+    _clear_memory()
+
+
+def _clear_memory() -> None:
+    MemoryFileSystem.store.clear()
+    MemoryFileSystem.pseudo_dirs.clear()
+    MemoryFileSystem.pseudo_dirs.append("")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A directory of source objects, separate from any cache directory."""
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
