@@ -11,6 +11,11 @@ process killed at any point therefore leaves at worst a row without a file, whic
 as a missing block (counted, re-fetched); never a file the quota does not account for. sqlite in
 WAL mode makes each transaction atomic under SIGKILL, and ``BEGIN IMMEDIATE`` serialises the
 processes that change the index.
+
+A row reserved for a file still being written carries the writer's token in ``writing`` until the
+writer confirms the rename (:meth:`BlockIndex.complete`). A reader that misses such a block
+leaves the row alone (the file is on its way), and a writer whose row was evicted or dropped
+meanwhile removes the file it just renamed into place: no file ever outlives its row.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ CREATE TABLE IF NOT EXISTS blocks(
     seq     INTEGER NOT NULL,
     pinned  INTEGER NOT NULL,
     backend TEXT NOT NULL,
-    path    TEXT NOT NULL
+    path    TEXT NOT NULL,
+    writing TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blocks_order ON blocks(dir, pinned, queue, seq);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(backend, path);
@@ -235,11 +241,13 @@ class BlockIndex:
         high: float,
         low: float,
         unlink: Callable[[str, int], None],
+        token: str = "",
     ) -> bool:
         """Account for a block about to be written to ``dir_id``, evicting to make room.
 
-        Returns False (and changes nothing) when the block cannot fit even after evicting every
-        unpinned block: the caller then serves the data without caching it.
+        Returns False when the block cannot fit even after evicting every unpinned block: the
+        caller then serves the data without caching it. ``token`` marks the row as being written
+        until :meth:`complete` is called with it.
         """
         quota = self.quotas[dir_id]
         with self._write():
@@ -264,7 +272,7 @@ class BlockIndex:
             queue, freq = self.policy.admit(_SQLPolicyStore(self, dir_id, unlink), digest)
             self._db.execute("DELETE FROM ghost WHERE digest=?", (digest,))
             self._db.execute(
-                "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     digest,
                     dir_id,
@@ -276,6 +284,7 @@ class BlockIndex:
                     int(is_pinned),
                     backend,
                     path,
+                    token,
                 ),
             )
             self._db.execute(
@@ -297,15 +306,42 @@ class BlockIndex:
                 (count - limit,),
             )
 
-    def forget(self, digest: str) -> bool:
-        """Drop a block's row (its file is gone or corrupt). True if there was one."""
+    def complete(self, digest: str, token: str, *, unlink: Callable[[], None]) -> bool:
+        """The file reserved with ``token`` is in place: clear the row's writing mark.
+
+        If the row went away meanwhile (evicted, invalidated, or taken as missing), the file
+        just renamed into place is accounted for by nobody: ``unlink`` removes it, inside the
+        transaction, so no other writer can reserve the name in between. False in that case.
+        """
         with self._write():
-            existed = (
-                self._db.execute("SELECT 1 FROM blocks WHERE digest=?", (digest,)).fetchone()
-                is not None
-            )
+            done = self._db.execute(
+                "UPDATE blocks SET writing='' WHERE digest=? AND writing=?", (digest, token)
+            ).rowcount
+            if done:
+                return True
+            row = self._db.execute("SELECT 1 FROM blocks WHERE digest=?", (digest,)).fetchone()
+            if row is None:
+                unlink()
+            # Otherwise another writer reserved the block again and its file replaces ours.
+            return False
+
+    def forget(self, digest: str, *, token: str | None = None, if_missing: str = "") -> bool:
+        """Drop a block's row (its file is gone or corrupt). True if there was one.
+
+        ``token``: only the row that write reserved. ``if_missing``: only if the row's file was
+        confirmed written and this path does not exist now; a reader's miss is stale by the time
+        it gets here (the file may have been renamed into place, or still be on its way).
+        """
+        with self._write():
+            row = self._db.execute(
+                "SELECT writing FROM blocks WHERE digest=?", (digest,)
+            ).fetchone()
+            if row is None or (token is not None and row[0] != token):
+                return False
+            if if_missing and (row[0] or os.path.exists(if_missing)):
+                return False
             self._delete_row(digest)
-            return existed
+            return True
 
     def contains(self, digest: str) -> bool:
         """Whether the index accounts for ``digest``."""
@@ -472,6 +508,9 @@ def _open(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex
         # fsync per miss.
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
+        if "writing" not in columns:  # an index made before the column existed
+            db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
         return BlockIndex(db, quotas=quotas, policy=policy)
     except BaseException:
         db.close()

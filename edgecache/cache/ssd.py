@@ -226,7 +226,7 @@ class SSDTier:
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            self._check_missing(digest)
+            self._check_missing(digest, path)
             return None
         except OSError as exc:
             self._fail(exc, "reading")
@@ -247,14 +247,17 @@ class SSDTier:
         self._note_hit(digest)
         return data
 
-    def _check_missing(self, digest: str) -> None:
+    def _check_missing(self, digest: str, path: str) -> None:
         index = self._index
         if index is None:
             return
         try:
-            if index.forget(digest):
-                # Accounted for but gone: deleted underneath, or a writer died between
-                # reserving and renaming. A miss all the same; counted like corruption.
+            # A row whose file is still being written (by another thread or process), or was
+            # renamed into place since our miss, is no lost block: leave it, or that file
+            # would be accounted for by nobody.
+            if index.forget(digest, if_missing=path):
+                # Accounted for and written, but gone: deleted underneath. A miss all the
+                # same; counted like corruption.
                 CACHE_CORRUPT_BLOCKS.inc()
                 self.count("corrupt_blocks", "")
         except sqlite3.Error as exc:
@@ -292,6 +295,7 @@ class SSDTier:
         )
         dir_id = self._dir_for(digest)
         final = self._block_path(digest, dir_id)
+        token = uuid.uuid4().hex
         evicted = 0
 
         def unlink(victim: str, victim_dir: int) -> None:
@@ -311,6 +315,7 @@ class SSDTier:
                 high=self._settings.ssd_high,
                 low=self._settings.ssd_low,
                 unlink=unlink,
+                token=token,
             )
         except (OSError, sqlite3.Error) as exc:
             self._fail(exc, "reserving space")
@@ -320,7 +325,7 @@ class SSDTier:
             self.count("evictions", "ssd", evicted)
         if not reserved:
             return False
-        tmp = os.path.join(self._dirs[dir_id], "tmp", f"{digest}.{os.getpid()}.{uuid.uuid4().hex}")
+        tmp = os.path.join(self._dirs[dir_id], "tmp", f"{digest}.{os.getpid()}.{token}")
         try:
             try:
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -342,11 +347,21 @@ class SSDTier:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             with contextlib.suppress(sqlite3.Error):
-                index.forget(digest)
+                index.forget(digest, token=token)
             self._fail(exc, "writing a block")
             return False
+
+        def unlink_final() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(final)
+
+        try:
+            stored = index.complete(digest, token, unlink=unlink_final)
+        except (OSError, sqlite3.Error) as exc:
+            self._fail(exc, "recording a written block")
+            return False
         self._publish_usage()
-        return True
+        return stored
 
     def discard(self, key: BlockKey) -> None:
         """Remove a block (its object was overwritten or deleted)."""

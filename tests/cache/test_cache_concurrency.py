@@ -1,0 +1,142 @@
+"""8 threads and 4 processes read the same uncached objects at once through one cache dir.
+
+Every reader must get exact bytes, and across all of them each block is fetched from the
+"backend" once: the fetch function appends the block's digest to a log file opened with
+O_APPEND, which every process writes to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from cachetestlib import (
+    BS,
+    WORKER,
+    Source,
+    audit,
+    fetch_log,
+    make_objects,
+    read_object,
+    read_object_sync,
+    settings,
+)
+
+from edgecache.cache import TieredCache
+
+THREADS = 8
+PROCESSES = 4
+
+
+def _start_processes(config: dict, tmp_path: Path, n: int) -> list[subprocess.Popen[str]]:
+    procs = []
+    for i in range(n):
+        cfg = dict(config, seed=100 + i, out_path=str(tmp_path / f"out{i}.json"))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, WORKER, "read", json.dumps(cfg)],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=os.path.dirname(WORKER),
+            )
+        )
+    for p in procs:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "ready"
+    return procs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("round_", range(3))
+def test_threads_and_processes_fetch_each_block_once(tmp_path: Path, round_: int) -> None:
+    cache_dir = str(tmp_path / "cache")
+    log_path = str(tmp_path / "fetches.log")
+    go_path = str(tmp_path / "go")
+    specs = make_objects(8, blocks=6, seed=round_)
+    opts = {"cache_dir": cache_dir, "mem_quota": 8 * BS, "ssd_quota": 256 * BS}
+    config = {
+        "settings": opts,
+        "objects": [[s.path, s.size, s.compressible] for s in specs],
+        "log_path": log_path,
+        "go_path": go_path,
+        "delay_seconds": 0.002,
+    }
+    cache = TieredCache(settings(**opts))
+    source = Source.of(specs, log_path=log_path, delay_seconds=0.002)
+    procs = _start_processes(config, tmp_path, PROCESSES)
+
+    barrier = threading.Barrier(THREADS + 1)
+    results: dict[int, list[bool]] = {}
+    errors: list[BaseException] = []
+
+    def reader(i: int) -> None:
+        order = list(specs)
+        random.Random(i).shuffle(order)
+        barrier.wait()
+        try:
+            if i % 2:
+                results[i] = [read_object_sync(cache, source, s.path) == s.data() for s in order]
+            else:
+
+                async def run() -> list[bool]:
+                    got = await asyncio.gather(*(read_object(cache, source, s.path) for s in order))
+                    return [g == s.data() for g, s in zip(got, order, strict=True)]
+
+                results[i] = asyncio.run(run())
+        except BaseException as exc:  # reported below, with the thread's index
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    Path(go_path).touch()
+    barrier.wait()
+    for t in threads:
+        t.join(60)
+    for p in procs:
+        assert p.wait(60) == 0
+    assert not errors, errors
+    assert all(all(r) for r in results.values()) and len(results) == THREADS
+    for i in range(PROCESSES):
+        out = json.loads((tmp_path / f"out{i}.json").read_text())
+        assert out["ok"], out
+    counts = fetch_log(log_path)
+    all_digests = {k.digest for k in source.all_keys()}
+    assert set(counts) == all_digests
+    duplicated = {d: n for d, n in counts.items() if n != 1}
+    assert not duplicated, f"blocks fetched more than once: {duplicated}"
+    st = cache.stats()
+    assert st["tiers"]["backend"]["fetches"] == len(all_digests)
+    cache.close()
+    audit(settings(**opts)).assert_consistent()
+    assert st["tiers"]["ssd"]["corrupt_blocks"] == 0
+
+
+def test_threads_of_one_process_share_one_fetch(make_cache) -> None:
+    # Slow fetches, all readers on the same first blocks: the single-flight map, not the SSD
+    # re-check, is what keeps it to one fetch here.
+    specs = make_objects(2, blocks=3, seed=9)
+    source = Source.of(specs, delay_seconds=0.05)
+    cache = make_cache(ssd_quota=64 * BS)
+    barrier = threading.Barrier(THREADS)
+    got: list[bytes] = []
+
+    def reader() -> None:
+        barrier.wait()
+        got.append(asyncio.run(read_object(cache, source, specs[0].path)))
+
+    threads = [threading.Thread(target=reader) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert got == [specs[0].data()] * THREADS
+    assert set(source.fetches.values()) == {1}
+    assert len(source.fetches) == len(source.keys(specs[0].path))
