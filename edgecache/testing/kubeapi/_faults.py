@@ -29,6 +29,8 @@ class RecordedRequest:
     authorization: str
     user: str
     """The authenticated user: the token's user name, ``system:anonymous``, or ``""`` if refused."""
+    client_cert: str
+    """The CN of the verified client certificate presented, ``""`` if none (TLS only)."""
     status: int
     watch: bool
 
@@ -92,12 +94,18 @@ class Authenticator:
             self.users = {token: f"user-{index}" for index, token in enumerate(sorted(tokens))}
         self.allow_anonymous = allow_anonymous
 
-    def authenticate(self, authorization: str) -> str | None:
-        """The user for an ``Authorization`` header, or ``None`` to refuse with 401."""
+    def authenticate(self, authorization: str, cert_user: str | None = None) -> str | None:
+        """The user for an ``Authorization`` header or a verified client certificate's CN.
+
+        ``None`` refuses the request with 401. A token, when sent, decides alone, as in Kubernetes
+        where a bad token is rejected even if a client certificate would have been accepted.
+        """
         if self.users is None:
-            return "admin"
+            return cert_user or "admin"
         scheme, _, token = authorization.partition(" ")
         if not authorization:
+            if cert_user:
+                return cert_user
             return ANONYMOUS if self.allow_anonymous else None
         if scheme.lower() != "bearer":
             return None

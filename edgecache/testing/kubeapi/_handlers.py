@@ -166,6 +166,9 @@ class APIHandlers:
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
         content_type = request.content_type
+        if "protobuf" in content_type or "cbor" in content_type:
+            # As an API server without that codec: client-go then retries with JSON.
+            raise _status.unsupported_media_type(content_type)
         try:
             if "yaml" in content_type:
                 return yaml.safe_load(raw.decode())

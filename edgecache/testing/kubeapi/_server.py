@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
+from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
@@ -27,6 +29,9 @@ from ._resources import ResourceRegistry
 from ._status import APIError
 from ._store import JSONObject, Store
 from ._watch import WatchStream
+
+if TYPE_CHECKING:
+    from ._tls import PKI
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,6 +47,8 @@ class KubeAPIServer:
     ``allowWatchBookmarks=true`` get a ``BOOKMARK`` (a real server: about a minute; tests: short).
     ``history_size``: events kept for watch resumption; older resourceVersions get 410 Gone.
     ``require_namespaces``: refuse objects in namespaces that do not exist (404), as a real server.
+    ``tls``: serve HTTPS with a fresh test PKI (``True``) or a given one; clients then authenticate
+    with bearer tokens (kubectl sends them only over TLS) or client certificates (CN = user).
     """
 
     def __init__(
@@ -57,8 +64,17 @@ class KubeAPIServer:
         aggregated_discovery: bool = True,
         tables: bool = True,
         request_log_size: int = 100_000,
+        tls: bool | PKI = False,
     ) -> None:
         self.host = host
+        self.pki: PKI | None = None
+        """With ``tls``: the CA (for ``--certificate-authority``) and client certificates."""
+        if tls is True:
+            from ._tls import PKI as _PKI
+
+            self.pki = _PKI.create(Path(tempfile.mkdtemp(prefix="kubeapi-pki-")), host=host)
+        elif tls:
+            self.pki = tls
         self._port = port
         self.store = Store(
             ResourceRegistry(), history_size=history_size, require_namespaces=require_namespaces
@@ -92,7 +108,8 @@ class KubeAPIServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        scheme = "https" if self.pki is not None else "http"
+        return f"{scheme}://{self.host}:{self._port}"
 
     @property
     def running(self) -> bool:
@@ -135,8 +152,13 @@ class KubeAPIServer:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         authorization = request.headers.get("Authorization", "")
-        user = self.auth.authenticate(authorization)
         transport = request.transport
+        cert_user = None
+        if transport is not None and self.pki is not None:
+            from ._tls import peer_user
+
+            cert_user = peer_user(transport.get_extra_info("peercert"))
+        user = self.auth.authenticate(authorization, cert_user)
         if transport is not None:
             self._transports.add(transport)
         status = 0
@@ -155,6 +177,7 @@ class KubeAPIServer:
                     user_agent=request.headers.get("User-Agent", ""),
                     authorization=authorization,
                     user=user or "",
+                    client_cert=cert_user or "",
                     status=status,
                     watch=request.query.get("watch") in ("1", "true", "True")
                     or "/watch/" in request.path,
@@ -206,7 +229,8 @@ class KubeAPIServer:
         self._stopping = asyncio.Event()
         runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, reuse_address=True)
+        context = self.pki.server_context() if self.pki is not None else None
+        site = web.TCPSite(runner, self.host, self._port, reuse_address=True, ssl_context=context)
         try:
             await site.start()
         except BaseException:

@@ -14,6 +14,7 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,17 +40,27 @@ def run_kubectl(
     server_url: str,
     *args: str,
     token: str | None = None,
+    certificate_authority: Path | None = None,
+    client_certificate: tuple[Path, Path] | None = None,
     input_text: str | None = None,
     timeout_seconds: float = 30.0,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """``kubectl --server URL ARGS``, with no kubeconfig from the environment; output as text."""
+    """``kubectl --server URL ARGS``, with no kubeconfig from the environment; output as text.
+
+    kubectl sends a bearer token only over HTTPS: give ``certificate_authority`` (``server.pki``).
+    """
     executable = kubectl_path()
     if executable is None:
         pytest.skip("kubectl is not installed")
     command = [executable, "--server", server_url, "--kubeconfig", "/dev/null"]
     if token is not None:
         command += ["--token", token]
+    if certificate_authority is not None:
+        command += ["--certificate-authority", str(certificate_authority)]
+    if client_certificate is not None:
+        command += ["--client-certificate", str(client_certificate[0])]
+        command += ["--client-key", str(client_certificate[1])]
     result = subprocess.run(
         [*command, *args],
         input=input_text,

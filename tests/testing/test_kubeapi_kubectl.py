@@ -1,0 +1,215 @@
+"""The Kubernetes API test server driven by the real kubectl (v1.32) on this machine.
+
+kubectl discovers the server through aggregated discovery, prints server-side tables, applies with
+client-side (strategic merge) patches and server-side apply, and watches with ``get -w``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from edgecache.testing.kubeapi import KubeAPIServer, objects
+from edgecache.testing.kubeapi.fixtures import kubectl_path, run_kubectl
+
+pytestmark = pytest.mark.skipif(kubectl_path() is None, reason="kubectl is not installed")
+
+MANIFEST = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  labels: {tier: edge}
+data: {mode: online}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: web, image: "nginx:1", args: [serve]}
+      - {name: sidecar, image: "busybox:1"}
+"""
+
+CRD = """\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: datasets.data.edgecache.io}
+spec:
+  group: data.edgecache.io
+  scope: Namespaced
+  names: {plural: datasets, singular: dataset, kind: Dataset, shortNames: [dset]}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+    subresources: {status: {}}
+    additionalPrinterColumns:
+    - {name: Phase, type: string, jsonPath: .status.phase}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+"""
+
+DATASET = """\
+apiVersion: data.edgecache.io/v1alpha1
+kind: Dataset
+metadata: {name: imagenet, labels: {pool: hangzhou}}
+spec:
+  mounts: [{name: train, mountPoint: "s3://bucket/imagenet"}]
+"""
+
+
+def test_get_prints_server_side_tables(kube_api: KubeAPIServer) -> None:
+    kube_api.seed(
+        [objects.pod("web-1", labels={"app": "web"}), objects.pod("db-1", labels={"app": "db"})]
+    )
+    lines = run_kubectl(kube_api.url, "get", "pods").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["db-1", "0/1", "Running"],
+        ["web-1", "0/1", "Running"],
+    ]
+    assert "kube-system" in run_kubectl(kube_api.url, "get", "namespaces").stdout
+
+
+def test_get_json_yaml_and_selectors(kube_api: KubeAPIServer) -> None:
+    kube_api.seed(objects.pods(6, nodes=3))
+    kube_api.put(objects.pod("other", labels={"app": "other"}, node_name="node-1"))
+    listed = json.loads(run_kubectl(kube_api.url, "get", "pods", "-o", "json").stdout)
+    assert len(listed["items"]) == 7
+    one = yaml.safe_load(run_kubectl(kube_api.url, "get", "pod", "pod-00001", "-o", "yaml").stdout)
+    assert one["spec"]["nodeName"] == "node-1" and one["metadata"]["resourceVersion"]
+    by_label = run_kubectl(
+        kube_api.url, "get", "pods", "-l", "app=pod,app notin (x)", "-o", "name"
+    ).stdout
+    assert by_label.split() == [f"pod/pod-{i:05d}" for i in range(6)]
+    by_field = run_kubectl(
+        kube_api.url, "get", "pods", "--field-selector", "spec.nodeName=node-1", "-o", "name"
+    )
+    assert by_field.stdout.split() == ["pod/other", "pod/pod-00001", "pod/pod-00004"]
+    everywhere = run_kubectl(
+        kube_api.url, "get", "pods", "-A", "--chunk-size", "2", "-o", "name"
+    ).stdout
+    assert len(everywhere.split()) == 7
+    missing = run_kubectl(kube_api.url, "get", "pod", "nope", check=False)
+    assert missing.returncode == 1 and 'pods "nope" not found' in missing.stderr
+
+
+def test_apply_create_and_delete(kube_api: KubeAPIServer) -> None:
+    url = kube_api.url
+    created = run_kubectl(url, "apply", "--validate=false", "-f", "-", input_text=MANIFEST).stdout
+    assert "configmap/settings created" in created and "deployment.apps/web created" in created
+    again = run_kubectl(url, "apply", "--validate=false", "-f", "-", input_text=MANIFEST).stdout
+    assert "configmap/settings unchanged" in again and "deployment.apps/web unchanged" in again
+    changed = MANIFEST.replace("nginx:1", "nginx:2").replace("mode: online", "mode: offline")
+    configured = run_kubectl(url, "apply", "--validate=false", "-f", "-", input_text=changed).stdout
+    assert "deployment.apps/web configured" in configured
+    deployment = kube_api.get("apps/v1", "Deployment", "web", "default")
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert containers == [
+        {"name": "web", "image": "nginx:2", "args": ["serve"]},
+        {"name": "sidecar", "image": "busybox:1"},
+    ]
+    assert deployment["metadata"]["generation"] == 2
+    assert kube_api.get("v1", "ConfigMap", "settings", "default")["data"] == {"mode": "offline"}
+    server_side = run_kubectl(
+        url, "apply", "--server-side", "--validate=false", "-f", "-", input_text=MANIFEST
+    ).stdout
+    assert "serverside-applied" in server_side
+    made = yaml.safe_dump(objects.config_map("made", data={"a": "1"}))
+    run_kubectl(url, "create", "--validate=false", "-f", "-", input_text=made)
+    run_kubectl(url, "label", "configmap", "made", "x=y")
+    assert kube_api.get("v1", "ConfigMap", "made", "default")["metadata"]["labels"] == {"x": "y"}
+    run_kubectl(url, "delete", "configmap", "-l", "tier=edge")
+    assert [c["metadata"]["name"] for c in kube_api.list_objects("v1", "ConfigMap", "default")] == [
+        "made"
+    ]
+    assert (
+        "deleted" in run_kubectl(url, "delete", "-f", "-", input_text=MANIFEST, check=False).stdout
+    )
+
+
+def test_crd_then_its_objects(kube_api: KubeAPIServer) -> None:
+    url = kube_api.url
+    run_kubectl(url, "create", "--validate=false", "-f", "-", input_text=CRD)
+    run_kubectl(
+        url,
+        "wait",
+        "--for",
+        "condition=established",
+        "crd/datasets.data.edgecache.io",
+        "--timeout=10s",
+    )
+    run_kubectl(url, "apply", "--validate=false", "-f", "-", input_text=DATASET)
+    lines = run_kubectl(url, "get", "datasets").stdout.splitlines()
+    assert lines[0].split() == ["NAME", "PHASE", "AGE"] and lines[1].startswith("imagenet")
+    assert run_kubectl(url, "get", "dset", "-l", "pool=hangzhou", "-o", "name").stdout.split() == [
+        "dataset.data.edgecache.io/imagenet"
+    ]
+    resources = run_kubectl(url, "api-resources", "--api-group", "data.edgecache.io").stdout
+    assert "datasets" in resources and "dset" in resources
+    run_kubectl(url, "delete", "crd", "datasets.data.edgecache.io")
+    gone = run_kubectl(url, "get", "datasets.data.edgecache.io", check=False)
+    assert gone.returncode != 0
+
+
+def test_get_watch_streams_changes(kube_api: KubeAPIServer) -> None:
+    kube_api.seed([objects.pod("first")])
+    executable = kubectl_path()
+    assert executable is not None
+    command = [
+        executable,
+        "--server",
+        kube_api.url,
+        "--kubeconfig",
+        "/dev/null",
+        "get",
+        "pods",
+        "-w",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().split()[0] == "NAME"
+            assert process.stdout.readline().split()[0] == "first"
+            deadline = time.monotonic() + 10
+            while kube_api.open_watches == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            kube_api.put(objects.pod("second", phase="Succeeded"))
+            assert process.stdout.readline().split()[:3] == ["second", "0/1", "Succeeded"]
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def test_kubectl_credentials_over_tls() -> None:
+    with KubeAPIServer(tokens={"t0ken": "operator"}, tls=True) as server:
+        assert server.url.startswith("https://") and server.pki is not None
+        ca = server.pki.ca_cert
+        names = run_kubectl(
+            server.url, "get", "ns", "-o", "name", token="t0ken", certificate_authority=ca
+        )
+        assert "namespace/default" in names.stdout.split()
+        refused = run_kubectl(server.url, "get", "ns", certificate_authority=ca, check=False)
+        assert refused.returncode != 0
+        cert = server.pki.client_cert("system:node:edge-1", ("system:nodes",))
+        run_kubectl(server.url, "get", "pods", certificate_authority=ca, client_certificate=cert)
+        users = {
+            (r.user, r.client_cert)
+            for r in server.requests
+            if r.status == 200 and r.path != "/version"
+        }
+        assert users == {("operator", ""), ("system:node:edge-1", "system:node:edge-1")}
+        # kubectl 1.32's dispatcher asks /version first as "kubectl-dispatcher/v1.0".
+        assert all(r.user_agent.startswith("kubectl") for r in server.requests)
