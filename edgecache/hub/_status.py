@@ -35,10 +35,9 @@ def status_body(code: int, message: str, *, reason: str | None = None) -> dict[s
 
 def status_response(code: int, message: str, *, reason: str | None = None) -> web.Response:
     """An HTTP response carrying a ``Status`` with the same code."""
-    headers = {"Retry-After": "10"} if code == 503 else None
+    # No Retry-After: clients (urllib3, client-go) would silently retry and hide the refusal.
     return web.Response(
         status=code,
         body=json.dumps(status_body(code, message, reason=reason)).encode(),
         content_type="application/json",
-        headers=headers,
     )
