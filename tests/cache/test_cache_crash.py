@@ -1,0 +1,109 @@
+"""Writers killed with SIGKILL at random moments while they fill and evict under a small quota.
+
+The index must open after every kill, each read must stay exact (the workers check their own
+reads against the source and exit 3 on a mismatch), and afterwards the accounting must match the
+files on disk: a crash may leave a row without its file (a read re-fetches it), never a file
+the quota does not see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cachetestlib import BS, WORKER, Source, audit, make_objects, read_object_sync, settings
+
+from edgecache.cache import TieredCache
+
+KILLS = 60
+
+
+@pytest.mark.slow
+def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
+    opts = {
+        "cache_dir": str(tmp_path / "a"),
+        "ssd_dirs": [[str(tmp_path / "a"), 16 * BS], [str(tmp_path / "b"), 10 * BS]],
+        "mem_quota": 4 * BS,
+        "ssd_high": 0.9,
+        "ssd_low": 0.6,
+    }
+    specs = make_objects(40, blocks=5, seed=7)
+    assert sum(s.size for s in specs) > 2 * 26 * BS  # far more data than quota: it evicts
+    rng = random.Random(1)
+    stderr_path = tmp_path / "stderr.txt"
+    started = time.monotonic()
+    for i in range(KILLS):
+        # Every fifth round two writers share the directory when the kill comes.
+        n = 2 if i % 5 == 4 else 1
+        procs = []
+        with open(stderr_path, "w") as err:
+            for j in range(n):
+                cfg = {
+                    "settings": opts,
+                    "objects": [[s.path, s.size, s.compressible] for s in specs],
+                    "seed": i * 10 + j,
+                }
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, WORKER, "fill", json.dumps(cfg)],
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        text=True,
+                        cwd=os.path.dirname(WORKER),
+                    )
+                )
+            for p in procs:
+                assert p.stdout is not None
+                line = p.stdout.readline().strip()
+                assert line == "ready", (line, stderr_path.read_text())
+            time.sleep(rng.uniform(0.0, 0.2))
+            for p in procs:
+                p.send_signal(signal.SIGKILL)
+            for p in procs:
+                rc = p.wait(30)
+                assert p.stdout is not None
+                out = p.stdout.read()
+                assert rc == -signal.SIGKILL, (i, rc, out, stderr_path.read_text())
+    elapsed = time.monotonic() - started
+
+    s = settings(**opts)
+    db = sqlite3.connect(os.path.join(opts["cache_dir"], "index.sqlite"))
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # The writers did evict (S3-FIFO remembers what it evicted from the small queue).
+    assert db.execute("SELECT count(*) FROM ghost").fetchone()[0] > 0
+    db.close()
+    before = audit(s)
+    # Only rows may lack their file; no file may be unaccounted; totals match the rows.
+    before.assert_consistent(allow_orphan_rows=True)
+
+    cache = TieredCache(s)
+    try:
+        # Temp files of the killed writers are gone once a cache opens the directory.
+        for d in ("a", "b"):
+            assert os.listdir(tmp_path / d / "tmp") == []
+        report = cache.ssd.reconcile()
+        print(
+            f"\n{KILLS} kills in {elapsed:.1f}s; before reconcile: "
+            f"{len(before.rows)} rows, {len(before.orphan_rows)} without a file; "
+            f"reconcile: {report}"
+        )
+        assert report == {"removed_files": 0, "removed_rows": len(before.orphan_rows)}
+        after = audit(s)
+        after.assert_consistent()
+        for i, quota in enumerate(cache.ssd.quotas):
+            assert after.used[i] <= quota
+        source = Source.of(specs)
+        for spec in specs:
+            assert read_object_sync(cache, source, spec.path) == spec.data()
+        assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] >= 0
+    finally:
+        cache.close()
+    audit(s).assert_consistent()
