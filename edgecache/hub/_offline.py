@@ -209,13 +209,24 @@ class OfflineResponder:
     async def _watch(
         self, request: web.Request, info: RequestInfo, component: str
     ) -> web.StreamResponse:
-        selected = await self._selected(info, component)
-        if selected is None:
-            return await self._not_found(info, f"a list of {info.resource}")
-        record, objects = selected
         query: Mapping[str, str] = request.query
         since = query.get("resourceVersion", "")
         send_initial = query.get("sendInitialEvents", "").lower() == "true"
+        selected = await self._selected(info, component)
+        if selected is not None:
+            record, objects = selected
+        elif (
+            since not in ("", "0")
+            and not send_initial
+            and await self.store.read(self.store.has_raw_path, component, request.path)
+        ):
+            # Nothing recorded as objects for this client (kubectl lists server-side tables),
+            # but it only asks for news after a version it already has: there is no news
+            # offline, so the watch stays open with bookmarks at that version.
+            record = ListRecord("", info.selector, since, "", f"{info.group}/{info.version}")
+            objects = []
+        else:
+            return await self._not_found(info, f"a list of {info.resource}")
         bookmarks = query.get("allowWatchBookmarks", "").lower() in ("true", "1")
         timeout_text = query.get("timeoutSeconds", "")
         deadline = time.monotonic() + int(timeout_text) if timeout_text.isdigit() else None

@@ -361,6 +361,19 @@ class HubStore:
         )
         return None if row is None else RawResponse(int(row[0]), str(row[1]), bytes(row[2]))
 
+    def has_raw_path(self, component: str, path: str) -> bool:
+        """Whether some raw answer (e.g. a server-side table) was recorded for this path."""
+        prefix = f"{path}?"
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM raw WHERE component=? AND substr(key, 1, ?)=? LIMIT 1",
+                (component, len(prefix), prefix),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def find_list(
         self, component: str, gvr: str, namespace: str, selector: str
     ) -> ListRecord | None:

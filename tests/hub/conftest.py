@@ -117,21 +117,21 @@ class KubeWatcher:
         """The next event, or None when the stream ended."""
         return self.events.get(timeout=timeout)
 
-    async def anext(self, timeout: float = 5.0) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.next, timeout)
+    async def anext(self, wait_seconds: float = 5.0) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self.next, wait_seconds)
 
-    async def next_change(self, timeout: float = 5.0) -> dict[str, Any] | None:
+    async def next_change(self, wait_seconds: float = 5.0) -> dict[str, Any] | None:
         """The next event that is not a BOOKMARK, or None when the stream ended."""
         while True:
-            event = await self.anext(timeout)
+            event = await self.anext(wait_seconds)
             if event is None or event["type"] != "BOOKMARK":
                 return event
 
-    async def until_end(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+    async def until_end(self, wait_seconds: float = 10.0) -> list[dict[str, Any]]:
         """Events up to the end of the stream."""
         events: list[dict[str, Any]] = []
         while True:
-            event = await self.anext(timeout)
+            event = await self.anext(wait_seconds)
             if event is None:
                 return events
             events.append(event)
