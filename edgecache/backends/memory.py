@@ -1,7 +1,10 @@
 """The built-in ``memory`` backend: fsspec's in-process MemoryFileSystem.
 
 For tests, examples and scratch data: no disk and no network. Its objects' versions are size plus
-creation time; writes through edgecache also invalidate the blocks they replace explicitly.
+creation time; writes through edgecache also invalidate the blocks they replace explicitly, and
+every block read checks the version of the object it reads from, so an object replaced by another
+writer between planning a read and reading a block is detected (:class:`ObjectChangedError`)
+rather than mixed.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from typing import Any
 
 from fsspec.implementations.memory import MemoryFileSystem
 
-from edgecache.backends._base import Backend
+from edgecache.backends._base import Backend, ObjectChangedError
 
 __all__ = ["MemoryBackend"]
 
@@ -40,3 +43,14 @@ class MemoryBackend(Backend):
         created: Any = info.get("created")
         stamp = created.timestamp() if hasattr(created, "timestamp") else created
         return f"{info.get('size')}-{stamp}"
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        # One look-up of the stored object, then its version and its bytes: with no await in
+        # between, the block comes from the version checked.
+        stored = self._fs.store.get(path)
+        if stored is None:
+            raise FileNotFoundError(path)
+        if self.version({"size": stored.size, "created": stored.created}) != version:
+            raise ObjectChangedError(f"{path} changed since it was listed")
+        with stored.getbuffer() as view:
+            return bytes(view[start:end])

@@ -1,8 +1,11 @@
 """Fixtures of the fs-layer tests: edgecache filesystems on fresh cache directories.
 
 fsspec caches filesystem instances by their arguments and :meth:`TieredCache.shared` caches one
-cache per settings, so every filesystem here gets its own ``cache_dir`` (a fresh ``tmp_path``)
-and ``skip_instance_cache=True``: no test sees another test's cached blocks or metadata.
+cache per settings, so every filesystem here gets its own ``cache_dir`` (a fresh temporary
+directory) and ``skip_instance_cache=True``: no test sees another test's blocks or metadata.
+
+The test backends of ``fstestlib`` are registered with
+:func:`edgecache.backends.register_backend` for the duration of each test.
 """
 
 from __future__ import annotations
@@ -14,8 +17,19 @@ from typing import Any
 import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
+from fstestlib import CountingLocalBackend, CountingMemoryBackend, SwitchableLocalBackend
 
+from edgecache.backends import _registry, register_backend
 from edgecache.fs import EdgeCacheFileSystem
+
+
+@pytest.fixture(autouse=True)
+def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test backends, registered for this test only (the registry is restored after)."""
+    monkeypatch.setattr(_registry, "_registered", dict(_registry._registered))
+    register_backend("countfile", CountingLocalBackend)
+    register_backend("countmem", CountingMemoryBackend)
+    register_backend("switchfile", SwitchableLocalBackend)
 
 
 def close_fs(fs: EdgeCacheFileSystem) -> None:
@@ -51,8 +65,11 @@ def make_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., 
         return fs
 
     yield make
+    closed: set[int] = set()
     for fs in opened:
-        close_fs(fs)
+        if id(fs.cache) not in closed:
+            closed.add(id(fs.cache))
+            close_fs(fs)
 
 
 @pytest.fixture

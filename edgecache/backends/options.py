@@ -1,0 +1,304 @@
+"""Backend options: turning a mount's keys and secret references into one dict of settings.
+
+Sits between what users write (CLI ``-o KEY=VALUE``, ``edgecache={...}``/``s3={...}`` storage
+options, a Dataset mount's ``options`` and ``encryptOptions``) and the plugin that builds an
+fsspec filesystem from it (``edgecache_s3``, ``edgecache_oss``). Each plugin declares its
+settings as :class:`OptionSpec` (canonical name, Fluid-style aliases, environment variables,
+whether the value is a secret) and calls :func:`resolve_options`.
+
+Where a value can come from, first match wins:
+
+1. the option itself under its canonical name or any alias (``key``, ``aws.accessKeyId``,
+   ``fs.s3a.access.key``); a value ``file:///path`` is read from that file, ``env://NAME`` from
+   that environment variable;
+2. ``<name>_file`` (for the canonical name or any alias): a path whose content is the value;
+3. ``encryptOptions[]`` (Fluid): ``{"name": "aws.secretAccessKey", "valueFrom": {"secretKeyRef":
+   {"name": "s3-creds", "key": "secret"}}}`` resolved by a :data:`SecretResolver`; the default
+   reads the mounted Secret at ``/etc/edgecache/secrets/<name>/<key>`` (root overridable with
+   the ``secrets_dir`` option or ``$EDGECACHE_SECRETS_DIR``; the controller plugs in a resolver
+   that asks the Kubernetes API);
+4. the spec's environment variables (``AWS_ACCESS_KEY_ID``...).
+
+Secret values are wrapped in :class:`Secret`, whose ``repr``/``str`` never show the value;
+:func:`scrub` removes them from any text (error messages) that might have picked one up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgecache.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_SECRETS_DIR",
+    "MountedSecretResolver",
+    "OptionSpec",
+    "ResolvedOptions",
+    "Secret",
+    "SecretResolver",
+    "resolve_options",
+    "reveal",
+    "scrub",
+    "set_secret_resolver",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SECRETS_DIR = "/etc/edgecache/secrets"
+"""Where Kubernetes Secrets are mounted, one directory per Secret, one file per key."""
+SECRETS_DIR_ENV = "EDGECACHE_SECRETS_DIR"
+_FILE_SUFFIX = "_file"
+_ENCRYPT_KEYS = ("encryptOptions", "encrypt_options")
+_META_KEYS = {"secrets_dir", "secret_resolver", "secret_namespace", *_ENCRYPT_KEYS}
+_MASK = "***"
+
+
+class Secret:
+    """A secret string: usable through :meth:`reveal`, invisible in ``repr``, ``str`` and logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value, for handing to the client library that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('{_MASK}')"
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def reveal(value: Any) -> Any:
+    """``value`` itself, or the plain string inside a :class:`Secret`."""
+    return value.reveal() if isinstance(value, Secret) else value
+
+
+def scrub(text: str, secrets: Iterable[Any]) -> str:
+    """``text`` with every secret value in ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        value = reveal(secret)
+        if isinstance(value, str) and len(value) >= 3:
+            text = text.replace(value, _MASK)
+    return text
+
+
+SecretResolver = Callable[[str, str, "str | None"], str]
+"""``resolver(secret_name, key, namespace) -> value``; raises ``KeyError`` when not found."""
+
+
+class MountedSecretResolver:
+    """Reads Secrets mounted as files: ``<root>/<secret name>/<key>`` (how kubelet mounts them)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = os.fspath(root) if root is not None else None
+
+    def _root(self) -> str:
+        return self.root or os.environ.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR
+
+    def __call__(self, name: str, key: str, namespace: str | None = None) -> str:
+        for part in (name, key):
+            if not part or part in (".", "..") or "/" in part or "\\" in part:
+                raise KeyError(f"invalid Secret reference {name!r}/{key!r}")
+        path = os.path.join(self._root(), name, key)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().rstrip("\r\n")
+        except OSError as exc:
+            raise KeyError(
+                f"Secret {name!r} key {key!r} is not mounted at {path} ({exc.strerror})"
+            ) from exc
+
+
+_default_resolver: SecretResolver = MountedSecretResolver()
+
+
+def set_secret_resolver(resolver: SecretResolver | None) -> SecretResolver:
+    """Install the process-wide Secret resolver (None: mounted files); returns the previous one."""
+    global _default_resolver
+    previous = _default_resolver
+    _default_resolver = resolver or MountedSecretResolver()
+    return previous
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One setting a backend understands."""
+
+    name: str
+    """Canonical (native) name, as the plugin uses it (``key``, ``endpoint_url``)."""
+    aliases: tuple[str, ...] = ()
+    """Other names users write for it: Fluid/Hadoop keys (``aws.accessKeyId``), SDK names."""
+    env: tuple[str, ...] = ()
+    """Environment variables consulted, in order, when no option gives a value."""
+    secret: bool = False
+    """Wrap the value in :class:`Secret` (never logged, never in an error message)."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass
+class ResolvedOptions:
+    """The outcome of :func:`resolve_options`."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    """Canonical name -> value (a :class:`Secret` for secret settings) for every spec that has
+    a value."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Options matching no spec, as given (native keywords of the underlying filesystem)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Canonical name -> where its value came from (``option aws.region``, ``env
+    AWS_REGION``...), secret-free, for diagnostics."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The plain value of ``name`` (a secret revealed), or ``default``."""
+        return reveal(self.values[name]) if name in self.values else default
+
+    def secrets(self) -> list[Secret]:
+        """Every secret value, for :func:`scrub`."""
+        return [v for v in self.values.values() if isinstance(v, Secret)]
+
+
+def _read_file(option: str, location: Any) -> str:
+    path = str(location)
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            return f.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"option {option}: cannot read {path} ({exc.strerror})") from exc
+
+
+def _value(option: str, raw: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(raw, Secret) or not isinstance(raw, str):
+        return raw
+    if raw.startswith("file://"):
+        return _read_file(option, raw)
+    if raw.startswith("env://"):
+        name = raw[len("env://") :]
+        if name not in environ:
+            raise ConfigError(f"option {option}: environment variable {name} is not set")
+        return environ[name]
+    return raw
+
+
+def _encrypt_options(
+    options: Mapping[str, Any], resolver: SecretResolver
+) -> dict[str, tuple[str, str]]:
+    """Fluid ``encryptOptions`` -> {option name: (value, source)}."""
+    out: dict[str, tuple[str, str]] = {}
+    namespace = options.get("secret_namespace")
+    for key in _ENCRYPT_KEYS:
+        entries = options.get(key) or []
+        if not isinstance(entries, list):
+            raise ConfigError(f"{key} must be a list of {{name, valueFrom.secretKeyRef}}")
+        for entry in entries:
+            try:
+                name = str(entry["name"])
+                ref = entry["valueFrom"]["secretKeyRef"]
+                secret_name, secret_key = str(ref["name"]), str(ref["key"])
+            except (KeyError, TypeError) as exc:
+                raise ConfigError(
+                    f"{key} entries need name and valueFrom.secretKeyRef.{{name,key}}: "
+                    f"missing {exc}"
+                ) from exc
+            try:
+                value = resolver(secret_name, secret_key, namespace)
+            except KeyError as exc:
+                raise ConfigError(
+                    f"{key} {name}: cannot resolve Secret {secret_name}/{secret_key}: "
+                    f"{exc.args[0] if exc.args else exc}"
+                ) from exc
+            out[name] = (value, f"secret {secret_name}/{secret_key}")
+    return out
+
+
+def resolve_options(
+    options: Mapping[str, Any],
+    specs: Iterable[OptionSpec],
+    *,
+    environ: Mapping[str, str] | None = None,
+    resolver: SecretResolver | None = None,
+    ignore_prefixes: tuple[str, ...] = (),
+) -> ResolvedOptions:
+    """Resolve ``options`` against ``specs`` (see the module docstring for the order).
+
+    Two different values for one setting (``key`` and ``aws.accessKeyId``) are a
+    :class:`ConfigError` naming both options, never the values. Unknown options whose name starts
+    with one of ``ignore_prefixes`` (Fluid/Hadoop keys meant for another engine, such as
+    ``fs.s3a.connection.maximum``) are logged and dropped; other unknown options go to
+    :attr:`ResolvedOptions.extra`.
+    """
+    environ = os.environ if environ is None else environ
+    if resolver is None:
+        given = options.get("secret_resolver")
+        if given is not None and not callable(given):
+            raise ConfigError("secret_resolver must be callable(name, key, namespace)")
+        if given is None and options.get("secrets_dir"):
+            given = MountedSecretResolver(str(options["secrets_dir"]))
+        resolver = given or _default_resolver
+    encrypted = _encrypt_options(options, resolver)
+    specs = list(specs)
+    by_name = {name: spec for spec in specs for name in spec.names}
+    by_file_name = {name + _FILE_SUFFIX: spec for spec in specs for name in spec.names}
+    out = ResolvedOptions()
+    found: dict[str, tuple[Any, str]] = {}
+
+    def offer(spec: OptionSpec, value: Any, source: str) -> None:
+        if value is None:
+            return
+        if spec.secret and not isinstance(value, Secret):
+            value = Secret(str(value))
+        previous = found.get(spec.name)
+        if previous is not None and previous[0] != value:
+            raise ConfigError(
+                f"conflicting values for {spec.name}: {previous[1]} and {source} differ"
+            )
+        found.setdefault(spec.name, (value, source))
+
+    for option, raw in options.items():
+        if option in _META_KEYS:
+            continue
+        if option in by_name:
+            offer(by_name[option], _value(option, raw, environ), f"option {option}")
+        elif option in by_file_name:
+            offer(by_file_name[option], _read_file(option, raw), f"file option {option}")
+        elif option.startswith(ignore_prefixes):
+            log.warning("ignoring option %s: not used by this backend", option)
+        else:
+            out.extra[option] = raw
+    for option, (value, source) in encrypted.items():
+        spec = by_name.get(option)
+        if spec is None:
+            raise ConfigError(f"encryptOptions names {option!r}, which this backend does not use")
+        offer(spec, value, source)
+    for spec in specs:
+        if spec.name in found:
+            continue
+        for var in spec.env:
+            if environ.get(var):
+                offer(spec, environ[var], f"env {var}")
+                break
+    for name, (value, source) in found.items():
+        out.values[name] = value
+        out.sources[name] = source
+    return out

@@ -1,0 +1,82 @@
+"""Helpers of the fs-layer tests: test data and backends that log what they are asked for.
+
+``countfile`` and ``countmem`` are the built-in backends plus a log of every block fetch and
+metadata call; ``switchfile`` can be cut off (each backend call then raises ``ConnectionError``,
+as a WAN link that is down). ``conftest.py`` registers them for each test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgecache.backends.local import LocalBackend
+from edgecache.backends.memory import MemoryBackend
+
+KiB = 1024
+
+
+class FetchLog:
+    """Mixin: records ``(path, start, end)`` of every block fetch and counts metadata calls."""
+
+    fetched: list[tuple[str, int, int]]
+    calls: list[str]
+
+    def _init_log(self) -> None:
+        self.fetched = []
+        self.calls = []
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        self.fetched.append((path, start, end))
+        data: bytes = await super().fetch_range(path, start, end, version)  # type: ignore[misc]
+        return data
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append(method)
+        return await super().call(method, *args, **kwargs)  # type: ignore[misc]
+
+    def blocks_fetched(self, block_size: int) -> list[int]:
+        """Indices of the blocks fetched so far, in order (repeats kept)."""
+        return [start // block_size for _, start, _ in self.fetched]
+
+
+class CountingLocalBackend(FetchLog, LocalBackend):
+    protocols = ("countfile",)
+
+    def __init__(self, protocol: str, options: Any) -> None:
+        super().__init__(protocol, options)
+        self._init_log()
+
+
+class CountingMemoryBackend(FetchLog, MemoryBackend):
+    protocols = ("countmem",)
+
+    def __init__(self, protocol: str, options: Any) -> None:
+        super().__init__(protocol, options)
+        self._init_log()
+
+
+class SwitchableLocalBackend(CountingLocalBackend):
+    """Local files behind a link that :attr:`online` can cut."""
+
+    protocols = ("switchfile",)
+    online = True
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        if not self.online:
+            raise ConnectionError("link down")
+        return await super().fetch_range(path, start, end, version)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.online:
+            raise ConnectionError("link down")
+        return await super().call(method, *args, **kwargs)
+
+
+def pattern(size: int, seed: int = 0) -> bytes:
+    """``size`` bytes in which every 4 KiB block differs from every other (and per seed)."""
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += f"<{seed}:{i:08d}>".encode()
+        i += 1
+    return bytes(out[:size])

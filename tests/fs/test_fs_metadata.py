@@ -1,0 +1,149 @@
+"""Metadata through edgecache: trusted for ``metadata_ttl`` seconds, then asked again.
+
+Objects are changed behind the filesystem's back (straight on disk or in the memory store),
+which is what another writer at the far end of the WAN does. Within the TTL edgecache may serve
+the old answer; after it, the new one; and never bytes of two versions in one read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import fsspec
+import pytest
+from fstestlib import KiB, pattern
+
+from edgecache.fs import EdgeCacheFileSystem
+
+BS = 4 * KiB
+SIZE = 8 * BS
+
+MakeFs = Callable[..., EdgeCacheFileSystem]
+
+
+def replace_behind_the_back(path: Path, content: bytes) -> None:
+    """Replace ``path`` atomically with ``content`` and an mtime clearly different from before."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(content)
+    mtime = os.stat(path).st_mtime + 10 if path.exists() else time.time()
+    os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, path)
+
+
+def test_within_ttl_the_old_info_is_served(make_fs: MakeFs, data_dir: Path) -> None:
+    path = data_dir / "obj"
+    path.write_bytes(b"old")
+    fs = make_fs("countfile")
+    assert fs.info(str(path))["size"] == 3
+    assert fs.cat_file(str(path)) == b"old"
+    replace_behind_the_back(path, b"new, longer")
+    calls = len(fs.backend.calls)
+    assert fs.info(str(path))["size"] == 3
+    assert fs.cat_file(str(path)) == b"old"
+    assert fs.size(str(path)) == 3
+    assert len(fs.backend.calls) == calls  # all from the metadata cache
+
+
+def test_after_ttl_the_new_content_is_read(make_fs: MakeFs, data_dir: Path) -> None:
+    path = data_dir / "obj"
+    old, new = pattern(SIZE, seed=1), pattern(SIZE + 5, seed=2)
+    path.write_bytes(old)
+    fs = make_fs("countfile", block_size="4KiB", metadata_ttl=0.2)
+    assert fs.cat_file(str(path)) == old
+    replace_behind_the_back(path, new)
+    time.sleep(0.3)
+    assert fs.info(str(path))["size"] == SIZE + 5
+    assert fs.cat_file(str(path)) == new
+    with fs.open(str(path), "rb") as f:
+        assert f.read() == new
+
+
+@pytest.mark.parametrize("ttl", [60.0, 0.2])
+def test_never_a_mix_of_old_and_new_blocks(make_fs: MakeFs, data_dir: Path, ttl: float) -> None:
+    """Block 0 cached from the old version, the rest fetched after the change: a read of the
+    whole object returns one version, whole (the new one: the old rest is gone)."""
+    path = data_dir / "obj"
+    old, new = pattern(SIZE, seed=1), pattern(SIZE, seed=2)  # same size: only the version differs
+    path.write_bytes(old)
+    fs = make_fs("countfile", block_size="4KiB", metadata_ttl=ttl)
+    assert fs.cat_file(str(path), start=0, end=100) == old[:100]
+    replace_behind_the_back(path, new)
+    time.sleep(0.3)
+    assert fs.cat_file(str(path)) == new
+    assert fs.cat_file(str(path), start=0, end=100) == new[:100]
+
+
+def test_open_file_keeps_reading_the_version_it_opened(make_fs: MakeFs, data_dir: Path) -> None:
+    """A handle opened on the old version either returns old bytes or fails: never new ones."""
+    path = data_dir / "obj"
+    old, new = pattern(SIZE, seed=1), pattern(SIZE, seed=2)
+    path.write_bytes(old)
+    fs = make_fs("countfile", block_size="4KiB", readahead_blocks=0)
+    with fs.open(str(path), "rb") as f:
+        assert f.read(BS) == old[:BS]
+        replace_behind_the_back(path, new)
+        try:
+            rest = f.read()
+        except OSError:
+            pass
+        else:
+            assert rest == old[BS:]
+
+
+def test_memory_backend_never_mixes_versions(make_fs: MakeFs, clean_memory: None) -> None:
+    mem = fsspec.filesystem("memory")
+    old, new = pattern(SIZE, seed=1), pattern(SIZE, seed=2)
+    mem.pipe_file("/obj", old)
+    fs = make_fs("countmem", block_size="4KiB")
+    assert fs.cat_file("/obj", start=0, end=100) == old[:100]
+    time.sleep(0.01)  # a distinct creation time for the new object
+    mem.pipe_file("/obj", new)
+    assert fs.cat_file("/obj") == new
+
+
+def test_listings_are_cached_within_ttl(make_fs: MakeFs, data_dir: Path) -> None:
+    (data_dir / "a").write_bytes(b"a")
+    (data_dir / "sub").mkdir()
+    (data_dir / "sub" / "b.txt").write_bytes(b"b")
+    fs = make_fs("countfile", metadata_ttl=60)
+    root = str(data_dir)
+    before = {
+        "ls": sorted(fs.ls(root, detail=False)),
+        "find": fs.find(root),
+        "glob": fs.glob(root + "/**/*.txt"),
+    }
+    calls = len(fs.backend.calls)
+    (data_dir / "c").write_bytes(b"c")
+    (data_dir / "sub" / "d.txt").write_bytes(b"d")
+    assert sorted(fs.ls(root, detail=False)) == before["ls"]
+    assert fs.find(root) == before["find"]
+    assert fs.glob(root + "/**/*.txt") == before["glob"]
+    assert len(fs.backend.calls) == calls
+
+
+def test_listings_are_asked_again_after_ttl(make_fs: MakeFs, data_dir: Path) -> None:
+    (data_dir / "a").write_bytes(b"a")
+    (data_dir / "sub").mkdir()
+    fs = make_fs("countfile", metadata_ttl=0.2)
+    root = str(data_dir)
+    assert fs.find(root) == [f"{root}/a"]
+    (data_dir / "sub" / "d.txt").write_bytes(b"d")
+    time.sleep(0.3)
+    assert fs.find(root) == [f"{root}/a", f"{root}/sub/d.txt"]
+    assert fs.glob(root + "/**/*.txt") == [f"{root}/sub/d.txt"]
+    assert fs.cat_file(f"{root}/sub/d.txt") == b"d"
+
+
+def test_deleted_behind_the_back_is_not_found_after_ttl(make_fs: MakeFs, data_dir: Path) -> None:
+    path = data_dir / "obj"
+    path.write_bytes(b"x" * 100)
+    fs = make_fs("countfile", metadata_ttl=0.2)
+    assert fs.exists(str(path))
+    path.unlink()
+    time.sleep(0.3)
+    assert not fs.exists(str(path))
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file(str(path))
