@@ -162,6 +162,45 @@ def test_crd_then_its_objects(kube_api: KubeAPIServer) -> None:
     assert gone.returncode != 0
 
 
+def test_apply_validates_against_served_openapi(kube_api: KubeAPIServer) -> None:
+    url = kube_api.url
+    assert "created" in run_kubectl(url, "apply", "-f", "-", input_text=MANIFEST).stdout
+    assert (
+        "configured"
+        in run_kubectl(url, "apply", "-f", "-", input_text=MANIFEST.replace(":1", ":3")).stdout
+    )
+    run_kubectl(url, "apply", "-f", "-", input_text=CRD)
+    assert "created" in run_kubectl(url, "apply", "-f", "-", input_text=DATASET).stdout
+    validating = [r.query for r in kube_api.requests if r.method == "PATCH"]
+    assert validating and all("fieldValidation=Strict" in q for q in validating)
+
+
+def test_typed_create_commands_send_protobuf(kube_api: KubeAPIServer) -> None:
+    url = kube_api.url
+    run_kubectl(url, "create", "namespace", "edge")
+    run_kubectl(url, "create", "configmap", "cfg", "-n", "edge", "--from-literal=mode=offline")
+    run_kubectl(
+        url, "create", "secret", "generic", "creds", "-n", "edge", "--from-literal=key=s3cret"
+    )
+    run_kubectl(url, "create", "serviceaccount", "agent", "-n", "edge")
+    assert kube_api.get("v1", "ConfigMap", "cfg", "edge")["data"] == {"mode": "offline"}
+    secret = kube_api.get("v1", "Secret", "creds", "edge")
+    assert secret["data"] == {"key": "czNjcmV0"} and secret["type"] == "Opaque"
+    assert kube_api.get("v1", "Namespace", "edge")["status"] == {"phase": "Active"}
+    refused = run_kubectl(url, "create", "deployment", "web", "--image=nginx", check=False)
+    assert refused.returncode != 0 and "send JSON" in refused.stderr
+
+
+def test_scale_and_wide_output(kube_api: KubeAPIServer) -> None:
+    url = kube_api.url
+    run_kubectl(url, "apply", "-f", "-", input_text=MANIFEST)
+    assert "scaled" in run_kubectl(url, "scale", "deployment", "web", "--replicas=4").stdout
+    assert kube_api.get("apps/v1", "Deployment", "web", "default")["spec"]["replicas"] == 4
+    kube_api.put(objects.pod("p", node_name="edge-node-1"))
+    header, row = run_kubectl(url, "get", "pods", "-o", "wide").stdout.splitlines()
+    assert header.split()[-2:] == ["IP", "NODE"] and row.split()[-1] == "edge-node-1"
+
+
 def test_get_watch_streams_changes(kube_api: KubeAPIServer) -> None:
     kube_api.seed([objects.pod("first")])
     executable = kubectl_path()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._resources import ALL_VERBS, ResourceRegistry, ResourceType
+from ._scale import SCALE_KIND
 
 JSONObject = dict[str, Any]
 AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -111,6 +112,18 @@ def resource_list(registry: ResourceRegistry, group: str, version: str) -> JSONO
                     "verbs": STATUS_VERBS,
                 }
             )
+        if r.has_scale:
+            resources.append(
+                {
+                    "name": f"{r.plural}/scale",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": STATUS_VERBS,
+                }
+            )
     group_version = f"{group}/{version}" if group else version
     return {
         "kind": "APIResourceList",
@@ -133,10 +146,15 @@ def _discovery_resource(r: ResourceType) -> JSONObject:
         entry["shortNames"] = list(r.short_names)
     if r.categories:
         entry["categories"] = list(r.categories)
+    subresources: list[JSONObject] = []
     if r.has_status:
-        entry["subresources"] = [
-            {"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS}
-        ]
+        subresources.append({"subresource": "status", "responseKind": kind, "verbs": STATUS_VERBS})
+    if r.has_scale:
+        subresources.append(
+            {"subresource": "scale", "responseKind": SCALE_KIND, "verbs": STATUS_VERBS}
+        )
+    if subresources:
+        entry["subresources"] = subresources
     return entry
 
 

@@ -16,9 +16,11 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from . import _discovery, _status
-from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES
+from . import _discovery, _openapi, _status
+from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES, apply_patch
+from ._protobuf import decode_object
 from ._resources import ResourceType
+from ._scale import replicas_of, to_scale
 from ._selectors import selector_predicate
 from ._status import APIError
 from ._store import Store
@@ -93,6 +95,16 @@ class APIHandlers:
             return json_response(body, content_type=_discovery.AGGREGATED_CONTENT_TYPE)
         return json_response(_discovery.group_list(self.store.registry))
 
+    async def openapi_index(self, request: web.Request) -> web.Response:
+        return json_response(_openapi.index(self.store.registry))
+
+    async def openapi_document(self, request: web.Request) -> web.Response:
+        path = request.match_info["tail"]
+        document = _openapi.documents(self.store.registry).get(path)
+        if document is None:
+            return error_response(_status.path_not_found(request.path))
+        return json_response(document)
+
     # ----------------------------------------------------------------------------- routing
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
@@ -140,7 +152,8 @@ class APIHandlers:
             raise _status.path_not_found(path)
         name = rest[1] if len(rest) > 1 else ""
         subresource = rest[2] if len(rest) > 2 else ""
-        if subresource and (subresource != "status" or not resource.has_status):
+        served = {"status": resource.has_status, "scale": resource.has_scale}
+        if subresource and not served.get(subresource):
             raise _status.path_not_found(path)
         return Target(resource, namespace, name, subresource, legacy_watch)
 
@@ -166,8 +179,9 @@ class APIHandlers:
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
         content_type = request.content_type
-        if "protobuf" in content_type or "cbor" in content_type:
-            # As an API server without that codec: client-go then retries with JSON.
+        if content_type == "application/vnd.kubernetes.protobuf":
+            return decode_object(raw)
+        if "cbor" in content_type:
             raise _status.unsupported_media_type(content_type)
         try:
             if "yaml" in content_type:
@@ -204,6 +218,8 @@ class APIHandlers:
         if target.legacy_watch or request.query.get("watch") in _TRUE:
             return await self.watch(request, target, name=target.name)
         obj = self.store.get(target.resource, target.namespace, target.name)
+        if target.subresource == "scale":
+            return json_response(to_scale(obj))
         return self._object_response(request, target, obj)
 
     async def list_objects(self, request: web.Request, target: Target) -> web.StreamResponse:
@@ -321,6 +337,9 @@ class APIHandlers:
 
     async def update(self, request: web.Request, target: Target) -> web.StreamResponse:
         body = await self._body(request)
+        if target.subresource == "scale":
+            sent_rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
+            return self._scale_to(target, replicas_of(body), sent_rv)
         obj = self.store.update(
             target.resource,
             target.namespace,
@@ -336,6 +355,11 @@ class APIHandlers:
         if content_type == APPLY_PATCH_CBOR or content_type not in PATCH_TYPES:
             raise _status.unsupported_media_type(content_type)
         body = await self._body(request)
+        if target.subresource == "scale":
+            current = to_scale(self.store.get(target.resource, target.namespace, target.name))
+            return self._scale_to(
+                target, replicas_of(apply_patch(current, body, content_type)), None
+            )
         existed = content_type != APPLY_PATCH or self._exists(target)
         obj = self.store.patch(
             target.resource,
@@ -347,6 +371,17 @@ class APIHandlers:
             dry_run=self._dry_run(request),
         )
         return self._object_response(request, target, obj, status=200 if existed else 201)
+
+    def _scale_to(
+        self, target: Target, replicas: int, resource_version: str | None
+    ) -> web.Response:
+        patch: JSONObject = {"spec": {"replicas": replicas}}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        obj = self.store.patch(
+            target.resource, target.namespace, target.name, patch, "application/merge-patch+json"
+        )
+        return json_response(to_scale(obj))
 
     def _exists(self, target: Target) -> bool:
         try:

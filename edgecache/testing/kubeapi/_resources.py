@@ -40,6 +40,8 @@ class ResourceType:
     printer_columns: tuple[PrinterColumn, ...] = ()
     from_crd: str | None = field(default=None, compare=False)
     """The name of the CRD that registered this resource, ``None`` for built-ins."""
+    has_scale: bool = False
+    """Whether ``<plural>/scale`` serves an ``autoscaling/v1 Scale`` over ``spec.replicas``."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -61,85 +63,71 @@ class ResourceType:
         return self.kind.lower()
 
 
-def _r(
-    group: str,
-    version: str,
-    plural: str,
-    kind: str,
-    *,
-    namespaced: bool = True,
-    short: tuple[str, ...] = (),
-    status: bool = False,
-    categories: tuple[str, ...] = (),
-) -> ResourceType:
-    return ResourceType(group, version, plural, kind, namespaced, short, categories, status)
+# One line per built-in resource, under its [apiVersion]. scope: ns (namespaced) or cluster; short
+# names comma-separated ("-" for none); flags: status / scale subresources, the "all" category.
+_BUILTIN_TABLE = """
+[v1]
+namespaces                 Namespace                 cluster  ns        status
+nodes                      Node                      cluster  no        status
+pods                       Pod                       ns       po        status,all
+services                   Service                   ns       svc       status,all
+endpoints                  Endpoints                 ns       ep        -
+configmaps                 ConfigMap                 ns       cm        -
+secrets                    Secret                    ns       -         -
+events                     Event                     ns       ev        -
+serviceaccounts            ServiceAccount            ns       sa        -
+persistentvolumes          PersistentVolume          cluster  pv        status
+persistentvolumeclaims     PersistentVolumeClaim     ns       pvc       status
+[discovery.k8s.io/v1]
+endpointslices             EndpointSlice             ns       -         -
+[apps/v1]
+deployments                Deployment                ns       deploy    status,scale,all
+daemonsets                 DaemonSet                 ns       ds        status,all
+statefulsets               StatefulSet               ns       sts       status,scale,all
+replicasets                ReplicaSet                ns       rs        status,scale,all
+[batch/v1]
+jobs                       Job                       ns       -         status,all
+cronjobs                   CronJob                   ns       cj        status,all
+[coordination.k8s.io/v1]
+leases                     Lease                     ns       -         -
+[storage.k8s.io/v1]
+storageclasses             StorageClass              cluster  sc        -
+[rbac.authorization.k8s.io/v1]
+roles                      Role                      ns       -         -
+rolebindings               RoleBinding               ns       -         -
+clusterroles               ClusterRole               cluster  -         -
+clusterrolebindings        ClusterRoleBinding        cluster  -         -
+[apiextensions.k8s.io/v1]
+customresourcedefinitions  CustomResourceDefinition  cluster  crd,crds  status
+"""
 
 
-BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
-    _r("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",), status=True),
-    _r("", "v1", "nodes", "Node", namespaced=False, short=("no",), status=True),
-    _r("", "v1", "pods", "Pod", short=("po",), status=True, categories=("all",)),
-    _r("", "v1", "services", "Service", short=("svc",), status=True, categories=("all",)),
-    _r("", "v1", "endpoints", "Endpoints", short=("ep",)),
-    _r("", "v1", "configmaps", "ConfigMap", short=("cm",)),
-    _r("", "v1", "secrets", "Secret"),
-    _r("", "v1", "events", "Event", short=("ev",)),
-    _r("", "v1", "serviceaccounts", "ServiceAccount", short=("sa",)),
-    _r(
-        "",
-        "v1",
-        "persistentvolumes",
-        "PersistentVolume",
-        namespaced=False,
-        short=("pv",),
-        status=True,
-    ),
-    _r("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short=("pvc",), status=True),
-    _r("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice"),
-    _r(
-        "apps",
-        "v1",
-        "deployments",
-        "Deployment",
-        short=("deploy",),
-        status=True,
-        categories=("all",),
-    ),
-    _r("apps", "v1", "daemonsets", "DaemonSet", short=("ds",), status=True, categories=("all",)),
-    _r(
-        "apps",
-        "v1",
-        "statefulsets",
-        "StatefulSet",
-        short=("sts",),
-        status=True,
-        categories=("all",),
-    ),
-    _r("apps", "v1", "replicasets", "ReplicaSet", short=("rs",), status=True, categories=("all",)),
-    _r("batch", "v1", "jobs", "Job", status=True, categories=("all",)),
-    _r("batch", "v1", "cronjobs", "CronJob", short=("cj",), status=True, categories=("all",)),
-    _r("coordination.k8s.io", "v1", "leases", "Lease"),
-    _r("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, short=("sc",)),
-    _r("rbac.authorization.k8s.io", "v1", "roles", "Role"),
-    _r("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
-    _r("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False),
-    _r(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "clusterrolebindings",
-        "ClusterRoleBinding",
-        namespaced=False,
-    ),
-    _r(
-        "apiextensions.k8s.io",
-        "v1",
-        "customresourcedefinitions",
-        "CustomResourceDefinition",
-        namespaced=False,
-        short=("crd", "crds"),
-        status=True,
-    ),
-)
+def _parse_table(table: str) -> tuple[ResourceType, ...]:
+    resources = []
+    group = version = ""
+    for line in table.strip().splitlines():
+        if line.startswith("["):
+            group, _, version = line.strip("[]").rpartition("/")
+            continue
+        plural, kind, scope, short, flags = line.split()
+        flag_set = set(flags.split(","))
+        resources.append(
+            ResourceType(
+                group,
+                version,
+                plural,
+                kind,
+                namespaced=scope == "ns",
+                short_names=() if short == "-" else tuple(short.split(",")),
+                categories=("all",) if "all" in flag_set else (),
+                has_status="status" in flag_set,
+                has_scale="scale" in flag_set,
+            )
+        )
+    return tuple(resources)
+
+
+BUILTIN_RESOURCES: tuple[ResourceType, ...] = _parse_table(_BUILTIN_TABLE)
 
 CRD_GROUP_RESOURCE = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACE_GROUP_RESOURCE = ("", "namespaces")

@@ -141,6 +141,8 @@ class KubeAPIServer:
         app.router.add_get("/version", h.version)
         app.router.add_get("/api", h.core)
         app.router.add_get("/apis", h.groups)
+        app.router.add_get("/openapi/v3", h.openapi_index)
+        app.router.add_get("/openapi/v3/{tail:.+}", h.openapi_document)
         app.router.add_route("*", "/api/{tail:.+}", h.dispatch)
         app.router.add_route("*", "/apis/{tail:.+}", h.dispatch)
         app.router.add_route("*", "/{tail:.*}", self._not_found)

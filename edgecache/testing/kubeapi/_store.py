@@ -393,6 +393,8 @@ class Store:
             obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
                 "metadata"
             ]["name"]
+        elif group_resource == ("", "secrets"):
+            obj.setdefault("type", "Opaque")
         elif group_resource == ("", "pods"):
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif group_resource == ("", "services"):

@@ -90,15 +90,24 @@ def _node_status(node: JSONObject) -> str:
     return "Unknown"
 
 
-Column = tuple[str, str, Callable[[JSONObject], Any]]
+Column = tuple[str, str, Callable[[JSONObject], Any], int]
+"""``(title, type, cell, priority)``: kubectl shows priority > 0 columns only with ``-o wide``."""
 _EXTRA: dict[tuple[str, str], list[Column]] = {
     ("", "pods"): [
-        ("Ready", "string", _pod_ready),
-        ("Status", "string", _pod_status),
-        ("Restarts", "integer", _pod_restarts),
+        ("Ready", "string", _pod_ready, 0),
+        ("Status", "string", _pod_status, 0),
+        ("Restarts", "integer", _pod_restarts, 0),
     ],
-    ("", "namespaces"): [("Status", "string", lambda o: (o.get("status") or {}).get("phase", ""))],
-    ("", "nodes"): [("Status", "string", _node_status)],
+    ("", "namespaces"): [
+        ("Status", "string", lambda o: (o.get("status") or {}).get("phase", ""), 0)
+    ],
+    ("", "nodes"): [("Status", "string", _node_status, 0)],
+}
+_WIDE: dict[tuple[str, str], list[Column]] = {
+    ("", "pods"): [
+        ("IP", "string", lambda o: (o.get("status") or {}).get("podIP") or "<none>", 1),
+        ("Node", "string", lambda o: (o.get("spec") or {}).get("nodeName") or "<none>", 1),
+    ],
 }
 
 
@@ -109,19 +118,21 @@ def _crd_column(column: PrinterColumn) -> Column:
             return human_age(value)
         return value if value is not None else ""
 
-    return (column.name, "string" if column.type == "date" else column.type, cell)
+    return (column.name, "string" if column.type == "date" else column.type, cell, 0)
 
 
 def _columns(resource: ResourceType) -> list[Column]:
-    name: Column = ("Name", "string", lambda o: (o.get("metadata") or {}).get("name", ""))
+    name: Column = ("Name", "string", lambda o: (o.get("metadata") or {}).get("name", ""), 0)
     age: Column = (
         "Age",
         "string",
         lambda o: human_age((o.get("metadata") or {}).get("creationTimestamp")),
+        0,
     )
     if resource.printer_columns:
         return [name, *(_crd_column(c) for c in resource.printer_columns)]
-    return [name, *_EXTRA.get(resource.group_resource, []), age]
+    key = resource.group_resource
+    return [name, *_EXTRA.get(key, []), age, *_WIDE.get(key, [])]
 
 
 def _partial(obj: JSONObject) -> JSONObject:
@@ -147,12 +158,12 @@ def render_table(
                 "type": kind,
                 "format": "name" if title == "Name" else "",
                 "description": "",
-                "priority": 0,
+                "priority": priority,
             }
-            for title, kind, _ in columns
+            for title, kind, _, priority in columns
         ],
         "rows": [
-            {"cells": [cell(obj) for _, _, cell in columns], "object": _partial(obj)}
+            {"cells": [cell(obj) for _, _, cell, _ in columns], "object": _partial(obj)}
             for obj in objects
         ],
     }
