@@ -1,0 +1,219 @@
+"""The hub as a real process (``edgecache hub``): restarted while offline it still answers, and
+SIGKILL in the middle of heavy recording leaves a store that opens and answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from kubernetes import client as k8s
+
+from edgecache.hub import HubStore
+from edgecache.testing.kubeapi import APIError, KubeAPIServer, objects
+
+from .conftest import KubeWatcher, k8s_client
+
+_READY = re.compile(r"serving (http://\S+) \(health (http://\S+)\), (\w+)")
+
+
+class HubProcess:
+    """``edgecache hub`` in a subprocess on free ports; ``url``/``health_url`` once ready."""
+
+    def __init__(self, cache_dir: Path, upstream: str) -> None:
+        script = Path(sys.executable).with_name("edgecache")
+        command = (
+            [str(script), "hub"] if script.exists() else [sys.executable, "-m", "edgecache.hub"]
+        )
+        self.process = subprocess.Popen(
+            [
+                *command,
+                "--server",
+                upstream,
+                "--listen",
+                "127.0.0.1:0",
+                "--health-listen",
+                "127.0.0.1:0",
+                "--cache-dir",
+                str(cache_dir),
+                "--components",
+                "*",
+                "--probe-interval",
+                "0.1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        match = _READY.search(line)
+        if match is None:
+            self.process.kill()
+            raise AssertionError(f"hub did not start: {line!r} {self.process.stderr.read()!r}")  # type: ignore[union-attr]
+        self.url, self.health_url, self.mode = match.groups()
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+async def _wait_ready_text(health_url: str, text: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            async with session.get(health_url + "/readyz") as response:
+                if text in await response.text():
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never said {text!r}")
+
+
+async def _stored_objects(health_url: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(health_url + "/metrics") as got:
+        metrics = await got.text()
+    match = re.search(r"^edgecache_hub_store_objects (\S+)$", metrics, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_hub_restarted_while_offline_still_answers(
+    kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    kube_api.seed(objects.pods(50))
+    first = HubProcess(tmp_path / "hub", kube_api.url)
+    try:
+        assert first.mode == "online"
+        v1 = k8s.CoreV1Api(k8s_client(first.url))
+        online = await asyncio.to_thread(v1.list_namespaced_pod, "default")
+        for _ in range(100):
+            if await _stored_objects(first.health_url) >= 50:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await asyncio.to_thread(kube_api.stop)
+        assert await asyncio.to_thread(first.terminate) == 0
+
+    second = await asyncio.to_thread(HubProcess, tmp_path / "hub", kube_api.url)
+    try:
+        assert second.mode == "offline"
+        v1 = k8s.CoreV1Api(k8s_client(second.url))
+        offline = await asyncio.to_thread(v1.list_namespaced_pod, "default")
+        assert [p.metadata.name for p in offline.items] == [p.metadata.name for p in online.items]
+        assert offline.metadata.resource_version == online.metadata.resource_version
+        await _wait_ready_text(second.health_url, "offline")
+        await asyncio.to_thread(kube_api.start)
+        await _wait_ready_text(second.health_url, "online")
+    finally:
+        await asyncio.to_thread(second.terminate)
+
+
+def test_unreachable_upstream_with_empty_store_exits_1(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "edgecache.hub", "--server", "http://127.0.0.1:9"),
+            *("--cache-dir", str(tmp_path), "--listen", "127.0.0.1:0"),
+            *("--health-listen", "127.0.0.1:0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "cannot reach" in result.stderr
+
+
+def test_bad_flags_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgecache.hub",
+            "--server",
+            "ftp://x",
+            "--cache-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "--server" in result.stderr
+
+
+@pytest.mark.slow
+async def test_sigkill_during_heavy_writes_leaves_a_working_store(
+    kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "hub"
+    stop_writing = threading.Event()
+
+    def write_heavily() -> None:
+        index = 0
+        while not stop_writing.is_set():
+            name = f"cm-{index % 300:03d}"
+            data = {"payload": "x" * 2000, "index": str(index)}
+            kube_api.put(objects.config_map(name, data=data))
+            if index % 7 == 0:
+                with contextlib.suppress(APIError):  # already deleted
+                    kube_api.delete("v1", "ConfigMap", f"cm-{(index * 13) % 300:03d}", "default")
+            index += 1
+
+    for _round in range(3):
+        hub = await asyncio.to_thread(HubProcess, cache_dir, kube_api.url)
+        v1 = k8s.CoreV1Api(k8s_client(hub.url))
+        listed = await asyncio.to_thread(v1.list_namespaced_config_map, "default")
+        watcher = KubeWatcher(
+            v1.list_namespaced_config_map,
+            "default",
+            resource_version=listed.metadata.resource_version,
+            timeout_seconds=60,
+        )
+        stop_writing.clear()
+        writer = threading.Thread(target=write_heavily, daemon=True)
+        writer.start()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:  # lists too: whole-list replacements in flight
+            await asyncio.to_thread(v1.list_namespaced_config_map, "default")
+        os.kill(hub.process.pid, signal.SIGKILL)
+        hub.process.wait(timeout=10)
+        stop_writing.set()
+        writer.join()
+        watcher.join()
+
+    store = await asyncio.to_thread(HubStore.open, cache_dir)
+    try:
+        assert list((cache_dir).glob("hub.sqlite.corrupt-*")) == []  # opened as it was
+        count, _size = await store.read(store.stats)
+        assert count > 0
+    finally:
+        await asyncio.to_thread(store.close)
+
+    await asyncio.to_thread(kube_api.stop)
+    hub = await asyncio.to_thread(HubProcess, cache_dir, kube_api.url)
+    try:
+        assert hub.mode == "offline"
+        agent = {"User-Agent": "edgecache-agent/0.1"}
+        url = hub.url + "/api/v1/namespaces/default/configmaps"
+        async with aiohttp.ClientSession(headers=agent) as http, http.get(url) as response:
+            assert response.status == 200
+            body = json.loads(await response.read())
+        items = body["items"]
+        assert items and len({i["metadata"]["name"] for i in items}) == len(items)
+        assert all(len(i["data"]["payload"]) == 2000 for i in items)
+        list_rv = int(body["metadata"]["resourceVersion"])
+        assert list_rv >= max(int(i["metadata"]["resourceVersion"]) for i in items)
+    finally:
+        await asyncio.to_thread(hub.terminate)
