@@ -504,12 +504,15 @@ async def test_table_output_for_kubectl(http: aiohttp.ClientSession) -> None:
     async with http.get(PODS, headers={"Accept": accept}) as response:
         table = await _json(response)
     assert table["kind"] == "Table"
-    assert [c["name"] for c in table["columnDefinitions"]] == [
-        "Name",
-        "Ready",
-        "Status",
-        "Restarts",
-        "Age",
+    columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
+    assert columns == [
+        ("Name", 0),
+        ("Ready", 0),
+        ("Status", 0),
+        ("Restarts", 0),
+        ("Age", 0),
+        ("IP", 1),  # priority 1: shown by kubectl only with -o wide
+        ("Node", 1),
     ]
     assert table["rows"][0]["cells"][:3] == ["a", "0/1", "Pending"]
     assert table["rows"][0]["object"]["metadata"]["name"] == "a"
