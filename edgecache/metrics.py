@@ -16,6 +16,7 @@ __all__ = [
     "BACKEND_BYTES",
     "BACKEND_ERRORS",
     "BACKEND_FETCH_SECONDS",
+    "BACKEND_ONLINE",
     "CACHE_BYPASS",
     "CACHE_BYTES",
     "CACHE_CORRUPT_BLOCKS",
@@ -89,6 +90,12 @@ BACKEND_FETCH_SECONDS = Histogram(
     "Latency of one backend block fetch.",
     ["backend"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+BACKEND_ONLINE = Gauge(
+    "edgecache_backend_online",
+    "1 while a backend is reachable, 0 while reads are served from cache only.",
+    ["backend"],
     registry=REGISTRY,
 )
 BACKEND_ERRORS = Counter(

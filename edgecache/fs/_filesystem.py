@@ -19,8 +19,11 @@ served, and anything else raises :class:`~edgecache.errors.BackendUnavailableErr
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiofiles
@@ -32,7 +35,8 @@ from edgecache.cache import BlockKey, TieredCache
 from edgecache.config import CacheSettings
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs._file import EdgeCacheFile
-from edgecache.fs._metadata import CachedInfo, MetadataCache
+from edgecache.fs._health import BackendHealth
+from edgecache.fs._metadata import CachedInfo, MetadataCache, _parent
 
 __all__ = ["EdgeCacheFileSystem"]
 
@@ -88,6 +92,11 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         self.metadata = _shared_metadata(self.settings)
         self._identity = self.backend.identity
         self._semaphores: dict[int, asyncio.Semaphore] = {}
+        self.health = BackendHealth(
+            self.backend, probe_interval=self.settings.backend_probe_interval
+        )
+        self._dir_misses: dict[str, int] = {}
+        self._scans: dict[str, _Scan] = {}
 
     # --- paths ---------------------------------------------------------------------------------
     @classmethod
@@ -113,29 +122,59 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             sem = self._semaphores[loop_id] = asyncio.Semaphore(self.settings.fetch_concurrency)
         return sem
 
-    def _unavailable(self, exc: BaseException, what: str) -> BackendUnavailableError:
+    def _unavailable(self, exc: BaseException | str, what: str) -> BackendUnavailableError:
         return BackendUnavailableError(
             f"backend {self._identity} is unreachable and {what} is not cached: {exc}"
         )
 
     # --- metadata ------------------------------------------------------------------------------
+    async def _ask(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the backend, or fail at once while it is known to be offline."""
+        if not self.health.online:
+            self.health.ensure_probing()
+            raise self._unavailable(self.health.last_error, what)
+        try:
+            return await self.backend.call(method, *args, **kwargs)
+        except Exception as exc:
+            if not self.backend.is_unreachable(exc):
+                raise
+            self.health.went_unreachable(exc)
+            raise self._unavailable(exc, what) from exc
+
     async def _cached_info(self, path: str) -> CachedInfo:
         cached = self.metadata.info(self._identity, path)
         if cached is not None:
             return cached
+        cached = await self._info_from_listing(path)
+        if cached is not None:
+            return cached
         try:
-            info = await self.backend.call("info", path)
+            info = await self._ask(f"the info of {path}", "info", path)
         except FileNotFoundError:
             self.metadata.invalidate(self._identity, path)
             raise
-        except Exception as exc:
-            if not self.backend.is_unreachable(exc):
-                raise
+        except BackendUnavailableError:
             stale = self.metadata.info(self._identity, path, allow_stale=True)
             if stale is None:
-                raise self._unavailable(exc, f"the info of {path}") from exc
+                raise
             return stale
         return self.metadata.put_info(self._identity, path, info, self._version(info))
+
+    async def _info_from_listing(self, path: str) -> CachedInfo | None:
+        """On the second info miss in one directory, list it: one request answers for every
+        file in it, instead of a request per file (a training loop opening files one by one)."""
+        parent = _parent(path)
+        if not parent or parent == path:
+            return None
+        misses = self._dir_misses.get(parent, 0) + 1
+        self._dir_misses[parent] = misses
+        if misses < 2 or self.metadata.listing(self._identity, parent) is not None:
+            return None
+        try:
+            await self._ls(parent, detail=False)
+        except (OSError, ValueError):
+            return None
+        return self.metadata.info(self._identity, path)
 
     def _version(self, info: Mapping[str, Any]) -> str:
         return "" if info.get("type") == "directory" else self.backend.version(info)
@@ -156,16 +195,14 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         entries = self.metadata.listing(self._identity, path)
         if entries is None:
             try:
-                listing = await self.backend.call("ls", path, detail=True)
+                listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
             except FileNotFoundError:
                 self.metadata.invalidate(self._identity, path)
                 raise
-            except Exception as exc:
-                if not self.backend.is_unreachable(exc):
-                    raise
+            except BackendUnavailableError:
                 entries = self.metadata.listing(self._identity, path, allow_stale=True)
                 if entries is None:
-                    raise self._unavailable(exc, f"the listing of {path}") from exc
+                    raise
             else:
                 entries = self.metadata.put_listing(
                     self._identity, path, [(dict(i), self._version(i)) for i in listing]
@@ -183,8 +220,18 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         length = min(self.settings.block_size, size - key.start)
 
         async def fetch() -> bytes:
+            if not self.health.online:
+                self.health.ensure_probing()
+                raise self._unavailable(self.health.last_error, f"block {index} of {path}")
             async with self._semaphore():
-                return await self.backend.fetch_range(path, key.start, key.start + length, version)
+                try:
+                    return await self.backend.fetch_range(
+                        path, key.start, key.start + length, version
+                    )
+                except Exception as exc:
+                    if self.backend.is_unreachable(exc):
+                        self.health.went_unreachable(exc)
+                    raise
 
         try:
             return await self.cache.get(key, fetch, expected_size=length)
@@ -307,10 +354,56 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             if cached is None:
                 cached = sync(self.loop, self._cached_info, target)
             version, size = self._file_info(cached, target)
+            self._note_sequential_open(target)
             return EdgeCacheFile(self, target, size=size, version=version)
         self._invalidate(target)
         handle = self.backend.fs.open(target, mode, block_size=block_size, **kwargs)
         return _WriteThrough(handle, lambda: self._invalidate(target))
+
+    def _note_sequential_open(self, path: str) -> None:
+        """Read ahead across files: once three files of one directory are opened one after
+        the other in name order (a training loop's scan), fetch the first block of the next
+        ``scan_ahead_files`` files in the background."""
+        if self.settings.scan_ahead_files <= 0:
+            return
+        parent = _parent(path)
+        listing = self.metadata.listing(self._identity, parent)
+        if listing is None:
+            return
+        names = sorted(str(e.info["name"]) for e in listing if e.info.get("type") != "directory")
+        position = bisect.bisect_left(names, path)
+        if position >= len(names) or names[position] != path:
+            return
+        scan = self._scans.get(parent)
+        if scan is None:
+            if len(self._scans) > 1024:
+                self._scans.clear()
+            scan = self._scans[parent] = _Scan(position=position)
+            return
+        scan.streak = scan.streak + 1 if position == scan.position + 1 else 0
+        scan.position = position
+        if scan.streak < 2:
+            return
+        start = max(position + 1, scan.prefetched_until)
+        stop = min(position + 1 + self.settings.scan_ahead_files, len(names))
+        if start >= stop:
+            return
+        scan.prefetched_until = stop
+        by_name = {str(e.info["name"]): e for e in listing}
+        targets = [
+            (name, by_name[name].version, int(by_name[name].info.get("size") or 0))
+            for name in names[start:stop]
+        ]
+        future = asyncio.run_coroutine_threadsafe(self._prefetch_first_blocks(targets), self.loop)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _prefetch_first_blocks(self, targets: list[tuple[str, str, int]]) -> None:
+        async def one(path: str, version: str, size: int) -> None:
+            if size > 0 and self.health.online:
+                with contextlib.suppress(Exception):
+                    await self._block(path, version, size, 0)
+
+        await asyncio.gather(*(one(*t) for t in targets))
 
     # --- writing -------------------------------------------------------------------------------
     def _invalidate(self, path: str, *, recursive: bool = False) -> None:
@@ -403,6 +496,18 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         """Forget cached metadata of ``path`` (everything below it too)."""
         if path is not None:
             self._invalidate(self._target(path), recursive=True)
+
+
+@dataclass
+class _Scan:
+    """Where a name-ordered scan of one directory has got to."""
+
+    position: int
+    """Index, in the directory's sorted file names, of the file opened last."""
+    streak: int = 0
+    """How many opens in a row each took the next name."""
+    prefetched_until: int = 0
+    """Files before this index were already fetched ahead."""
 
 
 class _WriteThrough:
