@@ -172,8 +172,17 @@ class _SQLPolicyStore:
 class BlockIndex:
     """Accounting, policy state, pins and counters of one SSD tier. Thread-safe."""
 
-    def __init__(self, db: sqlite3.Connection, *, quotas: list[int], policy: EvictionPolicy):
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        *,
+        quotas: list[int],
+        policy: EvictionPolicy,
+        created: bool = False,
+    ):
         self._db = db
+        self.created = created
+        """True when this connection created the index (it accounts for no block yet)."""
         self._lock = threading.RLock()
         self.quotas = quotas
         self.policy = policy
@@ -195,7 +204,10 @@ class BlockIndex:
                 self._db.execute("UPDATE meta SET value=? WHERE key='seq'", (self._seq,))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # sqlite itself rolls back on some errors (SQLITE_FULL among them); a second
+                # ROLLBACK would then raise and hide the error that matters.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             finally:
                 self._seq = None
@@ -507,11 +519,12 @@ def _open(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex
         # the last transactions; the ordering described above keeps that safe, and it saves an
         # fsync per miss.
         db.execute("PRAGMA synchronous=NORMAL")
+        created = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None
         db.executescript(_SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
         if "writing" not in columns:  # an index made before the column existed
             db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
-        return BlockIndex(db, quotas=quotas, policy=policy)
+        return BlockIndex(db, quotas=quotas, policy=policy, created=created)
     except BaseException:
         db.close()
         raise

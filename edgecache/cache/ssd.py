@@ -75,6 +75,9 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "directory_missing"
     if isinstance(exc, sqlite3.Error):
+        # sqlite reports a full disk as its own error (SQLITE_FULL), not as ENOSPC.
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            return "disk_full"
         return "index_error"
     return "io_error"
 
@@ -140,13 +143,17 @@ class SSDTier:
                 os.makedirs(self._lock_dir, exist_ok=True)
                 index_path = os.path.join(self._dirs[0], INDEX_NAME)
                 try:
-                    self._index = open_index(index_path, quotas=self._quotas, policy=self._policy)
+                    index = open_index(index_path, quotas=self._quotas, policy=self._policy)
+                    stale_files = index.created
                 except _IndexRecreated as recreated:
-                    # The old index is gone: files it accounted for are not under quota any more.
+                    index, stale_files = recreated.index, True
+                if stale_files:
+                    # A new index (the old one corrupt, deleted or emptied) accounts for no file:
+                    # files left from before would not be under quota any more.
                     for path in self._dirs:
                         shutil.rmtree(os.path.join(path, "blocks"), ignore_errors=True)
                         os.makedirs(os.path.join(path, "blocks"), exist_ok=True)
-                    self._index = recreated.index
+                self._index = index
                 st = os.stat(index_path)
                 self._index_inode = (st.st_dev, st.st_ino)
                 self._warned.clear()
@@ -327,11 +334,9 @@ class SSDTier:
             return False
         tmp = os.path.join(self._dirs[dir_id], "tmp", f"{digest}.{os.getpid()}.{token}")
         try:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(tmp), exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            # A missing tmp directory means the cache directory was deleted underneath: fail
+            # (never recreate it here, or files would land outside the index that owns them).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 view = memoryview(blob)
                 while view:
@@ -341,7 +346,9 @@ class SSDTier:
             try:
                 os.replace(tmp, final)
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
+                # First block of this prefix: create only the leaf (blocks/ itself must exist).
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(os.path.dirname(final))
                 os.replace(tmp, final)
         except OSError as exc:
             with contextlib.suppress(OSError):

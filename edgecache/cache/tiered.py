@@ -121,9 +121,21 @@ class TieredCache:
         hit = await loop.run_in_executor(self._io, self._ssd_hit, key)
         if hit is not None:
             return hit
-        future, leader = self._flights.join(key.digest)
-        if not leader:
-            return await asyncio.wrap_future(future)
+        while True:
+            future, leader = self._flights.join(key.digest)
+            if leader:
+                break
+            waiter = asyncio.wrap_future(future)
+            waiter.add_done_callback(_retrieve)
+            try:
+                # Shielded: a follower giving up (timeout, cancel) must not cancel the shared
+                # future, which would break the leader and every other follower.
+                return await asyncio.shield(waiter)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not future.done() or (task is not None and task.cancelling()):
+                    raise
+                # The leader was cancelled, not this caller: try again (maybe as the leader).
         try:
             data = await self._fill(key, fetch, expected_size)
         except BaseException as exc:
@@ -268,6 +280,12 @@ class TieredCache:
             for k, v in list(_SHARED.items()):
                 if v is self:
                     del _SHARED[k]
+
+
+def _retrieve(waiter: asyncio.Future[bytes]) -> None:
+    # A follower that gave up leaves its waiter unread: mark its exception seen, quietly.
+    if not waiter.cancelled():
+        waiter.exception()
 
 
 @atexit.register

@@ -1,0 +1,420 @@
+"""Failures around the cache: backends failing mid-read, damaged SSD files, unusable directories.
+
+The rule in every case: the reader gets exact bytes or the backend's own error, never zeros or
+another block's bytes, and nothing is left marked present that is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from cachetestlib import (
+    BS,
+    ObjectSpec,
+    Source,
+    audit,
+    block_files,
+    make_objects,
+    metric,
+    read_object,
+    read_object_sync,
+    settings,
+)
+
+from edgecache.cache import BlockKey, TieredCache
+
+CORRUPT = "edgecache_cache_corrupt_blocks_total"
+
+
+def _bypass_total() -> float:
+    return sum(
+        metric("edgecache_cache_bypass_total", {"reason": r})
+        for r in ("disk_full", "permission", "directory_missing", "index_error", "io_error")
+    )
+
+
+# --- a backend failing mid-read -------------------------------------------------------------------
+
+
+class FlakySource(Source):
+    """Fails every fetch of block ``fail_from`` and later while ``failing`` is set."""
+
+    failing = True
+    fail_from = 3
+
+    def fetcher(self, key: BlockKey):  # type: ignore[no-untyped-def]
+        good = super().fetcher(key)
+
+        async def fetch() -> bytes:
+            await asyncio.sleep(0.001)
+            if self.failing and key.index >= self.fail_from:
+                raise ConnectionResetError(f"backend dropped the connection at {key.index}")
+            return await good()
+
+        return fetch
+
+
+async def test_failed_fetch_surfaces_and_leaves_nothing_marked_present(make_cache) -> None:
+    spec = ObjectSpec("big", 6 * BS, compressible=False)
+    source = FlakySource.of([spec])
+    cache = make_cache()
+    errors_before = metric("edgecache_backend_errors_total", {"backend": "mem"})
+    with pytest.raises(ConnectionResetError):
+        await read_object(cache, source, spec.path)
+    assert metric("edgecache_backend_errors_total", {"backend": "mem"}) == errors_before + 1
+    keys = source.keys(spec.path)
+    for key in keys[:3]:
+        assert cache.get_cached(key) == source.block(key)
+    for key in keys[3:]:
+        assert cache.get_cached(key) is None
+        assert not cache.ssd.contains(key)
+    assert set(block_files(cache.settings.cache_dir)) == {k.digest for k in keys[:3]}
+    assert cache.stats()["tiers"]["ssd"]["directories"][0]["blocks"] == 3
+    audit(cache.settings).assert_consistent()
+    # The backend recovers: exact bytes, the good blocks are not fetched again.
+    source.failing = False
+    assert await read_object(cache, source, spec.path) == spec.data()
+    assert [source.fetches[k.digest] for k in keys] == [1] * 6
+    cache.mem.clear()
+    assert read_object_sync(cache, source, spec.path) == spec.data()
+    audit(cache.settings).assert_consistent()
+
+
+async def test_every_waiter_of_a_failed_flight_gets_the_error_then_a_retry_works(
+    make_cache,
+) -> None:
+    spec = ObjectSpec("o", 4 * BS, compressible=True)
+    source = FlakySource.of([spec])
+    source.fail_from = 0
+    cache = make_cache()
+    key = source.keys(spec.path)[2]
+    results = await asyncio.gather(
+        *(cache.get(key, source.fetcher(key), expected_size=BS) for _ in range(10)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, ConnectionResetError) for r in results), results
+    assert cache.get_cached(key) is None
+    source.failing = False
+    assert await cache.get(key, source.fetcher(key), expected_size=BS) == source.block(key)
+
+
+def test_failure_in_one_thread_does_not_poison_other_threads(make_cache) -> None:
+    import threading
+
+    spec = ObjectSpec("o", 4 * BS, compressible=False)
+    source = FlakySource.of([spec])
+    source.fail_from = 0
+    cache = make_cache()
+    outcomes: list[object] = []
+    barrier = threading.Barrier(8)
+
+    def reader() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(asyncio.run(read_object(cache, source, spec.path)))
+        except ConnectionResetError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(outcomes) == 8
+    assert all(isinstance(o, ConnectionResetError) for o in outcomes)
+    source.failing = False
+    assert read_object_sync(cache, source, spec.path) == spec.data()
+
+
+async def test_a_follower_giving_up_does_not_break_the_fetch_others_wait_for(make_cache) -> None:
+    spec = ObjectSpec("o", BS, compressible=False)
+    source = Source.of([spec], delay_seconds=0.2)
+    cache = make_cache()
+    key = source.keys(spec.path)[0]
+    leader = asyncio.create_task(cache.get(key, source.fetcher(key), expected_size=BS))
+    await asyncio.sleep(0.02)
+    other = asyncio.create_task(cache.get(key, source.fetcher(key), expected_size=BS))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(cache.get(key, source.fetcher(key), expected_size=BS), 0.05)
+    assert await leader == source.block(key)
+    assert await other == source.block(key)
+    assert source.fetches[key.digest] == 1
+
+
+async def test_a_cancelled_leader_does_not_cancel_its_followers(make_cache) -> None:
+    spec = ObjectSpec("o", BS, compressible=False)
+    source = Source.of([spec], delay_seconds=0.2)
+    cache = make_cache()
+    key = source.keys(spec.path)[0]
+    leader = asyncio.create_task(cache.get(key, source.fetcher(key), expected_size=BS))
+    await asyncio.sleep(0.02)
+    follower = asyncio.create_task(cache.get(key, source.fetcher(key), expected_size=BS))
+    await asyncio.sleep(0.02)
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    # The follower was not cancelled: it must get the block (fetching it itself).
+    assert await follower == source.block(key)
+    assert cache.get_cached(key) == source.block(key)
+
+
+# --- damaged SSD files ------------------------------------------------------------------------
+
+
+def _block_path(cache: TieredCache, key: BlockKey) -> Path:
+    return Path(cache.settings.cache_dir) / "blocks" / key.digest[:2] / key.digest
+
+
+def _flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset % len(raw)] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+DAMAGE = {
+    "flip_payload_first": lambda p: _flip(p, 48),
+    "flip_payload_last": lambda p: _flip(p, -1),
+    "flip_magic": lambda p: _flip(p, 0),
+    "flip_length_field": lambda p: _flip(p, 16),
+    "flip_checksum_field": lambda p: _flip(p, 24),
+    "flip_digest_field": lambda p: _flip(p, 40),
+    "truncate_half": lambda p: os.truncate(p, p.stat().st_size // 2),
+    "truncate_to_header": lambda p: os.truncate(p, 48),
+    "truncate_inside_header": lambda p: os.truncate(p, 20),
+    "truncate_empty": lambda p: os.truncate(p, 0),
+    "append_garbage": lambda p: p.write_bytes(p.read_bytes() + b"\0\0\0"),
+    "delete": lambda p: p.unlink(),
+    "zero_fill": lambda p: p.write_bytes(b"\0" * p.stat().st_size),
+}
+
+
+@pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+async def test_damaged_block_is_detected_refetched_and_counted(
+    make_cache, damage: str, compressible: bool
+) -> None:
+    spec = ObjectSpec("victim", 3 * BS, compressible=compressible)
+    source = Source.of([spec])
+    cache = make_cache()
+    assert await read_object(cache, source, spec.path) == spec.data()
+    key = source.keys(spec.path)[1]
+    path = _block_path(cache, key)
+    assert path.stat().st_size < BS if compressible else path.stat().st_size > BS
+    DAMAGE[damage](path)
+    cache.mem.clear()
+    corrupt_metric = metric(CORRUPT)
+    corrupt_stat = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
+    assert cache.get_cached(key) is None  # never the damaged bytes
+    assert await read_object(cache, source, spec.path) == spec.data()
+    assert source.fetches[key.digest] == 2
+    assert sum(source.fetches.values()) == 4  # only the damaged block was fetched again
+    assert metric(CORRUPT) == corrupt_metric + 1
+    assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt_stat + 1
+    # The re-fetched block was stored again, whole and verified.
+    cache.mem.clear()
+    assert cache.get_cached(key) == source.block(key)
+    audit(cache.settings).assert_consistent()
+
+
+async def test_block_file_moved_onto_another_blocks_name(make_cache) -> None:
+    spec = ObjectSpec("o", 3 * BS, compressible=False)
+    source = Source.of([spec])
+    cache = make_cache()
+    await read_object(cache, source, spec.path)
+    a, b = source.keys(spec.path)[:2]
+    os.replace(_block_path(cache, a), _block_path(cache, b))
+    cache.mem.clear()
+    before = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
+    assert cache.get_cached(b) is None  # holds a's bytes: refused
+    assert cache.get_cached(a) is None  # gone
+    assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == before + 2
+    assert await read_object(cache, source, spec.path) == spec.data()
+    assert source.fetches[a.digest] == 2 and source.fetches[b.digest] == 2
+    audit(cache.settings).assert_consistent()
+
+
+async def test_same_bytes_under_another_key_are_refused(make_cache) -> None:
+    # Two keys of identical content: a copied file is still the wrong block for its name.
+    cache = make_cache()
+    data = b"same" * 1024
+    k1 = BlockKey("mem|test", "one", "v1", 0, BS)
+    k2 = BlockKey("mem|test", "two", "v1", 0, BS)
+    cache.put(k1, data)
+    cache.put(k2, data)
+    shutil.copyfile(_block_path(cache, k1), _block_path(cache, k2))
+    cache.mem.clear()
+    assert cache.get_cached(k1) == data
+    assert cache.get_cached(k2) is None
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"", b"not a database at all" * 100, b"SQLite format 3\0" + b"\xff" * 4000]
+)
+def test_garbage_index_is_moved_aside_and_the_cache_starts_empty(
+    tmp_path: Path, garbage: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = settings(str(tmp_path / "cache"))
+    specs = make_objects(4, blocks=3, seed=4)
+    source = Source.of(specs)
+    cache = TieredCache(s)
+    for spec in specs:
+        asyncio.run(read_object(cache, source, spec.path))
+    cache.close()
+    index = tmp_path / "cache" / "index.sqlite"
+    for suffix in ("-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    index.write_bytes(garbage)
+    with caplog.at_level(logging.WARNING):
+        cache = TieredCache(s)
+    try:
+        if garbage:
+            assert list((tmp_path / "cache").glob("index.sqlite.corrupt-*"))
+            assert "unreadable" in caplog.text
+            # Files the lost index accounted for are dropped: nothing unaccounted remains.
+            assert block_files(s.cache_dir) == {}
+        assert cache.stats()["ssd_available"]
+        fetched = source.total_fetches
+        for spec in specs:
+            assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+        assert source.total_fetches > fetched if garbage else source.total_fetches >= fetched
+        cache.mem.clear()
+        for spec in specs:
+            assert read_object_sync(cache, source, spec.path) == spec.data()
+        audit(s).assert_consistent()
+    finally:
+        cache.close()
+
+
+# --- unusable directories ---------------------------------------------------------------------
+
+
+def test_cache_dir_that_cannot_be_created_bypasses_to_the_backend(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Root ignores permission bits, so make the directory impossible instead: its parent is a
+    # regular file (mkdir fails with NotADirectoryError, as it does for root too).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    bypass = _bypass_total()
+    with caplog.at_level(logging.WARNING):
+        cache = TieredCache(settings(str(blocker / "cache")))
+    try:
+        specs = make_objects(3, blocks=3, seed=5)
+        source = Source.of(specs)
+        for spec in specs:
+            assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+            assert read_object_sync(cache, source, spec.path) == spec.data()
+        assert "unusable" in caplog.text
+        assert _bypass_total() > bypass
+        st = cache.stats()
+        assert st["ssd_available"] is False
+        assert st["tiers"]["ssd"]["used_bytes"] == 0
+        cache.flush()
+    finally:
+        cache.close()
+    assert blocker.read_text() == "a file, not a directory"
+
+
+def test_cache_dir_deleted_underneath_keeps_serving_exact_bytes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    specs = make_objects(8, blocks=3, seed=6)
+    source = Source.of(specs)
+    s = settings(str(tmp_path / "cache"), mem_quota=2 * BS)
+    cache = TieredCache(s)
+    try:
+        for spec in specs:
+            assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+        bypass = _bypass_total()
+        more = make_objects(8, blocks=3, seed=16, prefix="more")
+        source.objects.update({m.path: m.data() for m in more})
+        with caplog.at_level(logging.WARNING):
+            shutil.rmtree(s.cache_dir)
+            deadline = time.monotonic() + 2.5  # past the tier's 2 s check of its index file
+            while time.monotonic() < deadline:
+                for spec in specs + more:
+                    assert read_object_sync(cache, source, spec.path) == spec.data()
+                    assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+                time.sleep(0.05)
+        assert _bypass_total() > bypass
+        assert "unusable" in caplog.text
+        cache.stats()
+    finally:
+        cache.close()
+    # Whatever is on disk now is accounted for, and a new cache on the directory works.
+    again = TieredCache(s)
+    try:
+        for spec in specs + more:
+            assert read_object_sync(again, source, spec.path) == spec.data()
+        assert again.stats()["ssd_available"]
+        again.flush()
+        audit(s).assert_consistent()
+    finally:
+        again.close()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path):
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    try:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+            check=True,
+            capture_output=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_bypasses_to_the_backend(
+    tiny_tmpfs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Quota far above what the 256 KiB file system holds: block or index writes hit ENOSPC.
+    s = settings(str(tiny_tmpfs / "cache"), ssd_quota=64 * 1024 * 1024, mem_quota=2 * BS)
+    specs = [
+        ObjectSpec(x.path, x.size, compressible=False) for x in make_objects(40, blocks=4, seed=8)
+    ]
+    source = Source.of(specs)
+    full = metric("edgecache_cache_bypass_total", {"reason": "disk_full"})
+    with caplog.at_level(logging.WARNING):
+        cache = TieredCache(s)
+        try:
+            assert cache.stats()["ssd_available"]  # it starts fine, then fills up
+            for _ in range(2):
+                for spec in specs:
+                    assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+                    assert read_object_sync(cache, source, spec.path) == spec.data()
+            assert metric("edgecache_cache_bypass_total", {"reason": "disk_full"}) > full
+            assert "disk_full" in caplog.text
+            cache.stats()
+        finally:
+            cache.close()
+    # Nothing half-written is left where a later run could mistake it for a block.
+    again = TieredCache(s)
+    try:
+        for spec in specs:
+            assert read_object_sync(again, source, spec.path) == spec.data()
+    finally:
+        again.close()
+
+
+async def test_zero_quota_serves_from_the_backend_and_stores_nothing(make_cache) -> None:
+    cache = make_cache(ssd_quota=0, mem_quota=0)
+    specs = make_objects(3, blocks=2, seed=9)
+    source = Source.of(specs)
+    for _ in range(2):
+        for spec in specs:
+            assert await read_object(cache, source, spec.path) == spec.data()
+    assert source.total_fetches == 2 * len(source.all_keys())
+    assert block_files(cache.settings.cache_dir) == {}
+    assert cache.stats()["tiers"]["ssd"]["used_bytes"] == 0
