@@ -17,7 +17,12 @@ from typing import Any
 import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
-from fstestlib import CountingLocalBackend, CountingMemoryBackend, SwitchableLocalBackend
+from fstestlib import (
+    CountingLocalBackend,
+    CountingMemoryBackend,
+    SwitchableLocalBackend,
+    close_fs,
+)
 
 from edgecache.backends import _registry, register_backend
 from edgecache.fs import EdgeCacheFileSystem
@@ -30,12 +35,6 @@ def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     register_backend("countfile", CountingLocalBackend)
     register_backend("countmem", CountingMemoryBackend)
     register_backend("switchfile", SwitchableLocalBackend)
-
-
-def close_fs(fs: EdgeCacheFileSystem) -> None:
-    """Release the cache of ``fs`` (its index, I/O threads and metadata database)."""
-    fs.cache.close()
-    fs.metadata.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgecache.backends.local import LocalBackend
 from edgecache.backends.memory import MemoryBackend
+from edgecache.fs import EdgeCacheFileSystem
 
 KiB = 1024
 
@@ -80,3 +81,9 @@ def pattern(size: int, seed: int = 0) -> bytes:
         out += f"<{seed}:{i:08d}>".encode()
         i += 1
     return bytes(out[:size])
+
+
+def close_fs(fs: EdgeCacheFileSystem) -> None:
+    """Release the cache of ``fs`` (its index, I/O threads and metadata database)."""
+    fs.cache.close()
+    fs.metadata.close()
