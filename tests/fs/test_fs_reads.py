@@ -84,19 +84,15 @@ def test_sequential_reads_fetch_blocks_ahead(make_fs: MakeFs, blob: Any) -> None
     with fs.open(path, "rb") as f:
         got = f.read(BS) + f.read(BS) + f.read(BS)
         assert got == content[: 3 * BS]
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 10
         while max(fs.backend.blocks_fetched(BS)) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
         ahead = {b for b in fs.backend.blocks_fetched(BS) if b >= 3}
         assert ahead, "no block past the read position was fetched"
-        assert max(ahead) <= 3 + 4  # no further than the read-ahead window
-        fetched_before = len(fs.backend.fetched)
-        # The blocks read ahead are now served from the cache.
-        f.seek(3 * BS)
-        assert f.read(BS * len(ahead)) == content[3 * BS : (3 + len(ahead)) * BS]
-    assert len(fs.backend.fetched) - fetched_before <= 1  # at most the next read-ahead block
-    # Never the same block twice, whatever ran in parallel.
-    assert len(set(fs.backend.blocks_fetched(BS))) == len(fs.backend.fetched)
+        assert max(ahead) <= 2 + 4  # no further than the read-ahead window
+        # The rest of the stream uses the blocks read ahead instead of fetching them again.
+        assert f.read() == content[3 * BS :]
+    assert sorted(fs.backend.blocks_fetched(BS)) == list(range(17))
 
 
 def test_second_read_is_served_from_cache(make_fs: MakeFs, blob: Any) -> None:
