@@ -72,11 +72,15 @@ class NodePoolMembership:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="hub-nodepool")
 
+    async def try_refresh(self) -> None:
+        """Refresh, keeping the last known membership when the upstream cannot say."""
+        with contextlib.suppress(UpstreamUnavailableError, ValueError, KeyError, TypeError):
+            await self.refresh()
+
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(UpstreamUnavailableError, ValueError, KeyError, TypeError):
-                await self.refresh()
             await asyncio.sleep(self.settings.node_refresh_seconds)
+            await self.try_refresh()
 
     async def stop(self) -> None:
         if self._task is not None:

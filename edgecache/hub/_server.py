@@ -99,6 +99,8 @@ class HubServer:
             if settings.filters.nodepool:
                 self.nodepool = NodePoolMembership(settings.filters, self.store, self.upstream)
                 await self.nodepool.load()
+                if online:
+                    await self.nodepool.try_refresh()
                 self.nodepool.start()
                 filters.append(NodePoolTopologyFilter(self.nodepool))
             self.recorder = Recorder(self.store, settings.recording)

@@ -1,0 +1,189 @@
+"""Offline protocol details over plain HTTP: WatchList, 410 for old versions, 404/503 Status,
+secrets, protobuf-first clients, failover, the topology filter and the health port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from edgecache.hub import HubServer
+from edgecache.testing.kubeapi import KubeAPIServer, objects
+
+from .conftest import cut, fast_settings, restore
+
+KUBELET = {"User-Agent": "kubelet/v1.32.0 (linux/amd64) kubernetes/abc"}
+PODS = "/api/v1/namespaces/default/pods"
+
+
+async def _events(response: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
+    events = []
+    for _ in range(count):
+        line = await response.content.readline()
+        assert line, f"stream ended after {events}"
+        events.append(json.loads(line))
+    return events
+
+
+async def test_watchlist_online_is_recorded_and_served_offline(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    kube_api.seed(objects.pods(5))
+    watchlist = (
+        "?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan"
+    )
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        async with http.get(PODS + watchlist + "&timeoutSeconds=30") as online:
+            events = await _events(online, 6)
+        assert [e["type"] for e in events] == ["ADDED"] * 5 + ["BOOKMARK"]
+        end_rv = events[-1]["object"]["metadata"]["resourceVersion"]
+        await cut(kube_api, hub)
+        # The WatchList stream alone was enough to answer lists offline (no LIST was made).
+        async with http.get(PODS) as listed:
+            body = await listed.json()
+        assert len(body["items"]) == 5 and body["metadata"]["resourceVersion"] == end_rv
+        async with http.get(PODS + watchlist) as offline:
+            assert offline.status == 200
+            events = await _events(offline, 7)
+            assert [e["type"] for e in events] == ["ADDED"] * 5 + ["BOOKMARK", "BOOKMARK"]
+            end = events[5]["object"]["metadata"]
+            assert end["annotations"] == {"k8s.io/initial-events-end": "true"}
+            assert end["resourceVersion"] == end_rv
+            await restore(kube_api, hub)
+            rest = await asyncio.wait_for(offline.content.read(), 5)  # ended by the switch
+            assert all(json.loads(line)["type"] == "BOOKMARK" for line in rest.splitlines())
+
+
+async def test_offline_status_answers(hub: HubServer, kube_api: KubeAPIServer) -> None:
+    kube_api.seed(objects.pods(3))
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        async with http.get(PODS) as listed:
+            rv = (await listed.json())["metadata"]["resourceVersion"]
+        kube_api.create(objects.pod("later"))  # advances the upstream version
+        await cut(kube_api, hub)
+        async with http.get(PODS + "?watch=1&resourceVersion=1") as old:
+            event = json.loads(await old.content.readline())
+        assert event["type"] == "ERROR" and event["object"]["code"] == 410
+        async with http.get(PODS + f"?watch=1&resourceVersion={rv}&timeoutSeconds=1") as same:
+            assert same.status == 200 and await same.read() == b""  # open, then timed out
+        async with http.get("/apis/example.com/v1/namespaces/default/gizmos") as unknown:
+            status = await unknown.json()
+        assert unknown.status == 404 and status["kind"] == "Status" and status["code"] == 404
+        async with http.get(PODS + "/nope") as missing:
+            assert missing.status == 404 and (await missing.json())["reason"] == "NotFound"
+        async with http.delete(PODS + "/pod-00000") as write:
+            assert write.status == 503
+            assert (await write.json())["reason"] == "ServiceUnavailable"
+    curl = {"User-Agent": "curl/8"}
+    async with aiohttp.ClientSession(hub.url, headers=curl) as http, http.get(PODS) as stranger:
+        assert stranger.status == 503  # never recorded: not a default component
+        assert "--components" in (await stranger.json())["message"]
+
+
+async def test_secrets_are_recorded_only_for_allowed_components(
+    hub: HubServer, kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "default"},
+        "data": {"password": "c2VjcmV0LXZhbHVlLTQy"},
+    }
+    kube_api.create(secret)
+    secrets = "/api/v1/namespaces/default/secrets"
+    kubectl = {"User-Agent": "kubectl/v1.32.4 (linux/amd64)"}
+    async with aiohttp.ClientSession(hub.url) as http:
+        for headers in (KUBELET, kubectl):
+            async with http.get(secrets, headers=headers) as response:
+                assert response.status == 200
+        await cut(kube_api, hub)
+        async with http.get(secrets, headers=KUBELET) as kubelet_offline:
+            assert kubelet_offline.status == 200
+            assert len((await kubelet_offline.json())["items"]) == 1
+        async with http.get(secrets, headers=kubectl) as kubectl_offline:
+            assert kubectl_offline.status != 200
+
+
+async def test_protobuf_first_clients_are_recorded_as_json(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    kube_api.seed(objects.pods(2))
+    accept = {"Accept": "application/vnd.kubernetes.protobuf,application/json", **KUBELET}
+    async with aiohttp.ClientSession(hub.url, headers=accept) as http:
+        async with http.get(PODS) as online:
+            assert online.content_type == "application/json"
+        await cut(kube_api, hub)
+        async with http.get(PODS) as offline:
+            assert len((await offline.json())["items"]) == 2
+
+
+async def test_failover_to_the_next_server(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    kube_api.seed(objects.pods(2))
+    dead = "http://127.0.0.1:9"  # discard port: nothing listens
+    async with HubServer(fast_settings(tmp_path, [dead, kube_api.url])) as hub:
+        async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http, http.get(PODS) as got:
+            assert got.status == 200 and len((await got.json())["items"]) == 2
+        assert hub.upstream.current_server == kube_api.url
+
+
+async def test_nodepool_filter_on_endpointslices(kube_api: KubeAPIServer, tmp_path: Path) -> None:
+    pool = "apps.openyurt.io/nodepool"
+    for name, nodepool in (("edge-a1", "a"), ("edge-a2", "a"), ("edge-b1", "b")):
+        kube_api.create(objects.node(name, labels={pool: nodepool}))
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "web-abc",
+            "namespace": "default",
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.0.0.1"], "nodeName": "edge-a1"},
+            {"addresses": ["10.0.0.2"], "nodeName": "edge-b1"},
+            {"addresses": ["10.0.0.3"], "nodeName": "edge-a2"},
+        ],
+        "ports": [{"port": 80, "protocol": "TCP"}],
+    }
+    kube_api.create(slice_)
+    settings = fast_settings(tmp_path, kube_api.url)
+    settings.filters.nodepool = "a"
+    path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    proxy = {"User-Agent": "kube-proxy/v1.32.0"}
+    async with HubServer(settings) as hub, aiohttp.ClientSession(hub.url, headers=proxy) as http:
+        async with http.get(path) as online:
+            items = (await online.json())["items"]
+        assert [e["nodeName"] for e in items[0]["endpoints"]] == ["edge-a1", "edge-a2"]
+        async with http.get(path + "?watch=1&resourceVersion=0&timeoutSeconds=5") as watch:
+            event = json.loads(await watch.content.readline())
+        assert [e["nodeName"] for e in event["object"]["endpoints"]] == ["edge-a1", "edge-a2"]
+        await cut(kube_api, hub)
+        async with http.get(path + "/web-abc") as offline:
+            got = await offline.json()
+        assert [e["nodeName"] for e in got["endpoints"]] == ["edge-a1", "edge-a2"]
+
+
+async def test_health_port(hub: HubServer, kube_api: KubeAPIServer) -> None:
+    kube_api.seed(objects.pods(3))
+    async with aiohttp.ClientSession(headers=KUBELET) as http:
+        async with http.get(hub.url + PODS) as listed:
+            assert listed.status == 200
+        assert hub.recorder is not None
+        await hub.recorder.drain()
+        async with http.get(hub.health_url + "/healthz") as healthz:
+            assert healthz.status == 200
+        async with http.get(hub.health_url + "/readyz") as readyz:
+            assert "online" in await readyz.text()
+        await cut(kube_api, hub)
+        async with http.get(hub.url + PODS) as offline:
+            assert offline.status == 200
+        async with http.get(hub.health_url + "/metrics") as metrics:
+            text = await metrics.text()
+    assert "edgecache_hub_online 0.0" in text
+    assert 'edgecache_hub_requests_total{served_from="store",verb="list"}' in text
+    assert 'edgecache_hub_requests_total{served_from="upstream",verb="list"}' in text
+    assert "edgecache_hub_store_objects 3.0" in text

@@ -1,0 +1,133 @@
+"""Pure pieces of the hub: request classification, selectors, store keys and crash handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import edgecache.hub
+from edgecache.errors import ConfigError
+from edgecache.hub._requestinfo import canonical_selector, component_of, parse_request
+from edgecache.hub._selectors import field_matcher, label_matcher
+from edgecache.hub._store import HubStore, ObjectRow, WatchChange
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "expected"),
+    [
+        ("GET", "/api", {}, ("discovery", "", "", "", "")),
+        ("GET", "/apis/apps/v1", {}, ("discovery", "", "", "", "")),
+        ("GET", "/openapi/v3", {}, ("discovery", "", "", "", "")),
+        ("GET", "/healthz", {}, ("nonresource", "", "", "", "")),
+        ("GET", "/api/v1/pods", {}, ("list", "/v1/pods", "", "", "")),
+        (
+            "GET",
+            "/api/v1/namespaces/ns/pods",
+            {"watch": "true"},
+            ("watch", "/v1/pods", "ns", "", ""),
+        ),
+        ("GET", "/api/v1/watch/namespaces/ns/pods", {}, ("watch", "/v1/pods", "ns", "", "")),
+        ("GET", "/api/v1/namespaces/ns/pods/p/log", {}, ("get", "/v1/pods", "ns", "p", "log")),
+        ("GET", "/api/v1/namespaces/ns", {}, ("get", "/v1/namespaces", "ns", "ns", "")),
+        (
+            "PUT",
+            "/api/v1/namespaces/ns/finalize",
+            {},
+            ("update", "/v1/namespaces", "ns", "ns", "finalize"),
+        ),
+        (
+            "DELETE",
+            "/apis/data.edgecache.io/v1alpha1/namespaces/ns/datasets",
+            {},
+            ("deletecollection", "data.edgecache.io/v1alpha1/datasets", "ns", "", ""),
+        ),
+        (
+            "PATCH",
+            "/apis/apps/v1/namespaces/ns/deployments/d/scale",
+            {},
+            ("patch", "apps/v1/deployments", "ns", "d", "scale"),
+        ),
+    ],
+)
+def test_parse_request(
+    method: str, path: str, query: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    info = parse_request(method, path, query)
+    gvr = info.gvr if info.is_resource else ""
+    assert (info.verb, gvr, info.namespace, info.name, info.subresource) == expected
+
+
+def test_component_and_selector_keys() -> None:
+    assert component_of("kubectl/v1.32.4 (linux/amd64) kubernetes/abc") == "kubectl"
+    assert component_of("Kubelet/v1.30") == "kubelet"
+    assert component_of("") == "unknown"
+    assert canonical_selector("b=2, a=1", "") == canonical_selector("a=1,b=2", "")
+    assert canonical_selector("k in (x,y),a", "") == "l=a,k in (x,y);f="
+    assert canonical_selector("", "") == ""
+
+
+def test_label_and_field_selectors() -> None:
+    match = label_matcher("app in (web,db),tier!=cache,!legacy,env")
+    assert match is not None
+    assert match({"app": "web", "env": "prod"})
+    assert not match({"app": "web", "env": "prod", "legacy": "1"})
+    assert not match({"app": "api", "env": "prod"})
+    assert not match({"app": "db", "tier": "cache", "env": "x"})
+    assert label_matcher("") is None
+    fields = field_matcher("spec.nodeName=n1,status.phase!=Failed")
+    assert fields is not None
+    assert fields({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})
+    assert not fields({"spec": {"nodeName": "n2"}})
+    with pytest.raises(ConfigError):
+        field_matcher("spec.nodeName")
+
+
+def _row(name: str, rv: str, labels: dict[str, str] | None = None) -> ObjectRow:
+    body = {"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}
+    return ObjectRow("ns", name, rv, json.dumps(labels or {}), json.dumps(body).encode())
+
+
+def test_store_list_replacement_and_watch_events(tmp_path: Path) -> None:
+    store = HubStore.open(tmp_path)
+    try:
+        key = ("kubelet", "/v1/pods", "ns", "")
+        store.replace_list(
+            *key, rv="5", kind="PodList", api_version="v1", rows=[_row("a", "3"), _row("b", "5")]
+        )
+        store.put_object("kubelet", "/v1/pods", _row("b", "5"))
+        store.apply_watch(
+            *key,
+            changes=[WatchChange("ADDED", _row("c", "6")), WatchChange("DELETED", _row("b", "7"))],
+            rv="7",
+        )
+        record = store.find_list("kubelet", "/v1/pods", "ns", "")
+        assert record is not None and record.rv == "7"
+        assert [o.name for o in store.list_objects(*key, "ns")] == ["a", "c"]
+        assert store.get_object("kubelet", "/v1/pods", "ns", "b") is None  # GET copy gone too
+        store.replace_list(*key, rv="9", kind="PodList", api_version="v1", rows=[_row("c", "6")])
+        assert [o.name for o in store.list_objects(*key, "ns")] == ["c"]
+        assert store.find_list("kubectl", "/v1/pods", "ns", "") is None  # per component
+        digest = store.credential_digest("kubelet", "Bearer secret")
+        store.add_credential("kubelet", digest)
+        assert store.has_credential("kubelet", digest)
+        assert "secret" not in digest
+    finally:
+        store.close()
+
+
+def test_corrupt_store_is_set_aside(tmp_path: Path) -> None:
+    (tmp_path / "hub.sqlite").write_bytes(b"this is not a database" * 100)
+    store = HubStore.open(tmp_path)
+    try:
+        assert store.stats()[0] == 0
+        assert list(tmp_path.glob("hub.sqlite.corrupt-*"))
+    finally:
+        store.close()
+
+
+def test_public_api_is_complete_and_sorted() -> None:
+    assert edgecache.hub.__all__ == sorted(edgecache.hub.__all__)
+    for name in edgecache.hub.__all__:
+        assert hasattr(edgecache.hub, name)
