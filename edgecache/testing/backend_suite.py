@@ -1,0 +1,258 @@
+"""The backend conformance suite: one set of tests every backend (file, memory, s3, oss) passes.
+
+Sits beside the backends it checks (:mod:`edgecache.backends`, ``plugins/*``), in the style of
+``fsspec.tests.abstract``: :class:`BackendConformance` is a mixin of test methods; a backend's
+test module subclasses it and overrides two fixtures::
+
+    class TestS3Conformance(BackendConformance):
+        @pytest.fixture
+        def backend(self, moto_endpoint): return S3Backend("s3", {...})
+
+        @pytest.fixture
+        def seed(self, backend, bucket): ...  # returns put(name, data) -> backend path
+
+and optionally ``secrets`` (strings that must never appear in the backend's identity or repr).
+
+Backend coroutines run on fsspec's I/O loop (the loop :class:`EdgeCacheFileSystem` uses too), so
+backends whose clients bind to one event loop (s3fs, ossfs) behave as they do in production.
+The tests are synchronous on purpose: pytest-asyncio's per-test loops would not be that loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from fsspec.asyn import get_loop, sync
+
+from edgecache.backends import Backend, ObjectChangedError
+from edgecache.fs import EdgeCacheFileSystem
+
+__all__ = ["BackendConformance", "Seed", "run"]
+
+T = TypeVar("T")
+
+Seed = Callable[[str, bytes], str]
+"""``put(name, data) -> path``: store ``data`` as object ``name`` in this test's own place
+(overwriting it if it exists) and return the path the backend uses for it."""
+
+BLOCK = 4096
+"""Block size of the edgecache filesystems the suite builds (the smallest the cache allows)."""
+
+
+def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
+    """Run a backend coroutine on fsspec's I/O loop and return its result."""
+    result: T = sync(get_loop(), coro_fn, *args, **kwargs)
+    return result
+
+
+def _data(size: int, seed: int = 0) -> bytes:
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += f"[{seed}:{i:07d}]".encode()
+        i += 1
+    return bytes(out[:size])
+
+
+class _Counter:
+    """Counts what an edgecache filesystem asks its backend for."""
+
+    def __init__(self, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.fetches: list[tuple[str, int, int]] = []
+        self.calls: list[str] = []
+        fetch_range, call = backend.fetch_range, backend.call
+
+        async def counting_fetch(path: str, start: int, end: int, version: str) -> bytes:
+            self.fetches.append((path, start, end))
+            return await fetch_range(path, start, end, version)
+
+        async def counting_call(method: str, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append(method)
+            return await call(method, *args, **kwargs)
+
+        monkeypatch.setattr(backend, "fetch_range", counting_fetch)
+        monkeypatch.setattr(backend, "call", counting_call)
+
+
+class BackendConformance:
+    """Tests every backend passes; subclasses override :meth:`backend` and :meth:`seed`."""
+
+    # --- fixtures subclasses override ----------------------------------------------------------
+    @pytest.fixture
+    def backend(self) -> Backend:
+        """The configured backend under test."""
+        raise NotImplementedError("override the backend fixture")
+
+    @pytest.fixture
+    def seed(self, backend: Backend) -> Seed:
+        """See :data:`Seed`."""
+        raise NotImplementedError("override the seed fixture")
+
+    @pytest.fixture
+    def secrets(self) -> list[str]:
+        """Secret strings in the backend's options (none for file and memory)."""
+        return []
+
+    @pytest.fixture
+    def another_backend(self, backend: Backend) -> Backend:
+        """A second backend built from the same protocol and options (identity must match)."""
+        return type(backend)(backend.protocol, backend.options)
+
+    # --- helpers -------------------------------------------------------------------------------
+    @pytest.fixture
+    def edgecache_fs(
+        self, backend: Backend, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[EdgeCacheFileSystem]:
+        """An edgecache filesystem over ``backend``, with a fresh cache directory."""
+        fs = EdgeCacheFileSystem(
+            backend=backend,
+            cache_dir=str(tmp_path_factory.mktemp("suite-cache")),
+            block_size=BLOCK,
+            skip_instance_cache=True,
+        )
+        yield fs
+        fs.cache.close()
+        fs.metadata.close()
+
+    @staticmethod
+    def info(backend: Backend, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = run(backend.call, "info", path)
+        return result
+
+    @staticmethod
+    def fetch(backend: Backend, path: str, start: int, end: int, version: str) -> bytes:
+        return run(backend.fetch_range, path, start, end, version)
+
+    # --- metadata and versions -----------------------------------------------------------------
+    def test_info_is_a_file_with_its_size(self, backend: Backend, seed: Seed) -> None:
+        path = seed("info.bin", _data(1000))
+        info = self.info(backend, path)
+        assert info["type"] == "file"
+        assert info["size"] == 1000
+        assert backend.strip(info["name"]) == backend.strip(path)
+
+    def test_ls_lists_seeded_objects(self, backend: Backend, seed: Seed) -> None:
+        first = seed("dir/a.bin", b"a" * 10)
+        second = seed("dir/b.bin", b"b" * 20)
+        parent = backend.strip(first).rsplit("/", 1)[0]
+        entries = run(backend.call, "ls", parent, detail=True)
+        sizes = {backend.strip(e["name"]): e["size"] for e in entries if e["type"] == "file"}
+        assert sizes == {backend.strip(first): 10, backend.strip(second): 20}
+
+    def test_version_is_stable(self, backend: Backend, seed: Seed) -> None:
+        path = seed("stable.bin", _data(5000))
+        first = backend.version(self.info(backend, path))
+        assert first
+        assert backend.version(self.info(backend, path)) == first
+        parent = backend.strip(path).rsplit("/", 1)[0]
+        listed = [
+            e
+            for e in run(backend.call, "ls", parent, detail=True)
+            if backend.strip(e["name"]) == backend.strip(path)
+        ]
+        assert len(listed) == 1
+        assert backend.version(listed[0]) == first, "ls and info must agree on the version"
+
+    def test_version_changes_when_replaced(self, backend: Backend, seed: Seed) -> None:
+        path = seed("replaced.bin", _data(3000, seed=1))
+        before = backend.version(self.info(backend, path))
+        seed("replaced.bin", _data(3001, seed=2))
+        after = backend.version(self.info(backend, path))
+        assert after != before
+
+    # --- block fetches -------------------------------------------------------------------------
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [(0, 10_000), (0, 1), (9_999, 10_000), (1234, 5678), (4095, 4097), (5000, 5000)],
+        ids=["whole", "first-byte", "last-byte", "middle", "across-block", "empty"],
+    )
+    def test_fetch_range_exact(self, backend: Backend, seed: Seed, start: int, end: int) -> None:
+        data = _data(10_000, seed=3)
+        path = seed("range.bin", data)
+        version = backend.version(self.info(backend, path))
+        assert self.fetch(backend, path, start, end, version) == data[start:end]
+
+    def test_fetch_range_past_the_end_returns_the_tail(self, backend: Backend, seed: Seed) -> None:
+        data = _data(1000, seed=4)
+        path = seed("tail.bin", data)
+        version = backend.version(self.info(backend, path))
+        assert self.fetch(backend, path, 900, 4096, version) == data[900:]
+
+    def test_fetch_range_refuses_a_replaced_object(self, backend: Backend, seed: Seed) -> None:
+        path = seed("changing.bin", _data(4000, seed=5))
+        old = backend.version(self.info(backend, path))
+        seed("changing.bin", _data(4001, seed=6))
+        with pytest.raises(ObjectChangedError):
+            self.fetch(backend, path, 0, 100, old)
+
+    def test_missing_object_is_file_not_found(self, backend: Backend, seed: Seed) -> None:
+        present = seed("present.bin", b"x")
+        missing = backend.strip(present).rsplit("/", 1)[0] + "/absent.bin"
+        with pytest.raises(FileNotFoundError):
+            self.info(backend, missing)
+        with pytest.raises(FileNotFoundError):
+            self.fetch(backend, missing, 0, 1, backend.version(self.info(backend, present)))
+
+    # --- health and identity -------------------------------------------------------------------
+    def test_probe_succeeds(self, backend: Backend, seed: Seed) -> None:
+        seed("probe.bin", b"p")
+        run(backend.probe)
+
+    def test_identity_is_stable_and_has_no_secret(
+        self, backend: Backend, another_backend: Backend, secrets: list[str]
+    ) -> None:
+        assert backend.identity
+        assert another_backend.identity == backend.identity
+        shown = " ".join([backend.identity, repr(backend), str(backend), repr(backend.options)])
+        for secret in secrets:
+            assert secret not in shown
+
+    # --- through the edgecache filesystem ------------------------------------------------------
+    def test_edgecache_reads_exact_bytes_then_from_cache(
+        self,
+        backend: Backend,
+        seed: Seed,
+        edgecache_fs: EdgeCacheFileSystem,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        data = _data(3 * BLOCK + 123, seed=7)
+        path = seed("through.bin", data)
+        counter = _Counter(backend, monkeypatch)
+        assert edgecache_fs.cat_file(path) == data
+        assert sorted(start for _, start, _ in counter.fetches) == [0, BLOCK, 2 * BLOCK, 3 * BLOCK]
+        fetched, called = len(counter.fetches), len(counter.calls)
+        assert edgecache_fs.cat_file(path) == data
+        assert edgecache_fs.cat_file(path, start=BLOCK - 5, end=BLOCK + 5) == data[BLOCK - 5 :][:10]
+        assert (len(counter.fetches), len(counter.calls)) == (fetched, called), (
+            "a second read must not reach the backend"
+        )
+
+    def test_edgecache_open_seek_read(
+        self, backend: Backend, seed: Seed, edgecache_fs: EdgeCacheFileSystem
+    ) -> None:
+        data = _data(2 * BLOCK + 7, seed=8)
+        path = seed("seek.bin", data)
+        with edgecache_fs.open(path, "rb") as f:
+            f.seek(BLOCK + 3)
+            assert f.read(BLOCK) == data[BLOCK + 3 : 2 * BLOCK + 3]
+            f.seek(0)
+            assert f.read() == data
+
+    def test_edgecache_serves_the_new_object_after_replacement(
+        self, backend: Backend, seed: Seed, edgecache_fs: EdgeCacheFileSystem
+    ) -> None:
+        path = seed("fresh.bin", _data(BLOCK + 10, seed=9))
+        assert edgecache_fs.cat_file(path) == _data(BLOCK + 10, seed=9)
+        new = _data(BLOCK + 20, seed=10)
+        seed("fresh.bin", new)
+        edgecache_fs.invalidate_cache(path)  # what the metadata TTL passing amounts to
+        assert edgecache_fs.cat_file(path) == new
+
+    def test_edgecache_missing_object_is_file_not_found(
+        self, backend: Backend, seed: Seed, edgecache_fs: EdgeCacheFileSystem
+    ) -> None:
+        present = seed("here.bin", b"x")
+        with pytest.raises(FileNotFoundError):
+            edgecache_fs.cat_file(backend.strip(present).rsplit("/", 1)[0] + "/nowhere.bin")

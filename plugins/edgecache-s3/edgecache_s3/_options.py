@@ -1,0 +1,183 @@
+"""S3 options: native s3fs keywords and Fluid/Hadoop keys, resolved into ``S3FileSystem`` keywords.
+
+First step of the S3 backend (``edgecache_s3._backend`` uses the result): the generic resolution
+(files, environment, Kubernetes Secrets, conflicts) is :func:`edgecache.backends.options.
+resolve_options`; this module only says which names mean what for S3 and turns the result into
+keywords for ``s3fs.S3FileSystem`` with bounded timeouts and retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from edgecache.backends.options import OptionSpec, ResolvedOptions, resolve_options
+from edgecache.errors import ConfigError
+
+__all__ = ["S3_OPTIONS", "S3Config", "endpoint_without_userinfo", "s3_config"]
+
+S3_OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "endpoint_url",
+        ("endpoint", "fs.s3a.endpoint", "aws.endpoint", "alluxio.underfs.s3.endpoint"),
+        env=("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    ),
+    OptionSpec(
+        "key",
+        ("access_key", "aws_access_key_id", "aws.accessKeyId", "fs.s3a.access.key"),
+        env=("AWS_ACCESS_KEY_ID",),
+        secret=True,
+    ),
+    OptionSpec(
+        "secret",
+        ("secret_key", "aws_secret_access_key", "aws.secretAccessKey", "fs.s3a.secret.key"),
+        env=("AWS_SECRET_ACCESS_KEY",),
+        secret=True,
+    ),
+    OptionSpec(
+        "token",
+        ("session_token", "aws_session_token", "aws.sessionToken", "fs.s3a.session.token"),
+        env=("AWS_SESSION_TOKEN",),
+        secret=True,
+    ),
+    OptionSpec(
+        "region",
+        ("region_name", "aws.region", "fs.s3a.endpoint.region", "alluxio.underfs.s3.region"),
+        env=("AWS_REGION", "AWS_DEFAULT_REGION"),
+    ),
+    OptionSpec("path_style", ("fs.s3a.path.style.access",)),
+    OptionSpec("connect_timeout"),
+    OptionSpec("read_timeout"),
+    OptionSpec("retries", ("fs.s3a.attempts.maximum",)),
+    OptionSpec("probe_timeout"),
+    OptionSpec("probe_bucket"),
+)
+
+#: Keys in these namespaces configure other engines (Hadoop S3A, Alluxio): ignored with a warning.
+_FOREIGN_PREFIXES = ("fs.", "aws.", "alluxio.")
+
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """What the backend needs beyond the filesystem keywords."""
+
+    fs_kwargs: dict[str, Any]
+    """Keywords for ``s3fs.S3FileSystem`` (plain secrets: hand over, never log)."""
+    endpoint: str
+    """Secret-free endpoint URL, for identity, logs and errors."""
+    resolved: ResolvedOptions
+    connect_timeout_seconds: float
+    read_timeout_seconds: float
+    attempts: int
+    """Attempts per request (botocore ``max_attempts``; also body re-reads of a block)."""
+    probe_timeout_seconds: float
+    probe_bucket: str | None
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"option {name}: expected true or false, got {value!r}")
+
+
+def _number(name: str, value: Any, default: float, *, minimum: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {name}: expected a number, got {value!r}") from None
+    if not number >= minimum or number == float("inf"):
+        raise ConfigError(f"option {name}: must be a finite number >= {minimum}, got {value!r}")
+    return number
+
+
+def endpoint_without_userinfo(url: str) -> str:
+    """``url`` without user:password, query or fragment, and without a trailing slash."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> S3Config:
+    """Resolve ``options`` into :class:`S3Config` (raises :class:`ConfigError` on bad input)."""
+    resolved = resolve_options(
+        options, S3_OPTIONS, environ=environ, ignore_prefixes=_FOREIGN_PREFIXES
+    )
+    extra = dict(resolved.extra)
+    kwargs: dict[str, Any] = {}
+    use_ssl = _flag("use_ssl", extra.get("use_ssl", True))
+
+    endpoint = resolved.get("endpoint_url")
+    if endpoint:
+        endpoint = str(endpoint).strip()
+        if "://" not in endpoint:
+            endpoint = ("https://" if use_ssl else "http://") + endpoint
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"option endpoint_url: expected http(s)://host[:port], got "
+                f"{endpoint_without_userinfo(endpoint)!r}"
+            )
+        kwargs["endpoint_url"] = endpoint
+
+    anon = _flag("anon", extra.pop("anon", False))
+    key, secret, token = resolved.get("key"), resolved.get("secret"), resolved.get("token")
+    if not anon and bool(key) != bool(secret):
+        missing = "secret (aws.secretAccessKey, fs.s3a.secret.key)" if key else "key"
+        raise ConfigError(f"S3 credentials are incomplete: {missing} is missing")
+    kwargs["anon"] = anon
+    if key and not anon:
+        kwargs["key"], kwargs["secret"] = str(key), str(secret)
+        if token:
+            kwargs["token"] = str(token)
+
+    region = str(resolved.get("region") or DEFAULT_REGION)
+    client_kwargs = dict(extra.pop("client_kwargs", None) or {})
+    client_kwargs.setdefault("region_name", region)
+    kwargs["client_kwargs"] = client_kwargs
+
+    connect_timeout = _number("connect_timeout", resolved.get("connect_timeout"), 5.0, minimum=0.1)
+    read_timeout = _number("read_timeout", resolved.get("read_timeout"), 30.0, minimum=0.1)
+    attempts = int(_number("retries", resolved.get("retries"), 3, minimum=1))
+    config_kwargs = dict(extra.pop("config_kwargs", None) or {})
+    config_kwargs.setdefault("connect_timeout", connect_timeout)
+    config_kwargs.setdefault("read_timeout", read_timeout)
+    # botocore's "standard" mode retries throttling, 5xx and connection errors with jittered
+    # exponential backoff; the attempt count bounds how long an unreachable endpoint holds a read.
+    config_kwargs.setdefault("retries", {"max_attempts": attempts, "mode": "standard"})
+    if _flag("path_style", resolved.get("path_style", False)):
+        s3_section = dict(config_kwargs.get("s3") or {})
+        s3_section.setdefault("addressing_style", "path")
+        config_kwargs["s3"] = s3_section
+    kwargs["config_kwargs"] = config_kwargs
+    kwargs.update(extra)
+
+    if endpoint:
+        public_endpoint = endpoint_without_userinfo(endpoint)
+    elif region == DEFAULT_REGION:
+        public_endpoint = "https://s3.amazonaws.com"
+    else:
+        public_endpoint = f"https://s3.{region}.amazonaws.com"
+    probe_bucket = resolved.get("probe_bucket")
+    return S3Config(
+        fs_kwargs=kwargs,
+        endpoint=public_endpoint,
+        resolved=resolved,
+        connect_timeout_seconds=connect_timeout,
+        read_timeout_seconds=read_timeout,
+        attempts=attempts,
+        probe_timeout_seconds=_number(
+            "probe_timeout", resolved.get("probe_timeout"), 5.0, minimum=0.1
+        ),
+        probe_bucket=str(probe_bucket) if probe_bucket else None,
+    )
