@@ -111,7 +111,10 @@ class LRUPolicy(EvictionPolicy):
         removed: list[PolicyEntry] = []
         freed = 0
         while freed < bytes_to_free:
-            entry = store.head(SMALL)
+            # MAIN is empty under LRU, unless the SSD index was filled under S3-FIFO before the
+            # policy setting changed: those blocks are older than any of ours, and must not
+            # become unevictable.
+            entry = store.head(MAIN) or store.head(SMALL)
             if entry is None:
                 break
             store.remove(entry.key)
