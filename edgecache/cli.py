@@ -18,11 +18,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 import yaml
 from fsspec.core import split_protocol
+from tqdm import tqdm
 
 from edgecache.cache import TieredCache
 from edgecache.config import CacheSettings, default_cache_dir, settings_from_yaml
+from edgecache.dataset import DataLoad, Dataset, EdgeCacheRuntime, Mount, load_resources_file
 from edgecache.errors import BackendNotInstalledError, ConfigError, EdgeCacheError
-from edgecache.fs import EdgeCacheFileSystem
+from edgecache.fs import EdgeCacheFileSystem, PrefetchProgress, PrefetchReport, run_prefetch
 
 __all__ = ["main"]
 
@@ -340,6 +342,198 @@ def stats(
         click.echo(f"pin         {pin['name']}: {pin['backend']} {pin['prefix']}")
     if verify:
         click.echo(f"verify      {report['verify']}")
+
+
+@main.command()
+@click.argument("source", metavar="URL|DATASET.yaml")
+@click.argument("paths", nargs=-1, metavar="[PATH_OR_GLOB]...")
+@click.option(
+    "--parallel",
+    type=click.IntRange(min=1),
+    help="Blocks loaded at once [default: the fetch_concurrency setting, 16].",
+)
+@click.option("--pin", is_flag=True, help="Pin what is loaded (refused if it cannot fit).")
+@click.option("--pin-name", help="Name of the pin [default: the URL or dataset/NAMESPACE/NAME].")
+@click.option("--dry-run", is_flag=True, help="Show what would load and how much; load nothing.")
+@click.option("--dataset", "dataset_name", help="Which Dataset of the YAML file (if several).")
+@_cache_options
+@_backend_options
+@_json_option
+def prefetch(
+    source: str,
+    paths: tuple[str, ...],
+    parallel: int | None,
+    pin: bool,
+    pin_name: str | None,
+    dry_run: bool,
+    dataset_name: str | None,
+    cache_dir: str,
+    config_file: str | None,
+    cache_settings: tuple[str, ...],
+    backend_options: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Load a URL, or a Dataset's data, into the cache before it is needed.
+
+    Lists the targets recursively (caching the listings, so ls/info work offline afterwards),
+    skips blocks already cached (an interrupted run resumes where it stopped), loads the rest
+    in parallel, and prints a summary. Exits 1 when anything failed, listing the failed paths.
+
+    \b
+    Examples:
+      edgecache prefetch file:///data/train/
+      edgecache prefetch s3://bucket/images/ '*.jpg' --pin -o endpoint_url=http://10.0.0.1:9000
+      edgecache prefetch dataset.yaml /train --dry-run
+    """
+    settings = _settings(cache_dir, config_file, cache_settings)
+    jobs = _prefetch_jobs(source, paths, settings, backend_options, dataset_name)
+    report = PrefetchReport(dry_run=dry_run)
+    progress = _ProgressDisplay(enabled=not as_json)
+    for fs, targets, default_pin in jobs:
+        try:
+            part = run_prefetch(
+                fs,
+                targets,
+                parallel=parallel,
+                pin=(pin_name or default_pin) if pin else None,
+                dry_run=dry_run,
+                on_progress=progress.update,
+                progress_interval=progress.interval,
+            )
+        finally:
+            fs.cache.flush()
+        report.merge(part)
+        if part.interrupted:
+            break
+    progress.close()
+    _print_report(report, source, as_json)
+    if report.interrupted:
+        sys.exit(130)
+    if not report.ok:
+        sys.exit(EXIT_FAILURE)
+
+
+def _prefetch_jobs(
+    source: str,
+    paths: Sequence[str],
+    settings: CacheSettings,
+    backend_options: Sequence[str],
+    dataset_name: str | None,
+) -> list[tuple[EdgeCacheFileSystem, list[str], str]]:
+    """(filesystem, targets, default pin name) per backend the source needs."""
+    if not source.endswith((".yaml", ".yml")):
+        protocol, url = _split_url(source)
+        fs = EdgeCacheFileSystem(
+            target_protocol=protocol,
+            target_options=_pairs(backend_options, "-o"),
+            settings=settings,
+            skip_instance_cache=True,
+        )
+        base = url.rstrip("/")
+        targets = [f"{base}/{p.lstrip('/')}" for p in paths] or [url]
+        return [(fs, targets, source)]
+    resources = load_resources_file(source)
+    datasets = [r for r in resources if isinstance(r, Dataset)]
+    if dataset_name:
+        datasets = [d for d in datasets if d.name == dataset_name]
+    if len(datasets) != 1:
+        names = ", ".join(d.name for d in datasets) or "none"
+        raise ConfigError(
+            f"{source}: expected one Dataset{f' named {dataset_name}' if dataset_name else ''}, "
+            f"found {names} (choose with --dataset NAME)"
+        )
+    dataset = datasets[0]
+    runtime = next(
+        (r for r in resources if isinstance(r, EdgeCacheRuntime) and r.name == dataset.name), None
+    )
+    if runtime is not None and runtime.levels:
+        settings = runtime.cache_settings(settings)
+    loads = [r for r in resources if isinstance(r, DataLoad) and r.dataset == dataset.name]
+    wanted = list(paths) or (list(loads[0].targets) if loads else ["/"])
+    by_mount: dict[str, tuple[Mount, list[str]]] = {}
+    for path in wanted:
+        mount, relative = dataset.resolve(path)
+        by_mount.setdefault(mount.name, (mount, []))[1].append(mount.url(relative))
+    extra = _pairs(backend_options, "-o")
+    jobs = []
+    for mount, targets in by_mount.values():
+        fs = EdgeCacheFileSystem(
+            target_protocol=mount.protocol,
+            target_options={**mount.backend_options(), **extra},
+            settings=settings,
+            skip_instance_cache=True,
+        )
+        jobs.append((fs, targets, f"dataset/{dataset.namespace}/{dataset.name}"))
+    return jobs
+
+
+class _ProgressDisplay:
+    """A tqdm bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.interval = 0.2 if self.tty else 5.0
+        self._bar: tqdm[Any] | None = None
+
+    def update(self, p: PrefetchProgress) -> None:
+        if not self.enabled:
+            return
+        files = f"{p.files_done}/{p.files_total} files"
+        if self.tty:
+            if self._bar is None:
+                self._bar = tqdm(
+                    total=p.bytes_total,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc="prefetch",
+                    file=sys.stderr,
+                )
+            self._bar.total = p.bytes_total
+            self._bar.n = p.bytes_done
+            self._bar.set_postfix_str(files, refresh=False)
+            self._bar.refresh()
+            return
+        eta = "-" if p.eta is None else f"{p.eta:.0f} s"
+        click.echo(
+            f"prefetch: {files}, {_human(p.bytes_done)}/{_human(p.bytes_total)}, "
+            f"{_human(p.rate)}/s, ETA {eta}",
+            err=True,
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _print_report(report: PrefetchReport, source: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+        return
+    verb = "would load" if report.dry_run else "loaded"
+    todo_bytes = report.bytes_total - report.bytes_cached
+    click.echo(
+        f"prefetch {source}: {report.files_total} files, {_human(report.bytes_total)}; "
+        + (
+            f"{verb} {_human(todo_bytes)}"
+            if report.dry_run
+            else f"{verb} {report.files_loaded} files ({_human(report.bytes_loaded)})"
+        )
+        + f", already cached {report.files_cached} files ({_human(report.bytes_cached)}), "
+        f"failed {report.files_failed}, in {report.elapsed:.1f} s "
+        f"({_human(report.rate)}/s)"
+    )
+    for name in report.pinned:
+        click.echo(f"pinned as {name}")
+    for failure in report.failed:
+        click.echo(f"failed: {failure.path}: {failure.error}", err=True)
+    if report.interrupted:
+        click.echo(
+            "interrupted: what was loaded is cached; run the same command again to resume "
+            "(cached blocks are skipped)",
+            err=True,
+        )
 
 
 from edgecache.hub.command import hub_command  # noqa: E402

@@ -1,0 +1,312 @@
+"""Prefetch: warm the cache with whole files or directory trees before they are read.
+
+Used by ``edgecache prefetch`` and (later) by the agent for DataLoads. Place in the flow::
+
+    targets (paths, globs) --list/find (listings cached: metadata prefetch)--> files
+      --> blocks not in the SSD tier --N workers--> EdgeCacheFileSystem._block --> cache
+
+Work is cut at block level and handed to ``parallel`` workers from one queue, so large files and
+many small ones both keep the link busy while memory stays bounded (a block in flight per
+worker). Blocks already in the SSD tier are skipped: a second run, or a run after an
+interruption, loads only what is missing. Every block is stored atomically by the cache, so
+stopping at any point (``stop`` event, Ctrl-C) leaves a consistent cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from edgecache.fs._filesystem import EdgeCacheFileSystem
+
+__all__ = ["FailedPath", "PrefetchProgress", "PrefetchReport", "prefetch", "run_prefetch"]
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class FailedPath:
+    """A target or file that could not be loaded, with the reason."""
+
+    path: str
+    error: str
+
+
+@dataclass
+class PrefetchProgress:
+    """Counts so far; files count once they are fully loaded, found cached, or failed."""
+
+    files_total: int = 0
+    bytes_total: int = 0
+    files_loaded: int = 0
+    bytes_loaded: int = 0
+    """Bytes fetched from the backend by this run."""
+    files_cached: int = 0
+    """Files whose every block was in the cache before this run."""
+    bytes_cached: int = 0
+    """Bytes (of any file) found in the cache instead of fetched."""
+    files_failed: int = 0
+    bytes_failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def files_done(self) -> int:
+        """Files settled one way or another."""
+        return self.files_loaded + self.files_cached + self.files_failed
+
+    @property
+    def bytes_done(self) -> int:
+        """Bytes settled one way or another."""
+        return self.bytes_loaded + self.bytes_cached + self.bytes_failed
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the run started (until it finished)."""
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second fetched from the backend."""
+        return self.bytes_loaded / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (None before a rate is known)."""
+        left = self.bytes_total - self.bytes_done
+        return left / self.rate if self.rate > 0 else (0.0 if left <= 0 else None)
+
+
+@dataclass
+class PrefetchReport(PrefetchProgress):
+    """The outcome of a run."""
+
+    failed: list[FailedPath] = field(default_factory=list)
+    pinned: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Everything loaded or already cached, nothing failed, not interrupted."""
+        return not self.failed and not self.interrupted
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``--json``."""
+        out = asdict(self)
+        out.pop("started")
+        out.pop("finished")
+        out.update(
+            elapsed_seconds=round(self.elapsed, 3),
+            throughput_bytes_per_second=round(self.rate, 1),
+            files_done=self.files_done,
+            bytes_done=self.bytes_done,
+            ok=self.ok,
+        )
+        return out
+
+    def merge(self, other: PrefetchReport) -> None:
+        """Add another run's counts (several mounts of one dataset)."""
+        for name in (
+            "files_total",
+            "bytes_total",
+            "files_loaded",
+            "bytes_loaded",
+            "files_cached",
+            "bytes_cached",
+            "files_failed",
+            "bytes_failed",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failed += other.failed
+        self.pinned += other.pinned
+        self.interrupted = self.interrupted or other.interrupted
+        self.started = min(self.started, other.started)
+        self.finished = max(self.finished or 0.0, other.finished or 0.0) or None
+
+
+@dataclass
+class _File:
+    path: str
+    version: str
+    size: int
+    missing: list[int]
+    missing_bytes: int
+    left: int = 0
+    loaded: int = 0
+    failed: bool = False
+
+
+async def _expand(
+    fs: EdgeCacheFileSystem, target: str, report: PrefetchReport
+) -> dict[str, dict[str, Any]]:
+    """Files under ``target`` (a file, a directory, or a glob) with their infos."""
+    try:
+        if _GLOB_CHARS & set(target):
+            matches = await fs._glob(target, detail=True)
+            out: dict[str, dict[str, Any]] = {}
+            for path, info in matches.items():
+                if info.get("type") == "directory":
+                    out.update(await fs._find(path, detail=True))
+                else:
+                    out[path] = info
+            if not out:
+                raise FileNotFoundError(f"nothing matches {target}")
+            return out
+        info = await fs._info(target)
+        if info.get("type") == "directory":
+            found: dict[str, dict[str, Any]] = await fs._find(target, detail=True)
+            return found
+        return {info["name"]: info}
+    except (OSError, ValueError) as exc:
+        report.failed.append(FailedPath(target, _describe(exc)))
+        return {}
+
+
+def _static_prefix(path: str) -> str:
+    """The part of a path before its first glob character (the whole path if none)."""
+    for i, char in enumerate(path):
+        if char in _GLOB_CHARS:
+            return path[:i]
+    return path
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"not found ({exc})" if str(exc) else "not found"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def prefetch(
+    fs: EdgeCacheFileSystem,
+    targets: Sequence[str],
+    *,
+    parallel: int | None = None,
+    pin: str | None = None,
+    dry_run: bool = False,
+    on_progress: Callable[[PrefetchProgress], None] | None = None,
+    progress_interval: float = 0.5,
+    stop: threading.Event | None = None,
+) -> PrefetchReport:
+    """Load every file under ``targets`` into the cache; see the module docstring.
+
+    ``pin``: a name; each target is pinned (as ``pin`` or ``pin#i``) before loading, and a pin
+    that cannot fit raises :class:`~edgecache.errors.PinError` before anything loads.
+    ``stop``: set it to end the run early (the report says ``interrupted``).
+    """
+    report = PrefetchReport(dry_run=dry_run)
+    bs = fs.settings.block_size
+    per_target: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    for target in targets:
+        per_target.append((target, await _expand(fs, fs._target(target), report)))
+    files: dict[str, _File] = {}
+    for _, found in per_target:
+        for path, info in found.items():
+            if path in files or info.get("type") == "directory":
+                continue
+            cached = await fs._cached_info(fs._target(path))
+            size = int(cached.info.get("size") or 0)
+            count = (size + bs - 1) // bs
+            missing = [
+                i
+                for i in range(count)
+                if not fs.cache.ssd.contains(fs._key(cached.info["name"], cached.version, i))
+            ]
+            missing_bytes = sum(min(bs, size - i * bs) for i in missing)
+            files[path] = _File(
+                cached.info["name"], cached.version, size, missing, missing_bytes, len(missing)
+            )
+            report.files_total += 1
+            report.bytes_total += size
+            report.bytes_cached += size - missing_bytes
+            if not missing:
+                report.files_cached += 1
+    report.files_failed = len(report.failed)
+    if pin is not None and not dry_run:
+        for i, (target, found) in enumerate(per_target):
+            if not found:
+                continue
+            name = pin if len(per_target) == 1 else f"{pin}#{i}"
+            reserve = sum(files[p].size for p in found if p in files)
+            fs.cache.pin(
+                name,
+                backend=fs.backend.identity,
+                prefix=_static_prefix(fs._target(target)),
+                reserve_bytes=reserve,
+            )
+            report.pinned.append(name)
+    if dry_run:
+        report.finished = time.monotonic()
+        return report
+
+    queue: asyncio.Queue[tuple[_File, int]] = asyncio.Queue()
+    for f in files.values():
+        for index in f.missing:
+            queue.put_nowait((f, index))
+    last_report = 0.0
+
+    def tick(force: bool = False) -> None:
+        nonlocal last_report
+        now = time.monotonic()
+        if on_progress is not None and (force or now - last_report >= progress_interval):
+            last_report = now
+            on_progress(report)
+
+    async def worker() -> None:
+        while True:
+            try:
+                f, index = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if stop is not None and stop.is_set():
+                report.interrupted = True
+                return
+            length = min(bs, f.size - index * bs)
+            if not f.failed:
+                try:
+                    await fs._block(f.path, f.version, f.size, index)
+                except Exception as exc:
+                    f.failed = True
+                    report.failed.append(FailedPath(f.path, _describe(exc)))
+                    report.files_failed += 1
+                    report.bytes_failed += f.size - (
+                        f.size - sum(min(bs, f.size - i * bs) for i in f.missing)
+                    )
+                else:
+                    report.bytes_loaded += length
+            f.left -= 1
+            if f.left == 0 and not f.failed:
+                report.files_loaded += 1
+            tick()
+
+    workers = max(1, parallel or fs.settings.fetch_concurrency)
+    tick(force=True)
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    report.finished = time.monotonic()
+    tick(force=True)
+    return report
+
+
+def run_prefetch(fs: EdgeCacheFileSystem, targets: Sequence[str], **kwargs: Any) -> PrefetchReport:
+    """Synchronous :func:`prefetch` on the filesystem's event loop.
+
+    A ``KeyboardInterrupt`` while it runs stops the workers after their current block and
+    returns the report with ``interrupted`` set (the cache stays consistent).
+    """
+    stop = kwargs.pop("stop", None) or threading.Event()
+    future = asyncio.run_coroutine_threadsafe(prefetch(fs, targets, stop=stop, **kwargs), fs.loop)
+    try:
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        stop.set()
+        report = future.result()
+        report.interrupted = True
+        return report
