@@ -600,3 +600,15 @@ async def test_sync_lifecycle_methods_refuse_to_block_the_servers_own_loop(
 ) -> None:
     with pytest.raises(RuntimeError, match="await"):
         api.stop()
+
+
+async def test_large_answers_are_gzipped_like_the_api_server(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.seed(objects.pods(1000, nodes=0))
+    async with http.get(PODS, headers={"Accept-Encoding": "gzip"}) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert len((await _json(response))["items"]) == 1000  # aiohttp decompresses
+        assert response.headers["Audit-Id"]
+    async with http.get(f"{PODS}/pod-00001", headers={"Accept-Encoding": "gzip"}) as response:
+        assert "Content-Encoding" not in response.headers  # small: sent as is

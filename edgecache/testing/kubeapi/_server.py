@@ -14,6 +14,7 @@ import asyncio
 import copy
 import tempfile
 import threading
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
 from pathlib import Path
@@ -65,6 +66,7 @@ class KubeAPIServer:
         tables: bool = True,
         request_log_size: int = 100_000,
         tls: bool | PKI = False,
+        compression_threshold_bytes: int | None = 128 * 1024,
     ) -> None:
         self.host = host
         self.pki: PKI | None = None
@@ -82,6 +84,9 @@ class KubeAPIServer:
         self.auth = Authenticator(tokens, allow_anonymous=allow_anonymous)
         self.faults = FaultPlan()
         self.bookmark_interval_seconds = bookmark_interval_seconds
+        self.compression_threshold_bytes = compression_threshold_bytes
+        """Bodies at least this large are gzip-compressed for clients that accept it, as the API
+        server does (128 KiB); ``None`` never compresses."""
         self.latency_seconds = 0.0
         """Added before every answer (watch streams: before the first byte)."""
         self._request_log: deque[RecordedRequest] = deque(maxlen=request_log_size)
@@ -199,9 +204,27 @@ class KubeAPIServer:
         if self.latency_seconds > 0:
             await asyncio.sleep(self.latency_seconds)
         try:
-            return await handler(request)
+            response = await handler(request)
         except APIError as error:
-            return error_response(error)
+            response = error_response(error)
+        self._finish(request, response)
+        return response
+
+    def _finish(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Headers every API server answer carries; gzip for large bodies, as it compresses them."""
+        if response.prepared:  # a watch stream: already on the wire, never compressed
+            return
+        response.headers.setdefault("Audit-Id", str(uuid.uuid4()))
+        response.headers.setdefault("Cache-Control", "no-cache, private")
+        threshold = self.compression_threshold_bytes
+        if (
+            threshold is not None
+            and isinstance(response, web.Response)
+            and isinstance(response.body, bytes)
+            and len(response.body) >= threshold
+            and "gzip" in request.headers.get("Accept-Encoding", "")
+        ):
+            response.enable_compression(web.ContentCoding.gzip)
 
     async def _fail(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if fault.mode == "hang" and self._stopping is not None:
