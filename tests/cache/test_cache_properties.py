@@ -1,0 +1,202 @@
+"""Property-based: random reads, pins, unpins, invalidations and restarts under small quotas.
+
+After every step, on real files: every read returned exactly the source bytes; no SSD directory
+holds more than its quota (measured on disk, not only as the index believes); the MEM tier stays
+under its quota; the index accounts for exactly the files on disk; blocks covered by a pin that
+were cached are still cached; a pin is refused (PinError) exactly when its reservation does not
+fit next to the other pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+
+from cachetestlib import BS, ObjectSpec, Source, audit, block_files, read_object, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from edgecache.cache import TieredCache
+from edgecache.errors import PinError
+
+PREFIXES = ["a/", "b/", "c/"]
+BLOCK_FILE = BS + 48
+
+
+class CacheMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.mkdtemp(prefix="edgecache-prop-")
+        self.cache: TieredCache | None = None
+        self.pins: dict[str, int] = {}  # name (= prefix) -> reserved bytes
+        self.pinned_cached: set[str] = set()
+
+    @initialize(
+        quotas=st.lists(st.integers(0, 24), min_size=1, max_size=3),
+        mem_blocks=st.integers(0, 6),
+        high=st.sampled_from([1.0, 0.9, 0.7]),
+        low_fraction=st.sampled_from([1.0, 0.8, 0.5]),
+        compression=st.sampled_from(["auto", "lz4", "none"]),
+        policy=st.sampled_from(["s3fifo", "lru"]),
+        shape=st.lists(
+            st.tuples(st.integers(1, 5), st.integers(1, BS), st.booleans()),
+            min_size=3,
+            max_size=12,
+        ),
+    )
+    def setup(
+        self,
+        quotas: list[int],
+        mem_blocks: int,
+        high: float,
+        low_fraction: float,
+        compression: str,
+        policy: str,
+        shape: list[tuple[int, int, bool]],
+    ) -> None:
+        dirs = [(f"{self.tmp}/d{i}", q * BLOCK_FILE) for i, q in enumerate(quotas)]
+        self.settings = settings(
+            dirs[0][0],
+            ssd_dirs=dirs,
+            mem_quota=mem_blocks * BS,
+            ssd_high=high,
+            ssd_low=high * low_fraction,
+            compression=compression,
+            eviction_policy=policy,
+        )
+        self.specs = [
+            ObjectSpec(f"{PREFIXES[i % 3]}{i}", (n - 1) * BS + tail, compressible=c)
+            for i, (n, tail, c) in enumerate(shape)
+        ]
+        self.source = Source.of(self.specs)
+        self.cache = TieredCache(self.settings)
+
+    def teardown(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- rules -------------------------------------------------------------------------------
+    @precondition(lambda self: self.cache is not None)
+    @rule(data=st.data(), how=st.sampled_from(["async", "sync", "gather"]))
+    def read(self, data: st.DataObject, how: str) -> None:
+        assert self.cache is not None
+        spec = data.draw(st.sampled_from(self.specs))
+        cache, source = self.cache, self.source
+        if how == "async":
+            got = [asyncio.run(read_object(cache, source, spec.path))]
+        elif how == "gather":
+
+            async def both() -> list[bytes]:
+                return list(
+                    await asyncio.gather(
+                        read_object(cache, source, spec.path),
+                        read_object(cache, source, spec.path),
+                    )
+                )
+
+            got = asyncio.run(both())
+        else:
+            parts = []
+            for key in source.keys(spec.path):
+                block = cache.get_cached(key)
+                if block is not None:
+                    assert block == source.block(key)
+                else:
+                    block = asyncio.run(
+                        cache.get(key, source.fetcher(key), expected_size=len(source.block(key)))
+                    )
+                parts.append(block)
+            got = [b"".join(parts)]
+        assert all(g == spec.data() for g in got)
+
+    @precondition(lambda self: self.cache is not None)
+    @rule(prefix=st.sampled_from(PREFIXES), blocks=st.integers(0, 40))
+    def pin(self, prefix: str, blocks: int) -> None:
+        assert self.cache is not None
+        reserve = blocks * BLOCK_FILE
+        total = sum(d.quota_bytes for d in self.settings.ssd_directories)
+        others = sum(r for name, r in self.pins.items() if name != prefix)
+        try:
+            self.cache.pin(
+                prefix, backend=self.source.backend, prefix=prefix, reserve_bytes=reserve
+            )
+        except PinError as exc:
+            assert others + reserve > total
+            assert prefix in str(exc)
+        else:
+            assert others + reserve <= total
+            self.pins[prefix] = reserve
+
+    @precondition(lambda self: self.cache is not None)
+    @rule(prefix=st.sampled_from(PREFIXES))
+    def unpin(self, prefix: str) -> None:
+        assert self.cache is not None
+        assert self.cache.unpin(prefix) is (prefix in self.pins)
+        self.pins.pop(prefix, None)
+        self.pinned_cached = {d for d in self.pinned_cached if self._pinned(self._key_of(d))}
+
+    @precondition(lambda self: self.cache is not None)
+    @rule(data=st.data())
+    def invalidate(self, data: st.DataObject) -> None:
+        assert self.cache is not None
+        spec = data.draw(st.sampled_from(self.specs))
+        keys = self.source.keys(spec.path)
+        self.cache.invalidate(keys)
+        self.pinned_cached -= {k.digest for k in keys}
+        for key in keys:
+            assert self.cache.get_cached(key) is None
+
+    @precondition(lambda self: self.cache is not None)
+    @rule()
+    def restart(self) -> None:
+        assert self.cache is not None
+        self.cache.close()
+        self.cache = TieredCache(self.settings)
+
+    # --- invariants --------------------------------------------------------------------------
+    def _key_of(self, digest: str) -> str:
+        return self._paths[digest]
+
+    @property
+    def _paths(self) -> dict[str, str]:
+        return {k.digest: k.path for k in self.source.all_keys()}
+
+    def _pinned(self, path: str) -> bool:
+        return any(path.startswith(p) for p in self.pins)
+
+    @precondition(lambda self: self.cache is not None)
+    @invariant()
+    def within_quotas_and_accounted(self) -> None:
+        assert self.cache is not None
+        a = audit(self.settings)
+        a.assert_consistent()
+        for i, d in enumerate(self.settings.ssd_directories):
+            assert a.file_sum[i] <= d.quota_bytes
+            assert a.used[i] <= d.quota_bytes
+        assert self.cache.mem.usage_bytes <= self.settings.mem_quota
+        st_ = self.cache.stats()
+        assert st_["tiers"]["ssd"]["used_bytes"] == sum(a.used.values())
+
+    @precondition(lambda self: self.cache is not None)
+    @invariant()
+    def pinned_blocks_stay_cached(self) -> None:
+        on_disk: set[str] = set()
+        for d in self.settings.ssd_directories:
+            on_disk |= set(block_files(d.path))
+        lost = self.pinned_cached - on_disk
+        assert not lost, f"pinned blocks evicted: {lost}"
+        paths = self._paths
+        self.pinned_cached = {d for d in on_disk if d in paths and self._pinned(paths[d])}
+
+
+CacheMachine.TestCase.settings = hsettings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestCacheProperties = CacheMachine.TestCase
