@@ -42,7 +42,14 @@ _lock = threading.Lock()
 
 
 def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False) -> None:
-    """Register ``cls`` for ``protocol`` in this process (tests, embedding applications)."""
+    """Register ``cls`` for ``protocol`` in this process (tests, embedding applications).
+
+    Replacing another class, whether registered here or installed as a plugin (the built-in
+    ``file`` and ``memory`` included), needs ``clobber=True``: a silent override would send
+    every ``protocol://`` URL of the process through a different backend.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise TypeError(f"{cls!r} is not a subclass of edgecache.backends.Backend")
     with _lock:
         existing = _registered.get(protocol)
         if existing is not None and existing is not cls and not clobber:
@@ -50,6 +57,14 @@ def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False
                 f"backend for {protocol!r} is already registered ({existing.__qualname__}); "
                 "pass clobber=True to replace it"
             )
+        if existing is None and not clobber:
+            name = f"{cls.__module__}:{cls.__qualname__}"
+            for ep in entry_points(group=ENTRY_POINT_GROUP, name=protocol):
+                if ep.value != name:
+                    raise ValueError(
+                        f"backend for {protocol!r} is installed as a plugin ({ep.value}); "
+                        "pass clobber=True to replace it"
+                    )
         _registered[protocol] = cls
 
 
