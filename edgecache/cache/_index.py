@@ -264,12 +264,13 @@ class BlockIndex:
         quota = self.quotas[dir_id]
         with self._write():
             self._refresh_pins()
+            old = self._db.execute("SELECT dir FROM blocks WHERE digest=?", (digest,)).fetchone()
             self._delete_row(digest)
             used, pinned = self._db.execute(
                 "SELECT used, pinned FROM dirs WHERE dir=?", (dir_id,)
             ).fetchone()
             if pinned + size > quota:
-                return False
+                return self._refuse(digest, old, unlink)
             if used + size > high * quota:
                 target = min(low * quota, quota - size)
                 store = _SQLPolicyStore(self, dir_id, unlink)
@@ -279,7 +280,7 @@ class BlockIndex:
                     0
                 ]
                 if used + size > quota:
-                    return False
+                    return self._refuse(digest, old, unlink)
             is_pinned = _matches(self._pins, backend, path)
             queue, freq = self.policy.admit(_SQLPolicyStore(self, dir_id, unlink), digest)
             self._db.execute("DELETE FROM ghost WHERE digest=?", (digest,))
@@ -305,6 +306,14 @@ class BlockIndex:
                 (size, size if is_pinned else 0, size, dir_id),
             )
             return True
+
+    @staticmethod
+    def _refuse(digest: str, old: tuple[int] | None, unlink: Callable[[str, int], None]) -> bool:
+        # A copy stored before (maybe smaller: other compression) lost its row above; its file
+        # goes too, or it would stay on disk outside the quota.
+        if old is not None:
+            unlink(digest, old[0])
+        return False
 
     def _trim_ghosts(self, dir_id: int) -> None:
         limit = max(

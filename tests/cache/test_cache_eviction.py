@@ -265,3 +265,34 @@ def test_pinned_data_filling_the_quota_still_serves_exact_bytes(make_cache) -> N
     a.assert_consistent()
     assert a.used[0] <= 10 * BLOCK_FILE
     assert a.pinned[0] == a.used[0] == 10 * BLOCK_FILE
+
+
+def test_a_stored_block_that_no_longer_fits_leaves_no_unaccounted_file(tmp_path) -> None:
+    # A block stored LZ4-compressed (small) in a directory full of pinned blocks is stored again
+    # after compression was turned off: the raw block cannot fit. Its old file must not stay
+    # behind without a row.
+    from cachetestlib import payload, settings
+
+    from edgecache.cache import TieredCache
+
+    quota = 10 * BLOCK_FILE
+    opts = {"mem_quota": 0, "ssd_quota": quota, "ssd_high": 1.0, "ssd_low": 1.0}
+    first = TieredCache(settings(str(tmp_path / "c"), compression="lz4", **opts))
+    first.pin("p", backend="mem|test", prefix="p/", reserve_bytes=quota)
+    for i in range(9):
+        first.put(_key("p/full", i), payload(f"f{i}", BS, compressible=False))
+    first.put(_key("p/half", 0), payload("h", BS // 2, compressible=False))
+    x = _key("p/x", 0)
+    x_data = payload("x", BS, compressible=True)
+    first.put(x, x_data)
+    assert block_files(first.settings.cache_dir)[x.digest] < BS // 2
+    first.close()
+    second = TieredCache(settings(str(tmp_path / "c"), compression="none", **opts))
+    try:
+        second.put(x, x_data)
+        audit(second.settings).assert_consistent()
+        second.mem.clear()
+        got = second.get_cached(x)
+        assert got is None or got == x_data
+    finally:
+        second.close()
