@@ -1,0 +1,71 @@
+"""The public API of each package is its ``__all__``: sorted, and every name in it exists.
+
+So the public surface changes only on purpose, and ``from edgecache.x import *`` never fails.
+"Sorted" is the order ruff's RUF022 (enabled for this project) keeps ``__all__`` in, so the
+linter's autofix and this test never disagree: constants first, then classes, then the rest,
+each group in natural order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+
+PUBLIC_MODULES = [
+    "edgecache.backends",
+    "edgecache.cache",
+    "edgecache.config",
+    "edgecache.errors",
+    "edgecache.fs",
+    "edgecache.metrics",
+]
+
+
+def isort_style(name: str) -> tuple[int, list[str | int]]:
+    """Sort key of RUF022: SCREAMING_CASE, then CamelCase, then others; digits compare as
+    numbers."""
+    if name.upper() == name:
+        group = 0
+    elif name[:1].isupper():
+        group = 1
+    else:
+        group = 2
+    natural: list[str | int] = [
+        int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)
+    ]
+    return group, natural
+
+
+def test_isort_style_order() -> None:
+    names = ["get_backend", "Backend", "ENTRY_POINT_GROUP", "Block10", "Block9", "REGISTRY"]
+    assert sorted(names, key=isort_style) == [
+        "ENTRY_POINT_GROUP",
+        "REGISTRY",
+        "Backend",
+        "Block9",
+        "Block10",
+        "get_backend",
+    ]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_is_sorted(name: str) -> None:
+    module = importlib.import_module(name)
+    assert list(module.__all__) == sorted(module.__all__, key=isort_style)
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_names_exist(name: str) -> None:
+    module = importlib.import_module(name)
+    assert len(set(module.__all__)) == len(module.__all__), "duplicates in __all__"
+    missing = [attr for attr in module.__all__ if not hasattr(module, attr)]
+    assert not missing, f"{name}.__all__ names what it does not define: {missing}"
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_star_import(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"from {name} import *", namespace)
+    assert set(importlib.import_module(name).__all__) <= set(namespace)
