@@ -82,10 +82,25 @@ class MetadataCache:
         """The cached info of ``path`` if fresh (or any age with ``allow_stale``)."""
         entry = self._infos.get((backend, path))
         if entry is None:
-            entry = self._load_info(backend, path)
+            entry = self._load_info(backend, path) or self._info_from_listing(backend, path)
         if entry is None or not (allow_stale or self._fresh(entry.fetched)):
             return None
         return entry
+
+    def _info_from_listing(self, backend: str, path: str) -> CachedInfo | None:
+        # Listings are stored whole, not as one row per entry: a process that did not list
+        # the directory itself finds an entry's info in its parent's listing.
+        parent = _parent(path)
+        if parent == path:
+            return None
+        for key in (parent, parent + "/"):
+            entries = self.listing(backend, key, allow_stale=True)
+            if entries is not None:
+                for entry in entries:
+                    if entry.info.get("name") == path:
+                        self._infos[(backend, path)] = entry
+                        return entry
+        return None
 
     def _load_info(self, backend: str, path: str) -> CachedInfo | None:
         row = self._select(backend, "info", path)
