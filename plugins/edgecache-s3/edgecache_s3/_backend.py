@@ -242,6 +242,6 @@ class S3Backend(Backend):
         if isinstance(exc, FileNotFoundError) or status == 404:
             what = "bucket" if code == "NoSuchBucket" else "object or bucket"
             return FileNotFoundError(errno.ENOENT, f"no such {what} at {self.identity}", url)
-        if self.is_unreachable(exc) and not isinstance(exc, OSError):
+        if self.is_unreachable(exc):
             return self._unavailable(exc, path)
         return exc

@@ -154,7 +154,7 @@ def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None =
     config_kwargs.setdefault("read_timeout", read_timeout)
     # botocore's "standard" mode retries throttling, 5xx and connection errors with jittered
     # exponential backoff; the attempt count bounds how long an unreachable endpoint holds a read.
-    config_kwargs.setdefault("retries", {"max_attempts": attempts, "mode": "standard"})
+    config_kwargs.setdefault("retries", {"total_max_attempts": attempts, "mode": "standard"})
     if _flag("path_style", resolved.get("path_style", False)):
         s3_section = dict(config_kwargs.get("s3") or {})
         s3_section.setdefault("addressing_style", "path")

@@ -41,7 +41,7 @@ def test_fluid_keys_map_to_s3fs(moto_endpoint: str) -> None:
     )
     assert kwargs["client_kwargs"]["region_name"] == "eu-west-1"
     assert kwargs["config_kwargs"]["s3"] == {"addressing_style": "path"}
-    assert kwargs["config_kwargs"]["retries"] == {"max_attempts": 3, "mode": "standard"}
+    assert kwargs["config_kwargs"]["retries"] == {"total_max_attempts": 3, "mode": "standard"}
     assert config.endpoint == moto_endpoint
 
 

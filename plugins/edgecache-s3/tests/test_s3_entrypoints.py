@@ -1,0 +1,159 @@
+"""S3 through the ways users reach it: the CLI (a real ``python -m edgecache`` subprocess),
+``fsspec.open("edgecache::s3://...")`` URL chaining, and ``fsspec.filesystem("edgecache")``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from s3testlib import KEY, SECRET, AuthMoto, put
+
+from edgecache.fs import EdgeCacheFileSystem
+
+WRONG_SECRET = "Cli-Wrong-Secret-Value"
+
+
+def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgecache", *args],
+        capture_output=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+def test_cli_cat_native_options(
+    moto_endpoint: str, client: Any, prefix: str, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    path = put(client, f"{prefix}/cli.bin", data)
+    args = [
+        "cat",
+        f"s3://{path}",
+        "-o",
+        f"endpoint_url={moto_endpoint}",
+        "-o",
+        f"key={KEY}",
+        "-o",
+        f"secret={SECRET}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    for _ in range(2):  # cold, then from the cache
+        done = edgecache_cli(*args)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout == data
+
+
+def test_cli_cat_fluid_options_and_secret_file(
+    moto_endpoint: str, client: Any, prefix: str, tmp_path: Path
+) -> None:
+    path = put(client, f"{prefix}/fluid.txt", b"fluid through the CLI\n")
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    done = edgecache_cli(
+        "cat",
+        f"s3a://{path}",
+        "-o",
+        f"fs.s3a.endpoint={moto_endpoint}",
+        "-o",
+        f"aws.accessKeyId={KEY}",
+        "-o",
+        f"aws.secretAccessKey=file://{secret_file}",
+        "-o",
+        "aws.region=us-east-1",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"fluid through the CLI\n"
+
+
+def test_cli_wrong_secret_is_one_line_without_the_secret(
+    auth_moto: AuthMoto, tmp_path: Path
+) -> None:
+    url = f"s3://{auth_moto.bucket}/hello.txt"
+    done = edgecache_cli(
+        "cat",
+        url,
+        "-o",
+        f"endpoint_url={auth_moto.endpoint}",
+        "-o",
+        f"key={auth_moto.key}",
+        "-o",
+        f"secret={WRONG_SECRET}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1
+    assert stderr.startswith("edgecache: error: ") and stderr.count("\n") == 1, stderr
+    assert "access denied" in stderr and url in stderr
+    assert WRONG_SECRET not in stderr + done.stdout.decode()
+
+
+def test_cli_unknown_bucket(moto_endpoint: str, tmp_path: Path) -> None:
+    done = edgecache_cli(
+        "cat",
+        "s3://bucket-that-is-not-there/x.bin",
+        "-o",
+        f"endpoint_url={moto_endpoint}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 1
+    assert "s3://bucket-that-is-not-there/x.bin" in done.stderr.decode()
+
+
+def test_fsspec_url_chaining(
+    s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path
+) -> None:
+    data = os.urandom(50_000)
+    path = put(client, f"{prefix}/chained.bin", data)
+    cache = {"cache_dir": str(tmp_path / "cache"), "block_size": "16KiB"}
+    with fsspec.open(f"edgecache::s3://{path}", "rb", s3=s3_options, edgecache=cache) as f:
+        assert f.read() == data
+    with fsspec.open(f"edgecache::s3://{path}", "rb", s3=s3_options, edgecache=cache) as f:
+        f.seek(20_000)
+        assert f.read(100) == data[20_000:20_100]
+
+
+def test_fsspec_filesystem(
+    s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path
+) -> None:
+    path = put(client, f"{prefix}/dir/a.bin", b"a" * 1000)
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol="s3",
+        target_options=s3_options,
+        cache_dir=str(tmp_path / "cache"),
+        skip_instance_cache=True,
+    )
+    assert isinstance(fs, EdgeCacheFileSystem)
+    assert fs.cat_file(f"s3://{path}") == b"a" * 1000
+    assert [os.path.basename(p) for p in fs.ls(f"s3://{prefix}/dir", detail=False)] == ["a.bin"]
+    fs.cache.close()
+    fs.metadata.close()
+
+
+@pytest.mark.parametrize("protocol", ["s3", "s3a"])
+def test_both_protocols_share_the_cache_identity(
+    s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path, protocol: str
+) -> None:
+    path = put(client, f"{prefix}/p.bin", b"p" * 10)
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol=protocol,
+        target_options=s3_options,
+        cache_dir=str(tmp_path / "cache"),
+        skip_instance_cache=True,
+    )
+    assert fs.backend.identity == f"s3|{s3_options['endpoint_url']}"
+    assert fs.cat_file(f"{protocol}://{path}") == b"p" * 10
+    fs.cache.close()
+    fs.metadata.close()
