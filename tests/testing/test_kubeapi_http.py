@@ -612,3 +612,57 @@ async def test_large_answers_are_gzipped_like_the_api_server(
         assert response.headers["Audit-Id"]
     async with http.get(f"{PODS}/pod-00001", headers={"Accept-Encoding": "gzip"}) as response:
         assert "Content-Encoding" not in response.headers  # small: sent as is
+
+
+def _owned_config_map(name: str, *owners: dict[str, Any]) -> dict[str, Any]:
+    body = objects.config_map(name)
+    body["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": owner["apiVersion"],
+            "kind": owner["kind"],
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+        }
+        for owner in owners
+    ]
+    return body
+
+
+async def test_owner_deletion_collects_dependents(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.create(objects.crd("data.edgecache.io", "Dataset", versions=("v1alpha1",)))
+    dataset = api.create(
+        {
+            "apiVersion": "data.edgecache.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": "d", "namespace": "default"},
+        }
+    )
+    other = api.create(objects.config_map("other-owner"))
+    api.create(_owned_config_map("only-d", dataset))
+    api.create(_owned_config_map("d-and-other", dataset, other))
+    held = _owned_config_map("held", dataset)
+    held["metadata"]["finalizers"] = ["example.com/keep"]
+    api.create(held)
+    async with http.delete(
+        "/apis/data.edgecache.io/v1alpha1/namespaces/default/datasets/d"
+    ) as response:
+        assert response.status == 200
+    remaining = {c["metadata"]["name"]: c for c in api.list_objects("v1", "ConfigMap", "default")}
+    assert sorted(remaining) == ["d-and-other", "held", "other-owner"]  # a live owner keeps it
+    assert remaining["held"]["metadata"][
+        "deletionTimestamp"
+    ]  # collected, waiting for its finalizer
+
+
+async def test_orphan_propagation_strips_the_owner_reference(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    owner = api.create(objects.config_map("owner"))
+    api.create(_owned_config_map("dependent", owner))
+    options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"}
+    async with http.delete("/api/v1/namespaces/default/configmaps/owner", json=options) as response:
+        assert response.status == 200
+    dependent = api.get("v1", "ConfigMap", "dependent", "default")
+    assert "ownerReferences" not in dependent["metadata"]

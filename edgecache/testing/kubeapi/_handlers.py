@@ -394,13 +394,17 @@ class APIHandlers:
         options: Any = None
         if request.can_read_body:
             options = await self._body(request)
-        preconditions = (options or {}).get("preconditions") if isinstance(options, dict) else None
+        options = options if isinstance(options, dict) else {}
+        propagation = options.get("propagationPolicy") or request.query.get("propagationPolicy")
+        if options.get("orphanDependents") or request.query.get("orphanDependents") in _TRUE:
+            propagation = "Orphan"
         obj, gone = self.store.delete(
             target.resource,
             target.namespace,
             target.name,
-            preconditions=preconditions,
+            preconditions=options.get("preconditions"),
             dry_run=self._dry_run(request),
+            propagation=propagation or "Background",
         )
         return self._object_response(request, target, obj, status=200 if gone else 202)
 

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import _status
+from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
 from ._status import APIError
@@ -115,6 +116,7 @@ class Store:
         self._snapshot_ids = itertools.count(1)
         self._cluster_ips = itertools.count(10)
         self._notify_suspended = 0
+        self._owners = OwnerIndex()
         for name in DEFAULT_NAMESPACES:
             self._commit_create(
                 self._namespace_type(), "", {"metadata": {"name": name}}, admit=True
@@ -359,7 +361,7 @@ class Store:
             meta["resourceVersion"] = str(self._rv)
             return obj
         meta["resourceVersion"] = self._next_rv()
-        table[key] = obj
+        self._set(resource, key, obj, None)
         self._record("ADDED", resource, obj, None)
         if resource.group_resource == CRD_GROUP_RESOURCE:
             self.registry.register_crd(obj)
@@ -570,7 +572,7 @@ class Store:
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return self._remove(resource, new)
         meta["resourceVersion"] = self._next_rv()
-        self._table(resource)[self._key(resource, meta.get("namespace"), meta["name"])] = new
+        self._set(resource, self._key(resource, meta.get("namespace"), meta["name"]), new, existing)
         self._record("MODIFIED", resource, new, existing)
         if resource.group_resource == CRD_GROUP_RESOURCE:
             self.registry.register_crd(new)
@@ -584,10 +586,13 @@ class Store:
         *,
         preconditions: Mapping[str, Any] | None = None,
         dry_run: bool = False,
+        propagation: str = "Background",
     ) -> tuple[JSONObject, bool]:
         """DELETE: remove the object, or mark it for deletion if it has finalizers.
 
         Returns the object and whether it is gone (``False``: it waits for its finalizers).
+        ``propagation``: ``Orphan`` keeps dependents (their owner reference is removed); otherwise
+        dependents left without any owner are deleted too.
         """
         with self._lock:
             existing = self.get(resource, namespace, name)
@@ -611,22 +616,51 @@ class Store:
                 marked["metadata"]["deletionTimestamp"] = now_rfc3339()
                 marked["metadata"]["deletionGracePeriodSeconds"] = 0
                 marked["metadata"]["resourceVersion"] = self._next_rv()
-                self._table(resource)[self._key(resource, namespace, name)] = marked
+                self._set(resource, self._key(resource, namespace, name), marked, existing)
                 self._record("MODIFIED", resource, marked, existing)
                 return marked, False
-            return self._remove(resource, existing), True
+            return self._remove(resource, existing, propagation=propagation), True
 
-    def _remove(self, resource: ResourceType, obj: JSONObject) -> JSONObject:
+    def _set(
+        self, resource: ResourceType, key: ObjectKey, obj: JSONObject, old: JSONObject | None
+    ) -> None:
+        self._table(resource)[key] = obj
+        self._owners.stored((resource.group_resource, key), old, obj)
+
+    def _remove(
+        self, resource: ResourceType, obj: JSONObject, *, propagation: str = "Background"
+    ) -> JSONObject:
         meta = _meta(obj)
         key = self._key(resource, meta.get("namespace"), meta["name"])
         previous = self._table(resource).pop(key)
+        self._owners.dropped((resource.group_resource, key), previous)
         gone = {**obj, "metadata": {**meta, "resourceVersion": self._next_rv()}}
         self._record("DELETED", resource, gone, previous)
         if resource.group_resource == NAMESPACE_GROUP_RESOURCE:
             self._delete_namespace_contents(meta["name"])
         elif resource.group_resource == CRD_GROUP_RESOURCE:
             self._delete_crd_objects(obj)
+        self._collect_dependents(str(meta.get("uid", "")), orphan=propagation == "Orphan")
         return gone
+
+    def _collect_dependents(self, owner_uid: str, *, orphan: bool) -> None:
+        """Garbage collection of the dependents of a removed owner."""
+        for group_resource, key in self._owners.dependents(owner_uid):
+            served = self.registry.versions_of(*group_resource)
+            dependent = self._objects.get(group_resource, {}).get(key)
+            if not served or dependent is None:
+                continue
+            if orphan:
+                kept = copy.deepcopy(dependent)
+                references = kept["metadata"].get("ownerReferences") or []
+                kept["metadata"]["ownerReferences"] = [
+                    r for r in references if r.get("uid") != owner_uid
+                ]
+                if not kept["metadata"]["ownerReferences"]:
+                    del kept["metadata"]["ownerReferences"]
+                self._commit_update(served[0], dependent, kept, subresource="*")
+            elif not any(self._owners.exists(uid) for uid in owner_uids(dependent)):
+                self.delete(served[0], key[0] or None, key[1])
 
     def _delete_namespace_contents(self, namespace: str) -> None:
         for resource in self.registry.all():
@@ -645,11 +679,14 @@ class Store:
         )
         served = self.registry.versions_of(*group_resource)
         table = self._objects.pop(group_resource, {})
-        for obj in table.values():
+        for key, obj in table.items():
+            self._owners.dropped((group_resource, key), obj)
             if served:
                 gone = {**obj, "metadata": {**_meta(obj), "resourceVersion": self._next_rv()}}
                 self._record("DELETED", served[0], gone, obj)
         self.registry.unregister_crd(_meta(crd)["name"])
+        for obj in table.values():
+            self._collect_dependents(str(_meta(obj).get("uid", "")), orphan=False)
 
     def delete_collection(
         self,
