@@ -79,6 +79,9 @@ class HealthSettings:
     #: Consecutive successful probes before going back online; two avoids re-syncing every
     #: client against an upstream that answers once and then drops again.
     successes_to_online: int = 2
+    #: Seconds the first probe may hold up serving when the store has data: an upstream that
+    #: swallows packets (WAN down, no RST) must not delay offline answers after a restart.
+    startup_probe_seconds: float = 0.5
     #: Path probed on the upstream; any answer below 500 (even 401/403) means "reachable".
     probe_path: str = "/readyz"
 

@@ -42,12 +42,25 @@ class HealthMonitor:
         self.switches = 0
         self._changed = asyncio.Condition()
 
-    async def start(self) -> bool:
-        """Probe once to pick the initial mode, then keep probing in the background."""
-        self.online = await self._probe()
+    async def start(self, *, wait_seconds: float | None = None) -> bool:
+        """Probe once to pick the initial mode, then keep probing in the background.
+
+        With ``wait_seconds``, a first probe still running after that long leaves the hub
+        offline for now; its result still counts once it arrives.
+        """
+        first = asyncio.ensure_future(self._probe())
+        try:
+            self.online = await asyncio.wait_for(asyncio.shield(first), wait_seconds)
+        except TimeoutError:
+            self.online = False
+            first.add_done_callback(self._late_first_probe)
         HUB_MODE.set(1 if self.online else 0)
         self._task = asyncio.create_task(self._run(), name="hub-health")
         return self.online
+
+    def _late_first_probe(self, probe: asyncio.Future[bool]) -> None:
+        if not probe.cancelled() and probe.exception() is None:
+            self._observe(probe.result())
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -97,6 +97,7 @@ class HubProxy:
         self.watches = watches
         self.filters = filters
         self._remembered: set[tuple[str, str]] = set()
+        self._digests: dict[tuple[str, str], str] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -106,7 +107,7 @@ class HubProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         info = parse_request(request.method, request.path, request.query)
         component = component_of(request.headers.get("User-Agent", ""))
-        digest = self.store.credential_digest(component, request.headers.get("Authorization", ""))
+        digest = self._digest(component, request.headers.get("Authorization", ""))
         if request.headers.get("Upgrade"):
             HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
             return status_response(
@@ -126,6 +127,15 @@ class HubProxy:
                     )
                 log.info("upstream unreachable, answering %s from the store", request.path)
         return await self.offline.respond(request, info, component, digest)
+
+    def _digest(self, component: str, credential: str) -> str:
+        key = (component, credential)
+        digest = self._digests.get(key)
+        if digest is None:
+            if len(self._digests) > 10_000:
+                self._digests.clear()
+            digest = self._digests[key] = self.store.credential_digest(component, credential)
+        return digest
 
     async def _online(
         self, request: web.Request, info: RequestInfo, component: str, digest: str

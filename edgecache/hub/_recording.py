@@ -38,6 +38,7 @@ _RV = re.compile(rb'"resourceVersion"\s*:\s*"([^"]*)"')
 _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 _UNRECORDED_KINDS = frozenset({"Table", "PartialObjectMetadata", "PartialObjectMetadataList"})
 _MAX_PENDING_PAGES = 64
+_MAX_REMEMBERED_GETS = 100_000
 
 
 def raw_key(path: str, query: Mapping[str, str], accept: str) -> str:
@@ -62,6 +63,12 @@ def object_row(obj: Mapping[str, Any], *, kind: str = "", api_version: str = "")
     )
 
 
+def _head_object_rv(body: bytes) -> str | None:
+    """An object's resourceVersion read from its first bytes (metadata precedes spec)."""
+    match = _RV.search(body, 0, 4096)
+    return None if match is None else match.group(1).decode()
+
+
 def _head_list_rv(body: bytes) -> str | None:
     """The list resourceVersion read from the first bytes, or None if paginated or unsure."""
     match = _LIST_METADATA.match(body[:2048])
@@ -80,6 +87,7 @@ class Recorder:
         self._pending: set[asyncio.Future[None]] = set()
         self._list_seq: dict[tuple[str, str, str, str], int] = {}
         self._last_rv: dict[tuple[str, str, str, str], str] = {}
+        self._last_get_rv: dict[tuple[str, str, str, str], str] = {}
         # Pages of a paginated list, by (component, continue token) of the next page.
         self._pages: OrderedDict[tuple[str, str], tuple[tuple[str, str, str, str], list[Any]]]
         self._pages = OrderedDict()
@@ -136,6 +144,7 @@ class Recorder:
                 )
             return
         if info.verb == "get" and status == 404:
+            self._last_get_rv.pop((component, info.gvr, info.namespace, info.name), None)
             future = self.store.write(
                 self.store.forget_object, component, info.gvr, info.namespace, info.name
             )
@@ -144,6 +153,14 @@ class Recorder:
         if status != 200 or "json" not in content_type:
             return
         if info.verb == "get":
+            object_key = (component, info.gvr, info.namespace, info.name)
+            head_rv = _head_object_rv(body)
+            if head_rv is not None and self._last_get_rv.get(object_key) == head_rv:
+                return  # same resourceVersion: the stored copy is this object
+            if len(self._last_get_rv) >= _MAX_REMEMBERED_GETS:
+                self._last_get_rv.clear()
+            if head_rv is not None:
+                self._last_get_rv[object_key] = head_rv
             self._track(
                 asyncio.ensure_future(
                     self.store.write(self._record_get, component, info, key, content_type, body)

@@ -85,10 +85,12 @@ class HubServer:
         try:
             self.store = await asyncio.to_thread(HubStore.open, settings.cache_dir)
             await self.upstream.start()
-            online = await self.health.start()
+            stored, _ = await self.store.read(self.store.stats)
+            online = await self.health.start(
+                wait_seconds=settings.health.startup_probe_seconds if stored else None
+            )
             if not online:
-                has_data = await self.store.read(self.store.stats)
-                if self.require_serving and has_data[0] == 0:
+                if self.require_serving and stored == 0:
                     servers = ", ".join(settings.upstream.servers)
                     raise UpstreamUnavailableError(
                         f"cannot reach the upstream API server ({servers}) and the store in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,26 @@ async def test_health_port(hub: HubServer, kube_api: KubeAPIServer) -> None:
     assert 'edgecache_hub_requests_total{served_from="store",verb="list"}' in text
     assert 'edgecache_hub_requests_total{served_from="upstream",verb="list"}' in text
     assert "edgecache_hub_store_objects 3.0" in text
+
+
+async def test_restart_against_a_silent_upstream_serves_at_once(
+    kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    kube_api.seed(objects.pods(4))
+    settings = fast_settings(tmp_path, kube_api.url)
+    settings.health.probe_timeout_seconds = 3.0
+    async with (
+        HubServer(settings) as hub,
+        aiohttp.ClientSession(headers=KUBELET) as http,
+        http.get(hub.url + PODS) as online,
+    ):
+        assert online.status == 200
+    kube_api.hang()  # the WAN swallows packets: connections open, nothing comes back
+    started = time.monotonic()
+    async with HubServer(settings) as hub, aiohttp.ClientSession(headers=KUBELET) as http:
+        async with http.get(hub.url + PODS) as offline:
+            assert offline.status == 200 and len((await offline.json())["items"]) == 4
+        assert time.monotonic() - started < 1.5
+        assert not hub.health.online
+        kube_api.clear_faults()
+        await hub.health.wait_for(True, within_seconds=15)
