@@ -29,7 +29,8 @@ class UpstreamUnavailableError(BackendUnavailableError):
     """No upstream API server could be reached (connect failed or timed out on all)."""
 
 
-def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | bool:
+def _ssl_context(settings: UpstreamSettings, *, identity: bool) -> ssl.SSLContext | bool:
+    """TLS for the upstream; with ``identity`` the hub's client certificate is presented."""
     if not any(url.startswith("https://") for url in settings.servers):
         return False
     if settings.insecure_skip_tls_verify:
@@ -38,7 +39,7 @@ def _ssl_context(settings: UpstreamSettings) -> ssl.SSLContext | bool:
         context.verify_mode = ssl.CERT_NONE
     else:
         context = ssl.create_default_context(cafile=settings.certificate_authority)
-    if settings.client_certificate:
+    if identity and settings.client_certificate:
         try:
             context.load_cert_chain(settings.client_certificate, settings.client_key)
         except (OSError, ssl.SSLError) as exc:
@@ -57,28 +58,44 @@ class Upstream:
                 raise ConfigError(f"upstream server must be an http(s) URL: {url!r}")
         self.settings = settings
         self.health_settings = health
-        self._ssl = _ssl_context(settings)
+        self._ssl = _ssl_context(settings, identity=True)
+        self._ssl_anonymous = _ssl_context(settings, identity=False)
         self._current = 0
+        # Two pools: requests without client credentials go out with the hub's identity (its
+        # client certificate); requests that bring their own Authorization go out without it,
+        # so that the upstream judges the client's credentials alone.
         self._session: aiohttp.ClientSession | None = None
+        self._session_own_credentials: aiohttp.ClientSession | None = None
         self._token_cache: tuple[float, str] | None = None
 
     @property
     def current_server(self) -> str:
         return self.settings.servers[self._current].rstrip("/")
 
-    async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ssl=self._ssl, keepalive_timeout=60)
-        self._session = aiohttp.ClientSession(
+    @staticmethod
+    def _new_session(ssl_context: ssl.SSLContext | bool) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=0, ssl=ssl_context, keepalive_timeout=60)
+        return aiohttp.ClientSession(
             connector=connector,
             auto_decompress=True,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
 
+    async def start(self) -> None:
+        self._session = self._new_session(self._ssl)
+        if self.settings.client_certificate and self._ssl is not False:
+            self._session_own_credentials = self._new_session(self._ssl_anonymous)
+        else:
+            self._session_own_credentials = self._session
+
     async def close(self) -> None:
+        if self._session_own_credentials not in (None, self._session):
+            assert self._session_own_credentials is not None
+            await self._session_own_credentials.close()
         if self._session is not None:
             await self._session.close()
-            self._session = None
+        self._session = self._session_own_credentials = None
 
     def _token(self) -> str | None:
         if self.settings.token:
@@ -121,6 +138,8 @@ class Upstream:
         server accepts a connection (or, for non-watch requests, answers in time).
         """
         assert self._session is not None, "Upstream.start() was not called"
+        session = self._session if "Authorization" not in headers else self._session_own_credentials
+        assert session is not None
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.settings.connect_timeout_seconds,
@@ -134,7 +153,7 @@ class Upstream:
             index = (self._current + attempt) % count
             server = self.settings.servers[index].rstrip("/")
             try:
-                response = await self._session.request(
+                response = await session.request(
                     method,
                     server + path_qs,
                     headers=outgoing,
