@@ -666,3 +666,27 @@ async def test_orphan_propagation_strips_the_owner_reference(
         assert response.status == 200
     dependent = api.get("v1", "ConfigMap", "dependent", "default")
     assert "ownerReferences" not in dependent["metadata"]
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "labels", "accepted"),
+    [
+        (PODS, "web-1.edge", {}, True),
+        (PODS, "Web_1", {}, False),
+        ("/api/v1/namespaces", "has.dot", {}, False),
+        ("/apis/rbac.authorization.k8s.io/v1/clusterroles", "system:edgecache:agent", {}, True),
+        (PODS, "ok", {"apps.openyurt.io/nodepool": "hangzhou"}, True),
+        (PODS, "ok", {"bad key": "x"}, False),
+        (PODS, "ok", {"k": "x" * 64}, False),
+    ],
+)
+async def test_names_and_labels_are_validated(
+    http: aiohttp.ClientSession, path: str, name: str, labels: dict[str, str], accepted: bool
+) -> None:
+    body = {"metadata": {"name": name, "labels": labels}}
+    async with http.post(path, json=body) as response:
+        assert response.status == (201 if accepted else 422), await response.text()
+    if accepted and path == PODS:
+        patch = {"metadata": {"labels": {"Not Valid": "x"}}}
+        async with http.patch(f"{PODS}/{name}", json=patch, headers=MERGE) as response:
+            assert response.status == 422

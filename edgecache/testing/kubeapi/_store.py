@@ -35,6 +35,7 @@ from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
 from ._status import APIError
+from ._validation import validate_metadata
 
 JSONObject = dict[str, Any]
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -346,6 +347,7 @@ class Store:
         if key in table:
             raise _status.already_exists(resource.group, resource.plural, name)
         if admit:
+            validate_metadata(resource, obj)
             self._admit_new(resource, obj)
         meta.pop("resourceVersion", None)
         # Admitted objects get fresh server-owned fields; seeded ones keep what the test gave.
@@ -550,6 +552,8 @@ class Store:
             else:
                 new.pop("status", None)
         meta = new.setdefault("metadata", {})
+        if subresource != "*":
+            validate_metadata(resource, {"metadata": {**meta, "name": old_meta["name"]}})
         # Fields the server owns survive any client write.
         for field in _SERVER_OWNED:
             if subresource == "*":  # a test's put(): keep what it gave, fill what it left out
