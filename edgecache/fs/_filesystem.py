@@ -493,8 +493,11 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         return self.backend.fs.modified(self._target(path))
 
     def invalidate_cache(self, path: str | None = None) -> None:
-        """Forget cached metadata of ``path`` (everything below it too)."""
-        if path is not None:
+        """Forget cached metadata of ``path`` and everything below it; with no path, all cached
+        metadata of this backend (fsspec's meaning: the next call asks the backend)."""
+        if path is None:
+            self.metadata.invalidate_backend(self._identity)
+        else:
             self._invalidate(self._target(path), recursive=True)
 
 

@@ -191,6 +191,16 @@ class MetadataCache:
                 )
             self._db.execute("COMMIT")
 
+    def invalidate_backend(self, backend: str) -> None:
+        """Forget every info and listing of ``backend``."""
+        with self._lock:
+            for infos in (self._infos, self._listings):
+                for key in [k for k in infos if k[0] == backend]:
+                    del infos[key]
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("DELETE FROM entries WHERE backend=?", (backend,))
+
     # --- persistence ---------------------------------------------------------------------------
     def _select(self, backend: str, kind: str, path: str) -> tuple[str, float] | None:
         if self._db is None:

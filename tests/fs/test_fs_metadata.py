@@ -147,3 +147,45 @@ def test_deleted_behind_the_back_is_not_found_after_ttl(make_fs: MakeFs, data_di
     assert not fs.exists(str(path))
     with pytest.raises(FileNotFoundError):
         fs.cat_file(str(path))
+
+
+def test_invalidate_cache_without_a_path_forgets_all_metadata(
+    make_fs: MakeFs, data_dir: Path
+) -> None:
+    (data_dir / "a").write_bytes(b"a")
+    fs = make_fs("countfile")
+    root = str(data_dir)
+    assert fs.ls(root, detail=False) == [f"{root}/a"]
+    assert fs.info(f"{root}/a")["size"] == 1
+    (data_dir / "b").write_bytes(b"b")
+    replace_behind_the_back(data_dir / "a", b"aaa")
+    fs.invalidate_cache()
+    assert sorted(fs.ls(root, detail=False)) == [f"{root}/a", f"{root}/b"]
+    assert fs.info(f"{root}/a")["size"] == 3
+    assert fs.cat_file(f"{root}/a") == b"aaa"
+
+
+def test_invalidate_cache_of_a_directory_forgets_what_is_below(
+    make_fs: MakeFs, data_dir: Path
+) -> None:
+    (data_dir / "sub").mkdir()
+    (data_dir / "sub" / "a").write_bytes(b"a")
+    (data_dir / "other").write_bytes(b"o")
+    fs = make_fs("countfile")
+    root = str(data_dir)
+    assert fs.find(root) == [f"{root}/other", f"{root}/sub/a"]
+    replace_behind_the_back(data_dir / "sub" / "a", b"aaa")
+    replace_behind_the_back(data_dir / "other", b"ooo")
+    fs.invalidate_cache(f"{root}/sub")
+    assert fs.cat_file(f"{root}/sub/a") == b"aaa"
+    assert fs.info(f"{root}/other")["size"] == 1  # outside: still within its TTL
+
+
+def test_zero_ttl_always_asks_the_backend(make_fs: MakeFs, data_dir: Path) -> None:
+    path = data_dir / "obj"
+    path.write_bytes(b"one")
+    fs = make_fs("countfile", metadata_ttl=0)
+    assert fs.cat_file(str(path)) == b"one"
+    replace_behind_the_back(path, b"two!")
+    assert fs.cat_file(str(path)) == b"two!"
+    assert fs.info(str(path))["size"] == 4
