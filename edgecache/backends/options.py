@@ -30,6 +30,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from edgecache.errors import ConfigError
 
@@ -40,6 +41,10 @@ __all__ = [
     "ResolvedOptions",
     "Secret",
     "SecretResolver",
+    "endpoint_url",
+    "flag",
+    "number",
+    "public_url",
     "resolve_options",
     "reveal",
     "scrub",
@@ -302,3 +307,51 @@ def resolve_options(
         out.values[name] = value
         out.sources[name] = source
     return out
+
+
+# --- value parsers shared by the plugins ---
+def flag(name: str, value: Any) -> bool:
+    """A boolean option given as a bool or as ``true``/``false``/``1``/``0``/``yes``/``no``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"option {name}: expected true or false, got {value!r}")
+
+
+def number(name: str, value: Any, default: float, *, minimum: float) -> float:
+    """A finite number option (``None`` gives ``default``), at least ``minimum``."""
+    if value is None:
+        return default
+    try:
+        parsed = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"option {name}: expected a number, got {value!r}") from None
+    if not parsed >= minimum or parsed == float("inf"):
+        raise ConfigError(f"option {name}: must be a finite number >= {minimum}, got {value!r}")
+    return parsed
+
+
+def public_url(url: str) -> str:
+    """``url`` without user:password, query or fragment, and without a trailing slash: safe to
+    show in identities, logs and errors."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def endpoint_url(name: str, value: Any, *, use_ssl: bool = True) -> str:
+    """An endpoint option as an ``http(s)://host[:port]`` URL; a bare ``host[:port]`` (as Fluid
+    and Hadoop keys give it) gets ``https://`` (``http://`` when ``use_ssl`` is false)."""
+    text = str(value).strip()
+    if "://" not in text:
+        text = ("https://" if use_ssl else "http://") + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"option {name}: expected http(s)://host[:port], got {public_url(text)!r}"
+        )
+    return text

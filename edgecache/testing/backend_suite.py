@@ -157,10 +157,20 @@ class BackendConformance:
 
     def test_version_changes_when_replaced(self, backend: Backend, seed: Seed) -> None:
         path = seed("replaced.bin", _data(3000, seed=1))
+        parent = backend.strip(path).rsplit("/", 1)[0]
+        # List first: a listing cache inside the backend's filesystem must not hide the change
+        # (edgecache keeps metadata itself, with a TTL).
+        run(backend.call, "ls", parent, detail=True)
         before = backend.version(self.info(backend, path))
         seed("replaced.bin", _data(3001, seed=2))
         after = backend.version(self.info(backend, path))
         assert after != before
+        listed = [
+            e
+            for e in run(backend.call, "ls", parent, detail=True)
+            if backend.strip(e["name"]) == backend.strip(path)
+        ]
+        assert [backend.version(e) for e in listed] == [after]
 
     # --- block fetches -------------------------------------------------------------------------
     @pytest.mark.parametrize(

@@ -11,12 +11,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from edgecache.backends.options import OptionSpec, ResolvedOptions, resolve_options
+from edgecache.backends.options import (
+    OptionSpec,
+    ResolvedOptions,
+    endpoint_url,
+    flag,
+    number,
+    public_url,
+    resolve_options,
+)
 from edgecache.errors import ConfigError
 
-__all__ = ["S3_OPTIONS", "S3Config", "endpoint_without_userinfo", "s3_config"]
+__all__ = ["S3_OPTIONS", "S3Config", "s3_config"]
 
 S3_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
@@ -78,36 +85,6 @@ class S3Config:
     probe_bucket: str | None
 
 
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigError(f"option {name}: expected true or false, got {value!r}")
-
-
-def _number(name: str, value: Any, default: float, *, minimum: float) -> float:
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"option {name}: expected a number, got {value!r}") from None
-    if not number >= minimum or number == float("inf"):
-        raise ConfigError(f"option {name}: must be a finite number >= {minimum}, got {value!r}")
-    return number
-
-
-def endpoint_without_userinfo(url: str) -> str:
-    """``url`` without user:password, query or fragment, and without a trailing slash."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
-
-
 def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> S3Config:
     """Resolve ``options`` into :class:`S3Config` (raises :class:`ConfigError` on bad input)."""
     resolved = resolve_options(
@@ -115,22 +92,14 @@ def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None =
     )
     extra = dict(resolved.extra)
     kwargs: dict[str, Any] = {}
-    use_ssl = _flag("use_ssl", extra.get("use_ssl", True))
+    use_ssl = flag("use_ssl", extra.get("use_ssl", True))
 
     endpoint = resolved.get("endpoint_url")
     if endpoint:
-        endpoint = str(endpoint).strip()
-        if "://" not in endpoint:
-            endpoint = ("https://" if use_ssl else "http://") + endpoint
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"option endpoint_url: expected http(s)://host[:port], got "
-                f"{endpoint_without_userinfo(endpoint)!r}"
-            )
+        endpoint = endpoint_url("endpoint_url", endpoint, use_ssl=use_ssl)
         kwargs["endpoint_url"] = endpoint
 
-    anon = _flag("anon", extra.pop("anon", False))
+    anon = flag("anon", extra.pop("anon", False))
     key, secret, token = resolved.get("key"), resolved.get("secret"), resolved.get("token")
     if not anon and bool(key) != bool(secret):
         missing = "secret (aws.secretAccessKey, fs.s3a.secret.key)" if key else "key"
@@ -146,24 +115,27 @@ def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None =
     client_kwargs.setdefault("region_name", region)
     kwargs["client_kwargs"] = client_kwargs
 
-    connect_timeout = _number("connect_timeout", resolved.get("connect_timeout"), 5.0, minimum=0.1)
-    read_timeout = _number("read_timeout", resolved.get("read_timeout"), 30.0, minimum=0.1)
-    attempts = int(_number("retries", resolved.get("retries"), 3, minimum=1))
+    connect_timeout = number("connect_timeout", resolved.get("connect_timeout"), 5.0, minimum=0.1)
+    read_timeout = number("read_timeout", resolved.get("read_timeout"), 30.0, minimum=0.1)
+    attempts = int(number("retries", resolved.get("retries"), 3, minimum=1))
     config_kwargs = dict(extra.pop("config_kwargs", None) or {})
     config_kwargs.setdefault("connect_timeout", connect_timeout)
     config_kwargs.setdefault("read_timeout", read_timeout)
     # botocore's "standard" mode retries throttling, 5xx and connection errors with jittered
     # exponential backoff; the attempt count bounds how long an unreachable endpoint holds a read.
     config_kwargs.setdefault("retries", {"total_max_attempts": attempts, "mode": "standard"})
-    if _flag("path_style", resolved.get("path_style", False)):
+    if flag("path_style", resolved.get("path_style", False)):
         s3_section = dict(config_kwargs.get("s3") or {})
         s3_section.setdefault("addressing_style", "path")
         config_kwargs["s3"] = s3_section
     kwargs["config_kwargs"] = config_kwargs
+    # edgecache keeps listings itself, with a TTL; s3fs's own listing cache never expires and
+    # would hide a replaced object's new ETag from info() forever.
+    kwargs["use_listings_cache"] = False
     kwargs.update(extra)
 
     if endpoint:
-        public_endpoint = endpoint_without_userinfo(endpoint)
+        public_endpoint = public_url(endpoint)
     elif region == DEFAULT_REGION:
         public_endpoint = "https://s3.amazonaws.com"
     else:
@@ -176,7 +148,7 @@ def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None =
         connect_timeout_seconds=connect_timeout,
         read_timeout_seconds=read_timeout,
         attempts=attempts,
-        probe_timeout_seconds=_number(
+        probe_timeout_seconds=number(
             "probe_timeout", resolved.get("probe_timeout"), 5.0, minimum=0.1
         ),
         probe_bucket=str(probe_bucket) if probe_bucket else None,
