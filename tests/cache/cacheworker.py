@@ -7,6 +7,8 @@ it reads against the true source without being sent it.
 
 * ``read``: wait for ``go_path`` to exist, read every object once in a seeded random order,
   write ``{"ok": ..., "bad": [...]}`` to ``out_path``.
+* ``hang``: start reading the first object with a fetch that logs itself, then never returns
+  (so the worker holds the block's cross-process lock until it is killed).
 * ``fill``: print ``ready``, then read random objects forever under the (small) quota, pinning
   and unpinning now and then; exit 3 at once if a read is not exact. The crash test kills it.
 """
@@ -35,6 +37,8 @@ def main() -> int:
     cache = TieredCache(settings(**config["settings"]))
     if mode == "read":
         return _read(cache, source, specs, config)
+    if mode == "hang":
+        return asyncio.run(_hang(cache, source, specs))
     if mode == "fill":
         return asyncio.run(_fill(cache, source, specs, config))
     raise SystemExit(f"unknown mode {mode}")
@@ -58,6 +62,19 @@ def _read(cache: TieredCache, source: Source, specs: list[ObjectSpec], config: d
     cache.close()
     with open(config["out_path"], "w") as f:
         json.dump({"ok": not bad, "bad": bad}, f)
+    return 0
+
+
+async def _hang(cache: TieredCache, source: Source, specs: list[ObjectSpec]) -> int:
+    key = source.keys(specs[0].path)[0]
+
+    async def fetch() -> bytes:
+        source.record(key)
+        await asyncio.sleep(3600)
+        return source.block(key)
+
+    print("ready", flush=True)
+    await cache.get(key, fetch)
     return 0
 
 

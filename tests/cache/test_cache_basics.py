@@ -215,3 +215,35 @@ async def test_many_objects_interleaved_tasks_in_one_loop(make_cache) -> None:
     results = await asyncio.gather(*(read_object(cache, source, s.path) for s in specs * 3))
     assert results == [s.data() for s in specs * 3]
     assert max(source.fetches.values()) == 1
+
+
+async def test_ssd_hits_promote_to_mem_and_mem_evictions_demote_to_ssd(make_cache) -> None:
+    cache = make_cache(
+        mem_quota=4 * BS,
+        ssd_quota=6 * (BS + 48),
+        ssd_high=1.0,
+        ssd_low=1.0,
+        compression="none",
+        eviction_policy="lru",  # plain recency makes which MEM block leaves predictable
+    )
+    a = ObjectSpec("a", 2 * BS, compressible=False)
+    b = ObjectSpec("b", 6 * BS, compressible=False)
+    c = ObjectSpec("c", 4 * BS, compressible=False)
+    source = Source.of([a, b, c])
+    a_keys = source.keys(a.path)
+    assert await read_object(cache, source, a.path) == a.data()
+    # SSD-only writes push a's blocks out of the SSD tier; MEM still has them.
+    for key in source.keys(b.path):
+        cache.ssd.write(key, source.block(key))
+    assert not any(cache.ssd.contains(k) for k in a_keys)
+    assert all(cache.mem.get(k.digest) is not None for k in a_keys)
+    # Reading c fills MEM: a's blocks are evicted from MEM and demoted to SSD.
+    assert await read_object(cache, source, c.path) == c.data()
+    assert all(cache.mem.get(k.digest) is None for k in a_keys)
+    assert all(cache.ssd.contains(k) for k in a_keys)
+    fetched = source.total_fetches
+    for k in a_keys:
+        assert cache.get_cached(k) == source.block(k)  # an SSD hit...
+        assert cache.mem.get(k.digest) == source.block(k)  # ...promoted to MEM
+    assert source.total_fetches == fetched
+    audit(cache.settings).assert_consistent()

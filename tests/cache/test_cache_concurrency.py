@@ -140,3 +140,35 @@ def test_threads_of_one_process_share_one_fetch(make_cache) -> None:
     assert got == [specs[0].data()] * THREADS
     assert set(source.fetches.values()) == {1}
     assert len(source.fetches) == len(source.keys(specs[0].path))
+
+
+def test_readers_racing_eviction_never_see_wrong_bytes(make_cache) -> None:
+    specs = make_objects(20, blocks=3, seed=11)
+    source = Source.of(specs)
+    cache = make_cache(mem_quota=2 * BS, ssd_quota=8 * BS, ssd_high=0.9, ssd_low=0.5)
+    keys = source.all_keys()
+    wrong: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        barrier.wait()
+        for _ in range(150):
+            key = rng.choice(keys)
+            data = cache.get_cached(key)
+            if data is None:
+                expected = len(source.block(key))
+                data = asyncio.run(cache.get(key, source.fetcher(key), expected_size=expected))
+            if data != source.block(key):
+                wrong.append(key.digest)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not wrong
+    assert cache.stats()["tiers"]["ssd"]["evictions"] > 0
+    a = audit(cache.settings)
+    a.assert_consistent()
+    assert a.file_sum[0] <= 8 * BS

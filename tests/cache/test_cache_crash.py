@@ -19,7 +19,18 @@ import time
 from pathlib import Path
 
 import pytest
-from cachetestlib import BS, WORKER, Source, audit, make_objects, read_object_sync, settings
+from cachetestlib import (
+    BS,
+    WORKER,
+    ObjectSpec,
+    Source,
+    audit,
+    fetch_log,
+    make_objects,
+    read_object,
+    read_object_sync,
+    settings,
+)
 
 from edgecache.cache import TieredCache
 
@@ -107,3 +118,45 @@ def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
     finally:
         cache.close()
     audit(s).assert_consistent()
+
+
+def test_a_killed_fetcher_does_not_wedge_the_block_for_other_processes(tmp_path: Path) -> None:
+    import asyncio
+
+    opts = {"cache_dir": str(tmp_path / "c")}
+    spec = ObjectSpec("stuck", 2 * BS, compressible=False)
+    log_path = str(tmp_path / "fetches.log")
+    cfg = {"settings": opts, "objects": [[spec.path, spec.size, False]], "log_path": log_path}
+    p = subprocess.Popen(
+        [sys.executable, WORKER, "hang", json.dumps(cfg)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(WORKER),
+    )
+    source = Source.of([spec], log_path=log_path)
+    key = source.keys(spec.path)[0]
+    cache = TieredCache(settings(**opts))
+    try:
+        deadline = time.monotonic() + 20
+        while fetch_log(log_path)[key.digest] == 0:  # the worker holds the lock, fetching
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.01)
+
+        async def read_with_timeout(seconds: float) -> bytes:
+            return await asyncio.wait_for(read_object(cache, source, spec.path), seconds)
+
+        # While it holds the lock, this process waits rather than fetching a second time...
+        with pytest.raises(TimeoutError):
+            asyncio.run(read_with_timeout(0.3))
+        assert fetch_log(log_path)[key.digest] == 1
+        p.kill()
+        p.wait(10)
+        # ...and once the kernel dropped the dead holder's lock, it fetches the block itself.
+        assert asyncio.run(read_with_timeout(5)) == spec.data()
+        assert fetch_log(log_path)[key.digest] == 2
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        cache.close()
+    audit(settings(**opts)).assert_consistent()
