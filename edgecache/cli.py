@@ -388,7 +388,7 @@ def prefetch(
     settings = _settings(cache_dir, config_file, cache_settings)
     jobs = _prefetch_jobs(source, paths, settings, backend_options, dataset_name)
     report = PrefetchReport(dry_run=dry_run)
-    progress = _ProgressDisplay(enabled=not as_json)
+    progress = _ProgressDisplay()
     for fs, targets, default_pin in jobs:
         try:
             part = run_prefetch(
@@ -470,15 +470,12 @@ def _prefetch_jobs(
 class _ProgressDisplay:
     """A tqdm bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
 
-    def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
         self.interval = 0.2 if self.tty else 5.0
         self._bar: tqdm[Any] | None = None
 
     def update(self, p: PrefetchProgress) -> None:
-        if not self.enabled:
-            return
         files = f"{p.files_done}/{p.files_total} files"
         if self.tty:
             if self._bar is None:

@@ -115,8 +115,6 @@ def test_memory_url_and_chained_form(tmp_path: Path) -> None:
     ("args", "code", "needle"),
     [
         (["cat", "s3:/bucket/key"], 2, "malformed URL"),
-        (["cat", "s3://bucket/key"], 2, "edgecache-s3"),
-        (["cat", "oss://bucket/key"], 2, "edgecache-oss"),
         (["cat", "nosuch://x/y"], 2, "unknown protocol nosuch://"),
         (["cat", "-o", "novalue", "file:///etc/hostname"], 2, "-o expects KEY=VALUE"),
         (["cat", "--set", "block_size=huge", "file:///etc/hostname"], 2, "block_size"),

@@ -93,6 +93,11 @@ class Backend(ABC):
     # --- what edgecache calls ------------------------------------------------------------------
     def strip(self, path: str) -> str:
         """Normalise a path or URL to the form the store uses (protocol removed)."""
+        # The URL may use this backend's own protocol name, which the wrapped filesystem may
+        # not know (a plugin registered as "slowfile" over LocalFileSystem).
+        own = f"{self.protocol}://"
+        if path.startswith(own):
+            path = path[len(own) :]
         stripped: str = self.fs._strip_protocol(path)
         return stripped
 

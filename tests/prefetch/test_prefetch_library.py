@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CountingBackend
+from prefetchlib import CountingBackend
 
 from edgecache.errors import BackendUnavailableError, PinError
 from edgecache.fs import EdgeCacheFileSystem, PrefetchProgress, run_prefetch
