@@ -84,7 +84,7 @@ class Source:
     backend: str = "mem|test"
     version: str = "v1"
     log_path: str | None = None
-    """If set, every fetch appends ``<digest>\\n`` here with O_APPEND (shared by processes)."""
+    """If set, every fetch appends ``<digest> <pid>\\n`` here with O_APPEND (several processes)."""
     delay_seconds: float = 0.0
     fetches: collections.Counter[str] = field(default_factory=collections.Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -118,7 +118,7 @@ class Source:
         if self.log_path is not None:
             fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, f"{key.digest}\n".encode())
+                os.write(fd, f"{key.digest} {os.getpid()}\n".encode())
             finally:
                 os.close(fd)
 
@@ -153,7 +153,13 @@ def fetch_log(path: str) -> collections.Counter[str]:
     if not os.path.exists(path):
         return collections.Counter()
     with open(path) as f:
-        return collections.Counter(line.strip() for line in f if line.strip())
+        return collections.Counter(line.split()[0] for line in f if line.strip())
+
+
+def fetching_pids(path: str) -> set[int]:
+    """The processes that fetched at least one block, from a shared fetch log."""
+    with open(path) as f:
+        return {int(line.split()[1]) for line in f if line.strip()}
 
 
 def block_files(directory: str) -> dict[str, int]:

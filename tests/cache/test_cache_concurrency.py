@@ -23,6 +23,7 @@ from cachetestlib import (
     Source,
     audit,
     fetch_log,
+    fetching_pids,
     make_objects,
     read_object,
     read_object_sync,
@@ -112,6 +113,8 @@ def test_threads_and_processes_fetch_each_block_once(tmp_path: Path, round_: int
     assert set(counts) == all_digests
     duplicated = {d: n for d, n in counts.items() if n != 1}
     assert not duplicated, f"blocks fetched more than once: {duplicated}"
+    # The fetches were really shared out between processes (the test raced them for real).
+    assert len(fetching_pids(log_path)) >= 2
     st = cache.stats()
     assert st["tiers"]["backend"]["fetches"] == len(all_digests)
     cache.close()
