@@ -690,3 +690,66 @@ async def test_names_and_labels_are_validated(
         patch = {"metadata": {"labels": {"Not Valid": "x"}}}
         async with http.patch(f"{PODS}/{name}", json=patch, headers=MERGE) as response:
             assert response.status == 422
+
+
+DATALOAD_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "spec": {
+            "type": "object",
+            "required": ["dataset"],
+            "properties": {
+                "dataset": {"type": "string", "minLength": 1},
+                "policy": {"type": "string", "enum": ["Once", "Cron"], "default": "Once"},
+                "parallelism": {"type": "integer", "minimum": 1, "default": 4},
+                "target": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"path": {"type": "string"}}},
+                },
+                "options": {"type": "object", "additionalProperties": {"type": "string"}},
+                "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+            },
+        },
+        "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+    },
+}
+
+
+async def test_crd_schema_defaults_prunes_and_validates(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    crd = objects.crd("data.edgecache.io", "DataLoad", versions=("v1alpha1",))
+    crd["spec"]["versions"][0]["schema"] = {"openAPIV3Schema": DATALOAD_SCHEMA}
+    api.create(crd)
+    path = "/apis/data.edgecache.io/v1alpha1/namespaces/default/dataloads"
+    body = {
+        "apiVersion": "data.edgecache.io/v1alpha1",
+        "kind": "DataLoad",
+        "metadata": {"name": "warm"},
+        "spec": {
+            "dataset": "imagenet",
+            "target": [{"path": "/train", "unknown": 1}],
+            "options": {"a": "1"},
+            "extra": {"anything": {"goes": True}},
+            "typo": "dropped",
+        },
+    }
+    async with http.post(path, json=body) as response:
+        assert response.status == 201, await response.text()
+        spec = (await _json(response))["spec"]
+    assert spec == {
+        "dataset": "imagenet",
+        "policy": "Once",
+        "parallelism": 4,
+        "target": [{"path": "/train"}],
+        "options": {"a": "1"},
+        "extra": {"anything": {"goes": True}},
+    }
+    status = {"status": {"phase": "Loading", "progressTypo": "50%"}}
+    async with http.patch(f"{path}/warm/status", json=status, headers=MERGE) as response:
+        assert (await _json(response))["status"] == {"phase": "Loading"}  # undeclared: pruned
+    bad = {**body, "metadata": {"name": "bad"}, "spec": {"policy": "Sometimes", "parallelism": "8"}}
+    async with http.post(path, json=bad) as response:
+        assert response.status == 422
+        causes = {c["field"] for c in (await _json(response))["details"]["causes"]}
+    assert causes == {"spec.dataset", "spec.policy", "spec.parallelism"}

@@ -42,6 +42,8 @@ class ResourceType:
     """The name of the CRD that registered this resource, ``None`` for built-ins."""
     has_scale: bool = False
     """Whether ``<plural>/scale`` serves an ``autoscaling/v1 Scale`` over ``spec.replicas``."""
+    schema: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
+    """A CRD version's ``openAPIV3Schema``: custom resources are defaulted, pruned, validated."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -164,6 +166,7 @@ def resources_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
                 "status" in (version.get("subresources") or {}),
                 columns,
                 name,
+                schema=(version.get("schema") or {}).get("openAPIV3Schema"),
             )
         )
     return found

@@ -34,6 +34,7 @@ from . import _status
 from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
+from ._schema import apply_schema
 from ._status import APIError
 from ._validation import validate_metadata
 
@@ -347,6 +348,9 @@ class Store:
         if key in table:
             raise _status.already_exists(resource.group, resource.plural, name)
         if admit:
+            if resource.schema is not None:
+                obj = apply_schema(resource.schema, obj, kind=resource.kind, group=resource.group)
+                meta = obj["metadata"]
             validate_metadata(resource, obj)
             self._admit_new(resource, obj)
         meta.pop("resourceVersion", None)
@@ -551,6 +555,8 @@ class Store:
                 new["status"] = copy.deepcopy(existing["status"])
             else:
                 new.pop("status", None)
+        if resource.schema is not None and subresource != "*":
+            new = apply_schema(resource.schema, new, kind=resource.kind, group=resource.group)
         meta = new.setdefault("metadata", {})
         if subresource != "*":
             validate_metadata(resource, {"metadata": {**meta, "name": old_meta["name"]}})
