@@ -1,0 +1,217 @@
+"""The ossfs async filesystem, adjusted for edgecache: what ``OSSBackend.fs`` is.
+
+Sits between the OSS backend (``edgecache_oss._backend``) and aiooss2/aiohttp. ossfs's
+``AioOSSFileSystem`` does the OSS protocol; this subclass changes only what edgecache relies on:
+
+- ``info`` and listings carry the object's ETag (ossfs drops it), so versions from ``ls`` and
+  ``info`` agree; ``info`` reports 403 as an error instead of turning it into "not found";
+- paths are normalised to ``bucket/key`` (ossfs keeps a leading ``/`` from ``oss://`` URLs);
+- every request has a bound (aiohttp ``ClientTimeout``: connect and total), and idempotent
+  requests (HEAD, GET, LIST) are retried with backoff on connection errors, timeouts and 5xx;
+- request headers (which carry an STS token) are never logged;
+- ``cat_file`` ranges follow fsspec (end exclusive) with OSS's standard range behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+import aiohttp
+from aiooss2.http import AioResponse, AioSession
+from oss2.exceptions import OssError, RequestError  # type: ignore[import-untyped]
+from ossfs import AioOSSFileSystem  # type: ignore[import-untyped]
+
+__all__ = ["EdgeOSSFileSystem", "is_transient", "oss_status"]
+
+log = logging.getLogger(__name__)
+
+#: Requests that change nothing and can be repeated safely.
+_IDEMPOTENT = frozenset(
+    {
+        "head_object",
+        "get_object",
+        "get_object_meta",
+        "list_objects",
+        "list_buckets",
+        "get_bucket_info",
+        "object_exists",
+    }
+)
+#: Failures of the connection rather than answers of the service.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    ConnectionError,
+    TimeoutError,
+    RequestError,
+)
+
+
+def oss_status(exc: BaseException) -> tuple[int | None, str]:
+    """HTTP status and OSS error code behind ``exc`` (ossfs keeps oss2's error as the cause)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if isinstance(seen, OssError) and not isinstance(seen, RequestError):
+            status = getattr(seen, "status", None)
+            return (int(status) if isinstance(status, int) else None), str(seen.code or "")
+        if seen is None:
+            break
+        seen = seen.__cause__
+    return None, ""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether repeating the request may succeed: connection trouble, timeouts, 5xx."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    status, _ = oss_status(exc)
+    if status is not None and status >= 500:
+        return True
+    cause = exc.__cause__
+    return cause is not None and cause is not exc and isinstance(cause, CONNECTION_ERRORS)
+
+
+class _BoundedSession(AioSession):
+    """aiooss2's session with one ``ClientTimeout`` for every request, and no header logging."""
+
+    def __init__(self, psize: int, timeout: aiohttp.ClientTimeout) -> None:
+        super().__init__(psize)
+        self._timeout = timeout
+
+    async def do_request(self, req: Any, timeout: Any = None) -> AioResponse:  # noqa: ASYNC109
+        assert self.session is not None
+        log.debug("OSS %s %s", req.method, req.url)
+        try:
+            response = await self.session.request(
+                req.method,
+                req.url,
+                data=req.data,
+                params=req.params,
+                headers=req.headers,
+                timeout=self._timeout,
+            )
+        except aiohttp.ClientResponseError as err:
+            raise RequestError(err) from err
+        return AioResponse(response)
+
+
+class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
+    """``AioOSSFileSystem`` with ETags, bounded and retried requests, normalised paths."""
+
+    protocol = "oss"
+    _session: Any
+
+    def __init__(
+        self,
+        *,
+        connect_timeout_seconds: float = 5.0,
+        read_timeout_seconds: float = 30.0,
+        attempts: int = 3,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._timeout = aiohttp.ClientTimeout(
+            total=read_timeout_seconds, sock_connect=connect_timeout_seconds
+        )
+        self._attempts = attempts
+
+    # --- paths ---------------------------------------------------------------------------------
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        stripped: str = super()._strip_protocol(path)
+        return stripped.strip("/")
+
+    # --- requests ------------------------------------------------------------------------------
+    async def set_session(self, refresh: bool = False) -> None:
+        if self._session is None or self._session.closed or refresh:
+            if self._session is None or refresh:
+                self._session = _BoundedSession(self._psize, self._timeout)
+            await self._session.__aenter__()
+            if not self.asynchronous:
+                weakref.finalize(self, self.close_session)
+
+    async def _call_oss(
+        self, method_name: str, *args: Any, bucket: str | None = None, **kwargs: Any
+    ) -> Any:
+        attempts = self._attempts if method_name in _IDEMPOTENT else 1
+        for attempt in range(attempts):
+            try:
+                return await super()._call_oss(method_name, *args, bucket=bucket, **kwargs)
+            except Exception as exc:
+                if attempt + 1 >= attempts or not is_transient(exc):
+                    raise
+                delay = min(0.1 * 2**attempt, 2.0)
+                log.debug("retrying OSS %s in %.1f s: %s", method_name, delay, type(exc).__name__)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # --- metadata with ETags -------------------------------------------------------------------
+    def _transfer_object_info_to_dict(self, bucket: str, obj: Any) -> dict[str, Any]:
+        data: dict[str, Any] = super()._transfer_object_info_to_dict(bucket, obj)
+        if data.get("type") == "file" and getattr(obj, "etag", None):
+            data["ETag"] = obj.etag
+        return data
+
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        norm = self._strip_protocol(path)
+        if not norm:
+            return {"name": "", "size": 0, "type": "directory"}
+        bucket, key = self.split_path(norm)
+        if key:
+            try:
+                head = await self._call_oss("head_object", key, bucket=bucket)
+            except FileNotFoundError:
+                pass  # not an object: maybe a prefix ("directory"), see below
+            else:
+                return {
+                    "name": norm,
+                    "type": "file",
+                    "size": head.content_length,
+                    "LastModified": head.last_modified,
+                    "ETag": head.etag,
+                    "VersionId": head.versionid,
+                }
+        listing = await self._call_oss(
+            "list_objects",
+            bucket=bucket,
+            prefix=f"{key.rstrip('/')}/" if key else "",
+            delimiter="/",
+            max_keys=1,
+        )
+        if not key or listing.object_list or listing.prefix_list:
+            return {"name": norm, "size": 0, "type": "directory"}
+        raise FileNotFoundError(norm)
+
+    async def _cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        norm = self._strip_protocol(path)
+        if (start is not None and start < 0) or (end is not None and end < 0):
+            size = (await self._info(norm))["size"]
+            start = size + start if start is not None and start < 0 else start
+            end = size + end if end is not None and end < 0 else end
+        if start is not None and end is not None and end <= start:
+            return b""
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers["x-oss-range-behavior"] = "standard"
+        byte_range: tuple[int | None, int | None] | None = (
+            None if start is None and end is None else (start, None if end is None else end - 1)
+        )
+        return await self.ranged_get(norm, byte_range, headers)
+
+    async def ranged_get(
+        self, path: str, byte_range: tuple[int | None, int | None] | None, headers: dict[str, str]
+    ) -> bytes:
+        """One GET of ``path`` (``byte_range`` inclusive, as OSS takes it), body read whole."""
+        bucket, key = self.split_path(path)
+        stream = await self._call_oss(
+            "get_object", key, bucket=bucket, byte_range=byte_range, headers=headers
+        )
+        async with stream:
+            data: bytes = await stream.read()
+        return data
