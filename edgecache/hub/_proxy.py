@@ -122,9 +122,8 @@ class HubProxy:
                 self.health.report_failure()
                 if info.verb in WRITE_VERBS or request.method not in ("GET", "HEAD"):
                     HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
-                    return status_response(
-                        503, f"edgecache hub: {exc}; the request was not applied"
-                    )
+                    outcome = "may or may not have been applied" if exc.sent else "was not applied"
+                    return status_response(503, f"edgecache hub: {exc}; the request {outcome}")
                 log.info("upstream unreachable, answering %s from the store", request.path)
         return await self.offline.respond(request, info, component, digest)
 
@@ -194,7 +193,13 @@ class HubProxy:
         small = length is not None and length <= _SMALL_BODY_BYTES and not gzipped
         chunks: list[bytes] = []
         if small or (filters and status == 200):
-            data = await upstream_response.read()
+            try:
+                data = await upstream_response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # Nothing was sent yet: the caller can still answer a read from the store.
+                raise UpstreamUnavailableError(
+                    f"upstream answer broke off: {exc}", sent=True
+                ) from exc
             if filters and status == 200:
                 data = self.filters.filter_body(filters, data)
             response: web.StreamResponse = web.Response(status=status, body=data, headers=headers)
@@ -203,11 +208,17 @@ class HubProxy:
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
             size = 0
-            async for chunk in upstream_response.content.iter_any():
-                await response.write(chunk)
-                if recording and size <= self.recorder.settings.max_response_bytes:
-                    chunks.append(chunk)
-                    size += len(chunk)
+            try:
+                async for chunk in upstream_response.content.iter_any():
+                    await response.write(chunk)
+                    if recording and size <= self.recorder.settings.max_response_bytes:
+                        chunks.append(chunk)
+                        size += len(chunk)
+            except (aiohttp.ClientError, TimeoutError):
+                # Half an answer was sent: all that is left is to cut the client off too
+                # (it sees a truncated body and retries) and record nothing.
+                self.health.report_failure()
+                raise
             await response.write_eof()
         if recording:
             self.recorder.record(

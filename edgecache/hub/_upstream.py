@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class UpstreamUnavailableError(BackendUnavailableError):
-    """No upstream API server could be reached (connect failed or timed out on all)."""
+    """No upstream API server could be reached (connect failed or timed out on all).
+
+    ``sent`` says whether the request may have reached a server before the connection broke
+    (then a write may or may not have been applied).
+    """
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 def _ssl_context(settings: UpstreamSettings, *, identity: bool) -> ssl.SSLContext | bool:
@@ -163,6 +171,17 @@ class Upstream:
                 )
             except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
                 errors.append(f"{server}: {exc or type(exc).__name__}")
+                connected = not isinstance(
+                    exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+                )
+                if connected and method not in ("GET", "HEAD"):
+                    # The request may have been applied: sending it elsewhere could apply it
+                    # twice, so the failure goes back to the client as it is.
+                    raise UpstreamUnavailableError(
+                        "upstream connection broke after the request was sent: "
+                        + "; ".join(errors),
+                        sent=True,
+                    ) from exc
                 continue
             if index != self._current:
                 log.warning("upstream failover: now using %s", server)

@@ -211,3 +211,23 @@ async def test_restart_against_a_silent_upstream_serves_at_once(
         assert not hub.health.online
         kube_api.clear_faults()
         await hub.health.wait_for(True, within_seconds=15)
+
+
+async def test_a_read_that_breaks_off_is_answered_from_the_store(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    kube_api.seed(objects.pods(3))
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        async with http.get(PODS) as recorded:
+            assert recorded.status == 200
+        assert hub.recorder is not None
+        await hub.recorder.drain()
+        kube_api.drop_connections(count=1, path_prefix=PODS)
+        async with http.get(PODS) as answered:
+            assert answered.status == 200 and len((await answered.json())["items"]) == 3
+        kube_api.drop_connections(count=1, path_prefix="/api/v1/namespaces/default/configmaps")
+        async with http.post(
+            "/api/v1/namespaces/default/configmaps", json=objects.config_map("c")
+        ) as write:
+            assert write.status == 503
+            assert "may or may not have been applied" in (await write.json())["message"]
