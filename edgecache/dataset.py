@@ -466,7 +466,11 @@ _PARSERS: dict[str, Callable[[_Fields], Resource]] = {
 
 
 def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
-    """Parse and validate every document of a YAML text (empty documents are skipped)."""
+    """Parse and validate every edgecache document of a YAML text.
+
+    Empty documents, and resources of other APIs bundled in the same file (Pods, PVCs), are
+    skipped; anything that claims to be ours, or is a Fluid runtime, is validated.
+    """
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -481,10 +485,15 @@ def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
         where = f"{source}: document {number}"
         doc = _Fields(where, raw)
         kind = doc.text("kind", required=True, hint="Dataset, EdgeCacheRuntime or DataLoad")
-        api = doc.text("apiVersion", required=True, hint=API_VERSION)
-        if isinstance(raw.get("metadata"), Mapping) and raw["metadata"].get("name"):
-            where = f"{where} ({kind} {raw['metadata']['name']})"
-            doc = _Fields(where, raw)
+        metadata = raw.get("metadata")
+        if isinstance(metadata, Mapping) and metadata.get("name"):
+            doc = _Fields(f"{where} ({kind} {metadata['name']})", raw)
+        api = doc.text("apiVersion", default="")
+        ours = kind in _PARSERS or kind in _FLUID_RUNTIMES
+        if not ours and api not in (API_VERSION, _FLUID_API):
+            continue  # another resource bundled in the same file (a Pod, a PVC...)
+        if not api:
+            doc.fail("apiVersion", f"required; {API_VERSION}")
         if api == _FLUID_API:
             doc.fail(
                 "apiVersion",
