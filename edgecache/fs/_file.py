@@ -1,7 +1,9 @@
 """EdgeCacheFile: the file object ``open(..., "rb")`` returns.
 
 It reads through :class:`~edgecache.fs.EdgeCacheFileSystem` block by block at the object version
-seen when it was opened (a file handle never mixes two versions). Reads whose blocks are all
+seen when it was opened (a file handle never mixes two versions). A handle opened on cached
+metadata of a version that is already gone switches to the current version on its first read,
+as long as it has returned no byte yet; after that, a change is an error. Reads whose blocks are all
 cached are served in the calling thread without touching the event loop. Sequential reads widen
 a read-ahead window (1, 2, 4... up to ``readahead_blocks``) that fetches the next blocks in
 parallel in the background, so a stream keeps the link busy instead of waiting a round trip per
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
+
+from edgecache.backends import ObjectChangedError
 
 if TYPE_CHECKING:
     from edgecache.fs._filesystem import EdgeCacheFileSystem
@@ -36,6 +40,7 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         self._next_sequential = 0
         self._window = 0
         self._ahead_until = 0
+        self._served = False
         super().__init__(
             fs,
             path,
@@ -46,7 +51,26 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
             **kwargs,
         )
 
+    def read(self, length: int = -1) -> bytes:
+        """Up to ``length`` bytes (all the rest if negative) from the current position."""
+        out: bytes = super().read(length)
+        if (length is None or length < 0) and self.loc < self.size:
+            # The first read switched to a longer current version: "all" means all of it.
+            out += super().read(-1)
+        return out
+
     def _fetch_range(self, start: int, end: int) -> bytes:
+        try:
+            data = self._fetch_version(start, end)
+        except ObjectChangedError:
+            if self._served:
+                raise
+            self._switch_to_current_version()
+            data = self._fetch_version(start, end)
+        self._served = self._served or bool(data)
+        return data
+
+    def _fetch_version(self, start: int, end: int) -> bytes:
         fs = self._ec_fs
         end = min(end, self.size)
         if start >= end:
@@ -56,6 +80,14 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         if data is None:
             data = sync(fs.loop, fs._cat_range, self.path, self.version, self.size, start, end)
         return data
+
+    def _switch_to_current_version(self) -> None:
+        fs = self._ec_fs
+        fs.metadata.invalidate(fs._identity, self.path)
+        cached = sync(fs.loop, fs._cached_info, self.path)
+        self.version, self.size = fs._file_info(cached, self.path)
+        self.cache.size = self.size
+        self._next_sequential = self._window = self._ahead_until = 0
 
     def _plan_readahead(self, start: int, end: int) -> None:
         fs = self._ec_fs

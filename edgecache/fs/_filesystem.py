@@ -328,16 +328,25 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
 
     async def _get_file(self, rpath: str, lpath: str, **kwargs: Any) -> None:
         rpath = self._target(rpath)
-        cached = await self._cached_info(rpath)
-        if cached.info.get("type") == "directory":
-            os.makedirs(lpath, exist_ok=True)
-            return
-        version, size = self._file_info(cached, rpath)
         bs = self.settings.block_size
         step = bs * max(1, self.settings.fetch_concurrency)
-        async with aiofiles.open(lpath, "wb") as out:
-            for start in range(0, size, step):
-                await out.write(await self._cat_range(rpath, version, size, start, start + step))
+        for attempt in range(2):
+            cached = await self._cached_info(rpath)
+            if cached.info.get("type") == "directory":
+                os.makedirs(lpath, exist_ok=True)
+                return
+            version, size = self._file_info(cached, rpath)
+            try:
+                async with aiofiles.open(lpath, "wb") as out:
+                    for start in range(0, size, step):
+                        data = await self._cat_range(rpath, version, size, start, start + step)
+                        await out.write(data)
+                return
+            except ObjectChangedError:
+                # As in _cat_file: re-read the info and copy the new version from the start.
+                self.metadata.invalidate(self._identity, rpath)
+                if attempt:
+                    raise
 
     def _open(
         self,

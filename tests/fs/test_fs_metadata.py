@@ -189,3 +189,35 @@ def test_zero_ttl_always_asks_the_backend(make_fs: MakeFs, data_dir: Path) -> No
     replace_behind_the_back(path, b"two!")
     assert fs.cat_file(str(path)) == b"two!"
     assert fs.info(str(path))["size"] == 4
+
+
+@pytest.mark.parametrize("new_size", [SIZE - 3 * BS, SIZE, SIZE + 3 * BS + 1])
+def test_open_after_a_change_within_ttl_reads_the_new_version(
+    make_fs: MakeFs, data_dir: Path, new_size: int
+) -> None:
+    """The info is cached (listed within the TTL) but no byte of the old version is: the first
+    read finds the object changed and reads the new version whole, rather than failing."""
+    path = data_dir / "obj"
+    old, new = pattern(SIZE, seed=1), pattern(new_size, seed=2)
+    path.write_bytes(old)
+    fs = make_fs("countfile", block_size="4KiB")
+    assert fs.size(str(path)) == SIZE
+    replace_behind_the_back(path, new)
+    with fs.open(str(path), "rb") as f:
+        assert f.read() == new
+        assert f.size == new_size
+    with fs.open(str(path), "rb") as f:
+        assert f.read(BS) + f.read() == new
+
+
+def test_get_after_a_change_within_ttl_copies_the_new_version(
+    make_fs: MakeFs, data_dir: Path, tmp_path: Path
+) -> None:
+    path = data_dir / "obj"
+    old, new = pattern(SIZE, seed=1), pattern(SIZE + 17, seed=2)
+    path.write_bytes(old)
+    fs = make_fs("countfile", block_size="4KiB")
+    assert fs.size(str(path)) == SIZE
+    replace_behind_the_back(path, new)
+    fs.get(str(path), str(tmp_path / "copy"))
+    assert (tmp_path / "copy").read_bytes() == new
