@@ -252,3 +252,18 @@ async def test_close_watches_ends_streams_cleanly(
         await asyncio.sleep(0.05)
         assert api.close_watches() == 1
         assert await WatchReader(response).next() is None
+
+
+async def test_an_idle_watch_ends_when_its_client_goes(api: KubeAPIServer) -> None:
+    async with aiohttp.ClientSession(base_url=api.url) as http:
+        response = await http.get(
+            PODS, params={"watch": "1", "resourceVersion": str(api.resource_version)}
+        )
+        await asyncio.sleep(0.05)
+        assert api.open_watches == 1
+        response.close()  # drops the connection; nothing is ever written to this watch
+    for _ in range(40):
+        if api.open_watches == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert api.open_watches == 0

@@ -317,7 +317,10 @@ class APIHandlers:
         await response.prepare(request)
         forget = self._on_watch(stream)
         try:
-            await stream.run(response.write)
+            transport = request.transport
+            await stream.run(
+                response.write, closed=lambda: transport is None or transport.is_closing()
+            )
         except (ConnectionResetError, ConnectionError):
             return response
         finally:

@@ -98,6 +98,7 @@ class KubeAPIServer:
             on_watch=self._track_watch,
         )
         self._watches: set[WatchStream] = set()
+        self._controls_lock = threading.Lock()  # the log and the watch set, read from test threads
         self._transports: set[asyncio.BaseTransport] = set()
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,10 +124,12 @@ class KubeAPIServer:
     @property
     def requests(self) -> list[RecordedRequest]:
         """The request log, oldest first."""
-        return list(self._request_log)
+        with self._controls_lock:
+            return list(self._request_log)
 
     def clear_requests(self) -> None:
-        self._request_log.clear()
+        with self._controls_lock:
+            self._request_log.clear()
 
     @property
     def resource_version(self) -> int:
@@ -176,20 +179,20 @@ class KubeAPIServer:
         finally:
             if transport is not None:
                 self._transports.discard(transport)
-            self._request_log.append(
-                RecordedRequest(
-                    method=request.method,
-                    path=request.path,
-                    query=request.query_string,
-                    user_agent=request.headers.get("User-Agent", ""),
-                    authorization=authorization,
-                    user=user or "",
-                    client_cert=cert_user or "",
-                    status=status,
-                    watch=request.query.get("watch") in ("1", "true", "True")
-                    or "/watch/" in request.path,
-                )
+            record = RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=request.query_string,
+                user_agent=request.headers.get("User-Agent", ""),
+                authorization=authorization,
+                user=user or "",
+                client_cert=cert_user or "",
+                status=status,
+                watch=request.query.get("watch") in ("1", "true", "True")
+                or "/watch/" in request.path,
             )
+            with self._controls_lock:
+                self._request_log.append(record)
 
     async def _answer(
         self, request: web.Request, handler: Handler, user: str | None
@@ -241,8 +244,14 @@ class KubeAPIServer:
         )
 
     def _track_watch(self, stream: WatchStream) -> Callable[[], None]:
-        self._watches.add(stream)
-        return lambda: self._watches.discard(stream)
+        with self._controls_lock:
+            self._watches.add(stream)
+
+        def forget() -> None:
+            with self._controls_lock:
+                self._watches.discard(stream)
+
+        return forget
 
     # ------------------------------------------------------------------ async lifecycle
 
@@ -277,7 +286,9 @@ class KubeAPIServer:
             return
         if self._stopping is not None:
             self._stopping.set()
-        for stream in list(self._watches):
+        with self._controls_lock:
+            streams = list(self._watches)
+        for stream in streams:
             stream.stop()
         if abort:
             for transport in list(self._transports):
@@ -367,7 +378,8 @@ class KubeAPIServer:
 
     def close_watches(self) -> int:
         """End every open watch cleanly, as at a server-side watch timeout; returns how many."""
-        streams = list(self._watches)
+        with self._controls_lock:
+            streams = list(self._watches)
         loop = self._loop
         if loop is not None:
             for stream in streams:

@@ -27,6 +27,7 @@ from ._store import Predicate, Store, StoredEvent
 
 JSONObject = dict[str, Any]
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+_DISCONNECT_POLL_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,14 @@ class WatchStream:
         self._cursor = reached
         return [line for line in map(self._translate, events) if line is not None]
 
-    async def run(self, write: Callable[[bytes], Any]) -> None:
-        """Send events through ``write`` (an async callable) until timeout, stop or disconnect."""
+    async def run(
+        self, write: Callable[[bytes], Any], *, closed: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Send events through ``write`` (an async callable) until timeout, stop or disconnect.
+
+        ``closed`` tells whether the client has gone; it is polled every second, so an idle watch
+        whose client disconnected ends even when nothing is written to it.
+        """
         loop = asyncio.get_running_loop()
         deadline = (
             None
@@ -189,11 +196,14 @@ class WatchStream:
                     last_bookmark = time.monotonic()
                 next_bookmark = last_bookmark + self._bookmark_interval - time.monotonic()
                 waits = [next_bookmark if self._options.allow_bookmarks else 3600.0]
+                waits.append(_DISCONNECT_POLL_SECONDS)
                 if deadline is not None:
                     waits.append(deadline - loop.time())
                     if waits[-1] <= 0:
                         return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(waits)))
+                if closed():
+                    return
         finally:
             self._store.remove_waiter(loop, self._wake)
