@@ -15,6 +15,7 @@ Watches, proxied or offline, are registered in :mod:`._watches` so that a mode s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -108,11 +109,18 @@ class HubProxy:
         info = parse_request(request.method, request.path, request.query)
         component = component_of(request.headers.get("User-Agent", ""))
         digest = self._digest(component, request.headers.get("Authorization", ""))
-        if request.headers.get("Upgrade"):
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if upgrade == "websocket" and self.health.online:
+            return await self._websocket(request, info)
+        if upgrade:
             HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
+            if upgrade == "websocket":
+                return status_response(
+                    503, "edgecache hub is offline: exec, attach and port-forward need the upstream"
+                )
             return status_response(
                 501,
-                "edgecache hub does not proxy upgraded connections (exec, attach, port-forward)",
+                f"edgecache hub proxies WebSocket upgrades only, not {upgrade!r}",
                 reason="NotImplemented",
             )
         if self.health.online:
@@ -126,6 +134,57 @@ class HubProxy:
                     return status_response(503, f"edgecache hub: {exc}; the request {outcome}")
                 log.info("upstream unreachable, answering %s from the store", request.path)
         return await self.offline.respond(request, info, component, digest)
+
+    async def _websocket(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        """exec/attach/port-forward over WebSocket: relay frames both ways until one side ends."""
+        protocols = [
+            p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+        ]
+        headers = CIMultiDict(
+            (k, v)
+            for k, v in request.headers.items()
+            if k.lower() not in _REQUEST_DROP and not k.lower().startswith("sec-websocket-")
+        )
+        try:
+            upstream_ws = await self.upstream.websocket(
+                request.path_qs, headers=headers, protocols=[p for p in protocols if p]
+            )
+        except UpstreamUnavailableError as exc:
+            self.health.report_failure()
+            HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
+            return status_response(503, f"edgecache hub: {exc}")
+        except aiohttp.WSServerHandshakeError as exc:
+            HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
+            return status_response(exc.status, f"upstream refused the upgrade: {exc.message}")
+        HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
+        chosen = (upstream_ws.protocol,) if upstream_ws.protocol else ()
+        client_ws = web.WebSocketResponse(protocols=chosen, autoping=True, max_msg_size=0)
+        await client_ws.prepare(request)
+
+        async def relay(
+            source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+            target: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        ) -> None:
+            async for message in source:
+                if message.type == aiohttp.WSMsgType.BINARY:
+                    await target.send_bytes(message.data)
+                elif message.type == aiohttp.WSMsgType.TEXT:
+                    await target.send_str(message.data)
+                else:
+                    break
+
+        tasks = [
+            asyncio.ensure_future(relay(client_ws, upstream_ws)),
+            asyncio.ensure_future(relay(upstream_ws, client_ws)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream_ws.close()
+            await client_ws.close()
+        return client_ws
 
     def _digest(self, component: str, credential: str) -> str:
         key = (component, credential)

@@ -189,6 +189,37 @@ class Upstream:
             return response
         raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
 
+    async def websocket(
+        self, path_qs: str, *, headers: Mapping[str, str], protocols: list[str]
+    ) -> aiohttp.ClientWebSocketResponse:
+        """Open a WebSocket upstream (exec, attach, port-forward), failing over like requests.
+
+        Raises :class:`UpstreamUnavailableError` when no server accepts a connection and lets
+        ``aiohttp.WSServerHandshakeError`` (the upstream refused the upgrade) through.
+        """
+        assert self._session is not None, "Upstream.start() was not called"
+        session = self._session if "Authorization" not in headers else self._session_own_credentials
+        assert session is not None
+        outgoing = self.outgoing_headers(headers)
+        outgoing.pop("Accept-Encoding", None)
+        errors: list[str] = []
+        count = len(self.settings.servers)
+        for attempt in range(count):
+            index = (self._current + attempt) % count
+            server = self.settings.servers[index].rstrip("/")
+            try:
+                return await session.ws_connect(
+                    server + path_qs,
+                    protocols=protocols,
+                    headers=outgoing,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                    autoping=True,
+                    max_msg_size=0,
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                errors.append(f"{server}: {exc}")
+        raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
+
     async def probe(self) -> bool:
         """Whether some upstream server answers; switches to the first that does.
 
