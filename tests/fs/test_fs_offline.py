@@ -115,3 +115,13 @@ def test_missing_object_is_still_file_not_found_online(make_fs: MakeFs, tree: Pa
     with pytest.raises(FileNotFoundError):
         fs.cat_file(str(tree / "nope"))
     assert fs.cat_file(str(tree / "a"))  # the backend was not marked unreachable
+
+
+def test_get_of_a_cached_object_works_offline(make_fs: MakeFs, tree: Path, tmp_path: Path) -> None:
+    fs = make_fs("switchfile", block_size="4KiB")
+    content = fs.cat_file(str(tree / "a"))
+    switch(fs).online = False
+    fs.get(str(tree / "a"), str(tmp_path / "copy"))
+    assert (tmp_path / "copy").read_bytes() == content
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        fs.get(str(tree / "b"), str(tmp_path / "copy-b"))

@@ -7,11 +7,15 @@ must show the change. Run over ``file`` and ``memory``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import fsspec
 import pytest
-from fstestlib import KiB, pattern
+from fstestlib import KiB, close_fs, pattern
 
 from edgecache.fs import EdgeCacheFileSystem
 
@@ -157,3 +161,42 @@ def test_makedirs_and_rmdir_show_in_listings(setup: tuple[EdgeCacheFileSystem, s
     fs.rmdir(f"{root}/empty")
     assert not fs.exists(f"{root}/empty")
     assert listing(fs, root) == ["keep", "old"]
+
+
+_READER = """
+import sys
+import fsspec
+url, cache_dir = sys.argv[1], sys.argv[2]
+with fsspec.open(url, edgecache={"cache_dir": cache_dir, "block_size": "4KiB"}) as f:
+    sys.stdout.buffer.write(f.read())
+"""
+
+
+def test_write_is_seen_by_a_new_process_on_the_same_cache_dir(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """The write also dropped the persisted metadata and the SSD blocks of the old version, so
+    a process that starts later does not serve them within their TTL."""
+    cache_dir, path = str(tmp_path / "cache"), str(data_dir / "obj")
+    (data_dir / "obj").write_bytes(OLD)
+    url = f"edgecache::file://{path}"
+
+    def read_in_new_process() -> bytes:
+        return subprocess.run(
+            [sys.executable, "-c", _READER, url, cache_dir],
+            capture_output=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        ).stdout
+
+    assert read_in_new_process() == OLD  # metadata and blocks of OLD now on disk
+    fs = fsspec.filesystem(
+        "edgecache", target_protocol="file", cache_dir=cache_dir, block_size="4KiB"
+    )
+    try:
+        assert fs.cat_file(path) == OLD
+        fs.pipe_file(path, NEW)
+    finally:
+        close_fs(fs)
+    assert read_in_new_process() == NEW
