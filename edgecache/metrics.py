@@ -26,9 +26,11 @@ __all__ = [
     "CACHE_QUOTA_BYTES",
     "CACHE_USAGE_BYTES",
     "HUB_MODE",
+    "HUB_MODE_SWITCHES",
     "HUB_REQUESTS",
     "HUB_STORE_BYTES",
     "HUB_STORE_OBJECTS",
+    "HUB_WATCHES_ENDED",
     "PEER_HITS",
     "REGISTRY",
 ]
@@ -124,4 +126,15 @@ HUB_STORE_BYTES = Gauge(
 )
 HUB_STORE_OBJECTS = Gauge(
     "edgecache_hub_store_objects", "Objects recorded in the hub's store.", registry=REGISTRY
+)
+HUB_MODE_SWITCHES = Counter(
+    "edgecache_hub_mode_switches",
+    "Online/offline switches of the hub, by the mode switched to.",
+    ["to"],
+    registry=REGISTRY,
+)
+HUB_WATCHES_ENDED = Counter(
+    "edgecache_hub_watches_ended_by_switch",
+    "Open watches the hub ended at a mode switch so that their clients re-list.",
+    registry=REGISTRY,
 )

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from edgecache.hub._config import HealthSettings
-from edgecache.metrics import HUB_MODE
+from edgecache.metrics import HUB_MODE, HUB_MODE_SWITCHES
 
 __all__ = ["HealthMonitor"]
 
@@ -98,6 +98,7 @@ class HealthMonitor:
         self.online = online
         self.switches += 1
         HUB_MODE.set(1 if online else 0)
+        HUB_MODE_SWITCHES.labels(to="online" if online else "offline").inc()
         log.warning("edge hub is now %s", "ONLINE" if online else "OFFLINE (serving from store)")
         self._on_switch(online)
         asyncio.get_running_loop().create_task(self._notify())

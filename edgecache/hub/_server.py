@@ -25,7 +25,7 @@ from edgecache.hub._recording import Recorder
 from edgecache.hub._store import HubStore
 from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
 from edgecache.hub._watches import WatchRegistry
-from edgecache.metrics import HUB_STORE_BYTES, HUB_STORE_OBJECTS, REGISTRY
+from edgecache.metrics import HUB_STORE_BYTES, HUB_STORE_OBJECTS, HUB_WATCHES_ENDED, REGISTRY
 
 __all__ = ["HubServer", "parse_address"]
 
@@ -76,6 +76,7 @@ class HubServer:
 
     def _on_switch(self, online: bool) -> None:
         closed = self.watches.close_all()
+        HUB_WATCHES_ENDED.inc(closed)
         log.warning("mode switch: ended %d open watches so clients re-list", closed)
 
     async def start(self) -> None:

@@ -188,6 +188,8 @@ async def test_health_port(hub: HubServer, kube_api: KubeAPIServer) -> None:
     assert 'edgecache_hub_requests_total{served_from="store",verb="list"}' in text
     assert 'edgecache_hub_requests_total{served_from="upstream",verb="list"}' in text
     assert "edgecache_hub_store_objects 3.0" in text
+    assert 'edgecache_hub_mode_switches_total{to="offline"}' in text
+    assert "edgecache_hub_watches_ended_by_switch_total" in text
 
 
 async def test_restart_against_a_silent_upstream_serves_at_once(
