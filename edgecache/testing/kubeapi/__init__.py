@@ -4,12 +4,15 @@ No kube-apiserver can run on our build machines, yet the edge hub, the controlle
 must be tested against real API semantics. This package serves the Kubernetes REST API over real
 HTTP on 127.0.0.1 with an in-memory store: monotonic resourceVersions, list and watch with replay
 and 410 Gone, bookmarks and WatchList initial events, label and field selectors, pagination,
-CRDs, ``Status`` errors, discovery (legacy and aggregated) and server-side tables for kubectl.
+CRDs with their schemas, owner-reference garbage collection, ``Status`` errors, discovery (legacy
+and aggregated), OpenAPI v3 and server-side tables for kubectl, gzip, HTTPS and client certificates.
 Tests control it: bearer-token auth, injected faults, a request log, stop and start on one port.
 
 Layers, bottom up: ``_status`` (errors) and ``_resources`` (the resource table) -> ``_selectors``,
-``_patch`` -> ``_store`` (state, history) -> ``_watch``, ``_discovery``, ``_table`` ->
-``_handlers`` (HTTP routing) -> ``_faults`` (auth, faults, request log) -> ``_server``.
+``_patch``, ``_admission``, ``_validation``, ``_schema`` (CRD schemas), ``_owners`` (garbage
+collection) -> ``_store`` (state, history) -> ``_watch``, ``_discovery``, ``_openapi``, ``_table``,
+``_scale``, ``_protobuf`` -> ``_handlers`` (HTTP routing) -> ``_faults`` (auth, faults, request
+log), ``_tls`` -> ``_server``. ``fixtures`` holds the pytest fixture and client helpers.
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from . import _status
+from ._admission import admit_new, check_kind, now_rfc3339
 from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
@@ -54,10 +54,6 @@ _SERVER_OWNED = (
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
 )
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -313,7 +309,7 @@ class Store:
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise _status.bad_request("metadata must be an object")
-        self._check_kind(resource, obj)
+        check_kind(resource, obj)
         name = meta.get("name") or ""
         if not name and meta.get("generateName"):
             name = str(meta["generateName"]) + "".join(random.choices(_GENERATE_ALPHABET, k=5))
@@ -352,7 +348,7 @@ class Store:
                 obj = apply_schema(resource.schema, obj, kind=resource.kind, group=resource.group)
                 meta = obj["metadata"]
             validate_metadata(resource, obj)
-            self._admit_new(resource, obj)
+            admit_new(resource, obj, self._cluster_ips)
         meta.pop("resourceVersion", None)
         # Admitted objects get fresh server-owned fields; seeded ones keep what the test gave.
         if admit or "uid" not in meta:
@@ -372,91 +368,6 @@ class Store:
         if resource.group_resource == CRD_GROUP_RESOURCE:
             self.registry.register_crd(obj)
         return obj
-
-    def _check_kind(self, resource: ResourceType, obj: JSONObject) -> None:
-        kind = obj.get("kind") or resource.kind
-        if kind != resource.kind:
-            raise _status.bad_request(
-                f"the object provided is of kind {kind}, but the request is for {resource.kind}"
-            )
-        api_version = obj.get("apiVersion") or resource.api_version
-        group = str(api_version).rpartition("/")[0]
-        if group != resource.group:
-            raise _status.bad_request(
-                f"the API version in the data ({api_version}) does not match the expected "
-                f"API version "
-                f"({resource.api_version})"
-            )
-        obj["kind"] = kind
-        obj["apiVersion"] = api_version
-
-    def _admit_new(self, resource: ResourceType, obj: JSONObject) -> None:
-        """What the API server's create strategies do to a new object."""
-        if resource.has_status:
-            obj.pop("status", None)
-        group_resource = resource.group_resource
-        if group_resource == NAMESPACE_GROUP_RESOURCE:
-            obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-            obj["status"] = {"phase": "Active"}
-            obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj[
-                "metadata"
-            ]["name"]
-        elif group_resource == ("", "secrets"):
-            obj.setdefault("type", "Opaque")
-        elif group_resource == ("", "pods"):
-            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        elif group_resource == ("", "services"):
-            spec = obj.setdefault("spec", {})
-            if spec.get("type") != "ExternalName" and not spec.get("clusterIP"):
-                index = next(self._cluster_ips)
-                spec["clusterIP"] = f"10.96.{index // 250}.{index % 250 + 1}"
-                spec["clusterIPs"] = [spec["clusterIP"]]
-            spec.setdefault("type", "ClusterIP")
-            obj["status"] = {"loadBalancer": {}}
-        elif group_resource == CRD_GROUP_RESOURCE:
-            self._validate_crd(obj)
-            names = obj["spec"]["names"]
-            names.setdefault("singular", str(names["kind"]).lower())
-            names.setdefault("listKind", f"{names['kind']}List")
-            obj["status"] = {
-                "acceptedNames": dict(names),
-                "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
-                "conditions": [
-                    _condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-                    _condition(
-                        "Established",
-                        "InitialNamesAccepted",
-                        "the initial names have been accepted",
-                    ),
-                ],
-            }
-
-    def _validate_crd(self, obj: JSONObject) -> None:
-        spec = obj.get("spec") or {}
-        names = spec.get("names") or {}
-        name = _meta(obj).get("name", "")
-        for field, value in (
-            ("spec.group", spec.get("group")),
-            ("spec.names.plural", names.get("plural")),
-            ("spec.names.kind", names.get("kind")),
-            ("spec.versions", spec.get("versions")),
-        ):
-            if not value:
-                raise _status.invalid(
-                    "CustomResourceDefinition",
-                    "apiextensions.k8s.io",
-                    name,
-                    field,
-                    "Required value",
-                )
-        if name != f"{names['plural']}.{spec['group']}":
-            raise _status.invalid(
-                "CustomResourceDefinition",
-                "apiextensions.k8s.io",
-                name,
-                "metadata.name",
-                'Invalid value: must be spec.names.plural+"."+spec.group',
-            )
 
     def update(
         self,
@@ -488,7 +399,7 @@ class Store:
                     name,
                     _MODIFIED,
                 )
-            self._check_kind(resource, body)
+            check_kind(resource, body)
             return self._commit_update(
                 resource, existing, body, subresource=subresource, dry_run=dry_run
             )
@@ -528,7 +439,7 @@ class Store:
             if meta.get("name") != name:
                 raise _status.bad_request("metadata.name cannot be changed by a patch")
             meta.pop("resourceVersion", None)
-            self._check_kind(resource, patched)
+            check_kind(resource, patched)
             return self._commit_update(
                 resource, existing, patched, subresource=subresource, dry_run=dry_run
             )
@@ -717,16 +628,6 @@ class Store:
                 )
                 deleted.append(result)
             return deleted
-
-
-def _condition(kind: str, reason: str, message: str) -> JSONObject:
-    return {
-        "type": kind,
-        "status": "True",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now_rfc3339(),
-    }
 
 
 def _encode_continue(snapshot_id: str, offset: int, rv: int) -> str:
