@@ -10,7 +10,8 @@ it reads against the true source without being sent it.
 * ``hang``: start reading the first object with a fetch that logs itself, then never returns
   (so the worker holds the block's cross-process lock until it is killed).
 * ``fill``: print ``ready``, then read random objects forever under the (small) quota, pinning
-  and unpinning now and then; exit 3 at once if a read is not exact. The crash test kills it.
+  and unpinning now and then; exit 3 at once if a read is not exact. The crash test kills it;
+  with ``steps`` it stops by itself after that many operations.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ async def _hang(cache: TieredCache, source: Source, specs: list[ObjectSpec]) -> 
 async def _fill(cache: TieredCache, source: Source, specs: list[ObjectSpec], config: dict) -> int:
     rng = random.Random(config["seed"])
     print("ready", flush=True)
-    while True:
+    steps = config.get("steps")  # None: until killed
+    while steps is None or steps > 0:
+        if steps is not None:
+            steps -= 1
         roll = rng.random()
         if roll < 0.02:
             with contextlib.suppress(PinError):
@@ -97,6 +101,8 @@ async def _fill(cache: TieredCache, source: Source, specs: list[ObjectSpec], con
             if await read_object(cache, source, s.path) != s.data():
                 print(f"MISMATCH {s.path}", flush=True)
                 return 3
+    cache.close()
+    return 0
 
 
 if __name__ == "__main__":

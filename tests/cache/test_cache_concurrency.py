@@ -175,3 +175,49 @@ def test_readers_racing_eviction_never_see_wrong_bytes(make_cache) -> None:
     a = audit(cache.settings)
     a.assert_consistent()
     assert a.file_sum[0] <= 8 * BS
+
+
+@pytest.mark.slow
+def test_processes_filling_and_evicting_one_small_cache_keep_it_consistent(tmp_path: Path) -> None:
+    # Four processes and a quota a fraction of their data: every write evicts blocks other
+    # processes are reading or writing at that moment.
+    opts = {
+        "cache_dir": str(tmp_path / "c"),
+        "mem_quota": 2 * BS,
+        "ssd_quota": 12 * BS,
+        "ssd_high": 0.9,
+        "ssd_low": 0.6,
+    }
+    specs = make_objects(30, blocks=3, seed=12)
+    procs = []
+    for i in range(PROCESSES):
+        cfg = {
+            "settings": opts,
+            "objects": [[s.path, s.size, s.compressible] for s in specs],
+            "seed": i,
+            "steps": 300,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, WORKER, "fill", json.dumps(cfg)],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=os.path.dirname(WORKER),
+            )
+        )
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * PROCESSES, outs
+    assert not any("MISMATCH" in o for o in outs)
+    s = settings(**opts)
+    a = audit(s)
+    a.assert_consistent()
+    assert a.used[0] <= s.ssd_quota
+    cache = TieredCache(s)
+    try:
+        st = cache.stats()
+        assert st["tiers"]["ssd"]["evictions"] > 0
+        source = Source.of(specs)
+        for spec in specs:
+            assert read_object_sync(cache, source, spec.path) == spec.data()
+    finally:
+        cache.close()
