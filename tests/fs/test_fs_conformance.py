@@ -10,6 +10,9 @@ as a stale listing or stale bytes.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -92,6 +95,44 @@ class TestMemoryPipe(abstract.AbstractPipeTests, EdgeCacheMemoryFixtures):  # ty
     pass
 
 
+_MOVE_INTO_PROTECTED_DIR = """
+import os, sys
+import fsspec
+tmp, recursive = sys.argv[1], sys.argv[2] == "True"
+source = os.path.join(tmp, "source_file.txt")
+with open(source, "w") as f:
+    f.write("content")
+protected = os.path.join(tmp, "protected_directory")
+os.mkdir(protected)
+os.chmod(protected, 0o555)
+destination = os.path.join(protected, "destination_file.txt")
+fs = fsspec.filesystem(
+    "edgecache", target_protocol="file", cache_dir=os.path.join(tmp, "cache"),
+    skip_instance_cache=True,
+)
+try:
+    fs.mv(source, destination, recursive=recursive)
+except PermissionError:
+    print("PermissionError", os.path.exists(destination))
+else:
+    print("moved")
+finally:
+    os.chmod(protected, 0o755)
+"""
+_DROPPED_CAPS = "-dac_override,-dac_read_search"
+
+
+def _unprivileged_command() -> list[str]:
+    """Root ignores directory permissions (fsspec's own test fails as root): run without the
+    capabilities that let it."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root, and setpriv is missing to drop CAP_DAC_OVERRIDE")
+    return [setpriv, f"--bounding-set={_DROPPED_CAPS}", f"--inh-caps={_DROPPED_CAPS}", "--"]
+
+
 # fsspec's ``tests/abstract/mv.py`` ships no abstract class: its two tests run against
 # ``fsspec.filesystem("file")`` directly. The same tests, against edgecache over ``file`` (without
 # ``auto_mkdir``, as there).
@@ -106,23 +147,21 @@ class TestLocalMv:
         with pytest.raises(FileNotFoundError):
             fs.mv(str(source), str(destination))
 
-    @pytest.mark.skipif(
-        hasattr(os, "geteuid") and os.geteuid() == 0,
-        reason="root ignores directory permissions (fsspec's own test fails as root too)",
-    )
     @pytest.mark.parametrize("recursive", [True, False])
-    def test_move_raises_error_with_tmpdir_permission(
-        self, recursive: bool, tmpdir: Any, make_fs: Callable[..., EdgeCacheFileSystem]
-    ) -> None:
-        source = tmpdir.join("source_file.txt")
-        source.write("content")
-        protected_dir = tmpdir.mkdir("protected_directory")
-        os.chmod(str(protected_dir), 0o555)
-        destination = protected_dir.join("destination_file.txt")
-        fs = make_fs("file")
-        try:
-            with pytest.raises(PermissionError):
-                fs.mv(str(source), str(destination), recursive=recursive)
-            assert not os.path.exists(destination)
-        finally:
-            os.chmod(str(protected_dir), 0o755)
+    def test_move_raises_error_with_tmpdir_permission(self, recursive: bool, tmpdir: Any) -> None:
+        # In a child process, so that a root test run can drop its override of permissions.
+        child = subprocess.run(
+            [
+                *_unprivileged_command(),
+                sys.executable,
+                "-c",
+                _MOVE_INTO_PROTECTED_DIR,
+                str(tmpdir),
+                str(recursive),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert child.returncode == 0, child.stderr
+        assert child.stdout.split() == ["PermissionError", "False"]
