@@ -126,7 +126,15 @@ class HubServer:
             raise
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> str:
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        # handler_cancellation: a client that goes away cancels its handler at once, so the
+        # upstream watch it was streaming is released instead of lingering until the next event.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            handler_cancellation=True,
+        )
         await runner.setup()
         self._runners.append(runner)
         await web.SockSite(runner, sock).start()

@@ -233,3 +233,22 @@ async def test_a_read_that_breaks_off_is_answered_from_the_store(
         ) as write:
             assert write.status == 503
             assert "may or may not have been applied" in (await write.json())["message"]
+
+
+async def test_a_client_leaving_releases_its_upstream_watch(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        response = await http.get(PODS + "?watch=1&resourceVersion=0")
+        assert response.status == 200
+        for _ in range(50):
+            if kube_api.open_watches == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert kube_api.open_watches == 1
+        response.close()  # the client goes away mid-watch
+    for _ in range(100):
+        if kube_api.open_watches == 0 and len(hub.watches) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert kube_api.open_watches == 0 and len(hub.watches) == 0
