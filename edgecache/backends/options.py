@@ -45,6 +45,7 @@ __all__ = [
     "flag",
     "number",
     "public_url",
+    "redact_in_logs",
     "resolve_options",
     "reveal",
     "scrub",
@@ -102,6 +103,50 @@ def scrub(text: str, secrets: Iterable[Any]) -> str:
         if isinstance(value, str) and len(value) >= 3:
             text = text.replace(value, _MASK)
     return text
+
+
+class _Redactor(logging.Filter):
+    """Rewrites log records that contain a registered secret (client libraries log request
+    headers at DEBUG, an STS token among them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's business
+            return True
+        cleaned = scrub(message, list(self.secrets))
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_redactor = _Redactor()
+
+
+def redact_in_logs(secrets: Iterable[Any], logger_prefixes: Iterable[str]) -> None:
+    """Hide ``secrets`` in records of every logger named ``prefix`` or ``prefix.*`` that exists
+    now (a logging filter applies to its own logger only, so each gets one; import the client
+    library's modules before calling this)."""
+    for secret in secrets:
+        value = reveal(secret)
+        if isinstance(value, str) and len(value) >= 3:
+            _redactor.secrets.add(value)
+    prefixes = tuple(logger_prefixes)
+    names = [
+        name
+        for name in list(logging.root.manager.loggerDict)
+        if name in prefixes or name.startswith(tuple(p + "." for p in prefixes))
+    ]
+    for name in {*prefixes, *names}:
+        logger = logging.getLogger(name)
+        if _redactor not in logger.filters:
+            logger.addFilter(_redactor)
 
 
 SecretResolver = Callable[[str, str, "str | None"], str]

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from edgecache.backends import Backend, ObjectChangedError
-from edgecache.backends.options import scrub
+from edgecache.backends.options import redact_in_logs, scrub
 from edgecache.errors import BackendUnavailableError
 from edgecache_oss._filesystem import CONNECTION_ERRORS, EdgeOSSFileSystem, oss_status
 from edgecache_oss._options import oss_config
@@ -32,6 +32,9 @@ from edgecache_oss._options import oss_config
 __all__ = ["OSSBackend"]
 
 log = logging.getLogger(__name__)
+
+#: Loggers of the client stack, whose records must never carry a secret.
+_CLIENT_LOGGERS = ("aiooss2", "oss2", "ossfs", "aiohttp", "edgecache_oss")
 
 _AUTH_CODES = frozenset(
     {
@@ -64,6 +67,7 @@ class OSSBackend(Backend):
         # Keep only the resolved form: secrets wrapped, so printing the options shows none.
         self.options = {**self._config.resolved.extra, **self._config.resolved.values}
         self._secrets = self._config.resolved.secrets()
+        redact_in_logs(self._secrets, _CLIENT_LOGGERS)
         self._fs = EdgeOSSFileSystem(
             connect_timeout_seconds=self._config.connect_timeout_seconds,
             read_timeout_seconds=self._config.read_timeout_seconds,
@@ -203,6 +207,7 @@ class OSSBackend(Backend):
         if status == 404 or isinstance(exc, FileNotFoundError):
             what = "bucket" if code == "NoSuchBucket" else "object or bucket"
             return FileNotFoundError(errno.ENOENT, f"no such {what} at {self.identity}", url)
-        if self.is_unreachable(exc):
+        if self.is_unreachable(exc) or (status is not None and status >= 500):
+            # 5xx that outlived the retries: the service is there but not serving.
             return self._unavailable(exc, path)
         return exc

@@ -212,6 +212,16 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
         stream = await self._call_oss(
             "get_object", key, bucket=bucket, byte_range=byte_range, headers=headers
         )
+        chunks: list[bytes] = []
         async with stream:
-            data: bytes = await stream.read()
+            while chunk := await stream.read():  # one network chunk per call, b"" at the end
+                chunks.append(chunk)
+        data = b"".join(chunks)
+        expected = stream.content_length
+        if expected is not None and len(data) != int(expected):
+            # aiooss2 ends the body quietly when the connection drops mid-way: never hand a
+            # short read up as if it were the object's bytes.
+            raise aiohttp.ClientPayloadError(
+                f"{path}: body ended after {len(data)} of {expected} bytes"
+            )
         return data

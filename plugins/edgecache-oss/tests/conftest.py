@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from osstestlib import BUCKET, KEY, SECRET
+from osstestlib import BUCKET, KEY, SECRET, STS_KEY, STS_SECRET, TOKEN
 
 from edgecache.testing.oss import OSSServer
 
@@ -35,7 +35,9 @@ def clean_oss_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def oss_server() -> Iterator[OSSServer]:
-    with OSSServer(credentials={KEY: SECRET}) as server:
+    with OSSServer(
+        credentials={KEY: SECRET, STS_KEY: STS_SECRET}, security_tokens={STS_KEY: TOKEN}
+    ) as server:
         server.create_bucket(BUCKET)
         yield server
 

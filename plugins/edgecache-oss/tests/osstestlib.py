@@ -6,6 +6,8 @@ import socket
 
 KEY = "LTAIedgecacheTestKey"
 SECRET = "oss-s3cr3t-That-Must-Not-Leak"
+STS_KEY = "STS.edgecacheTempKey"
+STS_SECRET = "sts-s3cr3t-Value-Not-To-Leak"
 TOKEN = "sts-token-that-must-not-leak"
 BUCKET = "edgecache-oss-test"
 

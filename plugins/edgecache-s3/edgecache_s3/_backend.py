@@ -22,18 +22,25 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import aiobotocore.endpoint
 import aiohttp
+import botocore.auth
+import botocore.endpoint
 import botocore.exceptions
 import s3fs
 
 from edgecache.backends import Backend, ObjectChangedError
-from edgecache.backends.options import scrub
+from edgecache.backends.options import redact_in_logs, scrub
 from edgecache.errors import BackendUnavailableError
 from edgecache_s3._options import s3_config
 
 __all__ = ["S3Backend"]
 
 log = logging.getLogger(__name__)
+
+#: Loggers of the client stack; botocore logs request headers (an STS token) at DEBUG.
+_CLIENT_LOGGERS = ("botocore", "aiobotocore", "s3fs", "urllib3", "aiohttp")
+_ = (aiobotocore.endpoint, botocore.auth, botocore.endpoint)  # imported so their loggers exist
 
 #: Failures while streaming a block's body: the request reached S3, the bytes did not all arrive.
 _BODY_ERRORS: tuple[type[BaseException], ...] = (
@@ -92,6 +99,7 @@ class S3Backend(Backend):
         # Keep only the resolved form: secrets wrapped, so printing the options shows none.
         self.options = {**self._config.resolved.extra, **self._config.resolved.values}
         self._secrets = self._config.resolved.secrets()
+        redact_in_logs(self._secrets, _CLIENT_LOGGERS)
         self._fs = s3fs.S3FileSystem(**self._config.fs_kwargs)
         # botocore retries each request (config_kwargs["retries"]); s3fs's own retry loop on top
         # would multiply the attempts against an unreachable endpoint.
@@ -242,6 +250,7 @@ class S3Backend(Backend):
         if isinstance(exc, FileNotFoundError) or status == 404:
             what = "bucket" if code == "NoSuchBucket" else "object or bucket"
             return FileNotFoundError(errno.ENOENT, f"no such {what} at {self.identity}", url)
-        if self.is_unreachable(exc):
+        if self.is_unreachable(exc) or (status is not None and status >= 500):
+            # 5xx that outlived the retries: the service is there but not serving.
             return self._unavailable(exc, path)
         return exc

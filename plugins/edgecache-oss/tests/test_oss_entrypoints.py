@@ -1,0 +1,124 @@
+"""OSS through the ways users reach it: the CLI (a real ``python -m edgecache`` subprocess) and
+``fsspec.open("edgecache::oss://...")`` URL chaining."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import fsspec
+from osstestlib import KEY, SECRET
+
+from edgecache.testing.oss import OSSServer
+
+WRONG_SECRET = "Cli-Wrong-OSS-Secret"
+
+
+def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgecache", *args],
+        capture_output=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+def test_cli_cat_native_options(
+    oss_server: OSSServer, put: Any, prefix: str, tmp_path: Path
+) -> None:
+    data = os.urandom(300_000)
+    path = put(f"{prefix}/cli.bin", data)
+    args = [
+        "cat",
+        f"oss://{path}",
+        "-o",
+        f"endpoint={oss_server.endpoint}",
+        "-o",
+        f"key={KEY}",
+        "-o",
+        f"secret={SECRET}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    for _ in range(2):  # cold, then from the cache
+        done = edgecache_cli(*args)
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout == data
+
+
+def test_cli_cat_fluid_options(
+    oss_server: OSSServer, put: Any, prefix: str, tmp_path: Path
+) -> None:
+    path = put(f"{prefix}/fluid.txt", b"fluid through the CLI\n")
+    done = edgecache_cli(
+        "cat",
+        f"edgecache::oss://{path}",
+        "-o",
+        f"fs.oss.endpoint={oss_server.endpoint}",
+        "-o",
+        f"fs.oss.accessKeyId={KEY}",
+        "-o",
+        f"fs.oss.accessKeySecret={SECRET}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"fluid through the CLI\n"
+
+
+def test_cli_wrong_secret_is_one_line_without_the_secret(
+    oss_server: OSSServer, put: Any, prefix: str, tmp_path: Path
+) -> None:
+    path = put(f"{prefix}/hello.txt", b"hello")
+    done = edgecache_cli(
+        "cat",
+        f"oss://{path}",
+        "-o",
+        f"fs.oss.endpoint={oss_server.endpoint}",
+        "-o",
+        f"fs.oss.accessKeyId={KEY}",
+        "-o",
+        f"fs.oss.accessKeySecret={WRONG_SECRET}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 1
+    assert stderr.startswith("edgecache: error: ") and stderr.count("\n") == 1, stderr
+    assert "access denied" in stderr and f"oss://{path}" in stderr
+    assert WRONG_SECRET not in stderr + done.stdout.decode()
+
+
+def test_cli_ls(oss_server: OSSServer, put: Any, prefix: str, tmp_path: Path) -> None:
+    put(f"{prefix}/d/a.bin", b"a")
+    put(f"{prefix}/d/b.bin", b"bb")
+    done = edgecache_cli(
+        "ls",
+        f"oss://{prefix}/d/",
+        "-o",
+        f"endpoint={oss_server.endpoint}",
+        "-o",
+        f"key={KEY}",
+        "-o",
+        f"secret={SECRET}",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert "a.bin" in done.stdout.decode() and "b.bin" in done.stdout.decode()
+
+
+def test_fsspec_url_chaining(
+    oss_options: dict[str, Any], put: Any, prefix: str, tmp_path: Path
+) -> None:
+    data = os.urandom(50_000)
+    path = put(f"{prefix}/chained.bin", data)
+    cache = {"cache_dir": str(tmp_path / "cache"), "block_size": "16KiB"}
+    with fsspec.open(f"edgecache::oss://{path}", "rb", oss=oss_options, edgecache=cache) as f:
+        assert f.read() == data
+    with fsspec.open(f"edgecache::oss://{path}", "rb", oss=oss_options, edgecache=cache) as f:
+        f.seek(20_000)
+        assert f.read(100) == data[20_000:20_100]
