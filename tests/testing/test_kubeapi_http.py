@@ -579,6 +579,10 @@ async def test_injected_failures(http: aiohttp.ClientSession, api: KubeAPIServer
     api.clear_faults()
     async with http.post(PODS, json=objects.pod("x")) as response:
         assert response.status == 201
+    api.fail(429, count=1)
+    async with http.get(PODS) as response:
+        assert response.status == 429 and response.headers["Retry-After"] == "1"
+        assert (await _json(response))["reason"] == "TooManyRequests"
 
 
 async def test_stop_and_start_on_the_same_port_keeps_state(api: KubeAPIServer) -> None:

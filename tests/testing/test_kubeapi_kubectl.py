@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 import yaml
@@ -222,9 +221,7 @@ def test_get_watch_streams_changes(kube_api: KubeAPIServer) -> None:
             assert process.stdout is not None
             assert process.stdout.readline().split()[0] == "NAME"
             assert process.stdout.readline().split()[0] == "first"
-            deadline = time.monotonic() + 10
-            while kube_api.open_watches == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            kube_api.wait_for_watches(1)
             kube_api.put(objects.pod("second", phase="Succeeded"))
             assert process.stdout.readline().split()[:3] == ["second", "0/1", "Succeeded"]
         finally:

@@ -14,6 +14,7 @@ import asyncio
 import copy
 import tempfile
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_FAULT_REASONS = {
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
 _UNAUTHENTICATED_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 
 
@@ -235,13 +242,11 @@ class KubeAPIServer:
         if fault.mode in ("close", "hang") and request.transport is not None:
             request.transport.abort()
             raise asyncio.CancelledError  # nothing may be written: the connection is gone
-        return error_response(
-            APIError(
-                fault.status,
-                "ServiceUnavailable" if fault.status == 503 else "InternalError",
-                "injected fault",
-            )
-        )
+        reason = _FAULT_REASONS.get(fault.status, "InternalError")
+        response = error_response(APIError(fault.status, reason, "injected fault"))
+        if fault.status == 429:  # API priority and fairness asks clients to come back
+            response.headers["Retry-After"] = "1"
+        return response
 
     def _track_watch(self, stream: WatchStream) -> Callable[[], None]:
         with self._controls_lock:
@@ -375,6 +380,14 @@ class KubeAPIServer:
         self.close()
 
     # --------------------------------------------------------------------- test controls
+
+    def wait_for_watches(self, count: int = 1, *, timeout_seconds: float = 10.0) -> None:
+        """Block until at least ``count`` watches are open (a client has started watching)."""
+        deadline = time.monotonic() + timeout_seconds
+        while self.open_watches < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.open_watches} of {count} watches open")
+            time.sleep(0.01)
 
     def close_watches(self) -> int:
         """End every open watch cleanly, as at a server-side watch timeout; returns how many."""
