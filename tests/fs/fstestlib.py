@@ -11,6 +11,7 @@ from typing import Any
 
 from edgecache.backends.local import LocalBackend
 from edgecache.backends.memory import MemoryBackend
+from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
 
 KiB = 1024
@@ -71,6 +72,11 @@ class SwitchableLocalBackend(CountingLocalBackend):
         if not self.online:
             raise ConnectionError("link down")
         return await super().call(method, *args, **kwargs)
+
+    async def probe(self) -> None:
+        """Fails while the link is cut (local files themselves are always reachable)."""
+        if not self.online:
+            raise BackendUnavailableError(f"{self.identity} is unreachable: link down")
 
 
 def pattern(size: int, seed: int = 0) -> bytes:
