@@ -267,3 +267,18 @@ async def test_an_idle_watch_ends_when_its_client_goes(api: KubeAPIServer) -> No
             break
         await asyncio.sleep(0.05)
     assert api.open_watches == 0
+
+
+async def test_a_replica_serves_the_same_cluster(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    async with api.replica() as second, aiohttp.ClientSession(base_url=second.url) as other:
+        assert second.url != api.url
+        rv = await _list_rv(http)
+        async with other.get(PODS, params={"watch": "1", "resourceVersion": rv}) as response:
+            async with http.post(PODS, json=objects.pod("a")) as created:
+                assert created.status == 201
+            assert _names(await WatchReader(response).take(1)) == [("ADDED", "a")]
+        await api.astop()
+        async with other.get(f"{PODS}/a") as response:
+            assert response.status == 200

@@ -57,6 +57,7 @@ class KubeAPIServer:
     ``require_namespaces``: refuse objects in namespaces that do not exist (404), as a real server.
     ``tls``: serve HTTPS with a fresh test PKI (``True``) or a given one; clients then authenticate
     with bearer tokens (kubectl sends them only over TLS) or client certificates (CN = user).
+    ``store``: serve another server's store (see :meth:`replica`).
     """
 
     def __init__(
@@ -74,7 +75,18 @@ class KubeAPIServer:
         request_log_size: int = 100_000,
         tls: bool | PKI = False,
         compression_threshold_bytes: int | None = 128 * 1024,
+        store: Store | None = None,
     ) -> None:
+        self._settings = {
+            "host": host,
+            "tokens": tokens,
+            "allow_anonymous": allow_anonymous,
+            "bookmark_interval_seconds": bookmark_interval_seconds,
+            "aggregated_discovery": aggregated_discovery,
+            "tables": tables,
+            "request_log_size": request_log_size,
+            "compression_threshold_bytes": compression_threshold_bytes,
+        }
         self.host = host
         self.pki: PKI | None = None
         """With ``tls``: the CA (for ``--certificate-authority``) and client certificates."""
@@ -85,7 +97,7 @@ class KubeAPIServer:
         elif tls:
             self.pki = tls
         self._port = port
-        self.store = Store(
+        self.store = store or Store(
             ResourceRegistry(), history_size=history_size, require_namespaces=require_namespaces
         )
         self.auth = Authenticator(tokens, allow_anonymous=allow_anonymous)
@@ -378,6 +390,15 @@ class KubeAPIServer:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def replica(self) -> KubeAPIServer:
+        """A second API server of the same cluster: same store, settings and PKI, its own port.
+
+        For failover tests: both serve the same objects and resourceVersions, and a watch can
+        resume on one from a resourceVersion seen on the other. Start it like any server.
+        """
+        settings: dict[str, Any] = dict(self._settings)
+        return KubeAPIServer(**settings, tls=self.pki or False, store=self.store)
 
     # --------------------------------------------------------------------- test controls
 
