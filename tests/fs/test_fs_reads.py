@@ -206,3 +206,20 @@ def test_cat_of_a_directory_is_is_a_directory_error(
     with pytest.raises(IsADirectoryError):
         fs.open(directory, "rb")
     assert fs.isdir(directory)
+
+
+def test_unusable_cache_dir_still_reads(
+    make_fs: MakeFs, blob: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache directory that cannot be created (its parent is a file): reads go straight to
+    the backend, with a warning, never an error."""
+    path, content = blob
+    (tmp_path / "a-file").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        fs = make_fs("countfile", block_size="4KiB", cache_dir=str(tmp_path / "a-file" / "cache"))
+        assert fs.cat_file(path) == content
+        assert fs.cat_file(path, start=10, end=20) == content[10:20]
+        with fs.open(path, "rb") as f:
+            assert f.read() == content
+    assert "unusable" in caplog.text
+    assert fs.cache.backend_fetches == 17  # the MEM tier still serves the second reads
