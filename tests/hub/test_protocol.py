@@ -252,3 +252,23 @@ async def test_a_client_leaving_releases_its_upstream_watch(
             break
         await asyncio.sleep(0.02)
     assert kube_api.open_watches == 0 and len(hub.watches) == 0
+
+
+async def test_losing_one_of_two_servers_fails_over_without_going_offline(
+    kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    async with KubeAPIServer() as second:
+        kube_api.seed(objects.pods(1))
+        second.seed(objects.pods(2))
+        async with (
+            HubServer(fast_settings(tmp_path, [kube_api.url, second.url])) as hub,
+            aiohttp.ClientSession(hub.url, headers=KUBELET) as http,
+        ):
+            async with http.get(PODS) as first:
+                assert len((await first.json())["items"]) == 1
+            await asyncio.to_thread(kube_api.stop)
+            async with http.get(PODS) as failed_over:
+                assert len((await failed_over.json())["items"]) == 2  # answered by the second
+            await asyncio.sleep(0.5)  # several probe rounds
+            assert hub.health.online and hub.health.switches == 0
+            assert hub.upstream.current_server == second.url
