@@ -19,9 +19,11 @@ reset, new ones refused, or a silent blackhole) and ``restore()`` brings it back
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import ipaddress
+import signal
 import threading
 import time
 from collections import deque
@@ -59,8 +61,9 @@ class WANProfile:
     """Bandwidth towards the upstream (uploads), in Mbit/s; ``None``: the same as ``mbit``."""
     handshake_rtts: float = 1.0
     """Round trips a new connection waits before its first byte goes upstream (TCP: one)."""
-    burst_bytes: int = _CHUNK_BYTES
-    """Token-bucket depth: how much an idle link sends at once before the rate applies."""
+    burst_bytes: int = 0
+    """Token-bucket depth: what an idle link sends before the rate applies. 0: every byte pays
+    its serialisation time, as on a real link (``tc tbf`` would allow a burst)."""
 
     @property
     def one_way_seconds(self) -> float:
@@ -157,6 +160,9 @@ class _Pipe:
         deliver = asyncio.create_task(self._deliver())
         try:
             await self._read()
+        except BaseException:
+            deliver.cancel()
+            raise
         finally:
             if self.emulator._blackholed:
                 deliver.cancel()  # nothing crosses a dead link, not even the end of the stream
@@ -178,7 +184,7 @@ class _Pipe:
                 paid = self.link.bucket.reserve(len(data))
                 last_delivery = max(paid, self.hold_until) + self.link.delay
                 self._push(last_delivery, data)
-                # Read ahead no further than about two link delays' worth (TCP backpressure).
+                # Read ahead a bounded amount (TCP backpressure reaches the sender).
                 while self.queued_bytes > self._wire_bytes():
                     self.wake_reader.clear()
                     await self.wake_reader.wait()
@@ -188,8 +194,9 @@ class _Pipe:
             self._push(max(last_delivery, loop.time() + self.link.delay), None)
 
     def _wire_bytes(self) -> float:
-        rate = self.link.bucket.rate
-        return max(4 * _CHUNK_BYTES, 2 * rate * (self.link.delay + 0.01))
+        # Propagation plus 100 ms of serialisation: enough to ride out a busy machine's late
+        # timers without idling the link, small enough that backpressure reaches the sender.
+        return 4 * _CHUNK_BYTES + self.link.bucket.rate * (self.link.delay + 0.1)
 
     def _push(self, when: float, data: bytes | None) -> None:
         self.queue.append((when, data))
@@ -437,8 +444,11 @@ class WANEmulator:
             return
         server.close()
         self._abort_all()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout=2)
 
@@ -507,3 +517,47 @@ def _parse_upstream(upstream: str | tuple[str, int]) -> tuple[str, int]:
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
         raise ValueError(f"the WAN emulator only proxies to loopback addresses, not {host!r}")
     return host, port
+
+
+# ------------------------------------------------------------------------- command line
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecache.testing.wan",
+        description="Run the WAN emulator in its own process (benchmarks: the proxy then "
+        "shares no interpreter lock with the client or the server).",
+    )
+    parser.add_argument("--upstream", required=True, help="loopback HOST:PORT or URL to proxy")
+    parser.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+    parser.add_argument("--rtt-ms", type=float, default=LINK_30MS_100MBIT.rtt_ms)
+    parser.add_argument("--mbit", type=float, default=LINK_30MS_100MBIT.mbit, help="downlink")
+    parser.add_argument("--up-mbit", type=float, default=None, help="uplink (default: --mbit)")
+    parser.add_argument("--handshake-rtts", type=float, default=1.0)
+    return parser.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    profile = WANProfile(
+        rtt_ms=args.rtt_ms,
+        mbit=args.mbit,
+        up_mbit=args.up_mbit,
+        handshake_rtts=args.handshake_rtts,
+    )
+    async with WANEmulator(args.upstream, profile, port=args.port) as wan:
+        print(f"wan listening on {wan.endpoint}", flush=True)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, done.set)
+        await done.wait()
+        print(f"bytes up {wan.bytes_up} down {wan.bytes_down}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m edgecache.testing.wan --upstream 127.0.0.1:9000 --rtt-ms 30 --mbit 100``."""
+    asyncio.run(_serve(_parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

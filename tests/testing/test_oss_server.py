@@ -560,3 +560,20 @@ def test_content_md5_is_checked(bucket: oss2.Bucket) -> None:
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
     with pytest.raises(oss2.exceptions.InvalidDigest):
         bucket.put_object("k", b"data", headers={"Content-MD5": wrong})
+
+
+def test_faults_close_and_hang(server: OSSServer, bucket_name: str) -> None:
+    server.put_object(bucket_name, "k", b"v")
+    bucket = oss2.Bucket(oss2.Auth(AK, SK), server.endpoint, bucket_name, connect_timeout=0.5)
+    fault = server.fail(mode="close", operations=["GetObject"], key_prefix="k")
+    with pytest.raises(oss2.exceptions.RequestError):
+        bucket.get_object("k")
+    assert fault.matched >= 1
+    assert bucket.head_object("k").content_length == 1  # other operations are untouched
+    server.clear_faults()
+    server.fail(mode="hang", count=1)
+    start = time.monotonic()
+    with pytest.raises(oss2.exceptions.RequestError):
+        bucket.get_object("k")
+    assert 0.4 <= time.monotonic() - start < 5
+    assert bucket.get_object("k").read() == b"v"

@@ -101,10 +101,12 @@ async def test_upload_and_slow_edge_profile(upstream: str) -> None:
 async def test_small_exchange_costs_one_rtt_and_a_connection_two(upstream: str) -> None:
     async with WANEmulator(upstream, LINK_30MS_100MBIT) as wan:
         firsts = []
-        for _ in range(3):
+        for _ in range(5):
             start = time.perf_counter()
             reader, writer = await _connect(wan)
             firsts.append(time.perf_counter() - start)
+            writer.close()
+        reader, writer = await _connect(wan)
         # What the emulator adds is the minimum; the rest is the machine's timer jitter.
         assert 0.059 <= min(firsts) <= 0.066, firsts  # handshake RTT + request RTT
         rounds = []
@@ -114,7 +116,15 @@ async def test_small_exchange_costs_one_rtt_and_a_connection_two(upstream: str) 
             await reader.readline()
             rounds.append(time.perf_counter() - start)
         assert 0.0295 <= min(rounds) <= 0.033, rounds
-        assert statistics.median(rounds) <= 0.036, rounds
+        assert statistics.median(rounds) <= 0.040, rounds  # timer jitter on a busy machine
+        wan.set_profile(WANProfile(rtt_ms=10, mbit=100))
+        rounds = []
+        for _ in range(5):
+            start = time.perf_counter()
+            writer.write(b"PING\n")
+            await reader.readline()
+            rounds.append(time.perf_counter() - start)
+        assert 0.0095 <= min(rounds) <= 0.013, rounds
         writer.close()
 
 
