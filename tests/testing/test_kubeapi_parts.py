@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 
 from edgecache.testing.kubeapi import APIError, KubeAPIServer, objects
 from edgecache.testing.kubeapi._patch import json_patch, merge_patch
@@ -102,15 +105,43 @@ def test_dry_run_persists_nothing() -> None:
         assert api.list_objects("v1", "ConfigMap", "default") == []
 
 
-def test_standalone_command_serves_until_terminated() -> None:
-    command = [sys.executable, "-m", "edgecache.testing.kubeapi", "--port", "0", "--seed-pods", "3"]
+def test_standalone_command_serves_until_terminated(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.yaml"
+    crd = objects.crd("apps.openyurt.io", "NodePool", namespaced=False)
+    pool = {
+        "apiVersion": "apps.openyurt.io/v1",
+        "kind": "NodePool",
+        "metadata": {"name": "hangzhou"},
+    }
+    seed.write_text(yaml.safe_dump_all([crd, pool, objects.node("edge-1")]))
+    command = [
+        sys.executable,
+        "-m",
+        "edgecache.testing.kubeapi",
+        "--port",
+        "0",
+        "--seed-pods",
+        "3",
+        "--seed",
+        str(seed),
+        "--tls-dir",
+        str(tmp_path / "pki"),
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None
             url = process.stdout.readline().split()[-1]
-            assert url.startswith("http://127.0.0.1:")
-            with urllib.request.urlopen(f"{url}/api/v1/namespaces/default/pods") as response:
-                assert len(json.load(response)["items"]) == 3
+            ca = process.stdout.readline().split()[-1]
+            assert url.startswith("https://127.0.0.1:") and ca == str(tmp_path / "pki" / "ca.crt")
+            context = ssl.create_default_context(cafile=ca)
+            with urllib.request.urlopen(
+                f"{url}/api/v1/namespaces/default/pods", context=context
+            ) as r:
+                assert len(json.load(r)["items"]) == 3
+            with urllib.request.urlopen(
+                f"{url}/apis/apps.openyurt.io/v1/nodepools", context=context
+            ) as r:
+                assert [p["metadata"]["name"] for p in json.load(r)["items"]] == ["hangzhou"]
         finally:
             process.terminate()
             assert process.wait(timeout=10) == 0

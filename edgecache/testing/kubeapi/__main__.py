@@ -1,10 +1,18 @@
-"""``python -m edgecache.testing.kubeapi``: the test API server standalone (the demo uses it)."""
+"""``python -m edgecache.testing.kubeapi``: the test API server standalone (the demo uses it).
+
+Prints one line, ``kubeapi listening on URL``, once it serves; with ``--tls-dir`` a second line
+gives the CA file for clients. Stops cleanly on SIGINT or SIGTERM.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from . import objects
 from ._server import KubeAPIServer
@@ -23,26 +31,57 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--allow-anonymous", action="store_true", help="serve requests without a token"
     )
     parser.add_argument(
+        "--tls-dir", type=Path, help="serve HTTPS; write a test CA and certificates here"
+    )
+    parser.add_argument(
         "--bookmark-interval", type=float, default=60.0, help="seconds between bookmarks"
     )
     parser.add_argument(
         "--seed-pods", type=int, default=0, help="create this many pods in 'default'"
     )
+    parser.add_argument(
+        "--seed", type=Path, action="append", default=[], help="YAML/JSON objects to store at start"
+    )
     return parser.parse_args(argv)
 
 
+def _documents(path: Path) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for document in yaml.safe_load_all(path.read_text()):
+        if (
+            isinstance(document, dict)
+            and document.get("kind", "").endswith("List")
+            and "items" in document
+        ):
+            found.extend(document["items"])
+        elif isinstance(document, dict):
+            found.append(document)
+    return found
+
+
 async def _serve(args: argparse.Namespace) -> None:
+    tls: Any = False
+    if args.tls_dir is not None:
+        from ._tls import PKI
+
+        tls = PKI.create(args.tls_dir, host=args.host)
     server = KubeAPIServer(
         host=args.host,
         port=args.port,
         tokens=args.token or None,
         allow_anonymous=args.allow_anonymous,
         bookmark_interval_seconds=args.bookmark_interval,
+        tls=tls,
     )
+    for path in args.seed:
+        for obj in _documents(path):
+            server.put(obj)  # CRDs come first in a file, so later objects find their resource
     if args.seed_pods:
         server.seed(objects.pods(args.seed_pods))
     await server.astart()
     print(f"kubeapi listening on {server.url}", flush=True)
+    if server.pki is not None:
+        print(f"kubeapi certificate authority {server.pki.ca_cert}", flush=True)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -65,22 +65,27 @@ def admit_new(resource: ResourceType, obj: JSONObject, cluster_ips: Iterator[int
         spec.setdefault("type", "ClusterIP")
         obj["status"] = {"loadBalancer": {}}
     elif group_resource == CRD_GROUP_RESOURCE:
-        _validate_crd(obj)
-        names = obj["spec"]["names"]
-        names.setdefault("singular", str(names["kind"]).lower())
-        names.setdefault("listKind", f"{names['kind']}List")
-        obj["status"] = {
-            "acceptedNames": dict(names),
-            "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
-            "conditions": [
-                _condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-                _condition(
-                    "Established",
-                    "InitialNamesAccepted",
-                    "the initial names have been accepted",
-                ),
-            ],
-        }
+        accept_crd(obj)
+
+
+def accept_crd(obj: JSONObject) -> None:
+    """Check a CRD and mark it accepted and ``Established``, as apiextensions does."""
+    _validate_crd(obj)
+    names = obj["spec"]["names"]
+    names.setdefault("singular", str(names["kind"]).lower())
+    names.setdefault("listKind", f"{names['kind']}List")
+    obj["status"] = {
+        "acceptedNames": dict(names),
+        "storedVersions": [v["name"] for v in obj["spec"]["versions"] if v.get("storage")],
+        "conditions": [
+            _condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+            _condition(
+                "Established",
+                "InitialNamesAccepted",
+                "the initial names have been accepted",
+            ),
+        ],
+    }
 
 
 def _validate_crd(obj: JSONObject) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _status
-from ._admission import admit_new, check_kind, now_rfc3339
+from ._admission import accept_crd, admit_new, check_kind, now_rfc3339
 from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
@@ -343,6 +343,8 @@ class Store:
         key = self._key(resource, namespace, name)
         if key in table:
             raise _status.already_exists(resource.group, resource.plural, name)
+        if not admit and resource.group_resource == CRD_GROUP_RESOURCE and "status" not in obj:
+            accept_crd(obj)  # a seeded CRD is served, so it is Established too
         if admit:
             if resource.schema is not None:
                 obj = apply_schema(resource.schema, obj, kind=resource.kind, group=resource.group)
