@@ -392,7 +392,11 @@ class WANEmulator:
                 return
             self._connections.add(entry)
             if self._blackholed:
-                await asyncio.Event().wait()  # until cancelled: the SYN went nowhere
+                # The handshake went nowhere: swallow what the client sends until it gives up
+                # or restore() resets it.
+                while await client_reader.read(_CHUNK_BYTES):
+                    pass
+                return
             loop = asyncio.get_running_loop()
             hold_until = loop.time() + self._profile.handshake_rtts * self._profile.rtt_ms / 1000
             try:

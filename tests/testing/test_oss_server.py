@@ -498,6 +498,7 @@ async def test_async_server_request_log_and_faults() -> None:
         assert await afs._cat_file("async-bucket/obj", 0, 999) == b"x" * 1000
         record = srv.requests[-1]
         assert (record.operation, record.method, record.key) == ("GetObject", "GET", "obj")
+        assert record.path == "/async-bucket/obj"
         assert (record.range, record.status, record.bytes_sent) == ("bytes=0-999", 206, 1000)
         assert (record.access_key_id, record.auth_version) == (AK, "v1")
 

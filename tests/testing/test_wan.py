@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -202,3 +203,32 @@ def test_only_loopback_upstreams() -> None:
     with pytest.raises(ValueError, match="loopback"):
         WANEmulator("10.1.2.3:80")
     assert WANEmulator("http://localhost:9000").upstream == ("localhost", 9000)
+
+
+async def test_command_line(upstream: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edgecache.testing.wan",
+        "--upstream",
+        upstream,
+        "--rtt-ms",
+        "10",
+        "--mbit",
+        "50",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await process.stdout.readline()).decode()
+        assert line.startswith("wan listening on http://127.0.0.1:")
+        port = int(line.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PING\n")
+        assert await reader.readline() == b"PONG\n"
+        writer.close()
+    finally:
+        process.terminate()
+        output = (await process.stdout.read()).decode()  # type: ignore[union-attr]
+        assert await process.wait() == 0
+    assert "bytes up 5 down 5" in output

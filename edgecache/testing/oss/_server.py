@@ -44,6 +44,8 @@ class RecordedRequest:
     operation: str
     """The OSS API name: ``GetObject``, ``ListObjectsV2``, ``UploadPart``..."""
     method: str
+    path: str
+    """The request path as sent (percent-encoded)."""
     bucket: str
     key: str
     query: str
@@ -159,7 +161,7 @@ class OSSServer:
 
     def bytes_sent(self, operation: str | None = None) -> int:
         """Response body bytes sent so far (of one operation, e.g. ``GetObject``)."""
-        return sum(r.bytes_sent for r in self._request_log if operation in (None, r.operation))
+        return sum(r.bytes_sent for r in self.requests if operation in (None, r.operation))
 
     # ----------------------------------------------------------------------- data helpers
 
@@ -276,6 +278,7 @@ class OSSServer:
             RecordedRequest(
                 operation=operation,
                 method=request.method,
+                path=request.rel_url.raw_path,
                 bucket=target.bucket,
                 key=target.key,
                 query=request.rel_url.raw_query_string,
