@@ -205,7 +205,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
                     raise
             else:
                 entries = self.metadata.put_listing(
-                    self._identity, path, [(dict(i), self._version(i)) for i in listing]
+                    self._identity, path, [(_normal(i), self._version(i)) for i in listing]
                 )
         if detail:
             return [dict(e.info) for e in entries]
@@ -424,66 +424,74 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             self.cache.invalidate([self._key(path, cached.version, i) for i in range(count)])
         self.metadata.invalidate(self._identity, path, recursive=recursive)
 
+    async def _write_through(
+        self, paths: list[str], method: str, *args: Any, forget_below: bool = False, **kwargs: Any
+    ) -> None:
+        """Call a writing method of the backend, then forget what it replaced: ``paths`` (and
+        with ``forget_below``, everything below them).
+
+        An unreachable backend wrote nothing (object stores replace objects whole), so the
+        cache is kept, and stays readable offline; the error is BackendUnavailableError.
+        """
+        what = f"cannot {method} {', '.join(paths)}"
+        if not self.health.online:
+            self.health.ensure_probing()
+            raise BackendUnavailableError(
+                f"backend {self._identity} is unreachable; {what}: {self.health.last_error}"
+            )
+        try:
+            await self.backend.call(method, *args, **kwargs)
+        except Exception as exc:
+            if self.backend.is_unreachable(exc):
+                self.health.went_unreachable(exc)
+                raise BackendUnavailableError(
+                    f"backend {self._identity} is unreachable; {what}: {exc}"
+                ) from exc
+            self._invalidate_all(paths, recursive=forget_below)
+            raise
+        self._invalidate_all(paths, recursive=forget_below)
+
+    def _invalidate_all(self, paths: list[str], *, recursive: bool) -> None:
+        for path in paths:
+            self._invalidate(path, recursive=recursive)
+
     async def _pipe_file(
         self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any
     ) -> None:
         path = self._target(path)
-        self._invalidate(path)
-        try:
-            await self.backend.call("pipe_file", path, value, mode=mode, **kwargs)
-        finally:
-            self._invalidate(path)
+        await self._write_through([path], "pipe_file", path, value, mode=mode, **kwargs)
 
     async def _put_file(self, lpath: str, rpath: str, **kwargs: Any) -> None:
         rpath = self._target(rpath)
-        self._invalidate(rpath)
-        try:
-            if await asyncio.to_thread(os.path.isdir, lpath):
-                await self.backend.call("makedirs", rpath, exist_ok=True)
-            else:
-                await self.backend.call("put_file", lpath, rpath, **kwargs)
-        finally:
-            self._invalidate(rpath)
+        if await asyncio.to_thread(os.path.isdir, lpath):
+            await self._write_through([rpath], "makedirs", rpath, exist_ok=True)
+        else:
+            await self._write_through([rpath], "put_file", lpath, rpath, **kwargs)
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         path1, path2 = self._target(path1), self._target(path2)
-        self._invalidate(path2)
-        try:
-            await self.backend.call("cp_file", path1, path2, **kwargs)
-        finally:
-            self._invalidate(path2)
+        await self._write_through([path2], "cp_file", path1, path2, **kwargs)
 
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
         path = self._target(path)
-        try:
-            await self.backend.call("rm_file", path)
-        finally:
-            self._invalidate(path)
+        await self._write_through([path], "rm_file", path)
 
     async def _rm(
         self, path: Any, recursive: bool = False, maxdepth: int | None = None, **kwargs: Any
     ) -> None:
         paths = [path] if isinstance(path, str) else list(path)
         targets = [self._target(p) for p in paths]
-        try:
-            await self.backend.call("rm", targets, recursive=recursive, maxdepth=maxdepth)
-        finally:
-            for target in targets:
-                self._invalidate(target, recursive=True)
+        await self._write_through(
+            targets, "rm", targets, forget_below=True, recursive=recursive, maxdepth=maxdepth
+        )
 
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         path = self._target(path)
-        try:
-            await self.backend.call("mkdir", path, create_parents=create_parents, **kwargs)
-        finally:
-            self._invalidate(path)
+        await self._write_through([path], "mkdir", path, create_parents=create_parents, **kwargs)
 
     async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
         path = self._target(path)
-        try:
-            await self.backend.call("makedirs", path, exist_ok=exist_ok)
-        finally:
-            self._invalidate(path)
+        await self._write_through([path], "makedirs", path, exist_ok=exist_ok)
 
     def rmdir(self, path: str) -> None:
         """Remove an empty directory."""
@@ -508,6 +516,16 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             self.metadata.invalidate_backend(self._identity)
         else:
             self._invalidate(self._target(path), recursive=True)
+
+
+def _normal(info: Mapping[str, Any]) -> dict[str, Any]:
+    """A listing entry with its name as ``info()`` names it: some backends (ossfs) end
+    directory names with ``/`` in listings only, and the entry must answer ``info`` offline."""
+    out = dict(info)
+    name = str(out.get("name", ""))
+    if len(name) > 1 and name.endswith("/"):
+        out["name"] = name.rstrip("/")
+    return out
 
 
 @dataclass

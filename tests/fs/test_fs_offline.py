@@ -125,3 +125,33 @@ def test_get_of_a_cached_object_works_offline(make_fs: MakeFs, tree: Path, tmp_p
     assert (tmp_path / "copy").read_bytes() == content
     with pytest.raises(BackendUnavailableError, match="unreachable"):
         fs.get(str(tree / "b"), str(tmp_path / "copy-b"))
+
+
+WRITES = {
+    "pipe_file": lambda fs, a, local: fs.pipe_file(a, b"new"),
+    "put_file": lambda fs, a, local: fs.put_file(local, a),
+    "cp": lambda fs, a, local: fs.cp(a + "-other", a),
+    "rm": lambda fs, a, local: fs.rm(a),
+    "mkdir": lambda fs, a, local: fs.mkdir(a + "-dir"),
+}
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_write_while_offline_is_refused_and_keeps_the_cache(
+    make_fs: MakeFs, tree: Path, tmp_path: Path, write: str
+) -> None:
+    """Writes cannot be cached: offline they fail with BackendUnavailableError, and the failed
+    write leaves the cached object readable (the store still holds it)."""
+    fs = make_fs("switchfile", block_size="4KiB")
+    a = str(tree / "a")
+    (tree / "a-other").write_bytes(b"other")
+    (tmp_path / "local").write_bytes(b"local")
+    content = fs.cat_file(a)
+    listing = fs.ls(str(tree), detail=False)
+    switch(fs).online = False
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        WRITES[write](fs, a, str(tmp_path / "local"))
+    assert (tree / "a").read_bytes() == content  # nothing was written
+    assert fs.cat_file(a) == content
+    assert fs.info(a)["size"] == len(content)
+    assert fs.ls(str(tree), detail=False) == listing
