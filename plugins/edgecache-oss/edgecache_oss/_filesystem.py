@@ -6,8 +6,9 @@ Sits between the OSS backend (``edgecache_oss._backend``) and aiooss2/aiohttp. o
 - ``info`` and listings carry the object's ETag (ossfs drops it), so versions from ``ls`` and
   ``info`` agree; ``info`` reports 403 as an error instead of turning it into "not found";
 - paths are normalised to ``bucket/key`` (ossfs keeps a leading ``/`` from ``oss://`` URLs);
-- every request has a bound (aiohttp ``ClientTimeout``: connect and total), and idempotent
-  requests (HEAD, GET, LIST) are retried with backoff on connection errors, timeouts and 5xx;
+- every request has bounds (aiohttp ``ClientTimeout``: connect, and silence while reading), and
+  idempotent requests (HEAD, GET, LIST) are retried with backoff on connection errors, timeouts
+  and 5xx;
 - request headers (which carry an STS token) are never logged;
 - ``cat_file`` ranges follow fsspec (end exclusive) with OSS's standard range behaviour.
 """
@@ -113,8 +114,13 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Bounds on silence, not on duration: a 64 MiB object over a slow link may take minutes,
+        # but no connect and no wait for the next bytes may outlast its timeout.
         self._timeout = aiohttp.ClientTimeout(
-            total=read_timeout_seconds, sock_connect=connect_timeout_seconds
+            total=None,
+            connect=connect_timeout_seconds,
+            sock_connect=connect_timeout_seconds,
+            sock_read=read_timeout_seconds,
         )
         self._attempts = attempts
 

@@ -72,7 +72,7 @@ class OSSConfig:
     connect_timeout_seconds: float
     """Bound on opening a connection."""
     read_timeout_seconds: float
-    """Bound on one whole request, body included (a 4 MiB block at 1 MB/s takes 4 s)."""
+    """Longest wait for the next bytes of an answer (not a bound on the whole transfer)."""
     attempts: int
     """Attempts per idempotent request (HEAD, GET, LIST) on connection errors and 5xx."""
     probe_timeout_seconds: float

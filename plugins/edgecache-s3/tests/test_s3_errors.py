@@ -212,3 +212,15 @@ def test_probe_counts_an_auth_refusal_as_reachable(auth_moto: AuthMoto) -> None:
         },
     )
     run(backend.probe)
+
+
+def test_session_token_stays_out_of_debug_logs(
+    s3_options: dict[str, Any], client: Any, prefix: str, debug_logs: pytest.LogCaptureFixture
+) -> None:
+    token = "FwoGZXIvYXdzEXAMPLE-session-token-value"
+    path = put(client, f"{prefix}/token.bin", b"t")
+    backend = get_backend("s3", {**s3_options, "token": token})
+    version = backend.version(run(backend.call, "info", path))
+    assert run(backend.fetch_range, path, 0, 1, version) == b"t"
+    assert "x-amz-security-token" in debug_logs.text.lower(), "botocore logged no headers"
+    assert token not in debug_logs.text and SECRET not in debug_logs.text

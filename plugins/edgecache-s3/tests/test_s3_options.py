@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,13 @@ from edgecache_s3._options import s3_config
 from s3testlib import KEY, SECRET, put
 
 from edgecache.backends import get_backend
-from edgecache.backends.options import Secret, set_secret_resolver
+from edgecache.backends.options import (
+    MountedSecretResolver,
+    Secret,
+    redact_in_logs,
+    scrub,
+    set_secret_resolver,
+)
 from edgecache.errors import ConfigError
 from edgecache.testing.backend_suite import run
 
@@ -219,3 +226,27 @@ def test_options_keep_secrets_wrapped(s3_options: dict[str, Any]) -> None:
     assert backend.options["secret"] == Secret(SECRET)
     assert SECRET not in repr(backend.options) and SECRET not in str(backend.options["secret"])
     assert backend.options["secret"].reveal() == SECRET
+
+
+# --- the shared option machinery (edgecache.backends.options) ---
+def test_secret_wrapper_never_shows_its_value() -> None:
+    secret = Secret(SECRET)
+    assert SECRET not in f"{secret} {secret!r} {[secret]} { ({'s': secret}) }"
+    assert secret.reveal() == SECRET and secret == Secret(SECRET) and secret != Secret("x")
+
+
+def test_scrub() -> None:
+    assert scrub(f"failed with {SECRET} inside", [Secret(SECRET)]) == "failed with *** inside"
+
+
+@pytest.mark.parametrize(("name", "key"), [("..", "x"), ("a/b", "x"), ("s", "../../etc/passwd")])
+def test_mounted_secret_resolver_refuses_paths(tmp_path: Path, name: str, key: str) -> None:
+    with pytest.raises(KeyError, match="invalid Secret reference"):
+        MountedSecretResolver(tmp_path)(name, key, None)
+
+
+def test_redact_in_logs_rewrites_records(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    redact_in_logs([Secret("redact-me-please")], ["edgecache.test.redaction"])
+    logging.getLogger("edgecache.test.redaction").debug("header token=%s", "redact-me-please")
+    assert "header token=***" in caplog.text and "redact-me-please" not in caplog.text
