@@ -133,8 +133,9 @@ class _Link:
 
 
 class _Pipe:
-    """Moves one direction of one connection through a link: a paced reader feeding a delay line
-    (chunks stamped with their delivery time) and a writer that delivers each on time."""
+    """Moves one direction of one connection through a link: a reader stamps each chunk with its
+    delivery time (paid at the link rate, plus the delay) into a bounded delay line, and a writer
+    delivers each chunk at its time."""
 
     def __init__(
         self,
@@ -154,7 +155,6 @@ class _Pipe:
         self.queued_bytes = 0
         self.wake_writer = asyncio.Event()
         self.wake_reader = asyncio.Event()
-        self.max_queued_bytes = 0
 
     async def run(self) -> None:
         deliver = asyncio.create_task(self._deliver())
@@ -202,7 +202,6 @@ class _Pipe:
         self.queue.append((when, data))
         if data is not None:
             self.queued_bytes += len(data)
-            self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
         self.wake_writer.set()
 
     async def _deliver(self) -> None:

@@ -327,7 +327,7 @@ def test_signature_versions(server: OSSServer, bucket_name: str, version: str) -
     assert raised.value.code == "SignatureDoesNotMatch"
 
 
-@pytest.mark.parametrize("version", ["v1", "v4"])
+@pytest.mark.parametrize("version", ["v1", "v2", "v4"])
 def test_presigned_urls(server: OSSServer, bucket_name: str, version: str) -> None:
     server.put_object(bucket_name, "shared/file", b"shared bytes")
     bucket = oss2.Bucket(

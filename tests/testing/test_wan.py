@@ -7,7 +7,7 @@ import asyncio
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import oss2
 import pytest
@@ -66,16 +66,25 @@ async def _timed_get(
     return time.perf_counter() - start
 
 
-def _close_to(measured: float, expected: float, tolerance: float) -> bool:
-    return abs(measured - expected) <= tolerance * expected
+async def _assert_takes(
+    expected: float, attempt: Callable[[], Awaitable[float]], *, tolerance: float = 0.10
+) -> None:
+    """``attempt`` takes ``expected`` seconds within ``tolerance``. A loaded machine's late timers
+    only ever add time, so a slow attempt is repeated (up to three in all); a fast one fails."""
+    measured = []
+    for _ in range(3):
+        measured.append(await attempt())
+        assert measured[-1] >= (1 - tolerance) * expected, (measured, expected)
+        if measured[-1] <= (1 + tolerance) * expected:
+            return
+    raise AssertionError(f"took {measured} s, expected {expected:.3f} s")
 
 
 async def test_download_runs_at_link_rate_plus_one_rtt(upstream: str) -> None:
     async with WANEmulator(upstream, LINK_30MS_100MBIT) as wan:
         reader, writer = await _connect(wan)
-        elapsed = await _timed_get(reader, writer, 16 * MiB)
-        expected = 16 * MiB / 12.5e6 + 0.030  # 1.342 s on the wire + the request's round trip
-        assert _close_to(elapsed, expected, 0.10), (elapsed, expected)
+        # 1.342 s on the wire, plus the request's round trip
+        await _assert_takes(16 * MiB / 12.5e6 + 0.030, lambda: _timed_get(reader, writer, 16 * MiB))
         assert wan.bytes_down >= 16 * MiB
         writer.close()
 
@@ -83,19 +92,21 @@ async def test_download_runs_at_link_rate_plus_one_rtt(upstream: str) -> None:
 async def test_upload_and_slow_edge_profile(upstream: str) -> None:
     async with WANEmulator(upstream, LINK_30MS_100MBIT) as wan:
         reader, writer = await _connect(wan)
-        wan.reset_counters()
-        start = time.perf_counter()
-        writer.write(b"PUT %d\n" % (4 * MiB) + b"\1" * (4 * MiB))
-        assert await reader.readline() == b"OK\n"
-        elapsed = time.perf_counter() - start
-        assert _close_to(elapsed, 4 * MiB / 12.5e6 + 0.030, 0.10), elapsed
+
+        async def put() -> float:
+            wan.reset_counters()
+            start = time.perf_counter()
+            writer.write(b"PUT %d\n" % (4 * MiB) + b"\1" * (4 * MiB))
+            assert await reader.readline() == b"OK\n"
+            return time.perf_counter() - start
+
+        await _assert_takes(4 * MiB / 12.5e6 + 0.030, put)
         assert wan.bytes_up == len(b"PUT %d\n" % (4 * MiB)) + 4 * MiB
         assert wan.bytes_down == 3
         writer.close()
     async with WANEmulator(upstream, EDGE_80MS_20MBIT) as wan:
         reader, writer = await _connect(wan)
-        elapsed = await _timed_get(reader, writer, MiB)
-        assert _close_to(elapsed, MiB / 2.5e6 + 0.080, 0.10), elapsed
+        await _assert_takes(MiB / 2.5e6 + 0.080, lambda: _timed_get(reader, writer, MiB))
         writer.close()
 
 
@@ -132,10 +143,13 @@ async def test_small_exchange_costs_one_rtt_and_a_connection_two(upstream: str) 
 async def test_connections_share_the_link(upstream: str) -> None:
     async with WANEmulator(upstream, LINK_30MS_100MBIT) as wan:
         connections = [await _connect(wan) for _ in range(2)]
-        start = time.perf_counter()
-        await asyncio.gather(*(_timed_get(r, w, 2 * MiB) for r, w in connections))
-        elapsed = time.perf_counter() - start
-        assert _close_to(elapsed, 4 * MiB / 12.5e6 + 0.030, 0.10), elapsed
+
+        async def both() -> float:
+            start = time.perf_counter()
+            await asyncio.gather(*(_timed_get(r, w, 2 * MiB) for r, w in connections))
+            return time.perf_counter() - start
+
+        await _assert_takes(4 * MiB / 12.5e6 + 0.030, both)
         for _, writer in connections:
             writer.close()
 
