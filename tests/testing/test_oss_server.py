@@ -409,6 +409,12 @@ def test_ossfs_filesystem(server: OSSServer, fs: OSSFileSystem, bucket_name: str
         assert f.read(100) == data[5000:5100]
     fs.pipe(f"{bucket_name}/p.txt", b"piped")
     assert fs.cat(f"{bucket_name}/p.txt") == b"piped"
+    fs.copy(f"{bucket_name}/p.txt", f"{bucket_name}/copy.txt")  # CopyObject
+    assert fs.cat(f"{bucket_name}/copy.txt") == b"piped"
+    fs.rm(f"{bucket_name}/copy.txt")
+    assert abs(fs.modified(f"{bucket_name}/p.txt") - time.time()) < 5  # GetObjectMeta
+    assert fs.ukey(f"{bucket_name}/p.txt") is not None  # the CRC-64 of a GetObject
+    assert bucket_name in [entry["name"] for entry in fs.ls("")]  # ListBuckets
     with fs.open(f"{bucket_name}/w.txt", "wb") as f:  # writes go through AppendObject
         f.write(b"written")
     assert fs.cat(f"{bucket_name}/w.txt") == b"written"
@@ -464,7 +470,9 @@ def test_aio_ossfs_reads(server: OSSServer, bucket_name: str) -> None:
         f"{bucket_name}/d/a",
         f"{bucket_name}/d/e/",  # ossfs names directories with their trailing slash
     ]
-    afs.rm(f"{bucket_name}/d/a")
+    afs.copy(f"{bucket_name}/d/a", f"{bucket_name}/d/c")  # CopyObject sends no body
+    assert server.get_object(bucket_name, "d/c") == b"0123456789"
+    afs.rm([f"{bucket_name}/d/a", f"{bucket_name}/d/c"])
     assert server.list_keys(bucket_name) == ["d/e/b"]
     with pytest.raises(FileNotFoundError):
         afs.cat_file(f"{bucket_name}/d/a")
@@ -578,3 +586,13 @@ def test_faults_close_and_hang(server: OSSServer, bucket_name: str) -> None:
         bucket.get_object("k")
     assert 0.4 <= time.monotonic() - start < 5
     assert bucket.get_object("k").read() == b"v"
+
+
+def test_fixture_helpers() -> None:
+    from edgecache.testing.oss.fixtures import TEST_BUCKET, ossfs_options
+
+    with OSSServer() as srv:
+        srv.create_bucket(TEST_BUCKET)
+        fs = OSSFileSystem(skip_instance_cache=True, **ossfs_options(srv))
+        fs.pipe(f"{TEST_BUCKET}/k", b"v")
+        assert srv.get_object(TEST_BUCKET, "k") == b"v"
