@@ -228,6 +228,21 @@ async def test_patch_types(http: aiohttp.ClientSession) -> None:
         assert response.status == 415
 
 
+async def test_custom_resources_refuse_strategic_merge(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.create(objects.crd("data.edgecache.io", "Dataset", versions=("v1alpha1",)))
+    dataset = {"apiVersion": "data.edgecache.io/v1alpha1", "kind": "Dataset"}
+    api.create({**dataset, "metadata": {"name": "d", "namespace": "default"}})
+    path = "/apis/data.edgecache.io/v1alpha1/namespaces/default/datasets/d"
+    patch = {"metadata": {"labels": {"a": "1"}}}
+    headers = {"Content-Type": "application/strategic-merge-patch+json"}
+    async with http.patch(path, json=patch, headers=headers) as response:
+        assert response.status == 415
+    async with http.patch(path, json=patch, headers=MERGE) as response:
+        assert response.status == 200
+
+
 async def test_server_side_apply_creates_then_merges(http: aiohttp.ClientSession) -> None:
     headers = {"Content-Type": "application/apply-patch+yaml"}
     manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\ndata:\n  a: '1'\n"

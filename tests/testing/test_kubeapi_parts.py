@@ -17,6 +17,7 @@ from edgecache.testing.kubeapi import APIError, KubeAPIServer, objects
 from edgecache.testing.kubeapi._patch import json_patch, merge_patch
 from edgecache.testing.kubeapi._protobuf import decode_object
 from edgecache.testing.kubeapi._selectors import FieldSelector, LabelSelector
+from edgecache.testing.kubeapi._strategic import strategic_merge
 from edgecache.testing.kubeapi._table import human_age, json_path
 
 
@@ -48,18 +49,42 @@ def test_field_selector_paths_and_escapes() -> None:
         FieldSelector.parse("nonsense")
 
 
-def test_strategic_merge_of_named_lists() -> None:
+def test_strategic_merge_uses_the_api_merge_keys() -> None:
     current = {
-        "containers": [{"name": "a", "image": "1", "args": ["x"]}, {"name": "b", "image": "1"}]
+        "metadata": {"finalizers": ["a"]},
+        "containers": [
+            {"name": "a", "image": "1", "ports": [{"containerPort": 80, "name": "http"}]},
+            {"name": "b", "image": "1"},
+        ],
+        "args": ["x", "y"],
     }
     patch = {
-        "$setElementOrder/containers": [{"name": "a"}],
-        "containers": [{"name": "a", "image": "2"}, {"name": "b", "$patch": "delete"}],
+        "metadata": {"finalizers": ["b"]},
+        "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}],
+        "containers": [
+            {"name": "a", "image": "2", "ports": [{"containerPort": 443}]},
+            {"name": "b", "$patch": "delete"},
+            {"name": "c", "image": "3"},
+        ],
+        "args": ["z"],
     }
-    assert merge_patch(current, patch, strategic=True) == {
-        "containers": [{"name": "a", "image": "2", "args": ["x"]}]
+    assert strategic_merge(current, patch) == {
+        "metadata": {"finalizers": ["a", "b"]},  # a set: merged, not replaced
+        "containers": [
+            {"name": "c", "image": "3"},
+            {
+                "name": "a",
+                "image": "2",
+                "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 443}],
+            },
+        ],
+        "args": ["z"],  # no merge key: replaced
     }
-    assert merge_patch(current, {"containers": [{"name": "c"}]}) == {"containers": [{"name": "c"}]}
+    removal = {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}
+    assert strategic_merge(current, removal)["metadata"] == {"finalizers": []}
+    replaced = strategic_merge(current, {"metadata": {"$patch": "replace", "labels": {"x": "1"}}})
+    assert replaced["metadata"] == {"labels": {"x": "1"}}
+    assert merge_patch(current, {"containers": [{"name": "c"}]})["containers"] == [{"name": "c"}]
 
 
 def test_json_patch_operations() -> None:

@@ -17,7 +17,7 @@ import yaml
 from aiohttp import web
 
 from . import _discovery, _openapi, _status
-from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES, apply_patch
+from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES, STRATEGIC_MERGE_PATCH, apply_patch
 from ._protobuf import decode_object
 from ._resources import ResourceType
 from ._scale import replicas_of, to_scale
@@ -357,6 +357,11 @@ class APIHandlers:
         content_type = request.content_type
         if content_type == APPLY_PATCH_CBOR or content_type not in PATCH_TYPES:
             raise _status.unsupported_media_type(content_type)
+        if content_type == STRATEGIC_MERGE_PATCH and target.resource.from_crd is not None:
+            raise _status.unsupported_media_type(
+                f"{content_type} (custom resources take application/merge-patch+json, "
+                "application/json-patch+json or application/apply-patch+yaml)"
+            )
         body = await self._body(request)
         if target.subresource == "scale":
             current = to_scale(self.store.get(target.resource, target.namespace, target.name))

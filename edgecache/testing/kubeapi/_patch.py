@@ -1,10 +1,8 @@
-"""Patch application: JSON merge patch, an approximation of strategic merge patch, and JSON patch.
+"""Patch application by ``Content-Type``: JSON merge patch, strategic merge patch, JSON patch.
 
-Strategic merge patch is applied as a JSON merge patch with one refinement that ``kubectl apply``
-and ``kubectl edit`` rely on: lists of objects that all carry a ``name`` (containers, env, volumes,
-ports) are merged item by item instead of replaced, and ``$patch: delete`` items remove the named
-entry. Other ``$``-directives (``$setElementOrder``, ``$retainKeys``) are dropped. Server-side apply
-(``application/apply-patch+yaml``) is treated as a merge of the applied configuration.
+Strategic merge lives in ``_strategic``. Server-side apply (``application/apply-patch+yaml``) is
+treated as a JSON merge of the applied configuration: no field managers, no removal of fields a
+manager stopped applying.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import copy
 from typing import Any
 
 from ._status import APIError, bad_request
+from ._strategic import strategic_merge
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -22,49 +21,17 @@ APPLY_PATCH_CBOR = "application/apply-patch+cbor"
 PATCH_TYPES = (MERGE_PATCH, STRATEGIC_MERGE_PATCH, JSON_PATCH, APPLY_PATCH)
 
 
-def merge_patch(target: Any, patch: Any, *, strategic: bool = False) -> Any:
-    """RFC 7386 merge patch (``null`` deletes), optionally with named-list merging."""
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: maps merge, ``null`` deletes, everything else replaces."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
     result = copy.deepcopy(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
-        if strategic and key.startswith("$"):
-            continue
         if value is None:
             result.pop(key, None)
-        elif strategic and _is_named_list(value) and _is_named_list(result.get(key)):
-            result[key] = _merge_named_lists(result[key], value)
-        elif strategic and isinstance(value, list):
-            result[key] = [v for v in copy.deepcopy(value) if not _is_delete_directive(v)]
         else:
-            result[key] = merge_patch(result.get(key), value, strategic=strategic)
+            result[key] = merge_patch(result.get(key), value)
     return result
-
-
-def _is_named_list(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(item, dict) and "name" in item for item in value)
-    )
-
-
-def _is_delete_directive(item: Any) -> bool:
-    return isinstance(item, dict) and item.get("$patch") == "delete"
-
-
-def _merge_named_lists(current: list[Any], patch: list[Any]) -> list[Any]:
-    merged = {item["name"]: item for item in copy.deepcopy(current)}
-    order = [item["name"] for item in current]
-    for item in patch:
-        name = item["name"]
-        if _is_delete_directive(item):
-            merged.pop(name, None)
-            continue
-        if name not in merged:
-            order.append(name)
-        merged[name] = merge_patch(merged.get(name), item, strategic=True)
-    return [merged[name] for name in order if name in merged]
 
 
 def _pointer(path: str) -> list[str]:
@@ -153,5 +120,5 @@ def apply_patch(target: Any, patch: Any, content_type: str) -> Any:
     if content_type == JSON_PATCH:
         return json_patch(target, patch)
     if content_type == STRATEGIC_MERGE_PATCH:
-        return merge_patch(target, patch, strategic=True)
+        return strategic_merge(target, patch)
     return merge_patch(target, patch)
