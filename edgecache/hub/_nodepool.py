@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from edgecache.hub._config import FilterSettings
 from edgecache.hub._store import HubStore, RawResponse
-from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
+from edgecache.hub._upstream import Upstream, UpstreamUnavailableError, read_body
 
 __all__ = ["NodePoolMembership"]
 
@@ -59,7 +59,7 @@ class NodePoolMembership:
                     "cannot list nodes of pool %s: HTTP %d", self.settings.nodepool, response.status
                 )
                 return
-            data = json.loads(await response.read())
+            data = json.loads(await read_body(response))
         finally:
             response.release()
         names = sorted(str(item["metadata"]["name"]) for item in data.get("items") or [])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 
 import aiohttp
 from aiohttp import web
@@ -30,7 +31,7 @@ from edgecache.hub._recording import Recorder, raw_key
 from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo, component_of, parse_request
 from edgecache.hub._status import status_response
 from edgecache.hub._store import HubStore
-from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
+from edgecache.hub._upstream import Upstream, UpstreamUnavailableError, gzip_decoder
 from edgecache.hub._watches import WatchRegistry
 from edgecache.metrics import HUB_REQUESTS
 
@@ -230,9 +231,12 @@ class HubProxy:
             await self.store.write(self.store.add_credential, component, digest)
 
     @staticmethod
-    def _response_headers(upstream_response: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    def _response_headers(
+        upstream_response: aiohttp.ClientResponse, *, keep_encoding: bool = False
+    ) -> CIMultiDict[str]:
+        drop = _RESPONSE_DROP - {"content-encoding"} if keep_encoding else _RESPONSE_DROP
         return CIMultiDict(
-            (k, v) for k, v in upstream_response.headers.items() if k.lower() not in _RESPONSE_DROP
+            (k, v) for k, v in upstream_response.headers.items() if k.lower() not in drop
         )
 
     async def _forward(
@@ -246,34 +250,45 @@ class HubProxy:
         request_headers: CIMultiDict[str],
     ) -> web.StreamResponse:
         status = upstream_response.status
-        headers = self._response_headers(upstream_response)
+        gzipped = upstream_response.headers.get("Content-Encoding", "").lower() == "gzip"
+        # A gzip answer goes to a client that accepts gzip as it came: the hub neither inflates
+        # it on the hot path nor re-sends four times the bytes; the recorder inflates it later.
+        passthrough = (
+            gzipped and not filters and "gzip" in request.headers.get("Accept-Encoding", "")
+        )
+        decoder = gzip_decoder() if gzipped and not passthrough else None
+        headers = self._response_headers(upstream_response, keep_encoding=passthrough)
         length = upstream_response.content_length
-        gzipped = "gzip" in upstream_response.headers.get("Content-Encoding", "")
-        small = length is not None and length <= _SMALL_BODY_BYTES and not gzipped
+        small = length is not None and length <= _SMALL_BODY_BYTES
         chunks: list[bytes] = []
         if small or (filters and status == 200):
             try:
-                data = await upstream_response.read()
+                raw = await upstream_response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
                 # Nothing was sent yet: the caller can still answer a read from the store.
                 raise UpstreamUnavailableError(
                     f"upstream answer broke off: {exc}", sent=True
                 ) from exc
+            chunks.append(raw)
+            data = raw if decoder is None else decoder.decompress(raw) + decoder.flush()
             if filters and status == 200:
                 data = self.filters.filter_body(filters, data)
+                chunks[:] = [data]
+                gzipped = False
             response: web.StreamResponse = web.Response(status=status, body=data, headers=headers)
-            chunks.append(data)
         else:
             response = web.StreamResponse(status=status, headers=headers)
             await response.prepare(request)
             size = 0
             try:
                 async for chunk in upstream_response.content.iter_any():
-                    await response.write(chunk)
+                    await response.write(chunk if decoder is None else decoder.decompress(chunk))
                     if recording and size <= self.recorder.settings.max_response_bytes:
                         chunks.append(chunk)
                         size += len(chunk)
-            except (aiohttp.ClientError, TimeoutError):
+                if decoder is not None:
+                    await response.write(decoder.flush())
+            except (aiohttp.ClientError, TimeoutError, zlib.error):
                 # Half an answer was sent: all that is left is to cut the client off too
                 # (it sees a truncated body and retries) and record nothing.
                 self.health.report_failure()
@@ -288,6 +303,7 @@ class HubProxy:
                 status=status,
                 content_type=upstream_response.headers.get("Content-Type", ""),
                 body=b"".join(chunks),
+                gzipped=gzipped,
             )
         return response
 
@@ -311,12 +327,15 @@ class HubProxy:
             if recording
             else None
         )
+        gzipped = upstream_response.headers.get("Content-Encoding", "").lower() == "gzip"
+        decoder = gzip_decoder() if gzipped else None
         with self.watches.register() as handle:
             handle.on_close = upstream_response.close
             await response.prepare(request)
             pending = b""
             try:
-                async for chunk in upstream_response.content.iter_any():
+                async for raw in upstream_response.content.iter_any():
+                    chunk = raw if decoder is None else decoder.decompress(raw)
                     if filters:
                         pending += chunk
                         *lines, pending = pending.split(b"\n")

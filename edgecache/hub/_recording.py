@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -61,6 +62,17 @@ def object_row(obj: Mapping[str, Any], *, kind: str = "", api_version: str = "")
         labels=labels,
         body=json.dumps(obj, separators=(",", ":")).encode(),
     )
+
+
+def _inflate(body: bytes, *, max_bytes: int = 0) -> bytes:
+    """Inflate a gzip body (only its first ``max_bytes`` when given); b"" if it is corrupt."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        if max_bytes:
+            return decoder.decompress(body, max_bytes)
+        return decoder.decompress(body) + decoder.flush()
+    except zlib.error:
+        return b""
 
 
 def _head_object_rv(body: bytes) -> str | None:
@@ -130,16 +142,23 @@ class Recorder:
         status: int,
         content_type: str,
         body: bytes,
+        gzipped: bool = False,
     ) -> None:
-        """Record one complete non-watch answer (called after it was sent to the client)."""
+        """Record one complete non-watch answer (called after it was sent to the client).
+
+        A ``gzipped`` body is inflated on the writer thread, not here on the event loop.
+        """
         if len(body) > self.settings.max_response_bytes:
             return
+        # What the resourceVersion checks read: the first bytes, inflated if need be.
+        head = _inflate(body, max_bytes=4096) if gzipped else body
         if info.verb == "discovery":
             if status == 200:
-                response = RawResponse(status, content_type, body)
                 self._track(
                     asyncio.ensure_future(
-                        self.store.write(self.store.put_raw, component, key, response)
+                        self.store.write(
+                            self._record_raw, component, key, content_type, body, gzipped
+                        )
                     )
                 )
             return
@@ -154,7 +173,7 @@ class Recorder:
             return
         if info.verb == "get":
             object_key = (component, info.gvr, info.namespace, info.name)
-            head_rv = _head_object_rv(body)
+            head_rv = _head_object_rv(head)
             if head_rv is not None and self._last_get_rv.get(object_key) == head_rv:
                 return  # same resourceVersion: the stored copy is this object
             if len(self._last_get_rv) >= _MAX_REMEMBERED_GETS:
@@ -163,14 +182,16 @@ class Recorder:
                 self._last_get_rv[object_key] = head_rv
             self._track(
                 asyncio.ensure_future(
-                    self.store.write(self._record_get, component, info, key, content_type, body)
+                    self.store.write(
+                        self._record_get, component, info, key, content_type, body, gzipped
+                    )
                 )
             )
         elif info.verb == "list":
             list_key = (component, info.gvr, info.namespace, info.selector)
             continue_token = query.get("continue", "")
             if not continue_token:
-                head_rv = _head_list_rv(body)
+                head_rv = _head_list_rv(head)
                 if head_rv is not None and self._last_rv.get(list_key) == head_rv:
                     return  # same resourceVersion, same content: nothing to write
             seq = self._list_seq.get(list_key, 0) + 1
@@ -178,15 +199,37 @@ class Recorder:
             self._track(
                 asyncio.ensure_future(
                     self.store.write(
-                        self._record_list, list_key, seq, continue_token, key, content_type, body
+                        self._record_list,
+                        list_key,
+                        seq,
+                        continue_token,
+                        key,
+                        content_type,
+                        body,
+                        gzipped,
                     )
                 )
             )
 
     # --- writer-thread work -------------------------------------------------------------------
-    def _record_get(
-        self, component: str, info: RequestInfo, key: str, content_type: str, body: bytes
+    def _record_raw(
+        self, component: str, key: str, content_type: str, body: bytes, gzipped: bool
     ) -> None:
+        if gzipped:
+            body = _inflate(body)
+        self.store.put_raw(component, key, RawResponse(200, content_type, body))
+
+    def _record_get(
+        self,
+        component: str,
+        info: RequestInfo,
+        key: str,
+        content_type: str,
+        body: bytes,
+        gzipped: bool,
+    ) -> None:
+        if gzipped:
+            body = _inflate(body)
         obj = json.loads(body)
         if not isinstance(obj, dict):
             return
@@ -203,8 +246,11 @@ class Recorder:
         key: str,
         content_type: str,
         body: bytes,
+        gzipped: bool,
     ) -> None:
         component = list_key[0]
+        if gzipped:
+            body = _inflate(body)
         obj = json.loads(body)
         if not isinstance(obj, dict):
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import zlib
 from collections.abc import Mapping
 
 import aiohttp
@@ -20,7 +21,7 @@ from multidict import CIMultiDict
 from edgecache.errors import BackendUnavailableError, ConfigError
 from edgecache.hub._config import HealthSettings, UpstreamSettings
 
-__all__ = ["Upstream", "UpstreamUnavailableError"]
+__all__ = ["Upstream", "UpstreamUnavailableError", "gzip_decoder", "read_body"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,21 @@ class UpstreamUnavailableError(BackendUnavailableError):
     def __init__(self, message: str, *, sent: bool = False) -> None:
         super().__init__(message)
         self.sent = sent
+
+
+def gzip_decoder() -> zlib._Decompress:
+    """An incremental gzip decoder (the hub inflates upstream answers itself, off the hot path
+    where it can: see the proxy)."""
+    return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+
+async def read_body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body of an upstream answer, inflated if it came gzip-encoded."""
+    data = await response.read()
+    if response.headers.get("Content-Encoding", "").lower() == "gzip":
+        decoder = gzip_decoder()
+        data = decoder.decompress(data) + decoder.flush()
+    return data
 
 
 def _ssl_context(settings: UpstreamSettings, *, identity: bool) -> ssl.SSLContext | bool:
@@ -85,7 +101,7 @@ class Upstream:
         connector = aiohttp.TCPConnector(limit=0, ssl=ssl_context, keepalive_timeout=60)
         return aiohttp.ClientSession(
             connector=connector,
-            auto_decompress=True,
+            auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
             timeout=aiohttp.ClientTimeout(total=None),
         )

@@ -4,6 +4,7 @@ secrets, protobuf-first clients, failover, the topology filter and the health po
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from pathlib import Path
@@ -272,3 +273,22 @@ async def test_losing_one_of_two_servers_fails_over_without_going_offline(
             await asyncio.sleep(0.5)  # several probe rounds
             assert hub.health.online and hub.health.switches == 0
             assert hub.upstream.current_server == second.url
+
+
+async def test_gzip_answers_pass_through_and_are_recorded(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    kube_api.seed(objects.pods(1000))  # a list well above the server's 128 KiB gzip threshold
+    gzip_client = {**KUBELET, "Accept-Encoding": "gzip"}
+    async with aiohttp.ClientSession(hub.url, auto_decompress=False) as http:
+        async with http.get(PODS, headers=gzip_client) as compressed:
+            assert compressed.headers.get("Content-Encoding") == "gzip"
+            body = gzip.decompress(await compressed.read())
+        assert len(json.loads(body)["items"]) == 1000
+        plain_client = {**KUBELET, "Accept-Encoding": "identity"}
+        async with http.get(PODS + "?labelSelector=app%3Dpod", headers=plain_client) as plain:
+            assert "Content-Encoding" not in plain.headers
+            assert len(json.loads(await plain.read())["items"]) == 1000
+        await cut(kube_api, hub)
+        async with http.get(PODS, headers=plain_client) as offline:
+            assert len(json.loads(await offline.read())["items"]) == 1000
