@@ -254,6 +254,16 @@ async def test_server_side_apply_creates_then_merges(http: aiohttp.ClientSession
         assert (await _json(response))["data"] == {"a": "2"}
 
 
+async def test_patch_helper_writes_like_a_client(api: KubeAPIServer) -> None:
+    api.create(objects.pod("a"))
+    patched = api.patch(
+        "v1", "Pod", "a", {"status": {"phase": "Running"}}, "default", subresource="status"
+    )
+    assert patched["status"]["phase"] == "Running"
+    labelled = api.patch("v1", "Pod", "a", {"metadata": {"labels": {"x": "1"}}}, "default")
+    assert labelled["metadata"]["labels"] == {"x": "1"} and labelled["status"]["phase"] == "Running"
+
+
 async def test_status_subresource_separates_spec_and_status_writes(
     http: aiohttp.ClientSession,
 ) -> None:

@@ -27,6 +27,7 @@ from aiohttp import web
 from . import _status
 from ._faults import Authenticator, Fault, FaultMode, FaultPlan, RecordedRequest
 from ._handlers import APIHandlers, error_response
+from ._patch import MERGE_PATCH
 from ._resources import ResourceRegistry
 from ._status import APIError
 from ._store import JSONObject, Store
@@ -477,6 +478,23 @@ class KubeAPIServer:
         resource = self.store.resource_of({"apiVersion": api_version, "kind": kind})
         page = self.store.list_page(resource, namespace, lambda obj: True)
         return copy.deepcopy(page.items)
+
+    def patch(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: JSONObject,
+        namespace: str | None = None,
+        *,
+        subresource: str = "",
+    ) -> JSONObject:
+        """Merge-patch an object as a client would (``subresource="status"`` for its status)."""
+        resource = self.store.resource_of({"apiVersion": api_version, "kind": kind})
+        obj = self.store.patch(
+            resource, namespace, name, copy.deepcopy(patch), MERGE_PATCH, subresource=subresource
+        )
+        return copy.deepcopy(obj)
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> None:
         resource = self.store.resource_of({"apiVersion": api_version, "kind": kind})

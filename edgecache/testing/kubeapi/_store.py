@@ -144,7 +144,10 @@ class Store:
             # One event per resourceVersion: the event for RV r sits at index r - first_rv.
             first = self._history[0].resource_version if self._history else self._rv + 1
             start = max(0, resource_version + 1 - first)
-            return list(itertools.islice(self._history, start, None)), self._rv
+            events = list(itertools.islice(self._history, start, None))
+            if events and start and events[0].resource_version != resource_version + 1:
+                events = [e for e in self._history if e.resource_version > resource_version]
+            return events, self._rv
 
     def compact(self) -> None:
         """Forget all history and pagination snapshots, as an etcd compaction does."""
