@@ -66,6 +66,8 @@ _RESPONSE_DROP = frozenset(
         "upgrade",
     }
 )
+#: Upstream statuses that mean "the API server behind the load balancer is unreachable".
+_GATEWAY_ERRORS = frozenset({502, 503, 504})
 #: Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
 _SMALL_BODY_BYTES = 1 << 20
 
@@ -210,6 +212,14 @@ class HubProxy:
         upstream_response = await self.upstream.request(
             request.method, request.path_qs, headers=headers, body=body, watch=watch
         )
+        if upstream_response.status in _GATEWAY_ERRORS and request.method in ("GET", "HEAD"):
+            # A proxy or load balancer in front of the API server says it is gone: that is
+            # health evidence, and the read is answered from the store like a failed connect.
+            upstream_response.release()
+            raise UpstreamUnavailableError(
+                f"upstream answered {upstream_response.status} {upstream_response.reason}",
+                sent=True,
+            )
         try:
             HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
             if recording and upstream_response.status < 400:

@@ -292,3 +292,17 @@ async def test_gzip_answers_pass_through_and_are_recorded(
         await cut(kube_api, hub)
         async with http.get(PODS, headers=plain_client) as offline:
             assert len(json.loads(await offline.read())["items"]) == 1000
+
+
+async def test_gateway_errors_are_evidence_and_reads_come_from_the_store(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    kube_api.seed(objects.pods(2))
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        async with http.get(PODS) as recorded:
+            assert recorded.status == 200
+        assert hub.recorder is not None
+        await hub.recorder.drain()
+        kube_api.fail(503, path_prefix=PODS)  # e.g. the load balancer lost its backends
+        async with http.get(PODS) as answered:
+            assert answered.status == 200 and len((await answered.json())["items"]) == 2
