@@ -32,9 +32,7 @@ class EdgeCacheLocalFixtures(AbstractFixtures):  # type: ignore[misc]
 
     @pytest.fixture
     def fs_path(self, tmpdir: Any) -> str:
-        path = os.path.join(str(tmpdir), "remote")
-        os.makedirs(path)
-        return path
+        return str(tmpdir)
 
 
 class EdgeCacheMemoryFixtures(AbstractFixtures):  # type: ignore[misc]
