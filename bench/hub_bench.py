@@ -214,6 +214,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "command": "python bench/hub_bench.py " + " ".join(sys.argv[1:]),
         "client_accepts_gzip": not args.no_gzip,
+        "load_average_at_start": os.getloadavg(),
         "online": {},
     }
     with scratch_dir("hub") as cache_dir:
@@ -302,6 +303,8 @@ def main() -> None:
             ["store size (MiB)", store_bytes / 2**20, "-"],
         ],
     )
+    results["load_average_at_end"] = os.getloadavg()
+    print(f"load average: {results['load_average_at_start']} -> {results['load_average_at_end']}")
     write_results("hub", results)
 
 
