@@ -185,3 +185,20 @@ def test_bad_option_value_names_the_option(tmp_path: Path, name: str, value: Any
             skip_instance_cache=True,
             **{name: value},
         )
+
+
+def test_open_files_expands_a_glob_through_edgecache(
+    data_dir: Path, tmp_path: Path, opened: list[OpenFile]
+) -> None:
+    for i in range(3):
+        (data_dir / f"f{i}.bin").write_bytes(bytes([i]) * 10)
+    (data_dir / "skip.txt").write_bytes(b"not matched")
+    files = fsspec.open_files(
+        f"edgecache::file://{data_dir}/*.bin", edgecache={"cache_dir": str(tmp_path)}
+    )
+    opened.extend(files[:1])
+    assert [f.path for f in files] == [f"{data_dir}/f{i}.bin" for i in range(3)]
+    for i, of in enumerate(files):
+        assert isinstance(of.fs, EdgeCacheFileSystem)
+        with of as f:
+            assert f.read() == bytes([i]) * 10
