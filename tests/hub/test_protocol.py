@@ -306,3 +306,25 @@ async def test_gateway_errors_are_evidence_and_reads_come_from_the_store(
         kube_api.fail(503, path_prefix=PODS)  # e.g. the load balancer lost its backends
         async with http.get(PODS) as answered:
             assert answered.status == 200 and len((await answered.json())["items"]) == 2
+
+
+async def test_many_concurrent_watches_see_every_event_in_order(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        async with http.get("/api/v1/namespaces/default/configmaps") as listed:
+            rv = (await listed.json())["metadata"]["resourceVersion"]
+        url = f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}"
+        watches = [await http.get(url) for _ in range(20)]
+        for index in range(200):
+            await asyncio.to_thread(
+                kube_api.put, objects.config_map(f"cm-{index % 10}", data={"i": str(index)})
+            )
+        for response in watches:
+            seen = [
+                event["object"]["data"]["i"]
+                for event in await _events(response, 200)
+                if event["type"] in ("ADDED", "MODIFIED")
+            ]
+            assert seen == [str(i) for i in range(200)]
+            response.close()
