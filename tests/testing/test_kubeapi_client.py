@@ -83,7 +83,7 @@ def test_watch_resumes_from_its_last_resource_version(
     core.create_namespaced_pod("default", _pod("b"))
     resumed = watch.Watch()
     events = resumed.stream(
-        core.list_namespaced_pod, "default", resource_version=resumed_rv(watcher), timeout_seconds=2
+        core.list_namespaced_pod, "default", resource_version=resumed_rv(watcher), timeout_seconds=1
     )
     assert [(e["type"], e["object"].metadata.name) for e in events] == [("ADDED", "b")]
 

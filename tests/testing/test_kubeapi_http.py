@@ -423,6 +423,15 @@ async def test_pagination_is_a_consistent_snapshot(
     assert seen == [f"pod-{i:05d}" for i in range(25)]
 
 
+async def test_resource_version_zero_lists_are_not_paged(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.seed(objects.pods(5, nodes=0))
+    async with http.get(PODS, params={"limit": "2", "resourceVersion": "0"}) as response:
+        body = await _json(response)
+    assert len(body["items"]) == 5 and "continue" not in body["metadata"]
+
+
 async def test_continue_token_expires_with_compaction(
     http: aiohttp.ClientSession, api: KubeAPIServer
 ) -> None:

@@ -240,6 +240,8 @@ class APIHandlers:
             limit = int(query.get("limit", "0") or "0")
         except ValueError as exc:
             raise _status.bad_request(f"invalid limit: {exc}") from exc
+        if requested_rv == "0":
+            limit = 0  # kube-apiserver 1.32 serves resourceVersion=0 from its watch cache, unpaged
         page = self.store.list_page(
             target.resource,
             target.namespace,
