@@ -432,6 +432,28 @@ async def test_resource_version_zero_lists_are_not_paged(
     assert len(body["items"]) == 5 and "continue" not in body["metadata"]
 
 
+async def test_exact_resource_version_lists_the_past(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.put(objects.pod("changed", labels={"v": "1"}))
+    api.put(objects.pod("removed"))
+    then = api.resource_version
+    api.put(objects.pod("changed", labels={"v": "2"}))
+    api.delete("v1", "Pod", "removed", "default")
+    api.put(objects.pod("added"))
+    params = {"resourceVersion": str(then), "resourceVersionMatch": "Exact"}
+    async with http.get(PODS, params=params) as response:
+        body = await _json(response)
+    assert body["metadata"]["resourceVersion"] == str(then)
+    assert [(p["metadata"]["name"], p["metadata"]["labels"]) for p in body["items"]] == [
+        ("changed", {"v": "1"}),
+        ("removed", {}),
+    ]
+    api.compact()
+    async with http.get(PODS, params=params) as response:
+        assert response.status == 410
+
+
 async def test_continue_token_expires_with_compaction(
     http: aiohttp.ClientSession, api: KubeAPIServer
 ) -> None:

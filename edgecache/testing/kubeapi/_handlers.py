@@ -242,12 +242,14 @@ class APIHandlers:
             raise _status.bad_request(f"invalid limit: {exc}") from exc
         if requested_rv == "0":
             limit = 0  # kube-apiserver 1.32 serves resourceVersion=0 from its watch cache, unpaged
+        exact = query.get("resourceVersionMatch") == "Exact" and requested_rv.isdigit()
         page = self.store.list_page(
             target.resource,
             target.namespace,
             predicate,
             limit=limit,
             continue_token=query.get("continue", ""),
+            at_resource_version=int(requested_rv) if exact else None,
         )
         items = [self._render(request, target, obj) for obj in page.items]
         if self._tables and wants_table(request.headers.get("Accept", "")):

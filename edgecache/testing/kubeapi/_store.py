@@ -218,8 +218,13 @@ class Store:
         *,
         limit: int = 0,
         continue_token: str = "",
+        at_resource_version: int | None = None,
     ) -> ListPage:
-        """A page of matching objects sorted by namespace/name, consistent across pages."""
+        """A page of matching objects sorted by namespace/name, consistent across pages.
+
+        ``at_resource_version``: the state as it was then (``resourceVersionMatch=Exact``),
+        rebuilt from the event history; 410 if that history is compacted.
+        """
         with self._lock:
             if continue_token:
                 snapshot_id, offset, rv = _decode_continue(continue_token)
@@ -234,6 +239,9 @@ class Store:
                 offset, snapshot_id = 0, ""
                 rv = self._rv
                 table = self._table(resource)
+                if at_resource_version is not None and at_resource_version != rv:
+                    table = self._table_at(resource, at_resource_version)
+                    rv = at_resource_version
                 keys = sorted(k for k in table if namespace is None or k[0] == namespace)
                 items = [table[k] for k in keys if predicate(table[k])]
             if limit <= 0 or offset + limit >= len(items):
@@ -246,6 +254,27 @@ class Store:
             end = offset + limit
             token = _encode_continue(snapshot_id, end, rv)
             return ListPage(items[offset:end], rv, token, len(items) - end)
+
+    def _table_at(
+        self, resource: ResourceType, resource_version: int
+    ) -> dict[ObjectKey, JSONObject]:
+        """A resource's objects as of an earlier resourceVersion: later events undone."""
+        found = self.events_after(resource_version)
+        if found is None or resource_version > self._rv:
+            raise _status.gone(
+                f"too old resource version: {resource_version} ({self._compacted_rv})"
+            )
+        table = dict(self._table(resource))
+        for event in reversed(found[0]):
+            if event.group_resource != resource.group_resource:
+                continue
+            meta = _meta(event.object)
+            key = self._key(resource, meta.get("namespace"), str(meta.get("name", "")))
+            if event.type == "ADDED":
+                table.pop(key, None)
+            elif event.old is not None:
+                table[key] = event.old
+        return table
 
     def namespace_exists(self, namespace: str) -> bool:
         with self._lock:
