@@ -109,6 +109,10 @@ class RecordingSettings:
     max_response_bytes: int = 256 * 1024 * 1024
     #: Seconds between flushes of recorded watch events to the store (batches writes).
     watch_flush_seconds: float = 0.05
+    #: Seconds after which a recorded list or raw answer that nothing refreshed (no new list,
+    #: no watch event) is forgotten, so one-off queries do not pile up. Expiry runs only while
+    #: online: offline, old answers are all there is. A week outlives any WAN outage we plan for.
+    retention_seconds: float = 7 * 24 * 3600
 
 
 @dataclass

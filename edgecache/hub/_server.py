@@ -7,8 +7,10 @@ filters and proxy from :class:`HubSettings`, and serves the proxy port and the h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+import time
 from types import TracebackType
 
 from aiohttp import web
@@ -71,6 +73,7 @@ class HubServer:
         self.recorder: Recorder | None = None
         self.nodepool: NodePoolMembership | None = None
         self._runners: list[web.AppRunner] = []
+        self._expiry: asyncio.Task[None] | None = None
         self.url = ""
         self.health_url = ""
 
@@ -117,6 +120,7 @@ class HubServer:
                 watches=self.watches,
                 filters=FilterChain(filters),
             )
+            self._expiry = asyncio.create_task(self._expire_periodically(), name="hub-expiry")
             self.url = await self._serve(proxy.app(), proxy_sock)
             self.health_url = await self._serve(self._health_app(), health_sock)
         except BaseException:
@@ -124,6 +128,18 @@ class HubServer:
             health_sock.close()
             await self.stop()
             raise
+
+    async def _expire_periodically(self) -> None:
+        retention = self.settings.recording.retention_seconds
+        while True:
+            if self.health.online and self.store is not None:
+                try:
+                    forgotten = await self.store.write(self.store.expire, time.time() - retention)
+                    if forgotten:
+                        log.info("forgot %d records not refreshed in %.0f s", forgotten, retention)
+                except Exception:
+                    log.exception("store expiry failed")
+            await asyncio.sleep(min(3600.0, retention / 4))
 
     async def _serve(self, app: web.Application, sock: socket.socket) -> str:
         # handler_cancellation: a client that goes away cancels its handler at once, so the
@@ -171,6 +187,11 @@ class HubServer:
     async def stop(self) -> None:
         """Stop serving, end open watches, flush recordings and close the store."""
         self.watches.close_all()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()

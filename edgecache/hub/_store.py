@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_by_name ON objects (component, gvr, namespace, name);
 CREATE TABLE IF NOT EXISTS raw (
     component TEXT NOT NULL, key TEXT NOT NULL, status INTEGER NOT NULL,
-    content_type TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (component, key)
+    content_type TEXT NOT NULL, body BLOB NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (component, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS credentials (
     component TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (component, digest)
@@ -345,9 +346,29 @@ class HubStore:
 
     def put_raw(self, component: str, key: str, response: RawResponse) -> None:
         self._conn().execute(
-            "INSERT OR REPLACE INTO raw VALUES (?,?,?,?,?)",
-            (component, key, response.status, response.content_type, response.body),
+            "INSERT OR REPLACE INTO raw VALUES (?,?,?,?,?,?)",
+            (component, key, response.status, response.content_type, response.body, time.time()),
         )
+
+    def expire(self, older_than: float) -> int:
+        """Forget lists and raw answers not refreshed since ``older_than`` (a Unix time), with
+        their objects: keys no client has asked for in a long time. Call only while online."""
+        conn = self._conn()
+        with _transaction(conn):
+            stale = conn.execute(
+                "SELECT component, gvr, scope, selector FROM lists WHERE updated < ?",
+                (older_than,),
+            ).fetchall()
+            for key in stale:
+                conn.execute(
+                    "DELETE FROM objects WHERE component=? AND gvr=? AND scope=? AND selector=?",
+                    key,
+                )
+                conn.execute(
+                    "DELETE FROM lists WHERE component=? AND gvr=? AND scope=? AND selector=?", key
+                )
+            raw = conn.execute("DELETE FROM raw WHERE updated < ?", (older_than,)).rowcount
+        return len(stale) + raw
 
     # --- reads --------------------------------------------------------------------------------
     def get_raw(self, component: str, key: str) -> RawResponse | None:

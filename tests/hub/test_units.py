@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import edgecache.hub
 from edgecache.errors import ConfigError
 from edgecache.hub._requestinfo import canonical_selector, component_of, parse_request
 from edgecache.hub._selectors import field_matcher, label_matcher
-from edgecache.hub._store import HubStore, ObjectRow, WatchChange
+from edgecache.hub._store import HubStore, ObjectRow, RawResponse, WatchChange
 
 
 @pytest.mark.parametrize(
@@ -131,3 +132,26 @@ def test_public_api_is_complete_and_sorted() -> None:
     assert edgecache.hub.__all__ == sorted(edgecache.hub.__all__)
     for name in edgecache.hub.__all__:
         assert hasattr(edgecache.hub, name)
+
+
+def test_store_expires_records_nothing_refreshed(tmp_path: Path) -> None:
+    store = HubStore.open(tmp_path)
+    try:
+        old_key = ("kubectl", "/v1/pods", "ns", "l=app=once;f=")
+        store.replace_list(
+            *old_key, rv="3", kind="PodList", api_version="v1", rows=[_row("a", "3")]
+        )
+        store.put_raw("kubectl", "/api?|json", RawResponse(200, "application/json", b"{}"))
+        cutoff = time.time() + 0.001
+        time.sleep(0.01)
+        fresh_key = ("kubelet", "/v1/pods", "ns", "")
+        store.replace_list(
+            *fresh_key, rv="4", kind="PodList", api_version="v1", rows=[_row("b", "4")]
+        )
+        assert store.expire(cutoff) == 2
+        assert store.find_list("kubectl", "/v1/pods", "ns", "l=app=once;f=") is None
+        assert store.list_objects(*old_key, "ns") == []
+        assert store.get_raw("kubectl", "/api?|json") is None
+        assert [o.name for o in store.list_objects(*fresh_key, "ns")] == ["b"]
+    finally:
+        store.close()
