@@ -288,9 +288,7 @@ class KubeAPIServer:
         except BaseException:
             await runner.cleanup()
             raise
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self._port = server.sockets[0].getsockname()[1]
+        self._port = int(runner.addresses[0][1])
         self._runner = runner
 
     async def astop(self, *, abort: bool = True) -> None:
