@@ -178,11 +178,8 @@ class BlockIndex:
         *,
         quotas: list[int],
         policy: EvictionPolicy,
-        created: bool = False,
     ):
         self._db = db
-        self.created = created
-        """True when this connection created the index (it accounts for no block yet)."""
         self._lock = threading.RLock()
         self.quotas = quotas
         self.policy = policy
@@ -346,12 +343,23 @@ class BlockIndex:
             # Otherwise another writer reserved the block again and its file replaces ours.
             return False
 
-    def forget(self, digest: str, *, token: str | None = None, if_missing: str = "") -> bool:
-        """Drop a block's row (its file is gone or corrupt). True if there was one.
+    def forget(
+        self,
+        digest: str,
+        *,
+        token: str | None = None,
+        if_missing: str = "",
+        written: bool = False,
+        unlink: Callable[[], None] | None = None,
+    ) -> bool:
+        """Drop a block's row (its file is gone, corrupt or unwanted). True if there was one.
 
-        ``token``: only the row that write reserved. ``if_missing``: only if the row's file was
-        confirmed written and this path does not exist now; a reader's miss is stale by the time
-        it gets here (the file may have been renamed into place, or still be on its way).
+        The checks run inside the write transaction, which no other writer can reserve in, so
+        they cannot go stale: ``token``, only the row that write reserved; ``if_missing``, only
+        if this path does not exist (the file may have been renamed into place since the
+        caller's miss); ``written``, only a row whose file was confirmed written (a missing
+        file of a write in progress is no lost block). ``unlink`` removes the file first, in
+        the same transaction: a writer cannot store the block anew between the two.
         """
         with self._write():
             row = self._db.execute(
@@ -359,8 +367,10 @@ class BlockIndex:
             ).fetchone()
             if row is None or (token is not None and row[0] != token):
                 return False
-            if if_missing and (row[0] or os.path.exists(if_missing)):
+            if (written and row[0]) or (if_missing and os.path.exists(if_missing)):
                 return False
+            if unlink is not None:
+                unlink()
             self._delete_row(digest)
             return True
 
@@ -490,15 +500,24 @@ class BlockIndex:
             self._db.close()
 
 
-def open_index(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex:
+def open_index(
+    path: str,
+    *,
+    quotas: list[int],
+    policy: EvictionPolicy,
+    on_created: Callable[[], None] = lambda: None,
+) -> BlockIndex:
     """Open (creating if needed) the index at ``path``.
 
     A file that is not a usable sqlite database is moved aside (``*.corrupt-<time>``) and a
-    fresh index is created; the caller must then drop the block files it no longer accounts for.
-    Raises sqlite3.Error / OSError when the directory itself is unusable.
+    fresh index is created. Whenever this call creates the index (first use, or the old one was
+    corrupt, deleted or emptied), ``on_created`` runs inside the creating transaction: the caller
+    drops the block files the new index does not account for, and no other process can account
+    for a block before that is done. Raises sqlite3.Error / OSError when the directory itself
+    is unusable.
     """
     try:
-        return _open(path, quotas=quotas, policy=policy)
+        return _open(path, quotas=quotas, policy=policy, on_created=on_created)
     except sqlite3.DatabaseError as exc:
         if isinstance(exc, sqlite3.OperationalError) and not os.path.exists(path):
             raise
@@ -509,7 +528,9 @@ def open_index(path: str, *, quotas: list[int], policy: EvictionPolicy) -> Block
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
                 os.replace(path + suffix, aside + suffix)
-        raise _IndexRecreated(_open(path, quotas=quotas, policy=policy)) from exc
+        raise _IndexRecreated(
+            _open(path, quotas=quotas, policy=policy, on_created=on_created)
+        ) from exc
 
 
 class _IndexRecreated(Exception):
@@ -520,7 +541,9 @@ class _IndexRecreated(Exception):
         self.index = index
 
 
-def _open(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex:
+def _open(
+    path: str, *, quotas: list[int], policy: EvictionPolicy, on_created: Callable[[], None]
+) -> BlockIndex:
     db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -528,12 +551,23 @@ def _open(path: str, *, quotas: list[int], policy: EvictionPolicy) -> BlockIndex
         # the last transactions; the ordering described above keeps that safe, and it saves an
         # fsync per miss.
         db.execute("PRAGMA synchronous=NORMAL")
-        created = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None
-        db.executescript(_SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
-        if "writing" not in columns:  # an index made before the column existed
-            db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
-        return BlockIndex(db, quotas=quotas, policy=policy, created=created)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            created = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
+            if "writing" not in columns:  # an index made before the column existed
+                db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
+            if created:
+                on_created()
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return BlockIndex(db, quotas=quotas, policy=policy)
     except BaseException:
         db.close()
         raise

@@ -142,17 +142,23 @@ class SSDTier:
                     self._clean_tmp(path)
                 os.makedirs(self._lock_dir, exist_ok=True)
                 index_path = os.path.join(self._dirs[0], INDEX_NAME)
-                try:
-                    index = open_index(index_path, quotas=self._quotas, policy=self._policy)
-                    stale_files = index.created
-                except _IndexRecreated as recreated:
-                    index, stale_files = recreated.index, True
-                if stale_files:
-                    # A new index (the old one corrupt, deleted or emptied) accounts for no file:
-                    # files left from before would not be under quota any more.
+
+                def drop_block_files() -> None:
+                    # A new index (first use, or the old one corrupt, deleted or emptied)
+                    # accounts for no file: files left from before would be outside the quota.
                     for path in self._dirs:
                         shutil.rmtree(os.path.join(path, "blocks"), ignore_errors=True)
                         os.makedirs(os.path.join(path, "blocks"), exist_ok=True)
+
+                try:
+                    index = open_index(
+                        index_path,
+                        quotas=self._quotas,
+                        policy=self._policy,
+                        on_created=drop_block_files,
+                    )
+                except _IndexRecreated as recreated:
+                    index = recreated.index
                 self._index = index
                 st = os.stat(index_path)
                 self._index_inode = (st.st_dev, st.st_ino)
@@ -262,7 +268,7 @@ class SSDTier:
             # A row whose file is still being written (by another thread or process), or was
             # renamed into place since our miss, is no lost block: leave it, or that file
             # would be accounted for by nobody.
-            if index.forget(digest, if_missing=path):
+            if index.forget(digest, if_missing=path, written=True):
                 # Accounted for and written, but gone: deleted underneath. A miss all the
                 # same; counted like corruption.
                 CACHE_CORRUPT_BLOCKS.inc()
@@ -279,7 +285,8 @@ class SSDTier:
         index = self._index
         if index is not None:
             try:
-                index.forget(digest)
+                # Unless another reader re-fetched and stored the block in the meantime.
+                index.forget(digest, if_missing=path)
             except sqlite3.Error as exc:
                 self._fail(exc, "updating the index")
 
@@ -374,12 +381,22 @@ class SSDTier:
         """Remove a block (its object was overwritten or deleted)."""
         if not self.available:
             return
-        with contextlib.suppress(OSError):
-            os.unlink(self._block_path(key.digest))
+        path = self._block_path(key.digest)
+
+        def unlink() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
         index = self._index
-        if index is not None:
-            with contextlib.suppress(sqlite3.Error):
-                index.forget(key.digest)
+        if index is None:
+            return
+        try:
+            # File and row go in one transaction, so a block stored anew by another process
+            # in between cannot lose its row (its file would then be accounted by nobody).
+            if not index.forget(key.digest, unlink=unlink):
+                unlink()
+        except (OSError, sqlite3.Error) as exc:
+            self._fail(exc, "discarding a block")
 
     # --- hits, counters and flushing -----------------------------------------------------------
     def _note_hit(self, digest: str) -> None:
@@ -479,8 +496,9 @@ class SSDTier:
                             os.unlink(os.path.join(root, name))
                             removed_files += 1
             for digest in known - on_disk:
-                index.forget(digest)
-                removed_rows += 1
+                # A block stored since the walk has its file now: keep it.
+                if index.forget(digest, if_missing=self._block_path(digest, dir_id)):
+                    removed_rows += 1
         return {"removed_files": removed_files, "removed_rows": removed_rows}
 
     def close(self) -> None:

@@ -201,6 +201,7 @@ def test_processes_filling_and_evicting_one_small_cache_keep_it_consistent(tmp_p
             subprocess.Popen(
                 [sys.executable, WORKER, "fill", json.dumps(cfg)],
                 stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 text=True,
                 cwd=os.path.dirname(WORKER),
             )
