@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -40,6 +41,8 @@ _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 _UNRECORDED_KINDS = frozenset({"Table", "PartialObjectMetadata", "PartialObjectMetadataList"})
 _MAX_PENDING_PAGES = 64
 _MAX_REMEMBERED_GETS = 100_000
+#: An unchanged list is still rewritten this often, which keeps it from expiring in the store.
+_UNCHANGED_LIST_REWRITE_SECONDS = 600.0
 
 
 def raw_key(path: str, query: Mapping[str, str], accept: str) -> str:
@@ -98,7 +101,8 @@ class Recorder:
         self.settings = settings
         self._pending: set[asyncio.Future[None]] = set()
         self._list_seq: dict[tuple[str, str, str, str], int] = {}
-        self._last_rv: dict[tuple[str, str, str, str], str] = {}
+        # Per list key: (resourceVersion, monotonic time) of the last recorded answer.
+        self._last_rv: dict[tuple[str, str, str, str], tuple[str, float]] = {}
         self._last_get_rv: dict[tuple[str, str, str, str], str] = {}
         # Pages of a paginated list, by (component, continue token) of the next page.
         self._pages: OrderedDict[tuple[str, str], tuple[tuple[str, str, str, str], list[Any]]]
@@ -192,7 +196,13 @@ class Recorder:
             continue_token = query.get("continue", "")
             if not continue_token:
                 head_rv = _head_list_rv(head)
-                if head_rv is not None and self._last_rv.get(list_key) == head_rv:
+                last = self._last_rv.get(list_key)
+                if (
+                    head_rv is not None
+                    and last is not None
+                    and last[0] == head_rv
+                    and time.monotonic() - last[1] < _UNCHANGED_LIST_REWRITE_SECONDS
+                ):
                     return  # same resourceVersion, same content: nothing to write
             seq = self._list_seq.get(list_key, 0) + 1
             self._list_seq[list_key] = seq
@@ -281,7 +291,7 @@ class Recorder:
         self.store.replace_list(
             *list_key, rv=rv, kind=list_kind, api_version=api_version, rows=rows
         )
-        self._last_rv[list_key] = rv
+        self._last_rv[list_key] = (rv, time.monotonic())
 
     def watch(self, info: RequestInfo, component: str, *, initial_events: bool) -> WatchRecording:
         """A recorder for one proxied watch stream."""
