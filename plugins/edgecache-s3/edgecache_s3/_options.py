@@ -124,6 +124,9 @@ def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None =
     # botocore's "standard" mode retries throttling, 5xx and connection errors with jittered
     # exponential backoff; the attempt count bounds how long an unreachable endpoint holds a read.
     config_kwargs.setdefault("retries", {"total_max_attempts": attempts, "mode": "standard"})
+    # botocore's default pool (10) would queue edgecache's parallel block fetches (16 by
+    # default): over a high-latency link every queued request costs a round trip.
+    config_kwargs.setdefault("max_pool_connections", 32)
     if flag("path_style", resolved.get("path_style", False)):
         s3_section = dict(config_kwargs.get("s3") or {})
         s3_section.setdefault("addressing_style", "path")
