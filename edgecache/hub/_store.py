@@ -160,6 +160,13 @@ class HubStore:
         return store
 
     def _initialise(self) -> None:
+        # Owner-only from the first byte: sqlite gives the WAL and shared-memory files the
+        # database file's permissions, and the store holds cluster objects (Secrets for kubelet).
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
         conn = self._conn()
         conn.execute("PRAGMA journal_mode=WAL")
         check = conn.execute("PRAGMA quick_check").fetchone()
@@ -173,8 +180,6 @@ class HubStore:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (salt,))
             row = conn.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
         self._salt = bytes(row[0])
-        with contextlib.suppress(OSError):
-            os.chmod(self.path, 0o600)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -155,3 +155,13 @@ def test_store_expires_records_nothing_refreshed(tmp_path: Path) -> None:
         assert [o.name for o in store.list_objects(*fresh_key, "ns")] == ["b"]
     finally:
         store.close()
+
+
+def test_store_files_are_owner_only(tmp_path: Path) -> None:
+    store = HubStore.open(tmp_path)
+    try:
+        store.put_raw("kubelet", "k", RawResponse(200, "application/json", b"{}"))
+        for path in tmp_path.glob("hub.sqlite*"):
+            assert path.stat().st_mode & 0o077 == 0, path
+    finally:
+        store.close()
