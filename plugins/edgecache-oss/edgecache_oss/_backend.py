@@ -21,6 +21,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from edgecache.backends import Backend, ObjectChangedError
@@ -45,6 +46,24 @@ _AUTH_CODES = frozenset(
         "InvalidSecurityToken",
     }
 )
+
+
+def _whole_seconds(modified: Any) -> int:
+    """An mtime as whole epoch seconds, from a datetime, a number, or a datetime's ``str``/ISO
+    form (info that went through a JSON metadata store); 0 when absent or unreadable."""
+    if hasattr(modified, "timestamp"):
+        return int(modified.timestamp())
+    if isinstance(modified, int | float):
+        return int(modified)
+    if isinstance(modified, str) and modified:
+        try:
+            return int(datetime.fromisoformat(modified).timestamp())
+        except ValueError:
+            try:
+                return int(float(modified))
+            except ValueError:
+                return 0
+    return 0
 
 
 class OSSBackend(Backend):
@@ -87,8 +106,7 @@ class OSSBackend(Backend):
 
     def version(self, info: Mapping[str, Any]) -> str:
         etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-        modified: Any = info.get("LastModified") or info.get("mtime") or 0
-        stamp = int(modified.timestamp()) if hasattr(modified, "timestamp") else int(modified)
+        stamp = _whole_seconds(info.get("LastModified") or info.get("mtime"))
         return f"{info.get('size')}-{stamp}-{etag}"
 
     @staticmethod

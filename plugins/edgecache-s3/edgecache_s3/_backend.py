@@ -20,6 +20,7 @@ import asyncio
 import errno
 import logging
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import aiobotocore.endpoint
@@ -79,6 +80,24 @@ def _error_code(exc: BaseException) -> tuple[str, int | None]:
     return code, int(status) if status is not None else None
 
 
+def _whole_seconds(modified: Any) -> int:
+    """An mtime as whole epoch seconds, from a datetime, a number, or a datetime's ``str``/ISO
+    form (info that went through a JSON metadata store); 0 when absent or unreadable."""
+    if hasattr(modified, "timestamp"):
+        return int(modified.timestamp())
+    if isinstance(modified, int | float):
+        return int(modified)
+    if isinstance(modified, str) and modified:
+        try:
+            return int(datetime.fromisoformat(modified).timestamp())
+        except ValueError:
+            try:
+                return int(float(modified))
+            except ValueError:
+                return 0
+    return 0
+
+
 class S3Backend(Backend):
     """S3 and S3-compatible stores through s3fs.
 
@@ -117,8 +136,7 @@ class S3Backend(Backend):
 
     def version(self, info: Mapping[str, Any]) -> str:
         etag = str(info.get("ETag") or info.get("etag") or "")
-        modified: Any = info.get("LastModified") or info.get("mtime")
-        stamp = int(modified.timestamp()) if hasattr(modified, "timestamp") else 0
+        stamp = _whole_seconds(info.get("LastModified") or info.get("mtime"))
         return f"{info.get('size')}-{stamp}-{etag}"
 
     @staticmethod

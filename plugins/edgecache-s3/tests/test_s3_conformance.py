@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -55,3 +56,12 @@ def test_version_has_etag_size_and_mtime(
     size, mtime, etag = backend.version(info).split("-", 2)
     assert (int(size), etag) == (5, info["ETag"])
     assert int(mtime) == int(info["LastModified"].timestamp())
+
+
+def test_version_survives_the_metadata_stores_json(
+    s3_options: dict[str, Any], client: Any, prefix: str
+) -> None:
+    # edgecache's metadata store keeps info as JSON, datetimes as str.
+    backend = get_backend("s3", s3_options)
+    info = run(backend.call, "info", put(client, f"{prefix}/json.bin", b"j"))
+    assert backend.version(json.loads(json.dumps(info, default=str))) == backend.version(info)
