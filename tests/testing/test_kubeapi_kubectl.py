@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -200,20 +201,19 @@ def test_scale_and_wide_output(kube_api: KubeAPIServer) -> None:
     assert header.split()[-2:] == ["IP", "NODE"] and row.split()[-1] == "edge-node-1"
 
 
-def test_get_watch_streams_changes(kube_api: KubeAPIServer) -> None:
+def test_get_watch_streams_changes(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     kube_api.seed([objects.pod("first")])
     executable = kubectl_path()
     assert executable is not None
-    command = [
-        executable,
+    connection = [
         "--server",
         kube_api.url,
         "--kubeconfig",
         "/dev/null",
-        "get",
-        "pods",
-        "-w",
+        "--cache-dir",
+        str(tmp_path),
     ]
+    command = [executable, *connection, "get", "pods", "-w"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:

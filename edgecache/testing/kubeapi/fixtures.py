@@ -13,6 +13,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,25 @@ def run_kubectl(
     timeout_seconds: float = 30.0,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """``kubectl --server URL ARGS``, with no kubeconfig from the environment; output as text.
+    """``kubectl --server URL ARGS``, with no kubeconfig and an empty discovery cache; text output.
 
     kubectl sends a bearer token only over HTTPS: give ``certificate_authority`` (``server.pki``).
     """
     executable = kubectl_path()
     if executable is None:
         pytest.skip("kubectl is not installed")
-    command = [executable, "--server", server_url, "--kubeconfig", "/dev/null"]
+    # A fresh discovery cache per call: ports are reused across servers, and a cached discovery
+    # from an earlier server would hide (or invent) resources.
+    cache_dir = tempfile.mkdtemp(prefix="kubectl-cache-")
+    command = [
+        executable,
+        "--server",
+        server_url,
+        "--kubeconfig",
+        "/dev/null",
+        "--cache-dir",
+        cache_dir,
+    ]
     if token is not None:
         command += ["--token", token]
     if certificate_authority is not None:
@@ -61,14 +73,17 @@ def run_kubectl(
     if client_certificate is not None:
         command += ["--client-certificate", str(client_certificate[0])]
         command += ["--client-key", str(client_certificate[1])]
-    result = subprocess.run(
-        [*command, *args],
-        input=input_text,
-        capture_output=True,
-        text=True,
-        timeout=timeout_seconds,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [*command, *args],
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout_seconds,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
     if check and result.returncode != 0:
         raise AssertionError(
             f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}"
