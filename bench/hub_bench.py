@@ -25,6 +25,7 @@ import http.client
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -69,6 +70,66 @@ def _start_upstream(latency_ms: float) -> tuple[subprocess.Popen[str], str]:
     )
     assert process.stdout is not None
     return process, process.stdout.readline().strip()
+
+
+# The floor for any aiohttp-based proxy: read the request, forward it, answer with the body.
+_MINIMAL_PROXY = """
+import sys, aiohttp
+from aiohttp import web
+
+async def handle(request):
+    headers = {"User-Agent": request.headers.get("User-Agent", ""), "Accept": "application/json"}
+    async with request.app["session"].get(sys.argv[1] + request.path_qs, headers=headers) as up:
+        return web.Response(status=up.status, body=await up.read(), content_type="application/json")
+
+async def start(app):
+    app["session"] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+async def stop(app):
+    await app["session"].close()
+
+app = web.Application()
+app.on_startup.append(start)
+app.on_cleanup.append(stop)
+app.router.add_route("*", "/{tail:.*}", handle)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), access_log=None,
+            print=lambda *args: print("ready", flush=True))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_minimal_proxy(upstream: str) -> tuple[subprocess.Popen[str], str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", _MINIMAL_PROXY, upstream, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()
+    return process, f"http://127.0.0.1:{port}"
+
+
+def _floor(direct: Client, minimal: Client, hub: Client, rounds: int) -> dict[str, float]:
+    """GET p50 of direct, a 15-line aiohttp proxy and the hub, interleaved."""
+    times: dict[str, list[float]] = {"direct": [], "minimal_aiohttp_proxy": [], "hub": []}
+    path = CASES["GET pod"]
+    for _ in range(rounds):
+        times["direct"].append(direct.timed(path))
+        times["minimal_aiohttp_proxy"].append(minimal.timed(path))
+        times["hub"].append(hub.timed(path))
+    result = {f"{k}_p50_ms": statistics.median(v) * 1000 for k, v in times.items()}
+    print_table(
+        "GET p50 floor on loopback: what any aiohttp proxy costs (ms)",
+        ["direct", "minimal aiohttp proxy", "hub"],
+        [[result["direct_p50_ms"], result["minimal_aiohttp_proxy_p50_ms"], result["hub_p50_ms"]]],
+    )
+    return result
 
 
 def _start_hub(cache_dir: str, upstream: str) -> tuple[subprocess.Popen[str], str, str, float]:
@@ -228,6 +289,14 @@ def main() -> None:
                     proxied.timed(path)
             time.sleep(1.0)  # let the hub finish writing the recorded lists
             rss_online = _rss_mib(hub.pid)
+            minimal, minimal_url = _start_minimal_proxy(upstream_url)
+            try:
+                results["get_floor_loopback"] = _floor(
+                    direct, Client(minimal_url), proxied, args.get_rounds
+                )
+            finally:
+                minimal.send_signal(signal.SIGTERM)
+                minimal.wait(timeout=30)
             for latency in (0.0, args.wan_rtt_ms):
                 if latency:
                     upstream.send_signal(signal.SIGUSR1)
