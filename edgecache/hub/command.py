@@ -78,7 +78,7 @@ async def _run(settings: HubSettings) -> None:
 )
 @click.option("--nodepool", help="This node's nodepool: EndpointSlices keep its endpoints.")
 @click.option("--probe-interval", type=float, default=5.0, help="Seconds between probes.")
-@click.option("-v", "--verbose", is_flag=True, help="Log mode switches and failovers.")
+@click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
 def hub_command(
     *,
     servers: str | None,
