@@ -209,6 +209,8 @@ def test_processes_filling_and_evicting_one_small_cache_keep_it_consistent(tmp_p
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * PROCESSES, outs
     assert not any("MISMATCH" in o for o in outs)
+    # A healthy shared directory never takes the SSD tier out of service in any process.
+    assert not any("unusable" in o for o in outs), outs
     s = settings(**opts)
     a = audit(s)
     a.assert_consistent()
