@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 from edgecache.hub._filters import FilterChain, ResponseFilter
 from edgecache.hub._health import HealthMonitor
 from edgecache.hub._offline import OfflineResponder
-from edgecache.hub._recording import Recorder, raw_key
+from edgecache.hub._recording import Recorder, json_accept, raw_key
 from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo, component_of, parse_request
 from edgecache.hub._status import status_response
 from edgecache.hub._store import HubStore
@@ -70,13 +70,6 @@ _RESPONSE_DROP = frozenset(
 _GATEWAY_ERRORS = frozenset({502, 503, 504})
 #: Answers up to this size are read whole and sent with a Content-Length; larger ones stream.
 _SMALL_BODY_BYTES = 1 << 20
-
-
-def _json_accept(accept: str) -> str:
-    """Drop protobuf from an Accept header so recorded answers are JSON (clients that send
-    protobuf first, like kubelet, always list JSON as a fallback)."""
-    parts = [part for part in accept.split(",") if "protobuf" not in part]
-    return ",".join(parts) if parts else "application/json"
 
 
 class HubProxy:
@@ -206,7 +199,7 @@ class HubProxy:
             (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP
         )
         if recording and "Accept" in headers:
-            headers["Accept"] = _json_accept(headers["Accept"])
+            headers["Accept"] = json_accept(headers["Accept"])
         body = await request.read() if request.body_exists else None
         watch = info.verb == "watch"
         upstream_response = await self.upstream.request(

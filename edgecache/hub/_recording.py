@@ -31,7 +31,7 @@ from edgecache.hub._config import RecordingSettings
 from edgecache.hub._requestinfo import RequestInfo
 from edgecache.hub._store import HubStore, ObjectRow, RawResponse, WatchChange
 
-__all__ = ["Recorder", "WatchRecording", "object_row", "raw_key"]
+__all__ = ["Recorder", "WatchRecording", "json_accept", "object_row", "raw_key"]
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +45,17 @@ _MAX_REMEMBERED_GETS = 100_000
 _UNCHANGED_LIST_REWRITE_SECONDS = 600.0
 
 
+def json_accept(accept: str) -> str:
+    """An Accept header without protobuf, so that recorded answers are JSON (clients that send
+    protobuf first, like kubelet, always list JSON as a fallback)."""
+    parts = [part for part in accept.split(",") if "protobuf" not in part]
+    return ",".join(parts) if parts else "application/json"
+
+
 def raw_key(path: str, query: Mapping[str, str], accept: str) -> str:
-    """The store key of a raw answer: path, sorted query and the Accept header."""
+    """The store key of a raw answer: path, sorted query and the (JSON-only) Accept header."""
     pairs = "&".join(f"{k}={v}" for k, v in sorted(query.items()))
-    return f"{path}?{pairs}|{accept}"
+    return f"{path}?{pairs}|{json_accept(accept)}"
 
 
 def object_row(obj: Mapping[str, Any], *, kind: str = "", api_version: str = "") -> ObjectRow:
