@@ -131,6 +131,7 @@ async def test_kubectl_offline_get_crd_and_refused_apply(
         }
     )
     kubectl = Kubectl(hub.url, tmp_path)
+    assert (await kubectl.run("api-resources")).returncode == 0
     online_pods = await kubectl.run("get", "pods")
     online_datasets = await kubectl.run("get", "datasets")
     online_one = await kubectl.run("get", "pod", "pod-00001", "-o", "jsonpath={.spec.nodeName}")
@@ -138,6 +139,9 @@ async def test_kubectl_offline_get_crd_and_refused_apply(
     assert "imagenet" in online_datasets.stdout
 
     await cut(kube_api, hub)
+    resources = await kubectl.run("api-resources")  # discovery, from the store
+    assert resources.returncode == 0, resources.stderr
+    assert "datasets" in resources.stdout and "pods" in resources.stdout
     offline_pods = await kubectl.run("get", "pods")
     assert offline_pods.returncode == 0, offline_pods.stderr
     assert offline_pods.stdout.split("\n")[0] == online_pods.stdout.split("\n")[0]
