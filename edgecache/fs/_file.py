@@ -41,6 +41,8 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         self._window = 0
         self._ahead_until = 0
         self._served = False
+        self._held: tuple[int, bytes] | None = None
+        """The last whole block a read inside one block fetched: (index, bytes)."""
         super().__init__(
             fs,
             path,
@@ -76,6 +78,22 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         if start >= end:
             return b""
         self._plan_readahead(start, end)
+        bs = fs.settings.block_size
+        index = start // bs
+        if (end - 1) // bs == index:
+            # A read inside one block (e.g. 1 MiB reads of 4 MiB blocks) keeps the whole block,
+            # so the next reads of it do not read and verify it again from the SSD tier when
+            # the MEM tier does not hold it.
+            held = self._held
+            if held is None or held[0] != index:
+                held = self._held = (index, self._read_range(index * bs, (index + 1) * bs))
+            offset = start - index * bs
+            return held[1][offset : offset + end - start]
+        return self._read_range(start, end)
+
+    def _read_range(self, start: int, end: int) -> bytes:
+        fs = self._ec_fs
+        end = min(end, self.size)
         data = fs._cat_range_cached(self.path, self.version, self.size, start, end)
         if data is None:
             data = sync(fs.loop, fs._cat_range, self.path, self.version, self.size, start, end)
@@ -87,6 +105,7 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         cached = sync(fs.loop, fs._cached_info, self.path)
         self.version, self.size = fs._file_info(cached, self.path)
         self.cache.size = self.size
+        self._held = None
         self._next_sequential = self._window = self._ahead_until = 0
 
     def _plan_readahead(self, start: int, end: int) -> None:
