@@ -10,7 +10,9 @@ Sits between the OSS backend (``edgecache_oss._backend``) and aiooss2/aiohttp. o
   idempotent requests (HEAD, GET, LIST) are retried with backoff on connection errors, timeouts
   and 5xx;
 - request headers (which carry an STS token) are never logged;
-- ``cat_file`` ranges follow fsspec (end exclusive) with OSS's standard range behaviour.
+- ``cat_file`` ranges follow fsspec (end exclusive) with OSS's standard range behaviour;
+- ``pipe_file`` takes fsspec's ``mode`` (``create`` refuses to overwrite, on the server), and
+  uploads work with current aiohttp (aiooss2's upload payload predates an abstract method).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import weakref
 from typing import Any
 
 import aiohttp
+from aiohttp.payload import PAYLOAD_REGISTRY, Order
+from aiooss2.adapter import AsyncPayload, FilelikeObjectAdapter, IterableAdapter, SliceableAdapter
 from aiooss2.http import AioResponse, AioSession
 from oss2.exceptions import OssError, RequestError  # type: ignore[import-untyped]
 from ossfs import AioOSSFileSystem  # type: ignore[import-untyped]
@@ -49,6 +53,30 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     RequestError,
 )
+
+
+def _register_upload_payload() -> None:
+    """Let aiooss2 upload with current aiohttp.
+
+    aiooss2 sends upload bodies as its ``AsyncPayload``, written before aiohttp 3.12 made
+    ``Payload.decode`` abstract; instantiating it then fails, so every PUT would. This registers
+    a subclass that has ``decode`` (aiohttp only uses it to show a body as text), ahead of it.
+    """
+    if "decode" not in getattr(AsyncPayload, "__abstractmethods__", ()):
+        return
+
+    class _UploadPayload(AsyncPayload):
+        def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+            return f"<upload stream {type(self._value).__name__}>"
+
+    PAYLOAD_REGISTRY.register(
+        _UploadPayload,
+        (SliceableAdapter, FilelikeObjectAdapter, IterableAdapter),
+        order=Order.try_first,
+    )
+
+
+_register_upload_payload()
 
 
 def oss_status(exc: BaseException) -> tuple[int | None, str]:
@@ -192,6 +220,22 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
         if not key or listing.object_list or listing.prefix_list:
             return {"name": norm, "size": 0, "type": "directory"}
         raise FileNotFoundError(norm)
+
+    async def _pipe_file(
+        self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
+        # ossfs hands every keyword to put_object, which knows no ``mode``: "create" becomes
+        # OSS's own no-overwrite header, so the check is atomic on the server.
+        if mode == "create":
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers["x-oss-forbid-overwrite"] = "true"
+            kwargs["headers"] = headers
+        try:
+            await super()._pipe_file(path, value, **kwargs)
+        except OSError as exc:
+            if oss_status(exc)[1] == "FileAlreadyExists":
+                raise FileExistsError(path) from exc
+            raise
 
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any

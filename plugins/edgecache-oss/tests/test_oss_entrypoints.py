@@ -122,3 +122,74 @@ def test_fsspec_url_chaining(
     with fsspec.open(f"edgecache::oss://{path}", "rb", oss=oss_options, edgecache=cache) as f:
         f.seek(20_000)
         assert f.read(100) == data[20_000:20_100]
+
+
+def test_writes_go_through_and_replace_what_was_cached(
+    oss_options: dict[str, Any], oss_server: OSSServer, prefix: str, tmp_path: Path
+) -> None:
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol="oss",
+        target_options=oss_options,
+        cache_dir=str(tmp_path / "cache"),
+        skip_instance_cache=True,
+    )
+    url = f"oss://{prefix}/written.bin"
+    fs.pipe_file(url, b"first version")
+    assert fs.cat_file(url) == b"first version"
+    fs.pipe_file(url, b"second, longer version")
+    assert fs.cat_file(url) == b"second, longer version"
+    assert oss_server.get_object(*f"{prefix}/written.bin".split("/", 1)) == (
+        b"second, longer version"
+    )
+    fs.cache.close()
+    fs.metadata.close()
+
+
+def test_ossfs_cat_file_ranges_follow_fsspec(
+    oss_options: dict[str, Any], put: Any, prefix: str
+) -> None:
+    from edgecache.backends import get_backend
+
+    data = bytes(range(256)) * 4
+    path = put(f"{prefix}/ranges.bin", data)
+    fs = get_backend("oss", oss_options).fs
+    assert fs.cat_file(path) == data
+    assert fs.cat_file(path, start=10, end=20) == data[10:20]
+    assert fs.cat_file(path, start=-5) == data[-5:]
+    assert fs.cat_file(path, start=1000, end=5000) == data[1000:]
+    assert fs.cat_file(path, start=7, end=7) == b""
+
+
+def test_pipe_file_create_mode_refuses_to_overwrite(
+    oss_options: dict[str, Any], put: Any, prefix: str
+) -> None:
+    import pytest
+
+    from edgecache.backends import get_backend
+
+    fs = get_backend("oss", oss_options).fs
+    path = put(f"{prefix}/exists.bin", b"old")
+    with pytest.raises(FileExistsError):
+        fs.pipe_file(path, b"new", mode="create")
+    fs.pipe_file(f"{prefix}/fresh.bin", b"new", mode="create")
+    assert fs.cat_file(path) == b"old" and fs.cat_file(f"{prefix}/fresh.bin") == b"new"
+
+
+def test_a_large_write_goes_up_in_parts(
+    oss_options: dict[str, Any], oss_server: OSSServer, prefix: str, tmp_path: Path
+) -> None:
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol="oss",
+        target_options=oss_options,
+        cache_dir=str(tmp_path / "cache"),
+        skip_instance_cache=True,
+    )
+    data = os.urandom(11 * 1024 * 1024)
+    oss_server.clear_requests()
+    fs.pipe_file(f"oss://{prefix}/large.bin", data)
+    assert any(r.operation == "UploadPart" for r in oss_server.requests)
+    assert fs.cat_file(f"oss://{prefix}/large.bin") == data
+    fs.cache.close()
+    fs.metadata.close()

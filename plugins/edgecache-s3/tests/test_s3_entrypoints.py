@@ -157,3 +157,24 @@ def test_both_protocols_share_the_cache_identity(
     assert fs.cat_file(f"{protocol}://{path}") == b"p" * 10
     fs.cache.close()
     fs.metadata.close()
+
+
+def test_writes_go_through_and_replace_what_was_cached(
+    s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path
+) -> None:
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol="s3",
+        target_options=s3_options,
+        cache_dir=str(tmp_path / "cache"),
+        skip_instance_cache=True,
+    )
+    url = f"s3://{prefix}/written.bin"
+    fs.pipe_file(url, b"first version")
+    assert fs.cat_file(url) == b"first version"
+    fs.pipe_file(url, b"second, longer version")
+    assert fs.cat_file(url) == b"second, longer version"
+    bucket, key = f"{prefix}/written.bin".split("/", 1)
+    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second, longer version"
+    fs.cache.close()
+    fs.metadata.close()
