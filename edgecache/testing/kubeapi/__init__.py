@@ -8,11 +8,12 @@ CRDs with their schemas, owner-reference garbage collection, ``Status`` errors, 
 and aggregated), OpenAPI v3 and server-side tables for kubectl, gzip, HTTPS and client certificates.
 Tests control it: bearer-token auth, injected faults, a request log, stop and start on one port.
 
-Layers, bottom up: ``_status`` (errors) and ``_resources`` (the resource table) -> ``_selectors``,
-``_patch``, ``_admission``, ``_validation``, ``_schema`` (CRD schemas), ``_owners`` (garbage
-collection) -> ``_store`` (state, history) -> ``_watch``, ``_discovery``, ``_openapi``, ``_table``,
-``_scale``, ``_protobuf`` -> ``_handlers`` (HTTP routing) -> ``_faults`` (auth, faults, request
-log), ``_tls`` -> ``_server``. ``fixtures`` holds the pytest fixture and client helpers.
+Layers, bottom up: ``_status`` (errors), ``_resources`` (the resource table) -> ``_selectors``,
+``_patch``/``_strategic``, ``_admission``, ``_validation``, ``_schema`` (CRD schemas), ``_owners``
+(garbage collection), ``_history`` (resourceVersions, events) -> ``_store`` (state, writes) ->
+``_watch``, ``_discovery``, ``_openapi``, ``_table``, ``_scale``, ``_protobuf`` -> ``_handlers``
+(HTTP routing) -> ``_faults`` (auth, faults, request log), ``_tls`` -> ``_server``.
+``fixtures`` holds the pytest fixture and client helpers.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
-"""The object store: the state of the emulated cluster and the event history watches replay.
+"""The object store: the state of the emulated cluster, and the write semantics of the API server.
 
-Every write takes the next value of one global, monotonic resourceVersion (an integer, served as a
-string) and appends exactly one event to a bounded history, so ``watch?resourceVersion=N`` replays
-precisely the events after ``N`` and an ``N`` older than the retained history is answered with
-410 Gone, as etcd compaction makes a real API server do. Write semantics follow the API server:
+Every write takes the next value of one global, monotonic resourceVersion and appends exactly one
+event to the bounded history (``_history``) that watches replay. Write semantics follow the API
+server:
 ``generateName``, 409 AlreadyExists and Conflict, ``generation`` bumps on spec changes, status
 subresources, finalizers (deletion waits until they are removed), no-op updates that do not bump
-the resourceVersion, namespace deletion that deletes the namespace's objects, and CRDs that start
-or stop serving their resources.
+the resourceVersion, namespace deletion that deletes the namespace's objects, CRDs that start or
+stop serving their resources, garbage collection (``_owners``), and lists that are consistent
+snapshots across pages or rebuilt at an earlier resourceVersion.
 
 Stored objects are never mutated in place: a write replaces the dict. Readers inside the package
 therefore share references without copying; the public helpers hand out deep copies.
@@ -24,13 +24,14 @@ import json
 import random
 import threading
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import _status
 from ._admission import accept_crd, admit_new, check_kind, now_rfc3339
+from ._history import EventHistory, StoredEvent
 from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
@@ -54,18 +55,6 @@ _SERVER_OWNED = (
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
 )
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """One committed change; ``old`` is the previous state (for selector transitions in watches)."""
-
-    resource_version: int
-    type: str  # ADDED, MODIFIED or DELETED
-    group_resource: tuple[str, str]
-    namespace: str
-    object: JSONObject
-    old: JSONObject | None
 
 
 @dataclass(frozen=True)
@@ -105,15 +94,10 @@ class Store:
         self.require_namespaces = require_namespaces
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str], dict[ObjectKey, JSONObject]] = {}
-        self._rv = 0
-        self._history: deque[StoredEvent] = deque()
-        self._history_size = history_size
-        self._compacted_rv = 0
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._history = EventHistory(history_size)
         self._snapshots: OrderedDict[str, tuple[int, list[JSONObject]]] = OrderedDict()
         self._snapshot_ids = itertools.count(1)
         self._cluster_ips = itertools.count(10)
-        self._notify_suspended = 0
         self._owners = OwnerIndex()
         for name in DEFAULT_NAMESPACES:
             self._commit_create(
@@ -126,68 +110,42 @@ class Store:
     def resource_version(self) -> int:
         """The current (latest committed) resourceVersion."""
         with self._lock:
-            return self._rv
+            return self._history.resource_version
 
     @property
     def compacted_resource_version(self) -> int:
         """Watches may start at any resourceVersion at or above this one."""
         with self._lock:
-            return self._compacted_rv
+            return self._history.compacted
 
     def events_after(self, resource_version: int) -> tuple[list[StoredEvent], int] | None:
         """Events after ``resource_version`` and the RV they reach; ``None`` if compacted."""
         with self._lock:
-            if resource_version < self._compacted_rv:
-                return None
-            if resource_version >= self._rv:
-                return [], self._rv
-            # One event per resourceVersion: the event for RV r sits at index r - first_rv.
-            first = self._history[0].resource_version if self._history else self._rv + 1
-            start = max(0, resource_version + 1 - first)
-            events = list(itertools.islice(self._history, start, None))
-            if events and start and events[0].resource_version != resource_version + 1:
-                events = [e for e in self._history if e.resource_version > resource_version]
-            return events, self._rv
+            return self._history.after(resource_version)
 
     def compact(self) -> None:
         """Forget all history and pagination snapshots, as an etcd compaction does."""
         with self._lock:
-            self._history.clear()
-            self._compacted_rv = self._rv
+            self._history.compact()
             self._snapshots.clear()
 
     def add_waiter(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         with self._lock:
-            self._waiters.add((loop, event))
+            self._history.add_waiter(loop, event)
 
     def remove_waiter(self, loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
         with self._lock:
-            self._waiters.discard((loop, event))
-
-    def _notify(self) -> None:
-        if self._notify_suspended:
-            return
-        for loop, event in list(self._waiters):
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that loop is closed: its watch is gone
-                self._waiters.discard((loop, event))
+            self._history.remove_waiter(loop, event)
 
     def _record(
         self, kind: str, resource: ResourceType, obj: JSONObject, old: JSONObject | None
     ) -> None:
-        self._history.append(
-            StoredEvent(
-                self._rv, kind, resource.group_resource, _meta(obj).get("namespace", ""), obj, old
-            )
-        )
-        while len(self._history) > self._history_size:
-            self._compacted_rv = self._history.popleft().resource_version
-        self._notify()
+        namespace = _meta(obj).get("namespace", "")
+        rv = self._history.resource_version
+        self._history.append(StoredEvent(rv, kind, resource.group_resource, namespace, obj, old))
 
     def _next_rv(self) -> str:
-        self._rv += 1
-        return str(self._rv)
+        return str(self._history.next_version())
 
     # ----------------------------------------------------------------------------- reading
 
@@ -237,7 +195,7 @@ class Store:
                 rv, items = snapshot
             else:
                 offset, snapshot_id = 0, ""
-                rv = self._rv
+                rv = self._history.resource_version
                 table = self._table(resource)
                 if at_resource_version is not None and at_resource_version != rv:
                     table = self._table_at(resource, at_resource_version)
@@ -260,9 +218,9 @@ class Store:
     ) -> dict[ObjectKey, JSONObject]:
         """A resource's objects as of an earlier resourceVersion: later events undone."""
         found = self.events_after(resource_version)
-        if found is None or resource_version > self._rv:
+        if found is None or resource_version > self._history.resource_version:
             raise _status.gone(
-                f"too old resource version: {resource_version} ({self._compacted_rv})"
+                f"too old resource version: {resource_version} ({self._history.compacted})"
             )
         table = dict(self._table(resource))
         for event in reversed(found[0]):
@@ -309,14 +267,13 @@ class Store:
     def seed(self, objects: Iterable[JSONObject]) -> int:
         """Test helper: put many objects under one lock and one watch wake-up; returns the RV."""
         with self._lock:
-            self._notify_suspended += 1
+            self._history.hold()
             try:
                 for obj in objects:
                     self.put(obj)
             finally:
-                self._notify_suspended -= 1
-            self._notify()
-            return self._rv
+                self._history.release()
+            return self._history.resource_version
 
     def resource_of(self, obj: Mapping[str, Any]) -> ResourceType:
         resource = self.registry.by_kind(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
@@ -394,7 +351,7 @@ class Store:
             for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
                 meta.pop(field, None)
         if dry_run:
-            meta["resourceVersion"] = str(self._rv)
+            meta["resourceVersion"] = str(self._history.resource_version)
             return obj
         meta["resourceVersion"] = self._next_rv()
         self._set(resource, key, obj, None)

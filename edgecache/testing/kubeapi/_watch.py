@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _status
+from ._history import StoredEvent
 from ._resources import ResourceType
-from ._store import Predicate, Store, StoredEvent
+from ._store import Predicate, Store
 
 JSONObject = dict[str, Any]
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
