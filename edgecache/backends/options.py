@@ -111,7 +111,8 @@ class _Redactor(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: set[str] = set()
+        # Replaced, never mutated: records are filtered on many threads while backends register.
+        self.secrets: frozenset[str] = frozenset()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -120,7 +121,7 @@ class _Redactor(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed record is the logging module's business
             return True
-        cleaned = scrub(message, list(self.secrets))
+        cleaned = scrub(message, self.secrets)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
@@ -133,10 +134,10 @@ def redact_in_logs(secrets: Iterable[Any], logger_prefixes: Iterable[str]) -> No
     """Hide ``secrets`` in records of every logger named ``prefix`` or ``prefix.*`` that exists
     now (a logging filter applies to its own logger only, so each gets one; import the client
     library's modules before calling this)."""
-    for secret in secrets:
-        value = reveal(secret)
-        if isinstance(value, str) and len(value) >= 3:
-            _redactor.secrets.add(value)
+    values = {reveal(secret) for secret in secrets}
+    _redactor.secrets = _redactor.secrets | {
+        value for value in values if isinstance(value, str) and len(value) >= 3
+    }
     prefixes = tuple(logger_prefixes)
     names = [
         name
