@@ -20,7 +20,10 @@ Where a value can come from, first match wins:
 4. the spec's environment variables (``AWS_ACCESS_KEY_ID``...).
 
 Secret values are wrapped in :class:`Secret`, whose ``repr``/``str`` never show the value;
-:func:`scrub` removes them from any text (error messages) that might have picked one up.
+:func:`scrub` removes them from any text (error messages) that might have picked one up, and
+:func:`redact_in_logs` from client libraries' log records (botocore logs an STS token at DEBUG).
+The small parsers plugins share (:func:`flag`, :func:`number`, :func:`endpoint_url`,
+:func:`public_url`) are here too, so every backend reads ``true``/``5``/``host:port`` alike.
 """
 
 from __future__ import annotations
