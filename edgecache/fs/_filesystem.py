@@ -97,6 +97,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         )
         self._dir_misses: dict[str, int] = {}
         self._scans: dict[str, _Scan] = {}
+        self._listing_flights: dict[tuple[int, str], asyncio.Future[list[CachedInfo]]] = {}
         self._scan_names: dict[str, tuple[list[CachedInfo], list[str], dict[str, CachedInfo]]] = {}
 
     # --- paths ---------------------------------------------------------------------------------
@@ -195,22 +196,39 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         path = self._target(path)
         entries = self.metadata.listing(self._identity, path)
         if entries is None:
-            try:
-                listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
-            except FileNotFoundError:
-                self.metadata.invalidate(self._identity, path)
-                raise
-            except BackendUnavailableError:
-                entries = self.metadata.listing(self._identity, path, allow_stale=True)
-                if entries is None:
-                    raise
-            else:
-                entries = self.metadata.put_listing(
-                    self._identity, path, [(_normal(i), self._version(i)) for i in listing]
-                )
+            entries = await self._list_once(path)
         if detail:
             return [dict(e.info) for e in entries]
         return [e.info["name"] for e in entries]
+
+    async def _list_once(self, path: str) -> list[CachedInfo]:
+        """List ``path`` from the backend, sharing one request among concurrent callers: a
+        ``cat`` of many files of one directory misses their infos all at once, and each miss
+        asks for the listing (one LIST per file, each the size of the whole listing)."""
+        key = (id(asyncio.get_running_loop()), path)
+        flight = self._listing_flights.get(key)
+        if flight is None:
+            flight = asyncio.ensure_future(self._list_from_backend(path))
+            self._listing_flights[key] = flight
+            flight.add_done_callback(lambda f: self._listing_flights.pop(key, None))
+            flight.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # Shielded: a caller giving up must not cancel the listing the others wait for.
+        return await asyncio.shield(flight)
+
+    async def _list_from_backend(self, path: str) -> list[CachedInfo]:
+        try:
+            listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
+        except FileNotFoundError:
+            self.metadata.invalidate(self._identity, path)
+            raise
+        except BackendUnavailableError:
+            entries = self.metadata.listing(self._identity, path, allow_stale=True)
+            if entries is None:
+                raise
+            return entries
+        return self.metadata.put_listing(
+            self._identity, path, [(_normal(i), self._version(i)) for i in listing]
+        )
 
     # --- reading -------------------------------------------------------------------------------
     def _key(self, path: str, version: str, index: int) -> BlockKey:

@@ -1,0 +1,677 @@
+"""WAN benchmark: cold reads from S3 over an emulated WAN, edgecache against plain s3fs and fsspec.
+
+Three processes, so that no two of them share an interpreter lock: moto's S3 server
+(``python -m moto.server``), the WAN emulator (:mod:`edgecache.testing.wan`, a TCP proxy with a
+delay line and a token bucket) in front of it, and this script as the client. The data is put
+into moto directly (boto3, not through the WAN): one large object (256 MiB) and 1,000 x 64 KiB
+objects under one prefix. For each link profile (30 ms RTT / 100 Mbit/s and 80 ms / 20 Mbit/s),
+every measurement starts cold (a fresh cache directory, fresh filesystem objects and
+connections) and is reported as absolute time, as a ratio of the link capacity
+(payload bytes / (link rate x time)) and with the bytes the emulated link carried:
+
+1. sequential read of the large object in 8 MiB reads: edgecache, plain s3fs, fsspec
+   ``simplecache::s3://`` (target: edgecache >= 0.9x link);
+2. a training loop opening and reading the small files one after another in name order:
+   edgecache vs plain s3fs, ms per file (target: >= 3x plain s3fs);
+3. ``fs.cat(list_of_paths)`` of the small files: edgecache vs s3fs (target: >= 0.85x link);
+4. prefetch (:func:`edgecache.fs.prefetch.run_prefetch`) of the large object and of the small
+   files vs ``S3FileSystem.get`` of the same prefix to a local directory (target: >= 0.85x link).
+
+Run: ``.venv/bin/python bench/wan_bench.py`` (both profiles, best of 3 on the fast profile;
+about 35 minutes, most of it the 20 Mbit/s link moving 256 MiB objects), or ``--quick`` (small
+sizes, one repeat, under 3 minutes). Results: ``bench/results/wan.json``.
+``--wan-in-process`` runs the emulator on a thread of this process instead, to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import boto3
+import fsspec
+import s3fs
+from _common import MiB, best_of, print_table, ratio, scratch_dir, write_results
+
+from edgecache.fs import EdgeCacheFileSystem
+from edgecache.fs.prefetch import run_prefetch
+from edgecache.testing.wan import WANEmulator, WANProfile
+
+KEY, SECRET = "bench-key", "bench-secret"
+BUCKET = "wan-bench"
+LARGE_KEY = "large/object.bin"
+SMALL_PREFIX = "small"
+READ_BYTES = 8 * MiB
+"""Size of each ``read()`` call in the sequential read (the brief: an 8 MiB loop)."""
+
+PROFILES = {
+    "30ms-100mbit": WANProfile(rtt_ms=30, mbit=100),
+    "80ms-20mbit": WANProfile(rtt_ms=80, mbit=20),
+}
+
+# The emulator in its own process: one JSON line per command on stdin/stdout, so the benchmark
+# can read and reset the byte counters between measurements.
+_EMULATOR_CHILD = """
+import asyncio, json, sys
+from edgecache.testing.wan import WANEmulator, WANProfile
+
+async def main(upstream, rtt_ms, mbit):
+    async with WANEmulator(upstream, WANProfile(rtt_ms=rtt_ms, mbit=mbit)) as wan:
+        print(json.dumps({"endpoint": wan.endpoint}), flush=True)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        while line := (await reader.readline()).decode().strip():
+            if line == "reset":
+                wan.reset_counters()
+            elif line != "counters":
+                break
+            print(json.dumps({"up": wan.bytes_up, "down": wan.bytes_down,
+                              "connections": wan.connections_accepted}), flush=True)
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3])))
+"""
+
+
+# moto's server with one change: a ranged GET reads only the bytes of its range, as S3 does.
+# Stock moto (5.x) reads the whole object for every ranged GET (``FakeKey.value``) and then
+# slices it: a 4 MiB block of a 256 MiB object costs moto about half a second of CPU here, so a
+# block cache's many ranged GETs measure moto, not the link. The patch hands the range handler a
+# view whose slices read from moto's buffer; anything it does not slice is read whole as before.
+_MOTO_RANGED_GETS = """
+import sys, threading
+from moto.s3 import models, responses
+from moto import server
+
+_ranged = threading.local()
+_value = models.FakeKey.value.fget
+
+class _View:
+    def __init__(self, key):
+        self.key = key
+    def __len__(self):
+        return self.key.contentsize
+    def __bool__(self):
+        return self.key.contentsize > 0
+    def __getitem__(self, span):
+        start, stop, _ = span.indices(self.key.contentsize)
+        with self.key.lock:
+            self.key._value_buffer.seek(start)
+            return self.key._value_buffer.read(max(0, stop - start))
+
+def value(self):
+    return _View(self) if getattr(_ranged, "on", False) else _value(self)
+
+models.FakeKey.value = property(value, models.FakeKey.value.fset)
+_key_response = responses.S3Response.key_response
+
+def key_response(self, request, full_url, headers):
+    _ranged.on = request.method == "GET" and bool(request.headers.get("range"))
+    try:
+        status, headers, body = _key_response(self, request, full_url, headers)
+    finally:
+        _ranged.on = False
+    if isinstance(body, _View):
+        body = body[:]
+    return status, headers, body
+
+responses.S3Response.key_response = key_response
+sys.argv[0] = "moto_server"
+server.main()
+"""
+
+
+# --- the servers ---
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def moto_server(*, stock: bool = False, key_buffer_bytes: int | None = None) -> Iterator[str]:
+    """moto's S3 server as a separate process; yields its endpoint and kills it at the end.
+
+    ``stock``: ``python -m moto.server`` as shipped, whose ranged GET reads the whole object
+    (see ``_MOTO_RANGED_GETS``); otherwise moto with ranged GETs reading only their range.
+    ``key_buffer_bytes``: moto keeps an object bigger than this (default 5 MiB) in a temporary
+    file on disk.
+    """
+    port = _free_port()
+    env = dict(os.environ)
+    if key_buffer_bytes is not None:
+        env["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(key_buffer_bytes)
+    command = ["-m", "moto.server"] if stock else ["-c", _MOTO_RANGED_GETS]
+    process = subprocess.Popen(
+        [sys.executable, *command, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Link:
+    """The WAN emulator, in a child process (default) or on a thread of this process."""
+
+    def __init__(self, upstream: str, profile: WANProfile, *, in_process: bool) -> None:
+        self.profile = profile
+        self._process: subprocess.Popen[str] | None = None
+        self._emulator: WANEmulator | None = None
+        if in_process:
+            self._emulator = WANEmulator(upstream, profile)
+            self._emulator.start()
+            self.endpoint = self._emulator.endpoint
+        else:
+            link_args = [str(profile.rtt_ms), str(profile.mbit)]
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _EMULATOR_CHILD, upstream, *link_args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            self.endpoint = self._reply()["endpoint"]
+
+    def _reply(self) -> dict[str, Any]:
+        assert self._process is not None and self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the WAN emulator process ended")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def _command(self, command: str) -> dict[str, Any]:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        return self._reply()
+
+    def reset(self) -> None:
+        if self._emulator is not None:
+            self._emulator.reset_counters()
+        else:
+            self._command("reset")
+
+    def counters(self) -> dict[str, int]:
+        if self._emulator is not None:
+            return {
+                "up": self._emulator.bytes_up,
+                "down": self._emulator.bytes_down,
+                "connections": self._emulator.connections_accepted,
+            }
+        return {k: int(v) for k, v in self._command("counters").items()}
+
+    def close(self) -> None:
+        if self._emulator is not None:
+            self._emulator.close()
+        if self._process is not None:
+            assert self._process.stdin is not None
+            self._process.stdin.close()  # end of input: the child stops its emulator and exits
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.send_signal(signal.SIGKILL)
+                self._process.wait()
+
+
+def seed(endpoint: str, *, large_bytes: int, small_count: int, small_bytes: int) -> list[str]:
+    """Create the bucket and objects straight in moto; returns the small files' paths, sorted."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    client.upload_fileobj(_RandomReader(large_bytes), BUCKET, LARGE_KEY)
+    names = [f"{SMALL_PREFIX}/file-{i:05d}.bin" for i in range(small_count)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda name: client.put_object(
+                    Bucket=BUCKET, Key=name, Body=os.urandom(small_bytes)
+                ),
+                names,
+            )
+        )
+    return [f"{BUCKET}/{name}" for name in names]
+
+
+class _RandomReader:
+    """A file-like source of ``size`` incompressible bytes (no 256 MiB buffer in memory)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return os.urandom(n)
+
+
+# --- the clients ---
+@dataclass
+class Clients:
+    """Builds fresh (cold) filesystems pointed at the emulated link."""
+
+    endpoint: str
+    scratch: str
+    made: list[Any] = field(default_factory=list)
+
+    @property
+    def s3_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "key": KEY, "secret": SECRET}
+
+    def s3fs(self) -> s3fs.S3FileSystem:
+        return s3fs.S3FileSystem(**self.s3_options, skip_instance_cache=True)
+
+    def simplecache(self) -> Any:
+        return fsspec.filesystem(
+            "simplecache",
+            target_protocol="s3",
+            target_options={**self.s3_options, "skip_instance_cache": True},
+            cache_storage=tempfile.mkdtemp(dir=self.scratch),
+            skip_instance_cache=True,
+        )
+
+    def edgecache(self) -> EdgeCacheFileSystem:
+        # The backend builds its S3FileSystem through fsspec's instance cache: clear it so
+        # every run opens new connections, as the s3fs runs do.
+        s3fs.S3FileSystem.clear_instance_cache()
+        fs = fsspec.filesystem(
+            "edgecache",
+            target_protocol="s3",
+            target_options=self.s3_options,
+            cache_dir=tempfile.mkdtemp(dir=self.scratch),
+            skip_instance_cache=True,
+        )
+        self.made.append(fs)
+        return fs  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        """Close the cache objects of edgecache filesystems made so far and free the disk."""
+        for fs in self.made:
+            fs.cache.close()
+            fs.metadata.close()
+        self.made.clear()
+        for entry in os.listdir(self.scratch):
+            shutil.rmtree(os.path.join(self.scratch, entry), ignore_errors=True)
+
+
+# --- measurements ---
+@dataclass
+class Result:
+    benchmark: str
+    client: str
+    payload_bytes: int
+    files: int
+    seconds: float
+    all_seconds: list[float]
+    wan_bytes_down: int
+    wan_bytes_up: int
+    connections: int
+    link_bytes_per_second: float
+
+    @property
+    def link_ratio(self) -> float:
+        return self.payload_bytes / (self.link_bytes_per_second * self.seconds)
+
+    @property
+    def ms_per_file(self) -> float:
+        return 1000 * self.seconds / self.files
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "client": self.client,
+            "payload_bytes": self.payload_bytes,
+            "files": self.files,
+            "seconds_best": round(self.seconds, 4),
+            "seconds_all": [round(s, 4) for s in self.all_seconds],
+            "link_ratio": round(self.link_ratio, 4),
+            "ms_per_file": round(self.ms_per_file, 3),
+            "wan_bytes_down": self.wan_bytes_down,
+            "wan_bytes_up": self.wan_bytes_up,
+            "wan_bytes_over_payload": round(
+                (self.wan_bytes_down + self.wan_bytes_up) / self.payload_bytes, 4
+            ),
+            "connections": self.connections,
+        }
+
+
+def measure(
+    link: Link,
+    clients: Clients,
+    benchmark: str,
+    client: str,
+    run: Callable[[], int],
+    *,
+    files: int,
+    repeat: int,
+) -> Result:
+    """Best of ``repeat`` cold runs of ``run`` (which returns the payload bytes it read).
+
+    Setup (building the cold filesystem) happens inside ``run`` but costs no WAN traffic; the
+    emulator's counters are read after each run and the best run's are kept.
+    """
+    payloads: list[int] = []
+    counters: list[dict[str, int]] = []
+
+    def once() -> None:
+        link.reset()
+        before = link.counters()["connections"]
+        payloads.append(run())
+        after = link.counters()
+        counters.append({**after, "connections": after["connections"] - before})
+
+    times: list[float] = []
+    for _ in range(repeat):
+        _, [seconds] = best_of(once, repeat=1)
+        times.append(seconds)
+        clients.release()
+    best = min(range(repeat), key=lambda i: times[i])
+    result = Result(
+        benchmark,
+        client,
+        payloads[best],
+        files,
+        times[best],
+        times,
+        counters[best]["down"],
+        counters[best]["up"],
+        counters[best]["connections"],
+        link.profile.down_bytes_per_second,
+    )
+    print(
+        f"  {benchmark:<14} {client:<12} best {result.seconds:7.2f} s of "
+        f"{[round(t, 2) for t in times]}  {result.link_ratio:.3f}x link  "
+        f"WAN {result.wan_bytes_down / MiB:.1f} MiB down",
+        flush=True,
+    )
+    return result
+
+
+def sequential_read(fs: Any, path: str) -> int:
+    total = 0
+    with fs.open(path, "rb") as f:
+        while chunk := f.read(READ_BYTES):
+            total += len(chunk)
+    return total
+
+
+def file_loop(fs: Any, paths: list[str]) -> int:
+    total = 0
+    for path in paths:
+        with fs.open(path, "rb") as f:
+            total += len(f.read())
+    return total
+
+
+def cat_many(fs: Any, paths: list[str]) -> int:
+    return sum(len(v) for v in fs.cat(paths).values())
+
+
+def local_bytes(directory: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(directory)
+        for name in names
+    )
+
+
+def run_profile(
+    name: str,
+    link: Link,
+    clients: Clients,
+    small_paths: list[str],
+    *,
+    repeat: int,
+    loop_repeat: int,
+) -> list[Result]:
+    large = f"s3://{BUCKET}/{LARGE_KEY}"
+    small = [f"s3://{p}" for p in small_paths]
+    prefix = f"s3://{BUCKET}/{SMALL_PREFIX}/"
+    n = len(small)
+    print(f"\nprofile {name}: {link.profile.rtt_ms:g} ms RTT, {link.profile.mbit:g} Mbit/s")
+    results: list[Result] = []
+
+    def add(benchmark: str, client: str, run: Callable[[], int], files: int, r: int) -> None:
+        results.append(measure(link, clients, benchmark, client, run, files=files, repeat=r))
+
+    # 1. sequential read of the large object.
+    add("large_read", "edgecache", lambda: sequential_read(clients.edgecache(), large), 1, repeat)
+    add("large_read", "s3fs", lambda: sequential_read(clients.s3fs(), large), 1, repeat)
+    add(
+        "large_read",
+        "simplecache",
+        lambda: sequential_read(clients.simplecache(), large),
+        1,
+        repeat,
+    )
+    # 2. training loop over the small files, in name order.
+    add("small_loop", "edgecache", lambda: file_loop(clients.edgecache(), small), n, repeat)
+    add("small_loop", "s3fs", lambda: file_loop(clients.s3fs(), small), n, loop_repeat)
+    # 3. cat of the list of small files.
+    add("small_cat", "edgecache", lambda: cat_many(clients.edgecache(), small), n, repeat)
+    add("small_cat", "s3fs", lambda: cat_many(clients.s3fs(), small), n, repeat)
+
+    # 4. prefetch vs s3fs.get of the same prefix.
+    def prefetch(target: str) -> int:
+        report = run_prefetch(clients.edgecache(), [target])
+        if not report.ok:
+            raise RuntimeError(f"prefetch of {target} failed: {report.failed}")
+        return report.bytes_loaded
+
+    def get(target: str, recursive: bool) -> int:
+        destination = tempfile.mkdtemp(dir=clients.scratch)
+        clients.s3fs().get(target, destination + "/", recursive=recursive)
+        return local_bytes(destination)
+
+    add("prefetch_large", "edgecache", lambda: prefetch(large), 1, repeat)
+    add("prefetch_large", "s3fs.get", lambda: get(large, False), 1, repeat)
+    add("prefetch_small", "edgecache", lambda: prefetch(prefix), n, repeat)
+    add("prefetch_small", "s3fs.get", lambda: get(prefix, True), n, repeat)
+    return results
+
+
+# --- report ---
+TARGETS = {
+    "large_read": ("link", 0.9),
+    "small_loop": ("vs_s3fs", 3.0),
+    "small_cat": ("link", 0.85),
+    "prefetch_large": ("link", 0.85),
+    "prefetch_small": ("link", 0.85),
+}
+
+
+def report(name: str, results: list[Result]) -> list[dict[str, Any]]:
+    rows = []
+    verdicts: list[dict[str, Any]] = []
+    by = {(r.benchmark, r.client): r for r in results}
+    for r in results:
+        baseline = by.get((r.benchmark, "s3fs")) or by.get((r.benchmark, "s3fs.get"))
+        speedup = ratio(baseline.seconds, r.seconds) if baseline else None
+        rows.append(
+            [
+                f"{r.benchmark} / {r.client}",
+                r.payload_bytes / MiB,
+                r.seconds,
+                r.ms_per_file if r.files > 1 else None,
+                r.payload_bytes / r.seconds / 1e6 * 8,
+                r.link_ratio,
+                speedup if r.client == "edgecache" else None,
+                (r.wan_bytes_down + r.wan_bytes_up) / r.payload_bytes,
+                r.connections,
+            ]
+        )
+        if r.client == "edgecache":
+            kind, goal = TARGETS[r.benchmark]
+            value = r.link_ratio if kind == "link" else speedup
+            verdicts.append(
+                {
+                    "profile": name,
+                    "benchmark": r.benchmark,
+                    "measure": "edgecache x link" if kind == "link" else "edgecache / s3fs speed",
+                    "target": goal,
+                    "value": round(value, 3) if value is not None else None,
+                    "met": value is not None and value >= goal,
+                }
+            )
+    print_table(
+        f"{name}: cold, best of runs (ratio of link = payload / (link rate x time))",
+        [
+            "benchmark / client",
+            "MiB",
+            "s",
+            "ms/file",
+            "Mbit/s",
+            "x link",
+            "x s3fs",
+            "WAN/payload",
+            "conns",
+        ],
+        rows,
+    )
+    print_table(
+        f"{name}: targets",
+        ["benchmark", "measure", "target", "value", "met"],
+        [
+            [v["benchmark"], v["measure"], v["target"], v["value"], "yes" if v["met"] else "NO"]
+            for v in verdicts
+        ],
+    )
+    return verdicts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=[*PROFILES, "all"], default="all")
+    parser.add_argument("--large-mib", type=int, default=256)
+    parser.add_argument("--small-count", type=int, default=1000)
+    parser.add_argument("--small-kib", type=int, default=64)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="cold runs per measurement, best kept "
+        "(default: 3 on 30ms-100mbit, 1 on the slow 80ms-20mbit link)",
+    )
+    parser.add_argument(
+        "--loop-repeat",
+        type=int,
+        default=None,
+        help="runs of the plain-s3fs file loop, the slowest baseline (default: 1; 1,000 files "
+        "already average out, and three runs would take 4-13 minutes)",
+    )
+    parser.add_argument("--quick", action="store_true", help="32 MiB, 200 files, one run")
+    parser.add_argument(
+        "--wan-in-process",
+        action="store_true",
+        help="run the emulator on a thread of this process (shares the GIL with the client)",
+    )
+    parser.add_argument("--output", default="wan", help="results name under bench/results/")
+    args = parser.parse_args()
+    if args.quick:
+        args.large_mib, args.small_count = min(args.large_mib, 32), min(args.small_count, 200)
+        args.repeat = args.repeat or 1
+    profiles = list(PROFILES) if args.profile == "all" else [args.profile]
+
+    started = time.monotonic()
+    all_results: dict[str, Any] = {}
+    verdicts: list[dict[str, Any]] = []
+    with moto_server() as endpoint, scratch_dir("wan") as scratch:
+        print(
+            f"moto at {endpoint}; seeding {args.large_mib} MiB + "
+            f"{args.small_count} x {args.small_kib} KiB",
+            flush=True,
+        )
+        small_paths = seed(
+            endpoint,
+            large_bytes=args.large_mib * MiB,
+            small_count=args.small_count,
+            small_bytes=args.small_kib * 1024,
+        )
+        for name in profiles:
+            profile = PROFILES[name]
+            repeat = args.repeat or (3 if profile.mbit >= 100 else 1)
+            link = Link(endpoint, profile, in_process=args.wan_in_process)
+            clients = Clients(link.endpoint, scratch)
+            try:
+                results = run_profile(
+                    name,
+                    link,
+                    clients,
+                    small_paths,
+                    repeat=repeat,
+                    loop_repeat=args.loop_repeat or 1,
+                )
+            finally:
+                clients.release()
+                link.close()
+            verdicts += report(name, results)
+            all_results[name] = {
+                "rtt_ms": profile.rtt_ms,
+                "mbit": profile.mbit,
+                "repeat": repeat,
+                "results": [r.as_dict() for r in results],
+            }
+    elapsed = time.monotonic() - started
+    print(f"\ntotal {elapsed:.0f} s")
+    write_results(
+        args.output,
+        {
+            "command": "python bench/wan_bench.py " + " ".join(sys.argv[1:]),
+            "config": {
+                "large_bytes": args.large_mib * MiB,
+                "small_count": args.small_count,
+                "small_bytes": args.small_kib * 1024,
+                "read_bytes": READ_BYTES,
+                "wan_emulator": "thread in client process"
+                if args.wan_in_process
+                else "separate process",
+                "moto": "separate process",
+            },
+            "profiles": all_results,
+            "targets": verdicts,
+            "elapsed_seconds": round(elapsed, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
