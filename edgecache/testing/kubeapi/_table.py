@@ -1,7 +1,7 @@
 """Server-side printing: ``meta.k8s.io/v1 Table`` responses for ``kubectl get``.
 
 kubectl asks for ``application/json;as=Table;g=meta.k8s.io;v=v1`` and prints the server's columns.
-Built-ins get Name and Age (pods, namespaces and nodes a few of the familiar columns besides);
+Built-ins get kubectl's familiar columns (pods, nodes, services, deployments...) or Name and Age;
 custom resources get Name and their CRD's ``additionalPrinterColumns`` (simple ``.a.b[0].c`` paths).
 Rows carry the object's metadata (``includeObject=Metadata``), as the API server does by default.
 """
@@ -66,6 +66,18 @@ def json_path(obj: Any, path: str) -> Any:
     return current
 
 
+Column = tuple[str, str, Callable[[JSONObject], Any], int]
+"""``(title, type, cell, priority)``: kubectl shows priority > 0 columns only with ``-o wide``."""
+
+
+def _at(path: str, default: Any = "<none>") -> Callable[[JSONObject], Any]:
+    def cell(obj: JSONObject) -> Any:
+        value = json_path(obj, path)
+        return default if value is None or value == "" else value
+
+    return cell
+
+
 def _pod_ready(pod: JSONObject) -> str:
     containers = (pod.get("spec") or {}).get("containers") or []
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
@@ -90,23 +102,111 @@ def _node_status(node: JSONObject) -> str:
     return "Unknown"
 
 
-Column = tuple[str, str, Callable[[JSONObject], Any], int]
-"""``(title, type, cell, priority)``: kubectl shows priority > 0 columns only with ``-o wide``."""
-_EXTRA: dict[tuple[str, str], list[Column]] = {
+def _node_roles(node: JSONObject) -> str:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    prefix = "node-role.kubernetes.io/"
+    roles = sorted(key[len(prefix) :] for key in labels if key.startswith(prefix))
+    return ",".join(roles) or "<none>"
+
+
+def _ports(service: JSONObject) -> str:
+    ports = (service.get("spec") or {}).get("ports") or []
+    shown = [f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports]
+    return ",".join(shown) or "<none>"
+
+
+def _data_count(obj: JSONObject) -> int:
+    return len(obj.get("data") or {}) + len(obj.get("binaryData") or {})
+
+
+def _replicas_ready(obj: JSONObject) -> str:
+    ready = (obj.get("status") or {}).get("readyReplicas", 0)
+    return f"{ready}/{(obj.get('spec') or {}).get('replicas', 1)}"
+
+
+_ACCESS_MODES = {
+    "ReadWriteOnce": "RWO",
+    "ReadOnlyMany": "ROX",
+    "ReadWriteMany": "RWX",
+    "ReadWriteOncePod": "RWOP",
+}
+
+
+def _access_modes(obj: JSONObject) -> str:
+    modes = (obj.get("spec") or {}).get("accessModes") or []
+    return ",".join(_ACCESS_MODES.get(m, m) for m in modes)
+
+
+_NAME: Column = ("Name", "string", lambda o: (o.get("metadata") or {}).get("name", ""), 0)
+_AGE: Column = (
+    "Age",
+    "string",
+    lambda o: human_age((o.get("metadata") or {}).get("creationTimestamp")),
+    0,
+)
+# The columns kube-apiserver prints for the common built-ins; the rest get Name and Age.
+_COLUMNS: dict[tuple[str, str], list[Column]] = {
     ("", "pods"): [
+        _NAME,
         ("Ready", "string", _pod_ready, 0),
         ("Status", "string", _pod_status, 0),
         ("Restarts", "integer", _pod_restarts, 0),
+        _AGE,
+        ("IP", "string", _at(".status.podIP"), 1),
+        ("Node", "string", _at(".spec.nodeName"), 1),
     ],
-    ("", "namespaces"): [
-        ("Status", "string", lambda o: (o.get("status") or {}).get("phase", ""), 0)
+    ("", "namespaces"): [_NAME, ("Status", "string", _at(".status.phase", ""), 0), _AGE],
+    ("", "nodes"): [
+        _NAME,
+        ("Status", "string", _node_status, 0),
+        ("Roles", "string", _node_roles, 0),
+        _AGE,
+        ("Version", "string", _at(".status.nodeInfo.kubeletVersion", ""), 0),
     ],
-    ("", "nodes"): [("Status", "string", _node_status, 0)],
-}
-_WIDE: dict[tuple[str, str], list[Column]] = {
-    ("", "pods"): [
-        ("IP", "string", lambda o: (o.get("status") or {}).get("podIP") or "<none>", 1),
-        ("Node", "string", lambda o: (o.get("spec") or {}).get("nodeName") or "<none>", 1),
+    ("", "services"): [
+        _NAME,
+        ("Type", "string", _at(".spec.type", "ClusterIP"), 0),
+        ("Cluster-IP", "string", _at(".spec.clusterIP"), 0),
+        ("External-IP", "string", lambda o: "<none>", 0),
+        ("Port(s)", "string", _ports, 0),
+        _AGE,
+    ],
+    ("", "configmaps"): [_NAME, ("Data", "integer", _data_count, 0), _AGE],
+    ("", "secrets"): [
+        _NAME,
+        ("Type", "string", _at(".type", ""), 0),
+        ("Data", "integer", _data_count, 0),
+        _AGE,
+    ],
+    ("", "persistentvolumeclaims"): [
+        _NAME,
+        ("Status", "string", _at(".status.phase", "Pending"), 0),
+        ("Volume", "string", _at(".spec.volumeName", ""), 0),
+        ("Capacity", "string", _at(".status.capacity.storage", ""), 0),
+        ("Access Modes", "string", _access_modes, 0),
+        ("StorageClass", "string", _at(".spec.storageClassName"), 0),
+        _AGE,
+    ],
+    ("apps", "deployments"): [
+        _NAME,
+        ("Ready", "string", _replicas_ready, 0),
+        ("Up-to-date", "integer", _at(".status.updatedReplicas", 0), 0),
+        ("Available", "integer", _at(".status.availableReplicas", 0), 0),
+        _AGE,
+    ],
+    ("apps", "daemonsets"): [
+        _NAME,
+        ("Desired", "integer", _at(".status.desiredNumberScheduled", 0), 0),
+        ("Current", "integer", _at(".status.currentNumberScheduled", 0), 0),
+        ("Ready", "integer", _at(".status.numberReady", 0), 0),
+        ("Up-to-date", "integer", _at(".status.updatedNumberScheduled", 0), 0),
+        ("Available", "integer", _at(".status.numberAvailable", 0), 0),
+        _AGE,
+    ],
+    ("coordination.k8s.io", "leases"): [
+        _NAME,
+        ("Holder", "string", _at(".spec.holderIdentity", ""), 0),
+        _AGE,
     ],
 }
 
@@ -122,17 +222,9 @@ def _crd_column(column: PrinterColumn) -> Column:
 
 
 def _columns(resource: ResourceType) -> list[Column]:
-    name: Column = ("Name", "string", lambda o: (o.get("metadata") or {}).get("name", ""), 0)
-    age: Column = (
-        "Age",
-        "string",
-        lambda o: human_age((o.get("metadata") or {}).get("creationTimestamp")),
-        0,
-    )
     if resource.printer_columns:
-        return [name, *(_crd_column(c) for c in resource.printer_columns)]
-    key = resource.group_resource
-    return [name, *_EXTRA.get(key, []), age, *_WIDE.get(key, [])]
+        return [_NAME, *(_crd_column(c) for c in resource.printer_columns)]
+    return _COLUMNS.get(resource.group_resource, [_NAME, _AGE])
 
 
 def _partial(obj: JSONObject) -> JSONObject:
