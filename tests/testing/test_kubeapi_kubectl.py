@@ -199,6 +199,11 @@ def test_scale_and_wide_output(kube_api: KubeAPIServer) -> None:
     kube_api.put(objects.pod("p", node_name="edge-node-1"))
     header, row = run_kubectl(url, "get", "pods", "-o", "wide").stdout.splitlines()
     assert header.split()[-2:] == ["IP", "NODE"] and row.split()[-1] == "edge-node-1"
+    header, row = run_kubectl(url, "get", "deployments").stdout.splitlines()
+    assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert row.split()[:2] == ["web", "0/4"]
+    header, row = run_kubectl(url, "get", "configmaps", "settings").stdout.splitlines()
+    assert header.split() == ["NAME", "DATA", "AGE"] and row.split()[:2] == ["settings", "1"]
 
 
 def test_get_watch_streams_changes(kube_api: KubeAPIServer, tmp_path: Path) -> None:
