@@ -14,12 +14,20 @@ Layout (little endian, 48 bytes)::
 
 from __future__ import annotations
 
+import os
 import struct
 
 import lz4.frame
 import xxhash
 
-__all__ = ["HEADER_SIZE", "CorruptBlockError", "decode_block", "encode_block", "parse_header"]
+__all__ = [
+    "HEADER_SIZE",
+    "CorruptBlockError",
+    "decode_block",
+    "decode_block_into",
+    "encode_block",
+    "parse_header",
+]
 
 _MAGIC = b"ECB1"
 _HEADER = struct.Struct("<4sB3xQQQ16s")
@@ -90,3 +98,23 @@ def decode_block(header: bytes, payload: bytes, *, digest: str) -> bytes:
     if len(data) != raw_len or xxhash.xxh3_64_intdigest(data) != checksum:
         raise CorruptBlockError("checksum mismatch")
     return data
+
+
+def decode_block_into(fd: int, header: bytes, out: memoryview, *, digest: str) -> None:
+    """Verify the block open as ``fd`` (its ``header`` already read) and put its raw bytes in
+    ``out``, which must be exactly the raw length.
+
+    An uncompressed payload is read straight into ``out`` and checked there: one copy, where
+    reading it as bytes and then joining it into a larger buffer costs two.
+    """
+    compressed, raw_len, stored_len, checksum = parse_header(header, digest=digest)
+    if raw_len != len(out):
+        raise CorruptBlockError(f"block holds {raw_len} bytes, the read expects {len(out)}")
+    if compressed:
+        out[:] = decode_block(header, os.pread(fd, stored_len + 1, HEADER_SIZE), digest=digest)
+        return
+    got = os.preadv(fd, [out], HEADER_SIZE)
+    if got != stored_len or os.fstat(fd).st_size != HEADER_SIZE + stored_len:
+        raise CorruptBlockError(f"payload is {got} bytes or more, header says {stored_len}")
+    if xxhash.xxh3_64_intdigest(out) != checksum:
+        raise CorruptBlockError("checksum mismatch")

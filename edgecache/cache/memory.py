@@ -35,6 +35,9 @@ class MemoryTier:
     def __len__(self) -> int:
         return len(self._data)
 
+    def __contains__(self, digest: object) -> bool:
+        return digest in self._data
+
     def get(self, digest: str) -> bytes | None:
         """The block's bytes, or None; a hit counts for the eviction policy."""
         with self._lock:

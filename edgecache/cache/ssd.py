@@ -35,6 +35,7 @@ from edgecache.cache._blockfile import (
     HEADER_SIZE,
     CorruptBlockError,
     decode_block,
+    decode_block_into,
     encode_block,
     parse_header,
 )
@@ -42,6 +43,7 @@ from edgecache.cache._index import BlockIndex, DirUsage, PinRecord, _IndexRecrea
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy
 from edgecache.config import CacheSettings
+from edgecache.errors import TemporaryError
 from edgecache.metrics import (
     CACHE_BYPASS,
     CACHE_CORRUPT_BLOCKS,
@@ -61,8 +63,8 @@ _FLUSH_EVERY_HITS = 512
 _INDEX_CHECK_SECONDS = 2.0
 
 
-class TierUnavailableError(Exception):
-    """The SSD tier cannot be used right now (the cache bypasses it)."""
+class TierUnavailableError(TemporaryError):
+    """The SSD tier cannot be used right now (reads bypass it; pins and unpins raise this)."""
 
 
 def _reason(exc: BaseException) -> str:
@@ -232,6 +234,14 @@ class SSDTier:
     # --- reads ---------------------------------------------------------------------------------
     def read(self, key: BlockKey) -> bytes | None:
         """The verified bytes of ``key``'s block, or None on a miss (corruption included)."""
+        return self._read(key, None)
+
+    def read_into(self, key: BlockKey, out: memoryview) -> bool:
+        """Like :meth:`read`, but into ``out`` (exactly the block's length); False on a miss."""
+        return self._read(key, out) is not None
+
+    def _read(self, key: BlockKey, out: memoryview | None) -> bytes | None:
+        # Returns the block's bytes, or b"" once they were put into ``out``; None on a miss.
         if not self.available:
             return None
         digest = key.digest
@@ -246,9 +256,13 @@ class SSDTier:
             return None
         try:
             header = os.pread(fd, HEADER_SIZE, 0)
-            _, _, stored_len, _ = parse_header(header, digest=digest)
-            payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
-            data = decode_block(header, payload, digest=digest)
+            if out is not None:
+                decode_block_into(fd, header, out, digest=digest)
+                data = b""
+            else:
+                _, _, stored_len, _ = parse_header(header, digest=digest)
+                payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
+                data = decode_block(header, payload, digest=digest)
         except CorruptBlockError as exc:
             self._corrupt(digest, path, str(exc))
             return None

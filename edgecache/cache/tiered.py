@@ -95,6 +95,28 @@ class TieredCache:
             self._demote(self.mem.put(key, data))
         return data
 
+    def holds(self, key: BlockKey) -> bool:
+        """Whether a tier has the block: in MEM, or a block file on SSD (not verified)."""
+        return key.digest in self.mem or self.ssd.contains(key)
+
+    def get_cached_into(self, key: BlockKey, out: memoryview) -> bool:
+        """Like :meth:`get_cached`, but puts the block into ``out`` (exactly its length).
+
+        Reads of many blocks assemble them in one buffer this way. When the MEM tier cannot
+        keep a block (``mem_quota`` below the block size), an SSD hit is read straight into
+        ``out``: one copy instead of two. Otherwise the block is read and promoted as usual.
+        """
+        if len(out) > self.mem.quota_bytes:
+            if not self.ssd.read_into(key, out):
+                return False
+            self._count_hit("ssd", len(out))
+            return True
+        data = self.get_cached(key)
+        if data is None or len(data) != len(out):
+            return False
+        out[:] = data
+        return True
+
     def _count_hit(self, tier: str, size: int) -> None:
         CACHE_HITS.labels(tier).inc()
         CACHE_BYTES.labels(tier).inc(size)

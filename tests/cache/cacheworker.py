@@ -27,7 +27,7 @@ import time
 from cachetestlib import ObjectSpec, Source, read_object, settings
 
 from edgecache.cache import TieredCache
-from edgecache.errors import PinError
+from edgecache.errors import PinError, TemporaryError
 
 
 def main() -> int:
@@ -88,12 +88,13 @@ async def _fill(cache: TieredCache, source: Source, specs: list[ObjectSpec], con
             steps -= 1
         roll = rng.random()
         if roll < 0.02:
-            with contextlib.suppress(PinError):
+            with contextlib.suppress(PinError, TemporaryError):
                 cache.pin(
                     "p", backend=source.backend, prefix=rng.choice(specs).path, reserve_bytes=1
                 )
         elif roll < 0.04:
-            cache.unpin("p")
+            with contextlib.suppress(TemporaryError):  # the tier may be out of service
+                cache.unpin("p")
         elif roll < 0.06:
             cache.invalidate(source.keys(rng.choice(specs).path))
         else:

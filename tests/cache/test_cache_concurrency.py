@@ -11,9 +11,11 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -224,3 +226,48 @@ def test_processes_filling_and_evicting_one_small_cache_keep_it_consistent(tmp_p
             assert read_object_sync(cache, source, spec.path) == spec.data()
     finally:
         cache.close()
+
+
+@pytest.mark.slow
+def test_cache_dir_deleted_and_recreated_under_a_running_process(tmp_path: Path) -> None:
+    # Process B fills the cache; the directory is deleted and a new cache (this process) starts
+    # on it at once. B's writes meant for its old, deleted index must not land in the new
+    # directory unaccounted, and every read on both sides stays exact.
+    opts = {"cache_dir": str(tmp_path / "c"), "mem_quota": 2 * BS, "ssd_quota": 48 * BS}
+    specs = make_objects(30, blocks=3, seed=13)
+    cfg = {"settings": opts, "objects": [[s.path, s.size, s.compressible] for s in specs]}
+    b = subprocess.Popen(
+        [sys.executable, WORKER, "fill", json.dumps(dict(cfg, seed=1))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=os.path.dirname(WORKER),
+    )
+    try:
+        assert b.stdout is not None
+        assert b.stdout.readline().strip() == "ready"
+        time.sleep(0.3)
+        for _ in range(50):  # B keeps writing while the tree goes away
+            shutil.rmtree(opts["cache_dir"], ignore_errors=True)
+            if not os.path.exists(opts["cache_dir"]):
+                break
+        cache = TieredCache(settings(**opts))
+        try:
+            source = Source.of(specs)
+            rng = random.Random(2)
+            deadline = time.monotonic() + 3.0  # B notices the deletion within ~2 s
+            while time.monotonic() < deadline:
+                spec = rng.choice(specs)
+                assert read_object_sync(cache, source, spec.path) == spec.data()
+            assert b.poll() is None, b.communicate()[0]
+        finally:
+            b.kill()
+            out = b.communicate(timeout=30)[0]
+            cache.flush()
+        assert "MISMATCH" not in out
+        audit(settings(**opts)).assert_consistent(allow_orphan_rows=True)
+        cache.close()
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.wait(10)
