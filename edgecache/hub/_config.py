@@ -135,6 +135,12 @@ class ListenSettings:
     address: str = "127.0.0.1:10261"
     #: host:port of /healthz, /readyz and /metrics.
     health_address: str = "127.0.0.1:10267"
+    #: PEM certificate and key to serve the API proxy over HTTPS (None: plain HTTP, loopback).
+    #: Over HTTPS, clients can authenticate with client certificates and kubectl sends tokens.
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    #: CA that signs the client certificates the hub accepts (the cluster's client CA).
+    client_ca_file: str | None = None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import zlib
 
@@ -72,6 +73,50 @@ _GATEWAY_ERRORS = frozenset({502, 503, 504})
 _SMALL_BODY_BYTES = 1 << 20
 
 
+def _client_identity(request: web.Request) -> tuple[str, CIMultiDict[str]]:
+    """The credential a client presented (what offline answers are checked against) and the
+    impersonation headers that carry a certificate user upstream.
+
+    A bearer token is the credential itself. A client certificate (verified against
+    ``--client-ca-file``; unverified ones never reach here) is identified by its SHA-256 and
+    forwarded with the hub's own identity impersonating its CN (user) and O (groups), so the
+    upstream authorizes the actual client. No credentials: "", anonymous.
+    """
+    impersonation: CIMultiDict[str] = CIMultiDict()
+    authorization = request.headers.get("Authorization", "")
+    if authorization:
+        return authorization, impersonation
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return "", impersonation
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return "", impersonation
+    for rdn in ssl_object.getpeercert().get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                impersonation["Impersonate-User"] = value
+            elif key == "organizationName":
+                impersonation.add("Impersonate-Group", value)
+    return "x509:" + hashlib.sha256(der).hexdigest(), impersonation
+
+
+def _outgoing_headers(request: web.Request, impersonation: CIMultiDict[str]) -> CIMultiDict[str]:
+    """The client's headers for the upstream, minus hop-by-hop ones. A request without its own
+    Authorization goes out with the hub's identity, so it may not carry Impersonate-* headers of
+    its own (that would let any local process act as anyone the hub may impersonate)."""
+    own_credentials = "Authorization" in request.headers
+    headers: CIMultiDict[str] = CIMultiDict(
+        (k, v)
+        for k, v in request.headers.items()
+        if k.lower() not in _REQUEST_DROP
+        and (own_credentials or not k.lower().startswith("impersonate-"))
+    )
+    headers.extend(impersonation)
+    return headers
+
+
 class HubProxy:
     """The request handler shared by online and offline modes."""
 
@@ -104,10 +149,11 @@ class HubProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         info = parse_request(request.method, request.path, request.query)
         component = component_of(request.headers.get("User-Agent", ""))
-        digest = self._digest(component, request.headers.get("Authorization", ""))
+        credential, impersonation = _client_identity(request)
+        digest = self._digest(component, credential)
         upgrade = request.headers.get("Upgrade", "").lower()
         if upgrade == "websocket" and self.health.online:
-            return await self._websocket(request, info)
+            return await self._websocket(request, info, impersonation)
         if upgrade:
             HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
             if upgrade == "websocket":
@@ -121,7 +167,7 @@ class HubProxy:
             )
         if self.health.online:
             try:
-                return await self._online(request, info, component, digest)
+                return await self._online(request, info, component, digest, impersonation)
             except UpstreamUnavailableError as exc:
                 self.health.report_failure()
                 if info.verb in WRITE_VERBS or request.method not in ("GET", "HEAD"):
@@ -131,16 +177,16 @@ class HubProxy:
                 log.info("upstream unreachable, answering %s from the store", request.path)
         return await self.offline.respond(request, info, component, digest)
 
-    async def _websocket(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+    async def _websocket(
+        self, request: web.Request, info: RequestInfo, impersonation: CIMultiDict[str]
+    ) -> web.StreamResponse:
         """exec/attach/port-forward over WebSocket: relay frames both ways until one side ends."""
         protocols = [
             p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
         ]
-        headers = CIMultiDict(
-            (k, v)
-            for k, v in request.headers.items()
-            if k.lower() not in _REQUEST_DROP and not k.lower().startswith("sec-websocket-")
-        )
+        headers = _outgoing_headers(request, impersonation)
+        for name in {k for k in headers if k.lower().startswith("sec-websocket-")}:
+            headers.popall(name)
         try:
             upstream_ws = await self.upstream.websocket(
                 request.path_qs, headers=headers, protocols=[p for p in protocols if p]
@@ -192,12 +238,15 @@ class HubProxy:
         return digest
 
     async def _online(
-        self, request: web.Request, info: RequestInfo, component: str, digest: str
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        component: str,
+        digest: str,
+        impersonation: CIMultiDict[str],
     ) -> web.StreamResponse:
         recording = self.recorder.wants(info, component)
-        headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_DROP
-        )
+        headers = _outgoing_headers(request, impersonation)
         if recording and "Accept" in headers:
             headers["Accept"] = json_accept(headers["Accept"])
         body = await request.read() if request.body_exists else None

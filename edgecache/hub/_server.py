@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from types import TracebackType
 
@@ -121,7 +122,7 @@ class HubServer:
                 filters=FilterChain(filters),
             )
             self._expiry = asyncio.create_task(self._expire_periodically(), name="hub-expiry")
-            self.url = await self._serve(proxy.app(), proxy_sock)
+            self.url = await self._serve(proxy.app(), proxy_sock, tls=self._tls_context())
             self.health_url = await self._serve(self._health_app(), health_sock)
         except BaseException:
             proxy_sock.close()
@@ -141,7 +142,23 @@ class HubServer:
                     log.exception("store expiry failed")
             await asyncio.sleep(min(3600.0, retention / 4))
 
-    async def _serve(self, app: web.Application, sock: socket.socket) -> str:
+    def _tls_context(self) -> ssl.SSLContext | None:
+        listen = self.settings.listen
+        if not listen.tls_cert_file:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(listen.tls_cert_file, listen.tls_key_file)
+            if listen.client_ca_file:
+                context.load_verify_locations(listen.client_ca_file)
+                context.verify_mode = ssl.CERT_OPTIONAL  # tokens and anonymous still allowed
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the hub's serving certificate: {exc}") from exc
+        return context
+
+    async def _serve(
+        self, app: web.Application, sock: socket.socket, *, tls: ssl.SSLContext | None = None
+    ) -> str:
         # handler_cancellation: a client that goes away cancels its handler at once, so the
         # upstream watch it was streaming is released instead of lingering until the next event.
         runner = web.AppRunner(
@@ -153,9 +170,10 @@ class HubServer:
         )
         await runner.setup()
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=tls).start()
         host, port = sock.getsockname()[:2]
-        return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        scheme = "https" if tls is not None else "http"
+        return f"{scheme}://{host if ':' not in host else f'[{host}]'}:{port}"
 
     def _health_app(self) -> web.Application:
         app = web.Application()

@@ -76,6 +76,17 @@ async def _run(settings: HubSettings) -> None:
     help="Components (User-Agent prefixes) to record, comma separated, or '*' for all. "
     "[default: " + ",".join(sorted(DEFAULT_COMPONENTS)) + "]",
 )
+@click.option(
+    "--tls-cert-file",
+    type=click.Path(dir_okay=False),
+    help="Serve the API proxy over HTTPS with this certificate (PEM).",
+)
+@click.option("--tls-private-key-file", type=click.Path(dir_okay=False), help="Its key.")
+@click.option(
+    "--client-ca-file",
+    type=click.Path(dir_okay=False),
+    help="With HTTPS: accept client certificates signed by this CA.",
+)
 @click.option("--nodepool", help="This node's nodepool: EndpointSlices keep its endpoints.")
 @click.option("--probe-interval", type=float, default=5.0, help="Seconds between probes.")
 @click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
@@ -93,6 +104,9 @@ def hub_command(
     kubeconfig: Path | None,
     components: str | None,
     nodepool: str | None,
+    tls_cert_file: str | None,
+    tls_private_key_file: str | None,
+    client_ca_file: str | None,
     probe_interval: float,
     verbose: bool,
 ) -> None:
@@ -119,6 +133,15 @@ def hub_command(
     settings.health.probe_interval_seconds = probe_interval
     settings.recording.components = _components(components)
     settings.filters.nodepool = nodepool
+    if bool(tls_cert_file) != bool(tls_private_key_file):
+        raise click.UsageError("--tls-cert-file and --tls-private-key-file go together")
+    if client_ca_file and not tls_cert_file:
+        raise click.UsageError(
+            "--client-ca-file needs --tls-cert-file (client certificates need TLS)"
+        )
+    settings.listen.tls_cert_file = tls_cert_file
+    settings.listen.tls_key_file = tls_private_key_file
+    settings.listen.client_ca_file = client_ca_file
     settings.listen.address = listen
     settings.listen.health_address = health_listen
     try:
