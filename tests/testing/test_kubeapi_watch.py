@@ -282,3 +282,31 @@ async def test_a_replica_serves_the_same_cluster(
         await api.astop()
         async with other.get(f"{PODS}/a") as response:
             assert response.status == 200
+
+
+async def test_watches_can_be_reset_while_the_server_keeps_serving(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    async with http.get(
+        PODS, params={"watch": "1", "resourceVersion": str(api.resource_version)}
+    ) as response:
+        await asyncio.to_thread(api.wait_for_watches, 1)
+        assert api.close_watches(abort=True) == 1
+        with contextlib.suppress(aiohttp.ClientPayloadError):  # reset: no final chunk
+            assert await WatchReader(response).next() is None
+    async with http.get(PODS) as response:
+        assert response.status == 200
+
+
+async def test_faults_can_target_watches_only(
+    http: aiohttp.ClientSession, api: KubeAPIServer
+) -> None:
+    api.fail(503, watch=True)
+    async with http.get(PODS, params={"watch": "1"}) as response:
+        assert response.status == 503
+    async with http.get(PODS) as response:
+        assert response.status == 200
+    api.clear_faults()
+    api.fail(500, watch=False)
+    async with http.get(PODS, params={"watch": "1", "timeoutSeconds": "1"}) as response:
+        assert response.status == 200

@@ -44,6 +44,8 @@ class Fault:
     remaining: int | None = None
     path_prefix: str = ""
     methods: frozenset[str] = field(default_factory=frozenset)
+    watch: bool | None = None
+    """``True``: only watch requests; ``False``: only others; ``None``: both."""
     hits: int = 0
 
 
@@ -63,12 +65,14 @@ class FaultPlan:
         with self._lock:
             self._faults.clear()
 
-    def take(self, method: str, path: str) -> Fault | None:
+    def take(self, method: str, path: str, *, watch: bool) -> Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.remaining == 0 or not path.startswith(fault.path_prefix):
                     continue
                 if fault.methods and method not in fault.methods:
+                    continue
+                if fault.watch is not None and fault.watch != watch:
                     continue
                 if fault.remaining is not None:
                     fault.remaining -= 1

@@ -8,6 +8,7 @@ renders lists, single objects, watch streams and ``Status`` errors.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class APIHandlers:
         bookmark_interval_seconds: Callable[[], float],
         aggregated_discovery: bool,
         tables: bool,
-        on_watch: Callable[[WatchStream], Callable[[], None]],
+        on_watch: Callable[[WatchStream, asyncio.BaseTransport | None], Callable[[], None]],
     ) -> None:
         self.store = store
         self._bookmark_interval = bookmark_interval_seconds
@@ -319,7 +320,7 @@ class APIHandlers:
         )
         response.enable_chunked_encoding()
         await response.prepare(request)
-        forget = self._on_watch(stream)
+        forget = self._on_watch(stream, request.transport)
         try:
             transport = request.transport
             await stream.run(

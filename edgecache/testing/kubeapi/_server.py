@@ -47,6 +47,10 @@ _FAULT_REASONS = {
 _UNAUTHENTICATED_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 
 
+def _is_watch(request: web.Request) -> bool:
+    return request.query.get("watch") in ("1", "true", "True") or "/watch/" in request.path
+
+
 class KubeAPIServer:
     """A Kubernetes API server for tests, on ``127.0.0.1`` and a free port unless told otherwise.
 
@@ -117,7 +121,7 @@ class KubeAPIServer:
             tables=tables,
             on_watch=self._track_watch,
         )
-        self._watches: set[WatchStream] = set()
+        self._watches: dict[WatchStream, asyncio.BaseTransport | None] = {}
         self._controls_lock = threading.Lock()  # the log and the watch set, read from test threads
         self._transports: set[asyncio.BaseTransport] = set()
         self._runner: web.AppRunner | None = None
@@ -208,8 +212,7 @@ class KubeAPIServer:
                 user=user or "",
                 client_cert=cert_user or "",
                 status=status,
-                watch=request.query.get("watch") in ("1", "true", "True")
-                or "/watch/" in request.path,
+                watch=_is_watch(request),
             )
             with self._controls_lock:
                 self._request_log.append(record)
@@ -221,7 +224,7 @@ class KubeAPIServer:
             request.path in _UNAUTHENTICATED_PATHS and not request.headers.get("Authorization")
         ):
             return error_response(_status.unauthorized())
-        fault = self.faults.take(request.method, request.path)
+        fault = self.faults.take(request.method, request.path, watch=_is_watch(request))
         if fault is not None:
             return await self._fail(request, fault)
         if self.latency_seconds > 0:
@@ -261,13 +264,15 @@ class KubeAPIServer:
             response.headers["Retry-After"] = "1"
         return response
 
-    def _track_watch(self, stream: WatchStream) -> Callable[[], None]:
+    def _track_watch(
+        self, stream: WatchStream, transport: asyncio.BaseTransport | None
+    ) -> Callable[[], None]:
         with self._controls_lock:
-            self._watches.add(stream)
+            self._watches[stream] = transport
 
         def forget() -> None:
             with self._controls_lock:
-                self._watches.discard(stream)
+                self._watches.pop(stream, None)
 
         return forget
 
@@ -409,15 +414,21 @@ class KubeAPIServer:
                 raise TimeoutError(f"{self.open_watches} of {count} watches open")
             time.sleep(0.01)
 
-    def close_watches(self) -> int:
-        """End every open watch cleanly, as at a server-side watch timeout; returns how many."""
+    def close_watches(self, *, abort: bool = False) -> int:
+        """End every open watch; returns how many.
+
+        Cleanly by default, as at a server-side watch timeout; ``abort=True`` resets their
+        connections instead (a network blip), while the server keeps serving new requests.
+        """
         with self._controls_lock:
-            streams = list(self._watches)
+            watches = list(self._watches.items())
         loop = self._loop
         if loop is not None:
-            for stream in streams:
+            for stream, transport in watches:
+                if abort and isinstance(transport, asyncio.Transport):
+                    loop.call_soon_threadsafe(transport.abort)
                 loop.call_soon_threadsafe(stream.stop)
-        return len(streams)
+        return len(watches)
 
     def fail(
         self,
@@ -426,19 +437,28 @@ class KubeAPIServer:
         count: int | None = None,
         path_prefix: str = "",
         methods: Iterable[str] = (),
+        watch: bool | None = None,
         mode: FaultMode = "status",
     ) -> Fault:
-        """Answer matching requests with ``status`` (or drop / hang them, per ``mode``)."""
-        fault = Fault(mode, status, count, path_prefix, frozenset(m.upper() for m in methods))
-        return self.faults.add(fault)
+        """Answer matching requests with ``status`` (or drop / hang them, per ``mode``).
 
-    def drop_connections(self, *, count: int | None = None, path_prefix: str = "") -> Fault:
+        Matching: ``path_prefix``, ``methods`` (any if empty), ``watch`` (``True``: only watch
+        requests, ``False``: all but watches); ``count`` requests, or until :meth:`clear_faults`.
+        """
+        methods_set = frozenset(m.upper() for m in methods)
+        return self.faults.add(Fault(mode, status, count, path_prefix, methods_set, watch))
+
+    def drop_connections(
+        self, *, count: int | None = None, path_prefix: str = "", watch: bool | None = None
+    ) -> Fault:
         """Close matching requests' connections without an answer."""
-        return self.fail(count=count, path_prefix=path_prefix, mode="close")
+        return self.fail(count=count, path_prefix=path_prefix, watch=watch, mode="close")
 
-    def hang(self, *, count: int | None = None, path_prefix: str = "") -> Fault:
+    def hang(
+        self, *, count: int | None = None, path_prefix: str = "", watch: bool | None = None
+    ) -> Fault:
         """Never answer matching requests (until the server stops), to exercise client timeouts."""
-        return self.fail(count=count, path_prefix=path_prefix, mode="hang")
+        return self.fail(count=count, path_prefix=path_prefix, watch=watch, mode="hang")
 
     def clear_faults(self) -> None:
         self.faults.clear()
