@@ -126,6 +126,12 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         if last < first:
             return
         self._ahead_until = last + 1
+        # Blocks a tier holds are a local read away: reading them ahead only competes with the
+        # reader for the GIL (and is thrown away when MEM cannot keep them).
+        while first <= last and fs.cache.holds(fs._key(self.path, self.version, first)):
+            first += 1
+        if first > last:
+            return
         future = asyncio.run_coroutine_threadsafe(
             fs._prefetch_blocks(self.path, self.version, self.size, first, last), fs.loop
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -286,15 +287,40 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             return b""
         bs = self.settings.block_size
         first, last = start // bs, (end - 1) // bs
-        blocks = []
-        for i in range(first, last + 1):
-            data = self.cache.get_cached(self._key(path, version, i))
+        if first == last:
+            data = self.cache.get_cached(self._key(path, version, first))
             if data is None:
                 return None
-            blocks.append(data)
-        offset = start - first * bs
-        joined = blocks[0] if len(blocks) == 1 else b"".join(blocks)
-        return joined[offset : offset + end - start]
+            offset = start - first * bs
+            return data[offset : offset + end - start]
+        # Several blocks: fill one buffer and hand out its bytes without another copy (BytesIO's
+        # getvalue() gives its buffer away when no view of it is left), where reading each block
+        # and joining them copied every byte twice.
+        buffer = io.BytesIO()
+        buffer.seek(end - start - 1)
+        buffer.write(b"\0")
+        with buffer.getbuffer() as view:
+            complete = self._fill_cached(view, path, version, size, start, end)
+        return buffer.getvalue() if complete else None
+
+    def _fill_cached(
+        self, view: memoryview, path: str, version: str, size: int, start: int, end: int
+    ) -> bool:
+        """Put bytes ``[start, end)`` into ``view`` from the cache tiers; False on a miss."""
+        bs = self.settings.block_size
+        for i in range(start // bs, (end - 1) // bs + 1):
+            key = self._key(path, version, i)
+            lo, hi = max(start, key.start), min(end, key.start + bs, size)
+            part = view[lo - start : hi - start]
+            if lo == key.start and hi == min(key.start + bs, size):
+                if not self.cache.get_cached_into(key, part):
+                    return False
+                continue
+            data = self.cache.get_cached(key)
+            if data is None:
+                return False
+            part[:] = data[lo - key.start : hi - key.start]
+        return True
 
     async def _prefetch_blocks(
         self, path: str, version: str, size: int, first: int, last: int
