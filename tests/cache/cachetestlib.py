@@ -191,10 +191,15 @@ class Audit:
     """Files whose size differs from their row."""
     rows: dict[str, tuple[int, int, int]]
     """Digest -> (dir, size, pinned)."""
+    queues: dict[int, tuple[int, int, int]]
+    """Per directory: (``dirs.small``, ``dirs.main``, ``dirs.blocks``) from the index."""
+    queue_row_sums: dict[int, tuple[int, int, int]]
+    """Per directory: the same sums computed from the rows."""
 
     def assert_consistent(self, *, allow_orphan_rows: bool = False) -> None:
         assert self.used == self.row_sum, (self.used, self.row_sum)
         assert self.pinned == self.pinned_row_sum, (self.pinned, self.pinned_row_sum)
+        assert self.queues == self.queue_row_sums, (self.queues, self.queue_row_sums)
         assert not self.orphan_files, f"files the index does not account for: {self.orphan_files}"
         assert not self.size_mismatch, self.size_mismatch
         if not allow_orphan_rows:
@@ -206,18 +211,21 @@ def audit(s: CacheSettings) -> Audit:
     dirs = [d.path for d in s.ssd_directories]
     db = sqlite3.connect(os.path.join(dirs[0], "index.sqlite"), timeout=30)
     try:
-        rows = {
-            d: (dir_id, size, pinned)
-            for d, dir_id, size, pinned in db.execute(
-                "SELECT digest, dir, size, pinned FROM blocks"
-            )
-        }
-        used, pinned = {}, {}
-        for dir_id, u, p in db.execute("SELECT dir, used, pinned FROM dirs"):
-            used[dir_id], pinned[dir_id] = u, p
+        raw_rows = db.execute("SELECT digest, dir, size, pinned, queue FROM blocks").fetchall()
+        rows = {d: (dir_id, size, pinned) for d, dir_id, size, pinned, _ in raw_rows}
+        used, pinned, queues = {}, {}, {}
+        for dir_id, u, p, small, main, blocks in db.execute(
+            "SELECT dir, used, pinned, small, main, blocks FROM dirs"
+        ):
+            used[dir_id], pinned[dir_id], queues[dir_id] = u, p, (small, main, blocks)
     finally:
         db.close()
     row_sum = {i: 0 for i in used}
+    sums = {i: [0, 0, 0] for i in used}
+    for _, dir_id, size, _, queue in raw_rows:
+        sums[dir_id][queue] += size
+        sums[dir_id][2] += 1
+    queue_row_sums = {i: (v[0], v[1], v[2]) for i, v in sums.items()}
     pinned_row_sum = {i: 0 for i in used}
     for dir_id, size, is_pinned in rows.values():
         row_sum[dir_id] += size
@@ -247,6 +255,8 @@ def audit(s: CacheSettings) -> Audit:
         orphan_rows,
         size_mismatch,
         rows,
+        queues,
+        queue_row_sums,
     )
 
 
