@@ -247,3 +247,55 @@ async def test_ssd_hits_promote_to_mem_and_mem_evictions_demote_to_ssd(make_cach
         assert cache.mem.get(k.digest) == source.block(k)  # ...promoted to MEM
     assert source.total_fetches == fetched
     audit(cache.settings).assert_consistent()
+
+
+async def test_prometheus_metrics_follow_reads(make_cache) -> None:
+    from cachetestlib import metric
+
+    spec = ObjectSpec("m", 3 * BS, compressible=False)
+    source = Source.of([spec])
+    cache = make_cache(mem_quota=64 * BS)
+    before = {
+        "miss": metric("edgecache_cache_misses_total"),
+        "mem": metric("edgecache_cache_hits_total", {"tier": "mem"}),
+        "ssd": metric("edgecache_cache_hits_total", {"tier": "ssd"}),
+        "wan": metric("edgecache_backend_read_bytes_total", {"backend": "mem"}),
+        "from_backend": metric("edgecache_cache_read_bytes_total", {"source": "backend"}),
+        "latency": metric("edgecache_backend_fetch_seconds_count", {"backend": "mem"}),
+    }
+    await read_object(cache, source, spec.path)  # 3 misses
+    await read_object(cache, source, spec.path)  # 3 MEM hits
+    cache.mem.clear()
+    await read_object(cache, source, spec.path)  # 3 SSD hits
+    assert metric("edgecache_cache_misses_total") == before["miss"] + 3
+    assert metric("edgecache_cache_hits_total", {"tier": "mem"}) == before["mem"] + 3
+    assert metric("edgecache_cache_hits_total", {"tier": "ssd"}) == before["ssd"] + 3
+    assert metric("edgecache_backend_read_bytes_total", {"backend": "mem"}) == (
+        before["wan"] + spec.size
+    )
+    assert metric("edgecache_cache_read_bytes_total", {"source": "backend"}) == (
+        before["from_backend"] + spec.size
+    )
+    assert metric("edgecache_backend_fetch_seconds_count", {"backend": "mem"}) == (
+        before["latency"] + 3
+    )
+    used = cache.stats()["tiers"]["ssd"]["used_bytes"]
+    assert metric("edgecache_cache_usage_bytes", {"tier": "ssd"}) == used
+    assert metric("edgecache_cache_quota_bytes", {"tier": "ssd"}) == cache.settings.ssd_quota
+    st = cache.stats()
+    assert st["tiers"]["mem"]["hits"] == 3 and st["tiers"]["ssd"]["hits"] == 3
+    assert st["hit_ratio"] == pytest.approx(6 / 9)
+
+
+def test_shared_returns_one_cache_per_settings(tmp_path) -> None:
+    s = settings(str(tmp_path / "c"))
+    a = TieredCache.shared(s)
+    try:
+        assert TieredCache.shared(settings(str(tmp_path / "c"))) is a
+        other = TieredCache.shared(settings(str(tmp_path / "d")))
+        assert other is not a
+        other.close()
+    finally:
+        a.close()
+    assert TieredCache.shared(s) is not a
+    TieredCache.shared(s).close()
