@@ -75,6 +75,7 @@ class OfflineResponder:
         self.settings = settings
         self.watches = watches
         self._accepted: set[tuple[str, str]] = set()
+        self._grants: set[tuple[str, str, str, str]] = set()
 
     async def respond(
         self, request: web.Request, info: RequestInfo, component: str, digest: str
@@ -101,6 +102,16 @@ class OfflineResponder:
                 "edgecache hub is offline and these credentials were never accepted upstream "
                 f"for component {component!r}; offline answers need credentials seen online",
             )
+        if verb in ("get", "list", "watch") and not await self._granted(component, digest, info):
+            HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+            if not await self.store.read(self.store.knows_resource, info.gvr):
+                return status_response(404, "the server could not find the requested resource")
+            scope = f"namespace {info.namespace!r}" if info.namespace else "all namespaces"
+            return status_response(
+                403,
+                f"edgecache hub is offline and these credentials never read {info.resource} "
+                f"in {scope} while online, so the hub does not answer for the upstream",
+            )
         HUB_REQUESTS.labels(verb=verb, served_from="store").inc()
         try:
             if verb == "get":
@@ -118,6 +129,15 @@ class OfflineResponder:
             return True
         if await self.store.read(self.store.has_credential, component, digest):
             self._accepted.add((component, digest))
+            return True
+        return False
+
+    async def _granted(self, component: str, digest: str, info: RequestInfo) -> bool:
+        key = (component, digest, info.gvr, info.namespace)
+        if key in self._grants:
+            return True
+        if await self.store.read(self.store.has_grant, component, digest, info.gvr, info.namespace):
+            self._grants.add(key)
             return True
         return False
 

@@ -139,6 +139,7 @@ class HubProxy:
         self.watches = watches
         self.filters = filters
         self._remembered: set[tuple[str, str]] = set()
+        self._granted: set[tuple[str, str, str, str]] = set()
         self._digests: dict[tuple[str, str], str] = {}
 
     def app(self) -> web.Application:
@@ -265,7 +266,7 @@ class HubProxy:
         try:
             HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
             if recording and upstream_response.status < 400:
-                await self._remember(component, digest)
+                await self._remember(component, digest, info)
             filters = self.filters.for_request(info)
             if watch and upstream_response.status == 200:
                 return await self._stream_watch(
@@ -277,10 +278,17 @@ class HubProxy:
         finally:
             upstream_response.release()
 
-    async def _remember(self, component: str, digest: str) -> None:
+    async def _remember(self, component: str, digest: str, info: RequestInfo) -> None:
+        """The upstream accepted this credential (and, for a resource read, let it read that
+        resource there): what offline answers are later checked against."""
         if (component, digest) not in self._remembered:
             self._remembered.add((component, digest))
             await self.store.write(self.store.add_credential, component, digest)
+        if info.verb in ("get", "list", "watch") and not info.subresource:
+            grant = (component, digest, info.gvr, info.namespace)
+            if grant not in self._granted:
+                self._granted.add(grant)
+                await self.store.write(self.store.add_grant, *grant)
 
     @staticmethod
     def _response_headers(

@@ -75,6 +75,10 @@ CREATE TABLE IF NOT EXISTS raw (
 CREATE TABLE IF NOT EXISTS credentials (
     component TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (component, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+    component TEXT NOT NULL, digest TEXT NOT NULL, gvr TEXT NOT NULL, namespace TEXT NOT NULL,
+    PRIMARY KEY (component, digest, gvr, namespace)
+) WITHOUT ROWID;
 """
 
 
@@ -226,6 +230,26 @@ class HubStore:
     def add_credential(self, component: str, digest: str) -> None:
         conn = self._conn()
         conn.execute("INSERT OR IGNORE INTO credentials VALUES (?, ?)", (component, digest))
+
+    def add_grant(self, component: str, digest: str, gvr: str, namespace: str) -> None:
+        """The upstream let this credential read this resource in this namespace ("" for
+        cluster-wide) while online."""
+        self._conn().execute(
+            "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?)", (component, digest, gvr, namespace)
+        )
+
+    def has_grant(self, component: str, digest: str, gvr: str, namespace: str) -> bool:
+        """Whether this credential read this resource online, in this namespace or all."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT 1 FROM grants WHERE component=? AND digest=? AND gvr=? "
+                "AND namespace IN (?, '') LIMIT 1",
+                (component, digest, gvr, namespace),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def has_credential(self, component: str, digest: str) -> bool:
         row = (

@@ -328,3 +328,36 @@ async def test_many_concurrent_watches_see_every_event_in_order(
             ]
             assert seen == [str(i) for i in range(200)]
             response.close()
+
+
+async def test_offline_reads_are_limited_to_what_the_credential_read_online(
+    tmp_path: Path,
+) -> None:
+    async with KubeAPIServer(tokens={"alice-token": "alice", "bob-token": "bob"}) as api:
+        api.seed(objects.pods(2))
+        api.create(objects.namespace("team-b"))
+        api.seed(objects.pods(1, "team-b"))
+        alice = {**KUBELET, "Authorization": "Bearer alice-token"}
+        bob = {**KUBELET, "Authorization": "Bearer bob-token"}
+        async with (
+            HubServer(fast_settings(tmp_path, api.url)) as hub,
+            aiohttp.ClientSession(hub.url) as http,
+        ):
+            async with http.get(PODS, headers=alice) as alice_online:
+                assert alice_online.status == 200
+            async with http.get("/api/v1/namespaces/team-b/pods", headers=bob) as bob_online:
+                assert bob_online.status == 200
+            assert hub.recorder is not None
+            await hub.recorder.drain()
+            await api.astop()
+            await hub.health.wait_for(False, within_seconds=10)
+            async with http.get(PODS, headers=alice) as alice_offline:
+                assert alice_offline.status == 200
+            async with http.get(PODS + "/pod-00000", headers=alice) as alice_get:
+                assert alice_get.status == 200
+            # Same component, but bob never read pods in "default" online: no answer for him.
+            async with http.get(PODS, headers=bob) as bob_offline:
+                assert bob_offline.status == 403
+                assert "never read pods" in (await bob_offline.json())["message"]
+            async with http.get("/api/v1/namespaces/team-b/pods", headers=bob) as bob_own:
+                assert bob_own.status == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -17,6 +18,13 @@ from edgecache.testing.kubeapi import KubeAPIServer, objects
 from .conftest import fast_settings
 
 PODS = "/api/v1/namespaces/default/pods"
+
+
+def _last_pods_request(api: KubeAPIServer) -> Any:
+    """The newest request for the pods list (the hub's own probes interleave with it)."""
+    return next(r for r in reversed(api.requests) if r.path == PODS)
+
+
 AGENT = {"User-Agent": "edgecache-agent/0.1"}
 
 
@@ -55,11 +63,13 @@ async def test_kubeconfig_identity_and_client_tokens(tmp_path: Path) -> None:
         async with HubServer(settings) as hub, aiohttp.ClientSession(hub.url) as http:
             async with http.get(PODS, headers=AGENT) as anonymous:
                 assert anonymous.status == 200  # forwarded with the hub's certificate
-            assert api.requests[-1].client_cert == "system:node:edge-1"
+            assert _last_pods_request(api).client_cert == "system:node:edge-1"
             own = {**AGENT, "Authorization": "Bearer ops-token"}
             async with http.get(PODS, headers=own) as with_token:
                 assert with_token.status == 200
-            assert api.requests[-1].user == "ops" and api.requests[-1].client_cert == ""
+            assert (
+                _last_pods_request(api).user == "ops" and _last_pods_request(api).client_cert == ""
+            )
             bad = {**AGENT, "Authorization": "Bearer forged"}
             async with http.get(PODS, headers=bad) as forged:
                 assert forged.status == 401  # not masked by the hub's own certificate
@@ -76,9 +86,9 @@ async def test_token_file_is_reread_when_it_rotates(tmp_path: Path) -> None:
         async with HubServer(settings) as hub, aiohttp.ClientSession(hub.url) as http:
             async with http.get(PODS, headers=AGENT) as first:
                 assert first.status == 200
-            assert api.requests[-1].user == "a"
+            assert _last_pods_request(api).user == "a"
             token_file.write_text("second\n")
             os.utime(token_file, (1, 1))  # a new mtime even within the same clock tick
             async with http.get(PODS, headers=AGENT) as second:
                 assert second.status == 200
-            assert api.requests[-1].user == "b"
+            assert _last_pods_request(api).user == "b"
