@@ -96,6 +96,8 @@ class SSDTier:
         self._index: BlockIndex | None = None
         self._unavailable_until = 0.0
         self._warned: set[str] = set()
+        self.unavailable_reason = ""
+        """Why the tier last went out of service (the ``edgecache_cache_bypass`` label)."""
         self._lock = threading.Lock()
         self._pending_hits: dict[str, int] = {}
         self._pending_counters: dict[tuple[str, str], int] = {}
@@ -171,7 +173,7 @@ class SSDTier:
                 self._degrade(exc, "opening")
 
     def _degrade(self, exc: BaseException, doing: str) -> None:
-        reason = _reason(exc)
+        reason = self.unavailable_reason = _reason(exc)
         CACHE_BYPASS.labels(reason).inc()
         if reason not in self._warned:
             self._warned.add(reason)

@@ -37,6 +37,7 @@ from edgecache.metrics import (
     BACKEND_BYTES,
     BACKEND_ERRORS,
     BACKEND_FETCH_SECONDS,
+    CACHE_BYPASS,
     CACHE_BYTES,
     CACHE_HITS,
     CACHE_MISSES,
@@ -181,6 +182,8 @@ class TieredCache:
     async def _fill(self, key: BlockKey, fetch: BlockFetcher, expected_size: int | None) -> bytes:
         loop = asyncio.get_running_loop()
         if not self.ssd.available:
+            # Counted per read, as the metric says: how many reads the SSD tier failed to serve.
+            CACHE_BYPASS.labels(self.ssd.unavailable_reason or "closed").inc()
             data = await self._fetch(key, fetch, expected_size)
             self._demote(self.mem.put(key, data))
             return data
