@@ -10,16 +10,21 @@ fit next to the other pins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 
+import pytest
 from cachetestlib import BS, ObjectSpec, Source, audit, block_files, read_object, settings
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from edgecache.cache import TieredCache
+from edgecache.cache import BlockKey, TieredCache
+from edgecache.cache._blockfile import HEADER_SIZE, CorruptBlockError, decode_block, encode_block
+from edgecache.cache.eviction import policy_by_name
+from edgecache.cache.memory import MemoryTier
 from edgecache.errors import PinError
 
 PREFIXES = ["a/", "b/", "c/"]
@@ -200,3 +205,73 @@ CacheMachine.TestCase.settings = hsettings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestCacheProperties = CacheMachine.TestCase
+
+
+# --- smaller properties: the block format and the MEM tier ------------------------------------
+
+DIGEST = "0123456789abcdef0123456789abcdef"
+
+
+def _decode(blob: bytes) -> bytes:
+    return decode_block(blob[:HEADER_SIZE], blob[HEADER_SIZE:], digest=DIGEST)
+
+
+block_data = st.one_of(
+    st.binary(max_size=3 * BS),
+    st.builds(
+        lambda unit, n: (unit * n)[: 3 * BS],
+        st.binary(min_size=1, max_size=64),
+        st.integers(1, 400),
+    ),
+)
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(
+    data=block_data,
+    mode=st.sampled_from(["auto", "lz4", "none"]),
+    where=st.integers(min_value=0),
+    flip=st.integers(1, 255),
+)
+def test_a_damaged_block_never_decodes_to_other_bytes(
+    data: bytes, mode: str, where: int, flip: int
+) -> None:
+    blob = encode_block(data, digest=DIGEST, compression=mode, min_saving=0.1)
+    assert _decode(blob) == data
+    damaged = bytearray(blob)
+    damaged[where % len(blob)] ^= flip
+    with contextlib.suppress(CorruptBlockError):
+        assert _decode(bytes(damaged)) == data  # only ignored header padding may change
+    with contextlib.suppress(CorruptBlockError):
+        assert _decode(blob[: where % len(blob)]) == data
+    with pytest.raises(CorruptBlockError):
+        decode_block(blob[:HEADER_SIZE], blob[HEADER_SIZE:], digest="f" * 32)
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(
+    ops=st.lists(st.tuples(st.integers(0, 30), st.integers(1, 3 * BS)), max_size=80),
+    quota=st.integers(0, 12 * BS),
+    policy=st.sampled_from(["s3fifo", "lru"]),
+)
+def test_mem_tier_stays_under_quota_and_returns_what_was_put(
+    ops: list[tuple[int, int]], quota: int, policy: str
+) -> None:
+    tier = MemoryTier(quota_bytes=quota, policy=policy_by_name(policy))
+    truth: dict[str, bytes] = {}
+    held: set[str] = set()
+    for n, size in ops:
+        key = BlockKey("mem|test", f"k{n}", "v1", 0, BS)
+        data = truth.setdefault(key.digest, bytes([n]) * size)
+        got = tier.get(key.digest)
+        if got is None:
+            for evicted_key, evicted in tier.put(key, data):
+                assert evicted == truth[evicted_key.digest]
+                held.discard(evicted_key.digest)
+            if len(data) <= quota:
+                held.add(key.digest)
+        else:
+            assert got == data
+        assert tier.usage_bytes <= quota
+        assert tier.usage_bytes == sum(len(truth[d]) for d in held)
+        assert len(tier) == len(held)
