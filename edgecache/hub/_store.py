@@ -10,7 +10,8 @@ list scope namespace, list selector, namespace, name), so two selectors of one c
 independent lists, and a deleted object disappears when a fresh list of its key replaces the old
 one. Single GETs use the pseudo-selector ``#get``. Discovery and other raw answers are stored per
 (component, request key). Credentials are kept only as HMAC-SHA256 digests with a per-store
-random salt.
+random salt, together with the (resource, namespace) pairs each one was allowed to read online
+(grants). Lists and raw answers nothing refreshed for a long time can be expired while online.
 
 All methods block; callers run them through :meth:`HubStore.read` / :meth:`HubStore.write`, which
 use one writer thread (sqlite allows one writer) and a few reader threads (WAL readers never wait
