@@ -210,7 +210,7 @@ async def test_restart_against_a_silent_upstream_serves_at_once(
     async with HubServer(settings) as hub, aiohttp.ClientSession(headers=KUBELET) as http:
         async with http.get(hub.url + PODS) as offline:
             assert offline.status == 200 and len((await offline.json())["items"]) == 4
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 2.5  # not held up by the 3 s probe timeout
         assert not hub.health.online
         kube_api.clear_faults()
         await hub.health.wait_for(True, within_seconds=15)
