@@ -794,9 +794,17 @@ async def test_crd_schema_defaults_prunes_and_validates(
             "typo": "dropped",
         },
     }
-    async with http.post(path, json=body) as response:
+    async with http.post(path, params={"fieldValidation": "Strict"}, json=body) as response:
+        assert response.status == 400  # kubectl's default: undeclared fields are refused
+        assert 'unknown field "spec.typo"' in (await _json(response))["message"]
+    async with http.post(path, json=body) as response:  # the server's default: Warn
         assert response.status == 201, await response.text()
         spec = (await _json(response))["spec"]
+        warnings = response.headers.getall("Warning")
+    assert warnings == [
+        '299 - "unknown field \\"spec.target[0].unknown\\""',
+        '299 - "unknown field \\"spec.typo\\""',
+    ]
     assert spec == {
         "dataset": "imagenet",
         "policy": "Once",

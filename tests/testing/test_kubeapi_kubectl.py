@@ -175,6 +175,22 @@ def test_apply_validates_against_served_openapi(kube_api: KubeAPIServer) -> None
     assert validating and all("fieldValidation=Strict" in q for q in validating)
 
 
+def test_apply_refuses_fields_a_crd_schema_does_not_declare(kube_api: KubeAPIServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {"mounts": {"type": "array"}}}},
+    }
+    strict = CRD.replace(
+        "schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}",
+        "schema: {openAPIV3Schema: " + json.dumps(schema) + "}",
+    )
+    run_kubectl(kube_api.url, "apply", "-f", "-", input_text=strict)
+    typo = DATASET.replace("spec:\n", "spec:\n  mountz: []\n")
+    refused = run_kubectl(kube_api.url, "apply", "-f", "-", input_text=typo, check=False)
+    assert refused.returncode != 0 and 'unknown field "spec.mountz"' in refused.stderr
+    assert "created" in run_kubectl(kube_api.url, "apply", "-f", "-", input_text=DATASET).stdout
+
+
 def test_typed_create_commands_send_protobuf(kube_api: KubeAPIServer) -> None:
     url = kube_api.url
     run_kubectl(url, "create", "namespace", "edge")

@@ -22,6 +22,7 @@ from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES, STRATEGIC_MERGE_
 from ._protobuf import decode_object
 from ._resources import ResourceType
 from ._scale import replicas_of, to_scale
+from ._schema import FieldValidation
 from ._selectors import selector_predicate
 from ._status import APIError
 from ._store import Store
@@ -45,6 +46,20 @@ def json_response(
 
 def error_response(error: APIError) -> web.Response:
     return json_response(error.status(), status=error.code)
+
+
+def _field_validation(request: web.Request) -> FieldValidation:
+    mode = request.query.get("fieldValidation", "Warn") or "Warn"
+    if mode not in ("Strict", "Warn", "Ignore"):
+        raise _status.bad_request(f'fieldValidation must be Strict, Warn or Ignore, not "{mode}"')
+    return FieldValidation(mode)
+
+
+def _warned(response: web.Response, validation: FieldValidation) -> web.Response:
+    """``Warning`` headers as the API server sends them (RFC 7234 code 299)."""
+    for warning in validation.warnings:
+        response.headers.add("Warning", "299 - " + json.dumps(warning))
+    return response
 
 
 @dataclass(frozen=True)
@@ -338,16 +353,22 @@ class APIHandlers:
         body = await self._body(request)
         if not isinstance(body, dict):
             raise _status.bad_request("the body of the request must be an object")
+        validation = _field_validation(request)
         obj = self.store.create(
-            target.resource, target.namespace, body, dry_run=self._dry_run(request)
+            target.resource,
+            target.namespace,
+            body,
+            dry_run=self._dry_run(request),
+            validation=validation,
         )
-        return self._object_response(request, target, obj, status=201)
+        return _warned(self._object_response(request, target, obj, status=201), validation)
 
     async def update(self, request: web.Request, target: Target) -> web.StreamResponse:
         body = await self._body(request)
         if target.subresource == "scale":
             sent_rv = ((body or {}).get("metadata") or {}).get("resourceVersion")
             return self._scale_to(target, replicas_of(body), sent_rv)
+        validation = _field_validation(request)
         obj = self.store.update(
             target.resource,
             target.namespace,
@@ -355,8 +376,9 @@ class APIHandlers:
             body,
             subresource=target.subresource,
             dry_run=self._dry_run(request),
+            validation=validation,
         )
-        return self._object_response(request, target, obj)
+        return _warned(self._object_response(request, target, obj), validation)
 
     async def patch(self, request: web.Request, target: Target) -> web.StreamResponse:
         content_type = request.content_type
@@ -374,6 +396,7 @@ class APIHandlers:
                 target, replicas_of(apply_patch(current, body, content_type)), None
             )
         existed = content_type != APPLY_PATCH or self._exists(target)
+        validation = _field_validation(request)
         obj = self.store.patch(
             target.resource,
             target.namespace,
@@ -382,8 +405,10 @@ class APIHandlers:
             content_type,
             subresource=target.subresource,
             dry_run=self._dry_run(request),
+            validation=validation,
         )
-        return self._object_response(request, target, obj, status=200 if existed else 201)
+        response = self._object_response(request, target, obj, status=200 if existed else 201)
+        return _warned(response, validation)
 
     def _scale_to(
         self, target: Target, replicas: int, resource_version: str | None

@@ -4,8 +4,11 @@ What the API server does to every custom resource written by a client, in this o
 values fill missing fields, fields the schema does not declare are dropped (unless
 ``x-kubernetes-preserve-unknown-fields``), nulls in non-nullable fields are dropped, then types,
 ``required``, ``enum``, ``pattern``, lengths, item counts and bounds are checked and any failure is
-a 422 ``Invalid`` listing every cause. A controller that writes a status field missing from its
-schema therefore loses it here, as it would on a real cluster. ``format`` is not checked.
+a 422 ``Invalid`` listing every cause. Undeclared fields are reported per the write's
+``fieldValidation``: ``Strict`` (kubectl's default) refuses them with 400, ``Warn`` (the server's
+default) answers with ``Warning`` headers, ``Ignore`` drops them silently. A controller that
+writes a status field missing from its schema therefore loses it here, as it would on a real
+cluster. ``format`` is not checked.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._status import APIError
@@ -33,9 +37,18 @@ def _show(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+@dataclass
+class FieldValidation:
+    """A write's ``fieldValidation`` (``Strict``, ``Warn``, ``Ignore``) and the warnings it got."""
+
+    mode: str = "Warn"
+    warnings: list[str] = field(default_factory=list)
+
+
 class _Walker:
     def __init__(self) -> None:
         self.causes: list[tuple[str, str]] = []  # (field, message)
+        self.unknown: list[str] = []  # pruned fields, for fieldValidation
 
     def fail(self, path: str, message: str) -> None:
         self.causes.append((path, f"{path}: {message}"))
@@ -86,7 +99,9 @@ class _Walker:
             if sub_schema is None:
                 if preserve:
                     result[key] = item
-                continue  # pruned: the schema does not declare it
+                else:
+                    self.unknown.append(child)  # pruned: the schema does not declare it
+                continue
             if item is None and not sub_schema.get("nullable"):
                 continue  # nulls of non-nullable fields are dropped
             result[key] = item if item is None else self.walk(sub_schema, item, child)
@@ -134,12 +149,29 @@ class _Walker:
             )
 
 
-def apply_schema(schema: JSONObject, obj: JSONObject, *, kind: str, group: str) -> JSONObject:
+def apply_schema(
+    schema: JSONObject,
+    obj: JSONObject,
+    *,
+    kind: str,
+    group: str,
+    validation: FieldValidation | None = None,
+) -> JSONObject:
     """``obj`` defaulted and pruned by ``schema`` (``openAPIV3Schema``); 422 with every cause."""
     walker = _Walker()
     body = {k: v for k, v in obj.items() if k not in _ROOT_KEPT}
     checked = walker.walk({**schema, "type": "object"}, body, "")
     name = str((obj.get("metadata") or {}).get("name", ""))
+    if walker.unknown and validation is not None and validation.mode != "Ignore":
+        unknown = [f'unknown field "{path}"' for path in walker.unknown]
+        if validation.mode == "Strict":
+            raise APIError(
+                400,
+                "BadRequest",
+                f"{kind} in version {obj.get('apiVersion', '')!r} cannot be handled as a {kind}: "
+                f"strict decoding error: {', '.join(unknown)}",
+            )
+        validation.warnings.extend(unknown)
     if walker.causes:
         raise APIError(
             422,

@@ -35,7 +35,7 @@ from ._history import EventHistory, StoredEvent
 from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
 from ._resources import CRD_GROUP_RESOURCE, NAMESPACE_GROUP_RESOURCE, ResourceRegistry, ResourceType
-from ._schema import apply_schema
+from ._schema import FieldValidation, apply_schema
 from ._status import APIError
 from ._validation import validate_metadata
 
@@ -247,10 +247,13 @@ class Store:
         body: JSONObject,
         *,
         dry_run: bool = False,
+        validation: FieldValidation | None = None,
     ) -> JSONObject:
         """POST: admit a new object (status reset for resources with a status subresource)."""
         with self._lock:
-            return self._commit_create(resource, namespace or "", body, admit=True, dry_run=dry_run)
+            return self._commit_create(
+                resource, namespace or "", body, admit=True, dry_run=dry_run, validation=validation
+            )
 
     def put(self, obj: JSONObject) -> JSONObject:
         """Test helper: create or replace an object exactly as given (status kept), by its kind."""
@@ -291,6 +294,7 @@ class Store:
         *,
         admit: bool,
         dry_run: bool = False,
+        validation: FieldValidation | None = None,
     ) -> JSONObject:
         obj = copy.deepcopy(body)
         if not isinstance(obj, dict):
@@ -336,7 +340,13 @@ class Store:
             accept_crd(obj)  # a seeded CRD is served, so it is Established too
         if admit:
             if resource.schema is not None:
-                obj = apply_schema(resource.schema, obj, kind=resource.kind, group=resource.group)
+                obj = apply_schema(
+                    resource.schema,
+                    obj,
+                    kind=resource.kind,
+                    group=resource.group,
+                    validation=validation,
+                )
                 meta = obj["metadata"]
             validate_metadata(resource, obj)
             admit_new(resource, obj, self._cluster_ips)
@@ -369,6 +379,7 @@ class Store:
         *,
         subresource: str = "",
         dry_run: bool = False,
+        validation: FieldValidation | None = None,
     ) -> JSONObject:
         """PUT: replace an object, 409 if ``metadata.resourceVersion`` is given and stale."""
         if not isinstance(body, dict):
@@ -392,7 +403,12 @@ class Store:
                 )
             check_kind(resource, body)
             return self._commit_update(
-                resource, existing, body, subresource=subresource, dry_run=dry_run
+                resource,
+                existing,
+                body,
+                subresource=subresource,
+                dry_run=dry_run,
+                validation=validation,
             )
 
     def patch(
@@ -405,6 +421,7 @@ class Store:
         *,
         subresource: str = "",
         dry_run: bool = False,
+        validation: FieldValidation | None = None,
     ) -> JSONObject:
         """PATCH: apply a merge, strategic-merge, JSON or apply patch to the current object."""
         with self._lock:
@@ -414,7 +431,9 @@ class Store:
                 if content_type != APPLY_PATCH or not isinstance(patch, dict):
                     raise
                 patch.setdefault("metadata", {}).setdefault("name", name)
-                return self.create(resource, namespace, patch, dry_run=dry_run)
+                return self.create(
+                    resource, namespace, patch, dry_run=dry_run, validation=validation
+                )
             patched = apply_patch(existing, patch, content_type)
             if not isinstance(patched, dict):
                 raise _status.bad_request("the patch produced something that is not an object")
@@ -432,7 +451,12 @@ class Store:
             meta.pop("resourceVersion", None)
             check_kind(resource, patched)
             return self._commit_update(
-                resource, existing, patched, subresource=subresource, dry_run=dry_run
+                resource,
+                existing,
+                patched,
+                subresource=subresource,
+                dry_run=dry_run,
+                validation=validation,
             )
 
     def _commit_update(
@@ -443,6 +467,7 @@ class Store:
         *,
         subresource: str,
         dry_run: bool = False,
+        validation: FieldValidation | None = None,
     ) -> JSONObject:
         old_meta = _meta(existing)
         if resource.has_status and subresource == "status":
@@ -458,7 +483,13 @@ class Store:
             else:
                 new.pop("status", None)
         if resource.schema is not None and subresource != "*":
-            new = apply_schema(resource.schema, new, kind=resource.kind, group=resource.group)
+            new = apply_schema(
+                resource.schema,
+                new,
+                kind=resource.kind,
+                group=resource.group,
+                validation=validation,
+            )
         meta = new.setdefault("metadata", {})
         if subresource != "*":
             validate_metadata(resource, {"metadata": {**meta, "name": old_meta["name"]}})
