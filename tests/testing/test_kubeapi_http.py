@@ -571,7 +571,10 @@ async def test_table_output_for_kubectl(http: aiohttp.ClientSession) -> None:
         ("Node", 1),
     ]
     assert table["rows"][0]["cells"][:3] == ["a", "0/1", "Pending"]
+    assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     assert table["rows"][0]["object"]["metadata"]["name"] == "a"
+    async with http.get(PODS, params={"includeObject": "Object"}, headers={"Accept": accept}) as r:
+        assert (await _json(r))["rows"][0]["object"]["kind"] == "Pod"
 
 
 # ------------------------------------------------------------------------- auth and controls

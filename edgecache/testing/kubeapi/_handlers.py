@@ -216,7 +216,12 @@ class APIHandlers:
     ) -> web.Response:
         obj = self._render(request, target, obj)
         if self._tables and wants_table(request.headers.get("Accept", "")):
-            table = render_table(target.resource, [obj], resource_version=None)
+            table = render_table(
+                target.resource,
+                [obj],
+                resource_version=None,
+                include_object=request.query.get("includeObject", "Metadata"),
+            )
             return json_response(table, status=status, content_type=TABLE_MEDIA)
         return json_response(obj, status=status)
 
@@ -270,7 +275,10 @@ class APIHandlers:
         items = [self._render(request, target, obj) for obj in page.items]
         if self._tables and wants_table(request.headers.get("Accept", "")):
             table = render_table(
-                target.resource, items, resource_version=str(page.resource_version)
+                target.resource,
+                items,
+                resource_version=str(page.resource_version),
+                include_object=request.query.get("includeObject", "Metadata"),
             )
             if page.continue_token:
                 table["metadata"]["continue"] = page.continue_token
@@ -313,11 +321,14 @@ class APIHandlers:
             timeout_seconds=timeout,
         )
         as_table = self._tables and wants_table(request.headers.get("Accept", ""))
+        include_object = query.get("includeObject", "Metadata")
         resource = target.resource
 
         def render(obj: JSONObject) -> JSONObject:
             if as_table:
-                return render_table(resource, [obj], resource_version=None)
+                return render_table(
+                    resource, [obj], resource_version=None, include_object=include_object
+                )
             return obj
 
         stream = WatchStream(

@@ -3,7 +3,7 @@
 kubectl asks for ``application/json;as=Table;g=meta.k8s.io;v=v1`` and prints the server's columns.
 Built-ins get kubectl's familiar columns (pods, nodes, services, deployments...) or Name and Age;
 custom resources get Name and their CRD's ``additionalPrinterColumns`` (simple ``.a.b[0].c`` paths).
-Rows carry the object's metadata (``includeObject=Metadata``), as the API server does by default.
+Rows carry the object's metadata unless ``includeObject`` asks for the whole object or none.
 """
 
 from __future__ import annotations
@@ -235,10 +235,26 @@ def _partial(obj: JSONObject) -> JSONObject:
     }
 
 
+def _row_object(obj: JSONObject, include: str) -> JSONObject | None:
+    if include == "Object":
+        return obj
+    if include == "None":
+        return None
+    return _partial(obj)
+
+
 def render_table(
-    resource: ResourceType, objects: list[JSONObject], *, resource_version: str | None
+    resource: ResourceType,
+    objects: list[JSONObject],
+    *,
+    resource_version: str | None,
+    include_object: str = "Metadata",
 ) -> JSONObject:
-    """A ``Table`` of ``objects`` with the resource's columns."""
+    """A ``Table`` of ``objects`` with the resource's columns.
+
+    ``include_object`` is the request's ``includeObject``: each row carries the object's metadata
+    (``Metadata``, the default), the whole object (``Object``) or nothing (``None``).
+    """
     columns = _columns(resource)
     table: JSONObject = {
         "kind": "Table",
@@ -255,7 +271,10 @@ def render_table(
             for title, kind, _, priority in columns
         ],
         "rows": [
-            {"cells": [cell(obj) for _, _, cell, _ in columns], "object": _partial(obj)}
+            {
+                "cells": [cell(obj) for _, _, cell, _ in columns],
+                "object": _row_object(obj, include_object),
+            }
             for obj in objects
         ],
     }
