@@ -80,6 +80,8 @@ events                     Event                     ns       ev        -
 serviceaccounts            ServiceAccount            ns       sa        -
 persistentvolumes          PersistentVolume          cluster  pv        status
 persistentvolumeclaims     PersistentVolumeClaim     ns       pvc       status
+limitranges                LimitRange                ns       limits    -
+resourcequotas             ResourceQuota             ns       quota     status
 [discovery.k8s.io/v1]
 endpointslices             EndpointSlice             ns       -         -
 [apps/v1]
@@ -94,6 +96,15 @@ cronjobs                   CronJob                   ns       cj        status,a
 leases                     Lease                     ns       -         -
 [storage.k8s.io/v1]
 storageclasses             StorageClass              cluster  sc        -
+csidrivers                 CSIDriver                 cluster  -         -
+csinodes                   CSINode                   cluster  -         -
+[policy/v1]
+poddisruptionbudgets       PodDisruptionBudget       ns       pdb       status
+[networking.k8s.io/v1]
+networkpolicies            NetworkPolicy             ns       netpol    -
+ingresses                  Ingress                   ns       ing       status
+[scheduling.k8s.io/v1]
+priorityclasses            PriorityClass             cluster  pc        -
 [rbac.authorization.k8s.io/v1]
 roles                      Role                      ns       -         -
 rolebindings               RoleBinding               ns       -         -
