@@ -422,3 +422,32 @@ async def test_zero_quota_serves_from_the_backend_and_stores_nothing(make_cache)
     assert source.total_fetches == 2 * len(source.all_keys())
     assert block_files(cache.settings.cache_dir) == {}
     assert cache.stats()["tiers"]["ssd"]["used_bytes"] == 0
+
+
+@pytest.mark.parametrize("mem_quota", [0, 64 * BS], ids=["ssd_direct", "via_mem"])
+@pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_get_cached_into_never_fills_a_buffer_from_a_damaged_block(
+    make_cache, damage: str, compressible: bool, mem_quota: int
+) -> None:
+    spec = ObjectSpec("victim", 3 * BS, compressible=compressible)
+    source = Source.of([spec])
+    cache = make_cache(mem_quota=mem_quota)
+    asyncio.run(read_object(cache, source, spec.path))
+    key = source.keys(spec.path)[1]
+    out = bytearray(BS)
+    cache.mem.clear()
+    assert cache.get_cached_into(key, memoryview(out)) is True
+    assert bytes(out) == source.block(key)
+    cache.mem.clear()
+    DAMAGE[damage](_block_path(cache, key))
+    corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
+    assert cache.get_cached_into(key, memoryview(bytearray(BS))) is False
+    assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
+    assert cache.holds(key) is False
+    assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+    cache.mem.clear()
+    out = bytearray(BS)
+    assert cache.get_cached_into(key, memoryview(out)) is True
+    assert bytes(out) == source.block(key)
+    audit(cache.settings).assert_consistent()
