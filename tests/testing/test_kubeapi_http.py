@@ -480,7 +480,7 @@ async def test_seeding_five_thousand_pods_is_fast(
 ) -> None:
     started = time.perf_counter()
     rv = api.seed(objects.pods(5000))
-    assert time.perf_counter() - started < 3.0
+    assert time.perf_counter() - started < 5.0
     async with http.get(
         PODS, params={"labelSelector": "app=pod", "fieldSelector": "spec.nodeName=node-3"}
     ) as r:

@@ -97,7 +97,7 @@ class WatchReader:
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
 
-    async def next(self, timeout_seconds: float = 3.0) -> dict[str, Any] | None:
+    async def next(self, timeout_seconds: float = 10.0) -> dict[str, Any] | None:
         """The next event, or ``None`` when the stream has ended."""
         line = await asyncio.wait_for(self.response.content.readline(), timeout_seconds)
         if not line:
@@ -105,7 +105,7 @@ class WatchReader:
         event: dict[str, Any] = json.loads(line)
         return event
 
-    async def take(self, count: int, timeout_seconds: float = 3.0) -> list[dict[str, Any]]:
+    async def take(self, count: int, timeout_seconds: float = 10.0) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         for _ in range(count):
             event = await self.next(timeout_seconds)
@@ -114,7 +114,7 @@ class WatchReader:
         return events
 
     async def take_skipping_bookmarks(
-        self, count: int, timeout_seconds: float = 3.0
+        self, count: int, timeout_seconds: float = 10.0
     ) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
         while len(events) < count:
