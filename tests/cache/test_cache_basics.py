@@ -299,3 +299,32 @@ def test_shared_returns_one_cache_per_settings(tmp_path) -> None:
         a.close()
     assert TieredCache.shared(s) is not a
     TieredCache.shared(s).close()
+
+
+def test_an_index_from_before_the_writing_column_is_upgraded(tmp_path) -> None:
+    import sqlite3
+
+    s = settings(str(tmp_path / "c"))
+    specs = make_objects(3, blocks=2, seed=21)
+    source = Source.of(specs)
+    first = TieredCache(s)
+    for spec in specs:
+        read_object_sync(first, source, spec.path)
+    first.close()
+    db = sqlite3.connect(str(tmp_path / "c" / "index.sqlite"))
+    db.execute("ALTER TABLE blocks DROP COLUMN writing")
+    db.commit()
+    db.close()
+    second = TieredCache(s)
+    try:
+        fetched = source.total_fetches
+        second.mem.clear()
+        for spec in specs:
+            assert read_object_sync(second, source, spec.path) == spec.data()
+        assert source.total_fetches == fetched  # the old blocks are still served
+        more = ObjectSpec("more", 2 * BS, compressible=False)
+        source.objects[more.path] = more.data()
+        assert read_object_sync(second, source, more.path) == more.data()
+        audit(s).assert_consistent()
+    finally:
+        second.close()
