@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import click
-import yaml
 from fsspec.core import split_protocol
 from tqdm import tqdm
 
@@ -128,18 +127,15 @@ def _json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
 
 
-def _pairs(pairs: Sequence[str], flag: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _pairs(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict. Values stay strings: the cache settings and the
+    backends parse their own (a secret such as ``0123`` must not become a number)."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise click.UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        try:
-            parsed = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed = value
-        # Keep strings that YAML would turn into dates or other non-scalar types as given.
-        out[key.strip()] = parsed if isinstance(parsed, str | int | float | bool) else value
+        out[key.strip()] = value
     return out
 
 

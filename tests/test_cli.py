@@ -159,3 +159,15 @@ def test_help_explains_each_command_with_an_example() -> None:
     for command in ("cat", "ls", "stats"):
         text = run(command, "--help", check=True).stdout.decode()
         assert "Examples:" in text and f"edgecache {command}" in text
+
+
+def test_option_values_are_kept_as_given() -> None:
+    from edgecache.cli import _pairs
+
+    assert _pairs(["secret=0123", "c=12:30", "anon=true", "empty=", "a=b=c"], "-o") == {
+        "secret": "0123",
+        "c": "12:30",
+        "anon": "true",
+        "empty": "",
+        "a": "b=c",
+    }
