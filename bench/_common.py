@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "RESULTS_DIR",
     "MiB",
-    "best_of",
+    "compare",
     "machine",
     "print_table",
     "ratio",
@@ -40,24 +40,33 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 
 
-def best_of(fn: Callable[[], object], *, repeat: int) -> tuple[float, list[float]]:
-    """Run ``fn`` ``repeat`` times; (fastest wall time in seconds, every time).
+def compare(
+    cases: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int,
+    setup: Mapping[str, Callable[[], object]] | None = None,
+) -> dict[str, tuple[float, list[float]]]:
+    """Time each case once per round, ``rounds`` times, interleaved (A B C, A B C...).
 
-    Best-of-N measures what the code can do on this machine, with scheduler noise and other
-    processes' interference filtered out; all times go to the JSON for the spread. The garbage
-    collector is paused while timing so a collection triggered by setup does not land in a run.
+    Returns, per case, (fastest wall time in seconds, every time). Interleaving spreads the load
+    of other processes on the machine over all cases instead of penalising whichever ran during
+    a busy spell; best-of-N then measures what the code can do here. ``setup[name]`` runs before
+    each timed run of ``name``, untimed. The garbage collector is paused while timing.
     """
-    times: list[float] = []
-    for _ in range(repeat):
-        gc.collect()
-        gc.disable()
-        try:
-            started = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - started)
-        finally:
-            gc.enable()
-    return min(times), times
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            if setup and name in setup:
+                setup[name]()
+            gc.collect()
+            gc.disable()
+            try:
+                started = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - started)
+            finally:
+                gc.enable()
+    return {name: (min(t), t) for name, t in times.items()}
 
 
 def ratio(value: float, reference: float) -> float | None:
