@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -191,19 +192,70 @@ def test_apply_refuses_fields_a_crd_schema_does_not_declare(kube_api: KubeAPISer
     assert "created" in run_kubectl(kube_api.url, "apply", "-f", "-", input_text=DATASET).stdout
 
 
-def test_typed_create_commands_send_protobuf(kube_api: KubeAPIServer) -> None:
-    url = kube_api.url
-    run_kubectl(url, "create", "namespace", "edge")
-    run_kubectl(url, "create", "configmap", "cfg", "-n", "edge", "--from-literal=mode=offline")
-    run_kubectl(
-        url, "create", "secret", "generic", "creds", "-n", "edge", "--from-literal=key=s3cret"
+GENERATORS = [
+    ["create", "namespace", "edge"],
+    ["create", "configmap", "cfg", "--from-literal=mode=offline"],
+    ["create", "secret", "generic", "creds", "--from-literal=key=s3cret"],
+    ["create", "serviceaccount", "agent"],
+    ["create", "deployment", "web", "--image=nginx", "--port=80", "--replicas=0"],
+    ["create", "deployment", "pair", "--image=nginx", "--image=redis"],
+    ["create", "job", "once", "--image=busybox", "--", "echo", "hi"],
+    ["create", "cronjob", "nightly", "--image=busybox", "--schedule=*/5 * * * *", "--", "date"],
+    ["create", "service", "clusterip", "svc", "--tcp=80:8080"],
+    ["create", "service", "nodeport", "node-svc", "--tcp=80:http"],
+    ["create", "service", "externalname", "ext", "--external-name=example.com"],
+    ["create", "role", "reader", "--verb=get,list", "--resource=pods,deployments.apps"],
+    ["create", "clusterrole", "logs", "--verb=get", "--non-resource-url=/logs/*"],
+    [
+        "create",
+        "rolebinding",
+        "rb",
+        "--role=reader",
+        "--user=bob",
+        "--serviceaccount=default:agent",
+    ],
+    ["create", "clusterrolebinding", "crb", "--clusterrole=logs", "--group=ops"],
+]
+
+
+def _without_empties(value: Any) -> Any:
+    if isinstance(value, dict):
+        pruned = {k: _without_empties(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, None, [], "")}
+    if isinstance(value, list):
+        return [_without_empties(v) for v in value]
+    return value
+
+
+def _contains(whole: Any, part: Any) -> bool:
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(_contains(whole.get(k), v) for k, v in part.items())
+    if isinstance(part, list):
+        return (
+            isinstance(whole, list) and len(whole) == len(part) and all(map(_contains, whole, part))
+        )
+    return bool(whole == part)
+
+
+@pytest.mark.parametrize("command", GENERATORS, ids=lambda c: " ".join(c[1:3]))
+def test_typed_create_commands_send_protobuf(kube_api: KubeAPIServer, command: list[str]) -> None:
+    """kubectl's generators post protobuf; what is stored must be what kubectl meant to send."""
+    cut = command.index("--") if "--" in command else len(command)
+    rendering = [*command[:cut], "--dry-run=client", "-o", "json", *command[cut:]]
+    meant = _without_empties(json.loads(run_kubectl(kube_api.url, *rendering).stdout))
+    run_kubectl(kube_api.url, *command)
+    namespace = (
+        None if meant["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding") else "default"
     )
-    run_kubectl(url, "create", "serviceaccount", "agent", "-n", "edge")
-    assert kube_api.get("v1", "ConfigMap", "cfg", "edge")["data"] == {"mode": "offline"}
-    secret = kube_api.get("v1", "Secret", "creds", "edge")
-    assert secret["data"] == {"key": "czNjcmV0"} and secret["type"] == "Opaque"
-    assert kube_api.get("v1", "Namespace", "edge")["status"] == {"phase": "Active"}
-    refused = run_kubectl(url, "create", "deployment", "web", "--image=nginx", check=False)
+    stored = kube_api.get(meant["apiVersion"], meant["kind"], meant["metadata"]["name"], namespace)
+    assert _contains(stored, meant), (stored, meant)
+    assert kube_api.requests[-1].status == 201
+
+
+def test_generators_outside_the_decoded_kinds_are_refused(kube_api: KubeAPIServer) -> None:
+    refused = run_kubectl(
+        kube_api.url, "create", "priorityclass", "high", "--value=1000", check=False
+    )
     assert refused.returncode != 0 and "send JSON" in refused.stderr
 
 
