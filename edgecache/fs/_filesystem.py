@@ -446,7 +446,12 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         targets = [
             (name, by_name[name].version, int(by_name[name].info.get("size") or 0))
             for name in names[start:stop]
+            # A file whose first block a tier holds is a local read away: fetching it ahead
+            # only competes with the reader (and is thrown away when MEM cannot keep it).
+            if not self.cache.holds(self._key(name, by_name[name].version, 0))
         ]
+        if not targets:
+            return
         future = asyncio.run_coroutine_threadsafe(self._prefetch_first_blocks(targets), self.loop)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
