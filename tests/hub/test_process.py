@@ -30,7 +30,7 @@ _READY = re.compile(r"serving (http://\S+) \(health (http://\S+)\), (\w+)")
 class HubProcess:
     """``edgecache hub`` in a subprocess on free ports; ``url``/``health_url`` once ready."""
 
-    def __init__(self, cache_dir: Path, upstream: str) -> None:
+    def __init__(self, cache_dir: Path, upstream: str, *extra: str) -> None:
         script = Path(sys.executable).with_name("edgecache")
         command = (
             [str(script), "hub"] if script.exists() else [sys.executable, "-m", "edgecache.hub"]
@@ -38,8 +38,8 @@ class HubProcess:
         self.process = subprocess.Popen(
             [
                 *command,
-                "--server",
-                upstream,
+                *(("--server", upstream) if upstream else ()),
+                *extra,
                 "--listen",
                 "127.0.0.1:0",
                 "--health-listen",
@@ -217,3 +217,26 @@ async def test_sigkill_during_heavy_writes_leaves_a_working_store(
         assert list_rv >= max(int(i["metadata"]["resourceVersion"]) for i in items)
     finally:
         await asyncio.to_thread(hub.terminate)
+
+
+async def test_kubeconfig_flag(tmp_path: Path) -> None:
+    async with KubeAPIServer(tokens={"node-token": "node"}) as api:
+        api.seed(objects.pods(2))
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: edge\n"
+            "contexts: [{name: edge, context: {cluster: cloud, user: node}}]\n"
+            f"clusters: [{{name: cloud, cluster: {{server: '{api.url}'}}}}]\n"
+            "users: [{name: node, user: {token: node-token}}]\n"
+        )
+        hub = await asyncio.to_thread(
+            HubProcess, tmp_path / "hub", "", "--kubeconfig", str(kubeconfig)
+        )
+        try:
+            assert hub.mode == "online"
+            v1 = k8s.CoreV1Api(k8s_client(hub.url))  # no token: the hub adds its own
+            pods = await asyncio.to_thread(v1.list_namespaced_pod, "default")
+            assert len(pods.items) == 2
+            assert next(r for r in reversed(api.requests) if "pods" in r.path).user == "node"
+        finally:
+            await asyncio.to_thread(hub.terminate)
