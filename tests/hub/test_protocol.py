@@ -361,3 +361,20 @@ async def test_offline_reads_are_limited_to_what_the_credential_read_online(
                 assert "never read pods" in (await bob_offline.json())["message"]
             async with http.get("/api/v1/namespaces/team-b/pods", headers=bob) as bob_own:
                 assert bob_own.status == 200
+
+
+async def test_offline_bookmarks_never_go_back_in_time(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    kube_api.seed(objects.pods(1))
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        async with http.get(PODS) as listed:
+            rv = int((await listed.json())["metadata"]["resourceVersion"])
+        await cut(kube_api, hub)
+        newer = rv + 5  # events the client saw just before the cut, not yet in the store
+        async with http.get(
+            PODS + f"?watch=1&resourceVersion={newer}&allowWatchBookmarks=true&timeoutSeconds=1"
+        ) as watch:
+            events = [json.loads(line) for line in (await watch.read()).splitlines()]
+        assert events and all(e["type"] == "BOOKMARK" for e in events)
+        assert {e["object"]["metadata"]["resourceVersion"] for e in events} == {str(newer)}
