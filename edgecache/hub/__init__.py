@@ -2,13 +2,14 @@
 
 Flow of a request (one module each)::
 
-    _proxy        aiohttp app every request enters
+    _proxy        aiohttp app every request enters (HTTP, or HTTPS with client certificates)
       _requestinfo  what is asked (verb, group/version/resource, namespace, name, selector)
-      online  -> _upstream   forward (failover, TLS, token) -> _filters -> client
+      online  -> _upstream   forward (failover, TLS, token, kubeconfig via _kubeconfig)
+                 _filters    response filters (nodepool topology; pool from _nodepool)
                  _recording  record GET/LIST/WATCH/discovery answers   -> _store (sqlite WAL)
-      offline -> _offline    answer GET/LIST/WATCH from _store, 503 for writes, 401 for strangers
+      offline -> _offline    answer from _store (selectors: _selectors), Status errors: _status
     _health       probe + request-failure evidence, hysteresis; a switch ends _watches
-    _server       wiring, /healthz /readyz /metrics;  command: ``edgecache hub``
+    _config       settings;  _server: wiring, /healthz /readyz /metrics;  command: ``edgecache hub``
 """
 
 from __future__ import annotations
