@@ -23,6 +23,7 @@ import binascii
 import contextlib
 import dataclasses
 import json
+import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -79,6 +80,17 @@ class OfflineResponder:
         self._grants: set[tuple[str, str, str, str]] = set()
 
     async def respond(
+        self, request: web.Request, info: RequestInfo, component: str, digest: str
+    ) -> web.StreamResponse:
+        try:
+            return await self._respond(request, info, component, digest)
+        except sqlite3.Error as exc:
+            HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
+            return status_response(
+                503, f"edgecache hub is offline and its store cannot be read: {exc}"
+            )
+
+    async def _respond(
         self, request: web.Request, info: RequestInfo, component: str, digest: str
     ) -> web.StreamResponse:
         verb = info.verb

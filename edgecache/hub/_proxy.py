@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import sqlite3
 import zlib
 
 import aiohttp
@@ -281,14 +282,18 @@ class HubProxy:
     async def _remember(self, component: str, digest: str, info: RequestInfo) -> None:
         """The upstream accepted this credential (and, for a resource read, let it read that
         resource there): what offline answers are later checked against."""
-        if (component, digest) not in self._remembered:
-            self._remembered.add((component, digest))
-            await self.store.write(self.store.add_credential, component, digest)
-        if info.verb in ("get", "list", "watch") and not info.subresource:
-            grant = (component, digest, info.gvr, info.namespace)
-            if grant not in self._granted:
-                self._granted.add(grant)
-                await self.store.write(self.store.add_grant, *grant)
+        try:
+            if (component, digest) not in self._remembered:
+                await self.store.write(self.store.add_credential, component, digest)
+                self._remembered.add((component, digest))
+            if info.verb in ("get", "list", "watch") and not info.subresource:
+                grant = (component, digest, info.gvr, info.namespace)
+                if grant not in self._granted:
+                    await self.store.write(self.store.add_grant, *grant)
+                    self._granted.add(grant)
+        except sqlite3.Error as exc:
+            # A full or broken disk costs offline answers, never the online proxying.
+            log.warning("cannot record credentials in the store: %s", exc)
 
     @staticmethod
     def _response_headers(

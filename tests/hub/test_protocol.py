@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from edgecache.hub import HubServer
 from edgecache.testing.kubeapi import KubeAPIServer, objects
@@ -378,3 +380,20 @@ async def test_offline_bookmarks_never_go_back_in_time(
             events = [json.loads(line) for line in (await watch.read()).splitlines()]
         assert events and all(e["type"] == "BOOKMARK" for e in events)
         assert {e["object"]["metadata"]["resourceVersion"] for e in events} == {str(newer)}
+
+
+async def test_a_broken_store_never_breaks_online_proxying(
+    hub: HubServer, kube_api: KubeAPIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube_api.seed(objects.pods(2))
+    assert hub.store is not None
+
+    def disk_full(*args: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    for method in ("add_credential", "add_grant", "replace_list", "put_object", "put_raw"):
+        monkeypatch.setattr(hub.store, method, disk_full)
+    async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
+        for path in (PODS, PODS + "/pod-00001", "/api"):
+            async with http.get(path) as response:
+                assert response.status == 200, path
