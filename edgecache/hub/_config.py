@@ -107,6 +107,9 @@ class RecordingSettings:
     secret_components: frozenset[str] = frozenset({"kubelet"})
     #: Responses larger than this many bytes are proxied but not recorded (memory bound).
     max_response_bytes: int = 256 * 1024 * 1024
+    #: Bytes of answers waiting for the store's writer thread beyond which further (non-watch)
+    #: answers are not recorded: a slow disk must not turn into unbounded memory use.
+    max_queued_bytes: int = 512 * 1024 * 1024
     #: Seconds between flushes of recorded watch events to the store (batches writes).
     watch_flush_seconds: float = 0.05
     #: Seconds after which a recorded list or raw answer that nothing refreshed (no new list,

@@ -107,6 +107,7 @@ class Recorder:
         self.store = store
         self.settings = settings
         self._pending: set[asyncio.Future[None]] = set()
+        self._queued_bytes = 0
         self._list_seq: dict[tuple[str, str, str, str], int] = {}
         # Per list key: (resourceVersion, monotonic time) of the last recorded answer.
         self._last_rv: dict[tuple[str, str, str, str], tuple[str, float]] = {}
@@ -129,12 +130,14 @@ class Recorder:
             and component not in self.settings.secret_components
         )
 
-    def _track(self, future: asyncio.Future[None]) -> None:
+    def _track(self, future: asyncio.Future[None], *, queued_bytes: int = 0) -> None:
         self._pending.add(future)
-        future.add_done_callback(self._done)
+        self._queued_bytes += queued_bytes
+        future.add_done_callback(lambda done: self._done(done, queued_bytes))
 
-    def _done(self, future: asyncio.Future[None]) -> None:
+    def _done(self, future: asyncio.Future[None], queued_bytes: int = 0) -> None:
         self._pending.discard(future)
+        self._queued_bytes -= queued_bytes
         if not future.cancelled() and future.exception() is not None:
             log.warning("recording failed: %s", future.exception())
 
@@ -161,16 +164,20 @@ class Recorder:
         """
         if len(body) > self.settings.max_response_bytes:
             return
+        # The disk cannot keep up: answers are dropped (the next one of their key is recorded)
+        # rather than held in an unbounded backlog in memory. Forgetting (404) always goes on.
+        backlog_full = self._queued_bytes + len(body) > self.settings.max_queued_bytes
         # What the resourceVersion checks read: the first bytes, inflated if need be.
         head = _inflate(body, max_bytes=4096) if gzipped else body
         if info.verb == "discovery":
-            if status == 200:
+            if status == 200 and not backlog_full:
                 self._track(
                     asyncio.ensure_future(
                         self.store.write(
                             self._record_raw, component, key, content_type, body, gzipped
                         )
-                    )
+                    ),
+                    queued_bytes=len(body),
                 )
             return
         if info.verb == "get" and status == 404:
@@ -181,6 +188,9 @@ class Recorder:
             self._track(asyncio.ensure_future(future))
             return
         if status != 200 or "json" not in content_type:
+            return
+        if backlog_full:
+            log.info("recording backlog full: %s not recorded", key)
             return
         if info.verb == "get":
             object_key = (component, info.gvr, info.namespace, info.name)
@@ -196,7 +206,8 @@ class Recorder:
                     self.store.write(
                         self._record_get, component, info, key, content_type, body, gzipped
                     )
-                )
+                ),
+                queued_bytes=len(body),
             )
         elif info.verb == "list":
             list_key = (component, info.gvr, info.namespace, info.selector)
@@ -225,7 +236,8 @@ class Recorder:
                         body,
                         gzipped,
                     )
-                )
+                ),
+                queued_bytes=len(body),
             )
 
     # --- writer-thread work -------------------------------------------------------------------

@@ -10,6 +10,8 @@ import pytest
 
 import edgecache.hub
 from edgecache.errors import ConfigError
+from edgecache.hub._config import RecordingSettings
+from edgecache.hub._recording import Recorder
 from edgecache.hub._requestinfo import canonical_selector, component_of, parse_request
 from edgecache.hub._selectors import field_matcher, label_matcher
 from edgecache.hub._store import HubStore, ObjectRow, RawResponse, WatchChange
@@ -163,5 +165,32 @@ def test_store_files_are_owner_only(tmp_path: Path) -> None:
         store.put_raw("kubelet", "k", RawResponse(200, "application/json", b"{}"))
         for path in tmp_path.glob("hub.sqlite*"):
             assert path.stat().st_mode & 0o077 == 0, path
+    finally:
+        store.close()
+
+
+async def test_recording_backlog_is_bounded(tmp_path: Path) -> None:
+    store = HubStore.open(tmp_path)
+    try:
+        recorder = Recorder(store, RecordingSettings(max_queued_bytes=1000))
+        info = parse_request("GET", "/api/v1/namespaces/ns/pods", {})
+        items = [{"metadata": {"name": f"p{i}", "namespace": "ns"}} for i in range(3)]
+
+        def body(rv: int, padding: int) -> bytes:
+            listing = {
+                "kind": "PodList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(rv)},
+            }
+            return json.dumps({**listing, "items": items, "pad": "x" * padding}).encode()
+
+        common = {"key": "k", "query": {}, "status": 200, "content_type": "application/json"}
+        recorder.record(info, "kubelet", body=body(1, 2000), **common)  # over the bound: dropped
+        await recorder.drain()
+        assert store.find_list("kubelet", "/v1/pods", "ns", "") is None
+        recorder.record(info, "kubelet", body=body(2, 0), **common)
+        await recorder.drain()
+        record = store.find_list("kubelet", "/v1/pods", "ns", "")
+        assert record is not None and record.rv == "2"
     finally:
         store.close()
