@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 BlockFetcher = Callable[[], Awaitable[bytes]]
 """Coroutine factory that fetches one block's bytes from a peer or the backend."""
 
+_SEEN_ONCE_LIMIT = 65536
+"""SSD blocks remembered as read once by a multi-block read (16 bytes of key each)."""
 _SHARED: dict[tuple[Any, ...], TieredCache] = {}
 _SHARED_LOCK = threading.Lock()
 _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
@@ -71,6 +74,8 @@ class TieredCache:
         )
         self.backend_fetches = 0
         """Blocks fetched from the backend by this process (for tests and stats)."""
+        self._seen_once: OrderedDict[str, None] = OrderedDict()
+        self._seen_lock = threading.Lock()
         _OPEN.add(self)
 
     @classmethod
@@ -85,7 +90,8 @@ class TieredCache:
 
     # --- hits ----------------------------------------------------------------------------------
     def get_cached(self, key: BlockKey) -> bytes | None:
-        """The block if a tier holds it (MEM, else SSD, promoting it to MEM); never fetches."""
+        """The block if a tier holds it (MEM, else SSD); never fetches. An SSD block is
+        promoted to MEM the second time it is read."""
         data = self.mem.get(key.digest)
         if data is not None:
             self._count_hit("mem", len(data))
@@ -93,8 +99,14 @@ class TieredCache:
         data = self.ssd.read(key)
         if data is not None:
             self._count_hit("ssd", len(data))
-            self._demote(self.mem.put(key, data))
+            self._promote(key, data)
         return data
+
+    def _promote(self, key: BlockKey, data: bytes) -> None:
+        # Promotion on the second SSD read: a block read once (a scan, a one-off file) does not
+        # push hot blocks out of MEM, and does not cost fresh memory for nothing.
+        if self._seen_before(key.digest):
+            self._demote(self.mem.put(key, data))
 
     def holds(self, key: BlockKey) -> bool:
         """Whether a tier has the block: in MEM, or a block file on SSD (not verified)."""
@@ -103,20 +115,46 @@ class TieredCache:
     def get_cached_into(self, key: BlockKey, out: memoryview) -> bool:
         """Like :meth:`get_cached`, but puts the block into ``out`` (exactly its length).
 
-        Reads of many blocks assemble them in one buffer this way. When the MEM tier cannot
-        keep a block (``mem_quota`` below the block size), an SSD hit is read straight into
-        ``out``: one copy instead of two. Otherwise the block is read and promoted as usual.
+        Reads of many blocks assemble them in one buffer this way. An SSD block is promoted to
+        MEM only when it is read this way a second time: a one-off scan of a large file is
+        read straight into ``out`` (one copy), instead of filling MEM with fresh memory it
+        will never read again and copying every block twice.
         """
-        if len(out) > self.mem.quota_bytes:
-            if not self.ssd.read_into(key, out):
+        data = self.mem.get(key.digest)
+        if data is not None:
+            if len(data) != len(out):
                 return False
-            self._count_hit("ssd", len(out))
+            out[:] = data
+            self._count_hit("mem", len(data))
             return True
-        data = self.get_cached(key)
-        if data is None or len(data) != len(out):
+        if len(out) <= self.mem.quota_bytes and self._seen_before(key.digest):
+            data = self.get_cached(key)
+            if data is None or len(data) != len(out):
+                return False
+            out[:] = data
+            return True
+        if not self.ssd.read_into(key, out):
             return False
-        out[:] = data
+        self._count_hit("ssd", len(out))
         return True
+
+    def get_cached_many_into(self, pieces: list[tuple[BlockKey, memoryview]]) -> bool:
+        """:meth:`get_cached_into` for several blocks, read and verified in parallel threads
+        (file reads and checksums release the GIL, so a warm read of a large file uses every
+        core). False if any block is missing; the others may have been filled."""
+        if len(pieces) < 2:
+            return all(self.get_cached_into(key, out) for key, out in pieces)
+        return all(self._io.map(lambda piece: self.get_cached_into(*piece), pieces))
+
+    def _seen_before(self, digest: str) -> bool:
+        with self._seen_lock:
+            if digest in self._seen_once:
+                del self._seen_once[digest]
+                return True
+            self._seen_once[digest] = None
+            if len(self._seen_once) > _SEEN_ONCE_LIMIT:
+                self._seen_once.popitem(last=False)
+            return False
 
     def _count_hit(self, tier: str, size: int) -> None:
         CACHE_HITS.labels(tier).inc()
@@ -176,7 +214,7 @@ class TieredCache:
         data = self.ssd.read(key)
         if data is not None:
             self._count_hit("ssd", len(data))
-            self._demote(self.mem.put(key, data))
+            self._promote(key, data)
         return data
 
     async def _fill(self, key: BlockKey, fetch: BlockFetcher, expected_size: int | None) -> bytes:

@@ -243,8 +243,10 @@ async def test_ssd_hits_promote_to_mem_and_mem_evictions_demote_to_ssd(make_cach
     assert all(cache.ssd.contains(k) for k in a_keys)
     fetched = source.total_fetches
     for k in a_keys:
-        assert cache.get_cached(k) == source.block(k)  # an SSD hit...
-        assert cache.mem.get(k.digest) == source.block(k)  # ...promoted to MEM
+        assert cache.get_cached(k) == source.block(k)  # a first SSD hit stays on SSD...
+        assert cache.mem.get(k.digest) is None
+        assert cache.get_cached(k) == source.block(k)  # ...the second is promoted to MEM
+        assert cache.mem.get(k.digest) == source.block(k)
     assert source.total_fetches == fetched
     audit(cache.settings).assert_consistent()
 
