@@ -98,8 +98,8 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         )
         self._dir_misses: dict[str, int] = {}
         self._scans: dict[str, _Scan] = {}
-        self._listing_flights: dict[tuple[int, str], asyncio.Future[list[CachedInfo]]] = {}
         self._scan_names: dict[str, tuple[list[CachedInfo], list[str], dict[str, CachedInfo]]] = {}
+        self._listing_flights: dict[tuple[int, str], asyncio.Future[list[CachedInfo]]] = {}
 
     # --- paths ---------------------------------------------------------------------------------
     @classmethod
@@ -308,19 +308,19 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
     ) -> bool:
         """Put bytes ``[start, end)`` into ``view`` from the cache tiers; False on a miss."""
         bs = self.settings.block_size
+        whole: list[tuple[BlockKey, memoryview]] = []
         for i in range(start // bs, (end - 1) // bs + 1):
             key = self._key(path, version, i)
             lo, hi = max(start, key.start), min(end, key.start + bs, size)
             part = view[lo - start : hi - start]
             if lo == key.start and hi == min(key.start + bs, size):
-                if not self.cache.get_cached_into(key, part):
-                    return False
+                whole.append((key, part))
                 continue
             data = self.cache.get_cached(key)
             if data is None:
                 return False
             part[:] = data[lo - key.start : hi - key.start]
-        return True
+        return self.cache.get_cached_many_into(whole)
 
     async def _prefetch_blocks(
         self, path: str, version: str, size: int, first: int, last: int
