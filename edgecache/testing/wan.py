@@ -24,14 +24,14 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
+
+from edgecache.testing._threadloop import LoopThreadService
 
 __all__ = [
     "EDGE_80MS_20MBIT",
@@ -233,7 +233,7 @@ class _Pipe:
             self.writer.transport.abort()
 
 
-class WANEmulator:
+class WANEmulator(LoopThreadService):
     """A TCP proxy on ``127.0.0.1`` (a free port unless told) that makes ``upstream`` look far.
 
     ``upstream``: ``"host:port"``, ``(host, port)`` or a URL such as a test server's endpoint; it
@@ -241,6 +241,8 @@ class WANEmulator:
     (:data:`LINK_30MS_100MBIT` by default); :meth:`set_profile` changes it on the fly.
     Use as ``async with`` on the caller's loop or as ``with`` (its own loop in a thread).
     """
+
+    thread_name = "wan-emulator"
 
     def __init__(
         self,
@@ -257,8 +259,7 @@ class WANEmulator:
         self._up: _Link | None = None
         self._down: _Link | None = None
         self._server: asyncio.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        LoopThreadService.__init__(self)
         self._connections: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cut: CutMode | None = None
@@ -454,59 +455,6 @@ class WANEmulator:
             await asyncio.wait(tasks, timeout=2)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(server.wait_closed(), timeout=2)
-
-    async def __aenter__(self) -> WANEmulator:
-        await self.astart()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
-    # ----------------------------------------------------------- threaded (sync) lifecycle
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop is not None and self._thread is None:
-            coroutine.close()
-            raise RuntimeError("this emulator runs on your event loop: use await astart()/astop()")
-        if self._thread is None or self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="wan-emulator", daemon=True)
-            thread.start()
-            self._loop, self._thread = loop, thread
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
-
-    def start(self) -> None:
-        """Start proxying from a background thread with its own event loop."""
-        self._run(self.astart())
-
-    def close(self) -> None:
-        """Stop and end the background thread."""
-        if self._thread is None:
-            return
-        self._run(self.astop())
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
-        self._loop, self._thread = None, None
-
-    def __enter__(self) -> WANEmulator:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _parse_upstream(upstream: str | tuple[str, int]) -> tuple[str, int]:

@@ -17,12 +17,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
+
+from edgecache.testing._threadloop import LoopThreadService
 
 from . import _status
 from ._faults import Authenticator, Fault, FaultMode, FaultPlan, RecordedRequest
@@ -51,7 +52,7 @@ def _is_watch(request: web.Request) -> bool:
     return request.query.get("watch") in ("1", "true", "True") or "/watch/" in request.path
 
 
-class KubeAPIServer:
+class KubeAPIServer(LoopThreadService):
     """A Kubernetes API server for tests, on ``127.0.0.1`` and a free port unless told otherwise.
 
     ``tokens``: accepted bearer tokens (a mapping gives each its user name); ``None`` disables
@@ -64,6 +65,8 @@ class KubeAPIServer:
     with bearer tokens (kubectl sends them only over TLS) or client certificates (CN = user).
     ``store``: serve another server's store (see :meth:`replica`).
     """
+
+    thread_name = "kubeapi"
 
     def __init__(
         self,
@@ -125,8 +128,7 @@ class KubeAPIServer:
         self._controls_lock = threading.Lock()  # the log and the watch set, read from test threads
         self._transports: set[asyncio.BaseTransport] = set()
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        LoopThreadService.__init__(self)
         self._stopping: asyncio.Event | None = None
 
     # ------------------------------------------------------------------------------ facts
@@ -323,43 +325,7 @@ class KubeAPIServer:
         await self.astop()
         await self.astart()
 
-    async def __aenter__(self) -> KubeAPIServer:
-        await self.astart()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
     # ----------------------------------------------------------- threaded (sync) lifecycle
-
-    def _ensure_thread(self) -> asyncio.AbstractEventLoop:
-        if self._thread is not None and self._loop is not None:
-            return self._loop
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=loop.run_forever, name=f"kubeapi-{id(self):x}", daemon=True
-        )
-        thread.start()
-        self._loop, self._thread = loop, thread
-        return loop
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop is not None and self._thread is None:
-            coroutine.close()
-            raise RuntimeError(
-                "this server runs on your event loop: use await astart()/astop()/arestart()"
-            )
-        loop = self._ensure_thread()
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60)
-
-    def start(self) -> None:
-        """Start listening, serving from a background thread with its own event loop."""
-        self._run(self.astart())
 
     def stop(self, *, abort: bool = True) -> None:
         """Stop listening (see :meth:`astop`); :meth:`start` serves again on the same port."""
@@ -371,29 +337,6 @@ class KubeAPIServer:
 
     def restart(self) -> None:
         self._run(self.arestart())
-
-    def close(self) -> None:
-        """Stop and end the background thread."""
-        self.stop()
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
-        self._loop, self._thread = None, None
-
-    def __enter__(self) -> KubeAPIServer:
-        self._ensure_thread()
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def replica(self) -> KubeAPIServer:
         """A second API server of the same cluster: same store, settings and PKI, its own port.

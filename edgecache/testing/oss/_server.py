@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from aiohttp import web
+
+from edgecache.testing._threadloop import LoopThreadService
 
 from ._auth import ANONYMOUS, Principal, SignedRequest, Verifier
 from ._errors import OSSError, access_denied
@@ -88,7 +88,7 @@ class Fault:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class OSSServer:
+class OSSServer(LoopThreadService):
     """An OSS-protocol server for tests, on ``127.0.0.1`` and a free port unless told otherwise.
 
     ``credentials``: access key id -> secret; every request must be signed with one of them
@@ -98,6 +98,8 @@ class OSSServer:
     ``min_part_size_bytes``: the service's minimum size of every multipart part but the last.
     ``crc``: report ``x-oss-hash-crc64ecma`` (``oss2`` then checks uploads and whole downloads).
     """
+
+    thread_name = "oss-server"
 
     def __init__(
         self,
@@ -122,8 +124,7 @@ class OSSServer:
         self._faults: list[Fault] = []
         self._request_log: deque[RecordedRequest] = deque(maxlen=request_log_size)
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        LoopThreadService.__init__(self)
         self._stopping: asyncio.Event | None = None
         self._transports: set[asyncio.Transport] = set()
 
@@ -369,58 +370,9 @@ class OSSServer:
             transport.abort()
         await runner.cleanup()
 
-    async def __aenter__(self) -> OSSServer:
-        await self.astart()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()
-
     # ----------------------------------------------------------- threaded (sync) lifecycle
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        if self._loop is not None and self._thread is None:
-            coroutine.close()
-            raise RuntimeError("this server runs on your event loop: use await astart()/astop()")
-        if self._thread is None or self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="oss-server", daemon=True)
-            thread.start()
-            self._loop, self._thread = loop, thread
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=60)
-
-    def start(self) -> None:
-        """Start serving from a background thread with its own event loop."""
-        self._run(self.astart())
 
     def stop(self) -> None:
         """Stop listening; :meth:`start` serves again on the same port with the same data."""
         if self._thread is not None:
             self._run(self.astop())
-
-    def close(self) -> None:
-        """Stop and end the background thread."""
-        self.stop()
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
-        self._loop, self._thread = None, None
-
-    def __enter__(self) -> OSSServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
