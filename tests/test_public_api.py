@@ -15,11 +15,17 @@ import pytest
 
 PUBLIC_MODULES = [
     "edgecache.backends",
+    "edgecache.backends.objectstore",
+    "edgecache.backends.options",
     "edgecache.cache",
     "edgecache.config",
+    "edgecache.dataset",
     "edgecache.errors",
     "edgecache.fs",
+    "edgecache.fs.prefetch",
     "edgecache.metrics",
+    "edgecache.testing.kubeapi",
+    "edgecache.testing.oss",
 ]
 
 

@@ -20,7 +20,6 @@ import asyncio
 import errno
 import logging
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 import aiobotocore.endpoint
@@ -30,9 +29,8 @@ import botocore.endpoint
 import botocore.exceptions
 import s3fs
 
-from edgecache.backends import Backend, ObjectChangedError
-from edgecache.backends.options import redact_in_logs, scrub
-from edgecache.errors import BackendUnavailableError
+from edgecache.backends.objectstore import ObjectStoreBackend
+from edgecache.backends.options import redact_in_logs
 from edgecache_s3._options import s3_config
 
 __all__ = ["S3Backend"]
@@ -80,25 +78,7 @@ def _error_code(exc: BaseException) -> tuple[str, int | None]:
     return code, int(status) if status is not None else None
 
 
-def _whole_seconds(modified: Any) -> int:
-    """An mtime as whole epoch seconds, from a datetime, a number, or a datetime's ``str``/ISO
-    form (info that went through a JSON metadata store); 0 when absent or unreadable."""
-    if hasattr(modified, "timestamp"):
-        return int(modified.timestamp())
-    if isinstance(modified, int | float):
-        return int(modified)
-    if isinstance(modified, str) and modified:
-        try:
-            return int(datetime.fromisoformat(modified).timestamp())
-        except ValueError:
-            try:
-                return int(float(modified))
-            except ValueError:
-                return 0
-    return 0
-
-
-class S3Backend(Backend):
+class S3Backend(ObjectStoreBackend):
     """S3 and S3-compatible stores through s3fs.
 
     Options (native s3fs names or Fluid/Hadoop names, from the option, a file, the environment
@@ -125,130 +105,44 @@ class S3Backend(Backend):
         self._fs.retries = 1
         self._last_bucket: str | None = self._config.probe_bucket
 
-    # --- Backend -------------------------------------------------------------------------------
+    unreachable_errors = _UNREACHABLE
+    body_errors = _BODY_ERRORS
+
+    # --- ObjectStoreBackend --------------------------------------------------------------------
     @property
     def fs(self) -> s3fs.S3FileSystem:
         return self._fs
 
-    @property
-    def identity(self) -> str:
-        return f"s3|{self._config.endpoint}"
-
-    def version(self, info: Mapping[str, Any]) -> str:
-        etag = str(info.get("ETag") or info.get("etag") or "")
-        stamp = _whole_seconds(info.get("LastModified") or info.get("mtime"))
-        return f"{info.get('size')}-{stamp}-{etag}"
-
-    @staticmethod
-    def etag_of(version: str) -> str:
-        """The ETag inside a version token made by :meth:`version`."""
-        return version.split("-", 2)[2] if version.count("-") >= 2 else ""
-
-    def is_unreachable(self, exc: BaseException) -> bool:
-        if isinstance(exc, _UNREACHABLE):
-            return True
-        return super().is_unreachable(exc)
-
-    async def probe(self) -> None:
-        """HEAD the last bucket used (or list at most one bucket), within ``probe_timeout``.
-
-        Any answer from S3, even 403 or 404, proves the endpoint is reachable.
-        """
-        try:
-            async with asyncio.timeout(self._config.probe_timeout_seconds):
-                if self._last_bucket:
-                    await self._fs._call_s3("head_bucket", Bucket=self._last_bucket)
-                else:
-                    await self._fs._call_s3("list_buckets", MaxBuckets=1)
-        except TimeoutError as exc:
-            raise BackendUnavailableError(
-                f"{self.identity} did not answer a probe within "
-                f"{self._config.probe_timeout_seconds:g} s"
-            ) from exc
-        except Exception as exc:
-            if self.is_unreachable(exc):
-                raise self._unavailable(exc, None) from exc
-
-    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        path = args[0] if args and isinstance(args[0], str) else None
-        self._remember_bucket(path)
-        try:
-            return await super().call(method, *args, **kwargs)
-        except Exception as exc:
-            translated = self._translate(exc, path)
-            if translated is exc:
-                raise
-            raise translated from exc
-
-    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
-        if end <= start:
-            return b""
+    async def get_range(self, path: str, start: int, end: int, etag: str) -> bytes:
         bucket, key, version_id = self._fs.split_path(path)
-        self._last_bucket = bucket
         request: dict[str, Any] = {
             "Bucket": bucket,
             "Key": key,
             "Range": f"bytes={start}-{end - 1}",
         }
-        etag = self.etag_of(version)
         if etag:
-            request["IfMatch"] = etag
+            request["IfMatch"] = f'"{etag}"'
         if version_id:
             request["VersionId"] = version_id
-        attempts = self._config.attempts
-        for attempt in range(attempts):
-            try:
-                response = await self._fs._call_s3("get_object", **request)
-                body = response["Body"]
-                try:
-                    data: bytes = await body.read()
-                finally:
-                    body.close()
-                return data
-            except _BODY_ERRORS as exc:
-                if attempt + 1 >= attempts:
-                    raise self._unavailable(exc, path) from exc
-                delay = min(0.1 * 2**attempt, 2.0)
-                log.debug("retrying block of %s in %.1f s: %s", self._url(path), delay, exc)
-                await asyncio.sleep(delay)
-            except Exception as exc:
-                code, status = _error_code(exc)
-                if status == 412 or code == "PreconditionFailed":
-                    raise ObjectChangedError(
-                        errno.ESTALE, f"{self._url(path)} changed since it was listed"
-                    ) from exc
-                translated = self._translate(exc, path)
-                if translated is exc:
-                    raise
-                raise translated from exc
-        raise AssertionError("unreachable")
+        response = await self._fs._call_s3("get_object", **request)
+        body = response["Body"]
+        try:
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        return data
 
-    # --- error translation ---------------------------------------------------------------------
-    def _remember_bucket(self, path: str | None) -> None:
-        if path:
-            bucket = self._fs.split_path(path)[0]
-            if bucket:
-                self._last_bucket = bucket
+    async def probe_request(self, bucket: str | None) -> None:
+        if bucket:
+            await self._fs._call_s3("head_bucket", Bucket=bucket)
+        else:
+            await self._fs._call_s3("list_buckets", MaxBuckets=1)
 
-    def _url(self, path: str | None) -> str:
-        if not path:
-            return f"{self.protocol}:// at {self._config.endpoint}"
-        return f"{self.protocol}://{self._fs._strip_protocol(path)}"
+    def error_status(self, exc: BaseException) -> tuple[int | None, str]:
+        code, status = _error_code(exc)
+        return status, code
 
-    def _clean(self, text: str) -> str:
-        return scrub(text, self._secrets)
-
-    def _unavailable(self, exc: BaseException, path: str | None) -> BackendUnavailableError:
-        what = f" while reading {self._url(path)}" if path else ""
-        return BackendUnavailableError(
-            self._clean(f"{self.identity} is unreachable{what}: {type(exc).__name__}: {exc}")
-        )
-
-    def _translate(self, exc: BaseException, path: str | None) -> BaseException:
-        """``exc`` as the error edgecache users see: standard type, URL named, no secret."""
-        url = self._url(path)
-        if isinstance(exc, ObjectChangedError | BackendUnavailableError):
-            return exc
+    def translate_specific(self, exc: BaseException, url: str) -> BaseException | None:
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return PermissionError(
                 errno.EACCES,
@@ -256,19 +150,4 @@ class S3Backend(Backend):
                 "aws.secretAccessKey), or anon=true for a public bucket",
                 url,
             )
-        code, status = _error_code(exc)
-        if isinstance(exc, PermissionError) or status == 403:
-            detail = self._clean(f"{code or 'AccessDenied'}: {exc}")
-            return PermissionError(
-                errno.EACCES,
-                f"access denied to {url} at {self._config.endpoint} ({detail}); check the "
-                "credentials and the bucket policy",
-                url,
-            )
-        if isinstance(exc, FileNotFoundError) or status == 404:
-            what = "bucket" if code == "NoSuchBucket" else "object or bucket"
-            return FileNotFoundError(errno.ENOENT, f"no such {what} at {self.identity}", url)
-        if self.is_unreachable(exc) or (status is not None and status >= 500):
-            # 5xx that outlived the retries: the service is there but not serving.
-            return self._unavailable(exc, path)
-        return exc
+        return None
