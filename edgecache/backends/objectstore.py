@@ -22,32 +22,40 @@ import errno
 import logging
 from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 from edgecache.backends._base import Backend, ObjectChangedError
-from edgecache.backends.options import Secret, scrub
+from edgecache.backends.options import ResolvedOptions, Secret, scrub
 from edgecache.errors import BackendUnavailableError
 
-__all__ = ["ObjectStoreBackend", "StoreConfig", "whole_seconds"]
+__all__ = ["ObjectStoreBackend", "ObjectStoreConfig", "whole_seconds"]
 
 log = logging.getLogger(__name__)
 
 
-class StoreConfig(Protocol):
-    """What the shared code reads from a plugin's resolved configuration."""
+@dataclass(frozen=True)
+class ObjectStoreConfig:
+    """A plugin's resolved options: what it builds its client from and what the shared code
+    reads (endpoint, attempts, probe bounds)."""
 
-    @property
-    def endpoint(self) -> str:
-        """Secret-free endpoint URL, for identity, logs and errors."""
-
-    @property
-    def attempts(self) -> int:
-        """Attempts per request (also re-reads of a block whose body broke off)."""
-
-    @property
-    def probe_timeout_seconds(self) -> float:
-        """Bound on one reachability probe."""
+    fs_kwargs: dict[str, Any]
+    """Keywords for the plugin's fsspec filesystem (plain secrets: hand over, never log)."""
+    endpoint: str
+    """Secret-free endpoint URL, for identity, logs and errors."""
+    resolved: ResolvedOptions
+    """The options as resolved (secrets wrapped), for ``Backend.options``."""
+    connect_timeout_seconds: float
+    """Bound on opening a connection."""
+    read_timeout_seconds: float
+    """Longest wait for the next bytes of an answer (not a bound on the whole transfer)."""
+    attempts: int
+    """Attempts per idempotent request, and re-reads of a block whose body broke off."""
+    probe_timeout_seconds: float
+    """Bound on one reachability probe."""
+    probe_bucket: str | None
+    """Bucket the first probe asks about (later probes use the last bucket read)."""
 
 
 def whole_seconds(modified: Any) -> int:
@@ -80,7 +88,7 @@ class ObjectStoreBackend(Backend):
     credentials_hint: ClassVar[str] = "check the credentials and the bucket policy"
     """Advice appended to an access-denied error."""
 
-    _config: StoreConfig
+    _config: ObjectStoreConfig
     _secrets: list[Secret]
     _last_bucket: str | None
 

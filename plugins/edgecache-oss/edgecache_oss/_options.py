@@ -9,12 +9,11 @@ OSS, with bounded timeouts and retries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from edgecache.backends.objectstore import ObjectStoreConfig
 from edgecache.backends.options import (
     OptionSpec,
-    ResolvedOptions,
     endpoint_url,
     flag,
     number,
@@ -23,7 +22,7 @@ from edgecache.backends.options import (
 )
 from edgecache.errors import ConfigError
 
-__all__ = ["OSS_OPTIONS", "OSSConfig", "oss_config"]
+__all__ = ["OSS_OPTIONS", "oss_config"]
 
 OSS_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
@@ -60,29 +59,10 @@ OSS_OPTIONS: tuple[OptionSpec, ...] = (
 _FOREIGN_PREFIXES = ("fs.", "alluxio.")
 
 
-@dataclass(frozen=True)
-class OSSConfig:
-    """Everything the OSS backend builds its filesystem and error messages from."""
-
-    fs_kwargs: dict[str, Any]
-    """Keywords for the ossfs filesystem (plain secrets: hand over, never log)."""
-    endpoint: str
-    """Secret-free endpoint URL, for identity, logs and errors."""
-    resolved: ResolvedOptions
-    connect_timeout_seconds: float
-    """Bound on opening a connection."""
-    read_timeout_seconds: float
-    """Longest wait for the next bytes of an answer (not a bound on the whole transfer)."""
-    attempts: int
-    """Attempts per idempotent request (HEAD, GET, LIST) on connection errors and 5xx."""
-    probe_timeout_seconds: float
-    probe_bucket: str | None
-
-
 def oss_config(
     options: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
-) -> OSSConfig:
-    """Resolve ``options`` into :class:`OSSConfig` (raises :class:`ConfigError` on bad input)."""
+) -> ObjectStoreConfig:
+    """Resolve ``options`` (raises :class:`ConfigError` on bad input)."""
     resolved = resolve_options(
         options, OSS_OPTIONS, environ=environ, ignore_prefixes=_FOREIGN_PREFIXES
     )
@@ -111,7 +91,7 @@ def oss_config(
     kwargs["use_listings_cache"] = False
     kwargs.update(extra)
     probe_bucket = resolved.get("probe_bucket")
-    return OSSConfig(
+    return ObjectStoreConfig(
         fs_kwargs=kwargs,
         endpoint=public_url(endpoint),
         resolved=resolved,

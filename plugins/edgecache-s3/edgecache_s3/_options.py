@@ -9,12 +9,11 @@ keywords for ``s3fs.S3FileSystem`` with bounded timeouts and retries.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from edgecache.backends.objectstore import ObjectStoreConfig
 from edgecache.backends.options import (
     OptionSpec,
-    ResolvedOptions,
     endpoint_url,
     flag,
     number,
@@ -23,7 +22,7 @@ from edgecache.backends.options import (
 )
 from edgecache.errors import ConfigError
 
-__all__ = ["S3_OPTIONS", "S3Config", "s3_config"]
+__all__ = ["S3_OPTIONS", "s3_config"]
 
 S3_OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec(
@@ -68,25 +67,10 @@ _FOREIGN_PREFIXES = ("fs.", "aws.", "alluxio.")
 DEFAULT_REGION = "us-east-1"
 
 
-@dataclass(frozen=True)
-class S3Config:
-    """What the backend needs beyond the filesystem keywords."""
-
-    fs_kwargs: dict[str, Any]
-    """Keywords for ``s3fs.S3FileSystem`` (plain secrets: hand over, never log)."""
-    endpoint: str
-    """Secret-free endpoint URL, for identity, logs and errors."""
-    resolved: ResolvedOptions
-    connect_timeout_seconds: float
-    read_timeout_seconds: float
-    attempts: int
-    """Attempts per request (botocore ``max_attempts``; also body re-reads of a block)."""
-    probe_timeout_seconds: float
-    probe_bucket: str | None
-
-
-def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None = None) -> S3Config:
-    """Resolve ``options`` into :class:`S3Config` (raises :class:`ConfigError` on bad input)."""
+def s3_config(
+    options: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+) -> ObjectStoreConfig:
+    """Resolve ``options`` (raises :class:`ConfigError` on bad input)."""
     resolved = resolve_options(
         options, S3_OPTIONS, environ=environ, ignore_prefixes=_FOREIGN_PREFIXES
     )
@@ -144,7 +128,7 @@ def s3_config(options: Mapping[str, Any], *, environ: Mapping[str, str] | None =
     else:
         public_endpoint = f"https://s3.{region}.amazonaws.com"
     probe_bucket = resolved.get("probe_bucket")
-    return S3Config(
+    return ObjectStoreConfig(
         fs_kwargs=kwargs,
         endpoint=public_endpoint,
         resolved=resolved,
