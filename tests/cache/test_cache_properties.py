@@ -36,6 +36,8 @@ class CacheMachine(RuleBasedStateMachine):
         super().__init__()
         self.tmp = tempfile.mkdtemp(prefix="edgecache-prop-")
         self.cache: TieredCache | None = None
+        self.other: TieredCache | None = None
+        """A second cache on the same directories: another process, as far as the index sees."""
         self.pins: dict[str, int] = {}  # name (= prefix) -> reserved bytes
         self.pinned_cached: set[str] = set()
 
@@ -78,19 +80,25 @@ class CacheMachine(RuleBasedStateMachine):
         ]
         self.source = Source.of(self.specs)
         self.cache = TieredCache(self.settings)
+        self.other = TieredCache(self.settings)
+
+    def _pick(self, which: int) -> TieredCache:
+        cache = self.other if which else self.cache
+        assert cache is not None
+        return cache
 
     def teardown(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
+        for cache in (self.cache, self.other):
+            if cache is not None:
+                cache.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- rules -------------------------------------------------------------------------------
     @precondition(lambda self: self.cache is not None)
-    @rule(data=st.data(), how=st.sampled_from(["async", "sync", "gather"]))
-    def read(self, data: st.DataObject, how: str) -> None:
-        assert self.cache is not None
+    @rule(data=st.data(), how=st.sampled_from(["async", "sync", "gather"]), which=st.integers(0, 1))
+    def read(self, data: st.DataObject, how: str, which: int) -> None:
         spec = data.draw(st.sampled_from(self.specs))
-        cache, source = self.cache, self.source
+        cache, source = self._pick(which), self.source
         if how == "async":
             got = [asyncio.run(read_object(cache, source, spec.path))]
         elif how == "gather":
@@ -145,22 +153,24 @@ class CacheMachine(RuleBasedStateMachine):
         self.pinned_cached = {d for d in self.pinned_cached if self._pinned(self._key_of(d))}
 
     @precondition(lambda self: self.cache is not None)
-    @rule(data=st.data())
-    def invalidate(self, data: st.DataObject) -> None:
-        assert self.cache is not None
+    @rule(data=st.data(), which=st.integers(0, 1))
+    def invalidate(self, data: st.DataObject, which: int) -> None:
+        cache = self._pick(which)
         spec = data.draw(st.sampled_from(self.specs))
         keys = self.source.keys(spec.path)
-        self.cache.invalidate(keys)
+        cache.invalidate(keys)
         self.pinned_cached -= {k.digest for k in keys}
         for key in keys:
-            assert self.cache.get_cached(key) is None
+            assert cache.get_cached(key) is None
 
     @precondition(lambda self: self.cache is not None)
-    @rule()
-    def restart(self) -> None:
-        assert self.cache is not None
-        self.cache.close()
-        self.cache = TieredCache(self.settings)
+    @rule(which=st.integers(0, 1))
+    def restart(self, which: int) -> None:
+        self._pick(which).close()
+        if which:
+            self.other = TieredCache(self.settings)
+        else:
+            self.cache = TieredCache(self.settings)
 
     # --- invariants --------------------------------------------------------------------------
     def _key_of(self, digest: str) -> str:
@@ -183,6 +193,7 @@ class CacheMachine(RuleBasedStateMachine):
             assert a.file_sum[i] <= d.quota_bytes
             assert a.used[i] <= d.quota_bytes
         assert self.cache.mem.usage_bytes <= self.settings.mem_quota
+        assert self._pick(1).mem.usage_bytes <= self.settings.mem_quota
         st_ = self.cache.stats()
         assert st_["tiers"]["ssd"]["used_bytes"] == sum(a.used.values())
 
@@ -199,8 +210,8 @@ class CacheMachine(RuleBasedStateMachine):
 
 
 CacheMachine.TestCase.settings = hsettings(
-    max_examples=40,
-    stateful_step_count=30,
+    max_examples=100,
+    stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
