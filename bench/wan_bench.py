@@ -26,6 +26,7 @@ sizes, one repeat, under 3 minutes). Results: ``bench/results/wan.json``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,8 +46,9 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import boto3
 import fsspec
+import fsspec.asyn
 import s3fs
-from _common import MiB, best_of, print_table, ratio, scratch_dir, write_results
+from _common import MiB, compare, print_table, ratio, scratch_dir, write_results
 
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.fs.prefetch import run_prefetch
@@ -145,8 +147,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def moto_server(*, stock: bool = False, key_buffer_bytes: int | None = None) -> Iterator[str]:
-    """moto's S3 server as a separate process; yields its endpoint and kills it at the end.
+def moto_server(
+    *, stock: bool = False, key_buffer_bytes: int | None = None
+) -> Iterator[tuple[str, int]]:
+    """moto's S3 server as a separate process; yields (endpoint, pid) and kills it at the end.
 
     ``stock``: ``python -m moto.server`` as shipped, whose ranged GET reads the whole object
     (see ``_MOTO_RANGED_GETS``); otherwise moto with ranged GETs reading only their range.
@@ -175,7 +179,7 @@ def moto_server(*, stock: bool = False, key_buffer_bytes: int | None = None) -> 
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("moto server did not start") from None
                 time.sleep(0.2)
-        yield endpoint
+        yield endpoint, process.pid
     finally:
         process.terminate()
         try:
@@ -205,6 +209,11 @@ class Link:
                 text=True,
             )
             self.endpoint = self._reply()["endpoint"]
+
+    @property
+    def pid(self) -> int | None:
+        """The emulator's process (None when it runs on a thread of this one)."""
+        return self._process.pid if self._process is not None else None
 
     def _reply(self) -> dict[str, Any]:
         assert self._process is not None and self._process.stdout is not None
@@ -291,6 +300,7 @@ class Clients:
 
     endpoint: str
     scratch: str
+    moto_pid: int
     made: list[Any] = field(default_factory=list)
 
     @property
@@ -333,6 +343,16 @@ class Clients:
             shutil.rmtree(os.path.join(self.scratch, entry), ignore_errors=True)
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (None: this process)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- measurements ---
 @dataclass
 class Result:
@@ -346,6 +366,8 @@ class Result:
     wan_bytes_up: int
     connections: int
     link_bytes_per_second: float
+    cpu_seconds: dict[str, float]
+    """CPU time each process spent during the run: where a CPU-bound run's time went."""
 
     @property
     def link_ratio(self) -> float:
@@ -371,6 +393,7 @@ class Result:
                 (self.wan_bytes_down + self.wan_bytes_up) / self.payload_bytes, 4
             ),
             "connections": self.connections,
+            "cpu_seconds": {k: round(v, 2) for k, v in self.cpu_seconds.items()},
         }
 
 
@@ -378,52 +401,68 @@ def measure(
     link: Link,
     clients: Clients,
     benchmark: str,
-    client: str,
-    run: Callable[[], int],
+    runs: Mapping[str, Callable[[], int]],
     *,
     files: int,
-    repeat: int,
-) -> Result:
-    """Best of ``repeat`` cold runs of ``run`` (which returns the payload bytes it read).
+    rounds: int,
+) -> list[Result]:
+    """Best of ``rounds`` cold runs of each client's ``run`` (which returns the payload bytes
+    it read), clients interleaved round by round (:func:`_common.compare`).
 
-    Setup (building the cold filesystem) happens inside ``run`` but costs no WAN traffic; the
-    emulator's counters are read after each run and the best run's are kept.
+    Before each run, untimed: the previous run's cache directories are removed. Building the
+    cold filesystem happens inside ``run`` but costs no WAN traffic. The emulator's byte
+    counters and every process's CPU time are read around each run; the best run's are kept.
     """
-    payloads: list[int] = []
-    counters: list[dict[str, int]] = []
+    processes = {"client": None, "moto": clients.moto_pid, "wan": link.pid}
+    if link.pid is None:
+        del processes["wan"]  # its CPU is the client's
+    records: dict[str, list[tuple[int, dict[str, int], dict[str, float]]]] = {c: [] for c in runs}
 
-    def once() -> None:
-        link.reset()
-        before = link.counters()["connections"]
-        payloads.append(run())
-        after = link.counters()
-        counters.append({**after, "connections": after["connections"] - before})
+    def timed(client: str, run: Callable[[], int]) -> Callable[[], None]:
+        def once() -> None:
+            link.reset()
+            connections = link.counters()["connections"]
+            cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+            payload = run()
+            cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
+            after = link.counters()
+            records[client].append(
+                (payload, {**after, "connections": after["connections"] - connections}, cpu)
+            )
 
-    times: list[float] = []
-    for _ in range(repeat):
-        _, [seconds] = best_of(once, repeat=1)
-        times.append(seconds)
-        clients.release()
-    best = min(range(repeat), key=lambda i: times[i])
-    result = Result(
-        benchmark,
-        client,
-        payloads[best],
-        files,
-        times[best],
-        times,
-        counters[best]["down"],
-        counters[best]["up"],
-        counters[best]["connections"],
-        link.profile.down_bytes_per_second,
+        return once
+
+    timings = compare(
+        {client: timed(client, run) for client, run in runs.items()},
+        rounds=rounds,
+        setup={client: clients.release for client in runs},
     )
-    print(
-        f"  {benchmark:<14} {client:<12} best {result.seconds:7.2f} s of "
-        f"{[round(t, 2) for t in times]}  {result.link_ratio:.3f}x link  "
-        f"WAN {result.wan_bytes_down / MiB:.1f} MiB down",
-        flush=True,
-    )
-    return result
+    clients.release()
+    results = []
+    for client, (seconds, times) in timings.items():
+        payload, counters, cpu = records[client][times.index(seconds)]
+        result = Result(
+            benchmark,
+            client,
+            payload,
+            files,
+            seconds,
+            times,
+            counters["down"],
+            counters["up"],
+            counters["connections"],
+            link.profile.down_bytes_per_second,
+            cpu,
+        )
+        print(
+            f"  {benchmark:<14} {client:<12} best {result.seconds:7.2f} s of "
+            f"{[round(t, 2) for t in times]}  {result.link_ratio:.3f}x link  "
+            f"WAN {result.wan_bytes_down / MiB:.1f} MiB down  CPU s "
+            + " ".join(f"{k} {v:.1f}" for k, v in result.cpu_seconds.items()),
+            flush=True,
+        )
+        results.append(result)
+    return results
 
 
 def sequential_read(fs: Any, path: str) -> int:
@@ -446,6 +485,65 @@ def cat_many(fs: Any, paths: list[str]) -> int:
     return sum(len(v) for v in fs.cat(paths).values())
 
 
+def direct_capacity(
+    endpoint: str, moto_pid: int, paths: list[str], *, in_flight: int = 16
+) -> dict[str, float]:
+    """How fast this machine's moto and botocore serve the small files with no WAN at all.
+
+    Ranged GETs (as edgecache sends them) straight to moto, ``in_flight`` at a time (edgecache's
+    default ``fetch_concurrency``), no cache. This is the ceiling any client of this test setup
+    can reach on small files, whatever the link: when it is below a link's rate, small-file
+    benchmarks over that link measure the machine's CPU, not the link.
+    """
+    fs = s3fs.S3FileSystem(
+        endpoint_url=endpoint,
+        key=KEY,
+        secret=SECRET,
+        skip_instance_cache=True,
+        config_kwargs={"max_pool_connections": 32},
+    )
+
+    async def fetch_all() -> int:
+        await fs.set_session()
+        gate = asyncio.Semaphore(in_flight)
+
+        async def one(path: str) -> int:
+            bucket, key, _ = fs.split_path(path)
+            async with gate:
+                response = await fs._call_s3(
+                    "get_object", Bucket=bucket, Key=key, Range="bytes=0-65535"
+                )
+                body = response["Body"]
+                try:
+                    return len(await body.read())
+                finally:
+                    body.close()
+
+        return sum(await asyncio.gather(*(one(p) for p in paths)))
+
+    client_before, moto_before = cpu_seconds(None), cpu_seconds(moto_pid)
+    started = time.perf_counter()
+    payload = fsspec.asyn.sync(fs.loop, fetch_all)
+    seconds = time.perf_counter() - started
+    result = {
+        "files": len(paths),
+        "payload_bytes": payload,
+        "seconds": round(seconds, 3),
+        "files_per_second": round(len(paths) / seconds, 1),
+        "mbit_per_second": round(payload * 8 / seconds / 1e6, 1),
+        "client_cpu_ms_per_file": round(1000 * (cpu_seconds(None) - client_before) / len(paths), 2),
+        "moto_cpu_ms_per_file": round(1000 * (cpu_seconds(moto_pid) - moto_before) / len(paths), 2),
+    }
+    print(
+        f"direct to moto (no WAN, no cache), {len(paths)} small files {in_flight} at a time: "
+        f"{result['files_per_second']:.0f} files/s = {result['mbit_per_second']:.0f} Mbit/s; "
+        f"CPU per file: client {result['client_cpu_ms_per_file']} ms, "
+        f"moto {result['moto_cpu_ms_per_file']} ms",
+        flush=True,
+    )
+    return result
+
+
 def local_bytes(directory: str) -> int:
     return sum(
         os.path.getsize(os.path.join(root, name))
@@ -462,6 +560,7 @@ def run_profile(
     *,
     repeat: int,
     loop_repeat: int,
+    only: set[str],
 ) -> list[Result]:
     large = f"s3://{BUCKET}/{LARGE_KEY}"
     small = [f"s3://{p}" for p in small_paths]
@@ -470,27 +569,11 @@ def run_profile(
     print(f"\nprofile {name}: {link.profile.rtt_ms:g} ms RTT, {link.profile.mbit:g} Mbit/s")
     results: list[Result] = []
 
-    def add(benchmark: str, client: str, run: Callable[[], int], files: int, r: int) -> None:
-        results.append(measure(link, clients, benchmark, client, run, files=files, repeat=r))
+    def add(benchmark: str, runs: dict[str, Callable[[], int]], files: int, rounds: int) -> None:
+        if only and benchmark not in only:
+            return
+        results.extend(measure(link, clients, benchmark, runs, files=files, rounds=rounds))
 
-    # 1. sequential read of the large object.
-    add("large_read", "edgecache", lambda: sequential_read(clients.edgecache(), large), 1, repeat)
-    add("large_read", "s3fs", lambda: sequential_read(clients.s3fs(), large), 1, repeat)
-    add(
-        "large_read",
-        "simplecache",
-        lambda: sequential_read(clients.simplecache(), large),
-        1,
-        repeat,
-    )
-    # 2. training loop over the small files, in name order.
-    add("small_loop", "edgecache", lambda: file_loop(clients.edgecache(), small), n, repeat)
-    add("small_loop", "s3fs", lambda: file_loop(clients.s3fs(), small), n, loop_repeat)
-    # 3. cat of the list of small files.
-    add("small_cat", "edgecache", lambda: cat_many(clients.edgecache(), small), n, repeat)
-    add("small_cat", "s3fs", lambda: cat_many(clients.s3fs(), small), n, repeat)
-
-    # 4. prefetch vs s3fs.get of the same prefix.
     def prefetch(target: str) -> int:
         report = run_prefetch(clients.edgecache(), [target])
         if not report.ok:
@@ -502,10 +585,43 @@ def run_profile(
         clients.s3fs().get(target, destination + "/", recursive=recursive)
         return local_bytes(destination)
 
-    add("prefetch_large", "edgecache", lambda: prefetch(large), 1, repeat)
-    add("prefetch_large", "s3fs.get", lambda: get(large, False), 1, repeat)
-    add("prefetch_small", "edgecache", lambda: prefetch(prefix), n, repeat)
-    add("prefetch_small", "s3fs.get", lambda: get(prefix, True), n, repeat)
+    # 1. sequential read of the large object.
+    add(
+        "large_read",
+        {
+            "edgecache": lambda: sequential_read(clients.edgecache(), large),
+            "s3fs": lambda: sequential_read(clients.s3fs(), large),
+            "simplecache": lambda: sequential_read(clients.simplecache(), large),
+        },
+        1,
+        repeat,
+    )
+    # 2. training loop over the small files, in name order (plain s3fs: see --loop-repeat).
+    add("small_loop", {"edgecache": lambda: file_loop(clients.edgecache(), small)}, n, repeat)
+    add("small_loop", {"s3fs": lambda: file_loop(clients.s3fs(), small)}, n, loop_repeat)
+    # 3. cat of the list of small files.
+    add(
+        "small_cat",
+        {
+            "edgecache": lambda: cat_many(clients.edgecache(), small),
+            "s3fs": lambda: cat_many(clients.s3fs(), small),
+        },
+        n,
+        repeat,
+    )
+    # 4. prefetch vs s3fs.get of the same prefix.
+    add(
+        "prefetch_large",
+        {"edgecache": lambda: prefetch(large), "s3fs.get": lambda: get(large, False)},
+        1,
+        repeat,
+    )
+    add(
+        "prefetch_small",
+        {"edgecache": lambda: prefetch(prefix), "s3fs.get": lambda: get(prefix, True)},
+        n,
+        repeat,
+    )
     return results
 
 
@@ -598,23 +714,36 @@ def main() -> None:
         help="runs of the plain-s3fs file loop, the slowest baseline (default: 1; 1,000 files "
         "already average out, and three runs would take 4-13 minutes)",
     )
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated benchmarks to run (of {', '.join(TARGETS)}; default: all)",
+    )
     parser.add_argument("--quick", action="store_true", help="32 MiB, 200 files, one run")
     parser.add_argument(
         "--wan-in-process",
         action="store_true",
         help="run the emulator on a thread of this process (shares the GIL with the client)",
     )
+    parser.add_argument(
+        "--moto-stock",
+        action="store_true",
+        help="moto as shipped: every ranged GET reads the whole object (see _MOTO_RANGED_GETS)",
+    )
     parser.add_argument("--output", default="wan", help="results name under bench/results/")
     args = parser.parse_args()
     if args.quick:
         args.large_mib, args.small_count = min(args.large_mib, 32), min(args.small_count, 200)
         args.repeat = args.repeat or 1
+    unknown = {b for b in args.only.split(",") if b} - set(TARGETS)
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(sorted(unknown))}")
     profiles = list(PROFILES) if args.profile == "all" else [args.profile]
 
     started = time.monotonic()
     all_results: dict[str, Any] = {}
     verdicts: list[dict[str, Any]] = []
-    with moto_server() as endpoint, scratch_dir("wan") as scratch:
+    with moto_server(stock=args.moto_stock) as (endpoint, moto_pid), scratch_dir("wan") as scratch:
         print(
             f"moto at {endpoint}; seeding {args.large_mib} MiB + "
             f"{args.small_count} x {args.small_kib} KiB",
@@ -626,11 +755,16 @@ def main() -> None:
             small_count=args.small_count,
             small_bytes=args.small_kib * 1024,
         )
+        capacity = max(
+            (direct_capacity(endpoint, moto_pid, small_paths) for _ in range(2)),
+            key=lambda r: r["files_per_second"],
+        )
         for name in profiles:
             profile = PROFILES[name]
             repeat = args.repeat or (3 if profile.mbit >= 100 else 1)
+            load_before = os.getloadavg()[0]
             link = Link(endpoint, profile, in_process=args.wan_in_process)
-            clients = Clients(link.endpoint, scratch)
+            clients = Clients(link.endpoint, scratch, moto_pid)
             try:
                 results = run_profile(
                     name,
@@ -639,15 +773,23 @@ def main() -> None:
                     small_paths,
                     repeat=repeat,
                     loop_repeat=args.loop_repeat or 1,
+                    only={b for b in args.only.split(",") if b},
                 )
             finally:
                 clients.release()
                 link.close()
             verdicts += report(name, results)
+            ceiling = capacity["mbit_per_second"] / profile.mbit
+            print(
+                f"small files served straight from moto (no WAN, no cache): {ceiling:.2f}x of "
+                "this link: the ceiling of the small-file benchmarks on this machine"
+            )
             all_results[name] = {
                 "rtt_ms": profile.rtt_ms,
                 "mbit": profile.mbit,
                 "repeat": repeat,
+                "direct_to_moto_x_link": round(ceiling, 3),
+                "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
                 "results": [r.as_dict() for r in results],
             }
     elapsed = time.monotonic() - started
@@ -664,8 +806,10 @@ def main() -> None:
                 "wan_emulator": "thread in client process"
                 if args.wan_in_process
                 else "separate process",
-                "moto": "separate process",
+                "moto": "separate process, "
+                + ("stock" if args.moto_stock else "ranged GETs read only their range"),
             },
+            "direct_to_moto_small_files": capacity,
             "profiles": all_results,
             "targets": verdicts,
             "elapsed_seconds": round(elapsed, 1),
