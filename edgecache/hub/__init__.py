@@ -7,7 +7,7 @@ Flow of a request (one module each)::
       online  -> _upstream   forward (failover, TLS, token, kubeconfig via _kubeconfig)
                  _filters    response filters (nodepool topology; pool from _nodepool)
                  _recording  record GET/LIST/WATCH/discovery answers   -> _store (sqlite WAL)
-      offline -> _offline    answer from _store (selectors: _selectors), Status errors: _status
+      offline -> _offline    answer from _store (edgecache.k8s.selectors), Status: _status
     _health       probe + request-failure evidence, hysteresis; a switch ends _watches
     _config       settings;  _server: wiring, /healthz /readyz /metrics;  command: ``edgecache hub``
 """

@@ -34,10 +34,10 @@ from edgecache.errors import ConfigError
 from edgecache.hub._config import OfflineSettings
 from edgecache.hub._recording import raw_key
 from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo
-from edgecache.hub._selectors import field_matcher, label_matcher
 from edgecache.hub._status import status_body, status_response
 from edgecache.hub._store import HubStore, ListRecord, StoredObject
 from edgecache.hub._watches import WatchRegistry
+from edgecache.k8s.selectors import FieldSelector, LabelSelector
 from edgecache.metrics import HUB_REQUESTS
 
 __all__ = ["OfflineResponder"]
@@ -313,13 +313,15 @@ def _bookmark(record: ListRecord, *, initial_end: bool) -> bytes:
 
 
 def _filter(objects: list[StoredObject], labels: str, fields: str) -> list[StoredObject]:
-    match_labels = label_matcher(labels)
-    match_fields = field_matcher(fields)
+    label_selector = LabelSelector.parse(labels)
+    field_selector = FieldSelector.parse(fields)
     result: list[StoredObject] = []
     for obj in objects:
-        if match_labels is not None and not match_labels(json.loads(obj.labels)):
+        if label_selector.requirements and not label_selector.matches_labels(
+            json.loads(obj.labels)
+        ):
             continue
-        if match_fields is not None and not match_fields(json.loads(obj.body)):
+        if field_selector.terms and not field_selector.matches(json.loads(obj.body)):
             continue
         result.append(obj)
     return result

@@ -13,8 +13,8 @@ from edgecache.errors import ConfigError
 from edgecache.hub._config import RecordingSettings
 from edgecache.hub._recording import Recorder
 from edgecache.hub._requestinfo import canonical_selector, component_of, parse_request
-from edgecache.hub._selectors import field_matcher, label_matcher
 from edgecache.hub._store import HubStore, ObjectRow, RawResponse, WatchChange
+from edgecache.k8s.selectors import FieldSelector, LabelSelector
 
 
 @pytest.mark.parametrize(
@@ -72,19 +72,17 @@ def test_component_and_selector_keys() -> None:
 
 
 def test_label_and_field_selectors() -> None:
-    match = label_matcher("app in (web,db),tier!=cache,!legacy,env")
-    assert match is not None
+    match = LabelSelector.parse("app in (web,db),tier!=cache,!legacy,env").matches_labels
     assert match({"app": "web", "env": "prod"})
     assert not match({"app": "web", "env": "prod", "legacy": "1"})
     assert not match({"app": "api", "env": "prod"})
     assert not match({"app": "db", "tier": "cache", "env": "x"})
-    assert label_matcher("") is None
-    fields = field_matcher("spec.nodeName=n1,status.phase!=Failed")
-    assert fields is not None
+    assert LabelSelector.parse("").requirements == ()
+    fields = FieldSelector.parse("spec.nodeName=n1,status.phase!=Failed").matches
     assert fields({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}})
     assert not fields({"spec": {"nodeName": "n2"}})
     with pytest.raises(ConfigError):
-        field_matcher("spec.nodeName")
+        FieldSelector.parse("spec.nodeName")
 
 
 def _row(name: str, rv: str, labels: dict[str, str] | None = None) -> ObjectRow:

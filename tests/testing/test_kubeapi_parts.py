@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgecache.k8s.selectors import FieldSelector, LabelSelector, SelectorError
 from edgecache.testing.kubeapi import APIError, KubeAPIServer, objects
 from edgecache.testing.kubeapi._patch import json_patch, merge_patch
 from edgecache.testing.kubeapi._protobuf import decode_object
-from edgecache.testing.kubeapi._selectors import FieldSelector, LabelSelector
 from edgecache.testing.kubeapi._strategic import strategic_merge
 from edgecache.testing.kubeapi._table import human_age, json_path
 
@@ -35,7 +35,7 @@ def test_label_selector_grammar() -> None:
     assert LabelSelector.parse("apps.openyurt.io/nodepool=hangzhou").matches(
         _labelled(**{"apps.openyurt.io/nodepool": "hangzhou"})
     )
-    with pytest.raises(APIError):
+    with pytest.raises(SelectorError):
         LabelSelector.parse("in (a)")
 
 
@@ -45,7 +45,7 @@ def test_field_selector_paths_and_escapes() -> None:
     assert FieldSelector.parse("spec.replicas=3,spec.paused=false").matches(obj)
     assert FieldSelector.parse("spec.missing=").matches(obj)
     assert FieldSelector.parse("spec.replicas!=3").matches(obj) is False
-    with pytest.raises(APIError):
+    with pytest.raises(SelectorError):
         FieldSelector.parse("nonsense")
 
 

@@ -8,7 +8,8 @@ CRDs with their schemas, owner-reference garbage collection, ``Status`` errors, 
 and aggregated), OpenAPI v3 and server-side tables for kubectl, gzip, HTTPS and client certificates.
 Tests control it: bearer-token auth, injected faults, a request log, stop and start on one port.
 
-Layers, bottom up: ``_status`` (errors), ``_resources`` (the resource table) -> ``_selectors``,
+Layers, bottom up: ``_status`` (errors), ``_resources`` (the resource table) -> selectors
+(``edgecache.k8s.selectors``),
 ``_patch``/``_strategic``, ``_admission``, ``_validation``, ``_schema`` (CRD schemas), ``_owners``
 (garbage collection), ``_history`` (resourceVersions, events) -> ``_store`` (state, writes) ->
 ``_watch``, ``_discovery``, ``_openapi``, ``_table``, ``_scale``, ``_protobuf`` -> ``_handlers``

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from aiohttp import web
+
+from edgecache.k8s.selectors import SelectorError, selector_predicate
 
 from . import _discovery, _openapi, _status
 from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES, STRATEGIC_MERGE_PATCH, apply_patch
@@ -23,8 +25,7 @@ from ._protobuf import decode_object
 from ._resources import ResourceType
 from ._scale import replicas_of, to_scale
 from ._schema import FieldValidation
-from ._selectors import selector_predicate
-from ._status import APIError
+from ._status import APIError, bad_request
 from ._store import Store
 from ._table import TABLE_MEDIA, render_table, wants_table
 from ._watch import WatchOptions, WatchStream
@@ -60,6 +61,16 @@ def _warned(response: web.Response, validation: FieldValidation) -> web.Response
     for warning in validation.warnings:
         response.headers.add("Warning", "299 - " + json.dumps(warning))
     return response
+
+
+def _selector_predicate(
+    label: str | None, field: str | None
+) -> Callable[[Mapping[str, Any]], bool]:
+    """The request's selectors as one predicate; a selector that does not parse is a 400."""
+    try:
+        return selector_predicate(label, field)
+    except SelectorError as exc:
+        raise bad_request(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -247,7 +258,7 @@ class APIHandlers:
         if target.legacy_watch or request.query.get("watch") in _TRUE:
             return await self.watch(request, target, name="")
         query = request.query
-        predicate = selector_predicate(query.get("labelSelector"), query.get("fieldSelector"))
+        predicate = _selector_predicate(query.get("labelSelector"), query.get("fieldSelector"))
         requested_rv = query.get("resourceVersion", "")
         if requested_rv not in ("", "0") and requested_rv.isdigit():
             current = self.store.resource_version
@@ -301,7 +312,7 @@ class APIHandlers:
         if name:
             term = f"metadata.name={name}"
             field_selector = f"{field_selector},{term}" if field_selector else term
-        predicate = selector_predicate(query.get("labelSelector"), field_selector)
+        predicate = _selector_predicate(query.get("labelSelector"), field_selector)
         send_initial = query.get("sendInitialEvents") in _TRUE
         if send_initial and query.get("resourceVersionMatch") != "NotOlderThan":
             raise APIError(
@@ -459,7 +470,7 @@ class APIHandlers:
 
     async def delete_collection(self, request: web.Request, target: Target) -> web.StreamResponse:
         query = request.query
-        predicate = selector_predicate(query.get("labelSelector"), query.get("fieldSelector"))
+        predicate = _selector_predicate(query.get("labelSelector"), query.get("fieldSelector"))
         deleted = self.store.delete_collection(
             target.resource, target.namespace, predicate, dry_run=self._dry_run(request)
         )

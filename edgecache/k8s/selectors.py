@@ -1,0 +1,182 @@
+"""Kubernetes label and field selectors: parsed once, matched against objects or label maps.
+
+One implementation for every part of edgecache that filters Kubernetes objects itself: the edge
+hub answering LIST/WATCH offline, and the in-process API server of the tests. Label selectors
+follow the Kubernetes grammar
+(``=``, ``==``, ``!=``, ``in``, ``notin``, ``key``, ``!key``). Field selectors take ``=``,
+``==`` and ``!=`` on any dotted path into the object (``metadata.name``, ``spec.nodeName``,
+``status.phase``); a missing field compares as the empty string, as for ``spec.nodeName=`` on
+unscheduled pods.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from edgecache.errors import ConfigError
+
+__all__ = ["FieldSelector", "LabelSelector", "SelectorError", "selector_predicate"]
+
+
+class SelectorError(ConfigError):
+    """A selector that does not parse (an API server answers it with 400 BadRequest)."""
+
+
+_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_./]*)?[A-Za-z0-9]$")
+
+
+@dataclass(frozen=True)
+class _Requirement:
+    key: str
+    operator: str  # "=", "!=", "in", "notin", "exists", "!exists"
+    values: frozenset[str]
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        present = self.key in labels
+        if self.operator == "exists":
+            return present
+        if self.operator == "!exists":
+            return not present
+        if self.operator in ("=", "in"):
+            return present and labels[self.key] in self.values
+        # "!=" and "notin" also match objects that lack the label.
+        return not present or labels[self.key] not in self.values
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside ``( )``."""
+    parts: list[str] = []
+    depth = 0
+    current: list[str] = []
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+_SET_RE = re.compile(r"^(\S+)\s+(in|notin)\s*\((.*)\)$")
+
+
+def _parse_requirement(text: str) -> _Requirement:
+    match = _SET_RE.match(text)
+    if match:
+        key, operator, values = match.groups()
+        items = frozenset(v.strip() for v in values.split(",") if v.strip())
+        return _checked(_Requirement(key, operator, items), text)
+    for token, operator in (("!=", "!="), ("==", "="), ("=", "=")):
+        if token in text:
+            key, _, value = text.partition(token)
+            return _checked(_Requirement(key.strip(), operator, frozenset({value.strip()})), text)
+    if text.startswith("!"):
+        return _checked(_Requirement(text[1:].strip(), "!exists", frozenset()), text)
+    return _checked(_Requirement(text, "exists", frozenset()), text)
+
+
+def _checked(requirement: _Requirement, text: str) -> _Requirement:
+    name = requirement.key.rpartition("/")[2]
+    if not _KEY.match(name) or len(name) > 63:
+        raise SelectorError(
+            f'unable to parse requirement: invalid label key "{requirement.key}" in "{text}"'
+        )
+    return requirement
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A parsed ``labelSelector``; the empty selector matches everything."""
+
+    requirements: tuple[_Requirement, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str | None) -> LabelSelector:
+        if not text:
+            return cls()
+        return cls(tuple(_parse_requirement(part) for part in _split_top_level(text)))
+
+    def matches(self, obj: Mapping[str, Any]) -> bool:
+        """Whether the object's ``metadata.labels`` satisfy every requirement."""
+        return self.matches_labels((obj.get("metadata") or {}).get("labels") or {})
+
+    def matches_labels(self, labels: Mapping[str, str]) -> bool:
+        """Whether a label map satisfies every requirement."""
+        return all(r.matches(labels) for r in self.requirements)
+
+
+def _field_value(obj: Mapping[str, Any], path: str) -> str:
+    current: Any = obj
+    for part in path.split("."):
+        if not isinstance(current, Mapping) or part not in current:
+            return ""
+        current = current[part]
+    if current is None:
+        return ""
+    if isinstance(current, bool):
+        return "true" if current else "false"
+    if isinstance(current, (str, int, float)):
+        return str(current)
+    return ""
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    return [p for p in re.split(r"(?<!\\)" + re.escape(separator), text)]
+
+
+@dataclass(frozen=True)
+class FieldSelector:
+    """A parsed ``fieldSelector``: a conjunction of ``path=value`` / ``path!=value`` terms."""
+
+    terms: tuple[tuple[str, bool, str], ...] = ()
+    """``(path, equal, value)`` triples."""
+
+    @classmethod
+    def parse(cls, text: str | None) -> FieldSelector:
+        if not text:
+            return cls()
+        terms: list[tuple[str, bool, str]] = []
+        for part in _split_unescaped(text, ","):
+            if not part.strip():
+                continue
+            for token, equal in (("!=", False), ("==", True), ("=", True)):
+                pieces = _split_unescaped(part, token)
+                if len(pieces) >= 2:
+                    path = pieces[0].strip()
+                    value = _unescape(token.join(pieces[1:]))
+                    terms.append((path, equal, value))
+                    break
+            else:
+                raise SelectorError(f'invalid selector: "{text}"; can\'t understand "{part}"')
+        return cls(tuple(terms))
+
+    def matches(self, obj: Mapping[str, Any]) -> bool:
+        return all((_field_value(obj, path) == value) == equal for path, equal, value in self.terms)
+
+    def exact_value(self, path: str) -> str | None:
+        """The value this selector pins ``path`` to, if any."""
+        for term_path, equal, value in self.terms:
+            if term_path == path and equal:
+                return value
+        return None
+
+
+def selector_predicate(label: str | None, field: str | None) -> Callable[[Mapping[str, Any]], bool]:
+    """One predicate for both selectors of a request."""
+    labels = LabelSelector.parse(label)
+    fields = FieldSelector.parse(field)
+    if not labels.requirements and not fields.terms:
+        return lambda obj: True
+    return lambda obj: labels.matches(obj) and fields.matches(obj)
