@@ -223,6 +223,8 @@ def _convert(name: str, value: Any) -> Any:
     if name in _RATIO_FIELDS:
         return parse_ratio(value, option=name)
     if name in _INT_FIELDS:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{name}: {value!r} is not a whole number")
         try:
             return int(value)
         except (TypeError, ValueError) as exc:

@@ -212,3 +212,9 @@ def test_unknown_eviction_policy_is_refused_when_the_cache_opens(tmp_path) -> No
     s = CacheSettings.from_options({"eviction_policy": "mru", "cache_dir": str(tmp_path)})
     with pytest.raises(ConfigError, match="eviction_policy"):
         TieredCache(s)
+
+
+@pytest.mark.parametrize("value", [2.7, True, "2.5", "many"])
+def test_whole_number_options_refuse_fractions_and_flags(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"readahead_blocks: .* is not a whole number"):
+        CacheSettings.from_options({"readahead_blocks": value})
