@@ -19,12 +19,10 @@ served, and anything else raises :class:`~edgecache.errors.BackendUnavailableErr
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import io
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiofiles
@@ -38,6 +36,7 @@ from edgecache.errors import BackendUnavailableError
 from edgecache.fs._file import EdgeCacheFile
 from edgecache.fs._health import BackendHealth
 from edgecache.fs._metadata import CachedInfo, MetadataCache, _parent
+from edgecache.fs._scan import ScanDetector
 
 __all__ = ["EdgeCacheFileSystem"]
 
@@ -97,8 +96,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             self.backend, probe_interval=self.settings.backend_probe_interval
         )
         self._dir_misses: dict[str, int] = {}
-        self._scans: dict[str, _Scan] = {}
-        self._scan_names: dict[str, tuple[list[CachedInfo], list[str], dict[str, CachedInfo]]] = {}
+        self._scan = ScanDetector(self.settings.scan_ahead_files)
         self._listing_flights: dict[tuple[int, str], asyncio.Future[list[CachedInfo]]] = {}
 
     # --- paths ---------------------------------------------------------------------------------
@@ -415,63 +413,23 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         return _WriteThrough(handle, lambda: self._invalidate(target))
 
     def _note_sequential_open(self, path: str) -> None:
-        """Read ahead across files: once three files of one directory are opened one after
-        the other in name order (a training loop's scan), fetch the first block of the next
-        ``scan_ahead_files`` files in the background."""
+        """Read ahead across files of a directory scanned in name order (see ``_scan``)."""
         if self.settings.scan_ahead_files <= 0:
             return
-        parent = _parent(path)
-        listing = self.metadata.listing(self._identity, parent)
+        listing = self.metadata.listing(self._identity, _parent(path))
         if listing is None:
             return
-        names, by_name = self._sorted_files(parent, listing)
-        position = bisect.bisect_left(names, path)
-        if position >= len(names) or names[position] != path:
-            return
-        scan = self._scans.get(parent)
-        if scan is None:
-            if len(self._scans) > 1024:
-                self._scans.clear()
-            scan = self._scans[parent] = _Scan(position=position)
-            return
-        scan.streak = scan.streak + 1 if position == scan.position + 1 else 0
-        scan.position = position
-        if scan.streak < 2:
-            return
-        start = max(position + 1, scan.prefetched_until)
-        stop = min(position + 1 + self.settings.scan_ahead_files, len(names))
-        if start >= stop:
-            return
-        scan.prefetched_until = stop
         targets = [
-            (name, by_name[name].version, int(by_name[name].info.get("size") or 0))
-            for name in names[start:stop]
+            (str(e.info["name"]), e.version, int(e.info.get("size") or 0))
+            for e in self._scan.opened(path, listing)
             # A file whose first block a tier holds is a local read away: fetching it ahead
             # only competes with the reader (and is thrown away when MEM cannot keep it).
-            if not self.cache.holds(self._key(name, by_name[name].version, 0))
+            if not self.cache.holds(self._key(str(e.info["name"]), e.version, 0))
         ]
         if not targets:
             return
         future = asyncio.run_coroutine_threadsafe(self._prefetch_first_blocks(targets), self.loop)
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    def _sorted_files(
-        self, parent: str, listing: list[CachedInfo]
-    ) -> tuple[list[str], dict[str, CachedInfo]]:
-        """The file names of a cached listing in name order, and its entries by name.
-
-        Computed once per listing object, not on every open: sorting a 10,000-file directory on
-        each open cost 5 ms per file, which made a warm small-file loop O(files^2).
-        """
-        memo = self._scan_names.get(parent)
-        if memo is not None and memo[0] is listing:
-            return memo[1], memo[2]
-        by_name = {str(e.info["name"]): e for e in listing if e.info.get("type") != "directory"}
-        names = sorted(by_name)
-        if len(self._scan_names) > 1024:
-            self._scan_names.clear()
-        self._scan_names[parent] = (listing, names, by_name)
-        return names, by_name
 
     async def _prefetch_first_blocks(self, targets: list[tuple[str, str, int]]) -> None:
         async def one(path: str, version: str, size: int) -> None:
@@ -593,18 +551,6 @@ def _normal(info: Mapping[str, Any]) -> dict[str, Any]:
     if len(name) > 1 and name.endswith("/"):
         out["name"] = name.rstrip("/")
     return out
-
-
-@dataclass
-class _Scan:
-    """Where a name-ordered scan of one directory has got to."""
-
-    position: int
-    """Index, in the directory's sorted file names, of the file opened last."""
-    streak: int = 0
-    """How many opens in a row each took the next name."""
-    prefetched_until: int = 0
-    """Files before this index were already fetched ahead."""
 
 
 class _WriteThrough:
