@@ -81,7 +81,9 @@ def main() -> None:
     Examples:
       edgecache cat file:///data/images/0001.jpg > /tmp/x.jpg
       edgecache ls file:///data/images/
+      edgecache prefetch s3://bucket/train/ --pin -o endpoint_url=http://10.0.0.1:9000
       edgecache stats
+      edgecache hub --server https://10.0.0.1:6443 --cache-dir /var/lib/edgecache/hub
     """
 
 

@@ -156,7 +156,7 @@ def test_unusable_cache_dir_still_serves_exact_bytes(dataset: Path, tmp_path: Pa
 
 
 def test_help_explains_each_command_with_an_example() -> None:
-    for command in ("cat", "ls", "stats"):
+    for command in ("cat", "ls", "stats", "prefetch", "hub"):
         text = run(command, "--help", check=True).stdout.decode()
         assert "Examples:" in text and f"edgecache {command}" in text
 

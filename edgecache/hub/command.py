@@ -110,7 +110,19 @@ def hub_command(
     probe_interval: float,
     verbose: bool,
 ) -> None:
-    """Run the edge hub: a local Kubernetes API proxy that keeps answering offline."""
+    """Run the edge hub: a local Kubernetes API proxy that keeps answering offline.
+
+    Online it proxies every request to the cloud API server(s) and records what the listed
+    components read; when the upstream cannot be reached it answers reads from that record,
+    refuses writes with a 503 Status, and keeps watches open until the link is back.
+
+    \b
+    Examples:
+      edgecache hub --server https://10.0.0.1:6443 --cache-dir /var/lib/edgecache/hub \\
+          --kubeconfig /etc/kubernetes/kubelet.conf --nodepool hangzhou
+      edgecache hub --server http://127.0.0.1:8080 --cache-dir /tmp/hub --components '*'
+      kubectl --server http://127.0.0.1:10261 get pods -A     # through the hub
+    """
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
