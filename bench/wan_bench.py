@@ -1,13 +1,15 @@
 """WAN benchmark: cold reads from S3 over an emulated WAN, edgecache against plain s3fs and fsspec.
 
 Three processes, so that no two of them share an interpreter lock: moto's S3 server
-(``python -m moto.server``), the WAN emulator (:mod:`edgecache.testing.wan`, a TCP proxy with a
-delay line and a token bucket) in front of it, and this script as the client. The data is put
-into moto directly (boto3, not through the WAN): one large object (256 MiB) and 1,000 x 64 KiB
-objects under one prefix. For each link profile (30 ms RTT / 100 Mbit/s and 80 ms / 20 Mbit/s),
-every measurement starts cold (a fresh cache directory, fresh filesystem objects and
-connections) and is reported as absolute time, as a ratio of the link capacity
-(payload bytes / (link rate x time)) and with the bytes the emulated link carried:
+(``python -m moto.server``, with ranged GETs patched to read only their range, as S3 does: see
+``_MOTO_RANGED_GETS``; ``--moto-stock`` for moto as shipped), the WAN emulator
+(:mod:`edgecache.testing.wan`, a TCP proxy with a delay line and a token bucket) in front of it,
+and this script as the client. The data is put into moto directly (boto3, not through the WAN):
+one large object (256 MiB) and 1,000 x 64 KiB objects under one prefix. For each link profile
+(30 ms RTT / 100 Mbit/s and 80 ms / 20 Mbit/s), every measurement starts cold (a fresh cache
+directory, fresh filesystem objects and connections) and is reported as absolute time, as a
+ratio of the link capacity (payload bytes / (link rate x time)) and with the bytes the emulated
+link carried:
 
 1. sequential read of the large object in 8 MiB reads: edgecache, plain s3fs, fsspec
    ``simplecache::s3://`` (target: edgecache >= 0.9x link);
@@ -17,10 +19,13 @@ connections) and is reported as absolute time, as a ratio of the link capacity
 4. prefetch (:func:`edgecache.fs.prefetch.run_prefetch`) of the large object and of the small
    files vs ``S3FileSystem.get`` of the same prefix to a local directory (target: >= 0.85x link).
 
-Run: ``.venv/bin/python bench/wan_bench.py`` (both profiles, best of 3 on the fast profile;
-about 35 minutes, most of it the 20 Mbit/s link moving 256 MiB objects), or ``--quick`` (small
-sizes, one repeat, under 3 minutes). Results: ``bench/results/wan.json``.
-``--wan-in-process`` runs the emulator on a thread of this process instead, to compare.
+Peers are timed interleaved; the CPU seconds of the three processes are recorded for every run,
+and the small files are also fetched straight from moto (no WAN, no cache) as the ceiling this
+machine allows. Run: ``.venv/bin/python bench/wan_bench.py`` (both profiles, best of 3 on the
+fast profile and of 1 on the slow one; about 31 minutes, most of it the 20 Mbit/s link moving
+256 MiB objects and plain s3fs's file loop), or ``--quick`` (small sizes, one repeat, under 3
+minutes). Results: ``bench/results/wan.json``. ``--wan-in-process`` runs the emulator on a
+thread of this process instead, to compare.
 """
 
 from __future__ import annotations
