@@ -111,3 +111,16 @@ def test_random_order_opens_do_not_read_ahead(make_fs: MakeFs, files: Path) -> N
     assert sorted({p for p, _, _ in backend.fetched}) == sorted(
         str(files / f"f{i:03d}.bin") for i in (30, 4, 22, 9, 15, 1)
     )
+
+
+def test_concurrent_info_misses_in_one_directory_share_one_listing(
+    make_fs: MakeFs, files: Path
+) -> None:
+    fs = make_fs("countfile", block_size="64KiB", scan_ahead_files=0)
+    backend = backend_of(fs)
+    paths = [str(files / f"f{i:03d}.bin") for i in range(40)]
+    result = fs.cat(paths)
+    assert result == {p: pattern(8 * KiB, seed=i) for i, p in enumerate(paths)}
+    # All 40 infos miss at once; the listing they trigger is asked for once, not per file.
+    assert backend.calls.count("ls") == 1
+    assert backend.calls.count("info") <= 2
