@@ -215,18 +215,24 @@ def cat(
       edgecache cat s3://bucket/key -o endpoint_url=http://127.0.0.1:9000
     """
     out = sys.stdout.buffer
+    # Consecutive URLs of one protocol share a filesystem, so their listings and connections
+    # are reused and small objects are fetched many at a time.
+    groups: list[tuple[str, list[str]]] = []
     for url in urls:
-        with (
-            _filesystem(
-                url,
-                cache_dir=cache_dir,
-                config_file=config_file,
-                cache_settings=cache_settings,
-                backend_options=backend_options,
-            ) as (fs, path),
-            fs.open(path, "rb") as f,
-        ):
-            while chunk := f.read(fs.settings.block_size):
+        protocol, _ = _split_url(url)
+        if groups and groups[-1][0] == protocol:
+            groups[-1][1].append(url)
+        else:
+            groups.append((protocol, [url]))
+    for _, group in groups:
+        with _filesystem(
+            group[0],
+            cache_dir=cache_dir,
+            config_file=config_file,
+            cache_settings=cache_settings,
+            backend_options=backend_options,
+        ) as (fs, _first):
+            for chunk in fs.iter_cat([_split_url(u)[1] for u in group]):
                 out.write(chunk)
     out.flush()
 

@@ -124,3 +124,37 @@ def test_concurrent_info_misses_in_one_directory_share_one_listing(
     # All 40 infos miss at once; the listing they trigger is asked for once, not per file.
     assert backend.calls.count("ls") == 1
     assert backend.calls.count("info") <= 2
+
+
+def test_iter_cat_keeps_order_batches_small_files_and_streams_large_ones(
+    make_fs: MakeFs, files: Path
+) -> None:
+    big = files / "zz-big.bin"
+    big.write_bytes(pattern(300 * KiB, seed=99))
+    fs = make_fs("countfile", block_size="64KiB", scan_ahead_files=0)
+    paths = [str(files / f"f{i:03d}.bin") for i in (5, 1, 30, 2)] + [str(big)]
+    chunks = list(fs.iter_cat(paths, batch=3))
+    expected = b"".join(pattern(8 * KiB, seed=i) for i in (5, 1, 30, 2)) + big.read_bytes()
+    assert b"".join(chunks) == expected
+    assert len(chunks) > 5, "the large file was not streamed in blocks"
+
+    missing = [str(files / "f000.bin"), str(files / "nope.bin"), str(files / "f001.bin")]
+    out = []
+    with pytest.raises(FileNotFoundError):
+        for chunk in fs.iter_cat(missing):
+            out.append(chunk)
+    assert out == [pattern(8 * KiB, seed=0)]  # the bytes before the failing path came out
+
+
+def test_offline_a_directory_that_was_only_listed_still_answers_info_and_ls(
+    make_fs: MakeFs, files: Path
+) -> None:
+    fs = make_fs("switchfile", block_size="64KiB")
+    assert len(fs.ls(str(files))) == 40  # listed, its own info never asked for
+    backend_of(fs).online = False
+    offline = make_fs(
+        "switchfile", block_size="64KiB", cache_dir=fs.settings.cache_dir, metadata_ttl=0
+    )
+    backend_of(offline).online = False
+    assert offline.info(str(files))["type"] == "directory"
+    assert len(offline.ls(str(files))) == 40
