@@ -118,6 +118,41 @@ def _outgoing_headers(request: web.Request, impersonation: CIMultiDict[str]) -> 
     return headers
 
 
+class _RawTunnel:
+    """The payload "parser" of a raw upgraded connection: every byte the client sends after the
+    101 goes as it is into a StreamReader (aiohttp's RequestHandler calls these two)."""
+
+    def __init__(self, reader: aiohttp.StreamReader) -> None:
+        self.reader = reader
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.reader.feed_data(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.reader.feed_eof()
+
+
+async def _read_raw_body(
+    status: int, reader: asyncio.StreamReader, headers: CIMultiDict[str]
+) -> bytes:
+    """The body of a non-101 answer on a raw upgrade connection (fixed length, chunked, or up
+    to the connection's end)."""
+    if status < 200 or status in (204, 304):
+        return b""
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        parts: list[bytes] = []
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        while await reader.readuntil(b"\r\n") != b"\r\n":
+            pass  # trailers
+        return b"".join(parts)
+    if "Content-Length" in headers:
+        return await reader.readexactly(int(headers["Content-Length"]))
+    return await reader.read()
+
+
 class HubProxy:
     """The request handler shared by online and offline modes."""
 
@@ -154,17 +189,22 @@ class HubProxy:
         credential, impersonation = _client_identity(request)
         digest = self._digest(component, credential)
         upgrade = request.headers.get("Upgrade", "").lower()
+        connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+        raw_upgrade = upgrade not in ("", "websocket") and "upgrade" in connection
+        raw_upgrade = raw_upgrade and request.version == aiohttp.HttpVersion11
         if upgrade == "websocket" and self.health.online:
             return await self._websocket(request, info, impersonation)
+        if raw_upgrade and self.health.online:
+            return await self._raw_upgrade(request, info, impersonation)
         if upgrade:
             HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
-            if upgrade == "websocket":
+            if upgrade == "websocket" or raw_upgrade:
                 return status_response(
                     503, "edgecache hub is offline: exec, attach and port-forward need the upstream"
                 )
             return status_response(
                 501,
-                f"edgecache hub proxies WebSocket upgrades only, not {upgrade!r}",
+                f"edgecache hub relays HTTP/1.1 Connection: Upgrade requests only, not {upgrade!r}",
                 reason="NotImplemented",
             )
         if self.health.online:
@@ -229,6 +269,89 @@ class HubProxy:
             await upstream_ws.close()
             await client_ws.close()
         return client_ws
+
+    async def _raw_upgrade(
+        self, request: web.Request, info: RequestInfo, impersonation: CIMultiDict[str]
+    ) -> web.StreamResponse:
+        """exec/attach/port-forward over SPDY (or any other non-WebSocket upgrade): after the
+        upstream's 101, splice bytes both ways until one side ends; any other answer is relayed
+        as a normal response."""
+        headers = _outgoing_headers(request, impersonation)
+        headers["Connection"] = "Upgrade"
+        headers["Upgrade"] = request.headers["Upgrade"]
+        body = await request.read() if request.body_exists else b""
+        try:
+            upstream = await self.upstream.raw_upgrade(
+                request.method, request.path_qs, headers=headers, body=body
+            )
+        except UpstreamUnavailableError as exc:
+            self.health.report_failure()
+            HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
+            return status_response(503, f"edgecache hub: {exc}")
+        HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
+        answer_headers = CIMultiDict(
+            (k, v) for k, v in upstream.headers.items() if k.lower() not in _RESPONSE_DROP
+        )
+        try:
+            if upstream.status != 101:
+                try:
+                    answer = await asyncio.wait_for(
+                        _read_raw_body(upstream.status, upstream.reader, upstream.headers),
+                        self.upstream.settings.read_timeout_seconds,
+                    )
+                except (
+                    TimeoutError,
+                    OSError,
+                    ValueError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                ) as exc:
+                    return status_response(502, f"edgecache hub: upstream answer broke off: {exc}")
+                return web.Response(
+                    status=upstream.status,
+                    reason=upstream.reason or None,
+                    headers=answer_headers,
+                    body=answer,
+                )
+            answer_headers["Connection"] = "Upgrade"
+            answer_headers["Upgrade"] = upstream.headers.get("Upgrade", headers["Upgrade"])
+            response = web.StreamResponse(status=101, headers=answer_headers)
+            # A 101 has no body, so aiohttp neither chunks nor counts what the writer sends:
+            # it is the raw byte stream to the client. The connection cannot serve another
+            # request afterwards.
+            response.force_close()
+            # aiohttp's parser only switches protocols for WebSocket; for anything else it
+            # would parse the client's next bytes as HTTP. Installing a payload parser, as
+            # WebSocketResponse does, makes the protocol hand every further byte to it instead
+            # (installed before the 101 goes out, so no early byte can slip to the HTTP parser).
+            # The StreamReader pauses the client's transport when the upstream falls behind.
+            from_client = aiohttp.StreamReader(
+                request.protocol, 1 << 16, loop=asyncio.get_running_loop()
+            )
+            request.protocol.set_parser(_RawTunnel(from_client))  # type: ignore[arg-type]
+            request.protocol.keep_alive(False)
+            await response.prepare(request)
+
+            async def to_upstream() -> None:
+                while chunk := await from_client.readany():
+                    upstream.writer.write(chunk)
+                    await upstream.writer.drain()
+
+            async def to_client() -> None:
+                while chunk := await upstream.reader.read(1 << 16):
+                    await response.write(chunk)
+
+            tasks = [asyncio.ensure_future(to_upstream()), asyncio.ensure_future(to_client())]
+            try:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                # A side that closed may leave its pump with a connection error: expected.
+                await asyncio.gather(*tasks, return_exceptions=True)
+            return response
+        finally:
+            upstream.writer.close()
 
     def _digest(self, component: str, credential: str) -> str:
         key = (component, credential)

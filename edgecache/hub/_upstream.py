@@ -9,19 +9,22 @@ proxy to answer from the store instead, and the health monitor counts it as evid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from edgecache.errors import BackendUnavailableError, ConfigError
 from edgecache.hub._config import HealthSettings, UpstreamSettings
 
-__all__ = ["Upstream", "UpstreamUnavailableError", "gzip_decoder", "read_body"]
+__all__ = ["RawUpgrade", "Upstream", "UpstreamUnavailableError", "gzip_decoder", "read_body"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,18 @@ def _ssl_context(settings: UpstreamSettings, *, identity: bool) -> ssl.SSLContex
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load client certificate: {exc}") from exc
     return context
+
+
+@dataclass
+class RawUpgrade:
+    """The upstream's answer head to a raw upgrade request, on its own connection (not pooled):
+    the caller relays the rest of ``reader``/``writer`` and closes ``writer``."""
+
+    status: int
+    reason: str
+    headers: CIMultiDict[str]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
 
 
 class Upstream:
@@ -234,6 +249,73 @@ class Upstream:
                 )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 errors.append(f"{server}: {exc}")
+        raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
+
+    async def raw_upgrade(
+        self, method: str, path_qs: str, *, headers: Mapping[str, str], body: bytes
+    ) -> RawUpgrade:
+        """Send an upgrade request other than WebSocket (SPDY exec/attach/port-forward) on a
+        connection of its own and read the answer head, failing over like :meth:`websocket`.
+
+        aiohttp's client cannot hand over the socket after a 101 for other protocols, so this
+        speaks HTTP/1.1 itself, with the same TLS identity and token rules as the pools.
+        ``headers`` must carry the Connection/Upgrade pair. Raises
+        :class:`UpstreamUnavailableError` when no server accepts a connection or the chosen one
+        breaks off before a full answer head.
+        """
+        own_credentials = "Authorization" in headers
+        ssl_context = self._ssl_anonymous if own_credentials else self._ssl
+        outgoing = self.outgoing_headers(headers)
+        outgoing.pop("Accept-Encoding", None)
+        if body:
+            outgoing["Content-Length"] = str(len(body))
+        errors: list[str] = []
+        count = len(self.settings.servers)
+        for attempt in range(count):
+            index = (self._current + attempt) % count
+            server = self.settings.servers[index].rstrip("/")
+            url = URL(server + path_qs)
+            tls = ssl_context if url.scheme == "https" and ssl_context is not False else None
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        url.host, url.port, ssl=tls, server_hostname=url.host if tls else None
+                    ),
+                    self.settings.connect_timeout_seconds,
+                )
+            except (TimeoutError, OSError) as exc:
+                errors.append(f"{server}: {exc or type(exc).__name__}")
+                continue
+            if index != self._current:
+                log.warning("upstream failover: now using %s", server)
+                self._current = index
+            head = [f"{method} {url.raw_path_qs} HTTP/1.1", f"Host: {url.host_port_subcomponent}"]
+            head += [f"{name}: {value}" for name, value in outgoing.items()]
+            try:
+                writer.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+                raw = await asyncio.wait_for(
+                    reader.readuntil(b"\r\n\r\n"), self.settings.read_timeout_seconds
+                )
+                status_line, *lines = raw.decode("latin-1").split("\r\n")
+                _, status, *reason = status_line.split(" ", 2)
+                answer: CIMultiDict[str] = CIMultiDict()
+                for line in lines:
+                    if line:
+                        name, _, value = line.partition(":")
+                        answer.add(name.strip(), value.strip())
+                return RawUpgrade(int(status), "".join(reason), answer, reader, writer)
+            except (
+                TimeoutError,
+                OSError,
+                ValueError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+            ) as exc:
+                writer.close()
+                raise UpstreamUnavailableError(
+                    f"{server}: no answer to the upgrade request: {exc or type(exc).__name__}",
+                    sent=True,
+                ) from exc
         raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
 
     async def probe(self) -> bool:
