@@ -20,9 +20,13 @@ The tests are synchronous on purpose: pytest-asyncio's per-test loops would not 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import fsspec
 import pytest
 from fsspec.asyn import get_loop, sync
 
@@ -94,6 +98,12 @@ class BackendConformance:
     def secrets(self) -> list[str]:
         """Secret strings in the backend's options (none for file and memory)."""
         return []
+
+    @pytest.fixture
+    def url_options(self) -> dict[str, str]:
+        """Plain options that reach the same store from a URL: ``-o KEY=VALUE`` on the CLI and
+        ``fsspec.open("edgecache::<proto>://...", <proto>={...})`` (none for file and memory)."""
+        return {}
 
     @pytest.fixture
     def another_backend(self, backend: Backend) -> Backend:
@@ -274,3 +284,63 @@ class BackendConformance:
         present = seed("here.bin", b"x")
         with pytest.raises(FileNotFoundError):
             edgecache_fs.cat_file(backend.strip(present).rsplit("/", 1)[0] + "/nowhere.bin")
+
+    # --- as users reach it ---------------------------------------------------------------------
+    def test_fsspec_url_chaining_reads_exact_bytes_and_ranges(
+        self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
+    ) -> None:
+        data = _data(50_000, seed=7)
+        url = f"{backend.protocol}://{seed('chained.bin', data)}"
+        cache = {"cache_dir": str(tmp_path / "cache"), "block_size": "16KiB"}
+        chained = {backend.protocol: url_options, "edgecache": cache}
+        with fsspec.open(f"edgecache::{url}", "rb", **chained) as f:
+            assert f.read() == data
+        with fsspec.open(f"edgecache::{url}", "rb", **chained) as f:
+            f.seek(20_000)
+            assert f.read(100) == data[20_000:20_100]
+
+    def test_cli_cat_reads_exact_bytes_cold_then_from_the_cache(
+        self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
+    ) -> None:
+        if backend.protocol == "memory":
+            pytest.skip("memory:// lives in one process; the CLI is another")
+        data = _data(300_000, seed=8)
+        url = f"{backend.protocol}://{seed('cli.bin', data)}"
+        options = [arg for k, v in url_options.items() for arg in ("-o", f"{k}={v}")]
+        cache = str(tmp_path / "cache")
+        for _ in range(2):  # cold, then from the cache
+            done = subprocess.run(
+                [sys.executable, "-m", "edgecache", "cat", url, *options, "--cache-dir", cache],
+                capture_output=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            assert done.stdout == data
+        stats = subprocess.run(
+            [sys.executable, "-m", "edgecache", "stats", "--json", "--cache-dir", cache],
+            capture_output=True,
+            timeout=60,
+        )
+        assert json.loads(stats.stdout)["tiers"]["ssd"]["hits"] >= 1
+
+    def test_writes_through_edgecache_replace_what_was_cached(
+        self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
+    ) -> None:
+        path = seed("written.bin", b"first version")
+        fs = fsspec.filesystem(
+            "edgecache",
+            target_protocol=backend.protocol,
+            target_options=url_options,
+            cache_dir=str(tmp_path / "cache"),
+            skip_instance_cache=True,
+        )
+        try:
+            url = f"{backend.protocol}://{path}"
+            assert fs.cat_file(url) == b"first version"
+            fs.pipe_file(url, b"second, longer version")
+            assert fs.cat_file(url) == b"second, longer version"
+            stored = run(backend.call, "cat_file", path)
+            assert stored == b"second, longer version"
+        finally:
+            fs.cache.close()
+            fs.metadata.close()

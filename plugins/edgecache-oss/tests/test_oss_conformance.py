@@ -24,6 +24,10 @@ class TestOSSConformance(BackendConformance):
         return lambda name, data: put(f"{prefix}/{name}", data)
 
     @pytest.fixture
+    def url_options(self, oss_options: dict[str, Any]) -> dict[str, str]:
+        return {k: str(v) for k, v in oss_options.items()}
+
+    @pytest.fixture
     def secrets(self) -> list[str]:
         return [KEY, SECRET]
 

@@ -1,5 +1,7 @@
-"""OSS through the ways users reach it: the CLI (a real ``python -m edgecache`` subprocess) and
-``fsspec.open("edgecache::oss://...")`` URL chaining."""
+"""OSS-specific ways in: Fluid-style options and secrets through the CLI, refused credentials,
+and client quirks. What every backend must do through the CLI and URL chaining (exact bytes,
+cold then cached, writes replacing what was cached) is in the shared conformance suite
+(``edgecache.testing.backend_suite``), which ``test_oss_conformance.py`` runs."""
 
 from __future__ import annotations
 
@@ -24,29 +26,6 @@ def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProces
         timeout=timeout,
         env=dict(os.environ),
     )
-
-
-def test_cli_cat_native_options(
-    oss_server: OSSServer, put: Any, prefix: str, tmp_path: Path
-) -> None:
-    data = os.urandom(300_000)
-    path = put(f"{prefix}/cli.bin", data)
-    args = [
-        "cat",
-        f"oss://{path}",
-        "-o",
-        f"endpoint={oss_server.endpoint}",
-        "-o",
-        f"key={KEY}",
-        "-o",
-        f"secret={SECRET}",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    for _ in range(2):  # cold, then from the cache
-        done = edgecache_cli(*args)
-        assert done.returncode == 0, done.stderr.decode()
-        assert done.stdout == data
 
 
 def test_cli_cat_fluid_options(
@@ -109,41 +88,6 @@ def test_cli_ls(oss_server: OSSServer, put: Any, prefix: str, tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr.decode()
     assert "a.bin" in done.stdout.decode() and "b.bin" in done.stdout.decode()
-
-
-def test_fsspec_url_chaining(
-    oss_options: dict[str, Any], put: Any, prefix: str, tmp_path: Path
-) -> None:
-    data = os.urandom(50_000)
-    path = put(f"{prefix}/chained.bin", data)
-    cache = {"cache_dir": str(tmp_path / "cache"), "block_size": "16KiB"}
-    with fsspec.open(f"edgecache::oss://{path}", "rb", oss=oss_options, edgecache=cache) as f:
-        assert f.read() == data
-    with fsspec.open(f"edgecache::oss://{path}", "rb", oss=oss_options, edgecache=cache) as f:
-        f.seek(20_000)
-        assert f.read(100) == data[20_000:20_100]
-
-
-def test_writes_go_through_and_replace_what_was_cached(
-    oss_options: dict[str, Any], oss_server: OSSServer, prefix: str, tmp_path: Path
-) -> None:
-    fs = fsspec.filesystem(
-        "edgecache",
-        target_protocol="oss",
-        target_options=oss_options,
-        cache_dir=str(tmp_path / "cache"),
-        skip_instance_cache=True,
-    )
-    url = f"oss://{prefix}/written.bin"
-    fs.pipe_file(url, b"first version")
-    assert fs.cat_file(url) == b"first version"
-    fs.pipe_file(url, b"second, longer version")
-    assert fs.cat_file(url) == b"second, longer version"
-    assert oss_server.get_object(*f"{prefix}/written.bin".split("/", 1)) == (
-        b"second, longer version"
-    )
-    fs.cache.close()
-    fs.metadata.close()
 
 
 def test_ossfs_cat_file_ranges_follow_fsspec(

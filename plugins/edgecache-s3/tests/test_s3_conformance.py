@@ -23,6 +23,10 @@ class TestS3Conformance(BackendConformance):
         return lambda name, data: put(client, f"{prefix}/{name}", data)
 
     @pytest.fixture
+    def url_options(self, s3_options: dict[str, Any]) -> dict[str, str]:
+        return {k: str(v) for k, v in s3_options.items()}
+
+    @pytest.fixture
     def secrets(self) -> list[str]:
         return [KEY, SECRET]
 

@@ -1,5 +1,7 @@
-"""S3 through the ways users reach it: the CLI (a real ``python -m edgecache`` subprocess),
-``fsspec.open("edgecache::s3://...")`` URL chaining, and ``fsspec.filesystem("edgecache")``."""
+"""S3-specific ways in: Fluid-style options and secrets through the CLI, refused credentials,
+and client quirks. What every backend must do through the CLI and URL chaining (exact bytes,
+cold then cached, writes replacing what was cached) is in the shared conformance suite
+(``edgecache.testing.backend_suite``), which ``test_s3_conformance.py`` runs."""
 
 from __future__ import annotations
 
@@ -25,29 +27,6 @@ def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProces
         timeout=timeout,
         env=dict(os.environ),
     )
-
-
-def test_cli_cat_native_options(
-    moto_endpoint: str, client: Any, prefix: str, tmp_path: Path
-) -> None:
-    data = os.urandom(300_000)
-    path = put(client, f"{prefix}/cli.bin", data)
-    args = [
-        "cat",
-        f"s3://{path}",
-        "-o",
-        f"endpoint_url={moto_endpoint}",
-        "-o",
-        f"key={KEY}",
-        "-o",
-        f"secret={SECRET}",
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    for _ in range(2):  # cold, then from the cache
-        done = edgecache_cli(*args)
-        assert done.returncode == 0, done.stderr.decode()
-        assert done.stdout == data
 
 
 def test_cli_cat_fluid_options_and_secret_file(
@@ -110,19 +89,6 @@ def test_cli_unknown_bucket(moto_endpoint: str, tmp_path: Path) -> None:
     assert "s3://bucket-that-is-not-there/x.bin" in done.stderr.decode()
 
 
-def test_fsspec_url_chaining(
-    s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path
-) -> None:
-    data = os.urandom(50_000)
-    path = put(client, f"{prefix}/chained.bin", data)
-    cache = {"cache_dir": str(tmp_path / "cache"), "block_size": "16KiB"}
-    with fsspec.open(f"edgecache::s3://{path}", "rb", s3=s3_options, edgecache=cache) as f:
-        assert f.read() == data
-    with fsspec.open(f"edgecache::s3://{path}", "rb", s3=s3_options, edgecache=cache) as f:
-        f.seek(20_000)
-        assert f.read(100) == data[20_000:20_100]
-
-
 def test_fsspec_filesystem(
     s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path
 ) -> None:
@@ -155,26 +121,5 @@ def test_both_protocols_share_the_cache_identity(
     )
     assert fs.backend.identity == f"s3|{s3_options['endpoint_url']}"
     assert fs.cat_file(f"{protocol}://{path}") == b"p" * 10
-    fs.cache.close()
-    fs.metadata.close()
-
-
-def test_writes_go_through_and_replace_what_was_cached(
-    s3_options: dict[str, Any], client: Any, prefix: str, tmp_path: Path
-) -> None:
-    fs = fsspec.filesystem(
-        "edgecache",
-        target_protocol="s3",
-        target_options=s3_options,
-        cache_dir=str(tmp_path / "cache"),
-        skip_instance_cache=True,
-    )
-    url = f"s3://{prefix}/written.bin"
-    fs.pipe_file(url, b"first version")
-    assert fs.cat_file(url) == b"first version"
-    fs.pipe_file(url, b"second, longer version")
-    assert fs.cat_file(url) == b"second, longer version"
-    bucket, key = f"{prefix}/written.bin".split("/", 1)
-    assert client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"second, longer version"
     fs.cache.close()
     fs.metadata.close()
