@@ -20,9 +20,11 @@ The tests are synchronous on purpose: pytest-asyncio's per-test loops would not 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -30,10 +32,12 @@ import fsspec
 import pytest
 from fsspec.asyn import get_loop, sync
 
-from edgecache.backends import Backend, ObjectChangedError
+from edgecache.backends import Backend, ObjectChangedError, get_backend
+from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
+from edgecache.testing.wan import WANEmulator, WANProfile
 
-__all__ = ["BackendConformance", "Seed", "run"]
+__all__ = ["BackendConformance", "RemoteBackendWANConformance", "Seed", "run"]
 
 T = TypeVar("T")
 
@@ -344,3 +348,112 @@ class BackendConformance:
         finally:
             fs.cache.close()
             fs.metadata.close()
+
+
+class RemoteBackendWANConformance:
+    """Network failures every remote backend (s3, oss) must survive, through the WAN emulator.
+
+    Subclasses override :meth:`upstream` (the store's endpoint on 127.0.0.1),
+    :meth:`options_for` (the backend's options for an endpoint, plus extra settings) and
+    :meth:`seed` (as in :class:`BackendConformance`). A link cut mid-read gives
+    :class:`~edgecache.errors.BackendUnavailableError` in bounded time and never wrong bytes; a
+    blackholed link is bounded by the timeouts; cached data is served at local speed while the
+    link is down.
+    """
+
+    protocol: str = ""
+    """The URL protocol of the backend under test."""
+    slow_profile = WANProfile(rtt_ms=10, mbit=16)
+    """8 MiB take about 4 s: long enough to cut the link in the middle of a read."""
+
+    @pytest.fixture
+    def upstream(self) -> str:
+        """Endpoint URL of the store (on 127.0.0.1)."""
+        raise NotImplementedError("override the upstream fixture")
+
+    @pytest.fixture
+    def options_for(self) -> Callable[..., dict[str, Any]]:
+        """``options_for(endpoint, **extra)``: the backend's options to reach ``endpoint``."""
+        raise NotImplementedError("override the options_for fixture")
+
+    @pytest.fixture
+    def seed(self) -> Seed:
+        """See :data:`Seed`."""
+        raise NotImplementedError("override the seed fixture")
+
+    @pytest.fixture
+    def wan(self, upstream: str) -> Iterator[WANEmulator]:
+        with WANEmulator(upstream, self.slow_profile) as emulator:
+            yield emulator
+
+    def test_cut_mid_read_then_restore(
+        self, wan: WANEmulator, seed: Seed, options_for: Callable[..., dict[str, Any]]
+    ) -> None:
+        data = _data(8 * 1024 * 1024, seed=11)
+        path = seed("big.bin", data)
+        backend = get_backend(self.protocol, options_for(wan.endpoint, read_timeout=5))
+        version = backend.version(run(backend.call, "info", path))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(run, backend.fetch_range, path, 0, len(data), version)
+            deadline = time.monotonic() + 10
+            while wan.bytes_down < 1024 * 1024 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not reading.done(), "the read finished before the cut: slow the link down"
+            wan.cut("reset")
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError, match=rf"{self.protocol}://.*big\.bin"):
+                reading.result(timeout=30)
+            assert time.monotonic() - started < 15
+        wan.restore()
+        assert run(backend.fetch_range, path, 0, len(data), version) == data
+
+    def test_cached_data_is_served_while_the_link_is_down(
+        self,
+        wan: WANEmulator,
+        seed: Seed,
+        options_for: Callable[..., dict[str, Any]],
+        tmp_path: Any,
+    ) -> None:
+        data = _data(300_000, seed=12)
+        path = seed("warm.bin", data)
+        fs = fsspec.filesystem(
+            "edgecache",
+            target_protocol=self.protocol,
+            target_options=options_for(wan.endpoint, retries=1),
+            cache_dir=str(tmp_path / "cache"),
+            skip_instance_cache=True,
+        )
+        try:
+            url = f"{self.protocol}://{path}"
+            assert fs.cat_file(url) == data
+            wan.cut("reset")
+            started = time.monotonic()
+            assert fs.cat_file(url) == data
+            assert time.monotonic() - started < 1
+            with pytest.raises(ConnectionError):
+                fs.cat_file(url.rsplit("/", 1)[0] + "/never-read.bin")
+        finally:
+            fs.cache.close()
+            fs.metadata.close()
+
+    def test_a_blackholed_link_is_bounded_by_the_timeouts(
+        self, wan: WANEmulator, seed: Seed, options_for: Callable[..., dict[str, Any]]
+    ) -> None:
+        data = _data(4 * 1024 * 1024, seed=13)
+        path = seed("hole.bin", data)
+        options = options_for(wan.endpoint, connect_timeout=1, read_timeout=1, retries=2)
+        backend = get_backend(self.protocol, options)
+        version = backend.version(run(backend.call, "info", path))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            reading = pool.submit(run, backend.fetch_range, path, 0, len(data), version)
+            deadline = time.monotonic() + 10
+            while wan.bytes_down < 512 * 1024 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            wan.cut("blackhole")
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                reading.result(timeout=60)
+            assert time.monotonic() - started < 12
+        wan.restore()
+        # The same backend recovers (a part of the object is enough to show it).
+        assert run(backend.fetch_range, path, 1000, 300_000, version) == data[1000:300_000]

@@ -1,107 +1,34 @@
-"""OSS over the WAN emulator: a link cut mid-read gives BackendUnavailableError in bounded time and
-never wrong bytes; after the link is restored the same read is exact; cached data is served while
-the link is down."""
+"""OSS over the WAN emulator: the shared network-failure suite (a link cut mid-read, a blackholed
+link, cached data while the link is down) against the signature-checking OSS test server."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import os
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import fsspec
 import pytest
 from osstestlib import KEY, SECRET
 
-from edgecache.backends import get_backend
-from edgecache.errors import BackendUnavailableError
-from edgecache.testing.backend_suite import run
+from edgecache.testing.backend_suite import RemoteBackendWANConformance, Seed
 from edgecache.testing.oss import OSSServer
-from edgecache.testing.wan import WANEmulator, WANProfile
-
-SLOW = WANProfile(rtt_ms=10, mbit=16)
-"""8 MiB take about 4 s: long enough to cut the link in the middle."""
 
 
-@pytest.fixture
-def wan(oss_server: OSSServer) -> Iterator[WANEmulator]:
-    with WANEmulator(oss_server.endpoint, SLOW) as emulator:
-        yield emulator
+class TestOSSOverWAN(RemoteBackendWANConformance):
+    protocol = "oss"
 
+    @pytest.fixture
+    def upstream(self, oss_server: OSSServer) -> str:
+        return oss_server.endpoint
 
-def test_cut_mid_read_then_restore(wan: WANEmulator, put: Any, prefix: str) -> None:
-    data = os.urandom(8 * 1024 * 1024)
-    path = put(f"{prefix}/big.bin", data)
-    options = {"endpoint": wan.endpoint, "key": KEY, "secret": SECRET, "read_timeout": 5}
-    backend = get_backend("oss", options)
-    version = backend.version(run(backend.call, "info", path))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(run, backend.fetch_range, path, 0, len(data), version)
-        deadline = time.monotonic() + 10
-        while wan.bytes_down < 1024 * 1024 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not reading.done(), "the read finished before the cut: slow the link down"
-        wan.cut("reset")
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailableError, match=r"oss://.*big\.bin"):
-            reading.result(timeout=30)
-        assert time.monotonic() - started < 15
-    wan.restore()
-    # The same backend recovers (a part of the object is enough to show it).
-    assert run(backend.fetch_range, path, 1000, 300_000, version) == data[1000:300_000]
+    @pytest.fixture
+    def options_for(self) -> Callable[..., dict[str, Any]]:
+        return lambda endpoint, **extra: {
+            "endpoint": endpoint,
+            "key": KEY,
+            "secret": SECRET,
+            **extra,
+        }
 
-
-def test_cached_data_is_served_while_the_link_is_down(
-    wan: WANEmulator, put: Any, prefix: str, tmp_path: Path
-) -> None:
-    data = os.urandom(300_000)
-    path = put(f"{prefix}/warm.bin", data)
-    options = {"endpoint": wan.endpoint, "key": KEY, "secret": SECRET, "retries": 1}
-    fs = fsspec.filesystem(
-        "edgecache",
-        target_protocol="oss",
-        target_options=options,
-        cache_dir=str(tmp_path / "cache"),
-        skip_instance_cache=True,
-    )
-    assert fs.cat_file(f"oss://{path}") == data
-    wan.cut("reset")
-    started = time.monotonic()
-    assert fs.cat_file(f"oss://{path}") == data
-    assert time.monotonic() - started < 1
-    with pytest.raises(ConnectionError):
-        fs.cat_file(f"oss://{prefix}/never-read.bin")
-    fs.cache.close()
-    fs.metadata.close()
-
-
-def test_a_blackholed_link_is_bounded_by_the_timeouts(
-    wan: WANEmulator, put: Any, prefix: str
-) -> None:
-    data = os.urandom(4 * 1024 * 1024)
-    path = put(f"{prefix}/hole.bin", data)
-    options = {
-        "endpoint": wan.endpoint,
-        "key": KEY,
-        "secret": SECRET,
-        "connect_timeout": 1,
-        "read_timeout": 1,
-        "retries": 2,
-    }
-    backend = get_backend("oss", options)
-    version = backend.version(run(backend.call, "info", path))
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(run, backend.fetch_range, path, 0, len(data), version)
-        deadline = time.monotonic() + 10
-        while wan.bytes_down < 512 * 1024 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        wan.cut("blackhole")
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailableError):
-            reading.result(timeout=60)
-        assert time.monotonic() - started < 12
-    wan.restore()
-    # The same backend recovers (a part of the object is enough to show it).
-    assert run(backend.fetch_range, path, 1000, 300_000, version) == data[1000:300_000]
+    @pytest.fixture
+    def seed(self, put: Any, prefix: str) -> Seed:
+        return lambda name, data: put(f"{prefix}/{name}", data)
