@@ -363,12 +363,19 @@ class Store:
         if dry_run:
             meta["resourceVersion"] = str(self._history.resource_version)
             return obj
-        meta["resourceVersion"] = self._next_rv()
-        self._set(resource, key, obj, None)
-        self._record("ADDED", resource, obj, None)
+        return self._write(resource, key, obj, None)
+
+    def _write(
+        self, resource: ResourceType, key: ObjectKey, new: JSONObject, old: JSONObject | None
+    ) -> JSONObject:
+        """Store ``new`` (replacing ``old``) under a new resourceVersion and record the event
+        (ADDED or MODIFIED); a written CRD changes what the server serves."""
+        new["metadata"]["resourceVersion"] = self._next_rv()
+        self._set(resource, key, new, old)
+        self._record("ADDED" if old is None else "MODIFIED", resource, new, old)
         if resource.group_resource == CRD_GROUP_RESOURCE:
-            self.registry.register_crd(obj)
-        return obj
+            self.registry.register_crd(new)
+        return new
 
     def update(
         self,
@@ -514,12 +521,9 @@ class Store:
             return new
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             return self._remove(resource, new)
-        meta["resourceVersion"] = self._next_rv()
-        self._set(resource, self._key(resource, meta.get("namespace"), meta["name"]), new, existing)
-        self._record("MODIFIED", resource, new, existing)
-        if resource.group_resource == CRD_GROUP_RESOURCE:
-            self.registry.register_crd(new)
-        return new
+        return self._write(
+            resource, self._key(resource, meta.get("namespace"), meta["name"]), new, existing
+        )
 
     def delete(
         self,
@@ -558,10 +562,8 @@ class Store:
                 marked = copy.deepcopy(existing)
                 marked["metadata"]["deletionTimestamp"] = now_rfc3339()
                 marked["metadata"]["deletionGracePeriodSeconds"] = 0
-                marked["metadata"]["resourceVersion"] = self._next_rv()
-                self._set(resource, self._key(resource, namespace, name), marked, existing)
-                self._record("MODIFIED", resource, marked, existing)
-                return marked, False
+                key = self._key(resource, namespace, name)
+                return self._write(resource, key, marked, existing), False
             return self._remove(resource, existing, propagation=propagation), True
 
     def _set(
