@@ -37,7 +37,7 @@ from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.testing.wan import WANEmulator, WANProfile
 
-__all__ = ["BackendConformance", "RemoteBackendWANConformance", "Seed", "run"]
+__all__ = ["BackendConformance", "RemoteBackendWANConformance", "Seed", "edgecache_cli", "run"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,13 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: An
     """Run a backend coroutine on fsspec's I/O loop and return its result."""
     result: T = sync(get_loop(), coro_fn, *args, **kwargs)
     return result
+
+
+def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """Run the real ``edgecache`` command (``python -m edgecache``) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgecache", *args], capture_output=True, timeout=timeout
+    )
 
 
 def _data(size: int, seed: int = 0) -> bytes:
@@ -313,18 +320,10 @@ class BackendConformance:
         options = [arg for k, v in url_options.items() for arg in ("-o", f"{k}={v}")]
         cache = str(tmp_path / "cache")
         for _ in range(2):  # cold, then from the cache
-            done = subprocess.run(
-                [sys.executable, "-m", "edgecache", "cat", url, *options, "--cache-dir", cache],
-                capture_output=True,
-                timeout=60,
-            )
+            done = edgecache_cli("cat", url, *options, "--cache-dir", cache)
             assert done.returncode == 0, done.stderr.decode()
             assert done.stdout == data
-        stats = subprocess.run(
-            [sys.executable, "-m", "edgecache", "stats", "--json", "--cache-dir", cache],
-            capture_output=True,
-            timeout=60,
-        )
+        stats = edgecache_cli("stats", "--json", "--cache-dir", cache)
         assert json.loads(stats.stdout)["tiers"]["ssd"]["hits"] >= 1
 
     def test_writes_through_edgecache_replace_what_was_cached(

@@ -6,26 +6,16 @@ cold then cached, writes replacing what was cached) is in the shared conformance
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import fsspec
 from osstestlib import KEY, SECRET
 
+from edgecache.testing.backend_suite import edgecache_cli
 from edgecache.testing.oss import OSSServer
 
 WRONG_SECRET = "Cli-Wrong-OSS-Secret"
-
-
-def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecache", *args],
-        capture_output=True,
-        timeout=timeout,
-        env=dict(os.environ),
-    )
 
 
 def test_cli_cat_fluid_options(

@@ -6,8 +6,6 @@ cold then cached, writes replacing what was cached) is in the shared conformance
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +14,9 @@ import pytest
 from s3testlib import KEY, SECRET, AuthMoto, put
 
 from edgecache.fs import EdgeCacheFileSystem
+from edgecache.testing.backend_suite import edgecache_cli
 
 WRONG_SECRET = "Cli-Wrong-Secret-Value"
-
-
-def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgecache", *args],
-        capture_output=True,
-        timeout=timeout,
-        env=dict(os.environ),
-    )
 
 
 def test_cli_cat_fluid_options_and_secret_file(
