@@ -1,6 +1,6 @@
 """Edge hub benchmark: online overhead against direct access, offline LIST, restart, memory.
 
-Three processes, as in production: the API server (``edgecache.testing.kubeapi``, seeded with
+Three processes, as in production: the API server (``edgecache_testservers.kubeapi``, seeded with
 10,000 pods in three namespaces of 1k, 5k and 4k), the hub (``python -m edgecache.hub``), and
 this script as the client (``http.client`` with keep-alive, one request at a time, User-Agent
 ``edgecache-agent`` so the hub records). Measured:
@@ -40,7 +40,7 @@ AGENT = "edgecache-agent/bench"
 
 _UPSTREAM = """
 import asyncio, signal, sys
-from edgecache.testing.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
 
 async def main(port, latency_ms):
     server = KubeAPIServer(port=port, bookmark_interval_seconds=60.0)

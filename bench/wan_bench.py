@@ -3,7 +3,7 @@
 Three processes, so that no two of them share an interpreter lock: moto's S3 server
 (``python -m moto.server``, with ranged GETs patched to read only their range, as S3 does: see
 ``_MOTO_RANGED_GETS``; ``--moto-stock`` for moto as shipped), the WAN emulator
-(:mod:`edgecache.testing.wan`, a TCP proxy with a delay line and a token bucket) in front of it,
+(:mod:`edgecache_testservers.wan`, a TCP proxy with a delay line and a token bucket) in front of it,
 and this script as the client. The data is put into moto directly (boto3, not through the WAN):
 one large object (256 MiB) and 1,000 x 64 KiB objects under one prefix. For each link profile
 (30 ms RTT / 100 Mbit/s and 80 ms / 20 Mbit/s), every measurement starts cold (a fresh cache
@@ -54,10 +54,10 @@ import fsspec
 import fsspec.asyn
 import s3fs
 from _common import MiB, compare, print_table, ratio, scratch_dir, write_results
+from edgecache_testservers.wan import WANEmulator, WANProfile
 
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.fs.prefetch import run_prefetch
-from edgecache.testing.wan import WANEmulator, WANProfile
 
 KEY, SECRET = "bench-key", "bench-secret"
 BUCKET = "wan-bench"
@@ -75,7 +75,7 @@ PROFILES = {
 # can read and reset the byte counters between measurements.
 _EMULATOR_CHILD = """
 import asyncio, json, sys
-from edgecache.testing.wan import WANEmulator, WANProfile
+from edgecache_testservers.wan import WANEmulator, WANProfile
 
 async def main(upstream, rtt_ms, mbit):
     async with WANEmulator(upstream, WANProfile(rtt_ms=rtt_ms, mbit=mbit)) as wan:

@@ -68,7 +68,7 @@ def main() -> None:
             [
                 py,
                 "-m",
-                "edgecache.testing.oss",
+                "edgecache_testservers.oss",
                 "--port",
                 str(oss_port),
                 "--credentials",
@@ -84,7 +84,7 @@ def main() -> None:
             [
                 py,
                 "-m",
-                "edgecache.testing.wan",
+                "edgecache_testservers.wan",
                 "--upstream",
                 f"127.0.0.1:{oss_port}",
                 "--port",

@@ -24,8 +24,8 @@ PUBLIC_MODULES = [
     "edgecache.fs",
     "edgecache.fs.prefetch",
     "edgecache.metrics",
-    "edgecache.testing.kubeapi",
-    "edgecache.testing.oss",
+    "edgecache_testservers.kubeapi",
+    "edgecache_testservers.oss",
 ]
 
 

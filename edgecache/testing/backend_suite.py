@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 
 import fsspec
 import pytest
+from edgecache_testservers.wan import WANEmulator, WANProfile
 from fsspec.asyn import get_loop, sync
 
 from edgecache.backends import Backend, ObjectChangedError, get_backend
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
-from edgecache.testing.wan import WANEmulator, WANProfile
 
 __all__ = ["BackendConformance", "RemoteBackendWANConformance", "Seed", "edgecache_cli", "run"]
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edgecache_testservers.kubeapi import KubeAPIServer
+from edgecache_testservers.kubeapi.fixtures import kube_api, run_kubectl
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
 from edgecache.hub import HubServer, HubSettings
-from edgecache.testing.kubeapi import KubeAPIServer
-from edgecache.testing.kubeapi.fixtures import kube_api, run_kubectl
 
 __all__ = [
     "KubeWatcher",

@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi.fixtures import kubectl_path
 
 from edgecache.hub import HubServer
-from edgecache.testing.kubeapi import KubeAPIServer, objects
-from edgecache.testing.kubeapi.fixtures import kubectl_path
 
 from .conftest import cut, restore
 

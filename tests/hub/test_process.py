@@ -17,10 +17,10 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from edgecache_testservers.kubeapi import APIError, KubeAPIServer, objects
 from kubernetes import client as k8s
 
 from edgecache.hub import HubStore
-from edgecache.testing.kubeapi import APIError, KubeAPIServer, objects
 
 from .conftest import KubeWatcher, k8s_client
 

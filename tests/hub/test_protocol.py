@@ -13,9 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
 
 from edgecache.hub import HubServer
-from edgecache.testing.kubeapi import KubeAPIServer, objects
 
 from .conftest import cut, fast_settings, restore
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from edgecache.hub import HubServer
-from edgecache.testing.kubeapi import KubeAPIServer, objects
 
 from .conftest import KubeWatcher, cut, k8s_client, names, restore
 

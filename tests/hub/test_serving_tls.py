@@ -12,12 +12,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import make_mocked_request
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi.fixtures import kubectl_path
 from multidict import CIMultiDict
 
 from edgecache.hub import HubServer
 from edgecache.hub._proxy import _outgoing_headers
-from edgecache.testing.kubeapi import KubeAPIServer, objects
-from edgecache.testing.kubeapi.fixtures import kubectl_path
 
 from .conftest import fast_settings
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import aiohttp
 import yaml
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
 
 from edgecache.hub import HubServer
 from edgecache.hub._kubeconfig import apply_kubeconfig
-from edgecache.testing.kubeapi import KubeAPIServer, objects
 
 from .conftest import fast_settings
 

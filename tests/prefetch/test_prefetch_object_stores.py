@@ -16,11 +16,11 @@ from typing import Any
 
 import boto3
 import pytest
+from edgecache_testservers.oss import OSSServer
+from edgecache_testservers.wan import WANEmulator, WANProfile
 from moto.server import ThreadedMotoServer
 
 from edgecache.fs import EdgeCacheFileSystem, run_prefetch
-from edgecache.testing.oss import OSSServer
-from edgecache.testing.wan import WANEmulator, WANProfile
 
 FAST = WANProfile(rtt_ms=2, mbit=800)
 OSS_KEY, OSS_SECRET = "AKIDPREFETCH", "prefetch-secret-value"

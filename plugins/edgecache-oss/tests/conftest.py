@@ -1,4 +1,4 @@
-"""Fixtures of the OSS plugin tests: the OSS-protocol test server (``edgecache.testing.oss``) on
+"""Fixtures of the OSS plugin tests: the OSS-protocol test server (``edgecache_testservers.oss``) on
 127.0.0.1, which verifies request signatures, with one bucket and a fresh prefix per test.
 
 Every test runs with the OSS/Alibaba Cloud environment variables cleared, so nothing from the
@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from edgecache_testservers.oss import OSSServer
 from osstestlib import BUCKET, KEY, SECRET, STS_KEY, STS_SECRET, TOKEN
-
-from edgecache.testing.oss import OSSServer
 
 
 @pytest.fixture(autouse=True)

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 from edgecache_oss import OSSBackend
+from edgecache_testservers.oss import OSSServer
 from osstestlib import KEY, SECRET
 
 from edgecache.backends import Backend, ObjectChangedError, get_backend
 from edgecache.testing.backend_suite import BackendConformance, Seed, run
-from edgecache.testing.oss import OSSServer
 
 
 class TestOSSConformance(BackendConformance):

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+from edgecache_testservers.oss import OSSServer
 from osstestlib import KEY, SECRET
 
 from edgecache.testing.backend_suite import edgecache_cli
-from edgecache.testing.oss import OSSServer
 
 WRONG_SECRET = "Cli-Wrong-OSS-Secret"
 

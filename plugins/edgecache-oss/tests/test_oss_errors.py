@@ -13,13 +13,13 @@ from typing import Any
 
 import fsspec
 import pytest
+from edgecache_testservers.oss import OSSServer
 from osstestlib import KEY, SECRET, free_port
 
 from edgecache.backends import get_backend
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.testing.backend_suite import run
-from edgecache.testing.oss import OSSServer
 
 WRONG_SECRET = "Wr0ng-OSS-Secret-Nobody-May-See"
 

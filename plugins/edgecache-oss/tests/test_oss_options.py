@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 from edgecache_oss._options import oss_config
+from edgecache_testservers.oss import OSSServer
 from osstestlib import KEY, SECRET, STS_KEY, STS_SECRET, TOKEN
 
 from edgecache.backends import get_backend
 from edgecache.backends.options import Secret
 from edgecache.errors import ConfigError
 from edgecache.testing.backend_suite import run
-from edgecache.testing.oss import OSSServer
 
 
 def read(options: dict[str, Any], path: str) -> bytes:

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from edgecache_testservers.oss import OSSServer
 from osstestlib import KEY, SECRET
 
 from edgecache.testing.backend_suite import RemoteBackendWANConformance, Seed
-from edgecache.testing.oss import OSSServer
 
 
 class TestOSSOverWAN(RemoteBackendWANConformance):

@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import oss2
 import pytest
-
-from edgecache.testing.oss import OSSServer
-from edgecache.testing.wan import (
+from edgecache_testservers.oss import OSSServer
+from edgecache_testservers.wan import (
     EDGE_80MS_20MBIT,
     LINK_30MS_100MBIT,
     TokenBucket,
@@ -223,7 +222,7 @@ async def test_command_line(upstream: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "edgecache.testing.wan",
+        "edgecache_testservers.wan",
         "--upstream",
         upstream,
         "--rtt-ms",

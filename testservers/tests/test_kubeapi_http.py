@@ -8,10 +8,9 @@ import time
 from typing import Any
 
 import aiohttp
+import edgecache_testservers.kubeapi as kubeapi
 import pytest
-
-import edgecache.testing.kubeapi as kubeapi
-from edgecache.testing.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
 
 PODS = "/api/v1/namespaces/default/pods"
 MERGE = {"Content-Type": "application/merge-patch+json"}

@@ -19,9 +19,8 @@ import aiohttp
 import oss2
 import pytest
 import requests
+from edgecache_testservers.oss import OSSServer
 from ossfs import AioOSSFileSystem, OSSFileSystem
-
-from edgecache.testing.oss import OSSServer
 
 AK, SK = "test-ak", "test-secret"
 
@@ -543,7 +542,7 @@ def test_command_line(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "edgecache.testing.oss",
+            "edgecache_testservers.oss",
             "--credentials",
             "cli-ak:cli-sk",
             "--bucket",
@@ -589,7 +588,7 @@ def test_faults_close_and_hang(server: OSSServer, bucket_name: str) -> None:
 
 
 def test_fixture_helpers() -> None:
-    from edgecache.testing.oss.fixtures import TEST_BUCKET, ossfs_options
+    from edgecache_testservers.oss.fixtures import TEST_BUCKET, ossfs_options
 
     with OSSServer() as srv:
         srv.create_bucket(TEST_BUCKET)

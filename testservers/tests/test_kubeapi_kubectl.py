@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from edgecache.testing.kubeapi import KubeAPIServer, objects
-from edgecache.testing.kubeapi.fixtures import kubectl_path, run_kubectl
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi.fixtures import kubectl_path, run_kubectl
 
 pytestmark = pytest.mark.skipif(kubectl_path() is None, reason="kubectl is not installed")
 

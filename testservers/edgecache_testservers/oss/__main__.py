@@ -1,4 +1,4 @@
-"""``python -m edgecache.testing.oss``: the OSS test server on its own (benchmarks, demos)."""
+"""``python -m edgecache_testservers.oss``: the OSS test server on its own (benchmarks, demos)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def _credential(text: str) -> tuple[str, str]:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m edgecache.testing.oss", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m edgecache_testservers.oss", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
     parser.add_argument(

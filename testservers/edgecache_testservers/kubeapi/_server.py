@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 
-from edgecache.testing._threadloop import LoopThreadService
+from edgecache_testservers._threadloop import LoopThreadService
 
 from . import _status
 from ._faults import Authenticator, Fault, FaultMode, FaultPlan, RecordedRequest

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from edgecache_testservers.kubeapi import APIError, KubeAPIServer, objects
+from edgecache_testservers.kubeapi._patch import json_patch, merge_patch
+from edgecache_testservers.kubeapi._protobuf import decode_object
+from edgecache_testservers.kubeapi._strategic import strategic_merge
+from edgecache_testservers.kubeapi._table import human_age, json_path
 
 from edgecache.k8s.selectors import FieldSelector, LabelSelector, SelectorError
-from edgecache.testing.kubeapi import APIError, KubeAPIServer, objects
-from edgecache.testing.kubeapi._patch import json_patch, merge_patch
-from edgecache.testing.kubeapi._protobuf import decode_object
-from edgecache.testing.kubeapi._strategic import strategic_merge
-from edgecache.testing.kubeapi._table import human_age, json_path
 
 
 def _labelled(**labels: str) -> dict[str, object]:
@@ -142,7 +142,7 @@ def test_standalone_command_serves_until_terminated(tmp_path: Path) -> None:
     command = [
         sys.executable,
         "-m",
-        "edgecache.testing.kubeapi",
+        "edgecache_testservers.kubeapi",
         "--port",
         "0",
         "--seed-pods",

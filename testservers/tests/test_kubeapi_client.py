@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
-
-from edgecache.testing.kubeapi import KubeAPIServer, objects
 
 
 def _api_client(server: KubeAPIServer, token: str | None = None) -> client.ApiClient:

@@ -1,4 +1,4 @@
-"""Fixtures for the tests of edgecache.testing: the Kubernetes API test server in both modes."""
+"""Fixtures for the tests of edgecache_testservers: the Kubernetes API test server in both modes."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-
-from edgecache.testing.kubeapi import KubeAPIServer
-from edgecache.testing.kubeapi.fixtures import kube_api
+from edgecache_testservers.kubeapi import KubeAPIServer
+from edgecache_testservers.kubeapi.fixtures import kube_api
 
 __all__ = ["api", "http", "kube_api"]
 

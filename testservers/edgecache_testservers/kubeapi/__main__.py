@@ -1,4 +1,4 @@
-"""``python -m edgecache.testing.kubeapi``: the test API server standalone (the demo uses it).
+"""``python -m edgecache_testservers.kubeapi``: the test API server standalone (the demo uses it).
 
 Prints one line, ``kubeapi listening on URL``, once it serves; with ``--tls-dir`` a second line
 gives the CA file for clients. Stops cleanly on SIGINT or SIGTERM.
@@ -20,7 +20,7 @@ from ._server import KubeAPIServer
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m edgecache.testing.kubeapi", description=__doc__
+        prog="python -m edgecache_testservers.kubeapi", description=__doc__
     )
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")

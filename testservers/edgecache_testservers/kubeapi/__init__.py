@@ -1,4 +1,4 @@
-"""An in-process Kubernetes API server for tests and the demo (``edgecache.testing.kubeapi``).
+"""An in-process Kubernetes API server for tests and the demo (``edgecache_testservers.kubeapi``).
 
 No kube-apiserver can run on our build machines, yet the edge hub, the controller and the agent
 must be tested against real API semantics. This package serves the Kubernetes REST API over real

@@ -7,10 +7,9 @@ import contextlib
 from typing import Any
 
 import aiohttp
-
-import edgecache.testing.kubeapi as kubeapi
-from edgecache.testing.kubeapi import KubeAPIServer, objects
-from edgecache.testing.kubeapi.fixtures import WatchReader
+import edgecache_testservers.kubeapi as kubeapi
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi.fixtures import WatchReader
 
 PODS = "/api/v1/namespaces/default/pods"
 MERGE = {"Content-Type": "application/merge-patch+json"}

@@ -1,7 +1,7 @@
 """Pytest fixtures and helpers for suites that need a Kubernetes API (hub, controller, agent).
 
 Import the fixture into a ``conftest.py``:
-``from edgecache.testing.kubeapi.fixtures import kube_api``.
+``from edgecache_testservers.kubeapi.fixtures import kube_api``.
 ``kube_api`` is a fresh threaded :class:`KubeAPIServer` per test with 0.2-second bookmarks;
 ``run_kubectl`` runs the machine's kubectl against a server URL; ``WatchReader`` reads the events
 of a watch response opened with aiohttp.

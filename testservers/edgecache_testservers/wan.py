@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from edgecache.testing._threadloop import LoopThreadService
+from edgecache_testservers._threadloop import LoopThreadService
 
 __all__ = [
     "EDGE_80MS_20MBIT",
@@ -475,7 +475,7 @@ def _parse_upstream(upstream: str | tuple[str, int]) -> tuple[str, int]:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m edgecache.testing.wan",
+        prog="python -m edgecache_testservers.wan",
         description="Run the WAN emulator in its own process (benchmarks: the proxy then "
         "shares no interpreter lock with the client or the server).",
     )
@@ -506,7 +506,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m edgecache.testing.wan --upstream 127.0.0.1:9000 --rtt-ms 30 --mbit 100``."""
+    """``python -m edgecache_testservers.wan --upstream 127.0.0.1:9000 --rtt-ms 30 --mbit 100``."""
     asyncio.run(_serve(_parse_args(argv)))
 
 

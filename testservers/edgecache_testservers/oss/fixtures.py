@@ -1,6 +1,6 @@
 """Pytest fixtures for suites that need OSS (the OSS backend plugin, benchmarks' smoke tests).
 
-Import into a ``conftest.py``: ``from edgecache.testing.oss.fixtures import oss_server``.
+Import into a ``conftest.py``: ``from edgecache_testservers.oss.fixtures import oss_server``.
 ``oss_server`` is a fresh threaded :class:`OSSServer` per test with one bucket,
 :data:`TEST_BUCKET`, and the default test credentials; :func:`ossfs_options` gives the keyword
 arguments that point ``ossfs.OSSFileSystem``/``AioOSSFileSystem`` at it.

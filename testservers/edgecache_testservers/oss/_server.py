@@ -20,7 +20,7 @@ from typing import Literal, TypeVar
 
 from aiohttp import web
 
-from edgecache.testing._threadloop import LoopThreadService
+from edgecache_testservers._threadloop import LoopThreadService
 
 from ._auth import ANONYMOUS, Principal, SignedRequest, Verifier
 from ._errors import OSSError, access_denied

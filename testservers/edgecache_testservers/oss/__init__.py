@@ -1,4 +1,4 @@
-"""An in-process OSS (Aliyun Object Storage Service) server for tests: ``edgecache.testing.oss``.
+"""An in-process OSS (Aliyun Object Storage Service) server for tests.
 
 ossfs cannot talk to S3 test servers (``oss2`` rejects S3's namespaced XML) and no OSS server can
 be installed on our machines, so the OSS backend plugin is tested against this one: the OSS REST
@@ -12,7 +12,8 @@ addressing, OSS XML without namespace, OSS error documents), with request signat
 
 Layers, bottom up: ``_errors`` -> ``_crc64``, ``_store`` (buckets, objects, uploads) -> ``_auth``
 (signatures), ``_xml`` (documents) -> ``_handlers`` (operations over HTTP) -> ``_server``
-(lifecycle, auth and ACLs, request log, faults). ``python -m edgecache.testing.oss`` runs it alone.
+(lifecycle, auth and ACLs, request log, faults). ``python -m edgecache_testservers.oss`` runs it
+alone.
 """
 
 from __future__ import annotations
