@@ -8,21 +8,29 @@ equivalent, and say whether retrying can help::
     ├── ConfigError (ValueError)        bad option, size, URL or spec: permanent, fix the input
     ├── BackendNotInstalledError        (ImportError) URL protocol whose plugin is missing
     ├── PinError                        a pin that cannot fit in the quota: permanent
+    ├── ObjectChangedError (OSError)    the object changed under a read: re-plan on its new version
+    ├── CorruptBlockError               a cached block failed its checks: a miss, fetched again
     └── TemporaryError                  may succeed later: ``retry_after_seconds`` says when
-        └── BackendUnavailableError     (ConnectionError) the backend cannot be reached
+        ├── BackendUnavailableError     (ConnectionError) the backend cannot be reached
+        └── TierUnavailableError        a cache tier (the SSD directory) cannot be used now
 
 Errors from libraries underneath are translated at the boundary with ``raise ... from exc``.
 """
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "BackendNotInstalledError",
     "BackendUnavailableError",
     "ConfigError",
+    "CorruptBlockError",
     "EdgeCacheError",
+    "ObjectChangedError",
     "PinError",
     "TemporaryError",
+    "TierUnavailableError",
 ]
 
 
@@ -42,6 +50,27 @@ class PinError(EdgeCacheError):
     """A pin request cannot be honoured (it would not fit in the quota). Permanent."""
 
 
+class ObjectChangedError(EdgeCacheError, OSError):
+    """The object no longer has the version a read was planned for.
+
+    Raised by a backend whose ranged read checks the version (``If-Match``, ``fstat``) and by
+    the cache when a block comes back with the wrong length. The read engine answers it by
+    planning the read again on the current version (once); it reaches the user only when a
+    file handle has already returned bytes of the old version, which it must never mix.
+    """
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1:
+            # errno ESTALE ("stale file handle") as for any OSError a user may inspect.
+            super().__init__(errno.ESTALE, args[0])
+        else:
+            super().__init__(*args)
+
+
+class CorruptBlockError(EdgeCacheError):
+    """A cached block is truncated, altered, or belongs to another key (treated as a miss)."""
+
+
 class TemporaryError(EdgeCacheError):
     """A failure that may go away; retry after :attr:`retry_after_seconds`."""
 
@@ -52,3 +81,7 @@ class TemporaryError(EdgeCacheError):
 
 class BackendUnavailableError(TemporaryError, ConnectionError):
     """The backend cannot be reached (network down, endpoint refusing connections)."""
+
+
+class TierUnavailableError(TemporaryError):
+    """A cache tier cannot be used right now (reads bypass it; pins and unpins raise this)."""

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem
 
-from edgecache.errors import BackendUnavailableError
+from edgecache.errors import BackendUnavailableError, ObjectChangedError
 
 __all__ = ["Backend", "ObjectChangedError"]
 
@@ -34,10 +34,6 @@ _UNREACHABLE_ERRNOS = {
     errno.ECONNABORTED,
     errno.EPIPE,
 }
-
-
-class ObjectChangedError(OSError):
-    """The object no longer has the version a read was planned for (re-plan and retry)."""
 
 
 class Backend(ABC):

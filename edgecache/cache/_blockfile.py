@@ -20,6 +20,8 @@ import struct
 import lz4.frame
 import xxhash
 
+from edgecache.errors import CorruptBlockError
+
 __all__ = [
     "HEADER_SIZE",
     "CorruptBlockError",
@@ -34,10 +36,6 @@ _HEADER = struct.Struct("<4sB3xQQQ16s")
 HEADER_SIZE = _HEADER.size
 _FLAG_LZ4 = 1
 _SAMPLE_BYTES = 64 * 1024
-
-
-class CorruptBlockError(Exception):
-    """A block file is truncated, altered, or belongs to another key."""
 
 
 def _compress_if_it_pays(data: bytes, *, mode: str, min_saving: float) -> bytes | None:

@@ -43,7 +43,7 @@ from edgecache.cache._index import BlockIndex, DirUsage, PinRecord, _IndexRecrea
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy
 from edgecache.config import CacheSettings
-from edgecache.errors import TemporaryError
+from edgecache.errors import TierUnavailableError
 from edgecache.metrics import (
     CACHE_BYPASS,
     CACHE_CORRUPT_BLOCKS,
@@ -61,10 +61,6 @@ _RETRY_AFTER_SECONDS = 30.0
 _FLUSH_EVERY_SECONDS = 1.0
 _FLUSH_EVERY_HITS = 512
 _INDEX_CHECK_SECONDS = 2.0
-
-
-class TierUnavailableError(TemporaryError):
-    """The SSD tier cannot be used right now (reads bypass it; pins and unpins raise this)."""
 
 
 def _reason(exc: BaseException) -> str:

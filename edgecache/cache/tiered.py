@@ -11,8 +11,9 @@ The filesystem (:mod:`edgecache.fs`) cuts objects into :class:`BlockKey`\\ s and
 synchronously (:meth:`get_cached`) from any thread without touching an event loop, which is what
 makes warm small-file reads cheap; misses are async. MEM evictions are demoted to the SSD tier.
 
-A block the backend returns with the wrong length is refused (never cached, an error raised):
-the object changed under its version, and mixing blocks of two versions would be wrong bytes.
+A block the backend returns with the wrong length is refused (never cached,
+:class:`~edgecache.errors.ObjectChangedError` raised, so the reader re-plans on the new
+version): the object changed under its version, and mixing two versions would be wrong bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from edgecache.cache.eviction import policy_by_name
 from edgecache.cache.memory import MemoryTier
 from edgecache.cache.ssd import SSDTier
 from edgecache.config import CacheSettings
+from edgecache.errors import ObjectChangedError
 from edgecache.metrics import (
     BACKEND_BYTES,
     BACKEND_ERRORS,
@@ -246,7 +248,7 @@ class TieredCache:
             raise
         BACKEND_FETCH_SECONDS.labels(backend).observe(time.perf_counter() - started)
         if expected_size is not None and len(data) != expected_size:
-            raise OSError(
+            raise ObjectChangedError(
                 f"{key.path}: block {key.index} came back with {len(data)} bytes, expected "
                 f"{expected_size}; the object changed while it was read"
             )

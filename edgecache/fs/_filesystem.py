@@ -34,9 +34,9 @@ from edgecache.cache import BlockKey, TieredCache
 from edgecache.config import CacheSettings
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs._file import EdgeCacheFile
-from edgecache.fs._health import BackendHealth
-from edgecache.fs._metadata import CachedInfo, MetadataCache, _parent
-from edgecache.fs._scan import ScanDetector
+from edgecache.engine._health import BackendHealth
+from edgecache.engine._metadata import CachedInfo, MetadataCache, _parent
+from edgecache.engine._scan import ScanDetector
 
 __all__ = ["EdgeCacheFileSystem"]
 

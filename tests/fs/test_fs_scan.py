@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgecache.fs._metadata import CachedInfo
-from edgecache.fs._scan import ScanDetector
+from edgecache.engine._metadata import CachedInfo
+from edgecache.engine._scan import ScanDetector
 
 
 def listing(*names: str) -> list[CachedInfo]:

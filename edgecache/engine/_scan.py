@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from edgecache.fs._metadata import CachedInfo, _parent
+from edgecache.engine._metadata import CachedInfo, _parent
 
 __all__ = ["ScanDetector"]
 
