@@ -32,11 +32,11 @@ from fsspec.implementations.chained import ChainedFileSystem
 from edgecache.backends import Backend, ObjectChangedError, get_backend
 from edgecache.cache import BlockKey, TieredCache
 from edgecache.config import CacheSettings
-from edgecache.errors import BackendUnavailableError
-from edgecache.fs._file import EdgeCacheFile
 from edgecache.engine._health import BackendHealth
 from edgecache.engine._metadata import CachedInfo, MetadataCache, _parent
 from edgecache.engine._scan import ScanDetector
+from edgecache.errors import BackendUnavailableError
+from edgecache.fs._file import EdgeCacheFile
 
 __all__ = ["EdgeCacheFileSystem"]
 
