@@ -4,11 +4,11 @@ Flow of a request (one module each)::
 
     _proxy        aiohttp app every request enters (HTTP, or HTTPS with client certificates)
       _requestinfo  what is asked (verb, group/version/resource, namespace, name, selector)
-      online  -> _upstream   forward (failover, TLS, token, kubeconfig via _kubeconfig)
+      online  -> _upstream   forward (failover; connection, TLS, token from edgecache.k8s)
                  _filters    response filters (nodepool topology; pool from _nodepool)
                  _recording  record GET/LIST/WATCH/discovery answers   -> _store (sqlite WAL)
       offline -> _offline    answer from _store (edgecache.k8s.selectors), Status: _status
-    _health       probe + request-failure evidence, hysteresis; a switch ends _watches
+    k8s.health    probes + request-failure evidence, hysteresis; a switch ends _watches
     _config       settings;  _server: wiring, /healthz /readyz /metrics;  command: ``edgecache hub``
 """
 

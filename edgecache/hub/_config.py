@@ -1,7 +1,8 @@
 """Hub settings: the first thing built, read by every other hub module.
 
 Settings are nested dataclasses grouped by concern (upstream, health, offline serving, recording,
-filters, listening). Every field has a default and says its unit and why the default was chosen.
+filters, listening); the upstream connection and health settings are the shared ones of
+:mod:`edgecache.k8s`. Every field has a default and says its unit and why the default was chosen.
 ``edgecache hub`` fills them from flags; tests build them directly with short intervals.
 """
 
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgecache.k8s.connection import ConnectionSettings
+from edgecache.k8s.health import HealthSettings
 
 __all__ = [
     "DEFAULT_COMPONENTS",
@@ -39,51 +43,16 @@ DEFAULT_COMPONENTS: frozenset[str] = frozenset(
 
 
 @dataclass
-class UpstreamSettings:
-    """How the hub reaches the cloud kube-apiserver(s)."""
+class UpstreamSettings(ConnectionSettings):
+    """How the hub reaches the cloud kube-apiserver(s): the connection every edgecache component
+    uses (servers, CA, identity, token or token file, timeouts), plus what only the proxy needs.
 
-    #: Base URLs of the upstream API servers, tried in order; the first that answers is used and
-    #: the others take over when it stops answering (failover).
-    servers: list[str] = field(default_factory=list)
-    #: PEM file of the CA that signed the upstream serving certificate (None: system CAs).
-    certificate_authority: str | None = None
-    #: PEM client certificate and key the hub presents upstream (its own identity).
-    client_certificate: str | None = None
-    client_key: str | None = None
-    #: Bearer token the hub adds for clients that present no credentials of their own.
-    token: str | None = None
-    #: File holding that token; re-read when it changes (projected service-account tokens rotate).
-    token_file: str | None = None
-    #: Skip TLS verification of the upstream (only for test clusters; never the default).
-    insecure_skip_tls_verify: bool = False
-    #: Seconds to wait for a TCP/TLS connection. Short, because a WAN that cannot connect within
-    #: a few seconds is down for our purposes and the next server (or the store) should answer.
-    connect_timeout_seconds: float = 3.0
-    #: Seconds without data before a non-watch request is given up (watches have no limit).
-    read_timeout_seconds: float = 60.0
+    The token (or token file) is added only for clients that present no credentials of their
+    own; the client certificate is the hub's own identity.
+    """
+
     #: Ask the upstream for gzip: halves WAN bytes for large lists; decoded in the hub.
     gzip: bool = True
-
-
-@dataclass
-class HealthSettings:
-    """When the hub decides the upstream is down or back (hysteresis against a flapping WAN)."""
-
-    #: Seconds between active probes of the upstream.
-    probe_interval_seconds: float = 5.0
-    #: Seconds a probe may take before it counts as a failure.
-    probe_timeout_seconds: float = 3.0
-    #: Consecutive failed observations (probes or proxied requests) before going offline.
-    #: Three at 5 s tolerates a short WAN hiccup without dropping every watch.
-    failures_to_offline: int = 3
-    #: Consecutive successful probes before going back online; two avoids re-syncing every
-    #: client against an upstream that answers once and then drops again.
-    successes_to_online: int = 2
-    #: Seconds the first probe may hold up serving when the store has data: an upstream that
-    #: swallows packets (WAN down, no RST) must not delay offline answers after a restart.
-    startup_probe_seconds: float = 0.5
-    #: Path probed on the upstream; any answer below 500 (even 401/403) means "reachable".
-    probe_path: str = "/readyz"
 
 
 @dataclass

@@ -27,7 +27,6 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edgecache.hub._filters import FilterChain, ResponseFilter
-from edgecache.hub._health import HealthMonitor
 from edgecache.hub._offline import OfflineResponder
 from edgecache.hub._recording import Recorder, json_accept, raw_key
 from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo, component_of, parse_request
@@ -35,6 +34,7 @@ from edgecache.hub._status import status_response
 from edgecache.hub._store import HubStore
 from edgecache.hub._upstream import Upstream, UpstreamUnavailableError, gzip_decoder
 from edgecache.hub._watches import WatchRegistry
+from edgecache.k8s.health import HealthMonitor
 from edgecache.metrics import HUB_REQUESTS
 
 __all__ = ["HubProxy"]

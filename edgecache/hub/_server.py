@@ -20,7 +20,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from edgecache.errors import ConfigError
 from edgecache.hub._config import HubSettings
 from edgecache.hub._filters import FilterChain, NodePoolTopologyFilter, ResponseFilter
-from edgecache.hub._health import HealthMonitor
 from edgecache.hub._nodepool import NodePoolMembership
 from edgecache.hub._offline import OfflineResponder
 from edgecache.hub._proxy import HubProxy
@@ -28,7 +27,15 @@ from edgecache.hub._recording import Recorder
 from edgecache.hub._store import HubStore
 from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
 from edgecache.hub._watches import WatchRegistry
-from edgecache.metrics import HUB_STORE_BYTES, HUB_STORE_OBJECTS, HUB_WATCHES_ENDED, REGISTRY
+from edgecache.k8s.health import HealthMonitor
+from edgecache.metrics import (
+    HUB_MODE,
+    HUB_MODE_SWITCHES,
+    HUB_STORE_BYTES,
+    HUB_STORE_OBJECTS,
+    HUB_WATCHES_ENDED,
+    REGISTRY,
+)
 
 __all__ = ["HubServer", "parse_address"]
 
@@ -68,7 +75,10 @@ class HubServer:
         self.watches = WatchRegistry()
         self.upstream = Upstream(settings.upstream, settings.health)
         self.health = HealthMonitor(
-            settings.health, probe=self.upstream.probe, on_switch=self._on_switch
+            settings.health,
+            probe=self.upstream.probe,
+            on_switch=self._on_switch,
+            name="upstream API server (edge hub)",
         )
         self.store: HubStore | None = None
         self.recorder: Recorder | None = None
@@ -79,6 +89,10 @@ class HubServer:
         self.health_url = ""
 
     def _on_switch(self, online: bool) -> None:
+        HUB_MODE.set(1 if online else 0)
+        HUB_MODE_SWITCHES.labels(to="online" if online else "offline").inc()
+        if not online:
+            log.warning("edge hub serves from its store until the upstream is back")
         closed = self.watches.close_all()
         HUB_WATCHES_ENDED.inc(closed)
         log.warning("mode switch: ended %d open watches so clients re-list", closed)
@@ -94,6 +108,7 @@ class HubServer:
             online = await self.health.start(
                 wait_seconds=settings.health.startup_probe_seconds if stored else None
             )
+            HUB_MODE.set(1 if online else 0)
             if not online:
                 if self.require_serving and stored == 0:
                     servers = ", ".join(settings.upstream.servers)

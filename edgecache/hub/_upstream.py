@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import zlib
 from collections.abc import Mapping
@@ -21,8 +20,11 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from edgecache.errors import BackendUnavailableError, ConfigError
-from edgecache.hub._config import HealthSettings, UpstreamSettings
+from edgecache.errors import BackendUnavailableError
+from edgecache.hub._config import UpstreamSettings
+from edgecache.k8s.credentials import TokenSource
+from edgecache.k8s.health import HealthSettings
+from edgecache.k8s.tls import client_ssl_context
 
 __all__ = ["RawUpgrade", "Upstream", "UpstreamUnavailableError", "gzip_decoder", "read_body"]
 
@@ -56,24 +58,6 @@ async def read_body(response: aiohttp.ClientResponse) -> bytes:
     return data
 
 
-def _ssl_context(settings: UpstreamSettings, *, identity: bool) -> ssl.SSLContext | bool:
-    """TLS for the upstream; with ``identity`` the hub's client certificate is presented."""
-    if not any(url.startswith("https://") for url in settings.servers):
-        return False
-    if settings.insecure_skip_tls_verify:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=settings.certificate_authority)
-    if identity and settings.client_certificate:
-        try:
-            context.load_cert_chain(settings.client_certificate, settings.client_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load client certificate: {exc}") from exc
-    return context
-
-
 @dataclass
 class RawUpgrade:
     """The upstream's answer head to a raw upgrade request, on its own connection (not pooled):
@@ -90,22 +74,21 @@ class Upstream:
     """Pooled HTTP client for the upstream servers with failover. Use :meth:`start` first."""
 
     def __init__(self, settings: UpstreamSettings, health: HealthSettings) -> None:
-        if not settings.servers:
-            raise ConfigError("no upstream server given (--server or --kubeconfig)")
-        for url in settings.servers:
-            if not url.startswith(("http://", "https://")):
-                raise ConfigError(f"upstream server must be an http(s) URL: {url!r}")
+        settings.check()
         self.settings = settings
         self.health_settings = health
-        self._ssl = _ssl_context(settings, identity=True)
-        self._ssl_anonymous = _ssl_context(settings, identity=False)
+        # No TLS (plain http upstreams): aiohttp's ssl=False, which then never applies.
+        self._ssl: ssl.SSLContext | bool = client_ssl_context(settings, identity=True) or False
+        self._ssl_anonymous: ssl.SSLContext | bool = (
+            client_ssl_context(settings, identity=False) or False
+        )
         self._current = 0
         # Two pools: requests without client credentials go out with the hub's identity (its
         # client certificate); requests that bring their own Authorization go out without it,
         # so that the upstream judges the client's credentials alone.
         self._session: aiohttp.ClientSession | None = None
         self._session_own_credentials: aiohttp.ClientSession | None = None
-        self._token_cache: tuple[float, str] | None = None
+        self._tokens = TokenSource(settings)
 
     @property
     def current_server(self) -> str:
@@ -136,28 +119,13 @@ class Upstream:
             await self._session.close()
         self._session = self._session_own_credentials = None
 
-    def _token(self) -> str | None:
-        if self.settings.token:
-            return self.settings.token
-        if not self.settings.token_file:
-            return None
-        try:
-            mtime = os.stat(self.settings.token_file).st_mtime
-            if self._token_cache is None or self._token_cache[0] != mtime:
-                with open(self.settings.token_file) as handle:
-                    self._token_cache = (mtime, handle.read().strip())
-        except OSError as exc:
-            log.warning("cannot read token file %s: %s", self.settings.token_file, exc)
-            return None
-        return self._token_cache[1]
-
     def outgoing_headers(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
         """Headers for the upstream: the client's, plus the hub's token when it has none."""
         result = CIMultiDict(headers)
         if "Authorization" not in result:
-            token = self._token()
-            if token:
-                result["Authorization"] = f"Bearer {token}"
+            authorization = self._tokens.authorization()
+            if authorization:
+                result["Authorization"] = authorization
         if self.settings.gzip:
             result["Accept-Encoding"] = "gzip"
         return result

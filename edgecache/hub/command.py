@@ -17,8 +17,8 @@ import click
 
 from edgecache.errors import ConfigError, EdgeCacheError
 from edgecache.hub._config import DEFAULT_COMPONENTS, HubSettings
-from edgecache.hub._kubeconfig import apply_kubeconfig
 from edgecache.hub._server import HubServer, parse_address
+from edgecache.k8s.options import ConnectionFlags, connection_options
 
 __all__ = ["hub_command"]
 
@@ -53,7 +53,7 @@ async def _run(settings: HubSettings) -> None:
 @click.command(
     "hub", context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
 )
-@click.option("--server", "servers", help="Upstream API server URL(s), comma separated.")
+@connection_options(token_help="Bearer token the hub adds for clients that bring none.")
 @click.option("--listen", default="127.0.0.1:10261", help="host:port of the API proxy.")
 @click.option(
     "--health-listen", default="127.0.0.1:10267", help="host:port of /healthz /readyz /metrics."
@@ -64,12 +64,6 @@ async def _run(settings: HubSettings) -> None:
     required=True,
     help="Directory of the hub's store.",
 )
-@click.option("--certificate-authority", type=click.Path(dir_okay=False), help="Upstream CA.")
-@click.option("--client-certificate", type=click.Path(dir_okay=False), help="Client cert.")
-@click.option("--client-key", type=click.Path(dir_okay=False), help="Client key.")
-@click.option("--token", help="Bearer token for clients that bring none.")
-@click.option("--token-file", type=click.Path(dir_okay=False), help="File holding that token.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--components",
     default=None,
@@ -92,16 +86,10 @@ async def _run(settings: HubSettings) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
 def hub_command(
     *,
-    servers: str | None,
+    connection: ConnectionFlags,
     listen: str,
     health_listen: str,
     cache_dir: Path,
-    certificate_authority: str | None,
-    client_certificate: str | None,
-    client_key: str | None,
-    token: str | None,
-    token_file: str | None,
-    kubeconfig: Path | None,
     components: str | None,
     nodepool: str | None,
     tls_cert_file: str | None,
@@ -128,18 +116,7 @@ def hub_command(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     settings = HubSettings(cache_dir=cache_dir)
-    upstream = settings.upstream
-    if servers:
-        upstream.servers = [url.strip().rstrip("/") for url in servers.split(",") if url.strip()]
-    upstream.certificate_authority = certificate_authority
-    upstream.client_certificate = client_certificate
-    upstream.client_key = client_key
-    upstream.token = token
-    upstream.token_file = token_file
-    if token and token_file:
-        raise click.UsageError("give --token or --token-file, not both")
-    if bool(client_certificate) != bool(client_key):
-        raise click.UsageError("--client-certificate and --client-key go together")
+    connection.resolve(settings.upstream)
     if probe_interval <= 0:
         raise click.BadParameter("must be positive", param_hint="--probe-interval")
     settings.health.probe_interval_seconds = probe_interval
@@ -159,15 +136,8 @@ def hub_command(
     try:
         parse_address(listen)
         parse_address(health_listen)
-        if kubeconfig is not None:
-            apply_kubeconfig(kubeconfig, upstream)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    if not upstream.servers:
-        raise click.UsageError("give --server URL[,URL...] or --kubeconfig")
-    for url in upstream.servers:
-        if not url.startswith(("http://", "https://")):
-            raise click.UsageError(f"--server must be http(s) URLs, got {url!r}")
     try:
         asyncio.run(_run(settings))
     except EdgeCacheError as exc:

@@ -13,7 +13,7 @@ import yaml
 from edgecache_testservers.kubeapi import KubeAPIServer, objects
 
 from edgecache.hub import HubServer
-from edgecache.hub._kubeconfig import apply_kubeconfig
+from edgecache.k8s import apply_kubeconfig
 
 from .conftest import fast_settings
 

@@ -1,8 +1,10 @@
-"""Reading a kubeconfig into upstream settings (``edgecache hub --kubeconfig``).
+"""Reading a kubeconfig into connection settings (``--kubeconfig FILE`` of every command).
 
-Only what the hub needs: the current context's cluster servers, CA, TLS verification switch and
-the user's token or client certificate. Inline ``*-data`` fields are written to private files in
-a temporary directory because Python's ``ssl`` loads certificate chains from files.
+What a client of ours needs: the current context's cluster server, CA and TLS verification
+switch, and the user's token, token file or client certificate. Credential plugins (``exec``,
+``auth-provider``) are not run: such a user is refused with a clear error. Inline ``*-data``
+fields are written to private files in a temporary directory because Python's ``ssl`` loads
+certificate chains from files.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import yaml
 
 from edgecache.errors import ConfigError
-from edgecache.hub._config import UpstreamSettings
+from edgecache.k8s.connection import ConnectionSettings
 
 __all__ = ["apply_kubeconfig"]
 
@@ -36,7 +38,7 @@ def _resolve(path: Path, value: str) -> str:
 
 
 def _inline(data_b64: str, suffix: str) -> str:
-    directory = Path(tempfile.mkdtemp(prefix="edgecache-hub-"))
+    directory = Path(tempfile.mkdtemp(prefix="edgecache-kubeconfig-"))
     target = directory / suffix
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
@@ -44,7 +46,7 @@ def _inline(data_b64: str, suffix: str) -> str:
     return str(target)
 
 
-def apply_kubeconfig(path: Path, settings: UpstreamSettings) -> None:
+def apply_kubeconfig(path: Path, settings: ConnectionSettings) -> None:
     """Fill unset fields of ``settings`` from the kubeconfig's current context."""
     try:
         config = yaml.safe_load(path.read_text())
@@ -88,3 +90,10 @@ def apply_kubeconfig(path: Path, settings: UpstreamSettings) -> None:
             settings.token = str(user["token"])
         elif user.get("tokenFile"):
             settings.token_file = _resolve(path, user["tokenFile"])
+    has_credentials = settings.token or settings.token_file or settings.client_certificate
+    for plugin in ("exec", "auth-provider"):
+        if user.get(plugin) and not has_credentials:
+            raise ConfigError(
+                f"kubeconfig {path}: user {context['user']!r} authenticates with an {plugin!r} "
+                "plugin, which edgecache does not run; give --token-file or a client certificate"
+            )

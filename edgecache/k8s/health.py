@@ -1,9 +1,12 @@
-"""Upstream health: decides whether the hub is online (proxying) or offline (serving the store).
+"""API server health: decides whether a component is online (talks to the API server) or offline
+(serves or works from what it has locally).
 
-An active probe runs every ``probe_interval_seconds``; failed proxied requests are evidence too
-and trigger an immediate probe. Hysteresis: ``failures_to_offline`` consecutive failures switch
-to offline, ``successes_to_online`` consecutive successful probes switch back. Every switch calls
-the ``on_switch`` callback, which closes in-flight watches (design 2.6) so that clients re-list.
+The edge hub uses it to switch between proxying and answering from its store; the agent and the
+controller can use it the same way. An active probe runs every ``probe_interval_seconds``;
+failed requests are evidence too (:meth:`HealthMonitor.report_failure`) and trigger an immediate
+probe. Hysteresis: ``failures_to_offline`` consecutive failures switch to offline,
+``successes_to_online`` consecutive successful probes switch back. Every switch calls the
+``on_switch`` callback (the hub closes in-flight watches there, design 2.6, so clients re-list).
 """
 
 from __future__ import annotations
@@ -12,17 +15,41 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from edgecache.hub._config import HealthSettings
-from edgecache.metrics import HUB_MODE, HUB_MODE_SWITCHES
-
-__all__ = ["HealthMonitor"]
+__all__ = ["HealthMonitor", "HealthSettings"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class HealthSettings:
+    """When the API server counts as down or back (hysteresis against a flapping WAN)."""
+
+    #: Seconds between active probes of the upstream.
+    probe_interval_seconds: float = 5.0
+    #: Seconds a probe may take before it counts as a failure.
+    probe_timeout_seconds: float = 3.0
+    #: Consecutive failed observations (probes or proxied requests) before going offline.
+    #: Three at 5 s tolerates a short WAN hiccup without dropping every watch.
+    failures_to_offline: int = 3
+    #: Consecutive successful probes before going back online; two avoids re-syncing every
+    #: client against an upstream that answers once and then drops again.
+    successes_to_online: int = 2
+    #: Seconds the first probe may hold up start when a local copy can serve meanwhile: an
+    #: upstream that swallows packets (WAN down, no RST) must not delay offline answers after a
+    #: restart.
+    startup_probe_seconds: float = 0.5
+    #: Path probed on the upstream; any answer below 500 (even 401/403) means "reachable".
+    probe_path: str = "/readyz"
+
+
 class HealthMonitor:
-    """Tracks the online/offline state. Call :meth:`start` to begin probing."""
+    """Tracks the online/offline state. Call :meth:`start` to begin probing.
+
+    ``probe`` answers whether the API server is reachable; ``on_switch(online)`` runs on every
+    switch, on the event loop; ``name`` appears in the log lines of the switches.
+    """
 
     def __init__(
         self,
@@ -30,8 +57,10 @@ class HealthMonitor:
         *,
         probe: Callable[[], Awaitable[bool]],
         on_switch: Callable[[bool], None],
+        name: str = "API server",
     ) -> None:
         self.settings = settings
+        self.name = name
         self._probe = probe
         self._on_switch = on_switch
         self.online = False
@@ -54,7 +83,6 @@ class HealthMonitor:
         except TimeoutError:
             self.online = False
             first.add_done_callback(self._late_first_probe)
-        HUB_MODE.set(1 if self.online else 0)
         self._task = asyncio.create_task(self._run(), name="hub-health")
         return self.online
 
@@ -76,7 +104,8 @@ class HealthMonitor:
             self._wake.set()
 
     async def wait_for(self, online: bool, *, within_seconds: float) -> None:
-        """Wait until the mode is ``online`` (tests and benchmarks use this)."""
+        """Wait until the mode is ``online`` (tests and benchmarks use this); raises
+        ``TimeoutError`` after ``within_seconds``."""
         async with self._changed:
             await asyncio.wait_for(
                 self._changed.wait_for(lambda: self.online == online), timeout=within_seconds
@@ -97,9 +126,9 @@ class HealthMonitor:
     def _switch(self, online: bool) -> None:
         self.online = online
         self.switches += 1
-        HUB_MODE.set(1 if online else 0)
-        HUB_MODE_SWITCHES.labels(to="online" if online else "offline").inc()
-        log.warning("edge hub is now %s", "ONLINE" if online else "OFFLINE (serving from store)")
+        log.warning(
+            "%s is now %s", self.name, "reachable (ONLINE)" if online else "unreachable (OFFLINE)"
+        )
         self._on_switch(online)
         asyncio.get_running_loop().create_task(self._notify())
 
