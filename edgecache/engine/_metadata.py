@@ -9,6 +9,14 @@ invalidate the path, its listing and its ancestors' listings.
 
 Each info is stored with the object version the backend computed from it, so a version never
 depends on how a datetime survives a JSON round trip.
+
+A row's bytes decide what a user reads (an object's size bounds every read of it), so every row
+carries an xxh3-64 checksum of its key, payload and fetch time, verified on read together with
+the payload's shape. A row that fails (a flipped bit, an edited size, a torn page) is dropped and
+logged once, and the lookup is a miss: online the backend is asked again, offline the read fails
+with :class:`~edgecache.errors.BackendUnavailableError`; never wrong bytes, never a decoding
+traceback. Rows of earlier versions (table ``entries``, without checksums) cannot be verified and
+are dropped on open.
 """
 
 from __future__ import annotations
@@ -23,16 +31,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import xxhash
+
 __all__ = ["CachedInfo", "MetadataCache"]
 
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS entries(
+CREATE TABLE IF NOT EXISTS checked_entries(
     backend TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL,
-    data TEXT NOT NULL, fetched REAL NOT NULL,
+    data TEXT NOT NULL, fetched REAL NOT NULL, checksum TEXT NOT NULL,
     PRIMARY KEY(backend, kind, path)
 ) WITHOUT ROWID;
+DROP TABLE IF EXISTS entries;
 """
 
 
@@ -50,6 +61,46 @@ def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
+class DamagedRowError(ValueError):
+    """A stored row whose checksum, encoding or shape is wrong: it must not be used."""
+
+
+def row_checksum(backend: str, kind: str, path: str, data: str, fetched: float) -> str:
+    """xxh3-64 (hex) of everything a row says: its key, its payload and when it was fetched."""
+    fields = (backend, kind, path, data, fetched.hex())
+    return xxhash.xxh3_64_hexdigest("\0".join(fields).encode("utf-8", "surrogatepass"))
+
+
+def _verified_payload(backend: str, kind: str, path: str, row: tuple[Any, ...]) -> Any:
+    """The decoded payload of ``row`` (data, fetched, checksum) if its checksum holds."""
+    data, fetched, checksum = row
+    if not (isinstance(data, str) and isinstance(fetched, float) and isinstance(checksum, str)):
+        raise DamagedRowError("a column has the wrong type")
+    if row_checksum(backend, kind, path, data, fetched) != checksum:
+        raise DamagedRowError("checksum mismatch")
+    try:
+        return json.loads(data)
+    except ValueError as exc:  # RecursionError cannot come from a payload we wrote
+        raise DamagedRowError(f"undecodable payload: {exc}") from exc
+
+
+def _entry_from(payload: Any, fetched: float) -> CachedInfo:
+    """A :class:`CachedInfo` from a stored ``{"info": ..., "version": ...}``, shape checked."""
+    if not isinstance(payload, dict):
+        raise DamagedRowError("an entry is not an object")
+    info, version = payload.get("info"), payload.get("version")
+    if not (isinstance(info, dict) and isinstance(version, str)):
+        raise DamagedRowError("an entry lacks its info or version")
+    if not isinstance(info.get("name"), str):
+        raise DamagedRowError("an info lacks its name")
+    size = info.get("size")
+    if info.get("type") != "directory" and (
+        not isinstance(size, int) or isinstance(size, bool) or size < 0
+    ):
+        raise DamagedRowError("a file's info lacks a valid size")
+    return CachedInfo(info, version, fetched)
+
+
 class MetadataCache:
     """Two-level (memory, sqlite) cache of infos and listings for all backends of a cache dir."""
 
@@ -59,6 +110,10 @@ class MetadataCache:
         self._listings: dict[tuple[str, str], tuple[list[CachedInfo], float]] = {}
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._db_path = db_path
+        self._reported: set[tuple[str, str, str]] = set()
+        self._db_error_reported = False
+        self._closed = False
         if db_path is not None:
             try:
                 os.makedirs(os.path.dirname(db_path), exist_ok=True)
@@ -106,9 +161,12 @@ class MetadataCache:
         row = self._select(backend, "info", path)
         if row is None:
             return None
-        data, fetched = row
-        payload = json.loads(data)
-        entry = CachedInfo(payload["info"], payload["version"], fetched)
+        payload, fetched = row
+        try:
+            entry = _entry_from(payload, fetched)
+        except DamagedRowError as exc:
+            self._drop_damaged(backend, "info", path, exc)
+            return None
         self._infos[(backend, path)] = entry
         return entry
 
@@ -128,11 +186,23 @@ class MetadataCache:
         if cached is None:
             row = self._select(backend, "ls", path)
             if row is not None:
-                entries = [CachedInfo(e["info"], e["version"], row[1]) for e in json.loads(row[0])]
-                cached = self._listings[(backend, path)] = (entries, row[1])
+                entries = self._listing_from(backend, path, *row)
+                if entries is not None:
+                    cached = self._listings[(backend, path)] = (entries, row[1])
         if cached is None or not (allow_stale or self._fresh(cached[1])):
             return None
         return cached[0]
+
+    def _listing_from(
+        self, backend: str, path: str, payload: Any, fetched: float
+    ) -> list[CachedInfo] | None:
+        try:
+            if not isinstance(payload, list):
+                raise DamagedRowError("a listing is not a list")
+            return [_entry_from(entry, fetched) for entry in payload]
+        except DamagedRowError as exc:
+            self._drop_damaged(backend, "ls", path, exc)
+            return None
 
     def put_listing(
         self, backend: str, path: str, entries: list[tuple[dict[str, Any], str]]
@@ -179,14 +249,16 @@ class MetadataCache:
             return
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("DELETE FROM entries WHERE backend=? AND path=?", (backend, path))
+            self._db.execute(
+                "DELETE FROM checked_entries WHERE backend=? AND path=?", (backend, path)
+            )
             self._db.executemany(
-                "DELETE FROM entries WHERE backend=? AND kind='ls' AND path IN (?, ?)",
+                "DELETE FROM checked_entries WHERE backend=? AND kind='ls' AND path IN (?, ?)",
                 [(backend, a, a + "/") for a in ancestors],
             )
             if recursive:
                 self._db.execute(
-                    "DELETE FROM entries WHERE backend=? AND path>=? AND path<?",
+                    "DELETE FROM checked_entries WHERE backend=? AND path>=? AND path<?",
                     (backend, prefix, prefix + "\U0010ffff"),
                 )
             self._db.execute("COMMIT")
@@ -199,35 +271,88 @@ class MetadataCache:
                     del infos[key]
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("DELETE FROM entries WHERE backend=?", (backend,))
+                    self._db.execute("DELETE FROM checked_entries WHERE backend=?", (backend,))
 
     # --- persistence ---------------------------------------------------------------------------
-    def _select(self, backend: str, kind: str, path: str) -> tuple[str, float] | None:
+    def _select(self, backend: str, kind: str, path: str) -> tuple[Any, float] | None:
+        """The verified, decoded payload of a row and its fetch time; None if there is none
+        or it is damaged (then it is dropped)."""
+        try:
+            row = self._select_row(backend, kind, path)
+            return None if row is None else (_verified_payload(backend, kind, path, row), row[1])
+        except DamagedRowError as exc:
+            self._drop_damaged(backend, kind, path, exc)
+            return None
+
+    def _select_row(self, backend: str, kind: str, path: str) -> tuple[Any, ...] | None:
         if self._db is None:
             return None
         with self._lock:
             try:
-                row = self._db.execute(
-                    "SELECT data, fetched FROM entries WHERE backend=? AND kind=? AND path=?",
+                row: tuple[Any, ...] | None = self._db.execute(
+                    "SELECT data, fetched, checksum FROM checked_entries"
+                    " WHERE backend=? AND kind=? AND path=?",
                     (backend, kind, path),
                 ).fetchone()
-            except sqlite3.Error:
+            except sqlite3.OperationalError as exc:
+                if "decode" in str(exc):  # text that is not UTF-8: this row is damaged
+                    raise DamagedRowError(f"undecodable text: {exc}") from exc
+                self._report_db_error(exc)  # busy, locked, I/O: a miss, the row may be fine
                 return None
-        return None if row is None else (row[0], row[1])
+            except sqlite3.Error as exc:
+                self._report_db_error(exc)
+                return None
+        return row
+
+    def _drop_damaged(self, backend: str, kind: str, path: str, reason: Exception) -> None:
+        key = (backend, kind, path)
+        if key not in self._reported:
+            self._reported.add(key)
+            log.warning(
+                "metadata cache %s: dropped the damaged %s row of %s %s (%s); it is asked "
+                "from the backend again",
+                self._db_path,
+                kind,
+                backend,
+                path,
+                reason,
+            )
+        if self._db is None:
+            return
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.execute(
+                "DELETE FROM checked_entries WHERE backend=? AND kind=? AND path=?", key
+            )
+
+    def _report_db_error(self, exc: sqlite3.Error) -> None:
+        if not self._db_error_reported:
+            self._db_error_reported = True
+            log.warning(
+                "metadata cache %s cannot be read (%s); metadata is asked from the backend",
+                self._db_path,
+                exc,
+            )
 
     def _store(self, backend: str, kind: str, path: str, payload: Any, fetched: float) -> None:
         if self._db is None:
             return
         data = json.dumps(payload, default=str)
+        checksum = row_checksum(backend, kind, path, data, fetched)
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)",
-                (backend, kind, path, data, fetched),
+                "INSERT OR REPLACE INTO checked_entries VALUES (?, ?, ?, ?, ?, ?)",
+                (backend, kind, path, data, fetched, checksum),
             )
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (a closed cache keeps answering from memory)."""
+        return self._closed
 
     def close(self) -> None:
         """Close the database."""
         with self._lock:
+            self._closed = True
             if self._db is not None:
                 self._db.close()
                 self._db = None

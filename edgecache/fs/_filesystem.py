@@ -54,7 +54,7 @@ _metadata_caches: dict[tuple[str, float], MetadataCache] = {}
 def _shared_metadata(settings: CacheSettings) -> MetadataCache:
     key = (settings.cache_dir, settings.metadata_ttl)
     cache = _metadata_caches.get(key)
-    if cache is None:
+    if cache is None or cache.closed:
         cache = _metadata_caches[key] = MetadataCache(
             os.path.join(settings.cache_dir, _METADATA_DB), ttl_seconds=settings.metadata_ttl
         )
