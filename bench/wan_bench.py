@@ -17,7 +17,12 @@ link carried:
    edgecache vs plain s3fs, ms per file (target: >= 3x plain s3fs);
 3. ``fs.cat(list_of_paths)`` of the small files: edgecache vs s3fs (target: >= 0.85x link);
 4. prefetch (:func:`edgecache.fs.prefetch.run_prefetch`) of the large object and of the small
-   files vs ``S3FileSystem.get`` of the same prefix to a local directory (target: >= 0.85x link).
+   files vs ``S3FileSystem.get`` of the same prefix to a local directory (target: >= 0.85x link);
+5. sparse reads of a 64 MiB object: 20 ranges of 4 KiB at random offsets (a Parquet footer, zarr
+   or HDF5 index, random sampling), one ``cat_file`` each (``sparse_cat``) and all in one
+   ``cat_ranges`` (``sparse_ranges``), vs plain s3fs (target: >= 1x s3fs);
+6. metadata walks over a zarr-like tree of 400 objects in nested directories: ``fs.find`` of the
+   tree and ``fs.glob`` of ``tree/**/.zarray``, vs plain s3fs (target: >= 1x s3fs).
 
 Peers are timed interleaved; the CPU seconds of the three processes are recorded for every run,
 and the small files are also fetched straight from moto (no WAN, no cache) as the ceiling this
@@ -35,6 +40,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,6 +69,10 @@ KEY, SECRET = "bench-key", "bench-secret"
 BUCKET = "wan-bench"
 LARGE_KEY = "large/object.bin"
 SMALL_PREFIX = "small"
+SPARSE_KEY = "sparse/object.bin"
+SPARSE_RANGES = 20
+SPARSE_RANGE_BYTES = 4096
+TREE_PREFIX = "tree"
 READ_BYTES = 8 * MiB
 """Size of each ``read()`` call in the sequential read (the brief: an 8 MiB loop)."""
 
@@ -262,7 +272,30 @@ class Link:
                 self._process.wait()
 
 
-def seed(endpoint: str, *, large_bytes: int, small_count: int, small_bytes: int) -> list[str]:
+def tree_names(count: int) -> list[str]:
+    """Keys of a zarr-like store of ``count`` objects: a group of arrays, each with its metadata
+    and chunks nested two levels deep (``tree/a0/.zarray``, ``tree/a0/3/7``...)."""
+    names = [f"{TREE_PREFIX}/.zgroup"]
+    arrays = max(1, count // 100)
+    for a in range(arrays):
+        names += [f"{TREE_PREFIX}/a{a}/.zarray", f"{TREE_PREFIX}/a{a}/.zattrs"]
+    i = 0
+    while len(names) < count:
+        a, rest = i % arrays, i // arrays
+        names.append(f"{TREE_PREFIX}/a{a}/{rest // 10}/{rest % 10}")
+        i += 1
+    return names
+
+
+def seed(
+    endpoint: str,
+    *,
+    large_bytes: int,
+    small_count: int,
+    small_bytes: int,
+    sparse_bytes: int,
+    tree_count: int,
+) -> list[str]:
     """Create the bucket and objects straight in moto; returns the small files' paths, sorted."""
     client = boto3.client(
         "s3",
@@ -273,14 +306,17 @@ def seed(endpoint: str, *, large_bytes: int, small_count: int, small_bytes: int)
     )
     client.create_bucket(Bucket=BUCKET)
     client.upload_fileobj(_RandomReader(large_bytes), BUCKET, LARGE_KEY)
+    client.upload_fileobj(_RandomReader(sparse_bytes), BUCKET, SPARSE_KEY)
     names = [f"{SMALL_PREFIX}/file-{i:05d}.bin" for i in range(small_count)]
+    sizes = {name: small_bytes for name in names}
+    sizes.update({name: 1024 for name in tree_names(tree_count)})
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(
             pool.map(
                 lambda name: client.put_object(
-                    Bucket=BUCKET, Key=name, Body=os.urandom(small_bytes)
+                    Bucket=BUCKET, Key=name, Body=os.urandom(sizes[name])
                 ),
-                names,
+                sizes,
             )
         )
     return [f"{BUCKET}/{name}" for name in names]
@@ -490,6 +526,30 @@ def cat_many(fs: Any, paths: list[str]) -> int:
     return sum(len(v) for v in fs.cat(paths).values())
 
 
+def sparse_ranges(size: int) -> list[tuple[int, int]]:
+    """The same ``SPARSE_RANGES`` random 4 KiB ranges of an object of ``size`` bytes every run."""
+    rng = random.Random(9)
+    starts = [rng.randrange(0, size - SPARSE_RANGE_BYTES) for _ in range(SPARSE_RANGES)]
+    return [(s, s + SPARSE_RANGE_BYTES) for s in starts]
+
+
+def sparse_cat(fs: Any, path: str, ranges: list[tuple[int, int]]) -> int:
+    # Keywords: s3fs takes a version id as its second positional argument.
+    return sum(len(fs.cat_file(path, start=start, end=end)) for start, end in ranges)
+
+
+def sparse_cat_ranges(fs: Any, path: str, ranges: list[tuple[int, int]]) -> int:
+    data = fs.cat_ranges([path] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges])
+    return sum(len(d) for d in data)
+
+
+def listed(names: list[str], expected: list[str]) -> int:
+    """The count of ``names`` (the payload of a metadata walk), after checking them."""
+    if sorted(n.removeprefix("s3://") for n in names) != expected:
+        raise RuntimeError(f"listing differs from the seeded tree: {sorted(names)[:5]}...")
+    return len(names)
+
+
 def direct_capacity(
     endpoint: str, moto_pid: int, paths: list[str], *, in_flight: int = 16
 ) -> dict[str, float]:
@@ -563,6 +623,8 @@ def run_profile(
     clients: Clients,
     small_paths: list[str],
     *,
+    sparse_bytes: int,
+    tree_count: int,
     repeat: int,
     loop_repeat: int,
     only: set[str],
@@ -627,6 +689,50 @@ def run_profile(
         n,
         repeat,
     )
+    # 5. sparse reads: small ranges at random offsets, one call each, then one cat_ranges.
+    sparse = f"s3://{BUCKET}/{SPARSE_KEY}"
+    ranges = sparse_ranges(sparse_bytes)
+    add(
+        "sparse_cat",
+        {
+            "edgecache": lambda: sparse_cat(clients.edgecache(), sparse, ranges),
+            "s3fs": lambda: sparse_cat(clients.s3fs(), sparse, ranges),
+        },
+        len(ranges),
+        repeat,
+    )
+    add(
+        "sparse_ranges",
+        {
+            "edgecache": lambda: sparse_cat_ranges(clients.edgecache(), sparse, ranges),
+            "s3fs": lambda: sparse_cat_ranges(clients.s3fs(), sparse, ranges),
+        },
+        len(ranges),
+        repeat,
+    )
+    # 6. metadata walks over a nested tree (payload: the number of names, checked).
+    tree = f"s3://{BUCKET}/{TREE_PREFIX}"
+    names = [f"{BUCKET}/{name}" for name in tree_names(tree_count)]
+    zarrays = sorted(n for n in names if n.endswith("/.zarray"))
+    pattern = f"{tree}/**/.zarray"
+    add(
+        "find",
+        {
+            "edgecache": lambda: listed(clients.edgecache().find(tree), sorted(names)),
+            "s3fs": lambda: listed(clients.s3fs().find(tree), sorted(names)),
+        },
+        tree_count,
+        repeat,
+    )
+    add(
+        "glob",
+        {
+            "edgecache": lambda: listed(clients.edgecache().glob(pattern), zarrays),
+            "s3fs": lambda: listed(clients.s3fs().glob(pattern), zarrays),
+        },
+        tree_count,
+        repeat,
+    )
     return results
 
 
@@ -637,6 +743,10 @@ TARGETS = {
     "small_cat": ("link", 0.85),
     "prefetch_large": ("link", 0.85),
     "prefetch_small": ("link", 0.85),
+    "sparse_cat": ("vs_s3fs", 1.0),
+    "sparse_ranges": ("vs_s3fs", 1.0),
+    "find": ("vs_s3fs", 1.0),
+    "glob": ("vs_s3fs", 1.0),
 }
 
 
@@ -705,6 +815,8 @@ def main() -> None:
     parser.add_argument("--large-mib", type=int, default=256)
     parser.add_argument("--small-count", type=int, default=1000)
     parser.add_argument("--small-kib", type=int, default=64)
+    parser.add_argument("--sparse-mib", type=int, default=64, help="object of the sparse reads")
+    parser.add_argument("--tree-objects", type=int, default=400, help="objects of find/glob")
     parser.add_argument(
         "--repeat",
         type=int,
@@ -759,6 +871,8 @@ def main() -> None:
             large_bytes=args.large_mib * MiB,
             small_count=args.small_count,
             small_bytes=args.small_kib * 1024,
+            sparse_bytes=args.sparse_mib * MiB,
+            tree_count=args.tree_objects,
         )
         capacity = max(
             (direct_capacity(endpoint, moto_pid, small_paths) for _ in range(2)),
@@ -776,6 +890,8 @@ def main() -> None:
                     link,
                     clients,
                     small_paths,
+                    sparse_bytes=args.sparse_mib * MiB,
+                    tree_count=args.tree_objects,
                     repeat=repeat,
                     loop_repeat=args.loop_repeat or 1,
                     only={b for b in args.only.split(",") if b},
@@ -807,6 +923,9 @@ def main() -> None:
                 "large_bytes": args.large_mib * MiB,
                 "small_count": args.small_count,
                 "small_bytes": args.small_kib * 1024,
+                "sparse_bytes": args.sparse_mib * MiB,
+                "sparse_ranges": f"{SPARSE_RANGES} x {SPARSE_RANGE_BYTES} B",
+                "tree_objects": args.tree_objects,
                 "read_bytes": READ_BYTES,
                 "wan_emulator": "thread in client process"
                 if args.wan_in_process

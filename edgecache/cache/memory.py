@@ -3,11 +3,19 @@
 :class:`~edgecache.cache.tiered.TieredCache` looks here first. Inserting past the quota evicts by
 the configured policy and hands the evicted blocks back so the caller can demote them to the SSD
 tier. Safe to use from several threads (the fs layer's event loop and user threads reading hits).
+
+Besides the blocks it keeps under its quota, the tier holds the last few blocks verified from
+the SSD tier (its *read buffer*, a small LRU outside the quota and outside the eviction
+policy): reads of the other parts of a block that was just read from disk and checked (1 MiB
+reads of a 4 MiB block, ``cat_file`` of neighbouring ranges) are served from memory instead of
+reading and hashing the whole block again for each, even with ``mem_quota=0``. Bytes in the
+buffer were verified after they were read from disk; a later read from disk verifies again.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy, MemoryPolicyStore
@@ -19,11 +27,17 @@ __all__ = ["MemoryTier"]
 class MemoryTier:
     """Blocks in process memory, bounded by ``quota_bytes``."""
 
-    def __init__(self, *, quota_bytes: int, policy: EvictionPolicy) -> None:
+    def __init__(
+        self, *, quota_bytes: int, policy: EvictionPolicy, read_buffer_bytes: int = 0
+    ) -> None:
         self.quota_bytes = quota_bytes
+        self.read_buffer_bytes = read_buffer_bytes
+        """Bound of the read buffer (blocks just verified from SSD), outside ``quota_bytes``."""
         self._policy = policy
         self._store = MemoryPolicyStore()
         self._data: dict[str, tuple[BlockKey, bytes]] = {}
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_bytes = 0
         self._lock = threading.Lock()
         CACHE_QUOTA_BYTES.labels("mem").set(quota_bytes)
 
@@ -36,16 +50,39 @@ class MemoryTier:
         return len(self._data)
 
     def __contains__(self, digest: object) -> bool:
-        return digest in self._data
+        return digest in self._data or digest in self._recent
 
     def get(self, digest: str) -> bytes | None:
-        """The block's bytes, or None; a hit counts for the eviction policy."""
+        """The block's bytes (kept, or in the read buffer), or None; a hit on a kept block
+        counts for the eviction policy."""
         with self._lock:
             entry = self._data.get(digest)
-            if entry is None:
-                return None
-            self._store.touch(self._policy, digest)
-            return entry[1]
+            if entry is not None:
+                self._store.touch(self._policy, digest)
+                return entry[1]
+            data = self._recent.get(digest)
+            if data is not None:
+                self._recent.move_to_end(digest)
+            return data
+
+    def hold(self, digest: str, data: bytes) -> None:
+        """Put a block just verified from the SSD tier in the read buffer (the least recently
+        used ones leave it); a block larger than the buffer is not held."""
+        size = len(data)
+        if size > self.read_buffer_bytes:
+            return
+        with self._lock:
+            if digest in self._data or digest in self._recent:
+                return
+            self._recent[digest] = data
+            self._recent_bytes += size
+            while self._recent_bytes > self.read_buffer_bytes:
+                self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+
+    def _drop_recent(self, digest: str) -> None:
+        data = self._recent.pop(digest, None)
+        if data is not None:
+            self._recent_bytes -= len(data)
 
     def put(self, key: BlockKey, data: bytes) -> list[tuple[BlockKey, bytes]]:
         """Keep ``data``; return the blocks evicted to make room, for demotion."""
@@ -56,6 +93,7 @@ class MemoryTier:
         with self._lock:
             if digest in self._data:
                 return []
+            self._drop_recent(digest)
             evicted: list[tuple[BlockKey, bytes]] = []
             overflow = self._store.total_bytes() + size - self.quota_bytes
             if overflow > 0:
@@ -71,14 +109,23 @@ class MemoryTier:
     def discard(self, digest: str) -> None:
         """Forget a block (its object changed or was deleted)."""
         with self._lock:
+            self._drop_recent(digest)
             if self._data.pop(digest, None) is not None:
                 self._store.remove(digest)
                 CACHE_USAGE_BYTES.labels("mem").set(self._store.total_bytes())
 
+    def clear_read_buffer(self) -> None:
+        """Let go of the blocks held only in the read buffer (kept blocks stay)."""
+        with self._lock:
+            self._recent.clear()
+            self._recent_bytes = 0
+
     def clear(self) -> None:
-        """Drop everything."""
+        """Drop everything (the read buffer too)."""
         with self._lock:
             for digest in list(self._data):
                 self._store.remove(digest)
             self._data.clear()
+            self._recent.clear()
+            self._recent_bytes = 0
             CACHE_USAGE_BYTES.labels("mem").set(0)

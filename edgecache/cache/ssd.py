@@ -421,6 +421,14 @@ class SSDTier:
         if due:
             self.flush()
 
+    def count_hit(self, tier: str, size: int) -> None:
+        """Count one hit of ``size`` bytes served by ``tier`` (written with the next flush)."""
+        with self._lock:
+            counters = self._pending_counters
+            hits, served = ("hits", tier), ("bytes", tier)
+            counters[hits] = counters.get(hits, 0) + 1
+            counters[served] = counters.get(served, 0) + size
+
     def count(self, name: str, label: str, value: int = 1) -> None:
         """Add to a persistent counter (written with the next flush)."""
         with self._lock:

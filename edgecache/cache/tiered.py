@@ -11,6 +11,12 @@ The filesystem (:mod:`edgecache.fs`) cuts objects into :class:`BlockKey`\\ s and
 synchronously (:meth:`get_cached`) from any thread without touching an event loop, which is what
 makes warm small-file reads cheap; misses are async. MEM evictions are demoted to the SSD tier.
 
+A block read from the SSD tier is verified once and then held in the MEM tier's read buffer (a
+few blocks, outside ``mem_quota``), so the reads of its other parts that follow are served from
+memory; it is promoted into MEM proper on its second read from disk. A sequential reader asks
+for the next blocks ahead with :meth:`get_cached_soon`, so that reading and verifying them from
+disk runs on another core while it consumes the current one.
+
 A block the backend returns with the wrong length is refused (never cached,
 :class:`~edgecache.errors.ObjectChangedError` raised, so the reader re-plans on the new
 version): the object changed under its version, and mixing two versions would be wrong bytes.
@@ -55,6 +61,11 @@ BlockFetcher = Callable[[], Awaitable[bytes]]
 
 _SEEN_ONCE_LIMIT = 65536
 """SSD blocks remembered as read once by a multi-block read (16 bytes of key each)."""
+_READ_BUFFER_BLOCKS = 4
+"""Blocks the read buffer holds: the block being read and the few read ahead of it."""
+_READ_BUFFER_CAP_BYTES = 32 * 1024 * 1024
+"""... but no more than this unless one block is larger (then it holds one)."""
+_TIERS = ("mem", "ssd")
 _SHARED: dict[tuple[Any, ...], TieredCache] = {}
 _SHARED_LOCK = threading.Lock()
 _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
@@ -66,7 +77,12 @@ class TieredCache:
     def __init__(self, settings: CacheSettings) -> None:
         self.settings = settings
         self.mem = MemoryTier(
-            quota_bytes=settings.mem_quota, policy=policy_by_name(settings.eviction_policy)
+            quota_bytes=settings.mem_quota,
+            policy=policy_by_name(settings.eviction_policy),
+            read_buffer_bytes=max(
+                settings.block_size,
+                min(_READ_BUFFER_BLOCKS * settings.block_size, _READ_BUFFER_CAP_BYTES),
+            ),
         )
         self.ssd = SSDTier(settings, policy_by_name(settings.eviction_policy))
         self._flights = FlightMap()
@@ -78,6 +94,9 @@ class TieredCache:
         """Blocks fetched from the backend by this process (for tests and stats)."""
         self._seen_once: OrderedDict[str, None] = OrderedDict()
         self._seen_lock = threading.Lock()
+        # Labelled metric children looked up once: a warm small-file read counts a hit in a
+        # few hundred nanoseconds instead of a label lookup per counter.
+        self._hit_counters = {t: (CACHE_HITS.labels(t), CACHE_BYTES.labels(t)) for t in _TIERS}
         _OPEN.add(self)
 
     @classmethod
@@ -104,11 +123,19 @@ class TieredCache:
             self._promote(key, data)
         return data
 
+    def get_cached_soon(self, key: BlockKey) -> concurrent.futures.Future[bytes | None]:
+        """:meth:`get_cached` on an I/O thread: a sequential reader asks for the next block
+        while it consumes this one, so reading and verifying it overlap with the reader."""
+        return self._io.submit(self.get_cached, key)
+
     def _promote(self, key: BlockKey, data: bytes) -> None:
         # Promotion on the second SSD read: a block read once (a scan, a one-off file) does not
-        # push hot blocks out of MEM, and does not cost fresh memory for nothing.
+        # push hot blocks out of MEM, and does not cost fresh memory for nothing. Until then it
+        # stays in the read buffer, for the reads of its other parts that usually follow.
         if self._seen_before(key.digest):
             self._demote(self.mem.put(key, data))
+        else:
+            self.mem.hold(key.digest, data)
 
     def holds(self, key: BlockKey) -> bool:
         """Whether a tier has the block: in MEM, or a block file on SSD (not verified)."""
@@ -159,10 +186,10 @@ class TieredCache:
             return False
 
     def _count_hit(self, tier: str, size: int) -> None:
-        CACHE_HITS.labels(tier).inc()
-        CACHE_BYTES.labels(tier).inc(size)
-        self.ssd.count("hits", tier)
-        self.ssd.count("bytes", tier, size)
+        hits, served = self._hit_counters[tier]
+        hits.inc()
+        served.inc(size)
+        self.ssd.count_hit(tier, size)
 
     def _demote(self, evicted: list[tuple[BlockKey, bytes]]) -> None:
         # MEM evictions go down to SSD unless SSD holds them already (it usually does: fills

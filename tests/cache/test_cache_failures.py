@@ -451,3 +451,27 @@ def test_get_cached_into_never_fills_a_buffer_from_a_damaged_block(
     assert cache.get_cached_into(key, memoryview(out)) is True
     assert bytes(out) == source.block(key)
     audit(cache.settings).assert_consistent()
+
+
+async def test_block_read_from_disk_is_verified_once_then_served_from_memory(make_cache) -> None:
+    # mem_quota=0: only the read buffer keeps a block in memory.
+    spec = ObjectSpec("held", 3 * BS, compressible=False)
+    source = Source.of([spec])
+    cache = make_cache(mem_quota=0)
+    assert await read_object(cache, source, spec.path) == spec.data()
+    key = source.keys(spec.path)[1]
+    hits = cache.stats()["tiers"]["ssd"]["hits"]
+    assert cache.get_cached(key) == source.block(key)  # read from disk and verified...
+    assert cache.stats()["tiers"]["ssd"]["hits"] == hits + 1
+    # ... then held: the block file can change under it without a disk read noticing.
+    DAMAGE["flip_payload_last"](_block_path(cache, key))
+    for _ in range(3):
+        assert cache.get_cached(key) == source.block(key)
+    assert cache.stats()["tiers"]["ssd"]["hits"] == hits + 1
+    # The next read from disk (the buffer let it go, as in another process) catches it.
+    cache.mem.clear_read_buffer()
+    corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
+    assert cache.get_cached(key) is None
+    assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
+    assert await read_object(cache, source, spec.path) == spec.data()
+    assert source.fetches[key.digest] == 2
