@@ -9,6 +9,8 @@ stderr and exit 2 (usage) or 1 (failure); tracebacks are for bugs only.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -22,8 +24,9 @@ from tqdm import tqdm
 from edgecache.cache import TieredCache
 from edgecache.config import CacheSettings, default_cache_dir, settings_from_yaml
 from edgecache.dataset import DataLoad, Dataset, EdgeCacheRuntime, Mount, load_resources_file
-from edgecache.errors import BackendNotInstalledError, ConfigError, EdgeCacheError
+from edgecache.errors import BackendNotInstalledError, ConfigError, EdgeCacheError, quoted
 from edgecache.fs import EdgeCacheFileSystem, PrefetchProgress, PrefetchReport, run_prefetch
+from edgecache.yamlio import read_text_file
 
 __all__ = ["main"]
 
@@ -34,39 +37,151 @@ EXIT_USAGE = 2
 _MALFORMED_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/?(?!/)")
 
 
+#: Commands that run as services: they configure their own logging, and their warnings are
+#: part of their running output rather than held for the end (see _HeldWarnings).
+_SERVICE_COMMANDS = frozenset({"hub", "agent", "controller"})
+
+
 class _OneLineGroup(click.Group):
-    """A click group whose errors are one line on stderr, with the exit codes the brief fixes."""
+    """A click group whose errors are one line on stderr, with the exit codes the brief fixes.
+
+    This is the CLI's error boundary: every exception a command lets out becomes one line,
+    ``edgecache: error: ...``, and exit 2 (the input is wrong: usage, options, URLs, specs) or
+    1 (the operation failed: not found, unreachable, permissions, anything else). Exceptions
+    nobody expected are reported as such, on one line too; ``EDGECACHE_DEBUG=1`` shows their
+    traceback.
+    """
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
+        _tolerate_undecodable_names()
+        held = _HeldWarnings()
+        argv = kwargs.get("args") or (args[0] if args else None) or sys.argv[1:]
+        command = next((a for a in argv if not a.startswith("-")), "")
         try:
-            return super().main(*args, **kwargs)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            _fail("aborted", EXIT_FAILURE)
-        except click.UsageError as exc:
-            hint = f" (see 'edgecache {exc.ctx.info_name} --help')" if exc.ctx else ""
-            if exc.ctx and exc.ctx.parent is None:
-                hint = " (see 'edgecache --help')"
-            _fail(f"{exc.format_message()}{hint}", EXIT_USAGE)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), exc.exit_code)
-        except (ConfigError, BackendNotInstalledError) as exc:
-            _fail(str(exc), EXIT_USAGE)
-        except FileNotFoundError as exc:
-            _fail(f"not found: {exc.filename or exc}", EXIT_FAILURE)
-        except IsADirectoryError as exc:
-            _fail(f"is a directory: {exc.filename or exc} (use 'edgecache ls')", EXIT_FAILURE)
-        except BrokenPipeError:
-            sys.exit(EXIT_FAILURE)
-        except (EdgeCacheError, OSError) as exc:
-            _fail(str(exc) or type(exc).__name__, EXIT_FAILURE)
+            with held.capturing(enabled=command not in _SERVICE_COMMANDS):
+                result = super().main(*args, **kwargs)
+            held.print_held()
+            return result
+        except SystemExit:
+            held.print_held()  # a command's own exit (prefetch with failed files): output is done
+            raise
+        except BaseException as exc:
+            # Held warnings led to this error, which says what matters on its own line.
+            code, message = _one_line_error(exc)
+            if code is None:
+                raise
+            _fail(message, code)
+
+
+def _one_line_error(exc: BaseException) -> tuple[int | None, str]:
+    """(exit code, message) for an exception leaving a command; (None, "") to re-raise."""
+    if isinstance(exc, click.exceptions.Exit):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, click.exceptions.Abort):
+        return EXIT_FAILURE, "aborted"
+    if isinstance(exc, click.UsageError):
+        hint = f" (see 'edgecache {exc.ctx.info_name} --help')" if exc.ctx else ""
+        if exc.ctx and exc.ctx.parent is None:
+            hint = " (see 'edgecache --help')"
+        return EXIT_USAGE, f"{exc.format_message()}{hint}"
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code, exc.format_message()
+    if isinstance(exc, ConfigError | BackendNotInstalledError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return EXIT_FAILURE, f"not found: {exc.filename or exc}"
+    if isinstance(exc, IsADirectoryError):
+        return EXIT_FAILURE, f"is a directory: {exc.filename or exc} (use 'edgecache ls')"
+    if isinstance(exc, BrokenPipeError):
+        sys.exit(EXIT_FAILURE)
+    if isinstance(exc, UnicodeEncodeError) and _has_surrogates(exc.object):
+        # A name the OS gave us as bytes that are not UTF-8 (read with surrogateescape):
+        # block keys, the metadata store and object stores all name things in UTF-8.
+        return EXIT_FAILURE, (
+            f"the name {_undecodable_part(exc.object)} is not valid UTF-8; edgecache caches "
+            "only UTF-8 names (rename the file)"
+        )
+    if isinstance(exc, EdgeCacheError | OSError):
+        return EXIT_FAILURE, str(exc) or type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, Exception) and not os.environ.get("EDGECACHE_DEBUG"):
+        return EXIT_FAILURE, (
+            f"unexpected {type(exc).__name__}: {exc} (a bug: please report it; "
+            "EDGECACHE_DEBUG=1 shows the traceback)"
+        )
+    return None, ""
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"edgecache: error: {message}", err=True)
+    click.echo(f"edgecache: error: {_printable(message)}", err=True)
     sys.exit(code)
+
+
+def _printable(message: str) -> str:
+    """``message`` as one line: newlines folded (library messages may span several), bytes
+    that were not UTF-8 shown as ``\\xNN`` rather than failing to print."""
+    one_line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    return one_line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _has_surrogates(text: object) -> bool:
+    return isinstance(text, str) and any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def _undecodable_part(text: str) -> str:
+    """The piece of ``text`` (NUL-separated parts, as in a block key) holding undecodable
+    bytes, shown with ``\\xNN`` escapes (not quoted: quoting would double the backslashes)."""
+    part = next((p for p in text.split("\0") if _has_surrogates(p)), text)
+    return part.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _tolerate_undecodable_names() -> None:
+    """Names from the OS that are not UTF-8 reach Python as surrogate escapes; write them back
+    as the bytes they were (as ls does) instead of failing on the first one, whatever the
+    locale's error handler."""
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors=errors)
+
+
+class _HeldWarnings(logging.Handler):
+    """Warnings logged while a one-shot command runs, printed once it is done.
+
+    A command that fails prints one line saying why; the warnings on the way there (the
+    backend went offline, ...) would only repeat it, so they are dropped. A command that
+    succeeds prints each distinct warning once after its output (e.g. that it served cached
+    data because the backend was unreachable).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: dict[str, None] = {}  # insertion-ordered set
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages[_printable(record.getMessage())] = None
+        except Exception:  # a malformed record is the logging module's business
+            self.handleError(record)
+
+    @contextmanager
+    def capturing(self, *, enabled: bool) -> Iterator[None]:
+        if not enabled:
+            yield
+            return
+        root = logging.getLogger()
+        root.addHandler(self)
+        try:
+            yield
+        finally:
+            root.removeHandler(self)
+
+    def print_held(self) -> None:
+        for message in self.messages:
+            click.echo(f"edgecache: warning: {message}", err=True)
+        self.messages.clear()
 
 
 @click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,7 +251,7 @@ def _pairs(pairs: Sequence[str], flag: str) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise click.UsageError(f"{flag} expects KEY=VALUE, got {pair!r}")
+            raise click.UsageError(f"{flag} expects KEY=VALUE, got {quoted(pair)}")
         out[key.strip()] = value
     return out
 
@@ -146,8 +261,7 @@ def _settings(
 ) -> CacheSettings:
     base = CacheSettings(cache_dir=cache_dir)
     if config_file:
-        with open(config_file, encoding="utf-8") as f:
-            base = settings_from_yaml(f.read(), base=base)
+        base = settings_from_yaml(read_text_file(config_file), base=base, source=config_file)
     options = {
         k: str(v) if isinstance(v, bool) else v for k, v in _pairs(cache_settings, "--set").items()
     }
@@ -158,13 +272,20 @@ def _split_url(url: str) -> tuple[str, str]:
     """(protocol, url) of a plain URL; ``edgecache::`` in front is accepted and dropped."""
     if url.startswith("edgecache::"):
         url = url[len("edgecache::") :]
+    if _has_surrogates(url):
+        raise ConfigError(
+            f"the URL {_undecodable_part(url)} is not valid UTF-8; edgecache caches only UTF-8 "
+            "names (rename the file)"
+        )
     if not url or "::" in url:
-        raise ConfigError(f"malformed URL {url!r}: expected e.g. file:///data/x or s3://bucket/key")
+        raise ConfigError(
+            f"malformed URL {quoted(url)}: expected e.g. file:///data/x or s3://bucket/key"
+        )
     protocol, _ = split_protocol(url)
     if protocol is None:
         if _MALFORMED_URL.match(url) and not re.match(r"^[A-Za-z]:[\\/]", url):
             raise ConfigError(
-                f"malformed URL {url!r}: a URL needs '://' after its protocol (e.g. "
+                f"malformed URL {quoted(url)}: a URL needs '://' after its protocol (e.g. "
                 f"{url.split(':', 1)[0]}://...)"
             )
         return "file", url

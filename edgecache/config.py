@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-import yaml
 
-from edgecache.errors import ConfigError
+from edgecache.errors import ConfigError, quoted
+from edgecache.yamlio import load_yaml_documents
 
 __all__ = [
     "CacheSettings",
@@ -67,7 +67,7 @@ def parse_size(value: object, *, option: str = "size") -> int:
     1000, as in Kubernetes quantities. Raises :class:`ConfigError` naming ``option``.
     """
     if isinstance(value, bool):
-        raise ConfigError(f"{option}: expected a size such as 4MiB or 1048576, got {value!r}")
+        raise ConfigError(f"{option}: expected a size such as 4MiB or 1048576, got {quoted(value)}")
     if isinstance(value, int):
         number: float = value
         unit = ""
@@ -77,17 +77,17 @@ def parse_size(value: object, *, option: str = "size") -> int:
         match = _SIZE_RE.match(value)
         if not match or match.group(2).lower() not in _SIZE_UNITS:
             raise ConfigError(
-                f"{option}: {value!r} is not a size; use bytes or a number with a unit "
+                f"{option}: {quoted(value)} is not a size; use bytes or a number with a unit "
                 "(B, KiB, MiB, GiB, TiB, Ki, Mi, Gi, K, M, G), e.g. 4MiB or 10Gi"
             )
         number, unit = float(match.group(1)), match.group(2).lower()
     else:
         raise ConfigError(f"{option}: expected a size such as 4MiB, got {type(value).__name__}")
     if not math.isfinite(number):
-        raise ConfigError(f"{option}: size must be a finite number of bytes, got {value!r}")
+        raise ConfigError(f"{option}: size must be a finite number of bytes, got {quoted(value)}")
     result = int(number * _SIZE_UNITS[unit])
     if result < 0:
-        raise ConfigError(f"{option}: size must not be negative, got {value!r}")
+        raise ConfigError(f"{option}: size must not be negative, got {quoted(value)}")
     return result
 
 
@@ -101,9 +101,11 @@ def parse_ratio(value: object, *, option: str = "ratio") -> float:
         else:
             ratio = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{option}: {value!r} is not a ratio; use e.g. 0.95 or 95%") from exc
+        raise ConfigError(
+            f"{option}: {quoted(value)} is not a ratio; use e.g. 0.95 or 95%"
+        ) from exc
     if not 0.0 <= ratio <= 1.0:
-        raise ConfigError(f"{option}: {value!r} is outside 0..1")
+        raise ConfigError(f"{option}: {quoted(value)} is outside 0..1")
     return ratio
 
 
@@ -169,7 +171,9 @@ class CacheSettings:
                 f"high={self.ssd_high}"
             )
         if self.compression not in ("auto", "lz4", "none"):
-            raise ConfigError(f"compression: {self.compression!r} is not one of auto, lz4, none")
+            raise ConfigError(
+                f"compression: {quoted(self.compression)} is not one of auto, lz4, none"
+            )
         if not self.backend_probe_interval > 0:
             raise ConfigError(
                 f"backend_probe_interval: must be > 0 seconds, got {self.backend_probe_interval}"
@@ -200,7 +204,8 @@ class CacheSettings:
         for name, value in options.items():
             if name not in known:
                 raise ConfigError(
-                    f"unknown cache option {name!r}; known options: {', '.join(sorted(known))}"
+                    f"unknown cache option {quoted(name)}; known options: "
+                    + ", ".join(sorted(known))
                 )
             changes[name] = _convert(name, value)
         return replace(base or cls(), **changes)
@@ -224,21 +229,21 @@ def _convert(name: str, value: Any) -> Any:
         return parse_ratio(value, option=name)
     if name in _INT_FIELDS:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{name}: {value!r} is not a whole number")
+            raise ConfigError(f"{name}: {quoted(value)} is not a whole number")
         try:
             return int(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{name}: {value!r} is not a whole number") from exc
+            raise ConfigError(f"{name}: {quoted(value)} is not a whole number") from exc
     if name in ("metadata_ttl", "backend_probe_interval"):
         try:
             return float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{name}: {value!r} is not a number of seconds") from exc
+            raise ConfigError(f"{name}: {quoted(value)} is not a number of seconds") from exc
     if name == "cache_dir":
         try:
             return str(Path(os.fspath(value)).expanduser())
         except TypeError as exc:
-            raise ConfigError(f"cache_dir: expected a directory path, got {value!r}") from exc
+            raise ConfigError(f"cache_dir: expected a directory path, got {quoted(value)}") from exc
     if name == "ssd_dirs":
         return _convert_dirs(value)
     if name in ("compression", "eviction_policy"):
@@ -255,7 +260,9 @@ def _convert_dirs(value: Any) -> tuple[SSDDirectory, ...]:
             out.append(entry)
             continue
         if not isinstance(entry, Mapping) or "path" not in entry or "quota" not in entry:
-            raise ConfigError(f"ssd_dirs[{i}]: expected {{path: DIR, quota: SIZE}}, got {entry!r}")
+            raise ConfigError(
+                f"ssd_dirs[{i}]: expected {{path: DIR, quota: SIZE}}, got {quoted(entry)}"
+            )
         out.append(
             SSDDirectory(
                 str(Path(str(entry["path"])).expanduser()),
@@ -265,16 +272,22 @@ def _convert_dirs(value: Any) -> tuple[SSDDirectory, ...]:
     return tuple(out)
 
 
-def settings_from_yaml(text: str, *, base: CacheSettings | None = None) -> CacheSettings:
-    """Settings from a YAML mapping of option names (whole, or a file's ``cache:`` section)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cache settings: not valid YAML: {exc}") from exc
+def settings_from_yaml(
+    text: str, *, base: CacheSettings | None = None, source: str = "cache settings"
+) -> CacheSettings:
+    """Settings from a YAML mapping of option names (whole, or a file's ``cache:`` section).
+
+    The text is parsed within the bounds of :mod:`edgecache.yamlio` (size, nesting, aliases);
+    ``source`` (the file name) starts every error message.
+    """
+    documents = load_yaml_documents(text, source=source)
+    if len(documents) > 1:
+        raise ConfigError(f"{source}: expected one YAML document, found {len(documents)}")
+    data = documents[0] if documents else None
     if data is None:
         data = {}
     if isinstance(data, Mapping) and "cache" in data and isinstance(data["cache"], Mapping):
         data = data["cache"]
     if not isinstance(data, Mapping):
-        raise ConfigError("cache settings: expected a mapping of option names to values")
+        raise ConfigError(f"{source}: expected a mapping of option names to values")
     return CacheSettings.from_options(data, base=base)

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-import yaml
 from fsspec.core import split_protocol
 
 from edgecache.config import CacheSettings, SSDDirectory, parse_ratio, parse_size
-from edgecache.errors import ConfigError
+from edgecache.errors import ConfigError, quoted
+from edgecache.yamlio import load_yaml_documents, read_text_file
 
 __all__ = [
     "API_VERSION",
@@ -123,7 +123,7 @@ class _Fields:
         out = {}
         for k, v in value.items():
             if isinstance(v, Mapping | list):
-                self.fail(f"{name}.{k}", f"expected a string, got {_kind(v)}")
+                self.fail(f"{name}.{_label(k)}", f"expected a string, got {_kind(v)}")
             out[str(k)] = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
         return out
 
@@ -132,13 +132,13 @@ class _Fields:
         if value is None:
             return default
         if not isinstance(value, bool):
-            self.fail(name, f"expected true or false, got {value!r}")
+            self.fail(name, f"expected true or false, got {quoted(value)}")
         return value
 
     def choice(self, name: str, allowed: Sequence[str], default: str) -> str:
         value = self.text(name, default=default)
         if value not in allowed:
-            self.fail(name, f"{value!r} is not one of {', '.join(allowed)}")
+            self.fail(name, f"{quoted(value)} is not one of {', '.join(allowed)}")
         return value
 
     def size(self, name: str, *, required: bool = False) -> int | None:
@@ -160,6 +160,14 @@ class _Fields:
             return parse_ratio(value, option=self._at(name))
         except ConfigError as exc:
             raise SpecError(f"{self.where}: {exc}") from exc
+
+
+def _label(value: Any) -> str:
+    """A name for a message's prefix: as written when it is a plain short string (a DNS-1123
+    name has at most 63 characters), else quoted and cut."""
+    if isinstance(value, str) and len(value) <= 63 and value.isprintable() and value.strip():
+        return value
+    return quoted(value)
 
 
 def _kind(value: Any) -> str:
@@ -259,8 +267,8 @@ class Dataset:
                 best, best_len = (mount, wanted[len(root) :].lstrip("/")), len(root)
         if best is None:
             raise SpecError(
-                f"Dataset {self.name}: no mount holds {dataset_path!r}; mounts: "
-                + ", ".join(f"{m.path} <- {m.mount_point}" for m in self.mounts)
+                f"Dataset {_label(self.name)}: no mount holds {quoted(dataset_path)}; mounts: "
+                + ", ".join(f"{quoted(m.path)} <- {quoted(m.mount_point)}" for m in self.mounts)
             )
         return best
 
@@ -353,7 +361,7 @@ def _parse_dataset(doc: _Fields) -> Dataset:
         if protocol is None and not url.startswith("/"):
             m.fail(
                 "mountPoint",
-                f"{url!r} is not a URL; expected e.g. s3://bucket/prefix/ or oss://bucket/prefix/",
+                f"{quoted(url)} is not a URL; expected e.g. s3://bucket/prefix/ or oss://bucket/prefix/",
             )
         if protocol == "local":
             url = "file://" + url.split("://", 1)[1]
@@ -361,7 +369,7 @@ def _parse_dataset(doc: _Fields) -> Dataset:
         default_path = "/" if len(raw_mounts) == 1 else f"/{mount_name}"
         path = m.text("path", default=default_path)
         if not path.startswith("/"):
-            m.fail("path", f"{path!r} must be absolute inside the dataset (start with /)")
+            m.fail("path", f"{quoted(path)} must be absolute inside the dataset (start with /)")
         encrypt = []
         for e in m.items("encryptOptions"):
             ref = e.child("valueFrom", required=True).child("secretKeyRef", required=True)
@@ -376,7 +384,7 @@ def _parse_dataset(doc: _Fields) -> Dataset:
         mounts.append(Mount(url, mount_name, path, m.mapping_of_str("options"), tuple(encrypt)))
     paths = [m.path for m in mounts]
     if len(set(paths)) != len(paths):
-        spec.fail("mounts", f"two mounts use the same path: {paths}")
+        spec.fail("mounts", f"two mounts use the same path: {quoted(paths)}")
     terms = []
     required = spec.child("nodeAffinity").child("required")
     for t in required.items("nodeSelectorTerms"):
@@ -397,7 +405,7 @@ def _parse_dataset(doc: _Fields) -> Dataset:
             "ReadOnlyOnce",
             "ReadWriteOncePod",
         ):
-            spec.fail(f"accessModes[{i}]", f"{mode!r} is not a Kubernetes access mode")
+            spec.fail(f"accessModes[{i}]", f"{quoted(mode)} is not a Kubernetes access mode")
     return Dataset(name, namespace, tuple(mounts), tuple(terms), modes)
 
 
@@ -444,7 +452,7 @@ def _parse_dataload(doc: _Fields) -> DataLoad:
         if not schedule:
             spec.fail("schedule", "required when policy is Cron (e.g. '0 6 * * *')")
         if len(schedule.split()) != 5:
-            spec.fail("schedule", f"{schedule!r} is not a 5-field cron expression")
+            spec.fail("schedule", f"{quoted(schedule)} is not a 5-field cron expression")
     return DataLoad(
         name,
         namespace,
@@ -472,12 +480,11 @@ def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
     skipped; anything that claims to be ours, or is a Fluid runtime, is validated.
     """
     try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{source}: not valid YAML{where}: {problem}") from exc
+        docs = load_yaml_documents(text, source=source)
+    except SpecError:
+        raise
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from exc
     out: list[Resource] = []
     for number, raw in enumerate(docs, start=1):
         if raw is None:
@@ -487,7 +494,7 @@ def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
         kind = doc.text("kind", required=True, hint="Dataset, EdgeCacheRuntime or DataLoad")
         metadata = raw.get("metadata")
         if isinstance(metadata, Mapping) and metadata.get("name"):
-            doc = _Fields(f"{where} ({kind} {metadata['name']})", raw)
+            doc = _Fields(f"{where} ({_label(kind)} {_label(metadata['name'])})", raw)
         api = doc.text("apiVersion", default="")
         ours = kind in _PARSERS or kind in _FLUID_RUNTIMES
         if not ours and api not in (API_VERSION, _FLUID_API):
@@ -500,12 +507,12 @@ def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
                 f"{api} is Fluid's API; edgecache reads the same fields under {API_VERSION}",
             )
         if api != API_VERSION:
-            doc.fail("apiVersion", f"{api!r} is not {API_VERSION}")
+            doc.fail("apiVersion", f"{quoted(api)} is not {API_VERSION}")
         if kind in _FLUID_RUNTIMES:
             doc.fail("kind", f"{kind} is a Fluid runtime; use EdgeCacheRuntime")
         parser = _PARSERS.get(kind)
         if parser is None:
-            doc.fail("kind", f"{kind!r} is not one of {', '.join(_PARSERS)}")
+            doc.fail("kind", f"{quoted(kind)} is not one of {', '.join(_PARSERS)}")
         out.append(parser(doc))
     return out
 
@@ -513,10 +520,7 @@ def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
 def load_resources_file(path: str) -> list[Resource]:
     """:func:`load_resources` of a file; the file name prefixes every message."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not a UTF-8 text file") from exc
+        text = read_text_file(path)
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from exc
     return load_resources(text, source=posixpath.basename(path) or path)

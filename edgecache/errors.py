@@ -15,13 +15,17 @@ equivalent, and say whether retrying can help::
         └── TierUnavailableError        a cache tier (the SSD directory) cannot be used now
 
 Errors from libraries underneath are translated at the boundary with ``raise ... from exc``.
+A message that shows a value the user gave shows it through :func:`quoted`, cut to a line.
 """
 
 from __future__ import annotations
 
 import errno
+import reprlib
+from typing import Any
 
 __all__ = [
+    "QUOTED_MAX_CHARS",
     "BackendNotInstalledError",
     "BackendUnavailableError",
     "ConfigError",
@@ -31,7 +35,32 @@ __all__ = [
     "PinError",
     "TemporaryError",
     "TierUnavailableError",
+    "quoted",
 ]
+
+#: Longest rendering of a user value inside a message: one value never fills the line.
+QUOTED_MAX_CHARS = 80
+
+_bounded_repr = reprlib.Repr()
+# reprlib stops walking a nested value after these many items and levels, so even an aliased
+# YAML structure that expands to millions of nodes costs a few microseconds to show.
+_bounded_repr.maxlevel = 3
+_bounded_repr.maxdict = _bounded_repr.maxlist = _bounded_repr.maxtuple = 4
+_bounded_repr.maxset = _bounded_repr.maxfrozenset = 4
+_bounded_repr.maxstring = _bounded_repr.maxlong = _bounded_repr.maxother = QUOTED_MAX_CHARS
+
+
+def quoted(value: Any, *, limit: int = QUOTED_MAX_CHARS) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters (cut with ``...``).
+
+    Bounded in time and size whatever ``value`` is (a 5 MB string, a YAML bomb's shared lists):
+    the value is never rendered whole before it is cut.
+    """
+    try:
+        text = _bounded_repr.repr(value)
+    except Exception:  # a repr that fails (an int beyond Python's digit limit) is not ours
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class EdgeCacheError(Exception):
