@@ -232,14 +232,32 @@ class SSDTier:
     # --- reads ---------------------------------------------------------------------------------
     def read(self, key: BlockKey) -> bytes | None:
         """The verified bytes of ``key``'s block, or None on a miss (corruption included)."""
-        return self._read(key, None)
+        data = self._read(key, None)
+        assert not isinstance(data, list)
+        return data
 
     def read_into(self, key: BlockKey, out: memoryview) -> bool:
         """Like :meth:`read`, but into ``out`` (exactly the block's length); False on a miss."""
         return self._read(key, out) is not None
 
-    def _read(self, key: BlockKey, out: memoryview | None) -> bytes | None:
-        # Returns the block's bytes, or b"" once they were put into ``out``; None on a miss.
+    def read_pieces(self, key: BlockKey, piece_bytes: int) -> list[bytes] | None:
+        """Like :meth:`read`, but the block's bytes as consecutive pieces of ``piece_bytes``
+        (the last one shorter), or None on a miss.
+
+        A reader that reads a block in pieces of one size (``f.read(1 MiB)`` of 4 MiB blocks)
+        gets them without a copy: each piece is read from the file into its own ``bytes``, and
+        all of them are verified (one checksum over the block, computed piece by piece) before
+        any is returned, where cutting them out of the whole block costs a second copy.
+        """
+        pieces = self._read(key, None, piece_bytes)
+        assert not isinstance(pieces, bytes)
+        return pieces
+
+    def _read(
+        self, key: BlockKey, out: memoryview | None, piece_bytes: int = 0
+    ) -> bytes | list[bytes] | None:
+        # The block's bytes (as pieces of ``piece_bytes`` if given), or b"" once they were put
+        # into ``out``; None on a miss.
         if not self.available:
             return None
         digest = key.digest
@@ -254,9 +272,12 @@ class SSDTier:
             return None
         try:
             header = os.pread(fd, HEADER_SIZE, 0)
+            data: bytes | list[bytes]
             if out is not None:
                 decode_block_into(fd, header, out, digest=digest)
                 data = b""
+            elif piece_bytes:
+                data = _read_pieces(fd, header, piece_bytes, digest=digest)
             else:
                 _, _, stored_len, _ = parse_header(header, digest=digest)
                 payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
@@ -530,6 +551,30 @@ class SSDTier:
         if index is not None:
             with contextlib.suppress(sqlite3.Error):
                 index.close()
+
+
+def _read_pieces(fd: int, header: bytes, piece_bytes: int, *, digest: str) -> list[bytes]:
+    """The verified raw bytes of the block open as ``fd`` in pieces of ``piece_bytes``."""
+    compressed, raw_len, stored_len, checksum = parse_header(header, digest=digest)
+    if compressed:
+        data = decode_block(header, os.pread(fd, stored_len + 1, HEADER_SIZE), digest=digest)
+        return [data[o : o + piece_bytes] for o in range(0, len(data), piece_bytes)] or [b""]
+    if raw_len != stored_len:
+        raise CorruptBlockError(f"raw block of {raw_len} bytes stored as {stored_len}")
+    hasher = xxhash.xxh3_64()
+    pieces = []
+    for offset in range(0, stored_len, piece_bytes):
+        want = min(piece_bytes, stored_len - offset)
+        piece = os.pread(fd, want, HEADER_SIZE + offset)
+        if len(piece) != want:
+            raise CorruptBlockError(f"payload ends before the {stored_len} bytes the header says")
+        hasher.update(piece)
+        pieces.append(piece)
+    if os.pread(fd, 1, HEADER_SIZE + stored_len):
+        raise CorruptBlockError(f"payload is longer than the {stored_len} bytes the header says")
+    if hasher.intdigest() != checksum:
+        raise CorruptBlockError("checksum mismatch")
+    return pieces or [b""]
 
 
 def _pid_alive(pid: int) -> bool:

@@ -123,10 +123,40 @@ class TieredCache:
             self._promote(key, data)
         return data
 
-    def get_cached_soon(self, key: BlockKey) -> concurrent.futures.Future[bytes | None]:
-        """:meth:`get_cached` on an I/O thread: a sequential reader asks for the next block
-        while it consumes this one, so reading and verifying it overlap with the reader."""
-        return self._io.submit(self.get_cached, key)
+    def get_cached_pieces(self, key: BlockKey, piece_bytes: int) -> list[bytes] | None:
+        """The block as consecutive pieces of ``piece_bytes`` (the last one shorter) if a tier
+        holds it; never fetches.
+
+        For a reader that reads a block in pieces of one size: from the SSD tier each piece is
+        read into its own ``bytes`` and all are verified before any is returned (no copy after
+        the read, see :meth:`SSDTier.read_pieces`); from memory they are cut out of the block.
+        """
+        data = self.mem.get(key.digest)
+        if data is not None:
+            self._count_hit("mem", len(data))
+        elif self.mem.quota_bytes > 0 and self._seen_before_peek(key.digest):
+            # Its second read from disk: read it whole, so that MEM keeps it.
+            data = self.get_cached(key)
+            if data is None:
+                return None
+        if data is not None:
+            if len(data) <= piece_bytes:
+                return [data]
+            view = memoryview(data)
+            return [bytes(view[o : o + piece_bytes]) for o in range(0, len(data), piece_bytes)]
+        pieces = self.ssd.read_pieces(key, piece_bytes)
+        if pieces is not None:
+            self._count_hit("ssd", sum(len(p) for p in pieces))
+            self._seen_before(key.digest)
+        return pieces
+
+    def get_cached_soon(
+        self, key: BlockKey, piece_bytes: int = 0
+    ) -> concurrent.futures.Future[list[bytes] | None]:
+        """:meth:`get_cached_pieces` (whole, if ``piece_bytes`` is 0) on an I/O thread: a
+        sequential reader asks for the next block while it consumes this one, so that reading
+        and verifying it overlap with the reader when a core is free."""
+        return self._io.submit(self.get_cached_pieces, key, piece_bytes or key.block_size)
 
     def _promote(self, key: BlockKey, data: bytes) -> None:
         # Promotion on the second SSD read: a block read once (a scan, a one-off file) does not
@@ -174,6 +204,11 @@ class TieredCache:
         if len(pieces) < 2:
             return all(self.get_cached_into(key, out) for key, out in pieces)
         return all(self._io.map(lambda piece: self.get_cached_into(*piece), pieces))
+
+    def _seen_before_peek(self, digest: str) -> bool:
+        # Whether MEM would keep this block if it were read whole now (its second read).
+        with self._seen_lock:
+            return digest in self._seen_once
 
     def _seen_before(self, digest: str) -> bool:
         with self._seen_lock:

@@ -475,3 +475,32 @@ async def test_block_read_from_disk_is_verified_once_then_served_from_memory(mak
     assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
     assert await read_object(cache, source, spec.path) == spec.data()
     assert source.fetches[key.digest] == 2
+
+
+@pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
+@pytest.mark.parametrize("piece", [1, 1000, BS // 4, BS - 1, BS, 2 * BS])
+async def test_block_in_pieces_is_exact_and_verified(
+    make_cache, compressible: bool, piece: int
+) -> None:
+    spec = ObjectSpec("pieces", 2 * BS + 123, compressible=compressible)
+    source = Source.of([spec])
+    cache = make_cache(mem_quota=0)
+    assert await read_object(cache, source, spec.path) == spec.data()
+    for key in source.keys(spec.path):
+        block = source.block(key)
+        pieces = cache.get_cached_pieces(key, piece)
+        assert pieces is not None and b"".join(pieces) == block
+        assert all(len(p) == piece for p in pieces[:-1]) and 0 < len(pieces[-1]) <= piece
+    # From memory (the read buffer holds what get_cached read) the pieces are the same.
+    key = source.keys(spec.path)[0]
+    assert cache.get_cached(key) == source.block(key)
+    assert b"".join(cache.get_cached_pieces(key, piece) or []) == source.block(key)
+    # A damaged block file is a miss in pieces too, and counted.
+    cache.mem.clear_read_buffer()
+    for damage in ("flip_payload_last", "append_garbage", "truncate_inside_header"):
+        assert await read_object(cache, source, spec.path) == spec.data()
+        cache.mem.clear_read_buffer()
+        corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
+        DAMAGE[damage](_block_path(cache, key))
+        assert cache.get_cached_pieces(key, piece) is None
+        assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
