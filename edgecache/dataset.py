@@ -26,6 +26,7 @@ from fsspec.core import split_protocol
 
 from edgecache.config import CacheSettings, SSDDirectory, parse_ratio, parse_size
 from edgecache.errors import ConfigError, quoted
+from edgecache.k8s.objects import API_VERSION
 from edgecache.yamlio import load_yaml_documents, read_text_file
 
 __all__ = [
@@ -38,9 +39,9 @@ __all__ = [
     "TieredLevel",
     "load_resources",
     "load_resources_file",
+    "parse_resource",
 ]
 
-API_VERSION = "data.edgecache.io/v1alpha1"
 _FLUID_API = "data.fluid.io/v1alpha1"
 _FLUID_RUNTIMES = {
     "AlluxioRuntime",
@@ -346,8 +347,17 @@ def _metadata(doc: _Fields) -> tuple[str, str]:
     return name, meta.text("namespace", default="default")
 
 
+_MAX_DATASET_NAME = 63
+
+
 def _parse_dataset(doc: _Fields) -> Dataset:
     name, namespace = _metadata(doc)
+    if len(name) > _MAX_DATASET_NAME:
+        doc.child("metadata").fail(
+            "name",
+            f"{len(name)} characters; a Dataset's name has at most {_MAX_DATASET_NAME} "
+            "(it labels the Dataset's volume, as in Fluid)",
+        )
     spec = doc.child("spec", required=True)
     mounts = []
     raw_mounts = list(spec.items("mounts", required=True))
@@ -394,6 +404,10 @@ def _parse_dataset(doc: _Fields) -> Dataset:
             values = tuple(r.strings("values"))
             if op in ("In", "NotIn") and not values:
                 r.fail("values", f"operator {op} needs at least one value")
+            if op in ("Exists", "DoesNotExist") and values:
+                r.fail("values", f"operator {op} takes no values")
+            if op in ("Gt", "Lt") and (len(values) != 1 or not values[0].lstrip("-").isdigit()):
+                r.fail("values", f"operator {op} needs exactly one integer value")
             reqs.append(NodeSelectorRequirement(r.text("key", required=True), op, values))
         terms.append(tuple(reqs))
     modes = tuple(spec.strings("accessModes")) or ("ReadOnlyMany",)
@@ -489,32 +503,48 @@ def load_resources(text: str, *, source: str = "<yaml>") -> list[Resource]:
     for number, raw in enumerate(docs, start=1):
         if raw is None:
             continue
-        where = f"{source}: document {number}"
-        doc = _Fields(where, raw)
-        kind = doc.text("kind", required=True, hint="Dataset, EdgeCacheRuntime or DataLoad")
-        metadata = raw.get("metadata")
-        if isinstance(metadata, Mapping) and metadata.get("name"):
-            doc = _Fields(f"{where} ({_label(kind)} {_label(metadata['name'])})", raw)
-        api = doc.text("apiVersion", default="")
-        ours = kind in _PARSERS or kind in _FLUID_RUNTIMES
-        if not ours and api not in (API_VERSION, _FLUID_API):
-            continue  # another resource bundled in the same file (a Pod, a PVC...)
-        if not api:
-            doc.fail("apiVersion", f"required; {API_VERSION}")
-        if api == _FLUID_API:
-            doc.fail(
-                "apiVersion",
-                f"{api} is Fluid's API; edgecache reads the same fields under {API_VERSION}",
-            )
-        if api != API_VERSION:
-            doc.fail("apiVersion", f"{quoted(api)} is not {API_VERSION}")
-        if kind in _FLUID_RUNTIMES:
-            doc.fail("kind", f"{kind} is a Fluid runtime; use EdgeCacheRuntime")
-        parser = _PARSERS.get(kind)
-        if parser is None:
-            doc.fail("kind", f"{quoted(kind)} is not one of {', '.join(_PARSERS)}")
-        out.append(parser(doc))
+        resource = _parse_document(raw, f"{source}: document {number}")
+        if resource is not None:
+            out.append(resource)
     return out
+
+
+def parse_resource(obj: Mapping[str, Any], *, source: str = "") -> Resource:
+    """Validate one object as the API hands it over (a dict from ``kubectl get -o json``, a
+    watch event): the same rules and messages as :func:`load_resources`, prefixed by
+    ``source`` (default: the kind and name, such as ``Dataset images``)."""
+    resource = _parse_document(obj, source, ours=True)
+    assert resource is not None
+    return resource
+
+
+def _parse_document(raw: Any, where: str, *, ours: bool = False) -> Resource | None:
+    """One document: ``None`` when it belongs to another API (unless ``ours``)."""
+    doc = _Fields(where or "(object)", raw)
+    kind = doc.text("kind", required=True, hint="Dataset, EdgeCacheRuntime or DataLoad")
+    metadata = raw.get("metadata")
+    if isinstance(metadata, Mapping) and metadata.get("name"):
+        named = f"{_label(kind)} {_label(metadata['name'])}"
+        doc = _Fields(f"{where} ({named})" if where else named, raw)
+    api = doc.text("apiVersion", default="")
+    ours = ours or kind in _PARSERS or kind in _FLUID_RUNTIMES
+    if not ours and api not in (API_VERSION, _FLUID_API):
+        return None  # another resource bundled in the same file (a Pod, a PVC...)
+    if not api:
+        doc.fail("apiVersion", f"required; {API_VERSION}")
+    if api == _FLUID_API:
+        doc.fail(
+            "apiVersion",
+            f"{api} is Fluid's API; edgecache reads the same fields under {API_VERSION}",
+        )
+    if api != API_VERSION:
+        doc.fail("apiVersion", f"{quoted(api)} is not {API_VERSION}")
+    if kind in _FLUID_RUNTIMES:
+        doc.fail("kind", f"{kind} is a Fluid runtime; use EdgeCacheRuntime")
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        doc.fail("kind", f"{quoted(kind)} is not one of {', '.join(_PARSERS)}")
+    return parser(doc)
 
 
 def load_resources_file(path: str) -> list[Resource]:

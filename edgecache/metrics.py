@@ -3,7 +3,7 @@
 Every metric edgecache exports is defined here, with the ``edgecache_`` prefix, so that an SRE
 reads the whole list in one file and no two modules invent the same counter twice. Components
 import the objects they update; nothing here does I/O. ``edgecache stats`` and the
-``/metrics`` endpoints of the hub and the agent render :data:`REGISTRY`.
+``/metrics`` endpoints of the hub, the agent and the controller render :data:`REGISTRY`.
 
 Labels are kept low-cardinality on purpose: tiers, verbs and outcomes, never paths or keys.
 """
@@ -25,6 +25,12 @@ __all__ = [
     "CACHE_MISSES",
     "CACHE_QUOTA_BYTES",
     "CACHE_USAGE_BYTES",
+    "CONTROLLER_DATASETS",
+    "CONTROLLER_LEADER",
+    "CONTROLLER_QUEUE_DEPTH",
+    "CONTROLLER_RECONCILES",
+    "CONTROLLER_RECONCILE_SECONDS",
+    "CONTROLLER_WATCH_RESTARTS",
     "HUB_MODE",
     "HUB_MODE_SWITCHES",
     "HUB_REQUESTS",
@@ -136,5 +142,42 @@ HUB_MODE_SWITCHES = Counter(
 HUB_WATCHES_ENDED = Counter(
     "edgecache_hub_watches_ended_by_switch",
     "Open watches the hub ended at a mode switch so that their clients re-list.",
+    registry=REGISTRY,
+)
+
+# --- controller (edgecache/controller) ----------------------------------------------------------
+CONTROLLER_LEADER = Gauge(
+    "edgecache_controller_leader",
+    "1 while this controller replica holds the leader Lease (and acts), 0 while on standby.",
+    registry=REGISTRY,
+)
+CONTROLLER_RECONCILES = Counter(
+    "edgecache_controller_reconciles",
+    "Reconciles by kind and result (ok, invalid: a bad spec reported in status, error: retried "
+    "with backoff).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+CONTROLLER_RECONCILE_SECONDS = Histogram(
+    "edgecache_controller_reconcile_seconds",
+    "Time one reconcile took, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+CONTROLLER_QUEUE_DEPTH = Gauge(
+    "edgecache_controller_queue_depth",
+    "Objects waiting to be reconciled (not counting those waiting out a backoff).",
+    registry=REGISTRY,
+)
+CONTROLLER_DATASETS = Gauge(
+    "edgecache_controller_datasets",
+    "Datasets by status.phase, as last written by this controller.",
+    ["phase"],
+    registry=REGISTRY,
+)
+CONTROLLER_WATCH_RESTARTS = Counter(
+    "edgecache_controller_watch_restarts",
+    "Watches re-listed, by resource and why (expired resourceVersion, error).",
+    ["resource", "reason"],
     registry=REGISTRY,
 )

@@ -11,6 +11,7 @@ from edgecache.backends._base import Backend, ObjectChangedError
 from edgecache.backends._registry import (
     ENTRY_POINT_GROUP,
     available_backends,
+    check_protocol,
     get_backend,
     register_backend,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Backend",
     "ObjectChangedError",
     "available_backends",
+    "check_protocol",
     "get_backend",
     "register_backend",
 ]

@@ -25,7 +25,13 @@ from edgecache.backends._base import Backend
 from edgecache.backends.generic import GenericBackend
 from edgecache.errors import BackendNotInstalledError, ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "available_backends", "get_backend", "register_backend"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "available_backends",
+    "check_protocol",
+    "get_backend",
+    "register_backend",
+]
 
 ENTRY_POINT_GROUP = "edgecache.backends"
 
@@ -101,18 +107,26 @@ def backend_class(protocol: str) -> type[Backend] | None:
     return None
 
 
-def get_backend(protocol: str, options: Mapping[str, Any] | None = None) -> Backend:
-    """A configured backend for ``protocol`` (``file``, ``memory``, ``s3``...)."""
-    options = options or {}
+def check_protocol(protocol: str) -> type[Backend] | None:
+    """Raise :class:`BackendNotInstalledError` unless a backend can serve ``protocol`` (the
+    controller checks Dataset mounts this way, building nothing); return its dedicated class,
+    or None when fsspec's generic one applies."""
     cls = backend_class(protocol)
-    if cls is not None:
-        return cls(protocol, options)
-    if protocol not in known_implementations and protocol not in fsspec_registry:
+    if cls is None and protocol not in known_implementations and protocol not in fsspec_registry:
         raise BackendNotInstalledError(
             f"unknown protocol {protocol}://: no edgecache backend and no fsspec implementation "
             f"is registered for it (installed edgecache backends: "
             f"{', '.join(available_backends())})"
         )
+    return cls
+
+
+def get_backend(protocol: str, options: Mapping[str, Any] | None = None) -> Backend:
+    """A configured backend for ``protocol`` (``file``, ``memory``, ``s3``...)."""
+    options = options or {}
+    cls = check_protocol(protocol)
+    if cls is not None:
+        return cls(protocol, options)
     try:
         return GenericBackend(protocol, options)
     except ImportError as exc:
