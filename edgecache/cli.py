@@ -661,3 +661,8 @@ def _print_report(report: PrefetchReport, source: str, as_json: bool) -> None:
 from edgecache.hub.command import hub_command  # noqa: E402
 
 main.add_command(hub_command, "hub")
+
+# --- edgecache controller (edgecache/controller/command.py) ---
+from edgecache.controller.command import controller_command  # noqa: E402
+
+main.add_command(controller_command, "controller")

@@ -224,6 +224,9 @@ class Controller:
         queue = self.queue
         while True:
             item = await queue.get()
+            kind: str
+            namespace: str
+            name: str
             kind, namespace, name = item  # type: ignore[misc]
             started = time.monotonic()
             try:

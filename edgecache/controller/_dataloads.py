@@ -11,7 +11,7 @@ reports into the phase (Pending -> Loading -> Complete or Failed), progress and 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cronsim import CronSim, CronSimError
@@ -41,7 +41,7 @@ def _parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.strptime(text, _TIME).replace(tzinfo=timezone.utc)
+        return datetime.strptime(text, _TIME).replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -87,7 +87,7 @@ class DataLoadReconciler:
         dataset = parse_resource(dataset_obj)
         assert isinstance(dataset, Dataset)
         pool = matching_nodes(dataset.node_selector_terms, self.cluster.nodes.objects())
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         requeue: float | None = None
         summary = None
         if status["run"]:
@@ -140,7 +140,7 @@ class DataLoadReconciler:
         if load.policy != "Cron":
             return None
         try:
-            CronSim(load.schedule, datetime.now(timezone.utc))
+            CronSim(load.schedule, datetime.now(UTC))
         except CronSimError as exc:
             raise SpecError(
                 f"DataLoad {load.name}: spec.schedule: {load.schedule!r} is not a valid cron "
@@ -193,6 +193,8 @@ class DataLoadReconciler:
         )
 
 
-def summary_run_changed(summary: Any, status: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+def summary_run_changed(
+    summary: Any, status: Mapping[str, Any], current: Mapping[str, Any]
+) -> bool:
     """Whether a new run started in this reconcile (its progress starts from zero)."""
     return int(status.get("run") or 0) != int(current.get("run") or 0)

@@ -11,6 +11,7 @@ them. Failures become :class:`KubeError` (an answer with a status code) or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -81,7 +82,7 @@ class WatchStream:
         from kubernetes.watch.watch import iter_resp_lines
 
         try:
-            for line in iter_resp_lines(self._response):
+            for line in iter_resp_lines(self._response):  # type: ignore[no-untyped-call]
                 if line.strip():
                     yield json.loads(line)
         except Exception as exc:  # urllib3/socket errors while streaming, and a closed stream
@@ -90,10 +91,8 @@ class WatchStream:
             self._response.release_conn()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._response.shutdown()  # unblocks a read in progress in another thread
-        except Exception:
-            pass
         self._response.close()
 
 
@@ -199,9 +198,7 @@ class Kube:
     # --- async verbs ------------------------------------------------------------------------
     async def _run(self, method: str, path: str, **kwargs: Any) -> JSONObject:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, lambda: self.call(method, path, **kwargs)
-        )
+        return await loop.run_in_executor(self._executor, lambda: self.call(method, path, **kwargs))
 
     async def get(self, kind: Kind, name: str, namespace: str | None = None) -> JSONObject | None:
         try:
@@ -218,7 +215,10 @@ class Kube:
     async def create(self, kind: Kind, obj: Mapping[str, Any]) -> JSONObject:
         namespace = (obj.get("metadata") or {}).get("namespace")
         return await self._run(
-            "POST", resource_path(kind, namespace), body=dict(obj), query=[("fieldManager", _FIELD_MANAGER)]
+            "POST",
+            resource_path(kind, namespace),
+            body=dict(obj),
+            query=[("fieldManager", _FIELD_MANAGER)],
         )
 
     async def replace(

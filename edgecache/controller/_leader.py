@@ -23,7 +23,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from edgecache.controller._kube import LEASE, Kube, KubeError, KubeUnavailableError
@@ -59,7 +59,7 @@ class LeaderSettings:
 
 
 def _micro_time(now: float) -> str:
-    return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -113,9 +113,9 @@ class LeaderElector:
                 self._observed, self._observed_at = record, time.monotonic()
             self.holder = holder
             duration = float(spec.get("leaseDurationSeconds") or s.lease_duration_seconds)
-            if holder and holder != s.identity:
-                if time.monotonic() < self._observed_at + duration:
-                    return False
+            held = holder and holder != s.identity
+            if held and time.monotonic() < self._observed_at + duration:
+                return False
             transitions = int(spec.get("leaseTransitions") or 0)
             if holder == s.identity:
                 spec_out["acquireTime"] = spec.get("acquireTime") or spec_out["acquireTime"]
@@ -148,7 +148,7 @@ class LeaderElector:
 
     async def acquire(self) -> None:
         """Return once this replica leads."""
-        while not await self._try():
+        while not await self._try():  # noqa: ASYNC110 (polling the API is the algorithm)
             await asyncio.sleep(self.settings.retry_period_seconds)
         self._set_leader(True)
 

@@ -82,7 +82,9 @@ class MountLister:
         if current is not None and current.fingerprint != fingerprint:
             current = None
         # A failed listing is tried again sooner: the backend or a Secret may be back.
-        refresh = min(self.refresh_seconds, 30.0) if current and current.error else self.refresh_seconds
+        refresh = (
+            min(self.refresh_seconds, 30.0) if current and current.error else self.refresh_seconds
+        )
         stale = current is None or time.time() - current.finished_at >= refresh
         if stale and key not in self._running:
             self._running.add(key)

@@ -66,7 +66,7 @@ class WorkQueue:
         """Schedule ``key`` again after its next backoff delay; returns the delay."""
         failures = self._failures.get(key, 0) + 1
         self._failures[key] = failures
-        delay = min(self.base_delay_seconds * 2 ** (failures - 1), self.max_delay_seconds)
+        delay = min(self.base_delay_seconds * 2.0 ** (failures - 1), self.max_delay_seconds)
         self.add_after(key, delay)
         return delay
 

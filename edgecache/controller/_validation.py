@@ -66,9 +66,7 @@ def check_runtime(obj: Mapping[str, Any]) -> EdgeCacheRuntime:
     return resource
 
 
-async def _check_secrets(
-    obj: Mapping[str, Any], dataset: Dataset, lookup: SecretLookup
-) -> None:
+async def _check_secrets(obj: Mapping[str, Any], dataset: Dataset, lookup: SecretLookup) -> None:
     where = _where(obj)
     for i, mount in enumerate(dataset.mounts):
         for j, (option, ref) in enumerate(mount.encrypt_options):

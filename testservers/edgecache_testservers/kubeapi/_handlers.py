@@ -9,6 +9,7 @@ renders lists, single objects, watch streams and ``Status`` errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -367,7 +368,9 @@ class APIHandlers:
             return response
         finally:
             forget()
-        await response.write_eof()
+        # The client may go away as the stream ends (aiohttp's ClientConnectionResetError).
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
         return response
 
     async def create(self, request: web.Request, target: Target) -> web.StreamResponse:

@@ -31,6 +31,7 @@ from typing import Any
 
 from . import _status
 from ._admission import accept_crd, admit_new, check_kind, now_rfc3339
+from ._binder import PV_GROUP_RESOURCE, PVC_GROUP_RESOURCE, volume_updates
 from ._history import EventHistory, StoredEvent
 from ._owners import OwnerIndex, owner_uids
 from ._patch import APPLY_PATCH, apply_patch
@@ -99,6 +100,7 @@ class Store:
         self._snapshot_ids = itertools.count(1)
         self._cluster_ips = itertools.count(10)
         self._owners = OwnerIndex()
+        self._binding = False
         for name in DEFAULT_NAMESPACES:
             self._commit_create(
                 self._namespace_type(), "", {"metadata": {"name": name}}, admit=True
@@ -375,7 +377,26 @@ class Store:
         self._record("ADDED" if old is None else "MODIFIED", resource, new, old)
         if resource.group_resource == CRD_GROUP_RESOURCE:
             self.registry.register_crd(new)
+        self._bind_volumes(resource)
         return new
+
+    def _bind_volumes(self, resource: ResourceType) -> None:
+        """After a PV or PVC write: static binding, as the PV controller does (``_binder``)."""
+        if self._binding or resource.group_resource not in (PV_GROUP_RESOURCE, PVC_GROUP_RESOURCE):
+            return
+        self._binding = True
+        try:
+            # One pass sees one state; a PV bound in it may change its claim's phase: repeat
+            # until nothing changes (two passes at most).
+            while updates := volume_updates(
+                self._objects.get(PV_GROUP_RESOURCE, {}),
+                self._objects.get(PVC_GROUP_RESOURCE, {}),
+            ):
+                for group_resource, key, obj in updates:
+                    served = self.registry.versions_of(*group_resource)
+                    self._write(served[0], key, obj, self._objects[group_resource][key])
+        finally:
+            self._binding = False
 
     def update(
         self,
@@ -586,6 +607,7 @@ class Store:
         elif resource.group_resource == CRD_GROUP_RESOURCE:
             self._delete_crd_objects(obj)
         self._collect_dependents(str(meta.get("uid", "")), orphan=propagation == "Orphan")
+        self._bind_volumes(resource)
         return gone
 
     def _collect_dependents(self, owner_uid: str, *, orphan: bool) -> None:
