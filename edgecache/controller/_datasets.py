@@ -224,9 +224,22 @@ class DatasetReconciler:
                 f"Dataset {name}: {where} exists and is not managed by edgecache (no label "
                 f"{LABEL_DATASET}); delete it or give the Dataset another name",
             )
+        if claim is None:
+            try:
+                await self.kube.create(PERSISTENT_VOLUME_CLAIM, desired_claim(placement))
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                # Ours would be in the cache (it watches our label): this one may not be ours.
+                claim = await self.kube.get(PERSISTENT_VOLUME_CLAIM, name, namespace)
+        if claim is not None and _labels(claim).get(LABEL_DATASET) != name:
+            raise Problem(
+                "ClaimConflict",
+                f"Dataset {name}: {where} exists and is not managed by edgecache (no label "
+                f"{LABEL_DATASET}); delete it or give the Dataset another name",
+            )
         bound_to = str(((claim or {}).get("spec") or {}).get("volumeName") or "")
         if claim is None:
-            await self._create(PERSISTENT_VOLUME_CLAIM, desired_claim(placement))
             state = ("NotBound", "WaitingForBinding",
                      f"{where} created; waiting for it to bind to PersistentVolume "
                      f"{placement.volume_name}")  # fmt: skip
@@ -387,7 +400,9 @@ class DatasetReconciler:
             ),
         }
         patch = merge_patch(current, status)
-        if patch:
+        if not patch:
+            return
+        try:
             await self.kube.patch(
                 RUNTIME,
                 str(meta["name"]),
@@ -395,3 +410,9 @@ class DatasetReconciler:
                 namespace=str(meta.get("namespace")),
                 subresource="status",
             )
+        except KubeError as exc:
+            # An object stored before its CRD's schema tightened may refuse any write (422):
+            # the Dataset's condition still says what is wrong.
+            if exc.status != 422:
+                raise
+            log.info("cannot write the status of EdgeCacheRuntime %s: %s", meta["name"], exc)

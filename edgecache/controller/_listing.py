@@ -128,7 +128,10 @@ class MountLister:
                     metadata_ttl=0,
                     skip_instance_cache=True,
                 )
-                for info in fs.find(mount.url(), detail=True).values():
+                # on_error="raise": fsspec's walk otherwise omits what it cannot list, and an
+                # unreachable backend would read as an empty mount (ufsTotal 0B: a lie).
+                found = fs.find(mount.url(), detail=True, on_error="raise")
+                for info in found.values():
                     if info.get("type") != "directory":
                         files += 1
                         total += int(info.get("size") or 0)

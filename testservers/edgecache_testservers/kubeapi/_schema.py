@@ -58,6 +58,8 @@ class _Walker:
         if schema.get("x-kubernetes-int-or-string"):
             if not isinstance(value, (int, str)) or isinstance(value, bool):
                 self.fail(path, f"Invalid value: {_show(value)}: must be an integer or a string")
+            elif isinstance(value, str):
+                self._string(schema, value, path)  # a quantity's pattern applies to its strings
             return value
         if kind:
             expected = _PY_TYPES.get(str(kind), ())
