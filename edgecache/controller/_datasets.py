@@ -240,29 +240,44 @@ class DatasetReconciler:
             )
         bound_to = str(((claim or {}).get("spec") or {}).get("volumeName") or "")
         if claim is None:
-            state = ("NotBound", "WaitingForBinding",
-                     f"{where} created; waiting for it to bind to PersistentVolume "
-                     f"{placement.volume_name}")  # fmt: skip
+            state = (
+                "NotBound",
+                "WaitingForBinding",
+                f"{where} created; waiting for it to bind to PersistentVolume "
+                f"{placement.volume_name}",
+            )
         elif bound_to != placement.volume_name:
             if not _meta(claim).get("deletionTimestamp"):
                 await self.kube.delete(PERSISTENT_VOLUME_CLAIM, name, namespace)
-            state = ("NotBound", "VolumeMoving",
-                     f"the node affinity changed: {where} (bound to PersistentVolume "
-                     f"{bound_to}) is replaced by one bound to {placement.volume_name}; pods "
-                     "still using the old claim keep it until they end")  # fmt: skip
+            state = (
+                "NotBound",
+                "VolumeMoving",
+                f"the node affinity changed: {where} (bound to PersistentVolume "
+                f"{bound_to}) is replaced by one bound to {placement.volume_name}; pods "
+                "still using the old claim keep it until they end",
+            )
         elif _meta(claim).get("deletionTimestamp"):
-            state = ("NotBound", "ClaimTerminating",
-                     f"{where} is being deleted (pods still use it); it is created again "
-                     "once it is gone")  # fmt: skip
+            state = (
+                "NotBound",
+                "ClaimTerminating",
+                f"{where} is being deleted (pods still use it); it is created again "
+                "once it is gone",
+            )
         elif ((claim.get("status") or {}).get("phase")) == "Bound":
-            state = ("Bound", "Bound",
-                     f"{where} is bound to PersistentVolume {placement.volume_name}, pinned "
-                     f"to {pool} ({len(checked.pool)} node(s))")  # fmt: skip
+            state = (
+                "Bound",
+                "Bound",
+                f"{where} is bound to PersistentVolume {placement.volume_name}, pinned "
+                f"to {pool} ({len(checked.pool)} node(s))",
+            )
         else:
             phase = (claim.get("status") or {}).get("phase") or "Pending"
-            state = ("NotBound", "WaitingForBinding",
-                     f"{where} is {phase}; waiting for it to bind to PersistentVolume "
-                     f"{placement.volume_name}")  # fmt: skip
+            state = (
+                "NotBound",
+                "WaitingForBinding",
+                f"{where} is {phase}; waiting for it to bind to PersistentVolume "
+                f"{placement.volume_name}",
+            )
         previous = []
         for pv in volumes:
             pv_name = str(_meta(pv).get("name"))

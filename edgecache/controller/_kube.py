@@ -40,10 +40,12 @@ JSONObject = dict[str, Any]
 
 NODE = Kind("Node", "nodes", group="", version="v1", namespaced=False)
 SECRET = Kind("Secret", "secrets", group="", version="v1")
-PERSISTENT_VOLUME = Kind("PersistentVolume", "persistentvolumes", group="", version="v1",
-                         namespaced=False)  # fmt: skip
-PERSISTENT_VOLUME_CLAIM = Kind("PersistentVolumeClaim", "persistentvolumeclaims", group="",
-                               version="v1")  # fmt: skip
+PERSISTENT_VOLUME = Kind(
+    "PersistentVolume", "persistentvolumes", group="", version="v1", namespaced=False
+)
+PERSISTENT_VOLUME_CLAIM = Kind(
+    "PersistentVolumeClaim", "persistentvolumeclaims", group="", version="v1"
+)
 LEASE = Kind("Lease", "leases", group="coordination.k8s.io", version="v1")
 
 MERGE_PATCH = "application/merge-patch+json"

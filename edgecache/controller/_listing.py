@@ -137,6 +137,7 @@ class MountLister:
                         total += int(info.get("size") or 0)
         except Exception as exc:  # any backend failure is a status message, never a crash
             log.info("listing %s/%s failed: %s", dataset.namespace, dataset.name, exc)
-            return Listing(fingerprint, error=str(exc) or type(exc).__name__,
-                           finished_at=time.time())  # fmt: skip
+            return Listing(
+                fingerprint, error=str(exc) or type(exc).__name__, finished_at=time.time()
+            )
         return Listing(fingerprint, total, files, finished_at=time.time())

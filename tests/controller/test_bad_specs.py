@@ -23,10 +23,15 @@ def oss_dataset(name: str, secret: str, key: str) -> JSONObject:
     obj = dataset(name, "oss://bucket/images/")
     obj["spec"]["mounts"][0]["options"] = {"fs.oss.endpoint": "http://127.0.0.1:9"}
     obj["spec"]["mounts"][0]["encryptOptions"] = [
-        {"name": "fs.oss.accessKeyId", "valueFrom": {"secretKeyRef": {"name": secret, "key": "id"}}},
-        {"name": "fs.oss.accessKeySecret",
-         "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}},
-    ]  # fmt: skip
+        {
+            "name": "fs.oss.accessKeyId",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": "id"}},
+        },
+        {
+            "name": "fs.oss.accessKeySecret",
+            "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+        },
+    ]
     return obj
 
 
@@ -121,9 +126,14 @@ def data_dir(tmp_path: Path) -> str:
 async def test_each_bad_spec_gets_its_condition_and_the_good_one_still_binds(
     cluster: KubeAPIServer, controller: Controller, data_dir: str
 ) -> None:
-    cluster.create({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "creds", "namespace": "default"},
-                    "stringData": {"id": "AK", "secret": "SK"}})  # fmt: skip
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds", "namespace": "default"},
+            "stringData": {"id": "AK", "secret": "SK"},
+        }
+    )
     errors_before = CONTROLLER_RECONCILES.labels("Dataset", "error")._value.get()
     for name, build, rt, _, _ in CASES:
         cluster.create(build(name, data_dir))
@@ -148,8 +158,10 @@ async def test_each_bad_spec_gets_its_condition_and_the_good_one_still_binds(
     assert condition(bad_runtime)["reason"] == "InvalidRuntime"  # type: ignore[index]
     assert condition(get(cluster, "EdgeCacheRuntime", "good"))["status"] == "True"  # type: ignore[index]
     # No volume for any bad Dataset; no reconcile ended in an error (they are verdicts).
-    assert {pv["metadata"]["labels"]["data.edgecache.io/dataset"]
-            for pv in cluster.list_objects("v1", "PersistentVolume")} == {"good"}  # fmt: skip
+    assert {
+        pv["metadata"]["labels"]["data.edgecache.io/dataset"]
+        for pv in cluster.list_objects("v1", "PersistentVolume")
+    } == {"good"}
     assert CONTROLLER_RECONCILES.labels("Dataset", "error")._value.get() == errors_before
 
 
@@ -164,9 +176,14 @@ async def test_fixing_the_cause_heals_the_dataset(
         )
     )
     # Secrets are not watched: the controller looks again after recheck_seconds.
-    cluster.create({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": "late-secret", "namespace": "default"},
-                    "stringData": {"id": "AK", "secret": "SK"}})  # fmt: skip
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "late-secret", "namespace": "default"},
+            "stringData": {"id": "AK", "secret": "SK"},
+        }
+    )
     await eventually(
         lambda: get(cluster, "Dataset", "later").get("status", {}).get("phase") == "Bound"
     )
@@ -178,9 +195,13 @@ async def test_fixing_the_cause_heals_the_dataset(
             (condition(get(cluster, "Dataset", "waiting")) or {}).get("reason") == "NoMatchingNodes"
         )
     )
-    cluster.create({"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": "n-new",
-                                 "labels": {"apps.openyurt.io/nodepool": "pool-new"}}})  # fmt: skip
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "n-new", "labels": {"apps.openyurt.io/nodepool": "pool-new"}},
+        }
+    )
     await eventually(
         lambda: get(cluster, "Dataset", "waiting").get("status", {}).get("phase") == "Bound"
     )

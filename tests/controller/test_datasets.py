@@ -65,8 +65,13 @@ async def test_seed_demo_gets_a_pv_and_pvc_pinned_to_its_pool(
     # The demo's OSS endpoint is a public one: point it at a closed local port so the listing
     # fails fast (and offline) while everything else is exercised as written.
     dataset_doc["spec"]["mounts"][0]["options"]["fs.oss.endpoint"] = "http://127.0.0.1:9"
-    cluster.create({"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": "edge-1", "labels": {NODEPOOL_LABEL: pool}}})  # fmt: skip
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "edge-1", "labels": {NODEPOOL_LABEL: pool}},
+        }
+    )
     cluster.create(
         {
             "apiVersion": "v1",
@@ -95,9 +100,16 @@ async def test_seed_demo_gets_a_pv_and_pvc_pinned_to_its_pool(
     assert status["nodepool"] == pool
     assert condition(ds)["status"] == "True"  # type: ignore[index]
     assert status["cache"]["nodes"] == [
-        {"nodeName": "edge-1", "reported": False, "cachedBytes": 0, "capacityBytes": 0,
-         "hits": 0, "misses": 0, "viewReady": False}
-    ]  # fmt: skip
+        {
+            "nodeName": "edge-1",
+            "reported": False,
+            "cachedBytes": 0,
+            "capacityBytes": 0,
+            "hits": 0,
+            "misses": 0,
+            "viewReady": False,
+        }
+    ]
     listed = await eventually(lambda: condition(get(cluster, "Dataset", "images"), "UFSListed"))
     assert listed["status"] == "False" and "127.0.0.1:9" in listed["message"]
     # The pod of the demo mounts the claim by the Dataset's name.
@@ -166,8 +178,13 @@ async def test_status_sums_the_pool_reports_exactly(
     assert set(by_node) == {"a1", "a2"}
     assert by_node["a1"]["viewReady"] is True and by_node["a2"]["viewReady"] is False
     # A report changes: the status follows.
-    cluster.patch("data.edgecache.io/v1alpha1", "CacheReport", "sums.a2",
-                  {"spec": {"cache": {"cachedBytes": 4096}}}, "default")  # fmt: skip
+    cluster.patch(
+        "data.edgecache.io/v1alpha1",
+        "CacheReport",
+        "sums.a2",
+        {"spec": {"cache": {"cachedBytes": 4096}}},
+        "default",
+    )
     await eventually(
         lambda: (
             get(cluster, "Dataset", "sums")["status"]["cacheStates"]["cachedPercentage"] == "100.0%"
@@ -185,12 +202,20 @@ async def test_affinity_change_moves_the_volume_and_keeps_the_old_claim_for_runn
     (old_pv,) = volumes(cluster)
     # A pod uses the claim: Kubernetes' PVC protection keeps it while the pod runs (the test
     # server has no such controller, so the test plays its part with the same finalizer).
-    cluster.patch("v1", "PersistentVolumeClaim", "mv",
-                  {"metadata": {"finalizers": ["kubernetes.io/pvc-protection"]}}, "default")  # fmt: skip
     cluster.patch(
-        "data.edgecache.io/v1alpha1", "Dataset", "mv",
-        {"spec": {"nodeAffinity": pool_affinity("pool-b")}}, "default",
-    )  # fmt: skip
+        "v1",
+        "PersistentVolumeClaim",
+        "mv",
+        {"metadata": {"finalizers": ["kubernetes.io/pvc-protection"]}},
+        "default",
+    )
+    cluster.patch(
+        "data.edgecache.io/v1alpha1",
+        "Dataset",
+        "mv",
+        {"spec": {"nodeAffinity": pool_affinity("pool-b")}},
+        "default",
+    )
     moving = await eventually(
         lambda: (
             (c := condition(get(cluster, "Dataset", "mv"))) and c["reason"] == "VolumeMoving" and c
@@ -244,10 +269,17 @@ async def test_a_claim_of_the_same_name_that_is_not_ours_is_never_touched(
     cluster: KubeAPIServer, controller: Controller, tmp_path: Path
 ) -> None:
     (tmp_path / "d").mkdir()
-    cluster.create({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": "taken", "namespace": "default"},
-                    "spec": {"accessModes": ["ReadWriteOnce"],
-                             "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "taken", "namespace": "default"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
     cluster.create(dataset("taken", f"file://{tmp_path / 'd'}"))
     cluster.create(runtime("taken"))
     ready = await eventually(
