@@ -2,7 +2,9 @@
 
 * Credentials first: a client is answered only if its credentials (salted digest of its
   Authorization header, or "anonymous") were accepted upstream for its component while online;
-  otherwise 401. Writes are refused with a 503 ``Status`` saying nothing was applied.
+  otherwise 401. A read is answered only if the upstream answered these credentials a read
+  that showed at least as much (the same object; the same or no selector in the namespace or
+  cluster-wide); otherwise 403. Writes are refused with a 503 ``Status`` saying nothing was applied.
 * GET: the newest recorded copy of the object, or a 404 ``Status``.
 * LIST: the recorded list with the same key, or a broader one (cluster-wide, or unselected)
   filtered locally by label and field selectors; ``limit``/``continue`` are honoured; the list
@@ -77,7 +79,7 @@ class OfflineResponder:
         self.settings = settings
         self.watches = watches
         self._accepted: set[tuple[str, str]] = set()
-        self._grants: set[tuple[str, str, str, str]] = set()
+        self._grants: set[tuple[str, str, str, str, str, str]] = set()
 
     async def respond(
         self, request: web.Request, info: RequestInfo, component: str, digest: str
@@ -119,11 +121,17 @@ class OfflineResponder:
             HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
             if not await self.store.read(self.store.knows_resource, info.gvr):
                 return status_response(404, "the server could not find the requested resource")
+            if not await self._recorded(info, component):
+                # Nothing could answer it anyway: say so (retry online), not "forbidden".
+                return await self._not_found(info, f"this read of {info.resource}")
             scope = f"namespace {info.namespace!r}" if info.namespace else "all namespaces"
+            what = f"{info.resource} {info.name!r}" if info.name else info.resource
+            if info.selector:
+                what += f" with selector {info.selector!r}"
             return status_response(
                 403,
-                f"edgecache hub is offline and these credentials never read {info.resource} "
-                f"in {scope} while online, so the hub does not answer for the upstream",
+                f"edgecache hub is offline and these credentials never read {what} in {scope} "
+                "while online, so the hub does not answer for the upstream",
             )
         HUB_REQUESTS.labels(verb=verb, served_from="store").inc()
         try:
@@ -145,11 +153,23 @@ class OfflineResponder:
             return True
         return False
 
+    async def _recorded(self, info: RequestInfo, component: str) -> bool:
+        """Whether the store holds something that could answer this read."""
+        if info.verb == "get":
+            body = await self.store.read(
+                self.store.get_object, component, info.gvr, info.namespace, info.name
+            )
+            return body is not None
+        record = await self.store.read(
+            self.store.find_list, component, info.gvr, info.namespace, info.selector
+        )
+        return record is not None
+
     async def _granted(self, component: str, digest: str, info: RequestInfo) -> bool:
-        key = (component, digest, info.gvr, info.namespace)
+        key = (component, digest, *info.read_scope)
         if key in self._grants:
             return True
-        if await self.store.read(self.store.has_grant, component, digest, info.gvr, info.namespace):
+        if await self.store.read(self.store.has_grant, *key):
             self._grants.add(key)
             return True
         return False

@@ -1,11 +1,14 @@
 """The API proxy: the aiohttp application every client request enters.
 
-For each request: classify it (:mod:`._requestinfo`), then
+For each request: check that its target has one reading (:mod:`._canonical`; otherwise 400),
+classify it (:mod:`._requestinfo`), then
 
 * online: forward it upstream (:mod:`._upstream`) as a stream, every verb including watch, pass
   the answer back through the response filters (:mod:`._filters`), and hand GET/LIST/WATCH and
-  discovery answers of recorded components to the recorder (:mod:`._recording`). Credentials the
-  upstream accepted are remembered (as salted digests) for offline use.
+  discovery answers of recorded components to the recorder (:mod:`._recording`). The target goes
+  upstream byte for byte as it was checked and classified. Credentials the upstream accepted are
+  remembered (as salted digests) for offline use, with the exact scope of each read it answered
+  with success (the offline grants).
 * a request that cannot reach any upstream counts as health evidence and, for reads, is answered
   from the store at once instead of failing;
 * offline: answer from the store (:mod:`._offline`).
@@ -26,6 +29,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edgecache.hub._canonical import NonCanonicalRequestError, canonical_target
 from edgecache.hub._filters import FilterChain, ResponseFilter
 from edgecache.hub._offline import OfflineResponder
 from edgecache.hub._recording import Recorder, json_accept, raw_key
@@ -175,7 +179,7 @@ class HubProxy:
         self.watches = watches
         self.filters = filters
         self._remembered: set[tuple[str, str]] = set()
-        self._granted: set[tuple[str, str, str, str]] = set()
+        self._granted: set[tuple[str, str, str, str, str, str]] = set()
         self._digests: dict[tuple[str, str], str] = {}
 
     def app(self) -> web.Application:
@@ -184,6 +188,15 @@ class HubProxy:
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            target = canonical_target(request.rel_url.raw_path, request.rel_url.raw_query_string)
+        except NonCanonicalRequestError as exc:
+            HUB_REQUESTS.labels(verb="invalid", served_from="rejected").inc()
+            return status_response(
+                400, f"edgecache hub refuses a non-canonical request: {exc}", reason="BadRequest"
+            )
+        # aiohttp's request.path and request.query are the unescaped reading of exactly the
+        # target checked above, which is what the upstream will read from the bytes we send.
         info = parse_request(request.method, request.path, request.query)
         component = component_of(request.headers.get("User-Agent", ""))
         credential, impersonation = _client_identity(request)
@@ -193,9 +206,9 @@ class HubProxy:
         raw_upgrade = upgrade not in ("", "websocket") and "upgrade" in connection
         raw_upgrade = raw_upgrade and request.version == aiohttp.HttpVersion11
         if upgrade == "websocket" and self.health.online:
-            return await self._websocket(request, info, impersonation)
+            return await self._websocket(request, target, info, impersonation)
         if raw_upgrade and self.health.online:
-            return await self._raw_upgrade(request, info, impersonation)
+            return await self._raw_upgrade(request, target, info, impersonation)
         if upgrade:
             HUB_REQUESTS.labels(verb=info.verb, served_from="rejected").inc()
             if upgrade == "websocket" or raw_upgrade:
@@ -209,7 +222,7 @@ class HubProxy:
             )
         if self.health.online:
             try:
-                return await self._online(request, info, component, digest, impersonation)
+                return await self._online(request, target, info, component, digest, impersonation)
             except UpstreamUnavailableError as exc:
                 self.health.report_failure()
                 if info.verb in WRITE_VERBS or request.method not in ("GET", "HEAD"):
@@ -220,7 +233,11 @@ class HubProxy:
         return await self.offline.respond(request, info, component, digest)
 
     async def _websocket(
-        self, request: web.Request, info: RequestInfo, impersonation: CIMultiDict[str]
+        self,
+        request: web.Request,
+        target: str,
+        info: RequestInfo,
+        impersonation: CIMultiDict[str],
     ) -> web.StreamResponse:
         """exec/attach/port-forward over WebSocket: relay frames both ways until one side ends."""
         protocols = [
@@ -231,7 +248,7 @@ class HubProxy:
             headers.popall(name)
         try:
             upstream_ws = await self.upstream.websocket(
-                request.path_qs, headers=headers, protocols=[p for p in protocols if p]
+                target, headers=headers, protocols=[p for p in protocols if p]
             )
         except UpstreamUnavailableError as exc:
             self.health.report_failure()
@@ -271,7 +288,11 @@ class HubProxy:
         return client_ws
 
     async def _raw_upgrade(
-        self, request: web.Request, info: RequestInfo, impersonation: CIMultiDict[str]
+        self,
+        request: web.Request,
+        target: str,
+        info: RequestInfo,
+        impersonation: CIMultiDict[str],
     ) -> web.StreamResponse:
         """exec/attach/port-forward over SPDY (or any other non-WebSocket upgrade): after the
         upstream's 101, splice bytes both ways until one side ends; any other answer is relayed
@@ -282,7 +303,7 @@ class HubProxy:
         body = await request.read() if request.body_exists else b""
         try:
             upstream = await self.upstream.raw_upgrade(
-                request.method, request.path_qs, headers=headers, body=body
+                request.method, target, headers=headers, body=body
             )
         except UpstreamUnavailableError as exc:
             self.health.report_failure()
@@ -365,6 +386,7 @@ class HubProxy:
     async def _online(
         self,
         request: web.Request,
+        target: str,
         info: RequestInfo,
         component: str,
         digest: str,
@@ -377,7 +399,7 @@ class HubProxy:
         body = await request.read() if request.body_exists else None
         watch = info.verb == "watch"
         upstream_response = await self.upstream.request(
-            request.method, request.path_qs, headers=headers, body=body, watch=watch
+            request.method, target, headers=headers, body=body, watch=watch
         )
         if upstream_response.status in _GATEWAY_ERRORS and request.method in ("GET", "HEAD"):
             # A proxy or load balancer in front of the API server says it is gone: that is
@@ -390,7 +412,7 @@ class HubProxy:
         try:
             HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
             if recording and upstream_response.status < 400:
-                await self._remember(component, digest, info)
+                await self._remember(component, digest, info, upstream_response.status)
             filters = self.filters.for_request(info)
             if watch and upstream_response.status == 200:
                 return await self._stream_watch(
@@ -402,15 +424,21 @@ class HubProxy:
         finally:
             upstream_response.release()
 
-    async def _remember(self, component: str, digest: str, info: RequestInfo) -> None:
-        """The upstream accepted this credential (and, for a resource read, let it read that
-        resource there): what offline answers are later checked against."""
+    async def _remember(self, component: str, digest: str, info: RequestInfo, status: int) -> None:
+        """The upstream accepted this credential (and, for a resource read it answered with
+        success, showed it exactly that read's scope): what offline answers are checked
+        against. The scope comes from the same target that was forwarded, so it is what the
+        upstream answered, never a normalised or re-read variant of it."""
         try:
             if (component, digest) not in self._remembered:
                 await self.store.write(self.store.add_credential, component, digest)
                 self._remembered.add((component, digest))
-            if info.verb in ("get", "list", "watch") and not info.subresource:
-                grant = (component, digest, info.gvr, info.namespace)
+            if (
+                200 <= status < 300
+                and info.verb in ("get", "list", "watch")
+                and not info.subresource
+            ):
+                grant = (component, digest, *info.read_scope)
                 if grant not in self._granted:
                     await self.store.write(self.store.add_grant, *grant)
                     self._granted.add(grant)

@@ -57,6 +57,16 @@ class RequestInfo:
         """The canonical list selector (label and field), the store's list key."""
         return canonical_selector(self.label_selector, self.field_selector)
 
+    @property
+    def read_scope(self) -> tuple[str, str, str, str]:
+        """What a successful read shows, as (gvr, namespace, name, selector): one named object
+        for a GET (name set, no selector), the objects a selector picks in a namespace (or
+        cluster-wide, namespace "") for a LIST or WATCH (no name). Offline grants are kept and
+        checked in these terms."""
+        if self.verb == "get":
+            return self.gvr, self.namespace, self.name, ""
+        return self.gvr, self.namespace, "", self.selector
+
 
 def _split_terms(selector: str) -> list[str]:
     """Split a selector on top-level commas (``in (a,b)`` keeps its inner commas)."""

@@ -54,6 +54,10 @@ T = TypeVar("T")
 #: The selector under which single-object GET answers are stored.
 GET_SELECTOR = "#get"
 
+#: The store's format (``PRAGMA user_version``); older stores are migrated at open.
+#: 0/1: grants per (resource, namespace). 2: grants per exact read scope.
+STORE_FORMAT = 2
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS lists (
@@ -78,7 +82,8 @@ CREATE TABLE IF NOT EXISTS credentials (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS grants (
     component TEXT NOT NULL, digest TEXT NOT NULL, gvr TEXT NOT NULL, namespace TEXT NOT NULL,
-    PRIMARY KEY (component, digest, gvr, namespace)
+    name TEXT NOT NULL, selector TEXT NOT NULL,
+    PRIMARY KEY (component, digest, gvr, namespace, name, selector)
 ) WITHOUT ROWID;
 """
 
@@ -177,7 +182,9 @@ class HubStore:
         check = conn.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {check}")
+        self._migrate(conn)
         conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={STORE_FORMAT}")
         row = conn.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
         if row is None:
             salt = secrets.token_bytes(32)
@@ -185,6 +192,29 @@ class HubStore:
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (salt,))
             row = conn.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()
         self._salt = bytes(row[0])
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a store of an older format up to :data:`STORE_FORMAT` (a new store: nothing)."""
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version >= STORE_FORMAT:
+            return
+        existing = {
+            str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if "grants" in existing and version < 2:
+            # Format 1 granted a whole (resource, namespace) for any successful read, and
+            # before issue #10 a non-canonical path could earn one for a read the upstream
+            # refused. None of them can be trusted: clients earn exact grants again with their
+            # next online read (credentials and recorded objects are kept).
+            count = int(conn.execute("SELECT COUNT(*) FROM grants").fetchone()[0])
+            with conn:
+                conn.execute("DROP TABLE grants")
+            log.warning(
+                "hub store %s: dropped %d offline grants of the previous format; each client "
+                "is served offline again after its next online read",
+                self.path,
+                count,
+            )
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -232,21 +262,30 @@ class HubStore:
         conn = self._conn()
         conn.execute("INSERT OR IGNORE INTO credentials VALUES (?, ?)", (component, digest))
 
-    def add_grant(self, component: str, digest: str, gvr: str, namespace: str) -> None:
-        """The upstream let this credential read this resource in this namespace ("" for
-        cluster-wide) while online."""
+    def add_grant(
+        self, component: str, digest: str, gvr: str, namespace: str, name: str, selector: str
+    ) -> None:
+        """The upstream answered this credential's read of exactly this scope (see
+        ``RequestInfo.read_scope``: one named object, or a selector in a namespace or, with
+        namespace "", cluster-wide) with success while online."""
         self._conn().execute(
-            "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?)", (component, digest, gvr, namespace)
+            "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?, ?, ?)",
+            (component, digest, gvr, namespace, name, selector),
         )
 
-    def has_grant(self, component: str, digest: str, gvr: str, namespace: str) -> bool:
-        """Whether this credential read this resource online, in this namespace or all."""
+    def has_grant(
+        self, component: str, digest: str, gvr: str, namespace: str, name: str, selector: str
+    ) -> bool:
+        """Whether an online answer to this credential already showed everything this read
+        would: the same named object, or an unselected (or same-selector) list of its namespace
+        or of the cluster."""
         row = (
             self._conn()
             .execute(
-                "SELECT 1 FROM grants WHERE component=? AND digest=? AND gvr=? "
-                "AND namespace IN (?, '') LIMIT 1",
-                (component, digest, gvr, namespace),
+                "SELECT 1 FROM grants WHERE component=? AND digest=? AND gvr=? AND ("
+                "(name='' AND namespace IN (?, '') AND selector IN (?, '')) "
+                "OR (name<>'' AND name=? AND namespace=? AND selector=?)) LIMIT 1",
+                (component, digest, gvr, namespace, selector, name, namespace, selector),
             )
             .fetchone()
         )

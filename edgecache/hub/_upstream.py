@@ -3,7 +3,9 @@
 One pooled aiohttp session over TLS (CA, client certificate) or plain HTTP, with the hub's bearer
 token added for clients that bring no credentials. Several servers: requests go to the current
 one; a connection failure moves to the next and retries there (safe for every verb, because
-nothing was sent). When no server can be reached, :class:`UpstreamUnavailableError` tells the
+nothing was sent). Request targets are sent byte for byte as given (already escaped and checked
+by :mod:`._canonical`): no client-side normalisation may turn the request the hub classified
+into another one. When no server can be reached, :class:`UpstreamUnavailableError` tells the
 proxy to answer from the store instead, and the health monitor counts it as evidence.
 """
 
@@ -133,13 +135,14 @@ class Upstream:
     async def request(
         self,
         method: str,
-        path_qs: str,
+        target: str,
         *,
         headers: Mapping[str, str],
         body: bytes | None,
         watch: bool,
     ) -> aiohttp.ClientResponse:
-        """Send one request, failing over between servers on connection errors.
+        """Send one request for ``target`` (escaped path and query, sent as it is), failing
+        over between servers on connection errors.
 
         The caller must release the response. Raises :class:`UpstreamUnavailableError` when no
         server accepts a connection (or, for non-watch requests, answers in time).
@@ -162,7 +165,7 @@ class Upstream:
             try:
                 response = await session.request(
                     method,
-                    server + path_qs,
+                    URL(server + target, encoded=True),
                     headers=outgoing,
                     data=body,
                     timeout=timeout,
@@ -189,7 +192,7 @@ class Upstream:
         raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
 
     async def websocket(
-        self, path_qs: str, *, headers: Mapping[str, str], protocols: list[str]
+        self, target: str, *, headers: Mapping[str, str], protocols: list[str]
     ) -> aiohttp.ClientWebSocketResponse:
         """Open a WebSocket upstream (exec, attach, port-forward), failing over like requests.
 
@@ -208,7 +211,7 @@ class Upstream:
             server = self.settings.servers[index].rstrip("/")
             try:
                 return await session.ws_connect(
-                    server + path_qs,
+                    URL(server + target, encoded=True),
                     protocols=protocols,
                     headers=outgoing,
                     timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
@@ -220,7 +223,7 @@ class Upstream:
         raise UpstreamUnavailableError("no upstream API server reachable: " + "; ".join(errors))
 
     async def raw_upgrade(
-        self, method: str, path_qs: str, *, headers: Mapping[str, str], body: bytes
+        self, method: str, target: str, *, headers: Mapping[str, str], body: bytes
     ) -> RawUpgrade:
         """Send an upgrade request other than WebSocket (SPDY exec/attach/port-forward) on a
         connection of its own and read the answer head, failing over like :meth:`websocket`.
@@ -242,7 +245,7 @@ class Upstream:
         for attempt in range(count):
             index = (self._current + attempt) % count
             server = self.settings.servers[index].rstrip("/")
-            url = URL(server + path_qs)
+            url = URL(server + target, encoded=True)
             tls = ssl_context if url.scheme == "https" and ssl_context is not False else None
             try:
                 reader, writer = await asyncio.wait_for(

@@ -9,12 +9,13 @@ and aggregated), OpenAPI v3 and server-side tables for kubectl, gzip, HTTPS and 
 Tests control it: bearer-token auth, injected faults, a request log, stop and start on one port.
 
 Layers, bottom up: ``_status`` (errors), ``_resources`` (the resource table) -> selectors
-(``edgecache.k8s.selectors``),
+(``edgecache.k8s.selectors``), ``rbac`` (RBAC-style rules per user),
 ``_patch``/``_strategic``, ``_admission``, ``_validation``, ``_schema`` (CRD schemas), ``_owners``
 (garbage collection), ``_history`` (resourceVersions, events) -> ``_store`` (state, writes) ->
 ``_watch``, ``_discovery``, ``_openapi``, ``_table``, ``_scale``, ``_protobuf`` -> ``_handlers``
 (HTTP routing) -> ``_faults`` (auth, faults, request log), ``_tls`` -> ``_server``.
-``fixtures`` holds the pytest fixture and client helpers.
+``fixtures`` holds the pytest fixture and client helpers; ``rbac`` the rules tests give users
+(``KubeAPIServer(authorization={"alice": rbac.ADMIN, "bob": rbac.DISCOVERY})``).
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ class RecordedRequest:
     """The CN of the verified client certificate presented, ``""`` if none (TLS only)."""
     status: int
     watch: bool
+    target: str = ""
+    """The request target exactly as received: escaped path and query, never normalised."""
 
 
 @dataclass

@@ -30,10 +30,13 @@ from ._status import APIError, bad_request
 from ._store import Store
 from ._table import TABLE_MEDIA, render_table, wants_table
 from ._watch import WatchOptions, WatchStream
+from .rbac import Authorizer
 
 JSONObject = dict[str, Any]
 VerbHandler = Callable[["web.Request", "Target"], Awaitable[web.StreamResponse]]
 _TRUE = ("1", "true", "True")
+#: Where the server's middleware leaves the authenticated user name for the handlers.
+USER_KEY = web.RequestKey("edgecache_testservers.kubeapi.user", str)
 
 
 def json_response(
@@ -96,8 +99,10 @@ class APIHandlers:
         aggregated_discovery: bool,
         tables: bool,
         on_watch: Callable[[WatchStream, asyncio.BaseTransport | None], Callable[[], None]],
+        authorizer: Authorizer | None = None,
     ) -> None:
         self.store = store
+        self._authorizer = authorizer or Authorizer(None)
         self._bookmark_interval = bookmark_interval_seconds
         self._aggregated = aggregated_discovery
         self._tables = tables
@@ -161,7 +166,30 @@ class APIHandlers:
             return json_response(listing)
         target = self._target(request.path, group, version, rest)
         verb_handler = self._verb(request.method, target)
+        self._authorize(request, target)
         return await verb_handler(request, target)
+
+    def _authorize(self, request: web.Request, target: Target) -> None:
+        """RBAC on what is about to be served (the classification the handlers use)."""
+        method = request.method
+        if method in ("GET", "HEAD"):
+            watch = target.legacy_watch or request.query.get("watch") in ("1", "true", "True")
+            verb = "watch" if watch else ("get" if target.name else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, "")
+            if method == "DELETE":
+                verb = "delete" if target.name else "deletecollection"
+        resource = target.resource.plural
+        if target.subresource:
+            resource += "/" + target.subresource
+        self._authorizer.check_resource(
+            request.get(USER_KEY, ""),
+            verb or method.lower(),
+            target.resource.group,
+            resource,
+            target.namespace or "",
+            target.name,
+        )
 
     def _target(self, path: str, group: str, version: str, rest: list[str]) -> Target:
         registry = self.store.registry

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,12 +27,13 @@ from edgecache_testservers._threadloop import LoopThreadService
 
 from . import _status
 from ._faults import Authenticator, Fault, FaultMode, FaultPlan, RecordedRequest
-from ._handlers import APIHandlers, error_response
+from ._handlers import USER_KEY, APIHandlers, error_response
 from ._patch import MERGE_PATCH
 from ._resources import ResourceRegistry
 from ._status import APIError
 from ._store import JSONObject, Store
 from ._watch import WatchStream
+from .rbac import Authorizer, Rule
 
 if TYPE_CHECKING:
     from ._tls import PKI
@@ -46,6 +47,14 @@ _FAULT_REASONS = {
     504: "Timeout",
 }
 _UNAUTHENTICATED_PATHS = ("/healthz", "/livez", "/readyz", "/version")
+
+
+def _is_resource_path(path: str) -> bool:
+    """The API server's split: /api/VERSION/... and /apis/GROUP/VERSION/... name resources."""
+    parts = [part for part in path.split("/") if part]
+    return bool(parts) and (
+        (parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)
+    )
 
 
 def _is_watch(request: web.Request) -> bool:
@@ -64,6 +73,8 @@ class KubeAPIServer(LoopThreadService):
     ``tls``: serve HTTPS with a fresh test PKI (``True``) or a given one; clients then authenticate
     with bearer tokens (kubectl sends them only over TLS) or client certificates (CN = user).
     ``store``: serve another server's store (see :meth:`replica`).
+    ``authorization``: RBAC-style rules per user name (``rbac.ADMIN``, ``rbac.DISCOVERY``, or
+    :class:`Rule` lists); a user without rules gets 403. ``None`` (default): no authorization.
     """
 
     thread_name = "kubeapi"
@@ -84,6 +95,7 @@ class KubeAPIServer(LoopThreadService):
         tls: bool | PKI = False,
         compression_threshold_bytes: int | None = 128 * 1024,
         store: Store | None = None,
+        authorization: Mapping[str, Sequence[Rule]] | None = None,
     ) -> None:
         self._settings = {
             "host": host,
@@ -109,6 +121,7 @@ class KubeAPIServer(LoopThreadService):
             ResourceRegistry(), history_size=history_size, require_namespaces=require_namespaces
         )
         self.auth = Authenticator(tokens, allow_anonymous=allow_anonymous)
+        self.authorizer = Authorizer(authorization)
         self.faults = FaultPlan()
         self.bookmark_interval_seconds = bookmark_interval_seconds
         self.compression_threshold_bytes = compression_threshold_bytes
@@ -123,6 +136,7 @@ class KubeAPIServer(LoopThreadService):
             aggregated_discovery=aggregated_discovery,
             tables=tables,
             on_watch=self._track_watch,
+            authorizer=self.authorizer,
         )
         self._watches: dict[WatchStream, asyncio.BaseTransport | None] = {}
         self._controls_lock = threading.Lock()  # the log and the watch set, read from test threads
@@ -195,6 +209,7 @@ class KubeAPIServer(LoopThreadService):
 
             cert_user = peer_user(transport.get_extra_info("peercert"))
         user = self.auth.authenticate(authorization, cert_user)
+        request[USER_KEY] = user or ""
         if transport is not None:
             self._transports.add(transport)
         status = 0
@@ -215,6 +230,7 @@ class KubeAPIServer(LoopThreadService):
                 client_cert=cert_user or "",
                 status=status,
                 watch=_is_watch(request),
+                target=request.raw_path,
             )
             with self._controls_lock:
                 self._request_log.append(record)
@@ -226,6 +242,11 @@ class KubeAPIServer(LoopThreadService):
             request.path in _UNAUTHENTICATED_PATHS and not request.headers.get("Authorization")
         ):
             return error_response(_status.unauthorized())
+        if not _is_resource_path(request.path) and request.path not in _UNAUTHENTICATED_PATHS:
+            try:
+                self.authorizer.check_path(user or "", request.method, request.path)
+            except APIError as error:
+                return error_response(error)
         fault = self.faults.take(request.method, request.path, watch=_is_watch(request))
         if fault is not None:
             return await self._fail(request, fault)

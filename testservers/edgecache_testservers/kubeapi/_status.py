@@ -124,6 +124,11 @@ def unauthorized() -> APIError:
     return APIError(401, "Unauthorized", "Unauthorized")
 
 
+def forbidden(prefix: str, why: str) -> APIError:
+    """403 for an authenticated user the authorizer refuses (``prefix`` names the object)."""
+    return APIError(403, "Forbidden", f"{prefix}{why}")
+
+
 def method_not_allowed(verb: str, plural: str) -> APIError:
     """405 for a verb the resource does not support."""
     return APIError(
