@@ -373,6 +373,12 @@ def _parse_dataset(doc: _Fields) -> Dataset:
                 "mountPoint",
                 f"{quoted(url)} is not a URL; expected e.g. s3://bucket/prefix/ or oss://bucket/prefix/",
             )
+        names_a_bucket = bool(url.split("://", 1)[-1].strip("/"))
+        if protocol not in (None, "file", "local", "memory") and not names_a_bucket:
+            m.fail(
+                "mountPoint",
+                f"{quoted(url)} names no bucket; expected e.g. {protocol}://bucket/prefix/",
+            )
         if protocol == "local":
             url = "file://" + url.split("://", 1)[1]
         mount_name = m.text("name", default=url.rstrip("/").rsplit("/", 1)[-1] or "data")

@@ -3,6 +3,14 @@
 Protocols with a dedicated edgecache plugin (s3, oss) never fall back here: the registry asks for
 the plugin instead. The version comes from the first of ETag / version id / mtime found in the
 object's info, with its size.
+
+fsspec implementations report failures their own way, and some hide what happened: fsspec's
+http ``info`` answers *every* failure, a refused connection included, with
+``FileNotFoundError`` (the real error as its cause). Errors are translated here so that
+"unreachable" and "not found" are never confused: a ``FileNotFoundError`` caused by a
+connection failure is a :class:`~edgecache.errors.BackendUnavailableError`, and an option the
+client library refused late (``TypeError: unexpected keyword argument``) is a
+:class:`~edgecache.errors.ConfigError` naming it.
 """
 
 from __future__ import annotations
@@ -10,11 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem
 
 from edgecache.backends._base import Backend
+from edgecache.backends.options import unexpected_option
+from edgecache.errors import BackendUnavailableError, ConfigError, quoted
 
 __all__ = ["GenericBackend"]
 
@@ -55,3 +66,61 @@ class GenericBackend(Backend):
             if info.get(name) is not None:
                 return f"{info.get('size')}-{name}={info[name]}"
         return f"{info.get('size')}"
+
+    def strip(self, path: str) -> str:
+        # Some implementations name objects by their whole URL (http keeps "http://host/x"):
+        # let the filesystem strip a full URL, never a path with its protocol already cut.
+        url = path if "://" in path else f"{self.protocol}://{path}"
+        stripped: str = self.fs._strip_protocol(url)
+        return stripped
+
+    def is_unreachable(self, exc: BaseException) -> bool:
+        # aiohttp's connection errors (the transport of http, and of most async fsspec
+        # implementations) are not all OSErrors with a telling errno.
+        return isinstance(exc, aiohttp.ClientConnectionError) or super().is_unreachable(exc)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().call(method, *args, **kwargs)
+        except Exception as exc:
+            path = args[0] if args and isinstance(args[0], str) else ""
+            translated = self._translate(exc, path)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        try:
+            return await super().fetch_range(path, start, end, version)
+        except Exception as exc:
+            translated = self._translate(exc, path)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _translate(self, exc: BaseException, path: str) -> BaseException:
+        url = f"{self.protocol}://{path}" if "://" not in path else path
+        option = unexpected_option(exc, self.options)
+        if option is not None:
+            return ConfigError(
+                f"{self.protocol}:// option {quoted(option)} is not accepted "
+                f"({type(self._fs).__name__} passed it to a call that refused it)"
+            )
+        if isinstance(exc, FileNotFoundError):
+            cause = self._unreachable_cause(exc)
+            if cause is not None:
+                return BackendUnavailableError(
+                    f"{self.identity} is unreachable while reading {url}: "
+                    f"{type(cause).__name__}: {cause}"
+                )
+        return exc
+
+    def _unreachable_cause(self, exc: BaseException) -> BaseException | None:
+        seen = exc.__cause__ or exc.__context__
+        for _ in range(8):
+            if seen is None:
+                return None
+            if self.is_unreachable(seen):
+                return seen
+            seen = seen.__cause__ or seen.__context__
+        return None

@@ -27,8 +27,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from edgecache.backends._base import Backend, ObjectChangedError
-from edgecache.backends.options import ResolvedOptions, Secret, scrub
-from edgecache.errors import BackendUnavailableError
+from edgecache.backends.options import ResolvedOptions, Secret, scrub, unexpected_option
+from edgecache.errors import BackendUnavailableError, ConfigError, quoted
 
 __all__ = ["ObjectStoreBackend", "ObjectStoreConfig", "whole_seconds"]
 
@@ -214,6 +214,12 @@ class ObjectStoreBackend(Backend):
         if isinstance(exc, ObjectChangedError | BackendUnavailableError):
             return exc
         url = self._url(path)
+        option = unexpected_option(exc, self.options)
+        if option is not None:
+            return ConfigError(
+                f"{self.protocol}:// option {quoted(option)} was refused by the client library "
+                f"while reading {url}: {self._clean(str(exc))}"
+            )
         specific = self.translate_specific(exc, url)
         if specific is not None:
             return specific

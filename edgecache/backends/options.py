@@ -24,18 +24,27 @@ Secret values are wrapped in :class:`Secret`, whose ``repr``/``str`` never show 
 :func:`redact_in_logs` from client libraries' log records (botocore logs an STS token at DEBUG).
 The small parsers plugins share (:func:`flag`, :func:`number`, :func:`endpoint_url`,
 :func:`public_url`) are here too, so every backend reads ``true``/``5``/``host:port`` alike.
+
+Options no spec claims go to the plugin's filesystem as native keywords. Client libraries accept
+``**kwargs`` and fail late (s3fs hands them to botocore's session on the first request, a
+``TypeError``; ossfs drops them silently), so a plugin checks them up front with
+:func:`refuse_unknown_options` against :func:`filesystem_keywords`; a backend that cannot know
+its keywords in advance (fsspec's http) translates the late ``TypeError`` with
+:func:`unexpected_option`.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from edgecache.errors import ConfigError
+from edgecache.errors import ConfigError, quoted
 
 __all__ = [
     "DEFAULT_SECRETS_DIR",
@@ -45,14 +54,17 @@ __all__ = [
     "Secret",
     "SecretResolver",
     "endpoint_url",
+    "filesystem_keywords",
     "flag",
     "number",
     "public_url",
     "redact_in_logs",
+    "refuse_unknown_options",
     "resolve_options",
     "reveal",
     "scrub",
     "set_secret_resolver",
+    "unexpected_option",
 ]
 
 log = logging.getLogger(__name__)
@@ -343,7 +355,9 @@ def resolve_options(
     for option, (value, source) in encrypted.items():
         spec = by_name.get(option)
         if spec is None:
-            raise ConfigError(f"encryptOptions names {option!r}, which this backend does not use")
+            raise ConfigError(
+                f"encryptOptions names {quoted(option)}, which this backend does not use"
+            )
         offer(spec, value, source)
     for spec in specs:
         if spec.name in found:
@@ -368,7 +382,7 @@ def flag(name: str, value: Any) -> bool:
         return True
     if text in ("0", "false", "no", "off", ""):
         return False
-    raise ConfigError(f"option {name}: expected true or false, got {value!r}")
+    raise ConfigError(f"option {name}: expected true or false, got {quoted(value)}")
 
 
 def number(name: str, value: Any, default: float, *, minimum: float) -> float:
@@ -378,9 +392,11 @@ def number(name: str, value: Any, default: float, *, minimum: float) -> float:
     try:
         parsed = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"option {name}: expected a number, got {value!r}") from None
+        raise ConfigError(f"option {name}: expected a number, got {quoted(value)}") from None
     if not parsed >= minimum or parsed == float("inf"):
-        raise ConfigError(f"option {name}: must be a finite number >= {minimum}, got {value!r}")
+        raise ConfigError(
+            f"option {name}: must be a finite number >= {minimum}, got {quoted(value)}"
+        )
     return parsed
 
 
@@ -404,3 +420,77 @@ def endpoint_url(name: str, value: Any, *, use_ssl: bool = True) -> str:
             f"option {name}: expected http(s)://host[:port], got {public_url(text)!r}"
         )
     return text
+
+
+# --- options the filesystem itself takes ---
+#: Keywords every fsspec filesystem takes besides its own: the instance cache and the listings
+#: cache (``AbstractFileSystem`` hands its ``**storage_options`` to ``DirCache``).
+_FSSPEC_KEYWORDS = frozenset(
+    {"skip_instance_cache", "use_listings_cache", "listings_expiry_time", "max_paths"}
+)
+
+
+def filesystem_keywords(cls: type, *also: Callable[..., Any]) -> frozenset[str]:
+    """Keyword arguments ``cls`` accepts by name: the named parameters of ``__init__`` along
+    its MRO, fsspec's common ones, and those of ``also`` (where ``cls`` passes its leftover
+    ``**kwargs``, e.g. s3fs to botocore's session)."""
+    names = set(_FSSPEC_KEYWORDS)
+    for func in [*(klass.__dict__.get("__init__") for klass in cls.__mro__), *also]:
+        if func is None or func is object.__init__:
+            continue
+        try:
+            parameters = inspect.signature(func).parameters.values()
+        except (TypeError, ValueError):  # a builtin without a signature
+            continue
+        names.update(
+            p.name
+            for p in parameters
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        )
+    return frozenset(names)
+
+
+def refuse_unknown_options(
+    extra: Mapping[str, Any],
+    accepted: Iterable[str],
+    *,
+    backend: str,
+    specs: Iterable[OptionSpec],
+    filesystem: str,
+) -> None:
+    """Raise :class:`ConfigError` for the first option in ``extra`` (what no spec claimed) that
+    the filesystem does not accept either, listing what is accepted."""
+    allowed = set(accepted)
+    unknown = sorted(str(name) for name in extra if name not in allowed)
+    if not unknown:
+        return
+    ours = ", ".join(spec.name for spec in specs)
+    native = ", ".join(sorted(allowed))
+    raise ConfigError(
+        f"unknown {backend} option {quoted(unknown[0])}"
+        + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+        + f"; {backend} options: {ours} (or their Fluid names); {filesystem} also takes: "
+        + native
+    )
+
+
+_UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '([^']+)'")
+
+
+def unexpected_option(exc: BaseException, options: Iterable[str]) -> str | None:
+    """The user option a client library refused late (a ``TypeError`` "unexpected keyword
+    argument 'x'" anywhere in ``exc``'s causes, with ``x`` one of ``options``), or None.
+
+    Only a name the user gave counts, so a real bug's ``TypeError`` is never mistaken for a
+    bad option."""
+    given = {str(name) for name in options}
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, TypeError):
+            match = _UNEXPECTED_KEYWORD.search(str(seen))
+            if match and match.group(1) in given:
+                return match.group(1)
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -15,12 +15,15 @@ from edgecache.backends.objectstore import ObjectStoreConfig
 from edgecache.backends.options import (
     OptionSpec,
     endpoint_url,
+    filesystem_keywords,
     flag,
     number,
     public_url,
+    refuse_unknown_options,
     resolve_options,
 )
 from edgecache.errors import ConfigError
+from edgecache_oss._filesystem import EdgeOSSFileSystem
 
 __all__ = ["OSS_OPTIONS", "oss_config"]
 
@@ -58,6 +61,14 @@ OSS_OPTIONS: tuple[OptionSpec, ...] = (
 #: Keys in these namespaces configure other engines (JindoFS, Alluxio): ignored with a warning.
 _FOREIGN_PREFIXES = ("fs.", "alluxio.")
 
+#: Native keywords passed through to ossfs (which would drop an unknown one silently). The
+#: timeouts and attempts are set from the options above, never passed through.
+_OSSFS_KEYWORDS = filesystem_keywords(EdgeOSSFileSystem) - {
+    "connect_timeout_seconds",
+    "read_timeout_seconds",
+    "attempts",
+}
+
 
 def oss_config(
     options: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
@@ -89,6 +100,9 @@ def oss_config(
     # edgecache keeps listings itself, with a TTL; ossfs's own listing cache never expires and
     # would hide a replaced object's new ETag from info() forever.
     kwargs["use_listings_cache"] = False
+    refuse_unknown_options(
+        extra, _OSSFS_KEYWORDS, backend="OSS", specs=OSS_OPTIONS, filesystem="ossfs"
+    )
     kwargs.update(extra)
     probe_bucket = resolved.get("probe_bucket")
     return ObjectStoreConfig(

@@ -11,7 +11,8 @@ replaced object fails with :class:`ObjectChangedError` (412) instead of mixing o
 
 Errors leave this module as Python's own types, each naming the URL and never a secret:
 ``FileNotFoundError`` (missing bucket or key), ``PermissionError`` (credentials refused),
-:class:`BackendUnavailableError` (endpoint unreachable, after bounded botocore retries).
+:class:`BackendUnavailableError` (endpoint unreachable, after bounded botocore retries),
+:class:`ConfigError` (a bucket or key botocore refuses to send, such as ``Bad_Bucket!``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import s3fs
 
 from edgecache.backends.objectstore import ObjectStoreBackend
 from edgecache.backends.options import redact_in_logs
+from edgecache.errors import ConfigError
 from edgecache_s3._options import s3_config
 
 __all__ = ["S3Backend"]
@@ -143,6 +145,16 @@ class S3Backend(ObjectStoreBackend):
         return status, code
 
     def translate_specific(self, exc: BaseException, url: str) -> BaseException | None:
+        if isinstance(exc, botocore.exceptions.ParamValidationError):
+            # botocore checks bucket and key before sending anything: the URL is wrong, and
+            # retrying cannot help. Its report quotes its regular expressions: keep the problem.
+            report = str(exc.kwargs.get("report") or exc)
+            problem = report.strip().splitlines()[0] if report.strip() else "invalid"
+            problem = problem.split(": Bucket name must match", 1)[0]
+            return ConfigError(
+                f"{url} is not a valid S3 URL: {problem} (bucket names are 3-63 lowercase "
+                "letters, digits, dots and hyphens)"
+            )
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return PermissionError(
                 errno.EACCES,

@@ -11,13 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import aiobotocore.session
+import s3fs
+
 from edgecache.backends.objectstore import ObjectStoreConfig
 from edgecache.backends.options import (
     OptionSpec,
     endpoint_url,
+    filesystem_keywords,
     flag,
     number,
     public_url,
+    refuse_unknown_options,
     resolve_options,
 )
 from edgecache.errors import ConfigError
@@ -65,6 +70,10 @@ S3_OPTIONS: tuple[OptionSpec, ...] = (
 _FOREIGN_PREFIXES = ("fs.", "aws.", "alluxio.")
 
 DEFAULT_REGION = "us-east-1"
+
+#: Native keywords passed through: s3fs's own, and botocore's session's (s3fs hands its leftover
+#: keywords to ``AioSession``, which would refuse an unknown one only at the first request).
+_S3FS_KEYWORDS = filesystem_keywords(s3fs.S3FileSystem, aiobotocore.session.AioSession.__init__)
 
 
 def s3_config(
@@ -119,6 +128,9 @@ def s3_config(
     # edgecache keeps listings itself, with a TTL; s3fs's own listing cache never expires and
     # would hide a replaced object's new ETag from info() forever.
     kwargs["use_listings_cache"] = False
+    refuse_unknown_options(
+        extra, _S3FS_KEYWORDS, backend="S3", specs=S3_OPTIONS, filesystem="s3fs.S3FileSystem"
+    )
     kwargs.update(extra)
 
     if endpoint:
