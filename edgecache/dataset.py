@@ -18,6 +18,7 @@ backend so secrets never pass through here in clear). A runtime's tiered store t
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
@@ -52,6 +53,8 @@ _FLUID_RUNTIMES = {
     "EFCRuntime",
     "VineyardRuntime",
 }
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"}
 
 
@@ -344,7 +347,14 @@ Resource = Dataset | EdgeCacheRuntime | DataLoad
 def _metadata(doc: _Fields) -> tuple[str, str]:
     meta = doc.child("metadata", required=True)
     name = meta.text("name", required=True, hint="a DNS-1123 name such as images")
-    return name, meta.text("namespace", default="default")
+    # Kubernetes' own rules (a subdomain for names, a label for namespaces), checked here so a
+    # file the API server would refuse is refused the same way before it is used.
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        meta.fail("name", f"{quoted(name)} is not a DNS-1123 name (lowercase a-z, 0-9, '-', '.')")
+    namespace = meta.text("namespace", default="default")
+    if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        meta.fail("namespace", f"{quoted(namespace)} is not a DNS-1123 label (a-z, 0-9, '-')")
+    return name, namespace
 
 
 _MAX_DATASET_NAME = 63
