@@ -27,6 +27,7 @@ PUBLIC_MODULES = [
     "edgecache.k8s",
     "edgecache.k8s.selectors",
     "edgecache.metrics",
+    "edgecache.yamlio",
     "edgecache_testservers.kubeapi",
     "edgecache_testservers.oss",
 ]
