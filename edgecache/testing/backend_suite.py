@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +38,15 @@ from edgecache.backends import Backend, ObjectChangedError, get_backend
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
 
-__all__ = ["BackendConformance", "RemoteBackendWANConformance", "Seed", "edgecache_cli", "run"]
+__all__ = [
+    "BackendConformance",
+    "RemoteBackendWANConformance",
+    "Seed",
+    "assert_one_line_failure",
+    "closed_port",
+    "edgecache_cli",
+    "run",
+]
 
 T = TypeVar("T")
 
@@ -60,6 +69,34 @@ def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-m", "edgecache", *args], capture_output=True, timeout=timeout
     )
+
+
+def _dash_o(options: dict[str, Any]) -> list[str]:
+    """``options`` as the CLI's ``-o KEY=VALUE`` flags."""
+    return [arg for k, v in options.items() for arg in ("-o", f"{k}={v}")]
+
+
+def assert_one_line_failure(
+    done: subprocess.CompletedProcess[bytes], *, code: int, says: str, never: str = ""
+) -> str:
+    """The CLI failed as users must see it: exit ``code``, one ``edgecache: error:`` line on
+    stderr saying ``says`` (and never ``never``), no traceback. Returns the line."""
+    err = done.stderr.decode("utf-8", "replace")
+    assert "Traceback" not in err, err
+    assert err.count("\n") == 1 and err.startswith("edgecache: error: "), err
+    assert done.returncode == code, err
+    assert says in err, err
+    if never:
+        assert never not in err, err
+    return err
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 def _data(size: int, seed: int = 0) -> bytes:
@@ -326,6 +363,18 @@ class BackendConformance:
         stats = edgecache_cli("stats", "--json", "--cache-dir", cache)
         assert json.loads(stats.stdout)["tiers"]["ssd"]["hits"] >= 1
 
+    def test_cli_missing_object_is_not_found_never_unreachable(
+        self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
+    ) -> None:
+        if backend.protocol == "memory":
+            pytest.skip("memory:// lives in one process; the CLI is another")
+        present = seed("present.bin", b"x")
+        url = f"{backend.protocol}://{present.rsplit('/', 1)[0]}/absent.bin"
+        done = edgecache_cli(
+            "cat", url, *_dash_o(url_options), "--cache-dir", str(tmp_path / "cache")
+        )
+        assert_one_line_failure(done, code=1, says="not found", never="unreachable")
+
     def test_writes_through_edgecache_replace_what_was_cached(
         self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
     ) -> None:
@@ -456,3 +505,31 @@ class RemoteBackendWANConformance:
         wan.restore()
         # The same backend recovers (a part of the object is enough to show it).
         assert run(backend.fetch_range, path, 1000, 300_000, version) == data[1000:300_000]
+
+    def test_cli_refused_connection_is_unreachable_never_not_found(
+        self, seed: Seed, options_for: Callable[..., dict[str, Any]], tmp_path: Any
+    ) -> None:
+        path = seed("somewhere.bin", b"x")
+        closed = f"http://127.0.0.1:{closed_port()}"
+        done = edgecache_cli(
+            "cat",
+            f"{self.protocol}://{path}",
+            *_dash_o(options_for(closed, retries=1)),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+        assert_one_line_failure(done, code=1, says="unreachable", never="not found")
+
+    def test_cli_unknown_option_is_refused_naming_it(
+        self, upstream: str, seed: Seed, options_for: Callable[..., dict[str, Any]], tmp_path: Any
+    ) -> None:
+        path = seed("opt.bin", b"x")
+        done = edgecache_cli(
+            "cat",
+            f"{self.protocol}://{path}",
+            *_dash_o(options_for(upstream, nosuchoption=1)),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        )
+        err = assert_one_line_failure(done, code=2, says="'nosuchoption'")
+        assert "endpoint" in err, "the accepted options are listed"

@@ -78,6 +78,17 @@ def test_bare_endpoint_gets_a_scheme() -> None:
     assert plain.fs_kwargs["endpoint"] == "http://oss-cn-hangzhou.aliyuncs.com"
 
 
+def test_an_unknown_option_is_refused_listing_the_accepted_ones() -> None:
+    # ossfs would drop it silently: a typo must not quietly fall back to a default.
+    with pytest.raises(ConfigError, match="unknown OSS option 'psize_typo'") as caught:
+        oss_config({"endpoint": "http://127.0.0.1:1", "psize_typo": "4"})
+    assert "endpoint" in str(caught.value) and "psize" in str(caught.value)
+    assert oss_config({"endpoint": "http://127.0.0.1:1", "psize": 4}).fs_kwargs["psize"] == 4
+    # What edgecache sets itself from connect_timeout etc. cannot be passed around it.
+    with pytest.raises(ConfigError, match="attempts"):
+        oss_config({"endpoint": "http://127.0.0.1:1", "attempts": 9})
+
+
 def test_endpoint_is_required() -> None:
     with pytest.raises(ConfigError, match=r"fs\.oss\.endpoint"):
         oss_config({"key": KEY, "secret": SECRET})

@@ -15,9 +15,9 @@ import pytest
 from s3testlib import KEY, SECRET, AuthMoto, free_port, put
 
 from edgecache.backends import get_backend
-from edgecache.errors import BackendUnavailableError
+from edgecache.errors import BackendUnavailableError, ConfigError
 from edgecache.fs import EdgeCacheFileSystem
-from edgecache.testing.backend_suite import run
+from edgecache.testing.backend_suite import assert_one_line_failure, edgecache_cli, run
 
 WRONG_SECRET = "Wr0ng-Secret-Nobody-May-See"
 
@@ -131,6 +131,36 @@ def test_missing_object_is_file_not_found(s3_options: dict[str, Any], prefix: st
     with pytest.raises(FileNotFoundError) as info:
         run(backend.call, "info", f"{prefix}/missing.bin")
     assert info.value.filename == f"s3://{prefix}/missing.bin"
+
+
+# --- URLs and options botocore refuses before sending anything ---
+def test_an_invalid_bucket_name_is_a_config_error_naming_the_url(
+    s3_options: dict[str, Any], tmp_path: Path
+) -> None:
+    backend = get_backend("s3", s3_options)
+    with pytest.raises(ConfigError, match=r"s3://Bad_Bucket!/key is not a valid S3 URL"):
+        run(backend.call, "info", "Bad_Bucket!/key")
+    with pytest.raises(ConfigError, match="Bad_Bucket!"):
+        run(backend.fetch_range, "Bad_Bucket!/key", 0, 10, "10-0-x")
+    done = edgecache_cli(
+        "cat",
+        "s3://Bad_Bucket!/key",
+        *[arg for k, v in s3_options.items() for arg in ("-o", f"{k}={v}")],
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
+    err = assert_one_line_failure(done, code=2, says="s3://Bad_Bucket!/key is not a valid S3 URL")
+    assert "regex" not in err and len(err) < 300
+
+
+def test_an_unknown_option_is_refused_up_front_listing_the_accepted_ones(
+    s3_options: dict[str, Any],
+) -> None:
+    with pytest.raises(ConfigError, match="unknown S3 option 'nosuchoption'") as caught:
+        get_backend("s3", {**s3_options, "nosuchoption": "1"})
+    assert "endpoint_url" in str(caught.value) and "config_kwargs" in str(caught.value)
+    # Native s3fs keywords still pass through.
+    get_backend("s3", {**s3_options, "requester_pays": False, "skip_instance_cache": True})
 
 
 # --- unreachable and silent endpoints ---

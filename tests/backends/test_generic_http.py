@@ -1,0 +1,90 @@
+"""The generic fsspec backend over http (fsspec's HTTPFileSystem), against a real HTTP server on
+127.0.0.1: it reads, and "not found", "unreachable" and "bad option" stay three different
+answers. fsspec's http ``info`` turns every failure into ``FileNotFoundError``; the backend
+must not pass that on as "not found" when the server could not be reached."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+
+from edgecache.backends import get_backend
+from edgecache.errors import BackendUnavailableError, ConfigError
+from edgecache.testing.backend_suite import (
+    assert_one_line_failure,
+    closed_port,
+    edgecache_cli,
+    run,
+)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """(base URL, directory it serves)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_reads_through_the_cache_by_url_chaining(
+    http_root: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, root = http_root
+    (root / "x.bin").write_bytes(b"over http" * 1000)
+    cache = {"cache_dir": str(tmp_path / "cache")}
+    with fsspec.open(f"edgecache::{base}/x.bin", "rb", edgecache=cache) as f:
+        assert f.read() == b"over http" * 1000
+
+
+def test_missing_is_not_found(http_root: tuple[str, Path], tmp_path: Path) -> None:
+    base, _ = http_root
+    backend = get_backend("http", {})
+    with pytest.raises(FileNotFoundError):
+        run(backend.call, "info", f"{base}/absent.bin")
+    done = edgecache_cli("cat", f"{base}/absent.bin", "--cache-dir", str(tmp_path / "c"))
+    assert_one_line_failure(done, code=1, says="not found", never="unreachable")
+
+
+def test_refused_connection_is_unreachable(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}/x"
+    backend = get_backend("http", {})
+    with pytest.raises(BackendUnavailableError, match="unreachable") as caught:
+        run(backend.call, "info", url)
+    assert backend.is_unreachable(caught.value)
+    done = edgecache_cli("cat", url, "--cache-dir", str(tmp_path / "c"))
+    assert_one_line_failure(done, code=1, says="unreachable", never="not found")
+
+
+def test_an_option_the_client_refuses_is_a_config_error_naming_it(
+    http_root: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, root = http_root
+    (root / "x.bin").write_bytes(b"x")
+    backend = get_backend("http", {"nosuchoption": "1"})
+    with pytest.raises(ConfigError, match="'nosuchoption'"):
+        run(backend.call, "info", f"{base}/x.bin")
+    done = edgecache_cli(
+        "cat", f"{base}/x.bin", "-o", "nosuchoption=1", "--cache-dir", str(tmp_path / "c")
+    )
+    assert_one_line_failure(done, code=2, says="'nosuchoption'", never="not found")
