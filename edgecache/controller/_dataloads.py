@@ -19,7 +19,7 @@ from cronsim import CronSim, CronSimError
 from edgecache.controller._datasets import now_rfc3339
 from edgecache.controller._kube import merge_patch
 from edgecache.controller._nodes import matching_nodes
-from edgecache.controller._status import set_condition, summarise_load
+from edgecache.controller._status import LoadSummary, set_condition, summarise_load
 from edgecache.dataset import DataLoad, Dataset, SpecError, parse_resource
 from edgecache.k8s.objects import DATALOAD
 
@@ -89,10 +89,6 @@ class DataLoadReconciler:
         pool = matching_nodes(dataset.node_selector_terms, self.cluster.nodes.objects())
         now = datetime.now(UTC)
         requeue: float | None = None
-        summary = None
-        if status["run"]:
-            summary = self._summary(load, obj, dataset_obj, int(status["run"]), pool)
-        finished = summary is not None and summary.phase in ("Complete", "Failed")
         if load.policy == "Once":
             if status["run"] == 0:
                 status["run"] = 1
@@ -105,15 +101,21 @@ class DataLoadReconciler:
             slot = next(CronSim(schedule, last or now))
             if slot <= now:
                 status["lastScheduleTime"] = slot.strftime(_TIME)
-                if status["run"] == 0 or finished:
+                running = self._summary(load, obj, dataset_obj, int(status["run"]), pool)
+                if status["run"] == 0 or running.phase in ("Complete", "Failed"):
                     status["run"] = int(status["run"]) + 1
                     status["startTime"] = now_rfc3339()
                     status.pop("completionTime", None)
                 slot = next(CronSim(schedule, max(slot, now)))
             status["nextScheduleTime"] = slot.strftime(_TIME)
             requeue = max(0.5, (slot - now).total_seconds())
-        if summary is None or summary_run_changed(summary, status, current):
-            summary = self._summary(load, obj, dataset_obj, int(status["run"]), pool)
+        if status["run"] == 0:
+            status["phase"] = "Pending"
+            message = f"first run at {status['nextScheduleTime']}"
+            self._condition(status, "False", "Scheduled", message, generation)
+            await self._write(obj, status)
+            return "ok", requeue
+        summary = self._summary(load, obj, dataset_obj, int(status["run"]), pool)
         status.update(summary.status())
         if summary.phase in ("Complete", "Failed"):
             status.setdefault("completionTime", now_rfc3339())
@@ -150,7 +152,7 @@ class DataLoadReconciler:
 
     def _summary(
         self, load: DataLoad, obj: JSONObject, dataset_obj: JSONObject, run: int, pool: list[str]
-    ) -> Any:
+    ) -> LoadSummary:
         reports = [
             report
             for (ns, _), report in self.cluster.reports.cache.items()
@@ -191,10 +193,3 @@ class DataLoadReconciler:
             namespace=str(meta.get("namespace")),
             subresource="status",
         )
-
-
-def summary_run_changed(
-    summary: Any, status: Mapping[str, Any], current: Mapping[str, Any]
-) -> bool:
-    """Whether a new run started in this reconcile (its progress starts from zero)."""
-    return int(status.get("run") or 0) != int(current.get("run") or 0)
