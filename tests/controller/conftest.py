@@ -32,6 +32,15 @@ T = TypeVar("T")
 JSONObject = dict[str, Any]
 
 
+def seed_demo() -> Path | None:
+    """The seed demo in shared/reference (beside the checkout, or beside its worktree)."""
+    for base in (ROOT.parent, ROOT.parent.parent):
+        path = base / "shared/reference/openyurt-fluid-demo.yaml"
+        if path.exists():
+            return path
+    return None
+
+
 def crd_documents() -> list[JSONObject]:
     return [yaml.safe_load(p.read_text()) for p in sorted((MANIFESTS / "crds").glob("*.yaml"))]
 

@@ -3,10 +3,12 @@ exactly over the pool; failed paths are kept; bad schedules get a condition."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from edgecache_testservers.kubeapi import KubeAPIServer
+from edgecache_testservers.kubeapi.fixtures import run_kubectl
 
 from edgecache.controller import Controller
 from edgecache.k8s.objects import API_VERSION
@@ -94,6 +96,10 @@ async def test_a_load_goes_pending_loading_complete_with_exact_progress(
     assert (status["filesTotal"], status["filesDone"]) == (20, 14)
     assert (status["bytesTotal"], status["bytesDone"]) == (2000, 1300)
     assert status["progress"] == "65.0%"
+    out = await asyncio.to_thread(run_kubectl, cluster.url, "get", "dataloads")
+    header, row = out.stdout.splitlines()
+    assert header.split() == ["NAME", "DATASET", "PHASE", "PROGRESS", "AGE"]
+    assert row.split()[:-1] == ["warm", "imgs", "Loading", "65.0%"]
     assert [n["nodeName"] for n in status["nodes"]] == ["a1", "a2"]
     put_progress(
         cluster,

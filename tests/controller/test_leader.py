@@ -31,15 +31,29 @@ class ControllerProcess:
         self.log = (tmp_path / f"{name}.log").open("w")
         self.process = subprocess.Popen(
             [
-                EDGECACHE, "controller", "--server", api_url, "--lease-namespace", "default",
-                "--lease-duration", "2", "--renew-deadline", "1.5", "--retry-period", "0.2",
-                "--health-listen", "127.0.0.1:0", "--resync", "5",
-                "--cache-dir", str(tmp_path / f"{name}-cache"),
+                EDGECACHE,
+                "controller",
+                "--server",
+                api_url,
+                "--lease-namespace",
+                "default",
+                "--lease-duration",
+                "2",
+                "--renew-deadline",
+                "1.5",
+                "--retry-period",
+                "0.2",
+                "--health-listen",
+                "127.0.0.1:0",
+                "--resync",
+                "5",
+                "--cache-dir",
+                str(tmp_path / f"{name}-cache"),
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
-        )  # fmt: skip
+        )
         lines: queue.Queue[str] = queue.Queue()
         assert self.process.stdout is not None
         stdout: IO[str] = self.process.stdout
