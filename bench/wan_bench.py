@@ -377,8 +377,7 @@ class Clients:
     def release(self) -> None:
         """Close the cache objects of edgecache filesystems made so far and free the disk."""
         for fs in self.made:
-            fs.cache.close()
-            fs.metadata.close()
+            fs.engine.close()
         self.made.clear()
         for entry in os.listdir(self.scratch):
             shutil.rmtree(os.path.join(self.scratch, entry), ignore_errors=True)

@@ -312,7 +312,7 @@ def _filesystem(
     try:
         yield fs, url
     finally:
-        fs.cache.flush()
+        fs.engine.flush()
 
 
 # --- commands ------------------------------------------------------------------------------------
@@ -526,7 +526,7 @@ def prefetch(
                 progress_interval=progress.interval,
             )
         finally:
-            fs.cache.flush()
+            fs.engine.flush()
         report.merge(part)
         if part.interrupted:
             break

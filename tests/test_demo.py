@@ -19,7 +19,7 @@ def test_edge_demo_runs_and_shows_each_step() -> None:
         "warm read, a new process",
         "ls of images/ still answers: 200 entries",
         "cat of the shard still works: 32 MiB",
-        "is unreachable and the info of factory-data/never-read.bin is not cached",
+        "the info of factory-data/never-read.bin is not cached: backend oss|",
         "hit ratio",
     ):
         assert expected in out, f"missing {expected!r} in:\n{out}"

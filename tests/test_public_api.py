@@ -20,6 +20,7 @@ PUBLIC_MODULES = [
     "edgecache.cache",
     "edgecache.config",
     "edgecache.dataset",
+    "edgecache.engine",
     "edgecache.errors",
     "edgecache.fs",
     "edgecache.fs.prefetch",

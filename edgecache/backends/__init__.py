@@ -7,7 +7,7 @@ entry-point group.
 
 from __future__ import annotations
 
-from edgecache.backends._base import Backend, ObjectChangedError
+from edgecache.backends._base import CLIENT_BINDING_OPTIONS, Backend, ObjectChangedError
 from edgecache.backends._registry import (
     ENTRY_POINT_GROUP,
     available_backends,
@@ -17,6 +17,7 @@ from edgecache.backends._registry import (
 )
 
 __all__ = [
+    "CLIENT_BINDING_OPTIONS",
     "ENTRY_POINT_GROUP",
     "Backend",
     "ObjectChangedError",

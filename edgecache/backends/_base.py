@@ -19,11 +19,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from fsspec import AbstractFileSystem
-from fsspec.asyn import AsyncFileSystem
+from fsspec.asyn import AsyncFileSystem, get_loop
 
 from edgecache.errors import BackendUnavailableError, ObjectChangedError
 
-__all__ = ["Backend", "ObjectChangedError"]
+__all__ = ["CLIENT_BINDING_OPTIONS", "Backend", "ObjectChangedError"]
+
+CLIENT_BINDING_OPTIONS = frozenset({"asynchronous", "loop", "skip_instance_cache"})
+"""fsspec options saying how a client is bound to an event loop: the backend decides those."""
 
 _UNREACHABLE_ERRNOS = {
     errno.ECONNREFUSED,
@@ -47,6 +50,7 @@ class Backend(ABC):
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         self.protocol = protocol
         self.options = dict(options)
+        self._client_loop: asyncio.AbstractEventLoop | None = None
 
     # --- what plugins implement ----------------------------------------------------------------
     @property
@@ -85,6 +89,22 @@ class Backend(ABC):
         if isinstance(exc, asyncio.TimeoutError):
             return True
         return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+
+    # --- for plugins: a client bound to one loop -----------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the backend's client is bound to: edgecache's I/O loop (fsspec's I/O
+        thread), on which the read engine runs every coroutine of this backend."""
+        if self._client_loop is None:
+            self._client_loop = get_loop()
+        return self._client_loop
+
+    def bound_client_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` for an async fsspec client (s3fs, ossfs...) made for this backend alone
+        and bound to :attr:`loop`. Never one from fsspec's instance cache: a client shared with
+        a filesystem on another loop (zarr's) fails with "attached to a different loop"."""
+        kept = {k: v for k, v in options.items() if k not in CLIENT_BINDING_OPTIONS}
+        return {**kept, "asynchronous": True, "loop": self.loop, "skip_instance_cache": True}
 
     # --- what edgecache calls ------------------------------------------------------------------
     def strip(self, path: str) -> str:

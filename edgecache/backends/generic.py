@@ -49,8 +49,13 @@ class GenericBackend(Backend):
 
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         super().__init__(protocol, options)
-        self._fs = fsspec.filesystem(protocol, **self.options)
-        self.blocking = not isinstance(self._fs, AsyncFileSystem)
+        cls = fsspec.get_filesystem_class(protocol)
+        if issubclass(cls, AsyncFileSystem):
+            self._fs = cls(**self.bound_client_options(self.options))
+            self.blocking = False
+        else:
+            self._fs = cls(**self.options)
+            self.blocking = True
 
     @property
     def fs(self) -> AbstractFileSystem:

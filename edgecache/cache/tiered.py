@@ -28,6 +28,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import os
 import threading
 import time
 import weakref
@@ -413,6 +414,19 @@ def _retrieve(waiter: asyncio.Future[bytes]) -> None:
     # A follower that gave up leaves its waiter unread: mark its exception seen, quietly.
     if not waiter.cancelled():
         waiter.exception()
+
+
+def _forget_the_parents() -> None:
+    # A forked child never touches its parent's caches (their index connection, locks and I/O
+    # threads are the parent's): not at exit either. It opens its own.
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+    _OPEN.clear()
+    _SHARED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_parents)
 
 
 @atexit.register

@@ -1,2 +1,41 @@
-"""The read engine: node-level state of the read path (metadata, health, scans), one per process
-per cache directory and backend."""
+"""The read engine: the node-level read path, one per process per cache directory and backend.
+
+Place in the data path::
+
+    EdgeCacheFileSystem / EdgeCacheFile / prefetch / CLI / (agent, pool)
+      --> engine_for(settings, protocol, options) --> ReadEngine
+            plan(path) -> ReadPlan            metadata: MetadataCache -> backend
+            read(plan, start, end)            blocks: TieredCache -> block sources -> backend
+            read_cached(plan, start, end)     the cache tiers only, no event loop
+            missing_blocks / fetch / fetch_ahead / materialise / pin / write / forget
+
+Public API (everything else in this package is private)::
+
+    engine_for, open_engines, backend_options      the registry (one engine per key)
+    ReadEngine                                     plans, reads, writes through
+    ReadPlan                                       one object version cut into blocks
+    BlockSource, SourceSkipped, BackendSource      the seam where pool peers plug in
+    CachedInfo, Store                              what the metadata answers; a directory's caches
+"""
+
+from __future__ import annotations
+
+from edgecache.engine._engine import ReadEngine
+from edgecache.engine._metadata import CachedInfo
+from edgecache.engine._plan import ReadPlan
+from edgecache.engine._registry import backend_options, engine_for, open_engines
+from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
+from edgecache.engine._store import Store
+
+__all__ = [
+    "BackendSource",
+    "BlockSource",
+    "CachedInfo",
+    "ReadEngine",
+    "ReadPlan",
+    "SourceSkipped",
+    "Store",
+    "backend_options",
+    "engine_for",
+    "open_engines",
+]

@@ -4,8 +4,8 @@ The filesystem reports every "unreachable" error here. Once a backend is offline
 asking it: cached metadata and blocks are served at local speed, anything else fails at once
 with :class:`~edgecache.errors.BackendUnavailableError` (no timeout per read, no retry storm).
 A background task probes the backend (``Backend.probe``) every ``probe_interval`` seconds and
-puts it back online on the first success. Each filesystem instance keeps its own record (fsspec
-already shares instances created with the same arguments).
+puts it back online on the first success. One record per read engine, so every filesystem of a
+process that reads this backend through one cache directory sees the same state.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class BackendHealth:
         self.probe_interval = probe_interval
         self._online = True
         self._offline_since = 0.0
+        self._offline_since_wall: float | None = None
         self._last_error = ""
         self._probe_task: asyncio.Task[None] | None = None
         self._lock = threading.Lock()
@@ -41,6 +42,11 @@ class BackendHealth:
     def online(self) -> bool:
         """Whether requests should go to the backend."""
         return self._online
+
+    @property
+    def offline_since(self) -> float | None:
+        """Wall-clock time (``time.time()``) it went offline; None while online."""
+        return None if self._online else self._offline_since_wall
 
     @property
     def last_error(self) -> str:
@@ -54,6 +60,7 @@ class BackendHealth:
                 return
             self._online = False
             self._offline_since = time.monotonic()
+            self._offline_since_wall = time.time()
             self._last_error = str(exc) or type(exc).__name__
         BACKEND_ONLINE.labels(self.backend.identity).set(0)
         log.warning(

@@ -1,11 +1,14 @@
 """Metadata cache: object infos and directory listings, with a TTL, kept on disk for offline use.
 
-The filesystem asks here before the backend for ``info``/``ls`` (and therefore ``find``,
-``glob``, ``walk``, ``exists``, ``open``): within ``metadata_ttl`` seconds an answer is served
-without a round trip, which is what makes small-file loops fast over a long link. Entries are
-also written to ``<cache_dir>/metadata.sqlite`` so that a later process, or this one while the
-backend is unreachable, can still answer from the last known state. Writes through edgecache
-invalidate the path, its listing and its ancestors' listings.
+The read engine (:mod:`edgecache.engine`) asks here before the backend for ``info``/``ls`` (and
+therefore ``find``, ``glob``, ``walk``, ``exists``, ``open``): within ``metadata_ttl`` seconds an
+answer is served without a round trip, which is what makes small-file loops fast over a long
+link. One cache serves every filesystem on a cache directory, whatever its TTL: the TTL is the
+caller's (``max_age``), the entries are the directory's. Entries are also written to
+``<cache_dir>/metadata.sqlite`` so that a later process, or this one while the backend is
+unreachable, can still answer from the last known state. Writes through edgecache invalidate the
+path, its listing and its ancestors' listings; a path found missing is remembered as missing
+(a negative entry with the same TTL), which says nothing about its parent's listing.
 
 Each info is stored with the object version the backend computed from it, so a version never
 depends on how a datetime survives a JSON round trip.
@@ -108,6 +111,8 @@ class MetadataCache:
         self.ttl_seconds = ttl_seconds
         self._infos: dict[tuple[str, str], CachedInfo] = {}
         self._listings: dict[tuple[str, str], tuple[list[CachedInfo], float]] = {}
+        self._missing: dict[tuple[str, str], float] = {}
+        """(backend, path) -> when it was found missing."""
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._db_path = db_path
@@ -129,16 +134,24 @@ class MetadataCache:
                     "metadata cache %s unusable (%s); keeping metadata in memory", db_path, exc
                 )
 
-    def _fresh(self, fetched: float) -> bool:
-        return time.time() - fetched <= self.ttl_seconds
+    def _fresh(self, fetched: float, max_age: float | None) -> bool:
+        return time.time() - fetched <= (self.ttl_seconds if max_age is None else max_age)
 
     # --- infos ---------------------------------------------------------------------------------
-    def info(self, backend: str, path: str, *, allow_stale: bool = False) -> CachedInfo | None:
-        """The cached info of ``path`` if fresh (or any age with ``allow_stale``)."""
+    def info(
+        self,
+        backend: str,
+        path: str,
+        *,
+        allow_stale: bool = False,
+        max_age: float | None = None,
+    ) -> CachedInfo | None:
+        """The cached info of ``path`` if fetched within ``max_age`` seconds (default: the
+        cache's TTL), or of any age with ``allow_stale``."""
         entry = self._infos.get((backend, path))
         if entry is None:
             entry = self._load_info(backend, path) or self._info_from_listing(backend, path)
-        if entry is None or not (allow_stale or self._fresh(entry.fetched)):
+        if entry is None or not (allow_stale or self._fresh(entry.fetched, max_age)):
             return None
         return entry
 
@@ -174,14 +187,21 @@ class MetadataCache:
         """Remember ``info`` (with its version) as fetched now."""
         entry = CachedInfo(info, version, time.time())
         self._infos[(backend, path)] = entry
+        self._forget_missing(backend, [path])
         self._store(backend, "info", path, {"info": info, "version": version}, entry.fetched)
         return entry
 
     # --- listings ------------------------------------------------------------------------------
     def listing(
-        self, backend: str, path: str, *, allow_stale: bool = False
+        self,
+        backend: str,
+        path: str,
+        *,
+        allow_stale: bool = False,
+        max_age: float | None = None,
     ) -> list[CachedInfo] | None:
-        """The cached listing of directory ``path`` if fresh (or any age with ``allow_stale``)."""
+        """The cached listing of directory ``path`` if fetched within ``max_age`` seconds
+        (default: the cache's TTL), or of any age with ``allow_stale``."""
         cached = self._listings.get((backend, path))
         if cached is None:
             row = self._select(backend, "ls", path)
@@ -189,7 +209,7 @@ class MetadataCache:
                 entries = self._listing_from(backend, path, *row)
                 if entries is not None:
                     cached = self._listings[(backend, path)] = (entries, row[1])
-        if cached is None or not (allow_stale or self._fresh(cached[1])):
+        if cached is None or not (allow_stale or self._fresh(cached[1], max_age)):
             return None
         return cached[0]
 
@@ -213,10 +233,44 @@ class MetadataCache:
         self._listings[(backend, path)] = (infos, now)
         for entry in infos:
             self._infos[(backend, entry.info["name"])] = entry
+        self._forget_missing(backend, [path, *(str(e.info["name"]) for e in infos)])
         self._store(
             backend, "ls", path, [{"info": e.info, "version": e.version} for e in infos], now
         )
         return infos
+
+    # --- misses ---------------------------------------------------------------------------------
+    def put_missing(self, backend: str, path: str, *, fetched: float | None = None) -> None:
+        """Remember that ``path`` does not exist (as of ``fetched``, default now). Only this
+        key: the listings of its parent and ancestors stay, one missing name changes none."""
+        now = time.time() if fetched is None else fetched
+        self._missing[(backend, path)] = now
+        self._store(backend, "missing", path, {}, now)
+
+    def missing(
+        self,
+        backend: str,
+        path: str,
+        *,
+        allow_stale: bool = False,
+        max_age: float | None = None,
+    ) -> float | None:
+        """When ``path`` was found missing, if within ``max_age`` seconds (or at any time, with
+        ``allow_stale``); None if it was not. An info of the path fetched later wins: compare
+        its ``fetched`` time."""
+        fetched = self._missing.get((backend, path))
+        if fetched is None:
+            row = self._select(backend, "missing", path)
+            if row is None:
+                return None
+            fetched = self._missing[(backend, path)] = row[1]
+        return fetched if allow_stale or self._fresh(fetched, max_age) else None
+
+    def _forget_missing(self, backend: str, paths: list[str]) -> None:
+        # Memory only: a "missing" row another process left on disk is older than this entry,
+        # and :meth:`missing` callers compare the two times.
+        for path in paths:
+            self._missing.pop((backend, path), None)
 
     # --- invalidation --------------------------------------------------------------------------
     def invalidate(self, backend: str, path: str, *, recursive: bool = False) -> None:
@@ -225,6 +279,7 @@ class MetadataCache:
         with self._lock:
             self._infos.pop((backend, path), None)
             self._listings.pop((backend, path), None)
+            self._missing.pop((backend, path), None)
             ancestors = []
             p = path
             while True:
@@ -234,6 +289,8 @@ class MetadataCache:
                 ancestors.append(parent)
                 self._listings.pop((backend, parent), None)
                 self._listings.pop((backend, parent + "/"), None)
+                # A write below a path recorded missing creates it (a directory, at least).
+                self._missing.pop((backend, parent), None)
                 if not parent or parent == "/":
                     break
                 p = parent
@@ -245,6 +302,10 @@ class MetadataCache:
                     k for k in self._listings if k[0] == backend and k[1].startswith(prefix)
                 ]:
                     del self._listings[key]
+                for key in [
+                    k for k in self._missing if k[0] == backend and k[1].startswith(prefix)
+                ]:
+                    del self._missing[key]
         if self._db is None:
             return
         with self._lock, contextlib.suppress(sqlite3.Error):
@@ -253,7 +314,8 @@ class MetadataCache:
                 "DELETE FROM checked_entries WHERE backend=? AND path=?", (backend, path)
             )
             self._db.executemany(
-                "DELETE FROM checked_entries WHERE backend=? AND kind='ls' AND path IN (?, ?)",
+                "DELETE FROM checked_entries WHERE backend=? AND kind IN ('ls', 'missing') "
+                "AND path IN (?, ?)",
                 [(backend, a, a + "/") for a in ancestors],
             )
             if recursive:
@@ -266,7 +328,7 @@ class MetadataCache:
     def invalidate_backend(self, backend: str) -> None:
         """Forget every info and listing of ``backend``."""
         with self._lock:
-            for infos in (self._infos, self._listings):
+            for infos in (self._infos, self._listings, self._missing):
                 for key in [k for k in infos if k[0] == backend]:
                     del infos[key]
             if self._db is not None:

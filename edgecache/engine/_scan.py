@@ -2,7 +2,7 @@
 
 A training loop opens the files of a directory one after another in name order. Once three opens
 in a row each took the next name, :class:`ScanDetector` names the next ``ahead`` files so the
-filesystem (:mod:`edgecache.fs._filesystem`) can fetch their first blocks in the background: the
+read engine (:mod:`edgecache.engine`) can fetch their first blocks in the background: the
 link stays busy instead of waiting a round trip per file. Pure bookkeeping, no I/O.
 """
 
@@ -34,16 +34,20 @@ class _Scan:
 
 
 class ScanDetector:
-    """Per-directory scan state of one filesystem."""
+    """Per-directory scan state of one read engine (every filesystem of the process shares it)."""
 
-    def __init__(self, ahead: int) -> None:
+    def __init__(self, ahead: int = 16) -> None:
         self.ahead = ahead
         self._scans: dict[str, _Scan] = {}
         self._sorted: dict[str, tuple[list[CachedInfo], list[str], dict[str, CachedInfo]]] = {}
 
-    def opened(self, path: str, listing: list[CachedInfo]) -> list[CachedInfo]:
-        """``path`` (listed in its parent's ``listing``) was opened: the entries to fetch ahead."""
-        if self.ahead <= 0:
+    def opened(
+        self, path: str, listing: list[CachedInfo], *, ahead: int | None = None
+    ) -> list[CachedInfo]:
+        """``path`` (listed in its parent's ``listing``) was opened: the entries to fetch ahead
+        (up to ``ahead`` files past it; default: the detector's own ``ahead``)."""
+        ahead = self.ahead if ahead is None else ahead
+        if ahead <= 0:
             return []
         parent = _parent(path)
         names, by_name = self._sorted_files(parent, listing)
@@ -61,7 +65,7 @@ class ScanDetector:
         if scan.streak < _STREAK:
             return []
         start = max(position + 1, scan.prefetched_until)
-        stop = min(position + 1 + self.ahead, len(names))
+        stop = min(position + 1 + ahead, len(names))
         if start >= stop:
             return []
         scan.prefetched_until = stop

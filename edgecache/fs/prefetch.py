@@ -3,7 +3,8 @@
 Used by ``edgecache prefetch`` and (later) by the agent for DataLoads. Place in the flow::
 
     targets (paths, globs) --list/find (listings cached: metadata prefetch)--> files
-      --> blocks not in the SSD tier --N workers--> EdgeCacheFileSystem._block --> cache
+      --> blocks not in the SSD tier (ReadEngine.missing_blocks)
+      --N workers--> ReadEngine.fetch --> cache
 
 Work is cut at block level and handed to ``parallel`` workers from one queue, so large files and
 many small ones both keep the link busy while memory stays bounded (a block in flight per
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from edgecache.engine import ReadPlan
 from edgecache.fs._filesystem import EdgeCacheFileSystem
 
 __all__ = ["FailedPath", "PrefetchProgress", "PrefetchReport", "prefetch", "run_prefetch"]
@@ -131,9 +133,7 @@ class PrefetchReport(PrefetchProgress):
 
 @dataclass
 class _File:
-    path: str
-    version: str
-    size: int
+    plan: ReadPlan
     missing: list[int]
     missing_bytes: int
     left: int = 0
@@ -199,27 +199,21 @@ async def prefetch(
     ``stop``: set it to end the run early (the report says ``interrupted``).
     """
     report = PrefetchReport(dry_run=dry_run)
-    bs = fs.settings.block_size
+    engine = fs.engine
+    block_size, ttl = fs.settings.block_size, fs.settings.metadata_ttl
     per_target: list[tuple[str, dict[str, dict[str, Any]]]] = []
     for target in targets:
-        per_target.append((target, await _expand(fs, fs._target(target), report)))
+        per_target.append((target, await _expand(fs, fs.object_path(target), report)))
     files: dict[str, _File] = {}
     for _, found in per_target:
         for path, info in found.items():
             if path in files or info.get("type") == "directory":
                 continue
-            cached = await fs._cached_info(fs._target(path))
-            size = int(cached.info.get("size") or 0)
-            count = (size + bs - 1) // bs
-            missing = [
-                i
-                for i in range(count)
-                if not fs.cache.ssd.contains(fs._key(cached.info["name"], cached.version, i))
-            ]
-            missing_bytes = sum(min(bs, size - i * bs) for i in missing)
-            files[path] = _File(
-                cached.info["name"], cached.version, size, missing, missing_bytes, len(missing)
-            )
+            plan = await engine.plan(fs.object_path(path), block_size=block_size, ttl=ttl)
+            missing = engine.missing_blocks(plan, on_disk=True)
+            missing_bytes = plan.bytes_in(missing)
+            files[path] = _File(plan, missing, missing_bytes, len(missing))
+            size = plan.size
             report.files_total += 1
             report.bytes_total += size
             report.bytes_cached += size - missing_bytes
@@ -231,13 +225,8 @@ async def prefetch(
             if not found:
                 continue
             name = pin if len(per_target) == 1 else f"{pin}#{i}"
-            reserve = sum(files[p].size for p in found if p in files)
-            fs.cache.pin(
-                name,
-                backend=fs.backend.identity,
-                prefix=_static_prefix(fs._target(target)),
-                reserve_bytes=reserve,
-            )
+            reserve = sum(files[p].plan.size for p in found if p in files)
+            engine.pin(name, prefix=_static_prefix(fs.object_path(target)), reserve_bytes=reserve)
             report.pinned.append(name)
     if dry_run:
         report.finished = time.monotonic()
@@ -265,17 +254,15 @@ async def prefetch(
             if stop is not None and stop.is_set():
                 report.interrupted = True
                 return
-            length = min(bs, f.size - index * bs)
+            length = f.plan.block_length(index)
             if not f.failed:
                 try:
-                    await fs._block(f.path, f.version, f.size, index)
+                    await engine.fetch(f.plan, [index])
                 except Exception as exc:
                     f.failed = True
-                    report.failed.append(FailedPath(f.path, _describe(exc)))
+                    report.failed.append(FailedPath(f.plan.path, _describe(exc)))
                     report.files_failed += 1
-                    report.bytes_failed += f.size - (
-                        f.size - sum(min(bs, f.size - i * bs) for i in f.missing)
-                    )
+                    report.bytes_failed += f.missing_bytes
                 else:
                     report.bytes_loaded += length
             f.left -= 1

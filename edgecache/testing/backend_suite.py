@@ -171,8 +171,7 @@ class BackendConformance:
             skip_instance_cache=True,
         )
         yield fs
-        fs.cache.close()
-        fs.metadata.close()
+        fs.engine.close()
 
     @staticmethod
     def info(backend: Backend, path: str) -> dict[str, Any]:
@@ -394,8 +393,7 @@ class BackendConformance:
             stored = run(backend.call, "cat_file", path)
             assert stored == b"second, longer version"
         finally:
-            fs.cache.close()
-            fs.metadata.close()
+            fs.engine.close()
 
 
 class RemoteBackendWANConformance:
@@ -481,8 +479,7 @@ class RemoteBackendWANConformance:
             with pytest.raises(ConnectionError):
                 fs.cat_file(url.rsplit("/", 1)[0] + "/never-read.bin")
         finally:
-            fs.cache.close()
-            fs.metadata.close()
+            fs.engine.close()
 
     def test_a_blackholed_link_is_bounded_by_the_timeouts(
         self, wan: WANEmulator, seed: Seed, options_for: Callable[..., dict[str, Any]]

@@ -110,8 +110,7 @@ def test_entry_point_plugin_serves_reads_through_the_cache(plugin: Path, tmp_pat
         assert fs.cat_file("/plugin/x") == b"from the plugin"
         assert fs.cache.backend_fetches == 1
     finally:
-        fs.cache.close()
-        fs.metadata.close()
+        fs.engine.close()
         fsspec.filesystem("memory").rm("/plugin", recursive=True)
 
 

@@ -64,10 +64,10 @@ def make_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., 
         return fs
 
     yield make
-    closed: set[int] = set()
+    closed: set[str] = set()
     for fs in opened:
-        if id(fs.cache) not in closed:
-            closed.add(id(fs.cache))
+        if fs.settings.cache_dir not in closed:
+            closed.add(fs.settings.cache_dir)
             close_fs(fs)
 
 

@@ -90,6 +90,5 @@ def pattern(size: int, seed: int = 0) -> bytes:
 
 
 def close_fs(fs: EdgeCacheFileSystem) -> None:
-    """Release the cache of ``fs`` (its index, I/O threads and metadata database)."""
-    fs.cache.close()
-    fs.metadata.close()
+    """Release the cache directory of ``fs`` (its index, I/O threads and metadata database)."""
+    fs.engine.close()

@@ -69,7 +69,8 @@ class OSSBackend(ObjectStoreBackend):
             connect_timeout_seconds=self._config.connect_timeout_seconds,
             read_timeout_seconds=self._config.read_timeout_seconds,
             attempts=self._config.attempts,
-            **self._config.fs_kwargs,
+            # Bound to the read engine's loop, never shared through fsspec's instance cache.
+            **self.bound_client_options(self._config.fs_kwargs),
         )
         self._last_bucket: str | None = self._config.probe_bucket
 

@@ -101,7 +101,8 @@ class S3Backend(ObjectStoreBackend):
         self.options = {**self._config.resolved.extra, **self._config.resolved.values}
         self._secrets = self._config.resolved.secrets()
         redact_in_logs(self._secrets, _CLIENT_LOGGERS)
-        self._fs = s3fs.S3FileSystem(**self._config.fs_kwargs)
+        # Bound to the read engine's loop, never shared through fsspec's instance cache.
+        self._fs = s3fs.S3FileSystem(**self.bound_client_options(self._config.fs_kwargs))
         # botocore retries each request (config_kwargs["retries"]); s3fs's own retry loop on top
         # would multiply the attempts against an unreachable endpoint.
         self._fs.retries = 1

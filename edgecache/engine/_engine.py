@@ -1,0 +1,558 @@
+"""ReadEngine: the read path of one backend through one cache directory, shared by the process.
+
+Place in the data path::
+
+    EdgeCacheFileSystem, EdgeCacheFile, prefetch, CLI (and later the agent and the pool)
+      --> ReadEngine: plan (metadata: MetadataCache -> backend), read (blocks: TieredCache ->
+          block sources -> backend), guard (health), scans, single-flight, fetch concurrency
+      --> Backend (client bound to the engine's loop)
+
+Every coroutine of the engine runs on one event loop, :attr:`ReadEngine.loop` (fsspec's I/O
+thread), where the backend's client was created: a caller on another loop (zarr's async API, an
+application's own loop) awaits the engine's coroutines there, so no client, session, lock or
+future is ever used from a loop it was not made on. Reads of cached data need no loop at all
+(:meth:`ReadEngine.read_cached`).
+
+Read settings (block size, TTL, read-ahead) are the caller's, passed with each call; what the
+engine holds is node-level and shared by every filesystem of the process on this directory and
+backend. The registry (:mod:`edgecache.engine._registry`) makes one engine per key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+import io
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, TypeVar
+
+import aiofiles
+from fsspec.asyn import get_loop
+
+from edgecache.backends import Backend
+from edgecache.cache import BlockKey, TieredCache
+from edgecache.config import CacheSettings
+from edgecache.engine._health import BackendHealth
+from edgecache.engine._metadata import CachedInfo, MetadataCache, _parent
+from edgecache.engine._plan import ReadPlan
+from edgecache.engine._scan import ScanDetector
+from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
+from edgecache.engine._store import Store
+from edgecache.errors import BackendUnavailableError, ObjectChangedError
+
+__all__ = ["ReadEngine"]
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def on_engine_loop(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make an engine coroutine run on the engine's loop whichever loop awaits it."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        engine = args[0]
+        assert isinstance(engine, ReadEngine)
+        loop = engine.loop
+        if asyncio.get_running_loop() is loop:
+            return await method(*args, **kwargs)
+        future = asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop)
+        return await asyncio.wrap_future(future)
+
+    return run
+
+
+class ReadEngine:
+    """Plans and reads objects of one backend through one cache directory (see module doc).
+
+    Built by :func:`edgecache.engine.engine_for`; ``settings`` are those of the first caller and
+    decide only node-level things: fetch concurrency, the probe interval, the default scan-ahead.
+    """
+
+    def __init__(self, backend: Backend, store: Store, settings: CacheSettings) -> None:
+        self.backend = backend
+        self.store = store
+        self.identity = backend.identity
+        """Backend identity: part of every block and metadata key."""
+        self.settings = settings
+        self.health = BackendHealth(backend, probe_interval=settings.backend_probe_interval)
+        self.scans = ScanDetector(settings.scan_ahead_files)
+        self._dir_misses: dict[str, int] = {}
+        self._listing_flights: dict[str, asyncio.Future[list[CachedInfo]]] = {}
+        self._backend_source = BackendSource(self, concurrency=settings.fetch_concurrency)
+        self._sources: list[BlockSource] = [self._backend_source]
+        self._pid = os.getpid()
+
+    # --- what it runs on -----------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop every coroutine of the engine (and of its backend client) runs on."""
+        loop: asyncio.AbstractEventLoop = get_loop()
+        return loop
+
+    @property
+    def closed(self) -> bool:
+        """True once the store was closed, or in a process forked after the engine was made
+        (the registry then builds a new one)."""
+        return self.store.closed or self._pid != os.getpid()
+
+    @property
+    def blocks(self) -> TieredCache:
+        """The directory's tiered block cache."""
+        return self.store.blocks
+
+    @property
+    def metadata(self) -> MetadataCache:
+        """The directory's metadata cache."""
+        return self.store.metadata
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run an engine coroutine to its end from synchronous code (not from the loop)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def add_source(self, source: BlockSource) -> None:
+        """Ask ``source`` for missing blocks before the sources added earlier and the backend."""
+        self._sources.insert(0, source)
+
+    # --- the guard: one place for "backend unreachable" ----------------------------------------
+    @contextlib.asynccontextmanager
+    async def guard(self, what: str) -> AsyncIterator[None]:
+        """Around one backend request for ``what`` (e.g. "block 3 of bkt/x"): fail at once while
+        the backend is offline; an "unreachable" error takes it offline for the engine. Either
+        way the error says what was asked, since when and why (once)."""
+        if not self.health.online:
+            self.health.ensure_probing()
+            raise self.unavailable(f"{what} is not cached")
+        try:
+            yield
+        except ObjectChangedError:
+            raise
+        except Exception as exc:
+            if not self.backend.is_unreachable(exc):
+                raise
+            self.health.went_unreachable(exc)
+            raise self.unavailable(f"{what} is not cached", cause=exc) from exc
+
+    def unavailable(self, problem: str, *, cause: BaseException | None = None) -> Exception:
+        """The error for ``problem`` while the backend is unreachable: one message naming what
+        was asked, since when the backend is unreachable, and the first error."""
+        since = self.health.offline_since
+        first = self.health.last_error or (str(cause) if cause is not None else "")
+        when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
+        detail = f" ({first})" if first else ""
+        return BackendUnavailableError(
+            f"{problem}: backend {self.identity} is unreachable{when}{detail}"
+        )
+
+    async def _ask(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        async with self.guard(what):
+            return await self.backend.call(method, *args, **kwargs)
+
+    # --- metadata ------------------------------------------------------------------------------
+    def info_cached(self, path: str, *, ttl: float) -> CachedInfo | None:
+        """The info of ``path`` if cached within ``ttl`` seconds; never asks the backend."""
+        return self.metadata.info(self.identity, path, max_age=ttl)
+
+    @on_engine_loop
+    async def info(self, path: str, *, ttl: float) -> CachedInfo:
+        """The info of ``path``: cached within ``ttl`` seconds, else from the backend (one
+        listing of its directory answers for its neighbours too); offline, the last known one.
+        FileNotFoundError when missing; BackendUnavailableError when it cannot be known."""
+        cached = self.metadata.info(self.identity, path, max_age=ttl)
+        if cached is not None:
+            return cached
+        self._raise_if_known_missing(path, ttl=ttl)
+        cached = await self._info_from_listing(path, ttl=ttl)
+        if cached is not None:
+            return cached
+        try:
+            info = await self._ask(f"the info of {path}", "info", path)
+        except FileNotFoundError:
+            self.metadata.put_missing(self.identity, path)
+            raise
+        except BackendUnavailableError:
+            known = self._last_known_info(path)
+            if known is None:
+                raise
+            return known
+        return self.metadata.put_info(self.identity, path, info, self._version(info))
+
+    def _raise_if_known_missing(self, path: str, *, ttl: float | None) -> None:
+        """FileNotFoundError if ``path`` is known not to exist.
+
+        Known means: found missing (a negative entry) since it was last seen, within ``ttl``
+        seconds, or at any age offline (``ttl=None``); or, online, absent from its parent's
+        listing fetched within ``ttl`` (recorded as a negative entry too, so that the answer
+        holds offline later). Offline, absence from an old listing proves nothing: the object
+        may have been written since, so that question is "cannot know", not "no"."""
+        offline = ttl is None
+        known = self.metadata.info(self.identity, path, allow_stale=True)
+        gone = self.metadata.missing(self.identity, path, allow_stale=offline, max_age=ttl)
+        if gone is not None and (known is None or known.fetched < gone):
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+        parent = _parent(path)
+        if offline or not parent or parent == path:
+            return
+        listing = self.metadata.listing(self.identity, parent, max_age=ttl)
+        if listing is not None and all(e.info.get("name") != path for e in listing):
+            listed = listing[0].fetched if listing else None
+            self.metadata.put_missing(self.identity, path, fetched=listed)
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
+
+    def _last_known_info(self, path: str) -> CachedInfo | None:
+        """Offline: the newest info of ``path`` whatever its age; FileNotFoundError if it was
+        last known missing; None if nothing is known."""
+        self._raise_if_known_missing(path, ttl=None)
+        stale = self.metadata.info(self.identity, path, allow_stale=True)
+        if stale is not None:
+            return stale
+        if self.metadata.listing(self.identity, path, allow_stale=True) is not None:
+            # Its own info was never asked for, but it was listed: it is a directory.
+            return CachedInfo({"name": path, "type": "directory", "size": 0}, "", 0.0)
+        return None
+
+    async def _info_from_listing(self, path: str, *, ttl: float) -> CachedInfo | None:
+        """On the second info miss in one directory, list it: one request answers for every
+        file in it, instead of a request per file (a training loop opening files one by one)."""
+        parent = _parent(path)
+        if not parent or parent == path:
+            return None
+        misses = self._dir_misses.get(parent, 0) + 1
+        self._dir_misses[parent] = misses
+        if misses < 2 or self.metadata.listing(self.identity, parent, max_age=ttl) is not None:
+            return None
+        try:
+            await self.listing(parent, ttl=ttl)
+        except (OSError, ValueError):
+            return None
+        self._raise_if_known_missing(path, ttl=ttl)
+        return self.metadata.info(self.identity, path, max_age=ttl)
+
+    def listing_cached(self, path: str, *, ttl: float) -> list[CachedInfo] | None:
+        """The listing of directory ``path`` if cached within ``ttl`` seconds."""
+        return self.metadata.listing(self.identity, path, max_age=ttl)
+
+    @on_engine_loop
+    async def listing(self, path: str, *, ttl: float) -> list[CachedInfo]:
+        """The entries of directory ``path`` (cached within ``ttl``, else listed once for all
+        concurrent callers); offline, the last known listing, else BackendUnavailableError."""
+        entries = self.metadata.listing(self.identity, path, max_age=ttl)
+        if entries is not None:
+            return entries
+        self._raise_if_known_missing(path, ttl=ttl)
+        flight = self._listing_flights.get(path)
+        if flight is None:
+            flight = asyncio.ensure_future(self._list_from_backend(path))
+            self._listing_flights[path] = flight
+            flight.add_done_callback(lambda f: self._listing_flights.pop(path, None))
+            flight.add_done_callback(lambda f: f.cancelled() or f.exception())
+        # Shielded: a caller giving up must not cancel the listing the others wait for.
+        return await asyncio.shield(flight)
+
+    async def _list_from_backend(self, path: str) -> list[CachedInfo]:
+        try:
+            listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
+        except FileNotFoundError:
+            self.metadata.put_missing(self.identity, path)
+            raise
+        except BackendUnavailableError:
+            entries = self.metadata.listing(self.identity, path, allow_stale=True)
+            if entries is not None:
+                return entries
+            known = self.metadata.info(self.identity, path, allow_stale=True)
+            if known is not None and known.info.get("type") != "directory":
+                return [known]  # fsspec lists a file as itself
+            self._raise_if_known_missing(path, ttl=None)
+            raise
+        return self.metadata.put_listing(
+            self.identity, path, [(_normal(i), self._version(i)) for i in listing]
+        )
+
+    def _version(self, info: Mapping[str, Any]) -> str:
+        return "" if info.get("type") == "directory" else self.backend.version(info)
+
+    # --- planning ------------------------------------------------------------------------------
+    def _plan_of(self, cached: CachedInfo, path: str, block_size: int) -> ReadPlan:
+        if cached.info.get("type") == "directory":
+            raise IsADirectoryError(path)
+        size = int(cached.info.get("size") or 0)
+        return ReadPlan(self.identity, path, cached.version, size, block_size)
+
+    def plan_cached(self, path: str, *, block_size: int, ttl: float) -> ReadPlan | None:
+        """A plan from cached metadata (within ``ttl``), or None; IsADirectoryError for a
+        directory."""
+        cached = self.info_cached(path, ttl=ttl)
+        return None if cached is None else self._plan_of(cached, path, block_size)
+
+    @on_engine_loop
+    async def plan(self, path: str, *, block_size: int, ttl: float) -> ReadPlan:
+        """Plan reads of the current version of ``path`` (see :meth:`info` for errors)."""
+        return self._plan_of(await self.info(path, ttl=ttl), path, block_size)
+
+    @on_engine_loop
+    async def replan(self, plan: ReadPlan, *, ttl: float) -> ReadPlan:
+        """The object changed under ``plan``: forget what was cached about it (its info and
+        the listings that hold it) and plan its current version."""
+        self.metadata.invalidate(self.identity, plan.path)
+        return await self.plan(plan.path, block_size=plan.block_size, ttl=ttl)
+
+    @on_engine_loop
+    async def latest(
+        self,
+        path: str,
+        use: Callable[[ReadPlan], Awaitable[T]],
+        *,
+        block_size: int,
+        ttl: float,
+    ) -> T:
+        """``await use(plan)`` on the current version of ``path``; if the object changes under
+        it (:class:`ObjectChangedError`), once more on the new version. ``use`` must not have
+        handed out bytes of the first version (it is a whole read, a whole copy)."""
+        plan = await self.plan(path, block_size=block_size, ttl=ttl)
+        try:
+            return await use(plan)
+        except ObjectChangedError:
+            plan = await self.replan(plan, ttl=ttl)
+            return await use(plan)
+
+    # --- reading -------------------------------------------------------------------------------
+    async def _block(self, plan: ReadPlan, index: int) -> bytes:
+        return await self.blocks.get(
+            plan.key(index),
+            functools.partial(self._from_sources, plan, index),
+            expected_size=plan.block_length(index),
+        )
+
+    async def _from_sources(self, plan: ReadPlan, index: int) -> bytes:
+        for source in self._sources:
+            try:
+                return await source.fetch(plan, index)
+            except SourceSkipped:
+                continue
+        raise AssertionError("the backend source never skips")
+
+    @on_engine_loop
+    async def read(self, plan: ReadPlan, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the planned version: cached blocks from the tiers, the
+        others fetched (in parallel, once per block across the process). ObjectChangedError
+        if the object is no longer at that version."""
+        end = min(end, plan.size)
+        if start >= end:
+            return b""
+        blocks = await asyncio.gather(*(self._block(plan, i) for i in plan.blocks(start, end)))
+        return plan.cut(blocks, start, end)
+
+    def read_cached(self, plan: ReadPlan, start: int, end: int) -> bytes | None:
+        """Like :meth:`read`, from the cache tiers only, in the calling thread (no event loop);
+        None if a block is missing."""
+        end = min(end, plan.size)
+        if start >= end:
+            return b""
+        indices = plan.blocks(start, end)
+        if len(indices) == 1:
+            data = self.blocks.get_cached(plan.key(indices[0]))
+            if data is None:
+                return None
+            return plan.cut([data], start, end)
+        # Several blocks: fill one buffer and hand out its bytes without another copy (BytesIO's
+        # getvalue() gives its buffer away when no view of it is left), where reading each block
+        # and joining them copied every byte twice.
+        buffer = io.BytesIO()
+        buffer.seek(end - start - 1)
+        buffer.write(b"\0")
+        with buffer.getbuffer() as view:
+            complete = self._fill_cached(view, plan, start, end)
+        return buffer.getvalue() if complete else None
+
+    def _fill_cached(self, view: memoryview, plan: ReadPlan, start: int, end: int) -> bool:
+        """Put bytes ``[start, end)`` into ``view`` from the cache tiers; False on a miss."""
+        whole: list[tuple[BlockKey, memoryview]] = []
+        for i in plan.blocks(start, end):
+            first = plan.block_start(i)
+            stop = first + plan.block_length(i)
+            lo, hi = max(start, first), min(end, stop)
+            part = view[lo - start : hi - start]
+            key = plan.key(i)
+            if lo == first and hi == stop:
+                whole.append((key, part))
+                continue
+            data = self.blocks.get_cached(key)
+            if data is None:
+                return False
+            part[:] = data[lo - first : hi - first]
+        return self.blocks.get_cached_many_into(whole)
+
+    @on_engine_loop
+    async def read_latest(
+        self, path: str, start: int | None, end: int | None, *, block_size: int, ttl: float
+    ) -> bytes:
+        """Bytes ``[start, end)`` (fsspec's convention: None, negative) of the current version
+        of ``path``, re-planned once if it changes while read: one version, never mixed."""
+
+        async def whole(plan: ReadPlan) -> bytes:
+            return await self.read(plan, *plan.span(start, end))
+
+        return await self.latest(path, whole, block_size=block_size, ttl=ttl)
+
+    def missing_blocks(
+        self, plan: ReadPlan, indices: range | list[int] | None = None, *, on_disk: bool = False
+    ) -> list[int]:
+        """Which of ``indices`` (default: all blocks) no tier holds (with ``on_disk``: which
+        the SSD tier does not hold, for prefetch's resume). Not verified: a cheap look-up."""
+        indices = plan.blocks() if indices is None else indices
+        if on_disk:
+            ssd = self.blocks.ssd
+            return [i for i in indices if not ssd.contains(plan.key(i))]
+        return [i for i in indices if not self.blocks.holds(plan.key(i))]
+
+    @on_engine_loop
+    async def fetch(self, plan: ReadPlan, indices: range | list[int]) -> None:
+        """Bring blocks ``indices`` of ``plan`` into the cache (read-ahead, prefetch)."""
+        await asyncio.gather(*(self._block(plan, i) for i in indices))
+
+    def fetch_ahead(self, plan: ReadPlan, indices: range | list[int]) -> None:
+        """Start :meth:`fetch` in the background from any thread; failures are only logged
+        (the reader meets them again, with their message, if it reads those blocks)."""
+        if not indices:
+            return
+        future = asyncio.run_coroutine_threadsafe(self.fetch(plan, indices), self.loop)
+        future.add_done_callback(_log_failure)
+
+    def opened(self, plan: ReadPlan, *, ahead: int) -> None:
+        """``plan``'s object was opened for reading: if a loop is reading its directory in name
+        order, fetch the first blocks of the next ``ahead`` files in the background."""
+        if ahead <= 0:
+            return
+        listing = self.metadata.listing(self.identity, _parent(plan.path), allow_stale=True)
+        if listing is None:
+            return
+        plans = [
+            ReadPlan(self.identity, str(e.info["name"]), e.version, size, plan.block_size)
+            for e in self.scans.opened(plan.path, listing, ahead=ahead)
+            if (size := int(e.info.get("size") or 0)) > 0
+        ]
+        # A file whose first block a tier holds is a local read away: fetching it ahead only
+        # competes with the reader (and is thrown away when MEM cannot keep it).
+        plans = [p for p in plans if not self.blocks.holds(p.key(0))]
+        if plans:
+            future = asyncio.run_coroutine_threadsafe(self._first_blocks(plans), self.loop)
+            future.add_done_callback(_log_failure)
+
+    async def _first_blocks(self, plans: list[ReadPlan]) -> None:
+        async def one(plan: ReadPlan) -> None:
+            if self.health.online:
+                with contextlib.suppress(Exception):
+                    await self._block(plan, 0)
+
+        await asyncio.gather(*(one(p) for p in plans))
+
+    @on_engine_loop
+    async def materialise(
+        self, path: str, local_path: str, *, block_size: int, ttl: float, step_blocks: int = 16
+    ) -> ReadPlan:
+        """Copy the current version of ``path`` into the local file ``local_path``, reading
+        ``step_blocks`` blocks at a time; started again from the first byte if the object
+        changes while copied. Returns the plan of the version written."""
+
+        async def copy(plan: ReadPlan) -> ReadPlan:
+            step = plan.block_size * max(1, step_blocks)
+            async with aiofiles.open(local_path, "wb") as out:
+                for start in range(0, plan.size, step):
+                    await out.write(await self.read(plan, start, start + step))
+            return plan
+
+        return await self.latest(path, copy, block_size=block_size, ttl=ttl)
+
+    # --- pins ----------------------------------------------------------------------------------
+    def pin(self, name: str, *, prefix: str, reserve_bytes: int) -> None:
+        """Keep this backend's blocks under ``prefix`` from eviction (PinError if too big)."""
+        self.blocks.pin(name, backend=self.identity, prefix=prefix, reserve_bytes=reserve_bytes)
+
+    def unpin(self, name: str) -> bool:
+        """Release a pin; True if it existed."""
+        return self.blocks.unpin(name)
+
+    # --- writes --------------------------------------------------------------------------------
+    def forget(self, path: str, *, block_size: int, recursive: bool = False) -> None:
+        """Forget metadata and cached blocks of ``path`` (about to be replaced or removed)."""
+        cached = self.metadata.info(self.identity, path, allow_stale=True)
+        if cached is not None and cached.info.get("type") != "directory":
+            plan = self._plan_of(cached, path, block_size)
+            self.blocks.invalidate([plan.key(i) for i in plan.blocks()])
+        self.metadata.invalidate(self.identity, path, recursive=recursive)
+
+    def forget_all(self) -> None:
+        """Forget every cached info and listing of this backend (blocks stay: they are keyed
+        on object versions, so no stale byte can be served from them)."""
+        self.metadata.invalidate_backend(self.identity)
+
+    @on_engine_loop
+    async def write(
+        self,
+        paths: list[str],
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        block_size: int,
+        forget_below: bool = False,
+    ) -> None:
+        """Call the backend's writing method ``method(*args, **kwargs)``, then forget what it
+        replaced: ``paths`` (and with ``forget_below``, everything below them).
+
+        An unreachable backend wrote nothing (object stores replace objects whole), so the
+        cache is kept, and stays readable offline; the error is BackendUnavailableError.
+        """
+        problem = f"cannot {method} {', '.join(paths)}"
+        if not self.health.online:
+            self.health.ensure_probing()
+            raise self.unavailable(problem)
+        try:
+            await self.backend.call(method, *args, **(kwargs or {}))
+        except Exception as exc:
+            if self.backend.is_unreachable(exc):
+                self.health.went_unreachable(exc)
+                raise self.unavailable(problem, cause=exc) from exc
+            self._forget_paths(paths, block_size, forget_below)
+            raise
+        self._forget_paths(paths, block_size, forget_below)
+
+    def _forget_paths(self, paths: list[str], block_size: int, recursive: bool) -> None:
+        for path in paths:
+            self.forget(path, block_size=block_size, recursive=recursive)
+
+    # --- life cycle ----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write pending counters and hits of the cache to its index."""
+        self.blocks.flush()
+
+    def close(self) -> None:
+        """Close the directory's store (every engine on it); the next use opens it again."""
+        self.store.close()
+
+    def __repr__(self) -> str:
+        return f"<ReadEngine {self.identity} on {self.store.directory}>"
+
+
+def _normal(info: Mapping[str, Any]) -> dict[str, Any]:
+    """A listing entry with its name as ``info()`` names it: some backends (ossfs) end
+    directory names with ``/`` in listings only, and the entry must answer ``info`` offline."""
+    out = dict(info)
+    name = str(out.get("name", ""))
+    if len(name) > 1 and name.endswith("/"):
+        out["name"] = name.rstrip("/")
+    return out
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("fetch ahead failed: %s", future.exception())

@@ -1,0 +1,108 @@
+"""One read engine per process per (cache directory, backend): where filesystems find theirs.
+
+fsspec builds a new :class:`~edgecache.fs.EdgeCacheFileSystem` for many calls (every
+``fsspec.open`` of another URL, every pickled copy in a worker), so nothing node-level may live
+on a filesystem instance. Instead each instance asks :func:`engine_for` for the engine of its
+cache directory and backend, and gets the same object as every other instance of the process:
+
+- stores (:class:`~edgecache.engine._store.Store`: tiered and metadata caches) are keyed on the
+  real path of the cache directory alone, never on read settings;
+- engines are keyed on (real path, backend identity, client options): the identity names the
+  endpoint but not the credentials, and a client must never carry another caller's credentials.
+  Options that only say how to bind a client to a loop (``asynchronous``, ``loop``) are not
+  part of the key: the engine binds its client to its own loop.
+
+Everything is created under one lock. After a fork the child forgets the parent's engines and
+stores (without touching them: their loop, threads, locks, sqlite connections and sockets belong
+to the parent) and builds its own on first use; a spawned worker simply starts empty.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from fsspec.utils import tokenize
+
+from edgecache.backends import CLIENT_BINDING_OPTIONS, Backend, get_backend
+from edgecache.config import CacheSettings
+from edgecache.engine._engine import ReadEngine
+from edgecache.engine._store import Store
+
+__all__ = ["backend_options", "engine_for", "open_engines"]
+
+
+_lock = threading.Lock()
+_stores: dict[str, Store] = {}
+_engines: dict[tuple[str, str, str], ReadEngine] = {}
+_by_request: dict[tuple[str, str, str], ReadEngine] = {}
+"""(cache_dir as given, protocol, options token) -> engine: the look-up without building a
+backend, which is what every call of every filesystem instance does."""
+_inherited: list[object] = []
+"""Engines and stores of the parent process, kept (never used) so that no finaliser of theirs
+closes a connection or a file the parent still uses."""
+
+
+def backend_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``options`` for a backend, without the loop-binding ones (see module docstring)."""
+    return {k: v for k, v in (options or {}).items() if k not in CLIENT_BINDING_OPTIONS}
+
+
+def engine_for(
+    settings: CacheSettings,
+    *,
+    protocol: str = "file",
+    options: Mapping[str, Any] | None = None,
+    backend: Backend | None = None,
+) -> ReadEngine:
+    """The engine of this process for ``settings.cache_dir`` and the backend ``protocol`` +
+    ``options`` (or the given ``backend`` object, which then gets an engine of its own)."""
+    with _lock:
+        request: tuple[str, str, str] | None = None
+        if backend is None:
+            options = backend_options(options)
+            request = (settings.cache_dir, protocol, tokenize(protocol, options))
+            found = _by_request.get(request)
+            if found is not None and not found.closed:
+                return found
+            backend = get_backend(protocol, options)
+            client = request[2]
+        else:
+            client = f"object:{id(backend)}"
+        store = _store(settings)
+        key = (store.directory, backend.identity, client)
+        engine = _engines.get(key)
+        if engine is None or engine.closed:
+            engine = _engines[key] = ReadEngine(backend, store, settings)
+        if request is not None:
+            _by_request[request] = engine
+        return engine
+
+
+def _store(settings: CacheSettings) -> Store:
+    directory = os.path.realpath(settings.cache_dir)
+    store = _stores.get(directory)
+    if store is None or store.closed:
+        store = _stores[directory] = Store(settings)
+    return store
+
+
+def open_engines() -> list[ReadEngine]:
+    """The engines this process has open (for tests, stats and the agent)."""
+    with _lock:
+        return [e for e in _engines.values() if not e.closed]
+
+
+def _forget_the_parents() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _inherited.extend([*_stores.values(), *_engines.values()])
+    _stores.clear()
+    _engines.clear()
+    _by_request.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_parents)

@@ -1,0 +1,59 @@
+"""Block sources: where the read engine gets a block the cache tiers do not hold.
+
+Place in the data path::
+
+    ReadEngine._block --> TieredCache (MEM, SSD, single-flight) --miss--> sources, in order:
+        [pool peers (edgecache.pool, to come), ...] --> BackendSource (the object store)
+
+A source either returns the block's bytes or raises :class:`SourceSkipped` ("not from me, not
+now": a peer that does not hold it or did not answer in time), and the next source is asked.
+The backend is always last and never skips: its errors are the reader's errors. Sources are
+added with :meth:`ReadEngine.add_source`, so the pool plugs in without editing the read path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+from edgecache.engine._plan import ReadPlan
+
+if TYPE_CHECKING:
+    from edgecache.engine._engine import ReadEngine
+
+__all__ = ["BackendSource", "BlockSource", "SourceSkipped"]
+
+
+class SourceSkipped(Exception):
+    """A source cannot serve this block now; the engine asks the next one."""
+
+
+class BlockSource(Protocol):
+    """Something that can fetch one block of a planned read."""
+
+    name: str
+    """Short name for logs and metrics (``backend``, ``peer``)."""
+
+    async def fetch(self, plan: ReadPlan, index: int) -> bytes:
+        """Bytes of block ``index`` of ``plan`` (exactly ``plan.block_length(index)`` of them),
+        or :class:`SourceSkipped`. Runs on the engine's event loop."""
+        ...
+
+
+class BackendSource:
+    """The object store itself, behind the engine's health guard and fetch concurrency bound."""
+
+    name = "backend"
+
+    def __init__(self, engine: ReadEngine, *, concurrency: int) -> None:
+        self._engine = engine
+        self._slots = asyncio.Semaphore(concurrency)
+        """At most ``concurrency`` block requests in flight for the whole engine (the node's
+        link is shared by every filesystem of the process)."""
+
+    async def fetch(self, plan: ReadPlan, index: int) -> bytes:
+        start = plan.block_start(index)
+        async with self._engine.guard(f"block {index} of {plan.path}"), self._slots:
+            return await self._engine.backend.fetch_range(
+                plan.path, start, start + plan.block_length(index), plan.version
+            )

@@ -1,0 +1,51 @@
+"""Store: what one cache directory holds, opened once per process and shared by its engines.
+
+The tiered block cache (MEM + SSD tiers, index) and the metadata cache (infos and listings) of a
+directory are one object each per process, whatever backend or read settings a filesystem uses:
+two filesystems on one directory with different ``metadata_ttl`` or ``block_size`` see each
+other's writes and blocks. Keyed by the directory's real path in :mod:`edgecache.engine._registry`.
+The store settings in effect (quotas, watermarks, compression, eviction policy) are those of the
+first opener in the process.
+"""
+
+from __future__ import annotations
+
+import os
+
+from edgecache.cache import TieredCache
+from edgecache.config import CacheSettings
+from edgecache.engine._metadata import MetadataCache
+
+__all__ = ["METADATA_DB", "Store"]
+
+METADATA_DB = "metadata.sqlite"
+"""File name of the metadata cache inside the cache directory."""
+
+
+class Store:
+    """The tiered block cache and the metadata cache of one cache directory."""
+
+    def __init__(self, settings: CacheSettings) -> None:
+        self.directory = os.path.realpath(settings.cache_dir)
+        """Real path of the cache directory (the registry's key)."""
+        self.settings = settings
+        self.blocks = TieredCache(settings)
+        self.metadata = MetadataCache(
+            os.path.join(settings.cache_dir, METADATA_DB), ttl_seconds=settings.metadata_ttl
+        )
+        self.closed = False
+
+    def flush(self) -> None:
+        """Write pending counters and hits to the index."""
+        self.blocks.flush()
+
+    def close(self) -> None:
+        """Flush and close both caches; engines on this store are closed with it."""
+        if self.closed:
+            return
+        self.closed = True
+        self.blocks.close()
+        self.metadata.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.directory}>"

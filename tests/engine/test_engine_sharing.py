@@ -1,0 +1,149 @@
+"""One read engine per process per (cache directory, backend), whichever way a user gets there.
+
+fsspec builds a filesystem instance per distinct set of arguments, and URL chaining passes the
+target path as an argument: every test here goes through ``fsspec.open``/``fsspec.filesystem``
+the way users call them and checks that node-level state (engine, caches, listings) is shared.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pytest
+from fsspec.implementations.local import LocalFileSystem
+
+from edgecache.backends import _registry, register_backend
+from edgecache.backends.local import LocalBackend
+from edgecache.config import CacheSettings
+from edgecache.engine import ReadEngine, engine_for, open_engines
+from edgecache.fs import EdgeCacheFileSystem
+
+KiB = 1024
+
+
+class CountingBackend(LocalBackend):
+    """Local files, counting metadata calls and block fetches."""
+
+    protocols = ("enginefile",)
+
+    def __init__(self, protocol: str, options: object) -> None:
+        super().__init__(protocol, options)  # type: ignore[arg-type]
+        self.calls: list[str] = []
+        self.fetches = 0
+
+    async def call(self, method: str, *args: object, **kwargs: object) -> object:
+        self.calls.append(method)
+        return await super().call(method, *args, **kwargs)
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        self.fetches += 1
+        return await super().fetch_range(path, start, end, version)
+
+
+class EngineLocalFileSystem(LocalFileSystem):
+    """What fsspec needs to parse ``enginefile://`` URLs (the bytes come from the backend)."""
+
+    protocol = ("enginefile",)
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        path = str(path)
+        if path.startswith("enginefile://"):
+            path = path[len("enginefile://") :]
+        stripped: str = super()._strip_protocol(path)
+        return stripped
+
+
+@pytest.fixture(autouse=True)
+def counting_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_registry, "_registered", dict(_registry._registered))
+    register_backend("enginefile", CountingBackend)
+    # URL chaining asks fsspec to parse the inner URL: it must know the protocol too.
+    fsspec.register_implementation("enginefile", EngineLocalFileSystem, clobber=True)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(100):
+        (root / f"f{i:03d}.bin").write_bytes(bytes([i]) * (3 * KiB + i))
+    return root
+
+
+def _open(url: str, cache_dir: Path, **options: object) -> fsspec.core.OpenFile:
+    return fsspec.open(
+        f"edgecache::enginefile://{url}", "rb", edgecache={"cache_dir": str(cache_dir), **options}
+    )
+
+
+def test_a_hundred_fsspec_opens_reach_one_engine_and_one_listing(
+    files: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+    engines: set[int] = set()
+    instances: set[int] = set()
+    for i in range(100):
+        of = _open(str(files / f"f{i:03d}.bin"), cache, block_size="4KiB")
+        with of as f:
+            assert f.read() == bytes([i]) * (3 * KiB + i)
+        assert isinstance(of.fs, EdgeCacheFileSystem)
+        engines.add(id(of.fs.engine))
+        instances.add(id(of.fs))
+    assert len(engines) == 1
+    assert len(instances) == 1  # ``fo`` is not part of the instance token
+    backend = of.fs.backend
+    assert isinstance(backend, CountingBackend)
+    # A cold open-per-file loop over one directory: one info, then one listing for the rest.
+    assert backend.calls.count("ls") == 1
+    assert backend.calls.count("info") == 1
+    assert backend.fetches == 100
+
+
+def test_filesystem_url_to_fs_and_open_share_the_engine(files: Path, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    direct = fsspec.filesystem(
+        "edgecache", target_protocol="enginefile", cache_dir=cache, metadata_ttl=5
+    )
+    chained, _ = fsspec.core.url_to_fs(
+        f"edgecache::enginefile://{files}/f001.bin", edgecache={"cache_dir": cache}
+    )
+    opened = _open(str(files / "f002.bin"), Path(cache), readahead_blocks=1).fs
+    assert direct.engine is chained.engine is opened.engine
+    assert direct.engine in open_engines()
+
+
+def test_other_read_settings_share_the_caches_and_see_each_others_writes(
+    files: Path, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "cache")
+    one = fsspec.filesystem(
+        "edgecache", target_protocol="enginefile", cache_dir=cache, metadata_ttl=60
+    )
+    two = fsspec.filesystem(
+        "edgecache", target_protocol="enginefile", cache_dir=cache, metadata_ttl=120
+    )
+    path = str(files / "f010.bin")
+    assert one.cat_file(path) == two.cat_file(path)
+    assert one.cache is two.cache and one.metadata is two.metadata
+    one.pipe_file(path, b"new bytes")
+    assert two.cat_file(path) == b"new bytes"
+    with two.open(path, "rb") as f:
+        assert f.read() == b"new bytes"
+
+
+def test_engines_are_keyed_on_the_real_path_of_the_directory(tmp_path: Path) -> None:
+    real = tmp_path / "cache"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    a = engine_for(CacheSettings(cache_dir=str(real)), protocol="enginefile")
+    b = engine_for(CacheSettings(cache_dir=str(link), block_size=8 * KiB), protocol="enginefile")
+    assert isinstance(a, ReadEngine) and a is b
+    c = engine_for(CacheSettings(cache_dir=str(tmp_path / "other")), protocol="enginefile")
+    assert c is not a and c.store is not a.store
+    a.close()
+    assert a.closed
+    again = engine_for(CacheSettings(cache_dir=str(real)), protocol="enginefile")
+    assert again is not a and not again.closed
