@@ -36,6 +36,7 @@ __all__ = [
     "HUB_REQUESTS",
     "HUB_STORE_BYTES",
     "HUB_STORE_OBJECTS",
+    "HUB_STORE_PROBLEMS",
     "HUB_WATCHES_ENDED",
     "PEER_HITS",
     "REGISTRY",
@@ -132,6 +133,13 @@ HUB_STORE_BYTES = Gauge(
 )
 HUB_STORE_OBJECTS = Gauge(
     "edgecache_hub_store_objects", "Objects recorded in the hub's store.", registry=REGISTRY
+)
+HUB_STORE_PROBLEMS = Counter(
+    "edgecache_hub_store_problems",
+    "Damage found in the hub's store, by kind: damaged_row (a record failing its checksum, "
+    "dropped, never served), empty_file, truncated_file, unreadable_file (set aside).",
+    ["kind"],
+    registry=REGISTRY,
 )
 HUB_MODE_SWITCHES = Counter(
     "edgecache_hub_mode_switches",

@@ -37,7 +37,7 @@ from edgecache.hub._config import OfflineSettings
 from edgecache.hub._recording import raw_key
 from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo
 from edgecache.hub._status import status_body, status_response
-from edgecache.hub._store import HubStore, ListRecord, StoredObject
+from edgecache.hub._store import DamagedRecordError, HubStore, ListRecord, StoredObject
 from edgecache.hub._watches import WatchRegistry
 from edgecache.k8s.selectors import FieldSelector, LabelSelector
 from edgecache.metrics import HUB_REQUESTS
@@ -45,6 +45,9 @@ from edgecache.metrics import HUB_REQUESTS
 __all__ = ["OfflineResponder"]
 
 _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+#: Lists find_list may offer for one read (exact, same selector cluster-wide, unselected in the
+#: namespace, unselected cluster-wide): how often a damaged one can be passed over.
+_CANDIDATE_LISTS = 4
 
 
 def _rv_older(candidate: str, current: str) -> bool:
@@ -156,9 +159,12 @@ class OfflineResponder:
     async def _recorded(self, info: RequestInfo, component: str) -> bool:
         """Whether the store holds something that could answer this read."""
         if info.verb == "get":
-            body = await self.store.read(
-                self.store.get_object, component, info.gvr, info.namespace, info.name
-            )
+            try:
+                body = await self.store.read(
+                    self.store.get_object, component, info.gvr, info.namespace, info.name
+                )
+            except DamagedRecordError:
+                return False
             return body is not None
         record = await self.store.read(
             self.store.find_list, component, info.gvr, info.namespace, info.selector
@@ -197,9 +203,17 @@ class OfflineResponder:
             return status_response(
                 503, f"edgecache hub is offline; {info.resource}/{info.subresource} is not cached"
             )
-        body = await self.store.read(
-            self.store.get_object, component, info.gvr, info.namespace, info.name
-        )
+        try:
+            body = await self.store.read(
+                self.store.get_object, component, info.gvr, info.namespace, info.name
+            )
+        except DamagedRecordError:
+            return status_response(
+                503,
+                f"edgecache hub is offline and its recorded copy of {info.resource} "
+                f"{info.name!r} was damaged on disk (dropped, not served); retry when the "
+                "upstream is back",
+            )
         if body is not None:
             return web.Response(body=body, content_type="application/json")
         if not await self.store.read(self.store.knows_resource, info.gvr):
@@ -213,19 +227,27 @@ class OfflineResponder:
     async def _selected(
         self, info: RequestInfo, component: str
     ) -> tuple[ListRecord, list[StoredObject]] | None:
-        record = await self.store.read(
-            self.store.find_list, component, info.gvr, info.namespace, info.selector
-        )
-        if record is None:
+        for _ in range(_CANDIDATE_LISTS):
+            record = await self.store.read(
+                self.store.find_list, component, info.gvr, info.namespace, info.selector
+            )
+            if record is None:
+                return None
+            try:
+                objects = await self.store.read(
+                    self.store.list_objects,
+                    component,
+                    info.gvr,
+                    record.scope,
+                    record.selector,
+                    info.namespace,
+                )
+                break
+            except DamagedRecordError:
+                # That list was dropped (it lost an object): a broader one may still answer.
+                await self.store.settle()
+        else:
             return None
-        objects = await self.store.read(
-            self.store.list_objects,
-            component,
-            info.gvr,
-            record.scope,
-            record.selector,
-            info.namespace,
-        )
         if record.selector != info.selector:
             objects = _filter(objects, info.label_selector, info.field_selector)
         return record, objects

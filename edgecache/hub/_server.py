@@ -112,9 +112,11 @@ class HubServer:
             if not online:
                 if self.require_serving and stored == 0:
                     servers = ", ".join(settings.upstream.servers)
+                    why = "; ".join(self.store.problems)
                     raise UpstreamUnavailableError(
                         f"cannot reach the upstream API server ({servers}) and the store in "
                         f"{settings.cache_dir} is empty, so there is nothing to serve"
+                        + (f" (the store was damaged: {why})" if why else "")
                     )
                 log.warning("upstream unreachable at start: serving from the store (offline)")
             filters: list[ResponseFilter] = []
@@ -201,9 +203,26 @@ class HubServer:
         return web.Response(text="ok")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        """Ready while the hub can answer: online, or offline from a store found whole. Store
+        damage is named either way (online the hub still proxies everything)."""
+        notes: list[str] = []
+        problems = self.store.problems if self.store is not None else []
+        if problems:
+            notes.append("store damaged at start: " + "; ".join(problems))
+        damaged = self.store.damaged_rows if self.store is not None else 0
+        if damaged:
+            notes.append(f"{damaged} damaged store records dropped")
+        suffix = "".join(f"\n{note}" for note in notes)
         if self.health.online:
-            return web.Response(text="ok: online, proxying to " + self.upstream.current_server)
-        return web.Response(text="ok: offline, serving from the store")
+            return web.Response(
+                text="ok: online, proxying to " + self.upstream.current_server + suffix
+            )
+        if problems:
+            return web.Response(
+                status=503,
+                text="not ready: offline, and the store lost what was recorded before" + suffix,
+            )
+        return web.Response(text="ok: offline, serving from the store" + suffix)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await self.update_store_metrics()

@@ -10,8 +10,14 @@ list scope namespace, list selector, namespace, name), so two selectors of one c
 independent lists, and a deleted object disappears when a fresh list of its key replaces the old
 one. Single GETs use the pseudo-selector ``#get``. Discovery and other raw answers are stored per
 (component, request key). Credentials are kept only as HMAC-SHA256 digests with a per-store
-random salt, together with the (resource, namespace) pairs each one was allowed to read online
-(grants). Lists and raw answers nothing refreshed for a long time can be expired while online.
+random salt, together with the exact scope of each read the upstream answered them (grants).
+Lists and raw answers nothing refreshed for a long time can be expired while online.
+
+Integrity (:mod:`._integrity`): every row carries an xxh3 checksum of the fields that decide what
+is served and to whom, verified before the row is used. A damaged row is dropped (with the list
+it belonged to, which is no longer whole), logged once and counted, never served. A store file
+found empty or cut short, or unreadable, is reported (log, ``edgecache_hub_store_problems``,
+``/readyz``) and set aside rather than silently used as an empty or smaller store.
 
 All methods block; callers run them through :meth:`HubStore.read` / :meth:`HubStore.write`, which
 use one writer thread (sqlite allows one writer) and a few reader threads (WAL readers never wait
@@ -36,8 +42,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from edgecache.hub._integrity import file_problem, row_checksum
+from edgecache.metrics import HUB_STORE_PROBLEMS
+
 __all__ = [
     "GET_SELECTOR",
+    "STORE_FORMAT",
+    "DamagedRecordError",
     "HubStore",
     "ListRecord",
     "ObjectRow",
@@ -55,37 +66,66 @@ T = TypeVar("T")
 GET_SELECTOR = "#get"
 
 #: The store's format (``PRAGMA user_version``); older stores are migrated at open.
-#: 0/1: grants per (resource, namespace). 2: grants per exact read scope.
-STORE_FORMAT = 2
+#: 0/1: grants per (resource, namespace). 2: grants per exact read scope. 3: row checksums.
+STORE_FORMAT = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS lists (
     component TEXT NOT NULL, gvr TEXT NOT NULL, scope TEXT NOT NULL, selector TEXT NOT NULL,
     rv TEXT NOT NULL, kind TEXT NOT NULL, api_version TEXT NOT NULL, updated REAL NOT NULL,
+    checksum INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (component, gvr, scope, selector)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS objects (
     component TEXT NOT NULL, gvr TEXT NOT NULL, scope TEXT NOT NULL, selector TEXT NOT NULL,
     namespace TEXT NOT NULL, name TEXT NOT NULL, rv TEXT NOT NULL, labels TEXT NOT NULL,
-    body BLOB NOT NULL,
+    body BLOB NOT NULL, checksum INTEGER NOT NULL DEFAULT 0,
     UNIQUE (component, gvr, scope, selector, namespace, name)
 );
 CREATE INDEX IF NOT EXISTS objects_by_name ON objects (component, gvr, namespace, name);
 CREATE TABLE IF NOT EXISTS raw (
     component TEXT NOT NULL, key TEXT NOT NULL, status INTEGER NOT NULL,
     content_type TEXT NOT NULL, body BLOB NOT NULL, updated REAL NOT NULL,
+    checksum INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (component, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS credentials (
-    component TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (component, digest)
+    component TEXT NOT NULL, digest TEXT NOT NULL, checksum INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (component, digest)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS grants (
     component TEXT NOT NULL, digest TEXT NOT NULL, gvr TEXT NOT NULL, namespace TEXT NOT NULL,
-    name TEXT NOT NULL, selector TEXT NOT NULL,
+    name TEXT NOT NULL, selector TEXT NOT NULL, checksum INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (component, digest, gvr, namespace, name, selector)
 ) WITHOUT ROWID;
 """
+
+#: Per table: the columns a row's checksum covers, in order, and the primary key that
+#: identifies a row to drop (objects: its rowid).
+_CHECKED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "objects": (
+        ("component", "gvr", "scope", "selector", "namespace", "name", "rv", "labels", "body"),
+        ("rowid",),
+    ),
+    "lists": (
+        ("component", "gvr", "scope", "selector", "rv", "kind", "api_version"),
+        ("component", "gvr", "scope", "selector"),
+    ),
+    "raw": (
+        ("component", "key", "status", "content_type", "body"),
+        ("component", "key"),
+    ),
+    "credentials": (("component", "digest"), ("component", "digest")),
+    "grants": (
+        ("component", "digest", "gvr", "namespace", "name", "selector"),
+        ("component", "digest", "gvr", "namespace", "name", "selector"),
+    ),
+}
+
+
+class DamagedRecordError(Exception):
+    """A recorded list lost a row to damage: it was dropped; look for another answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,25 +189,54 @@ class HubStore:
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hub-store-read")
         self._salt = b""
         self._closed = False
+        #: Damage found when the store was opened (empty, truncated or unreadable file), as
+        #: one line each; the hub reports them on /readyz.
+        self.problems: list[str] = []
+        #: Rows dropped because they failed their checksum, since the store was opened.
+        self.damaged_rows = 0
+        self._reported: set[tuple[str, tuple[object, ...]]] = set()
+        self._reported_lock = threading.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------------
     @classmethod
     def open(cls, cache_dir: Path) -> HubStore:
-        """Open (creating if needed) the store in ``cache_dir``; a corrupt file is set aside."""
+        """Open (creating if needed) the store in ``cache_dir``. A file found empty, cut short
+        or unreadable is reported (``problems``, log, metric) and set aside, and a fresh store
+        starts in its place."""
         cache_dir.mkdir(parents=True, exist_ok=True)
-        store = cls(cache_dir / "hub.sqlite")
+        path = cache_dir / "hub.sqlite"
+        problems: list[str] = []
+        found = file_problem(path)
+        if found is not None:
+            kind, message = found
+            problems.append(cls._set_aside(path, kind, message))
+        store = cls(path)
         try:
             store._initialise()
         except sqlite3.DatabaseError as exc:
             store.close()
-            aside = store.path.with_name(f"hub.sqlite.corrupt-{int(time.time())}")
-            log.warning("hub store %s is unreadable (%s); moved to %s", store.path, exc, aside)
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(f"{store.path}{suffix}", f"{aside}{suffix}")
-            store = cls(cache_dir / "hub.sqlite")
+            problems.append(
+                cls._set_aside(path, "unreadable_file", f"{path} is unreadable ({exc})")
+            )
+            store = cls(path)
             store._initialise()
+        store.problems = problems
         return store
+
+    @staticmethod
+    def _set_aside(path: Path, kind: str, message: str) -> str:
+        """Move a damaged store file (and its WAL) aside, keeping it for a post-mortem."""
+        HUB_STORE_PROBLEMS.labels(kind=kind).inc()
+        label = {"unreadable_file": "corrupt"}.get(kind, kind.removesuffix("_file"))
+        aside = path.with_name(f"{path.name}.{label}-{int(time.time())}")
+        moved = False
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+                moved = moved or suffix == ""
+        report = f"{message}; moved to {aside.name}" if moved else message
+        log.error("hub store: %s; starting a fresh store", report)
+        return report
 
     def _initialise(self) -> None:
         # Owner-only from the first byte: sqlite gives the WAL and shared-memory files the
@@ -215,11 +284,39 @@ class HubStore:
                 self.path,
                 count,
             )
+            existing.discard("grants")
+        if version < 3:
+            self._add_checksums(conn, existing)
+
+    def _add_checksums(self, conn: sqlite3.Connection, existing: set[str]) -> None:
+        """Format 3: a checksum column on every table, computed over what the rows hold now
+        (a store of an older format has nothing to verify it against)."""
+        with _transaction(conn):
+            for table, (covered, key) in _CHECKED.items():
+                if table not in existing:
+                    continue
+                columns = {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+                if "checksum" not in columns:
+                    conn.execute(
+                        f"ALTER TABLE {table} ADD COLUMN checksum INTEGER NOT NULL DEFAULT 0"
+                    )
+                rows = conn.execute(f"SELECT {', '.join(key + covered)} FROM {table}").fetchall()
+                conn.executemany(
+                    f"UPDATE {table} SET checksum=? WHERE " + " AND ".join(f"{k}=?" for k in key),
+                    [(row_checksum(*row[len(key) :]), *row[: len(key)]) for row in rows],
+                )
+        log.info("hub store %s: checksums added (format %d)", self.path, STORE_FORMAT)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            # Each connection is used by its own thread only; check_same_thread=False lets
+            # close() really close them all (else the WAL outlives the store until GC).
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            # Text that a flipped bit made invalid UTF-8 must reach the checksum, not raise.
+            conn.text_factory = lambda data: data.decode("utf-8", "surrogateescape")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -241,6 +338,10 @@ class HubStore:
                     conn.close()
             self._connections.clear()
 
+    async def settle(self) -> None:
+        """Wait until the writes queued so far (drops of damaged rows included) are done."""
+        await self.write(lambda: None)
+
     # --- thread dispatch ----------------------------------------------------------------------
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking read method on a reader thread."""
@@ -260,7 +361,10 @@ class HubStore:
 
     def add_credential(self, component: str, digest: str) -> None:
         conn = self._conn()
-        conn.execute("INSERT OR IGNORE INTO credentials VALUES (?, ?)", (component, digest))
+        conn.execute(
+            "INSERT OR REPLACE INTO credentials VALUES (?, ?, ?)",
+            (component, digest, row_checksum(component, digest)),
+        )
 
     def add_grant(
         self, component: str, digest: str, gvr: str, namespace: str, name: str, selector: str
@@ -268,9 +372,10 @@ class HubStore:
         """The upstream answered this credential's read of exactly this scope (see
         ``RequestInfo.read_scope``: one named object, or a selector in a namespace or, with
         namespace "", cluster-wide) with success while online."""
+        fields = (component, digest, gvr, namespace, name, selector)
         self._conn().execute(
-            "INSERT OR IGNORE INTO grants VALUES (?, ?, ?, ?, ?, ?)",
-            (component, digest, gvr, namespace, name, selector),
+            "INSERT OR REPLACE INTO grants VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*fields, row_checksum(*fields)),
         )
 
     def has_grant(
@@ -279,40 +384,74 @@ class HubStore:
         """Whether an online answer to this credential already showed everything this read
         would: the same named object, or an unselected (or same-selector) list of its namespace
         or of the cluster."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT 1 FROM grants WHERE component=? AND digest=? AND gvr=? AND ("
-                "(name='' AND namespace IN (?, '') AND selector IN (?, '')) "
-                "OR (name<>'' AND name=? AND namespace=? AND selector=?)) LIMIT 1",
-                (component, digest, gvr, namespace, selector, name, namespace, selector),
-            )
-            .fetchone()
+        rows = self._conn().execute(
+            "SELECT component, digest, gvr, namespace, name, selector, checksum FROM grants "
+            "WHERE component=? AND digest=? AND gvr=? AND ("
+            "(name='' AND namespace IN (?, '') AND selector IN (?, '')) "
+            "OR (name<>'' AND name=? AND namespace=? AND selector=?))",
+            (component, digest, gvr, namespace, selector, name, namespace, selector),
         )
-        return row is not None
+        return any(self._intact("grants", row[:-1], row[-1], key=row[:-1]) for row in rows)
 
     def has_credential(self, component: str, digest: str) -> bool:
         row = (
             self._conn()
             .execute(
-                "SELECT 1 FROM credentials WHERE component = ? AND digest = ?", (component, digest)
+                "SELECT checksum FROM credentials WHERE component = ? AND digest = ?",
+                (component, digest),
             )
             .fetchone()
         )
-        return row is not None
+        fields = (component, digest)
+        return row is not None and self._intact("credentials", fields, row[0], key=fields)
+
+    # --- integrity ----------------------------------------------------------------------------
+    def _intact(
+        self,
+        table: str,
+        fields: Sequence[str | bytes | int],
+        checksum: int,
+        *,
+        key: Sequence[object],
+        list_key: Sequence[object] | None = None,
+    ) -> bool:
+        """Whether a row read back is the one written; a damaged one is dropped (with the
+        list it made incomplete, ``list_key``), logged once and counted."""
+        if row_checksum(*fields) == checksum:
+            return True
+        report = (table, tuple(key))
+        with self._reported_lock:
+            first = report not in self._reported
+            self._reported.add(report)
+        if first:
+            self.damaged_rows += 1
+            HUB_STORE_PROBLEMS.labels(kind="damaged_row").inc()
+            log.error(
+                "hub store %s: a %s record failed its checksum (disk or file damage); dropped, "
+                "not served (key %r)",
+                self.path,
+                table,
+                tuple(key),
+            )
+            with contextlib.suppress(RuntimeError):  # the store is closing
+                self._writer.submit(self._drop, table, tuple(key), list_key)
+        return False
+
+    def _drop(self, table: str, key: tuple[object, ...], list_key: Sequence[object] | None) -> None:
+        conn = self._conn()
+        columns = _CHECKED[table][1]
+        with _transaction(conn):
+            conn.execute(
+                f"DELETE FROM {table} WHERE " + " AND ".join(f"{c}=?" for c in columns), key
+            )
+            if list_key is not None and list_key[3] != GET_SELECTOR:
+                # The list lost an object: it no longer says what the upstream answered.
+                conn.execute(
+                    "DELETE FROM lists WHERE component=? AND gvr=? AND scope=? AND selector=?",
+                    tuple(list_key),
+                )
 
     # --- writes -------------------------------------------------------------------------------
-    def list_rv(self, component: str, gvr: str, scope: str, selector: str) -> str | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT rv FROM lists WHERE component=? AND gvr=? AND scope=? AND selector=?",
-                (component, gvr, scope, selector),
-            )
-            .fetchone()
-        )
-        return None if row is None else str(row[0])
-
     def replace_list(
         self,
         component: str,
@@ -333,12 +472,19 @@ class HubStore:
                 "DELETE FROM objects WHERE component=? AND gvr=? AND scope=? AND selector=?", key
             )
             conn.executemany(
-                "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?)",
-                [(*key, r.namespace, r.name, r.rv, r.labels, r.body) for r in rows],
+                "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [_object_values(key, r) for r in rows],
             )
             conn.execute(
-                "INSERT OR REPLACE INTO lists VALUES (?,?,?,?,?,?,?,?)",
-                (*key, rv, kind, api_version, time.time()),
+                "INSERT OR REPLACE INTO lists VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    *key,
+                    rv,
+                    kind,
+                    api_version,
+                    time.time(),
+                    row_checksum(*key, rv, kind, api_version),
+                ),
             )
             if not selector:
                 # A full list also proves which single-object GET answers are gone upstream.
@@ -388,22 +534,28 @@ class HubStore:
                         )
                 else:
                     conn.execute(
-                        "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?)",
-                        (*key, row.namespace, row.name, row.rv, row.labels, row.body),
+                        "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        _object_values(key, row),
                     )
             if rv is not None:
-                conn.execute(
-                    "UPDATE lists SET rv=?, updated=? WHERE component=? AND gvr=? AND scope=? "
+                listed = conn.execute(
+                    "SELECT kind, api_version FROM lists WHERE component=? AND gvr=? AND scope=? "
                     "AND selector=?",
-                    (rv, time.time(), *key),
-                )
+                    key,
+                ).fetchone()
+                if listed is not None:
+                    kind, api_version = str(listed[0]), str(listed[1])
+                    conn.execute(
+                        "UPDATE lists SET rv=?, updated=?, checksum=? WHERE component=? "
+                        "AND gvr=? AND scope=? AND selector=?",
+                        (rv, time.time(), row_checksum(*key, rv, kind, api_version), *key),
+                    )
 
     def put_object(self, component: str, gvr: str, row: ObjectRow) -> None:
         """Record a single-object GET answer."""
         key = (component, gvr, row.namespace, GET_SELECTOR)
         self._conn().execute(
-            "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?)",
-            (*key, row.namespace, row.name, row.rv, row.labels, row.body),
+            "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?,?)", _object_values(key, row)
         )
 
     def forget_object(self, component: str, gvr: str, namespace: str, name: str) -> None:
@@ -414,9 +566,10 @@ class HubStore:
         )
 
     def put_raw(self, component: str, key: str, response: RawResponse) -> None:
+        fields = (component, key, response.status, response.content_type, response.body)
         self._conn().execute(
-            "INSERT OR REPLACE INTO raw VALUES (?,?,?,?,?,?)",
-            (component, key, response.status, response.content_type, response.body, time.time()),
+            "INSERT OR REPLACE INTO raw VALUES (?,?,?,?,?,?,?)",
+            (*fields, time.time(), row_checksum(*fields)),
         )
 
     def expire(self, older_than: float) -> int:
@@ -444,12 +597,18 @@ class HubStore:
         row = (
             self._conn()
             .execute(
-                "SELECT status, content_type, body FROM raw WHERE component=? AND key=?",
+                "SELECT status, content_type, body, checksum FROM raw WHERE component=? AND key=?",
                 (component, key),
             )
             .fetchone()
         )
-        return None if row is None else RawResponse(int(row[0]), str(row[1]), bytes(row[2]))
+        if row is None:
+            return None
+        status, content_type, body = row[0], row[1], bytes(row[2])
+        fields = (component, key, status, content_type, body)
+        if not self._intact("raw", fields, row[3], key=(component, key)):
+            return None
+        return RawResponse(int(status), str(content_type), body)
 
     def has_raw_path(self, component: str, path: str) -> bool:
         """Whether some raw answer (e.g. a server-side table) was recorded for this path."""
@@ -478,37 +637,65 @@ class HubStore:
                 continue
             seen.add((scope, sel))
             row = conn.execute(
-                "SELECT rv, kind, api_version FROM lists WHERE component=? AND gvr=? AND scope=? "
-                "AND selector=?",
+                "SELECT rv, kind, api_version, checksum FROM lists WHERE component=? AND gvr=? "
+                "AND scope=? AND selector=?",
                 (component, gvr, scope, sel),
             ).fetchone()
-            if row is not None:
+            if row is None:
+                continue
+            list_key = (component, gvr, scope, sel)
+            if self._intact("lists", (*list_key, *row[:3]), row[3], key=list_key):
                 return ListRecord(scope, sel, str(row[0]), str(row[1]), str(row[2]))
         return None
 
     def list_objects(
         self, component: str, gvr: str, scope: str, selector: str, namespace: str
     ) -> list[StoredObject]:
-        """Objects of one list key, ordered by (namespace, name), optionally one namespace."""
+        """Objects of one list key, ordered by (namespace, name), optionally one namespace.
+
+        Raises :class:`DamagedRecordError` when a row fails its checksum: the row and the list
+        are dropped, and a list with a hole must not be served as the whole answer.
+        """
+        list_key = (component, gvr, scope, selector)
         rows = self._conn().execute(
-            "SELECT namespace, name, labels, body FROM objects WHERE component=? AND gvr=? "
-            "AND scope=? AND selector=? AND (?='' OR namespace=?) ORDER BY namespace, name",
-            (component, gvr, scope, selector, namespace, namespace),
+            "SELECT rowid, namespace, name, rv, labels, body, checksum FROM objects "
+            "WHERE component=? AND gvr=? AND scope=? AND selector=? AND (?='' OR namespace=?) "
+            "ORDER BY namespace, name",
+            (*list_key, namespace, namespace),
         )
-        return [StoredObject(r[0], r[1], r[2], bytes(r[3])) for r in rows]
+        result: list[StoredObject] = []
+        damaged = False
+        for rowid, ns, name, rv, labels, body, checksum in rows:
+            body = bytes(body)
+            fields = (*list_key, ns, name, rv, labels, body)
+            if self._intact("objects", fields, checksum, key=(rowid,), list_key=list_key):
+                result.append(StoredObject(ns, name, labels, body))
+            else:
+                damaged = True
+        if damaged:
+            raise DamagedRecordError(f"a recorded list of {gvr} lost objects to damage")
+        return result
 
     def get_object(self, component: str, gvr: str, namespace: str, name: str) -> bytes | None:
-        """The most recently recorded copy of one object, from any list or GET of the component."""
-        row = (
-            self._conn()
-            .execute(
-                "SELECT body FROM objects WHERE component=? AND gvr=? AND namespace=? AND name=? "
-                "ORDER BY rowid DESC LIMIT 1",
-                (component, gvr, namespace, name),
-            )
-            .fetchone()
+        """The most recently recorded intact copy of one object, from any list or GET of the
+        component. Damaged copies are dropped on the way; when no intact one is left,
+        :class:`DamagedRecordError` (the object was recorded: "not found" would be a lie)."""
+        rows = self._conn().execute(
+            "SELECT rowid, scope, selector, rv, labels, body, checksum FROM objects "
+            "WHERE component=? AND gvr=? AND namespace=? AND name=? ORDER BY rowid DESC",
+            (component, gvr, namespace, name),
         )
-        return None if row is None else bytes(row[0])
+        damaged = False
+        for rowid, scope, selector, rv, labels, body, checksum in rows:
+            body = bytes(body)
+            list_key = (component, gvr, scope, selector)
+            fields = (*list_key, namespace, name, rv, labels, body)
+            if self._intact("objects", fields, checksum, key=(rowid,), list_key=list_key):
+                return body
+            damaged = True
+        if damaged:
+            raise DamagedRecordError(f"every recorded copy of {gvr} {namespace}/{name} is damaged")
+        return None
 
     def knows_resource(self, gvr: str) -> bool:
         """Whether any component ever recorded this resource (else offline answers 404)."""
@@ -537,6 +724,12 @@ class HubStore:
             with contextlib.suppress(OSError):
                 size += os.stat(f"{self.path}{suffix}").st_size
         return count, size
+
+
+def _object_values(key: Sequence[str], row: ObjectRow) -> tuple[object, ...]:
+    """An objects-table row (list key, identity, content, checksum) for INSERT."""
+    fields: tuple[str | bytes, ...] = (*key, row.namespace, row.name, row.rv, row.labels, row.body)
+    return (*fields, row_checksum(*fields))
 
 
 @contextlib.contextmanager
