@@ -21,12 +21,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "RESULTS_DIR",
     "MiB",
     "compare",
+    "interleave",
     "machine",
     "print_table",
     "ratio",
@@ -38,6 +39,29 @@ MiB = 1024 * 1024
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
+T = TypeVar("T")
+
+
+def interleave(
+    cases: Mapping[str, Callable[[], T]],
+    *,
+    rounds: int,
+    setup: Mapping[str, Callable[[], object]] | None = None,
+) -> dict[str, list[T]]:
+    """Run each case once per round, ``rounds`` times, interleaved (A B C, A B C...).
+
+    Returns, per case, what each of its runs returned. Interleaving spreads the load of other
+    processes on the machine over all cases instead of penalising whichever ran during a busy
+    spell. ``setup[name]`` runs before each run of ``name``. For cases that measure themselves
+    (a child process reporting its own timings); :func:`compare` times plain callables.
+    """
+    results: dict[str, list[T]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            if setup and name in setup:
+                setup[name]()
+            results[name].append(fn())
+    return results
 
 
 def compare(
@@ -46,26 +70,27 @@ def compare(
     rounds: int,
     setup: Mapping[str, Callable[[], object]] | None = None,
 ) -> dict[str, tuple[float, list[float]]]:
-    """Time each case once per round, ``rounds`` times, interleaved (A B C, A B C...).
+    """Time each case once per round, ``rounds`` times, interleaved (:func:`interleave`).
 
-    Returns, per case, (fastest wall time in seconds, every time). Interleaving spreads the load
-    of other processes on the machine over all cases instead of penalising whichever ran during
-    a busy spell; best-of-N then measures what the code can do here. ``setup[name]`` runs before
-    each timed run of ``name``, untimed. The garbage collector is paused while timing.
+    Returns, per case, (fastest wall time in seconds, every time); best-of-N measures what the
+    code can do here. ``setup[name]`` runs before each timed run of ``name``, untimed. The
+    garbage collector is paused while timing.
     """
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, fn in cases.items():
-            if setup and name in setup:
-                setup[name]()
+
+    def timed(fn: Callable[[], object]) -> Callable[[], float]:
+        def run() -> float:
             gc.collect()
             gc.disable()
             try:
                 started = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - started)
+                return time.perf_counter() - started
             finally:
                 gc.enable()
+
+        return run
+
+    times = interleave({name: timed(fn) for name, fn in cases.items()}, rounds=rounds, setup=setup)
     return {name: (min(t), t) for name, t in times.items()}
 
 
