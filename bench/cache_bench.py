@@ -109,6 +109,8 @@ def write_random(path: str, size: int) -> str:
 
 
 def edgecache_fs(cache_dir: str, **options: Any) -> Any:
+    """An edgecache filesystem over ``file://``. Give each store setting (``mem_quota``) a cache
+    directory of its own: a process opens a directory once, with its first opener's quotas."""
     return fsspec.filesystem(
         "edgecache",
         target_protocol="file",
@@ -126,11 +128,9 @@ def wanted(name: str, words: list[str]) -> bool:
 
 
 def large_file_bench(work: str, size: int, runs: int, words: list[str]) -> dict[str, Any]:
-    from edgecache.cache import TieredCache
-
     src = os.path.join(work, "large.bin")
     expected = write_random(src, size)
-    cache_dir = os.path.join(work, "edgecache")
+    cache_dir = os.path.join(work, "edgecache-{}")
     simple = fsspec.filesystem(
         "simplecache", target_protocol="file", cache_storage=os.path.join(work, "simplecache")
     )
@@ -140,12 +140,11 @@ def large_file_bench(work: str, size: int, runs: int, words: list[str]) -> dict[
     block = fsspec.filesystem(
         "blockcache", target_protocol="file", cache_storage=os.path.join(work, "blockcache")
     )
-    ec_ssd = edgecache_fs(cache_dir, mem_quota="0")
-    ec_mem = edgecache_fs(cache_dir, mem_quota="512MiB")
-    # What a fresh process gets: its own TieredCache on the same (warm) directory, MEM empty.
-    ec_fresh = edgecache_fs(cache_dir, mem_quota="512MiB")
-    ec_fresh.cache = TieredCache(ec_fresh.settings)
-    ec_options = {"cache_dir": os.path.join(work, "edgecache-user"), "mem_quota": "1MiB"}
+    ec_ssd = edgecache_fs(cache_dir.format("ssd"), mem_quota="0")
+    ec_mem = edgecache_fs(cache_dir.format("mem"), mem_quota="512MiB")
+    # What a fresh process gets: a warm directory, MEM emptied before each run.
+    ec_fresh = edgecache_fs(cache_dir.format("fresh"), mem_quota="512MiB")
+    ec_options = {"cache_dir": cache_dir.format("user"), "mem_quota": "1MiB"}
     simple_options = {"cache_storage": os.path.join(work, "simplecache-user")}
 
     peers: dict[str, Callable[[], Any]] = {
@@ -188,7 +187,6 @@ def large_file_bench(work: str, size: int, runs: int, words: list[str]) -> dict[
             entry["MB_s"] = size / entry["seconds_median"] / 1e6
     for fs in (ec_ssd, ec_mem, ec_fresh):
         fs.cache.flush()
-    ec_fresh.cache.close()
     return results
 
 
@@ -202,15 +200,15 @@ def small_files_bench(
     for p in paths:
         with open(p, "wb") as f:
             f.write(os.urandom(file_size))
-    cache_dir = os.path.join(work, "edgecache-small")
+    cache_dir = os.path.join(work, "edgecache-small-{}")
     simple = fsspec.filesystem(
         "simplecache", target_protocol="file", cache_storage=os.path.join(work, "sc-small")
     )
     whole = fsspec.filesystem(
         "filecache", target_protocol="file", cache_storage=os.path.join(work, "fc-small")
     )
-    ec_mem = edgecache_fs(cache_dir)
-    ec_ssd = edgecache_fs(cache_dir, mem_quota="0")
+    ec_mem = edgecache_fs(cache_dir.format("default"))
+    ec_ssd = edgecache_fs(cache_dir.format("ssd"), mem_quota="0")
 
     def loop(open_file: Callable[[str], Any]) -> Callable[[], int]:
         def run() -> int:
@@ -244,9 +242,11 @@ def small_files_bench(
         "fsspec filecache" + USER_PATH: user_loop(
             "filecache", cache_storage=os.path.join(work, "fc-small")
         ),
-        "edgecache default" + USER_PATH: user_loop("edgecache", cache_dir=cache_dir),
+        "edgecache default" + USER_PATH: user_loop(
+            "edgecache", cache_dir=cache_dir.format("user-default")
+        ),
         "edgecache SSD (mem_quota=0)" + USER_PATH: user_loop(
-            "edgecache", cache_dir=cache_dir, mem_quota="0"
+            "edgecache", cache_dir=cache_dir.format("user-ssd"), mem_quota="0"
         ),
     }
     readers = {name: run for name, run in readers.items() if wanted(name, words)}
