@@ -23,9 +23,14 @@ from edgecache.errors import ConfigError, quoted
 from edgecache.yamlio import load_yaml_documents
 
 __all__ = [
+    "OPTION_FIELDS",
     "CacheSettings",
     "Compression",
+    "HealthSettings",
+    "MetadataSettings",
+    "ReadSettings",
     "SSDDirectory",
+    "StoreSettings",
     "default_cache_dir",
     "parse_ratio",
     "parse_size",
@@ -125,18 +130,19 @@ class SSDDirectory:
 
 
 @dataclass(frozen=True)
-class CacheSettings:
-    """Everything the tiered cache and the filesystem need to know. All sizes are bytes."""
+class StoreSettings:
+    """What a cache directory holds and how much: the store one process opens per directory.
+
+    The first filesystem of a process to open a directory decides these for the process (its
+    caches are shared by every later one, whatever their read settings)."""
 
     cache_dir: str = field(default_factory=default_cache_dir)
-    """Root of the SSD tier: index, block files and lock files live below it."""
-    block_size: int = 4 * MiB
-    """Unit of caching and fetching. 4 MiB: large enough that one ranged GET over a 30 ms link
-    moves far more data than it waits, small enough that random reads waste little."""
+    """Root of the SSD tier: index, block files, lock files and the metadata cache."""
     mem_quota: int = 256 * MiB
-    """MEM tier bound, per process. 256 MiB holds a working set of 64 default blocks."""
+    """MEM tier bound in bytes, per process. 256 MiB holds a working set of 64 default
+    blocks."""
     ssd_quota: int = 10 * GiB
-    """SSD tier bound for ``cache_dir`` when ``ssd_dirs`` is not given."""
+    """SSD tier bound in bytes for ``cache_dir`` when ``ssd_dirs`` is not given."""
     ssd_high: float = 0.95
     """When usage would pass ``ssd_high * quota``, evict..."""
     ssd_low: float = 0.85
@@ -149,22 +155,8 @@ class CacheSettings:
     """A block is stored compressed only if LZ4 saves at least this fraction of its size."""
     eviction_policy: str = "s3fifo"
     """Name of the eviction policy (``s3fifo``, ``lru``): see :mod:`edgecache.cache.eviction`."""
-    metadata_ttl: float = 60.0
-    """Seconds a listing or object info is trusted before the backend is asked again."""
-    readahead_blocks: int = 4
-    """Blocks fetched ahead, in parallel, once a file is read sequentially."""
-    fetch_concurrency: int = 16
-    """Most block fetches in flight per filesystem: at 30 ms RTT and 100 Mbit/s, 16 requests
-    for small objects keep the link full; for 4 MiB blocks a few would do."""
-    backend_probe_interval: float = 5.0
-    """Seconds between reachability probes while a backend is offline: notices a link coming
-    back within seconds, and costs nothing on a dead link."""
-    scan_ahead_files: int = 16
-    """Files whose first block is fetched ahead once a directory is read in name order."""
 
     def __post_init__(self) -> None:
-        if self.block_size < 4096:
-            raise ConfigError(f"block_size: must be at least 4KiB, got {self.block_size}")
         if not 0 < self.ssd_low <= self.ssd_high <= 1:
             raise ConfigError(
                 f"ssd_low/ssd_high: need 0 < low <= high <= 1, got low={self.ssd_low} "
@@ -174,22 +166,210 @@ class CacheSettings:
             raise ConfigError(
                 f"compression: {quoted(self.compression)} is not one of auto, lz4, none"
             )
-        if not self.backend_probe_interval > 0:
-            raise ConfigError(
-                f"backend_probe_interval: must be > 0 seconds, got {self.backend_probe_interval}"
-            )
-        if self.metadata_ttl < 0:
-            raise ConfigError(f"metadata_ttl: must be >= 0 seconds, got {self.metadata_ttl}")
-        if self.readahead_blocks < 0 or self.scan_ahead_files < 0 or self.fetch_concurrency < 1:
-            raise ConfigError(
-                "readahead_blocks and scan_ahead_files must be >= 0, fetch_concurrency >= 1"
-            )
 
     @property
     def ssd_directories(self) -> tuple[SSDDirectory, ...]:
         """The SSD directories in effect (``cache_dir`` alone unless ``ssd_dirs`` is set)."""
         return self.ssd_dirs or (SSDDirectory(self.cache_dir, self.ssd_quota),)
 
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """How a filesystem reads: each filesystem's own, passed with each call to the engine."""
+
+    block_size: int = 4 * MiB
+    """Unit of caching and fetching, in bytes. 4 MiB: large enough that one ranged GET over a
+    30 ms link moves far more data than it waits, small enough that random reads waste
+    little."""
+    readahead_blocks: int = 4
+    """Blocks fetched ahead, in parallel, once a file is read sequentially."""
+    fetch_concurrency: int = 16
+    """Most block fetches in flight per read engine (the node's link is shared by every
+    filesystem of the process; the first to open the engine sizes it): at 30 ms RTT and
+    100 Mbit/s, 16 requests for small objects keep the link full; for 4 MiB blocks a few
+    would do."""
+    scan_ahead_files: int = 16
+    """Files whose first block is fetched ahead once a directory is read in name order."""
+
+    def __post_init__(self) -> None:
+        if self.block_size < 4096:
+            raise ConfigError(f"block_size: must be at least 4KiB, got {self.block_size}")
+        if self.readahead_blocks < 0 or self.scan_ahead_files < 0 or self.fetch_concurrency < 1:
+            raise ConfigError(
+                "readahead_blocks and scan_ahead_files must be >= 0, fetch_concurrency >= 1"
+            )
+
+
+@dataclass(frozen=True)
+class MetadataSettings:
+    """How long listings and object infos are trusted (each filesystem's own)."""
+
+    ttl_seconds: float = 60.0
+    """Seconds a listing or object info is trusted before the backend is asked again (the
+    storage option ``metadata_ttl``). A minute makes a training loop's opens free and still
+    notices a changed object soon; offline, older entries are served anyway."""
+
+    def __post_init__(self) -> None:
+        if self.ttl_seconds < 0:
+            raise ConfigError(f"metadata_ttl: must be >= 0 seconds, got {self.ttl_seconds}")
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """How the read engine watches a backend it found unreachable (the engine's, node-level)."""
+
+    probe_interval_seconds: float = 5.0
+    """Seconds between reachability probes while a backend is offline (the storage option
+    ``backend_probe_interval``): notices a link coming back within seconds, and costs nothing
+    on a dead link."""
+
+    def __post_init__(self) -> None:
+        if not self.probe_interval_seconds > 0:
+            raise ConfigError(
+                f"backend_probe_interval: must be > 0 seconds, got {self.probe_interval_seconds}"
+            )
+
+
+_GROUPS: dict[str, type[Any]] = {
+    "store": StoreSettings,
+    "read": ReadSettings,
+    "metadata": MetadataSettings,
+    "health": HealthSettings,
+}
+#: Storage-option name (design section 2.3, flat as users write them) -> (group, field).
+OPTION_FIELDS: dict[str, tuple[str, str]] = {
+    **{f.name: (group, f.name) for group, cls in _GROUPS.items() for f in fields(cls)},
+    "metadata_ttl": ("metadata", "ttl_seconds"),
+    "backend_probe_interval": ("health", "probe_interval_seconds"),
+}
+del OPTION_FIELDS["ttl_seconds"], OPTION_FIELDS["probe_interval_seconds"]
+
+
+@dataclass(frozen=True, init=False)
+class CacheSettings:
+    """Everything the cache, the read engine and the filesystem are configured with, grouped by
+    concern: :attr:`store` (the directory and its quotas), :attr:`read` (block size,
+    read-ahead), :attr:`metadata` (TTL), :attr:`health` (probing an offline backend).
+
+    Built from the flat storage-option names users write (design section 2.3:
+    ``CacheSettings(cache_dir=..., block_size=...)``, :meth:`from_options`), or from groups
+    (``CacheSettings(read=ReadSettings(block_size=...))``); the flat names also read back
+    (``settings.block_size``).
+    """
+
+    store: StoreSettings
+    read: ReadSettings
+    metadata: MetadataSettings
+    health: HealthSettings
+
+    def __init__(
+        self,
+        *,
+        store: StoreSettings | None = None,
+        read: ReadSettings | None = None,
+        metadata: MetadataSettings | None = None,
+        health: HealthSettings | None = None,
+        **options: Any,
+    ) -> None:
+        groups: dict[str, Any] = {
+            "store": store or StoreSettings(),
+            "read": read or ReadSettings(),
+            "metadata": metadata or MetadataSettings(),
+            "health": health or HealthSettings(),
+        }
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in options.items():
+            if name not in OPTION_FIELDS:
+                raise TypeError(f"CacheSettings() got an unexpected keyword argument {name!r}")
+            group, attr = OPTION_FIELDS[name]
+            changes.setdefault(group, {})[attr] = value
+        for group, values in changes.items():
+            groups[group] = replace(groups[group], **values)
+        for group, value in groups.items():
+            object.__setattr__(self, group, value)
+
+    # --- the flat names (storage options), read back -------------------------------------------
+    @property
+    def cache_dir(self) -> str:
+        """``store.cache_dir``."""
+        return self.store.cache_dir
+
+    @property
+    def mem_quota(self) -> int:
+        """``store.mem_quota`` (bytes)."""
+        return self.store.mem_quota
+
+    @property
+    def ssd_quota(self) -> int:
+        """``store.ssd_quota`` (bytes)."""
+        return self.store.ssd_quota
+
+    @property
+    def ssd_high(self) -> float:
+        """``store.ssd_high``."""
+        return self.store.ssd_high
+
+    @property
+    def ssd_low(self) -> float:
+        """``store.ssd_low``."""
+        return self.store.ssd_low
+
+    @property
+    def ssd_dirs(self) -> tuple[SSDDirectory, ...]:
+        """``store.ssd_dirs``."""
+        return self.store.ssd_dirs
+
+    @property
+    def ssd_directories(self) -> tuple[SSDDirectory, ...]:
+        """``store.ssd_directories``: the SSD directories in effect."""
+        return self.store.ssd_directories
+
+    @property
+    def compression(self) -> Compression:
+        """``store.compression``."""
+        return self.store.compression
+
+    @property
+    def compression_min_saving(self) -> float:
+        """``store.compression_min_saving``."""
+        return self.store.compression_min_saving
+
+    @property
+    def eviction_policy(self) -> str:
+        """``store.eviction_policy``."""
+        return self.store.eviction_policy
+
+    @property
+    def block_size(self) -> int:
+        """``read.block_size`` (bytes)."""
+        return self.read.block_size
+
+    @property
+    def readahead_blocks(self) -> int:
+        """``read.readahead_blocks``."""
+        return self.read.readahead_blocks
+
+    @property
+    def fetch_concurrency(self) -> int:
+        """``read.fetch_concurrency``."""
+        return self.read.fetch_concurrency
+
+    @property
+    def scan_ahead_files(self) -> int:
+        """``read.scan_ahead_files``."""
+        return self.read.scan_ahead_files
+
+    @property
+    def metadata_ttl(self) -> float:
+        """``metadata.ttl_seconds``."""
+        return self.metadata.ttl_seconds
+
+    @property
+    def backend_probe_interval(self) -> float:
+        """``health.probe_interval_seconds``."""
+        return self.health.probe_interval_seconds
+
+    # --- building ------------------------------------------------------------------------------
     @classmethod
     def from_options(
         cls, options: Mapping[str, Any], *, base: CacheSettings | None = None
@@ -199,20 +379,26 @@ class CacheSettings:
         Unknown names are refused with the list of known ones, so a typo never silently falls
         back to a default.
         """
-        known = {f.name for f in fields(cls)}
         changes: dict[str, Any] = {}
         for name, value in options.items():
-            if name not in known:
+            if name not in OPTION_FIELDS:
                 raise ConfigError(
                     f"unknown cache option {quoted(name)}; known options: "
-                    + ", ".join(sorted(known))
+                    + ", ".join(sorted(OPTION_FIELDS))
                 )
             changes[name] = _convert(name, value)
-        return replace(base or cls(), **changes)
+        base = base or cls()
+        return cls(
+            store=base.store,
+            read=base.read,
+            metadata=base.metadata,
+            health=base.health,
+            **changes,
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain data (for ``--json`` output and logs)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        """Plain data under the storage-option names (for ``--json`` output and logs)."""
+        out = {name: getattr(self, name) for name in OPTION_FIELDS}
         out["ssd_dirs"] = [{"path": d.path, "quota": d.quota_bytes} for d in self.ssd_dirs]
         return out
 

@@ -84,11 +84,11 @@ class ReadEngine:
         self.identity = backend.identity
         """Backend identity: part of every block and metadata key."""
         self.settings = settings
-        self.health = BackendHealth(backend, probe_interval=settings.backend_probe_interval)
-        self.scans = ScanDetector(settings.scan_ahead_files)
+        self.health = BackendHealth(backend, probe_interval=settings.health.probe_interval_seconds)
+        self.scans = ScanDetector(settings.read.scan_ahead_files)
         self._dir_misses: dict[str, int] = {}
         self._listing_flights: dict[str, asyncio.Future[list[CachedInfo]]] = {}
-        self._backend_source = BackendSource(self, concurrency=settings.fetch_concurrency)
+        self._backend_source = BackendSource(self, concurrency=settings.read.fetch_concurrency)
         self._sources: list[BlockSource] = [self._backend_source]
         self._pid = os.getpid()
 

@@ -57,13 +57,13 @@ def engine_for(
     options: Mapping[str, Any] | None = None,
     backend: Backend | None = None,
 ) -> ReadEngine:
-    """The engine of this process for ``settings.cache_dir`` and the backend ``protocol`` +
+    """The engine of this process for ``settings.store.cache_dir`` and the backend ``protocol`` +
     ``options`` (or the given ``backend`` object, which then gets an engine of its own)."""
     with _lock:
         request: tuple[str, str, str] | None = None
         if backend is None:
             options = backend_options(options)
-            request = (settings.cache_dir, protocol, tokenize(protocol, options))
+            request = (settings.store.cache_dir, protocol, tokenize(protocol, options))
             found = _by_request.get(request)
             if found is not None and not found.closed:
                 return found
@@ -82,7 +82,7 @@ def engine_for(
 
 
 def _store(settings: CacheSettings) -> Store:
-    directory = os.path.realpath(settings.cache_dir)
+    directory = os.path.realpath(settings.store.cache_dir)
     store = _stores.get(directory)
     if store is None or store.closed:
         store = _stores[directory] = Store(settings)

@@ -26,12 +26,13 @@ class Store:
     """The tiered block cache and the metadata cache of one cache directory."""
 
     def __init__(self, settings: CacheSettings) -> None:
-        self.directory = os.path.realpath(settings.cache_dir)
+        self.directory = os.path.realpath(settings.store.cache_dir)
         """Real path of the cache directory (the registry's key)."""
         self.settings = settings
         self.blocks = TieredCache(settings)
         self.metadata = MetadataCache(
-            os.path.join(settings.cache_dir, METADATA_DB), ttl_seconds=settings.metadata_ttl
+            os.path.join(settings.store.cache_dir, METADATA_DB),
+            ttl_seconds=settings.metadata.ttl_seconds,
         )
         self.closed = False
 

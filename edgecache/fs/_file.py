@@ -105,14 +105,15 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def _switch_to_current_version(self) -> None:
         fs = self._ec_fs
-        self.plan = sync(fs.loop, self._engine.replan, self.plan, ttl=fs.settings.metadata_ttl)
+        ttl = fs.settings.metadata.ttl_seconds
+        self.plan = sync(fs.loop, self._engine.replan, self.plan, ttl=ttl)
         self.size = self.cache.size = self.plan.size
         self._held = None
         self._next_sequential = self._window = self._ahead_until = 0
 
     def _plan_readahead(self, start: int, end: int) -> None:
         plan = self.plan
-        limit = self._ec_fs.settings.readahead_blocks
+        limit = self._ec_fs.settings.read.readahead_blocks
         if limit <= 0:
             return
         if start == self._next_sequential and start > 0:

@@ -140,11 +140,11 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
 
     @property
     def _ttl(self) -> float:
-        return self.settings.metadata_ttl
+        return self.settings.metadata.ttl_seconds
 
     @property
     def _block_size(self) -> int:
-        return self.settings.block_size
+        return self.settings.read.block_size
 
     # --- paths ---------------------------------------------------------------------------------
     @classmethod
@@ -254,7 +254,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         streamed block by block with read-ahead, so memory stays bounded. The first path that
         fails raises its error after the bytes of the paths before it.
         """
-        small_limit = 2 * self.settings.block_size
+        small_limit = 2 * self._block_size
         for start in range(0, len(paths), batch):
             group = list(paths[start : start + batch])
             infos = sync(self.loop, self._gather, [self._info(p) for p in group])
@@ -282,7 +282,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
                     yield data
                     continue
                 with self.open(path, "rb") as f:
-                    while chunk := f.read(self.settings.block_size):
+                    while chunk := f.read(self._block_size):
                         yield chunk
 
     @staticmethod
@@ -300,7 +300,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             lpath,
             block_size=self._block_size,
             ttl=self._ttl,
-            step_blocks=self.settings.fetch_concurrency,
+            step_blocks=self.settings.read.fetch_concurrency,
         )
 
     def _open(
@@ -315,7 +315,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         target = self._target(path)
         if "r" in mode and "+" not in mode:
             plan = self._plan(target)
-            self.engine.opened(plan, ahead=self.settings.scan_ahead_files)
+            self.engine.opened(plan, ahead=self.settings.read.scan_ahead_files)
             return EdgeCacheFile(self, plan)
         self._forget(target)
         handle = self.backend.fs.open(target, mode, block_size=block_size, **kwargs)

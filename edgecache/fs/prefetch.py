@@ -200,7 +200,7 @@ async def prefetch(
     """
     report = PrefetchReport(dry_run=dry_run)
     engine = fs.engine
-    block_size, ttl = fs.settings.block_size, fs.settings.metadata_ttl
+    block_size, ttl = fs.settings.read.block_size, fs.settings.metadata.ttl_seconds
     per_target: list[tuple[str, dict[str, dict[str, Any]]]] = []
     for target in targets:
         per_target.append((target, await _expand(fs, fs.object_path(target), report)))
@@ -270,7 +270,7 @@ async def prefetch(
                 report.files_loaded += 1
             tick()
 
-    workers = max(1, parallel or fs.settings.fetch_concurrency)
+    workers = max(1, parallel or fs.settings.read.fetch_concurrency)
     tick(force=True)
     await asyncio.gather(*(worker() for _ in range(workers)))
     report.finished = time.monotonic()

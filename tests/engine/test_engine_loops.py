@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import Bucket
+from enginetestlib import Bucket
 
 _SCRIPT = r"""
 import json, sys

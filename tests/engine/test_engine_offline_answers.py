@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 import zarr
-from conftest import Bucket
 from edgecache_testservers.wan import WANEmulator, WANProfile
+from enginetestlib import Bucket
 
 ROWS = 500
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import fsspec
 import pytest
-from conftest import Bucket
+from enginetestlib import Bucket
 
 from edgecache.fs import EdgeCacheFileSystem
 
