@@ -332,6 +332,19 @@ class TieredCache:
         """Store a block that was obtained elsewhere (prefetch, peers)."""
         self._store(key, data)
 
+    def put_soon(self, blocks: list[tuple[BlockKey, bytes]]) -> None:
+        """Store small blocks just fetched (the pages of a sparse read) without making the
+        reader wait for the disk: held in memory at once (the read buffer), written to the
+        SSD tier (and MEM) on an I/O thread."""
+        for key, data in blocks:
+            self.mem.hold(key.digest, data)
+        self._io.submit(self._store_all, blocks).add_done_callback(_log_store_failure)
+
+    def _store_all(self, blocks: list[tuple[BlockKey, bytes]]) -> None:
+        for key, data in blocks:
+            if not self.ssd.contains(key):
+                self.ssd.write(key, data)
+
     def invalidate(self, keys: list[BlockKey]) -> None:
         """Drop blocks of an object version that was overwritten or deleted."""
         for key in keys:
@@ -408,6 +421,11 @@ class TieredCache:
             for k, v in list(_SHARED.items()):
                 if v is self:
                     del _SHARED[k]
+
+
+def _log_store_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("storing fetched pages failed: %s", future.exception())
 
 
 def _retrieve(waiter: asyncio.Future[bytes]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 import io
@@ -42,7 +43,9 @@ from edgecache.engine._metadata import CachedInfo, MetadataCache, _parent
 from edgecache.engine._plan import ReadPlan
 from edgecache.engine._scan import ScanDetector
 from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
+from edgecache.engine._sparse import SparsePlanner
 from edgecache.engine._store import Store
+from edgecache.engine._tree import split_tree
 from edgecache.errors import BackendUnavailableError, ObjectChangedError
 
 __all__ = ["ReadEngine"]
@@ -90,6 +93,10 @@ class ReadEngine:
         self._listing_flights: dict[str, asyncio.Future[list[CachedInfo]]] = {}
         self._backend_source = BackendSource(self, concurrency=settings.read.fetch_concurrency)
         self._sources: list[BlockSource] = [self._backend_source]
+        self.sparse = SparsePlanner()
+        """Which small misses fetch pages instead of whole blocks."""
+        self._trees: dict[str, float] = {}
+        """Directory -> when its whole tree was listed flat (monotonic seconds)."""
         self._pid = os.getpid()
 
     # --- what it runs on -----------------------------------------------------------------------
@@ -258,6 +265,48 @@ class ReadEngine:
         # Shielded: a caller giving up must not cancel the listing the others wait for.
         return await asyncio.shield(flight)
 
+    @on_engine_loop
+    async def list_tree(self, path: str, *, ttl: float) -> bool:
+        """Cache the listing of directory ``path`` and of every directory below it, from one
+        flat recursive listing (an object store lists a prefix without delimiter, a thousand
+        keys a request, where a walk costs a request per directory, level after level).
+
+        ``find``/``glob`` then walk the tree from the metadata cache, and later ``ls``/``info``
+        of any level are answered from it (offline too). Within ``ttl`` of the last flat
+        listing nothing is asked. False when there is nothing to store (``path`` is a file,
+        missing, empty) or the backend is unreachable: the caller walks the cached listings
+        or level by level, which tells those cases apart.
+        """
+        listed = self._trees.get(path)
+        if (
+            listed is not None
+            and time.monotonic() - listed <= ttl
+            and self.metadata.listing(self.identity, path, max_age=ttl) is not None
+        ):
+            return True
+        try:
+            found = await self._ask(
+                f"the tree below {path}", "find", path, withdirs=True, detail=True
+            )
+        except (BackendUnavailableError, FileNotFoundError):
+            return False
+        entries = found.values() if isinstance(found, Mapping) else found
+        tree = split_tree(path, entries)
+        if tree.root_file is not None or tree.listings == {tree.root: []}:
+            return False
+        for directory, children in tree.listings.items():
+            if self.metadata.listing(self.identity, directory, max_age=ttl) is not None:
+                continue  # listed by itself lately: keep that answer (and its order)
+            self.metadata.put_listing(
+                self.identity, directory, [(_normal(i), self._version(i)) for i in children]
+            )
+        if self.metadata.info(self.identity, path, max_age=ttl) is None:
+            self.metadata.put_info(
+                self.identity, path, {"name": path, "size": 0, "type": "directory"}, ""
+            )
+        self._trees[path] = time.monotonic()
+        return True
+
     async def _list_from_backend(self, path: str) -> list[CachedInfo]:
         try:
             listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
@@ -343,13 +392,83 @@ class ReadEngine:
     @on_engine_loop
     async def read(self, plan: ReadPlan, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the planned version: cached blocks from the tiers, the
-        others fetched (in parallel, once per block across the process). ObjectChangedError
-        if the object is no longer at that version."""
+        others fetched (in parallel, once per block across the process). A small part of a
+        block no tier holds is fetched as the pages it covers, unless the reads of the object
+        show sequential or dense use (:class:`~edgecache.engine._sparse.SparsePlanner`).
+        ObjectChangedError if the object is no longer at that version."""
         end = min(end, plan.size)
         if start >= end:
             return b""
-        blocks = await asyncio.gather(*(self._block(plan, i) for i in plan.blocks(start, end)))
-        return plan.cut(blocks, start, end)
+        sequential = self.sparse.read(plan.path, plan.version, start, end)
+        parts = []
+        for i in plan.blocks(start, end):
+            first = plan.block_start(i)
+            stop = first + plan.block_length(i)
+            lo, hi = max(start, first), min(end, stop)
+            pages = None
+            if (lo, hi) != (first, stop) and not self.blocks.holds(plan.key(i)):
+                pages = self.sparse.pages(
+                    plan.path,
+                    plan.version,
+                    i,
+                    lo,
+                    hi,
+                    block_size=plan.block_size,
+                    sequential=sequential,
+                )
+            if pages is None:
+                parts.append(self._block_part(plan, i, lo - first, hi - first))
+            else:
+                parts.append(self._pages_part(plan, pages, lo, hi))
+        data = await asyncio.gather(*parts)
+        return data[0] if len(data) == 1 else b"".join(data)
+
+    async def _block_part(self, plan: ReadPlan, index: int, lo: int, hi: int) -> bytes:
+        block = await self._block(plan, index)
+        return block if (lo, hi) == (0, len(block)) else block[lo:hi]
+
+    # --- pages: small parts of blocks, for sparse reads ----------------------------------------
+    def _page_plan(self, plan: ReadPlan) -> ReadPlan:
+        return dataclasses.replace(plan, block_size=self.sparse.page_size)
+
+    def _pages_cached(self, plan: ReadPlan, lo: int, hi: int) -> bytes | None:
+        """Bytes ``[lo, hi)`` (inside one block) from cached pages, or None."""
+        pages = self._page_plan(plan)
+        found = []
+        for p in pages.blocks(lo, hi):
+            key = pages.key(p)
+            # holds() first: a page miss is then a stat, not an index look-up.
+            data = self.blocks.get_cached(key) if self.blocks.holds(key) else None
+            if data is None:
+                return None
+            found.append(data)
+        return pages.cut(found, lo, hi)
+
+    async def _pages_part(self, plan: ReadPlan, indices: range, lo: int, hi: int) -> bytes:
+        """Bytes ``[lo, hi)`` through pages ``indices``: those no tier holds are fetched in one
+        request (from the first missing to the last), kept in MEM at once and written to the
+        SSD tier in the background (the reader does not wait for the disk)."""
+        pages = self._page_plan(plan)
+        found: dict[int, bytes] = {}
+        for p in indices:
+            key = pages.key(p)
+            data = self.blocks.get_cached(key) if self.blocks.holds(key) else None
+            if data is not None:
+                found[p] = data
+        missing = [p for p in indices if p not in found]
+        if missing:
+            first, last = missing[0], missing[-1]
+            start = pages.block_start(first)
+            data = await self._backend_source.fetch_span(
+                plan, start, pages.block_start(last) + pages.block_length(last)
+            )
+            fetched = []
+            for p in range(first, last + 1):
+                offset = pages.block_start(p) - start
+                fetched.append((pages.key(p), data[offset : offset + pages.block_length(p)]))
+                found[p] = fetched[-1][1]
+            self.blocks.put_soon(fetched)
+        return pages.cut([found[p] for p in indices], lo, hi)
 
     def read_cached(self, plan: ReadPlan, start: int, end: int) -> bytes | None:
         """Like :meth:`read`, from the cache tiers only, in the calling thread (no event loop);
@@ -360,9 +479,11 @@ class ReadEngine:
         indices = plan.blocks(start, end)
         if len(indices) == 1:
             data = self.blocks.get_cached(plan.key(indices[0]))
-            if data is None:
+            if data is not None:
+                return plan.cut([data], start, end)
+            if end - start > plan.block_size // 16 or not self.sparse.paged(plan.block_size):
                 return None
-            return plan.cut([data], start, end)
+            return self._pages_cached(plan, start, end)
         # Several blocks: fill one buffer and hand out its bytes without another copy (BytesIO's
         # getvalue() gives its buffer away when no view of it is left), where reading each block
         # and joining them copied every byte twice.
@@ -386,6 +507,11 @@ class ReadEngine:
                 whole.append((key, part))
                 continue
             data = self.blocks.get_cached(key)
+            if data is None and self.sparse.paged(plan.block_size):
+                data = self._pages_cached(plan, lo, hi)
+                if data is not None:
+                    part[:] = data
+                    continue
             if data is None:
                 return False
             part[:] = data[lo - first : hi - first]
@@ -488,6 +614,17 @@ class ReadEngine:
         if cached is not None and cached.info.get("type") != "directory":
             plan = self._plan_of(cached, path, block_size)
             self.blocks.invalidate([plan.key(i) for i in plan.blocks()])
+        # Pages of any version of it this engine fetched: stale ones are never read (their
+        # keys name the old version), this only frees their space.
+        page_bytes = self.sparse.page_size
+        for version, block in self.sparse.forget(path):
+            first = block * block_size // page_bytes
+            self.blocks.invalidate(
+                [
+                    BlockKey(self.identity, path, version, p, page_bytes)
+                    for p in range(first, first + block_size // page_bytes)
+                ]
+            )
         self.metadata.invalidate(self.identity, path, recursive=recursive)
 
     def forget_all(self) -> None:

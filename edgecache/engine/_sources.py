@@ -14,9 +14,13 @@ added with :meth:`ReadEngine.add_source`, so the pool plugs in without editing t
 from __future__ import annotations
 
 import asyncio
+import errno
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from edgecache.engine._plan import ReadPlan
+from edgecache.errors import ObjectChangedError
+from edgecache.metrics import BACKEND_BYTES, BACKEND_FETCH_SECONDS
 
 if TYPE_CHECKING:
     from edgecache.engine._engine import ReadEngine
@@ -57,3 +61,22 @@ class BackendSource:
             return await self._engine.backend.fetch_range(
                 plan.path, start, start + plan.block_length(index), plan.version
             )
+
+    async def fetch_span(self, plan: ReadPlan, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the planned version that are no whole block (the pages of
+        a sparse read), under the same guard and bound; counted as backend bytes.
+        ObjectChangedError if they come back with another length."""
+        backend = self._engine.backend
+        label = self._engine.identity.split("|", 1)[0]
+        started = time.perf_counter()
+        async with self._engine.guard(f"bytes {start}-{end} of {plan.path}"), self._slots:
+            data = await backend.fetch_range(plan.path, start, end, plan.version)
+        BACKEND_FETCH_SECONDS.labels(label).observe(time.perf_counter() - started)
+        BACKEND_BYTES.labels(label).inc(len(data))
+        if len(data) != end - start:
+            raise ObjectChangedError(
+                errno.ESTALE,
+                f"{plan.path}: bytes {start}-{end} came back as {len(data)} bytes; the object "
+                "changed while it was read",
+            )
+        return bytes(data)

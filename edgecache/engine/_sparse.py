@@ -7,7 +7,7 @@ blocks of ``page_size`` bytes (cache keys with the page size as block size, kept
 MEM and SSD tiers and looked up after the whole block). Reads that show sequential or dense use
 of a block are widened to the whole block, so a stream keeps whole-block efficiency:
 
-- the part of the block asked for is larger than ``widen_bytes``;
+- the part of the block asked for is larger than 1/16 of the block;
 - the read starts where the previous read of the same object version ended (a sequential reader);
 - ``dense_reads`` partial reads of one block were already served by pages (a dense pattern: the
   block will be read anyway, one request is cheaper than many).
@@ -38,19 +38,9 @@ class SparsePlanner:
     """Remembers how the recently read objects were read, and plans partial-block misses."""
 
     def __init__(
-        self,
-        *,
-        block_size: int,
-        page_size: int = PAGE_BYTES,
-        widen_bytes: int | None = None,
-        dense_reads: int = 4,
-        objects: int = 4096,
+        self, *, page_size: int = PAGE_BYTES, dense_reads: int = 4, objects: int = 4096
     ) -> None:
-        self.block_size = block_size
         self.page_size = page_size
-        self.enabled = page_size > 0 and block_size % page_size == 0 and block_size >= 8 * page_size
-        """Pages only where they divide a block into at least 8 (else a block is small enough)."""
-        self.widen_bytes = block_size // 16 if widen_bytes is None else widen_bytes
         self.dense_reads = dense_reads
         self._objects = objects
         self._uses: OrderedDict[tuple[str, str], _ObjectUse] = OrderedDict()
@@ -76,13 +66,27 @@ class SparsePlanner:
             use.last_end = end
             return sequential
 
+    def paged(self, block_size: int) -> bool:
+        """Whether blocks of ``block_size`` have pages: only where pages divide a block into at
+        least 8 (smaller blocks cost little more than a page)."""
+        page = self.page_size
+        return page > 0 and block_size % page == 0 and block_size >= 8 * page
+
     def pages(
-        self, path: str, version: str, block: int, lo: int, hi: int, *, sequential: bool
+        self,
+        path: str,
+        version: str,
+        block: int,
+        lo: int,
+        hi: int,
+        *,
+        block_size: int,
+        sequential: bool,
     ) -> range | None:
         """Pages (indices in units of ``page_size`` from the object's start) to fetch for the
         part ``[lo, hi)`` of block ``block`` that no tier holds, or None: fetch the whole block.
         """
-        if not self.enabled or sequential or hi - lo > self.widen_bytes:
+        if sequential or hi - lo > block_size // 16 or not self.paged(block_size):
             return None
         with self._lock:
             use = self._use(path, version)

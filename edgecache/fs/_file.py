@@ -8,6 +8,15 @@ all cached are served in the calling thread without touching the event loop
 (:meth:`~edgecache.engine.ReadEngine.read_cached`). Sequential reads widen a read-ahead window
 (1, 2, 4... up to ``readahead_blocks``) that fetches the next blocks in parallel in the
 background, so a stream keeps the link busy instead of waiting a round trip per block.
+
+Reads inside one block are the common case (``f.read(n)`` for n from 64 KiB to 4 MiB: pyarrow,
+h5py, shard readers) and have their own short path: the handle holds the block it last read
+(verified once when it was read from disk) and serves the following reads of it from memory
+without going through fsspec's buffered-file machinery. A block read from the SSD tier for
+reads of one size that divides it is held as pieces of that size, each read from disk into its
+own ``bytes`` (:meth:`~edgecache.cache.TieredCache.get_cached_pieces`): those reads then cost
+no copy after the read from disk; other reads cut their bytes out of the held block. ``readinto``
+copies into the caller's buffer once.
 """
 
 from __future__ import annotations
@@ -25,9 +34,17 @@ if TYPE_CHECKING:
 
 __all__ = ["EdgeCacheFile"]
 
+_PIECES_FROM_BYTES = 256 * 1024
+"""Reads of at least this size get a held block in pieces of their size (no copy after the read
+from disk); smaller ones cut their bytes out of the whole block (a copy from the CPU cache,
+cheaper than a system call per piece)."""
+
 
 class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
     """Read-only, seekable, block-cached view of one object version."""
+
+    loc: int
+    """Current position (fsspec's name for it)."""
 
     def __init__(self, fs: EdgeCacheFileSystem, plan: ReadPlan, **kwargs: Any) -> None:
         self.plan = plan
@@ -36,8 +53,11 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         self._window = 0
         self._ahead_until = 0
         self._served = False
-        self._held: tuple[int, bytes] | None = None
-        """The last whole block a read inside one block fetched: (index, bytes)."""
+        self._held_start = self._held_end = 0
+        """Object offsets ``[start, end)`` of the held block (empty: none held)."""
+        self._held: list[bytes] = []
+        """The held block, as pieces of ``_piece`` bytes (one piece: the whole block)."""
+        self._piece = 0
         super().__init__(
             fs,
             plan.path,
@@ -59,11 +79,54 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def read(self, length: int = -1) -> bytes:
         """Up to ``length`` bytes (all the rest if negative) from the current position."""
+        loc: int = self.loc
+        end = self.size if length is None or length < 0 else min(loc + length, self.size)
+        if self._held_start <= loc < end <= self._held_end and not self._closed:
+            self.loc = end
+            self._next_sequential = end
+            return self._cut(loc, end)
         out: bytes = super().read(length)
         if (length is None or length < 0) and self.loc < self.size:
             # The first read switched to a longer current version: "all" means all of it.
             out += super().read(-1)
         return out
+
+    def readinto(self, b: Any) -> int:
+        """Read into ``b`` (up to its length); returns the number of bytes put there."""
+        out = memoryview(b).cast("B")
+        loc: int = self.loc
+        end = min(loc + out.nbytes, self.size)
+        if self._held_start <= loc < end <= self._held_end and not self._closed:
+            self._cut_into(loc, end, out)
+            self.loc = self._next_sequential = end
+            return end - loc
+        data = self.read(out.nbytes)
+        out[: len(data)] = data
+        return len(data)
+
+    def _cut(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the held block."""
+        offset = start - self._held_start
+        piece = self._piece
+        index, inside = divmod(offset, piece)
+        held = self._held[index]
+        if inside == 0 and end - start == len(held):
+            return held  # a whole piece: no copy
+        if inside + end - start <= len(held):
+            return held[inside : inside + end - start]
+        out = bytearray(end - start)
+        self._cut_into(start, end, memoryview(out))
+        return bytes(out)
+
+    def _cut_into(self, start: int, end: int, out: memoryview) -> None:
+        offset = start - self._held_start
+        piece, done, want = self._piece, 0, end - start
+        while done < want:
+            index, inside = divmod(offset + done, piece)
+            held = self._held[index]
+            n = min(len(held) - inside, want - done)
+            out[done : done + n] = memoryview(held)[inside : inside + n]
+            done += n
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         try:
@@ -84,17 +147,36 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         self._plan_readahead(start, end)
         blocks = plan.blocks(start, end)
         if len(blocks) == 1:
-            # A read inside one block (e.g. 1 MiB reads of 4 MiB blocks) keeps the whole block,
-            # so the next reads of it do not read and verify it again from the SSD tier when
-            # the MEM tier does not hold it.
             index = blocks[0]
-            held = self._held
-            if held is None or held[0] != index:
-                first = plan.block_start(index)
-                held = self._held = (index, self._read(first, first + plan.block_length(index)))
             offset = start - plan.block_start(index)
-            return held[1][offset : offset + end - start]
+            if self._hold(index, end - start, offset=offset, sequential=self._window > 0):
+                return self._cut(start, end)
         return self._read(start, end)
+
+    def _hold(self, index: int, length: int, *, offset: int, sequential: bool) -> bool:
+        """Hold block ``index`` for reads of ``length`` bytes, the first ``offset`` bytes into
+        it (as pieces of that size when it divides the offset). A small read of a block no
+        tier holds, when reads are not sequential, holds nothing (False): the engine fetches
+        only what it covers."""
+        plan = self.plan
+        first = plan.block_start(index)
+        size = plan.block_length(index)
+        piece = size
+        if _PIECES_FROM_BYTES <= length < size and offset % length == 0:
+            piece = length
+        pieces = self._engine.blocks.get_cached_pieces(plan.key(index), piece)
+        if pieces is None:
+            if not sequential and length <= plan.block_size // 16:
+                return False
+            piece = size
+            pieces = [self._read(first, first + size)]
+        self._held, self._piece = pieces, piece
+        self._held_start, self._held_end = first, first + size
+        return True
+
+    def _drop_held(self) -> None:
+        self._held, self._piece = [], 0
+        self._held_start = self._held_end = 0
 
     def _read(self, start: int, end: int) -> bytes:
         engine = self._engine
@@ -108,7 +190,7 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         ttl = fs.settings.metadata.ttl_seconds
         self.plan = sync(fs.loop, self._engine.replan, self.plan, ttl=ttl)
         self.size = self.cache.size = self.plan.size
-        self._held = None
+        self._drop_held()
         self._next_sequential = self._window = self._ahead_until = 0
 
     def _plan_readahead(self, start: int, end: int) -> None:
@@ -131,3 +213,8 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         # Blocks a tier holds are a local read away: reading them ahead only competes with the
         # reader for the GIL (and is thrown away when MEM cannot keep them).
         self._engine.fetch_ahead(plan, self._engine.missing_blocks(plan, range(first, last + 1)))
+
+    def close(self) -> None:
+        """Close the handle and let go of the held block."""
+        self._drop_held()
+        super().close()

@@ -37,7 +37,7 @@ from edgecache.config import CacheSettings
 from edgecache.engine import ReadEngine, ReadPlan, engine_for
 from edgecache.engine._health import BackendHealth
 from edgecache.engine._metadata import MetadataCache
-from edgecache.errors import BackendUnavailableError
+from edgecache.errors import BackendUnavailableError, ObjectChangedError
 from edgecache.fs._file import EdgeCacheFile
 
 __all__ = ["EdgeCacheFileSystem"]
@@ -214,6 +214,46 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         async for entry in super()._walk(path, maxdepth, on_error=check, **kwargs):
             yield entry
 
+    async def _find(
+        self, path: str, maxdepth: int | None = None, withdirs: bool = False, **kwargs: Any
+    ) -> Any:
+        target = self._target(path)
+        # glob's hint for filtering on the server side: the walk below filters all the same,
+        # and the listings stored must be whole.
+        kwargs.pop("prefix", None)
+        if maxdepth is None:
+            await self.engine.list_tree(target, ttl=self._ttl)
+        else:
+            await self._list_levels(target, maxdepth)
+        # The walk now reads every listing from the metadata cache.
+        return await super()._find(target, maxdepth=maxdepth, withdirs=withdirs, **kwargs)
+
+    async def _list_levels(self, root: str, maxdepth: int) -> None:
+        """List the directories of the first ``maxdepth`` levels below ``root``, the
+        directories of one level concurrently (fsspec's walk lists them one after another)."""
+        level = [root]
+        for _ in range(maxdepth):
+            listings = await asyncio.gather(
+                *(self.engine.listing(d, ttl=self._ttl) for d in level), return_exceptions=True
+            )
+            level = [
+                str(e.info["name"])
+                for entries in listings
+                if isinstance(entries, list)
+                for e in entries
+                if e.info.get("type") == "directory"
+            ]
+            if not level:
+                return
+
+    async def _glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
+        # fsspec matches the names found against the pattern as given: without the target's
+        # protocol ("s3://"), or nothing matches.
+        target = self._target(path)
+        if str(path).endswith("/") and not target.endswith("/"):
+            target += "/"
+        return await super()._glob(target, maxdepth=maxdepth, **kwargs)
+
     # --- reading -------------------------------------------------------------------------------
     def _plan(self, target: str) -> ReadPlan:
         """A plan of ``target`` from cached metadata, else asking the backend (sync callers)."""
@@ -245,6 +285,54 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
                     return data
         result: bytes = sync(self.loop, self._cat_file, path, start, end, **kwargs)
         return result
+
+    async def _cat_ranges(
+        self,
+        paths: list[str],
+        starts: Any,
+        ends: Any,
+        max_gap: int | None = None,
+        batch_size: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Ranges of objects, all fetched at once (the engine bounds the requests in flight):
+        each distinct object is planned once, and a small range costs the pages it covers."""
+        if not isinstance(paths, list):
+            raise TypeError("paths must be a list")
+        count = len(paths)
+        starts = list(starts) if isinstance(starts, list | tuple) else [starts] * count
+        ends = list(ends) if isinstance(ends, list | tuple) else [ends] * count
+        if not count == len(starts) == len(ends):
+            raise ValueError("paths, starts and ends must be of the same length")
+        targets = [self._target(p) for p in paths]
+        distinct = list(dict.fromkeys(targets))
+        planned = await asyncio.gather(
+            *(self.engine.plan(t, block_size=self._block_size, ttl=self._ttl) for t in distinct),
+            return_exceptions=True,
+        )
+        plans = dict(zip(distinct, planned, strict=True))
+
+        async def one(target: str, start: int | None, end: int | None) -> bytes:
+            plan = plans[target]
+            if isinstance(plan, BaseException):
+                raise plan
+            try:
+                return await self.engine.read(plan, *plan.span(start, end))
+            except ObjectChangedError:
+                return await self.engine.read_latest(
+                    target, start, end, block_size=self._block_size, ttl=self._ttl
+                )
+
+        results = await asyncio.gather(
+            *(one(*args) for args in zip(targets, starts, ends, strict=True)),
+            return_exceptions=True,
+        )
+        if on_error == "raise":
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        return list(results)
 
     def iter_cat(self, paths: Sequence[str], *, batch: int = 64) -> Iterator[bytes]:
         """The bytes of ``paths``, in order, as chunks (``edgecache cat`` of many URLs).
