@@ -45,9 +45,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from edgecache.errors import ConfigError, quoted
+from edgecache.yamlio import read_text_file
 
 __all__ = [
     "DEFAULT_SECRETS_DIR",
+    "SECRET_MAX_BYTES",
     "MountedSecretResolver",
     "OptionSpec",
     "ResolvedOptions",
@@ -69,6 +71,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+SECRET_MAX_BYTES = 64 * 1024
+"""Largest secret read from a file: keys, tokens and a cloud credentials JSON are a few KiB;
+the bound keeps ``file:///dev/zero`` from being read forever."""
 DEFAULT_SECRETS_DIR = "/etc/edgecache/secrets"
 """Where Kubernetes Secrets are mounted, one directory per Secret, one file per key."""
 SECRETS_DIR_ENV = "EDGECACHE_SECRETS_DIR"
@@ -183,13 +188,12 @@ class MountedSecretResolver:
             if not part or part in (".", "..") or "/" in part or "\\" in part:
                 raise KeyError(f"invalid Secret reference {name!r}/{key!r}")
         path = os.path.join(self._root(), name, key)
+        if not os.path.isfile(path):
+            raise KeyError(f"Secret {quoted(name)} key {quoted(key)} is not mounted at {path}")
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read().rstrip("\r\n")
-        except OSError as exc:
-            raise KeyError(
-                f"Secret {name!r} key {key!r} is not mounted at {path} ({exc.strerror})"
-            ) from exc
+            return read_text_file(path, max_bytes=SECRET_MAX_BYTES).rstrip("\r\n")
+        except ConfigError as exc:
+            raise KeyError(f"Secret {quoted(name)} key {quoted(key)}: {exc}") from exc
 
 
 _default_resolver: SecretResolver = MountedSecretResolver()
@@ -248,10 +252,9 @@ def _read_file(option: str, location: Any) -> str:
     if path.startswith("file://"):
         path = path[len("file://") :]
     try:
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            return f.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(f"option {option}: cannot read {path} ({exc.strerror})") from exc
+        return read_text_file(os.path.expanduser(path), max_bytes=SECRET_MAX_BYTES).rstrip("\r\n")
+    except ConfigError as exc:
+        raise ConfigError(f"option {option}: {exc}") from exc
 
 
 def _value(option: str, raw: Any, environ: Mapping[str, str]) -> Any:

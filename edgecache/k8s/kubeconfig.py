@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgecache.errors import ConfigError
 from edgecache.k8s.connection import ConnectionSettings
+from edgecache.yamlio import load_yaml_documents, read_text_file
 
 __all__ = ["apply_kubeconfig"]
 
@@ -48,10 +47,9 @@ def _inline(data_b64: str, suffix: str) -> str:
 
 def apply_kubeconfig(path: Path, settings: ConnectionSettings) -> None:
     """Fill unset fields of ``settings`` from the kubeconfig's current context."""
-    try:
-        config = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read kubeconfig {path}: {exc}") from exc
+    # A kubeconfig is user input like any other file: bounded before it is parsed.
+    documents = load_yaml_documents(read_text_file(path), source=f"kubeconfig {path}")
+    config = documents[0] if documents else None
     if not isinstance(config, dict):
         raise ConfigError(f"kubeconfig {path} is not a mapping")
     context_name = config.get("current-context")

@@ -100,8 +100,17 @@ def test_secret_from_file_url_and_file_key(tmp_path: Path) -> None:
 
 
 def test_missing_secret_file_names_the_path_only(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"secret_file: cannot read .*nope"):
+    with pytest.raises(ConfigError, match=r"secret_file: .*nope: cannot read"):
         s3_config({"key": KEY, "secret_file": str(tmp_path / "nope")})
+
+
+def test_secret_files_are_read_within_bounds(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"option secret: /dev/zero: larger than 65,536 bytes"):
+        s3_config({"key": KEY, "secret": "file:///dev/zero"})
+    binary = tmp_path / "secret.bin"
+    binary.write_bytes(b"\x00\x01secret")
+    with pytest.raises(ConfigError, match="a binary file"):
+        s3_config({"key": KEY, "secret_file": str(binary)})
 
 
 def fluid_mount_options(endpoint: str) -> dict[str, Any]:
