@@ -92,7 +92,8 @@ def _one_line_error(exc: BaseException) -> tuple[int | None, str]:
     if isinstance(exc, FileNotFoundError):
         return EXIT_FAILURE, f"not found: {exc.filename or exc}"
     if isinstance(exc, IsADirectoryError):
-        return EXIT_FAILURE, f"is a directory: {exc.filename or exc} (use 'edgecache ls')"
+        where = exc.filename or "the root of the store"
+        return EXIT_FAILURE, f"is a directory: {where} (use 'edgecache ls')"
     if isinstance(exc, BrokenPipeError):
         sys.exit(EXIT_FAILURE)
     if isinstance(exc, UnicodeEncodeError) and _has_surrogates(exc.object):
