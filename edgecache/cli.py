@@ -67,10 +67,10 @@ class _OneLineGroup(click.Group):
             held.print_held()  # a command's own exit (prefetch with failed files): output is done
             raise
         except BaseException as exc:
-            # Held warnings led to this error, which says what matters on its own line.
             code, message = _one_line_error(exc)
             if code is None:
                 raise
+            held.print_held(failed=True)
             _fail(message, code)
 
 
@@ -149,21 +149,24 @@ def _tolerate_undecodable_names() -> None:
 
 
 class _HeldWarnings(logging.Handler):
-    """Warnings logged while a one-shot command runs, printed once it is done.
+    """Warnings logged while a one-shot command runs, printed once each when it is done.
 
-    A command that fails prints one line saying why; the warnings on the way there (the
-    backend went offline, ...) would only repeat it, so they are dropped. A command that
-    succeeds prints each distinct warning once after its output (e.g. that it served cached
-    data because the backend was unreachable).
+    A command that succeeds prints them after its output (that it served cached data because
+    the backend was unreachable, that it dropped a damaged row). A command that fails prints
+    the ones its error does not already say, then the error as the last line: a backend's
+    "went offline" warning repeats the "unreachable" error, so a plain failure is one line.
     """
+
+    #: Loggers whose warnings every resulting error repeats (the backend's reachability).
+    REPEATED_BY_ERRORS = ("edgecache.engine._health",)
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.messages: dict[str, None] = {}  # insertion-ordered set
+        self.messages: dict[str, str] = {}  # message -> logger name, in the order logged
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.messages[_printable(record.getMessage())] = None
+            self.messages.setdefault(_printable(record.getMessage()), record.name)
         except Exception:  # a malformed record is the logging module's business
             self.handleError(record)
 
@@ -179,9 +182,10 @@ class _HeldWarnings(logging.Handler):
         finally:
             root.removeHandler(self)
 
-    def print_held(self) -> None:
-        for message in self.messages:
-            click.echo(f"edgecache: warning: {message}", err=True)
+    def print_held(self, *, failed: bool = False) -> None:
+        for message, logger in self.messages.items():
+            if not (failed and logger in self.REPEATED_BY_ERRORS):
+                click.echo(f"edgecache: warning: {message}", err=True)
         self.messages.clear()
 
 
