@@ -219,15 +219,32 @@ class HealthSettings:
     """How the read engine watches a backend it found unreachable (the engine's, node-level)."""
 
     probe_interval_seconds: float = 5.0
-    """Seconds between reachability probes while a backend is offline (the storage option
-    ``backend_probe_interval``): notices a link coming back within seconds, and costs nothing
-    on a dead link."""
+    """Seconds between background reachability probes while a backend is offline (the storage
+    option ``backend_probe_interval``), also the bound on one probe. Only matters when nothing
+    reads: a read that needs the backend probes by itself (:attr:`recheck_after_seconds`)."""
+    recheck_after_seconds: float = 1.0
+    """A read that needs an offline backend probes it at once when the last probe is at least
+    this many seconds old, and goes ahead if it is answered (``backend_recheck_after``). One
+    second: a returning link is used within about a second, and a dead one costs at most one
+    probe a second, whatever the number of reads."""
+    stable_after_seconds: float = 30.0
+    """Seconds a backend must stay reachable after an outage before expired metadata of cached
+    data is revalidated in the foreground again (``backend_stable_after``); until then it is
+    served as it is and refreshed in the background, so a link that flaps makes no reader of
+    cached data wait. Thirty seconds outlasts the usual flaps (a route change, a radio link
+    dropping for seconds) and is short next to a metadata TTL."""
 
     def __post_init__(self) -> None:
         if not self.probe_interval_seconds > 0:
             raise ConfigError(
                 f"backend_probe_interval: must be > 0 seconds, got {self.probe_interval_seconds}"
             )
+        for option, value in (
+            ("backend_recheck_after", self.recheck_after_seconds),
+            ("backend_stable_after", self.stable_after_seconds),
+        ):
+            if not value >= 0:
+                raise ConfigError(f"{option}: must be >= 0 seconds, got {value}")
 
 
 _GROUPS: dict[str, type[Any]] = {
@@ -241,8 +258,16 @@ OPTION_FIELDS: dict[str, tuple[str, str]] = {
     **{f.name: (group, f.name) for group, cls in _GROUPS.items() for f in fields(cls)},
     "metadata_ttl": ("metadata", "ttl_seconds"),
     "backend_probe_interval": ("health", "probe_interval_seconds"),
+    "backend_recheck_after": ("health", "recheck_after_seconds"),
+    "backend_stable_after": ("health", "stable_after_seconds"),
 }
-del OPTION_FIELDS["ttl_seconds"], OPTION_FIELDS["probe_interval_seconds"]
+for _field in (
+    "ttl_seconds",
+    "probe_interval_seconds",
+    "recheck_after_seconds",
+    "stable_after_seconds",
+):
+    del OPTION_FIELDS[_field]
 
 
 @dataclass(frozen=True, init=False)
@@ -369,6 +394,16 @@ class CacheSettings:
         """``health.probe_interval_seconds``."""
         return self.health.probe_interval_seconds
 
+    @property
+    def backend_recheck_after(self) -> float:
+        """``health.recheck_after_seconds``."""
+        return self.health.recheck_after_seconds
+
+    @property
+    def backend_stable_after(self) -> float:
+        """``health.stable_after_seconds``."""
+        return self.health.stable_after_seconds
+
     # --- building ------------------------------------------------------------------------------
     @classmethod
     def from_options(
@@ -406,6 +441,12 @@ class CacheSettings:
 _SIZE_FIELDS = {"block_size", "mem_quota", "ssd_quota"}
 _RATIO_FIELDS = {"ssd_high", "ssd_low", "compression_min_saving"}
 _INT_FIELDS = {"readahead_blocks", "fetch_concurrency", "scan_ahead_files"}
+_SECONDS_FIELDS = {
+    "metadata_ttl",
+    "backend_probe_interval",
+    "backend_recheck_after",
+    "backend_stable_after",
+}
 
 
 def _convert(name: str, value: Any) -> Any:
@@ -420,7 +461,7 @@ def _convert(name: str, value: Any) -> Any:
             return int(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{name}: {quoted(value)} is not a whole number") from exc
-    if name in ("metadata_ttl", "backend_probe_interval"):
+    if name in _SECONDS_FIELDS:
         try:
             return float(value)
         except (TypeError, ValueError) as exc:

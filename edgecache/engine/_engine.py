@@ -78,7 +78,8 @@ class ReadEngine:
     """Plans and reads objects of one backend through one cache directory (see module doc).
 
     Built by :func:`edgecache.engine.engine_for`; ``settings`` are those of the first caller and
-    decide only node-level things: fetch concurrency, the probe interval, the default scan-ahead.
+    decide only node-level things: fetch concurrency, the backend health periods, the default
+    scan-ahead.
     """
 
     def __init__(self, backend: Backend, store: Store, settings: CacheSettings) -> None:
@@ -87,7 +88,8 @@ class ReadEngine:
         self.identity = backend.identity
         """Backend identity: part of every block and metadata key."""
         self.settings = settings
-        self.health = BackendHealth(backend, probe_interval=settings.health.probe_interval_seconds)
+        self.health = BackendHealth(self.identity, settings.health)
+        self._refreshing: dict[str, asyncio.Future[Any]] = {}
         self.scans = ScanDetector(settings.read.scan_ahead_files)
         self._dir_misses: dict[str, int] = {}
         self._listing_flights: dict[str, asyncio.Future[list[CachedInfo]]] = {}
@@ -133,11 +135,12 @@ class ReadEngine:
     # --- the guard: one place for "backend unreachable" ----------------------------------------
     @contextlib.asynccontextmanager
     async def guard(self, what: str) -> AsyncIterator[None]:
-        """Around one backend request for ``what`` (e.g. "block 3 of bkt/x"): fail at once while
-        the backend is offline; an "unreachable" error takes it offline for the engine. Either
-        way the error says what was asked, since when and why (once)."""
-        if not self.health.online:
-            self.health.ensure_probing()
+        """Around one backend request for ``what`` (e.g. "block 3 of bkt/x"). Offline, it goes
+        ahead only if a probe answers (one is run if the last is old enough, see
+        :class:`BackendHealth`), else fails at once; an "unreachable" error or a timeout takes
+        the backend offline for the engine. Either way the error says what was asked, since
+        when and why (once)."""
+        if not await self.health.usable(self.backend.probe):
             raise self.unavailable(f"{what} is not cached")
         try:
             yield
@@ -146,7 +149,7 @@ class ReadEngine:
         except Exception as exc:
             if not self.backend.is_unreachable(exc):
                 raise
-            self.health.went_unreachable(exc)
+            self.health.went_unreachable(exc, self.backend.probe)
             raise self.unavailable(f"{what} is not cached", cause=exc) from exc
 
     def unavailable(self, problem: str, *, cause: BaseException | None = None) -> Exception:
@@ -157,8 +160,33 @@ class ReadEngine:
         when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
         detail = f" ({first})" if first else ""
         return BackendUnavailableError(
-            f"{problem}: backend {self.identity} is unreachable{when}{detail}"
+            f"{problem}: backend {self.identity} is unreachable{when}{detail}",
+            retry_after_seconds=self.settings.health.recheck_after_seconds,
         )
+
+    def _refresh_later(self, key: str, refresh: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``refresh`` behind the reader's back, once per ``key`` at a time: the backend is
+        back from an outage but not stable yet, and the reader was given the cached answer."""
+        if key in self._refreshing:
+            return
+
+        async def run() -> None:
+            with contextlib.suppress(Exception):
+                await refresh()
+
+        task = self._refreshing[key] = asyncio.ensure_future(run())
+        task.add_done_callback(lambda _: self._refreshing.pop(key, None))
+
+    def _known_while_unstable(self, path: str) -> CachedInfo | None:
+        """Offline or just back from an outage: the last known info of ``path`` (refreshed in
+        the background while online), so no reader of cached data waits on the link. None
+        when stable, or when nothing is known (the read needs the backend)."""
+        if self.health.stable:
+            return None
+        known = self._last_known_info(path)
+        if known is not None and self.health.online:
+            self._refresh_later(f"info:{path}", lambda: self._info_from_backend(path))
+        return known
 
     async def _ask(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         async with self.guard(what):
@@ -178,19 +206,26 @@ class ReadEngine:
         if cached is not None:
             return cached
         self._raise_if_known_missing(path, ttl=ttl)
+        known = self._known_while_unstable(path)
+        if known is not None:
+            return known
         cached = await self._info_from_listing(path, ttl=ttl)
         if cached is not None:
             return cached
         try:
-            info = await self._ask(f"the info of {path}", "info", path)
-        except FileNotFoundError:
-            self.metadata.put_missing(self.identity, path)
-            raise
+            return await self._info_from_backend(path)
         except BackendUnavailableError:
             known = self._last_known_info(path)
             if known is None:
                 raise
             return known
+
+    async def _info_from_backend(self, path: str) -> CachedInfo:
+        try:
+            info = await self._ask(f"the info of {path}", "info", path)
+        except FileNotFoundError:
+            self.metadata.put_missing(self.identity, path)
+            raise
         return self.metadata.put_info(self.identity, path, info, self._version(info))
 
     def _raise_if_known_missing(self, path: str, *, ttl: float | None) -> None:
@@ -256,6 +291,18 @@ class ReadEngine:
         if entries is not None:
             return entries
         self._raise_if_known_missing(path, ttl=ttl)
+        if not self.health.stable:
+            # As for infos: offline or just back, the last known listing now, a fresh one
+            # (while online) for the next reader.
+            entries = self.metadata.listing(self.identity, path, allow_stale=True)
+            if entries is not None:
+                if self.health.online:
+                    self._refresh_later(f"ls:{path}", lambda: self._list_once(path))
+                return entries
+        return await self._list_once(path)
+
+    async def _list_once(self, path: str) -> list[CachedInfo]:
+        """List ``path`` from the backend, one request for all concurrent callers."""
         flight = self._listing_flights.get(path)
         if flight is None:
             flight = asyncio.ensure_future(self._list_from_backend(path))
@@ -650,14 +697,13 @@ class ReadEngine:
         cache is kept, and stays readable offline; the error is BackendUnavailableError.
         """
         problem = f"cannot {method} {', '.join(paths)}"
-        if not self.health.online:
-            self.health.ensure_probing()
+        if not await self.health.usable(self.backend.probe):
             raise self.unavailable(problem)
         try:
             await self.backend.call(method, *args, **(kwargs or {}))
         except Exception as exc:
             if self.backend.is_unreachable(exc):
-                self.health.went_unreachable(exc)
+                self.health.went_unreachable(exc, self.backend.probe)
                 raise self.unavailable(problem, cause=exc) from exc
             self._forget_paths(paths, block_size, forget_below)
             raise

@@ -1,47 +1,97 @@
-"""Backend health as the filesystem sees it: online, or offline with a background probe.
+"""Backend health: whether the read path sends requests to a backend, and when it tries again.
 
-The filesystem reports every "unreachable" error here. Once a backend is offline, reads stop
-asking it: cached metadata and blocks are served at local speed, anything else fails at once
-with :class:`~edgecache.errors.BackendUnavailableError` (no timeout per read, no retry storm).
-A background task probes the backend (``Backend.probe``) every ``probe_interval`` seconds and
-puts it back online on the first success. One record per read engine, so every filesystem of a
-process that reads this backend through one cache directory sees the same state.
+Place in the data path: the read engine's guard (:meth:`ReadEngine.guard
+<edgecache.engine.ReadEngine.guard>`) asks :meth:`BackendHealth.usable` before each request
+that needs the backend and reports every "unreachable" error with
+:meth:`BackendHealth.went_unreachable`. One object per engine, so every filesystem instance,
+``fsspec.open`` and prefetch of a process reading this backend through one cache directory sees
+the same state. It holds no client, loop or filesystem of its own (each caller hands it the
+probe to run) and works from any thread or event loop.
+
+- **online**: requests go to the backend.
+- **offline** (from the first unreachable error or timeout, for every reader at once): cached
+  data is served at local speed and nothing waits on the dead link. A request that needs the
+  backend probes it at once if the last probe is older than ``recheck_after_seconds`` (about a
+  second) and goes ahead if the probe is answered: a link that comes back is used by the first
+  read that needs it, with no fixed wait. One probe runs at a time, shared by every read waiting
+  for it, so a dead link costs at most one short probe per ``recheck_after_seconds`` in total,
+  and a read that finds no probe due fails at once. A background probe every
+  ``probe_interval_seconds`` brings the backend back when nothing reads.
+- **recovering** (online, for ``stable_after_seconds`` after an outage): the hysteresis. Requests
+  that need the backend go to it; answers the cache already has (expired metadata) are served as
+  they are and refreshed behind the reader's back (:attr:`BackendHealth.stable` is False), so a
+  link that flaps makes no reader of cached data wait, however often it drops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
-from edgecache.backends import Backend
+from edgecache.config import HealthSettings
+from edgecache.errors import EdgeCacheError
 from edgecache.metrics import BACKEND_ONLINE
 
-__all__ = ["BackendHealth"]
+__all__ = ["BackendHealth", "Probe"]
 
 log = logging.getLogger(__name__)
 
+Probe = Callable[[], Awaitable[None]]
+"""A backend's reachability check (``Backend.probe``): returns if reachable, raises if not."""
+
 
 class BackendHealth:
-    """Online/offline state of one backend, with a background probe while offline."""
+    """Online/offline state of one backend, shared by every reader of it in the engine.
 
-    def __init__(self, backend: Backend, *, probe_interval: float) -> None:
-        self.backend = backend
-        self.probe_interval = probe_interval
+    Its periods are :class:`~edgecache.config.HealthSettings` (whose docstrings give the
+    reasons): the background probe's period, which is also the bound on one probe; the age of
+    the last probe at which a read probes by itself; and how long a recovered backend must stay
+    reachable before it counts as stable.
+    """
+
+    def __init__(
+        self,
+        identity: str,
+        settings: HealthSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.identity = identity
+        settings = settings or HealthSettings()
+        self.probe_interval_seconds = settings.probe_interval_seconds
+        self.recheck_after_seconds = settings.recheck_after_seconds
+        self.stable_after_seconds = settings.stable_after_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
         self._online = True
         self._offline_since = 0.0
-        self._offline_since_wall: float | None = None
-        self._last_error = ""
-        self._probe_task: asyncio.Task[None] | None = None
-        self._lock = threading.Lock()
-        BACKEND_ONLINE.labels(backend.identity).set(1)
+        self._offline_since_wall = 0.0
+        self._first_error = ""
+        self._recovered_at: float | None = None
+        self._last_probe = float("-inf")
+        self._probe_flight: concurrent.futures.Future[bool] | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        BACKEND_ONLINE.labels(identity).set(1)
 
+    # --- state ---------------------------------------------------------------------------------
     @property
     def online(self) -> bool:
-        """Whether requests should go to the backend."""
+        """Whether requests go to the backend."""
         return self._online
+
+    @property
+    def stable(self) -> bool:
+        """Online, and not just back from an outage: cached answers may be revalidated in the
+        foreground (a reader may wait on the backend although the cache could answer)."""
+        if not self._online:
+            return False
+        recovered = self._recovered_at
+        return recovered is None or self._clock() - recovered >= self.stable_after_seconds
 
     @property
     def offline_since(self) -> float | None:
@@ -50,58 +100,137 @@ class BackendHealth:
 
     @property
     def last_error(self) -> str:
-        """The error that took the backend offline (empty while online)."""
-        return self._last_error
+        """The error that took the backend offline, once (empty while online)."""
+        return "" if self._online else self._first_error
 
-    def went_unreachable(self, exc: BaseException) -> None:
-        """An operation found the backend unreachable: go offline and start probing."""
+    def describe(self) -> str:
+        """``unreachable since 10:42:07 (12 s)``, with the error that took it offline; ``online``
+        while online. One sentence for any error message, never nested."""
+        if self._online:
+            return "online"
+        since = time.strftime("%H:%M:%S", time.localtime(self._offline_since_wall))
+        offline_for = self._clock() - self._offline_since
+        return f"unreachable since {since} ({offline_for:.0f} s; first error: {self._first_error})"
+
+    # --- evidence ------------------------------------------------------------------------------
+    def went_unreachable(self, exc: BaseException, probe: Probe | None = None) -> None:
+        """A request found the backend unreachable: go offline for every reader at once and, with
+        ``probe`` (called from a running loop), probe in the background."""
         with self._lock:
-            if not self._online:
-                return
-            self._online = False
-            self._offline_since = time.monotonic()
-            self._offline_since_wall = time.time()
-            self._last_error = str(exc) or type(exc).__name__
-        BACKEND_ONLINE.labels(self.backend.identity).set(0)
-        log.warning(
-            "backend %s unreachable (%s); serving from cache, probing every %.0f s",
-            self.backend.identity,
-            self._last_error,
-            self.probe_interval,
-        )
-        self._start_probe()
+            if self._online:
+                self._online = False
+                self._offline_since = self._clock()
+                self._offline_since_wall = time.time()
+                self._first_error = _root_message(exc)
+                # The failed request is evidence as fresh as a probe: the next probe may wait.
+                self._last_probe = self._offline_since
+                went_offline = True
+            else:
+                went_offline = False
+        if went_offline:
+            BACKEND_ONLINE.labels(self.identity).set(0)
+            log.warning(
+                "backend %s unreachable (%s); serving from cache, probing when a read needs it",
+                self.identity,
+                self._first_error,
+            )
+        if probe is not None:
+            self._keep_probing(probe)
 
-    def _start_probe(self) -> None:
+    async def usable(self, probe: Probe) -> bool:
+        """Whether a request that needs the backend should be sent now.
+
+        Online: True at once. Offline: probes first if the last probe is old enough (or joins
+        the probe in flight) and answers whether it succeeded; False at once otherwise.
+        """
+        if self._online:
+            return True
+        self._keep_probing(probe)
+        with self._lock:
+            flight = self._probe_flight
+            if flight is None:
+                if self._clock() - self._last_probe < self.recheck_after_seconds:
+                    return self._online
+                flight = self._start_probe(probe)
+        return await self._outcome(flight)
+
+    async def _outcome(self, flight: concurrent.futures.Future[bool]) -> bool:
+        """Whether the probe ``flight`` succeeded. A probe is bounded by the probe interval, so a
+        longer wait means its event loop stopped under it: that probe counts as failed."""
+        try:
+            # Shielded: a reader giving up must not cancel the probe the others wait for.
+            async with asyncio.timeout(self.probe_interval_seconds + 1.0):
+                return await asyncio.shield(asyncio.wrap_future(flight))
+        except TimeoutError:
+            with self._lock:
+                if self._probe_flight is flight:
+                    self._probe_flight = None
+            return self._online
+
+    # --- probing -------------------------------------------------------------------------------
+    def _start_probe(self, probe: Probe) -> concurrent.futures.Future[bool]:
+        """Start one probe on the running loop (caller holds the lock)."""
+        flight: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        self._probe_flight = flight
+        self._last_probe = self._clock()
+        task = asyncio.get_running_loop().create_task(self._run_probe(probe, flight))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    async def _run_probe(self, probe: Probe, flight: concurrent.futures.Future[bool]) -> None:
+        reachable = False
+        try:
+            async with asyncio.timeout(self.probe_interval_seconds):
+                await probe()
+            reachable = True
+        except Exception as exc:
+            log.debug("probe of %s failed: %s", self.identity, exc)
+        finally:
+            with self._lock:
+                self._probe_flight = None
+            if reachable:
+                self._back_online()
+            flight.set_result(reachable)
+
+    def _keep_probing(self, probe: Probe) -> None:
+        """Run the background probe on the running loop unless one runs somewhere already."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            return  # sync caller: the next async operation starts the probe
-        if self._probe_task is None or self._probe_task.done():
-            self._probe_task = loop.create_task(self._probe_until_online())
+            return  # sync caller: the next read that needs the backend starts it
+        with self._lock:
+            task = self._background
+            if task is not None and not task.done() and not task.get_loop().is_closed():
+                return
+            self._background = loop.create_task(self._probe_until_online(probe))
 
-    def ensure_probing(self) -> None:
-        """Start the probe if offline and none runs (called from async operations)."""
-        if not self._online:
-            self._start_probe()
-
-    async def _probe_until_online(self) -> None:
+    async def _probe_until_online(self, probe: Probe) -> None:
         while not self._online:
-            await asyncio.sleep(self.probe_interval)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.backend.probe(), timeout=self.probe_interval)
-                self._back_online()
+            await asyncio.sleep(self.probe_interval_seconds)
+            with self._lock:
+                flight = self._probe_flight
+                if flight is None and not self._online:
+                    flight = self._start_probe(probe)
+            if flight is not None:
+                await self._outcome(flight)
 
     def _back_online(self) -> None:
         with self._lock:
             if self._online:
                 return
             self._online = True
-            offline_for = time.monotonic() - self._offline_since
-            self._last_error = ""
-        BACKEND_ONLINE.labels(self.backend.identity).set(1)
-        log.warning("backend %s reachable again after %.1f s", self.backend.identity, offline_for)
+            self._recovered_at = self._clock()
+            offline_for = self._recovered_at - self._offline_since
+            self._first_error = ""
+        BACKEND_ONLINE.labels(self.identity).set(1)
+        log.warning("backend %s reachable again after %.1f s", self.identity, offline_for)
 
-    def succeeded(self) -> None:
-        """A request to the backend succeeded (also ends an offline period early)."""
-        if not self._online:
-            self._back_online()
+
+def _root_message(exc: BaseException) -> str:
+    """What went wrong, once: an edgecache error's own message (it names the backend, the URL
+    and the library's error), anything else as ``Type: message``."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, EdgeCacheError) or text.startswith(type(exc).__name__):
+        return text
+    return f"{type(exc).__name__}: {text}"
