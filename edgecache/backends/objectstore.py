@@ -10,6 +10,10 @@ only the library calls (:meth:`~ObjectStoreBackend.get_range`,
   LIST and HEAD give), so ``ls`` and ``info`` agree and a replaced object gets new cache keys;
 - a block GET carries ``If-Match: <ETag>``; a 412 becomes :class:`ObjectChangedError`, never a
   mix of old and new bytes; a body that breaks off is re-read with backoff;
+- what a hung link may cost (:class:`RequestLimits`): seconds-long connect and read timeouts,
+  and retries only of failures that come fast (a refused or reset connection, a 5xx, a body
+  that broke off): a request that timed out is never repeated (:func:`retrying`), so a hung
+  request costs one timeout, after which the backend is offline for every reader;
 - a probe that any answer (even 403/404) counts as "reachable", bounded in time;
 - errors leave as Python's own types naming the URL and never a secret: ``FileNotFoundError``,
   ``PermissionError``, :class:`~edgecache.errors.BackendUnavailableError`.
@@ -21,24 +25,98 @@ import asyncio
 import errno
 import logging
 from abc import abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from edgecache.backends._base import Backend, ObjectChangedError
-from edgecache.backends.options import ResolvedOptions, Secret, scrub, unexpected_option
+from edgecache.backends.options import (
+    ResolvedOptions,
+    Secret,
+    number,
+    scrub,
+    unexpected_option,
+)
 from edgecache.errors import BackendUnavailableError, ConfigError, quoted
 
-__all__ = ["ObjectStoreBackend", "ObjectStoreConfig", "whole_seconds"]
+__all__ = [
+    "ObjectStoreBackend",
+    "ObjectStoreConfig",
+    "RequestLimits",
+    "backoff_seconds",
+    "is_timeout",
+    "retrying",
+    "whole_seconds",
+]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request to an object store may cost: the options ``connect_timeout``,
+    ``read_timeout`` and ``probe_timeout`` (seconds) and ``retries`` (attempts).
+
+    An edge site's link hangs (a dead router, a radio link gone: packets vanish, nothing is
+    refused) as often as it fails cleanly. Until a request times out, nobody knows the link is
+    dead, so the timeouts are what the first reader pays; after that the backend is offline and
+    readers are served from the cache. Hence timeouts of seconds, not the libraries' minute, and
+    no retry after a timeout.
+    """
+
+    connect_timeout_seconds: float = 3.0
+    """Bound on opening a connection (TCP and TLS handshakes; not the wait for a pooled one).
+    Three seconds: a handshake takes a few round trips, and Linux resends a lost SYN after one
+    second, so a lossy link still connects; a hung one costs three seconds, not a minute."""
+    read_timeout_seconds: float = 10.0
+    """Longest silence while waiting for an answer or its next bytes (not a bound on a whole
+    transfer: a large object over a slow link keeps sending). Ten seconds: S3 and OSS answer
+    within a second or two even when loaded, so a healthy link does not trip it, and a hung link
+    costs the first reader ten seconds."""
+    attempts: int = 3
+    """Tries of a request whose failure came fast (refused or reset connection, 5xx, throttling,
+    a body that broke off), with backoff: these are cheap and often pass on the next try. A
+    request that timed out is not tried again: on a hung link that would multiply the wait."""
+    probe_timeout_seconds: float = 2.0
+    """Bound on one reachability probe. A read that needs an offline backend waits for a probe
+    (at most one a second), so this is what such a read costs while the link hangs; a probe is a
+    single small request, answered within a few round trips on a live link."""
+
+    @classmethod
+    def from_options(cls, resolved: ResolvedOptions) -> RequestLimits:
+        """The limits given in ``resolved`` (``connect_timeout``, ``read_timeout``, ``retries``,
+        ``probe_timeout``), defaults for the rest."""
+        default = cls()
+        return cls(
+            connect_timeout_seconds=number(
+                "connect_timeout",
+                resolved.get("connect_timeout"),
+                default.connect_timeout_seconds,
+                minimum=0.1,
+            ),
+            read_timeout_seconds=number(
+                "read_timeout",
+                resolved.get("read_timeout"),
+                default.read_timeout_seconds,
+                minimum=0.1,
+            ),
+            attempts=int(number("retries", resolved.get("retries"), default.attempts, minimum=1)),
+            probe_timeout_seconds=number(
+                "probe_timeout",
+                resolved.get("probe_timeout"),
+                default.probe_timeout_seconds,
+                minimum=0.1,
+            ),
+        )
 
 
 @dataclass(frozen=True)
 class ObjectStoreConfig:
     """A plugin's resolved options: what it builds its client from and what the shared code
-    reads (endpoint, attempts, probe bounds)."""
+    reads (endpoint, request limits, probe bucket)."""
 
     fs_kwargs: dict[str, Any]
     """Keywords for the plugin's fsspec filesystem (plain secrets: hand over, never log)."""
@@ -46,16 +124,53 @@ class ObjectStoreConfig:
     """Secret-free endpoint URL, for identity, logs and errors."""
     resolved: ResolvedOptions
     """The options as resolved (secrets wrapped), for ``Backend.options``."""
-    connect_timeout_seconds: float
-    """Bound on opening a connection."""
-    read_timeout_seconds: float
-    """Longest wait for the next bytes of an answer (not a bound on the whole transfer)."""
-    attempts: int
-    """Attempts per idempotent request, and re-reads of a block whose body broke off."""
-    probe_timeout_seconds: float
-    """Bound on one reachability probe."""
+    limits: RequestLimits
+    """Timeouts and attempts of every request."""
     probe_bucket: str | None
     """Bucket the first probe asks about (later probes use the last bucket read)."""
+
+
+def is_timeout(exc: BaseException, types: tuple[type[BaseException], ...] = ()) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is a timeout: a :class:`TimeoutError`
+    (asyncio's and aiohttp's are) or one of a client library's own ``types``."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, (TimeoutError, *types)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def backoff_seconds(retry: int) -> float:
+    """Pause before retry number ``retry`` (0-based) of a request that failed fast: 0.1 s, 0.2 s,
+    0.4 s... at most 2 s. Short, because what is retried (a reset connection, a 5xx) usually
+    passes at once or not for a long while, and a reader waits through every pause."""
+    return float(min(0.1 * 2.0**retry, 2.0))
+
+
+async def retrying(
+    request: Callable[[], Awaitable[T]],
+    *,
+    attempts: int,
+    retryable: Callable[[BaseException], bool],
+    timeouts: tuple[type[BaseException], ...] = (),
+    what: str = "request",
+) -> T:
+    """``request()``, tried up to ``attempts`` times while it fails fast with a ``retryable``
+    error, with :func:`backoff_seconds` between tries. A timeout is raised at once
+    (:class:`RequestLimits` says why)."""
+    for attempt in range(attempts):
+        try:
+            return await request()
+        except Exception as exc:
+            if attempt + 1 >= attempts or is_timeout(exc, timeouts) or not retryable(exc):
+                raise
+            delay = backoff_seconds(attempt)
+            log.debug("retrying %s in %.1f s: %s", what, delay, type(exc).__name__)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def whole_seconds(modified: Any) -> int:
@@ -83,6 +198,8 @@ class ObjectStoreBackend(Backend):
     """Client-library exceptions meaning the endpoint cannot be reached."""
     body_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     """Exceptions meaning a GET's body broke off: the block is read again, with backoff."""
+    timeout_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """Client-library exceptions meaning a request timed out (besides ``TimeoutError``)."""
     auth_codes: ClassVar[frozenset[str]] = frozenset()
     """Error codes that mean the credentials were refused (besides any 403)."""
     credentials_hint: ClassVar[str] = "check the credentials and the bucket policy"
@@ -137,12 +254,12 @@ class ObjectStoreBackend(Backend):
         """One bounded request to the last bucket used (or the service). Any answer from the
         store, even 403 or 404, proves the endpoint is reachable."""
         try:
-            async with asyncio.timeout(self._config.probe_timeout_seconds):
+            async with asyncio.timeout(self._config.limits.probe_timeout_seconds):
                 await self.probe_request(self._last_bucket)
         except TimeoutError as exc:
             raise BackendUnavailableError(
                 f"{self.identity} did not answer a probe within "
-                f"{self._config.probe_timeout_seconds:g} s"
+                f"{self._config.limits.probe_timeout_seconds:g} s"
             ) from exc
         except Exception as exc:
             if self.is_unreachable(exc):
@@ -165,27 +282,26 @@ class ObjectStoreBackend(Backend):
         path = self.strip(path)
         self._remember_bucket(path)
         etag = self.etag_of(version)
-        attempts = self._config.attempts
-        for attempt in range(attempts):
-            try:
-                return await self.get_range(path, start, end, etag)
-            except self.body_errors as exc:
-                if attempt + 1 >= attempts:
-                    raise self._unavailable(exc, path) from exc
-                delay = min(0.1 * 2**attempt, 2.0)
-                log.debug("retrying block of %s in %.1f s: %s", self._url(path), delay, exc)
-                await asyncio.sleep(delay)
-            except Exception as exc:
-                status, code = self.error_status(exc)
-                if status == 412 or code == "PreconditionFailed":
-                    raise ObjectChangedError(
-                        errno.ESTALE, f"{self._url(path)} changed since it was listed"
-                    ) from exc
-                translated = self._translate(exc, path)
-                if translated is exc:
-                    raise
-                raise translated from exc
-        raise AssertionError("unreachable")
+        try:
+            return await retrying(
+                lambda: self.get_range(path, start, end, etag),
+                attempts=self._config.limits.attempts,
+                retryable=lambda exc: isinstance(exc, self.body_errors),
+                timeouts=self.timeout_errors,
+                what=f"block of {self._url(path)}",
+            )
+        except self.body_errors as exc:
+            raise self._unavailable(exc, path) from exc
+        except Exception as exc:
+            status, code = self.error_status(exc)
+            if status == 412 or code == "PreconditionFailed":
+                raise ObjectChangedError(
+                    errno.ESTALE, f"{self._url(path)} changed since it was listed"
+                ) from exc
+            translated = self._translate(exc, path)
+            if translated is exc:
+                raise
+            raise translated from exc
 
     # --- errors --------------------------------------------------------------------------------
     def _remember_bucket(self, path: str | None) -> None:
@@ -205,6 +321,14 @@ class ObjectStoreBackend(Backend):
     def _unavailable(self, exc: BaseException, path: str | None) -> BackendUnavailableError:
         what = f" while reading {self._url(path)}" if path else ""
         detail = str(exc) or type(exc).__name__
+        if is_timeout(exc, self.timeout_errors):
+            # Say which bound ran out: it is what a user would tune.
+            limits = self._config.limits
+            detail = (
+                f"no answer within the timeouts (connect_timeout "
+                f"{limits.connect_timeout_seconds:g} s, read_timeout "
+                f"{limits.read_timeout_seconds:g} s): {detail}"
+            )
         return BackendUnavailableError(
             self._clean(f"{self.identity} is unreachable{what}: {type(exc).__name__}: {detail}")
         )

@@ -66,9 +66,7 @@ class OSSBackend(ObjectStoreBackend):
         self._secrets = self._config.resolved.secrets()
         redact_in_logs(self._secrets, _CLIENT_LOGGERS)
         self._fs = EdgeOSSFileSystem(
-            connect_timeout_seconds=self._config.connect_timeout_seconds,
-            read_timeout_seconds=self._config.read_timeout_seconds,
-            attempts=self._config.attempts,
+            limits=self._config.limits,
             # Bound to the read engine's loop, never shared through fsspec's instance cache.
             **self.bound_client_options(self._config.fs_kwargs),
         )

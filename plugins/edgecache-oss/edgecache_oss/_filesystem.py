@@ -6,9 +6,10 @@ Sits between the OSS backend (``edgecache_oss._backend``) and aiooss2/aiohttp. o
 - ``info`` and listings carry the object's ETag (ossfs drops it), so versions from ``ls`` and
   ``info`` agree; ``info`` reports 403 as an error instead of turning it into "not found";
 - paths are normalised to ``bucket/key`` (ossfs keeps a leading ``/`` from ``oss://`` URLs);
-- every request has bounds (aiohttp ``ClientTimeout``: connect, and silence while reading), and
-  idempotent requests (HEAD, GET, LIST) are retried with backoff on connection errors, timeouts
-  and 5xx;
+- every request has bounds (aiohttp ``ClientTimeout``: connect, and silence while reading;
+  :class:`~edgecache.backends.objectstore.RequestLimits`), and idempotent requests (HEAD, GET,
+  LIST) are retried with backoff on failures that come fast (connection errors, 5xx), never
+  after a timeout (:func:`~edgecache.backends.objectstore.retrying`);
 - request headers (which carry an STS token) are never logged;
 - ``cat_file`` ranges follow fsspec (end exclusive) with OSS's standard range behaviour;
 - ``pipe_file`` takes fsspec's ``mode`` (``create`` refuses to overwrite, on the server), and
@@ -17,7 +18,6 @@ Sits between the OSS backend (``edgecache_oss._backend``) and aiooss2/aiohttp. o
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import weakref
 from typing import Any
@@ -28,6 +28,8 @@ from aiooss2.adapter import AsyncPayload, FilelikeObjectAdapter, IterableAdapter
 from aiooss2.http import AioResponse, AioSession
 from oss2.exceptions import OssError, RequestError  # type: ignore[import-untyped]
 from ossfs import AioOSSFileSystem  # type: ignore[import-untyped]
+
+from edgecache.backends.objectstore import RequestLimits, retrying
 
 __all__ = ["EdgeOSSFileSystem", "is_transient", "oss_status"]
 
@@ -93,7 +95,8 @@ def oss_status(exc: BaseException) -> tuple[int | None, str]:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Whether repeating the request may succeed: connection trouble, timeouts, 5xx."""
+    """Whether the failure is the connection's or the service's, not the request's: connection
+    trouble, timeouts, 5xx (:func:`retrying` still never repeats a timeout)."""
     if isinstance(exc, CONNECTION_ERRORS):
         return True
     status, _ = oss_status(exc)
@@ -133,24 +136,20 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
     protocol = "oss"
     _session: Any
 
-    def __init__(
-        self,
-        *,
-        connect_timeout_seconds: float = 5.0,
-        read_timeout_seconds: float = 30.0,
-        attempts: int = 3,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, limits: RequestLimits | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        limits = limits or RequestLimits()
         # Bounds on silence, not on duration: a 64 MiB object over a slow link may take minutes,
-        # but no connect and no wait for the next bytes may outlast its timeout.
+        # but no connect and no wait for the next bytes may outlast its timeout. The wait for a
+        # free pooled connection is not bounded (``connect``): under many parallel block fetches
+        # over a slow link it is long, and says nothing about whether the link is up.
         self._timeout = aiohttp.ClientTimeout(
             total=None,
-            connect=connect_timeout_seconds,
-            sock_connect=connect_timeout_seconds,
-            sock_read=read_timeout_seconds,
+            connect=None,
+            sock_connect=limits.connect_timeout_seconds,
+            sock_read=limits.read_timeout_seconds,
         )
-        self._attempts = attempts
+        self._attempts = limits.attempts
 
     # --- paths ---------------------------------------------------------------------------------
     @classmethod
@@ -172,17 +171,13 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
     async def _call_oss(
         self, method_name: str, *args: Any, bucket: str | None = None, **kwargs: Any
     ) -> Any:
-        attempts = self._attempts if method_name in _IDEMPOTENT else 1
-        for attempt in range(attempts):
-            try:
-                return await super()._call_oss(method_name, *args, bucket=bucket, **kwargs)
-            except Exception as exc:
-                if attempt + 1 >= attempts or not is_transient(exc):
-                    raise
-                delay = min(0.1 * 2**attempt, 2.0)
-                log.debug("retrying OSS %s in %.1f s: %s", method_name, delay, type(exc).__name__)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        call = super()._call_oss
+        return await retrying(
+            lambda: call(method_name, *args, bucket=bucket, **kwargs),
+            attempts=self._attempts if method_name in _IDEMPOTENT else 1,
+            retryable=is_transient,
+            what=f"OSS {method_name}",
+        )
 
     # --- metadata with ETags -------------------------------------------------------------------
     def _transfer_object_info_to_dict(self, bucket: str, obj: Any) -> dict[str, Any]:

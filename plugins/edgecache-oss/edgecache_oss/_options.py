@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgecache.backends.objectstore import ObjectStoreConfig
+from edgecache.backends.objectstore import ObjectStoreConfig, RequestLimits
 from edgecache.backends.options import (
     OptionSpec,
     endpoint_url,
     filesystem_keywords,
     flag,
-    number,
     public_url,
     refuse_unknown_options,
     resolve_options,
@@ -62,12 +61,8 @@ OSS_OPTIONS: tuple[OptionSpec, ...] = (
 _FOREIGN_PREFIXES = ("fs.", "alluxio.")
 
 #: Native keywords passed through to ossfs (which would drop an unknown one silently). The
-#: timeouts and attempts are set from the options above, never passed through.
-_OSSFS_KEYWORDS = filesystem_keywords(EdgeOSSFileSystem) - {
-    "connect_timeout_seconds",
-    "read_timeout_seconds",
-    "attempts",
-}
+#: timeouts and attempts are set from the options above (``limits``), never passed through.
+_OSSFS_KEYWORDS = filesystem_keywords(EdgeOSSFileSystem) - {"limits"}
 
 
 def oss_config(
@@ -109,15 +104,6 @@ def oss_config(
         fs_kwargs=kwargs,
         endpoint=public_url(endpoint),
         resolved=resolved,
-        connect_timeout_seconds=number(
-            "connect_timeout", resolved.get("connect_timeout"), 5.0, minimum=0.1
-        ),
-        read_timeout_seconds=number(
-            "read_timeout", resolved.get("read_timeout"), 30.0, minimum=0.1
-        ),
-        attempts=int(number("retries", resolved.get("retries"), 3, minimum=1)),
-        probe_timeout_seconds=number(
-            "probe_timeout", resolved.get("probe_timeout"), 5.0, minimum=0.1
-        ),
+        limits=RequestLimits.from_options(resolved),
         probe_bucket=str(probe_bucket) if probe_bucket else None,
     )

@@ -11,7 +11,8 @@ replaced object fails with :class:`ObjectChangedError` (412) instead of mixing o
 
 Errors leave this module as Python's own types, each naming the URL and never a secret:
 ``FileNotFoundError`` (missing bucket or key), ``PermissionError`` (credentials refused),
-:class:`BackendUnavailableError` (endpoint unreachable, after bounded botocore retries),
+:class:`BackendUnavailableError` (endpoint unreachable, after bounded botocore retries; a
+request that timed out is not retried: see ``edgecache_s3._filesystem``),
 :class:`ConfigError` (a bucket or key botocore refuses to send, such as ``Bad_Bucket!``).
 """
 
@@ -28,11 +29,11 @@ import aiohttp
 import botocore.auth
 import botocore.endpoint
 import botocore.exceptions
-import s3fs
 
 from edgecache.backends.objectstore import ObjectStoreBackend
 from edgecache.backends.options import redact_in_logs
 from edgecache.errors import ConfigError
+from edgecache_s3._filesystem import TIMEOUT_ERRORS, EdgeS3FileSystem
 from edgecache_s3._options import s3_config
 
 __all__ = ["S3Backend"]
@@ -102,7 +103,9 @@ class S3Backend(ObjectStoreBackend):
         self._secrets = self._config.resolved.secrets()
         redact_in_logs(self._secrets, _CLIENT_LOGGERS)
         # Bound to the read engine's loop, never shared through fsspec's instance cache.
-        self._fs = s3fs.S3FileSystem(**self.bound_client_options(self._config.fs_kwargs))
+        self._fs = EdgeS3FileSystem(
+            limits=self._config.limits, **self.bound_client_options(self._config.fs_kwargs)
+        )
         # botocore retries each request (config_kwargs["retries"]); s3fs's own retry loop on top
         # would multiply the attempts against an unreachable endpoint.
         self._fs.retries = 1
@@ -110,10 +113,11 @@ class S3Backend(ObjectStoreBackend):
 
     unreachable_errors = _UNREACHABLE
     body_errors = _BODY_ERRORS
+    timeout_errors = TIMEOUT_ERRORS
 
     # --- ObjectStoreBackend --------------------------------------------------------------------
     @property
-    def fs(self) -> s3fs.S3FileSystem:
+    def fs(self) -> EdgeS3FileSystem:
         return self._fs
 
     async def get_range(self, path: str, start: int, end: int, etag: str) -> bytes:

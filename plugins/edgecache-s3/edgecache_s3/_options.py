@@ -14,13 +14,12 @@ from typing import Any
 import aiobotocore.session
 import s3fs
 
-from edgecache.backends.objectstore import ObjectStoreConfig
+from edgecache.backends.objectstore import ObjectStoreConfig, RequestLimits
 from edgecache.backends.options import (
     OptionSpec,
     endpoint_url,
     filesystem_keywords,
     flag,
-    number,
     public_url,
     refuse_unknown_options,
     resolve_options,
@@ -108,15 +107,13 @@ def s3_config(
     client_kwargs.setdefault("region_name", region)
     kwargs["client_kwargs"] = client_kwargs
 
-    connect_timeout = number("connect_timeout", resolved.get("connect_timeout"), 5.0, minimum=0.1)
-    read_timeout = number("read_timeout", resolved.get("read_timeout"), 30.0, minimum=0.1)
-    attempts = int(number("retries", resolved.get("retries"), 3, minimum=1))
+    limits = RequestLimits.from_options(resolved)
     config_kwargs = dict(extra.pop("config_kwargs", None) or {})
-    config_kwargs.setdefault("connect_timeout", connect_timeout)
-    config_kwargs.setdefault("read_timeout", read_timeout)
+    config_kwargs.setdefault("connect_timeout", limits.connect_timeout_seconds)
+    config_kwargs.setdefault("read_timeout", limits.read_timeout_seconds)
     # botocore's "standard" mode retries throttling, 5xx and connection errors with jittered
-    # exponential backoff; the attempt count bounds how long an unreachable endpoint holds a read.
-    config_kwargs.setdefault("retries", {"total_max_attempts": attempts, "mode": "standard"})
+    # exponential backoff; EdgeS3FileSystem keeps it from retrying a timeout.
+    config_kwargs.setdefault("retries", {"total_max_attempts": limits.attempts, "mode": "standard"})
     # botocore's default pool (10) would queue edgecache's parallel block fetches (16 by
     # default): over a high-latency link every queued request costs a round trip.
     config_kwargs.setdefault("max_pool_connections", 32)
@@ -144,11 +141,6 @@ def s3_config(
         fs_kwargs=kwargs,
         endpoint=public_endpoint,
         resolved=resolved,
-        connect_timeout_seconds=connect_timeout,
-        read_timeout_seconds=read_timeout,
-        attempts=attempts,
-        probe_timeout_seconds=number(
-            "probe_timeout", resolved.get("probe_timeout"), 5.0, minimum=0.1
-        ),
+        limits=limits,
         probe_bucket=str(probe_bucket) if probe_bucket else None,
     )

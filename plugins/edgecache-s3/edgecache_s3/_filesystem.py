@@ -1,0 +1,79 @@
+"""The s3fs filesystem, adjusted for edgecache: what ``S3Backend.fs`` is.
+
+Sits between the S3 backend (``edgecache_s3._backend``) and aiobotocore. s3fs does the S3
+protocol; this subclass changes how botocore retries a request that got no answer, so that S3
+follows the same rules as every object store (:class:`~edgecache.backends.objectstore.
+RequestLimits`):
+
+- a request that timed out is not retried. botocore's ``standard`` mode repeats timeouts like
+  any transient error, so on a hung link one request cost ``attempts x read_timeout`` (3 x 30 s
+  measured) before edgecache heard of it; now it costs one timeout, after which the backend is
+  offline for every reader;
+- a refused or reset connection is retried after
+  :func:`~edgecache.backends.objectstore.backoff_seconds` (0.1 s, 0.2 s...), not botocore's
+  jittered second or two: a link that was cut is reported within a fraction of a second;
+- answers (throttling, 5xx) keep botocore's own policy and backoff: the service asked for them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import botocore.exceptions
+import s3fs
+
+from edgecache.backends.objectstore import RequestLimits, backoff_seconds
+
+__all__ = ["TIMEOUT_ERRORS", "EdgeS3FileSystem"]
+
+#: botocore's exceptions for a connect or read timeout (aiohttp's timeouts, translated).
+TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+)
+#: A request that got no answer: the connection failed (refused, reset, closed early).
+_NO_ANSWER: tuple[type[BaseException], ...] = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    OSError,
+)
+_HANDLER_ID = "edgecache-retry-without-answer"
+
+
+class _RetryWithoutAnswer:
+    """botocore ``needs-retry`` handler, run before the retry policy. The first answer that is
+    not None decides: ``False`` is "do not retry" (aiobotocore), a number is the pause before the
+    retry; ``None`` leaves the decision to botocore (the request got an answer)."""
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+
+    def __call__(
+        self, attempts: int = 1, caught_exception: BaseException | None = None, **_: Any
+    ) -> float | bool | None:
+        if caught_exception is None:
+            return None
+        if isinstance(caught_exception, TIMEOUT_ERRORS) or attempts >= self.attempts:
+            return False
+        if isinstance(caught_exception, _NO_ANSWER):
+            return backoff_seconds(attempts - 1)
+        return None
+
+
+class EdgeS3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]
+    """``S3FileSystem`` whose client retries a request without an answer as edgecache does."""
+
+    _edge_client: Any = None
+
+    def __init__(self, *args: Any, limits: RequestLimits | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._retry_without_answer = _RetryWithoutAnswer((limits or RequestLimits()).attempts)
+
+    async def set_session(self, refresh: bool = False, kwargs: dict[str, Any] | None = None) -> Any:
+        client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
+        if client is not self._edge_client:
+            client.meta.events.register_first(
+                "needs-retry.s3", self._retry_without_answer, unique_id=_HANDLER_ID
+            )
+            self._edge_client = client
+        return client
