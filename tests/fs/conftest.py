@@ -20,6 +20,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fstestlib import (
     CountingLocalBackend,
     CountingMemoryBackend,
+    HangingLocalBackend,
+    LinkedLocalFileSystem,
     SwitchableLocalBackend,
     close_fs,
 )
@@ -35,6 +37,9 @@ def test_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     register_backend("countfile", CountingLocalBackend)
     register_backend("countmem", CountingMemoryBackend)
     register_backend("switchfile", SwitchableLocalBackend)
+    register_backend("hangfile", HangingLocalBackend)
+    for protocol in LinkedLocalFileSystem.protocol:
+        fsspec.register_implementation(protocol, LinkedLocalFileSystem, clobber=True)
 
 
 @pytest.fixture

@@ -2,12 +2,19 @@
 
 ``countfile`` and ``countmem`` are the built-in backends plus a log of every block fetch and
 metadata call; ``switchfile`` can be cut off (each backend call then raises ``ConnectionError``,
-as a WAN link that is down). ``conftest.py`` registers them for each test.
+as a WAN link that is down); ``hangfile`` can hang (each call waits, then times out, as over a
+blackholed link). ``conftest.py`` registers them for each test, and ``switchfile``/``hangfile``
+with fsspec too, so that ``fsspec.open("edgecache::switchfile:///path")`` works as for s3.
+Their switches are class attributes: ``fsspec.open`` builds a backend per URL, and one link
+serves them all (set them with ``monkeypatch.setattr`` on the class).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, ClassVar
+
+from fsspec.implementations.local import LocalFileSystem
 
 from edgecache.backends.local import LocalBackend
 from edgecache.backends.memory import MemoryBackend
@@ -62,6 +69,8 @@ class SwitchableLocalBackend(CountingLocalBackend):
 
     protocols = ("switchfile",)
     online = True
+    probes: ClassVar[int] = 0
+    """Probes asked for, by every instance (reset it with monkeypatch)."""
 
     async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
         if not self.online:
@@ -75,8 +84,44 @@ class SwitchableLocalBackend(CountingLocalBackend):
 
     async def probe(self) -> None:
         """Fails while the link is cut (local files themselves are always reachable)."""
+        SwitchableLocalBackend.probes += 1
         if not self.online:
             raise BackendUnavailableError(f"{self.identity} is unreachable: link down")
+
+
+class HangingLocalBackend(CountingLocalBackend):
+    """Local files behind a link that can hang: while :attr:`hung`, every call and probe waits
+    :attr:`hang_seconds` and then fails with ``TimeoutError``, as a request with that timeout does
+    over a blackholed link."""
+
+    protocols = ("hangfile",)
+    hung: ClassVar[bool] = False
+    hang_seconds: ClassVar[float] = 0.3
+    waits: ClassVar[int] = 0
+    """Calls, fetches and probes that hung, by every instance."""
+
+    async def _hang_if_hung(self) -> None:
+        if HangingLocalBackend.hung:
+            HangingLocalBackend.waits += 1
+            await asyncio.sleep(HangingLocalBackend.hang_seconds)
+            raise TimeoutError(f"no answer within {HangingLocalBackend.hang_seconds} s")
+
+    async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
+        await self._hang_if_hung()
+        return await super().fetch_range(path, start, end, version)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        await self._hang_if_hung()
+        return await super().call(method, *args, **kwargs)
+
+    async def probe(self) -> None:
+        await self._hang_if_hung()
+
+
+class LinkedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
+    """fsspec's local filesystem under the test links' protocols, for URL chaining."""
+
+    protocol = ("switchfile", "hangfile")
 
 
 def pattern(size: int, seed: int = 0) -> bytes:

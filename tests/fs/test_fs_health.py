@@ -1,5 +1,7 @@
 """Backend health: once a backend is unreachable, reads stop waiting on it until a probe says
-it is back; directory scans are answered from one listing and read ahead across files."""
+it is back, for every filesystem instance at once (``fsspec.open`` per file); a read that needs
+it probes by itself, so a returning link is used at once; directory scans are answered from one
+listing and read ahead across files."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
-from fstestlib import KiB, SwitchableLocalBackend, pattern
+from fstestlib import HangingLocalBackend, KiB, SwitchableLocalBackend, pattern
 
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
@@ -158,3 +161,117 @@ def test_offline_a_directory_that_was_only_listed_still_answers_info_and_ls(
     backend_of(offline).online = False
     assert offline.info(str(files))["type"] == "directory"
     assert len(offline.ls(str(files))) == 40
+
+
+# --- the link as users meet it: fsspec.open per file, one health for every instance ---------
+
+
+def open_url(protocol: str, path: Path, cache_dir: Path, **cache: Any) -> Any:
+    return fsspec.open(
+        f"edgecache::{protocol}://{path}", "rb", edgecache={"cache_dir": str(cache_dir), **cache}
+    )
+
+
+def read_url(protocol: str, path: Path, cache_dir: Path, **cache: Any) -> bytes:
+    with open_url(protocol, path, cache_dir, **cache) as f:
+        data: bytes = f.read()
+    return data
+
+
+def test_a_hung_link_costs_one_timeout_for_every_fsspec_open_of_the_process(
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    settings = {"block_size": "4KiB", "metadata_ttl": 0.2, "backend_recheck_after": 60}
+    for i in range(10):
+        assert read_url("hangfile", files / f"f{i:03d}.bin", cache, **settings)
+    time.sleep(0.3)  # past the TTL: every open below would ask the backend for the info again
+    monkeypatch.setattr(HangingLocalBackend, "hung", True)
+    monkeypatch.setattr(HangingLocalBackend, "waits", 0)
+    for i in range(10):  # ten new filesystem instances
+        assert read_url("hangfile", files / f"f{i:03d}.bin", cache, **settings) == pattern(
+            8 * KiB, seed=i
+        )
+    # The first open waited for one timeout and took the backend offline for all of them.
+    assert HangingLocalBackend.waits == 1
+    with pytest.raises(BackendUnavailableError, match=r"unreachable since .* is not cached"):
+        read_url("hangfile", files / "f020.bin", cache, **settings)
+    assert HangingLocalBackend.waits == 1  # failed at once, without waiting on the link
+    health = open_url("hangfile", files / "f000.bin", cache, **settings).fs.health
+    assert not health.online
+
+
+def test_a_link_that_comes_back_is_used_by_the_very_next_read(
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    # The background probe would come too late to matter: only the read itself can notice.
+    settings = {"block_size": "4KiB", "backend_recheck_after": 0.3, "backend_probe_interval": 60}
+    assert read_url("switchfile", files / "f000.bin", cache, **settings)
+    monkeypatch.setattr(SwitchableLocalBackend, "online", False)
+    with pytest.raises(BackendUnavailableError, match="not cached"):
+        read_url("switchfile", files / "f001.bin", cache, **settings)
+    assert read_url("switchfile", files / "f000.bin", cache, **settings)  # cached: served
+    health = open_url("switchfile", files / "f000.bin", cache, **settings).fs.health
+
+    monkeypatch.setattr(SwitchableLocalBackend, "online", True)
+    time.sleep(0.3)  # the age rule: the last probe (the failure above) is now old enough
+    assert not health.online  # nothing but the next read can bring it back
+    assert read_url("switchfile", files / "f001.bin", cache, **settings) == pattern(8 * KiB, seed=1)
+    assert health.online
+
+
+def test_concurrent_misses_while_offline_share_one_probe(
+    make_fs: MakeFs, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = make_fs(
+        "switchfile", block_size="4KiB", backend_recheck_after=0.2, backend_probe_interval=60
+    )
+    assert fs.cat_file(str(files / "f000.bin"))
+    backend: SwitchableLocalBackend = backend_of(fs)
+    backend.online = False
+    with pytest.raises(BackendUnavailableError):
+        fs.cat_file(str(files / "f001.bin"))
+    monkeypatch.setattr(SwitchableLocalBackend, "probes", 0)
+    time.sleep(0.2)
+    paths = [str(files / f"f{i:03d}.bin") for i in range(1, 40)]
+    results = fs.cat(paths, on_error="return")
+    assert all(isinstance(r, BackendUnavailableError) for r in results.values())
+    assert SwitchableLocalBackend.probes == 1
+    backend.online = True
+    time.sleep(0.2)
+    assert fs.cat(paths) == {p: pattern(8 * KiB, seed=i) for i, p in enumerate(paths, 1)}
+    assert SwitchableLocalBackend.probes == 2
+
+
+def test_after_an_outage_cached_files_do_not_wait_on_a_link_that_flaps(
+    make_fs: MakeFs, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fs = make_fs(
+        "hangfile",
+        block_size="4KiB",
+        metadata_ttl=0,  # every info has expired: each read of a cached file would revalidate
+        backend_recheck_after=0.1,
+        backend_stable_after=60,
+        backend_probe_interval=60,
+    )
+    cached = str(files / "f000.bin")
+    assert fs.cat_file(cached)
+    monkeypatch.setattr(HangingLocalBackend, "hung", True)
+    with pytest.raises(BackendUnavailableError):
+        fs.cat_file(str(files / "f001.bin"))  # one timeout: offline
+    monkeypatch.setattr(HangingLocalBackend, "hung", False)
+    time.sleep(0.1)
+    assert fs.cat_file(str(files / "f001.bin"))  # back: the read probed and went ahead
+    assert fs.health.online and not fs.health.stable
+
+    # It drops again, this time for long. Cached files are served from the cache at once (the
+    # revalidation runs behind the readers and takes the backend offline again).
+    monkeypatch.setattr(HangingLocalBackend, "hang_seconds", 5.0)
+    monkeypatch.setattr(HangingLocalBackend, "hung", True)
+    monkeypatch.setattr(HangingLocalBackend, "waits", 0)
+    started = time.monotonic()
+    for _ in range(20):
+        assert fs.cat_file(cached) == pattern(8 * KiB, seed=0)
+    assert time.monotonic() - started < 2.5, "a read of a cached file waited on the link"
+    assert HangingLocalBackend.waits <= 1
