@@ -11,7 +11,7 @@ import pytest
 
 from edgecache.config import CacheSettings
 from edgecache.errors import ConfigError
-from edgecache.fs._health import BackendHealth
+from edgecache.engine._health import BackendHealth
 
 
 class Clock:
