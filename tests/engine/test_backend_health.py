@@ -10,8 +10,8 @@ import threading
 import pytest
 
 from edgecache.config import CacheSettings
-from edgecache.errors import ConfigError
 from edgecache.engine._health import BackendHealth
+from edgecache.errors import ConfigError
 
 
 class Clock:
