@@ -151,6 +151,10 @@ def tree(data_dir: Path) -> dict[str, bytes]:
 
 
 def open_fs(cache: Path, **options: Any) -> EdgeCacheFileSystem:
+    # Backend health is shared by every filesystem on the cache directory, but each test
+    # switches the link of one filesystem's own backend: a filesystem opened "online again"
+    # must not wait out the age rule of the probe for a link the other one saw cut.
+    options.setdefault("backend_recheck_after", 0)
     return EdgeCacheFileSystem(
         target_protocol="switchfile",
         cache_dir=str(cache),
