@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from edgecache.config import CacheSettings
+from edgecache.config import CacheSettings, HealthSettings
 from edgecache.engine._health import BackendHealth
 from edgecache.errors import ConfigError
 
@@ -39,13 +39,12 @@ class Link:
 
 
 def offline_health(clock: Clock, **periods: float) -> BackendHealth:
-    health = BackendHealth(
-        "test|health",
+    settings = HealthSettings(
         probe_interval_seconds=periods.get("probe_interval_seconds", 60.0),
         recheck_after_seconds=periods.get("recheck_after_seconds", 1.0),
         stable_after_seconds=periods.get("stable_after_seconds", 30.0),
-        clock=clock,
     )
+    health = BackendHealth("test|health", settings, clock=clock)
     health.went_unreachable(ConnectionError("connection refused"))
     return health
 
@@ -140,9 +139,8 @@ async def test_a_probe_on_another_event_loop_is_shared() -> None:
 
 async def test_after_an_outage_the_backend_is_online_but_not_stable_for_a_while() -> None:
     clock, link = Clock(), Link()
-    health = BackendHealth(
-        "test|health", recheck_after_seconds=1.0, stable_after_seconds=30.0, clock=clock
-    )
+    settings = HealthSettings(recheck_after_seconds=1.0, stable_after_seconds=30.0)
+    health = BackendHealth("test|health", settings, clock=clock)
     assert health.online and health.stable  # never offline: stable
     health.went_unreachable(TimeoutError("read timed out"))
     assert not health.stable
@@ -182,7 +180,7 @@ async def test_the_background_probe_brings_the_backend_back_when_nothing_reads()
     async def probe() -> None:
         probed.set()
 
-    health = BackendHealth("test|health", probe_interval_seconds=0.05)
+    health = BackendHealth("test|health", HealthSettings(probe_interval_seconds=0.05))
     health.went_unreachable(ConnectionError("refused"), probe)
     assert not health.online
     async with asyncio.timeout(5):
