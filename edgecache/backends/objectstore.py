@@ -80,10 +80,12 @@ class RequestLimits:
     """Tries of a request whose failure came fast (refused or reset connection, 5xx, throttling,
     a body that broke off), with backoff: these are cheap and often pass on the next try. A
     request that timed out is not tried again: on a hung link that would multiply the wait."""
-    probe_timeout_seconds: float = 2.0
+    probe_timeout_seconds: float = 3.0
     """Bound on one reachability probe. A read that needs an offline backend waits for a probe
-    (at most one a second), so this is what such a read costs while the link hangs; a probe is a
-    single small request, answered within a few round trips on a live link."""
+    (at most one a second), so this is what such a read costs while the link hangs. A probe is
+    one small request, answered within a few round trips on a live link; three seconds, as for a
+    connect, leave room for a new TLS connection and a busy node, where a probe that times out
+    on a live link would keep it offline for another second."""
 
     @classmethod
     def from_options(cls, resolved: ResolvedOptions) -> RequestLimits:
