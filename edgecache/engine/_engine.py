@@ -341,12 +341,15 @@ class ReadEngine:
         tree = split_tree(path, entries)
         if tree.root_file is not None or tree.listings == {tree.root: []}:
             return False
-        for directory, children in tree.listings.items():
-            if self.metadata.listing(self.identity, directory, max_age=ttl) is not None:
-                continue  # listed by itself lately: keep that answer (and its order)
-            self.metadata.put_listing(
-                self.identity, directory, [(_normal(i), self._version(i)) for i in children]
-            )
+        self.metadata.put_listings(
+            self.identity,
+            {
+                directory: [(_normal(i), self._version(i)) for i in children]
+                for directory, children in tree.listings.items()
+                # A directory listed by itself lately keeps that answer (and its order).
+                if self.metadata.listing(self.identity, directory, max_age=ttl) is None
+            },
+        )
         if self.metadata.info(self.identity, path, max_age=ttl) is None:
             self.metadata.put_info(
                 self.identity, path, {"name": path, "size": 0, "type": "directory"}, ""

@@ -228,16 +228,25 @@ class MetadataCache:
         self, backend: str, path: str, entries: list[tuple[dict[str, Any], str]]
     ) -> list[CachedInfo]:
         """Remember a directory listing; each entry's info is remembered too."""
+        return self.put_listings(backend, {path: entries})[path]
+
+    def put_listings(
+        self, backend: str, listings: dict[str, list[tuple[dict[str, Any], str]]]
+    ) -> dict[str, list[CachedInfo]]:
+        """Remember several directory listings (a tree listed at once) in one transaction."""
         now = time.time()
-        infos = [CachedInfo(info, version, now) for info, version in entries]
-        self._listings[(backend, path)] = (infos, now)
-        for entry in infos:
-            self._infos[(backend, entry.info["name"])] = entry
-        self._forget_missing(backend, [path, *(str(e.info["name"]) for e in infos)])
-        self._store(
-            backend, "ls", path, [{"info": e.info, "version": e.version} for e in infos], now
-        )
-        return infos
+        out: dict[str, list[CachedInfo]] = {}
+        rows = []
+        for path, entries in listings.items():
+            infos = out[path] = [CachedInfo(info, version, now) for info, version in entries]
+            self._listings[(backend, path)] = (infos, now)
+            for entry in infos:
+                self._infos[(backend, entry.info["name"])] = entry
+            self._forget_missing(backend, [path, *(str(e.info["name"]) for e in infos)])
+            payload = [{"info": e.info, "version": e.version} for e in infos]
+            rows.append((backend, "ls", path, payload, now))
+        self._store_many(rows)
+        return out
 
     # --- misses ---------------------------------------------------------------------------------
     def put_missing(self, backend: str, path: str, *, fetched: float | None = None) -> None:
@@ -396,15 +405,29 @@ class MetadataCache:
             )
 
     def _store(self, backend: str, kind: str, path: str, payload: Any, fetched: float) -> None:
-        if self._db is None:
+        self._store_many([(backend, kind, path, payload, fetched)])
+
+    def _store_many(self, rows: list[tuple[str, str, str, Any, float]]) -> None:
+        if self._db is None or not rows:
             return
-        data = json.dumps(payload, default=str)
-        checksum = row_checksum(backend, kind, path, data, fetched)
+        values = []
+        for backend, kind, path, payload, fetched in rows:
+            data = json.dumps(payload, default=str)
+            checksum = row_checksum(backend, kind, path, data, fetched)
+            values.append((backend, kind, path, data, fetched, checksum))
+        sql = "INSERT OR REPLACE INTO checked_entries VALUES (?, ?, ?, ?, ?, ?)"
         with self._lock, contextlib.suppress(sqlite3.Error):
-            self._db.execute(
-                "INSERT OR REPLACE INTO checked_entries VALUES (?, ?, ?, ?, ?, ?)",
-                (backend, kind, path, data, fetched, checksum),
-            )
+            if len(values) == 1:
+                self._db.execute(sql, values[0])
+                return
+            # One transaction: a tree of a hundred directories is one commit, not a hundred.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(sql, values)
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     @property
     def closed(self) -> bool:
