@@ -42,6 +42,8 @@ from edgecache.fs._file import EdgeCacheFile
 
 __all__ = ["EdgeCacheFileSystem"]
 
+_OBJECT_PATHS_KEPT = 65536
+"""Paths whose object path a filesystem remembers (then it starts afresh)."""
 _FSSPEC_KWARGS = {
     "fo",
     "skip_instance_cache",
@@ -80,6 +82,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         cache_options = {k: v for k, v in options.items() if k not in _FSSPEC_KWARGS}
         self.settings = CacheSettings.from_options(cache_options, base=settings)
         self._target_protocol = target_protocol or "file"
+        self._object_paths: dict[tuple[str, str], str] = {}
         self._target_options = dict(target_options or {})
         self._given_backend = backend
         self._given_pid = os.getpid()
@@ -161,7 +164,19 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
 
     def object_path(self, path: str) -> str:
         """``path`` (a URL, chained or not, or a path) as the backend names the object."""
-        target: str = self.backend.strip(self._strip_protocol(path))
+        # Remembered: stripping costs a few microseconds per call (a local path is made
+        # absolute, a URL parsed), which is a fifth of a warm open+read of a small file.
+        # A relative path is remembered with the working directory it was resolved in.
+        if not isinstance(path, str):
+            return str(self.backend.strip(self._strip_protocol(path)))
+        key = (path, "" if path.startswith("/") or "://" in path else os.getcwd())
+        paths = self._object_paths
+        target = paths.get(key)
+        if target is None:
+            target = str(self.backend.strip(self._strip_protocol(path)))
+            if len(paths) >= _OBJECT_PATHS_KEPT:
+                paths.clear()
+            paths[key] = target
         return target
 
     _target = object_path
