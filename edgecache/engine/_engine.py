@@ -134,14 +134,16 @@ class ReadEngine:
 
     # --- the guard: one place for "backend unreachable" ----------------------------------------
     @contextlib.asynccontextmanager
-    async def guard(self, what: str) -> AsyncIterator[None]:
+    async def guard(self, what: str, *, problem: str | None = None) -> AsyncIterator[None]:
         """Around one backend request for ``what`` (e.g. "block 3 of bkt/x"). Offline, it goes
         ahead only if a probe answers (one is run if the last is old enough, see
         :class:`BackendHealth`), else fails at once; an "unreachable" error or a timeout takes
-        the backend offline for the engine. Either way the error says what was asked, since
-        when and why (once)."""
+        the backend offline for the engine. Either way the BackendUnavailableError says what
+        was asked (``problem``, default "``what`` is not cached"), since when the backend is
+        unreachable and the first error, once. Other errors pass unchanged."""
+        problem = problem or f"{what} is not cached"
         if not await self.health.usable(self.backend.probe):
-            raise self.unavailable(f"{what} is not cached")
+            raise self.unavailable(problem)
         try:
             yield
         except ObjectChangedError:
@@ -150,7 +152,7 @@ class ReadEngine:
             if not self.backend.is_unreachable(exc):
                 raise
             self.health.went_unreachable(exc, self.backend.probe)
-            raise self.unavailable(f"{what} is not cached", cause=exc) from exc
+            raise self.unavailable(problem, cause=exc) from exc
 
     def unavailable(self, problem: str, *, cause: BaseException | None = None) -> Exception:
         """The error for ``problem`` while the backend is unreachable: one message naming what
@@ -699,15 +701,14 @@ class ReadEngine:
         An unreachable backend wrote nothing (object stores replace objects whole), so the
         cache is kept, and stays readable offline; the error is BackendUnavailableError.
         """
-        problem = f"cannot {method} {', '.join(paths)}"
-        if not await self.health.usable(self.backend.probe):
-            raise self.unavailable(problem)
+        targets = ", ".join(paths)
         try:
-            await self.backend.call(method, *args, **(kwargs or {}))
-        except Exception as exc:
-            if self.backend.is_unreachable(exc):
-                self.health.went_unreachable(exc, self.backend.probe)
-                raise self.unavailable(problem, cause=exc) from exc
+            async with self.guard(targets, problem=f"cannot {method} {targets}"):
+                await self.backend.call(method, *args, **(kwargs or {}))
+        except BackendUnavailableError:
+            raise
+        except Exception:
+            # It may have written part (a recursive rm): what was cached may be gone.
             self._forget_paths(paths, block_size, forget_below)
             raise
         self._forget_paths(paths, block_size, forget_below)

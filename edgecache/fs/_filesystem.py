@@ -24,6 +24,7 @@ served, and anything else raises :class:`~edgecache.errors.BackendUnavailableErr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, cast
@@ -290,10 +291,10 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
     ) -> bytes:
         """Bytes of ``path`` (or a range); cached ranges are served without the event loop."""
         engine = self.engine
-        target = self._target(path)
-        cached = engine.info_cached(target, ttl=self._ttl)
-        if cached is not None and cached.info.get("type") != "directory":
-            plan = engine.plan_cached(target, block_size=self._block_size, ttl=self._ttl)
+        with contextlib.suppress(IsADirectoryError):  # the async path says so
+            plan = engine.plan_cached(
+                self._target(path), block_size=self._block_size, ttl=self._ttl
+            )
             if plan is not None:
                 data = engine.read_cached(plan, *plan.span(start, end))
                 if data is not None:
