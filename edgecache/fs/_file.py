@@ -182,13 +182,13 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         engine = self._engine
         data = engine.read_cached(self.plan, start, end)
         if data is None:
-            data = sync(self._ec_fs.loop, engine.read, self.plan, start, end)
+            data = sync(engine.loop, engine.read, self.plan, start, end)
         return data
 
     def _switch_to_current_version(self) -> None:
         fs = self._ec_fs
         ttl = fs.settings.metadata.ttl_seconds
-        self.plan = sync(fs.loop, self._engine.replan, self.plan, ttl=ttl)
+        self.plan = sync(self._engine.loop, self._engine.replan, self.plan, ttl=ttl)
         self.size = self.cache.size = self.plan.size
         self._drop_held()
         self._next_sequential = self._window = self._ahead_until = 0

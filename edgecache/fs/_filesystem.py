@@ -276,7 +276,9 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         engine = self.engine
         plan = engine.plan_cached(target, block_size=self._block_size, ttl=self._ttl)
         if plan is None:
-            plan = sync(self.loop, engine.plan, target, block_size=self._block_size, ttl=self._ttl)
+            # On the engine's loop: this works for an ``asynchronous=True`` instance too.
+            bs, ttl = self._block_size, self._ttl
+            plan = sync(engine.loop, engine.plan, target, block_size=bs, ttl=ttl)
         return plan
 
     async def _cat_file(

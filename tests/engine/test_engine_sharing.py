@@ -147,3 +147,15 @@ def test_engines_are_keyed_on_the_real_path_of_the_directory(tmp_path: Path) -> 
     assert a.closed
     again = engine_for(CacheSettings(cache_dir=str(real)), protocol="enginefile")
     assert again is not a and not again.closed
+
+
+def test_other_client_options_get_their_own_engine_on_the_same_store(tmp_path: Path) -> None:
+    settings = CacheSettings(cache_dir=str(tmp_path / "cache"))
+    plain = engine_for(settings, protocol="enginefile", options={})
+    # Options that only bind a client to a loop (zarr adds them) do not make another client...
+    assert engine_for(settings, protocol="enginefile", options={"asynchronous": True}) is plain
+    # ...other client options (another credential set, say) do, over the same caches.
+    other = engine_for(settings, protocol="enginefile", options={"auto_mkdir": True})
+    assert other is not plain and other.backend is not plain.backend
+    assert other.store is plain.store
+    plain.close()
