@@ -5,6 +5,7 @@ over; /healthz, /readyz and /metrics tell which is which."""
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import re
 import signal
@@ -164,3 +165,25 @@ async def test_one_leader_acts_and_a_standby_takes_over_when_it_stops(
     lease = cluster.get("coordination.k8s.io/v1", "Lease", "edgecache-controller", "default")
     assert lease["spec"]["holderIdentity"] == ""  # released on the way out
     assert lease["spec"]["leaseTransitions"] >= 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no API server given: use --server URL, --kubeconfig FILE, or run in a pod"),
+        (["--server", "ftp://x"], "API server URL (--server) must be http(s), got 'ftp://x'"),
+        (
+            ["--server", "http://127.0.0.1:1", "--lease-duration", "1"],
+            "--renew-deadline must be shorter than --lease-duration",
+        ),
+        (["--server", "http://127.0.0.1:1", "--health-listen", "nope"], "expected host:port"),
+    ],
+)
+def test_usage_mistakes_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    result = subprocess.run(
+        [EDGECACHE, "controller", *args], capture_output=True, text=True, timeout=30, env=env
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
