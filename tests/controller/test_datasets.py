@@ -50,7 +50,7 @@ def rewritten_seed_demo() -> list[JSONObject]:
 
 
 async def test_seed_demo_gets_a_pv_and_pvc_pinned_to_its_pool(
-    cluster: KubeAPIServer, controller: Controller
+    cluster: KubeAPIServer, controller: Controller, tmp_path: Path
 ) -> None:
     docs = rewritten_seed_demo()
     dataset_doc = next(d for d in docs if d["kind"] == "Dataset")
@@ -75,10 +75,10 @@ async def test_seed_demo_gets_a_pv_and_pvc_pinned_to_its_pool(
             "stringData": {"fs.oss.accessKeyId": "id", "fs.oss.accessKeySecret": "secret"},
         }
     )
-    for doc in docs:
-        doc["metadata"].setdefault("namespace", "default")
-        if doc["kind"] != "Pod":
-            cluster.create(doc)
+    # As a user does it: kubectl apply of the file (Dataset, runtime and the ResNet pod).
+    demo = tmp_path / "demo.yaml"
+    demo.write_text(yaml.safe_dump_all(docs))
+    await asyncio.to_thread(run_kubectl, cluster.url, "apply", "-f", str(demo))
     await eventually(lambda: phase(cluster, "images") == "Bound", what="Dataset images Bound")
     ds = get(cluster, "Dataset", "images")
     assert FINALIZER in ds["metadata"]["finalizers"]
