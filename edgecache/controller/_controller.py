@@ -82,6 +82,8 @@ class ControllerSettings:
     backoff_max_seconds: float = 300.0
     listing_refresh_seconds: float = 300.0
     """How often each Dataset's mounts are listed again for ufsTotal/fileNum."""
+    listing_retry_seconds: float = 30.0
+    """How soon a failed listing is tried again (the backend or a Secret may be back)."""
     cache_dir: str | None = None
     """Cache directory of the filesystem that lists mounts (None: a private temporary one)."""
     request_timeout_seconds: float = 30.0
@@ -248,6 +250,8 @@ class Controller:
             finally:
                 queue.done(item)
             CONTROLLER_RECONCILES.labels(kind, result).inc()
+            if kind == "Dataset":
+                self._count_phases()
             CONTROLLER_RECONCILE_SECONDS.labels(kind).observe(time.monotonic() - started)
 
     async def _resync(self) -> None:
@@ -281,6 +285,7 @@ class Controller:
             self.kube,
             cache_dir=self._cache_dir,
             refresh_seconds=self.settings.listing_refresh_seconds,
+            retry_seconds=self.settings.listing_retry_seconds,
             on_done=self._listed,
         )
         self.cluster = cluster = Cluster(self.kube, lister, self._on_change)
@@ -340,7 +345,8 @@ class Controller:
                 with contextlib.suppress(BaseException):
                     await lead
                 if lead.done() and not lead.cancelled() and lead.exception() is not None:
-                    log.error("controller stopped: %s", lead.exception())
+                    log.error("reconciling stopped: %s; starting again", lead.exception())
+                    await asyncio.sleep(1.0)  # never a tight restart loop
         finally:
             stopping.cancel()
             await self.elector.release()

@@ -134,7 +134,11 @@ class DatasetReconciler:
             await self._write_status(obj, self._problem_status(obj, problem))
             # Secrets and backends are not watched: look again after a while.
             return "invalid", self.recheck_seconds
-        await self._write_status(obj, self._status(obj, checked, state))
+        status = self._status(obj, checked, state)
+        await self._write_status(obj, status)
+        listed = next((c for c in status["conditions"] if c["type"] == "UFSListed"), None)
+        if listed is not None and listed["status"] == "False":
+            return "ok", self.cluster.lister.retry_seconds  # list again when it may work
         return "ok", None
 
     async def _ensure_finalizer(self, obj: JSONObject) -> JSONObject:
@@ -296,11 +300,6 @@ class DatasetReconciler:
         return VolumeState(*state, volume=volume)
 
     # --- status -----------------------------------------------------------------------------
-    def _base_status(self, obj: JSONObject) -> JSONObject:
-        """The parts of the current status a verdict does not recompute."""
-        current = obj.get("status") or {}
-        return {k: v for k, v in current.items() if k in ("conditions",)}
-
     def _problem_status(self, obj: JSONObject, problem: Problem) -> JSONObject:
         current = obj.get("status") or {}
         status = {k: v for k, v in current.items() if k not in ("phase", "observedGeneration")}

@@ -210,10 +210,6 @@ class Kube:
                 return None
             raise
 
-    async def list(self, kind: Kind, *, label_selector: str | None = None) -> JSONObject:
-        query = [("labelSelector", label_selector)] if label_selector else []
-        return await self._run("GET", resource_path(kind), query=query)
-
     async def create(self, kind: Kind, obj: Mapping[str, Any]) -> JSONObject:
         namespace = (obj.get("metadata") or {}).get("namespace")
         return await self._run(

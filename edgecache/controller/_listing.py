@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -42,6 +43,28 @@ class Listing:
     finished_at: float = 0.0
 
 
+class _FetchedSecrets:
+    """A Secret resolver over values fetched from the API for one listing.
+
+    Its ``repr`` is a digest of the values: the engine registry keys backends on their options
+    (resolver included), so rotated credentials get a new backend instead of the one built with
+    the old ones, and no value ever appears in clear in a key or a log.
+    """
+
+    def __init__(self, values: dict[tuple[str, str], str]) -> None:
+        self._values = values
+
+    def __call__(self, name: str, key: str, namespace: str | None = None) -> str:
+        try:
+            return self._values[(name, key)]
+        except KeyError:
+            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}") from None
+
+    def __repr__(self) -> str:
+        digest = hashlib.sha256(json.dumps(sorted(self._values.items())).encode()).hexdigest()
+        return f"_FetchedSecrets({digest[:16]})"
+
+
 def _fingerprint(dataset: Dataset) -> str:
     return json.dumps(
         [(m.mount_point, m.path, m.backend_options()) for m in dataset.mounts], sort_keys=True
@@ -57,12 +80,14 @@ class MountLister:
         *,
         cache_dir: str,
         refresh_seconds: float = 300.0,
+        retry_seconds: float = 30.0,
         threads: int = 2,
         on_done: Callable[[Hashable], None],
     ) -> None:
         self.kube = kube
         self.cache_dir = cache_dir
         self.refresh_seconds = refresh_seconds
+        self.retry_seconds = retry_seconds
         self.on_done = on_done
         self._results: dict[Hashable, Listing] = {}
         self._running: set[Hashable] = set()
@@ -83,7 +108,9 @@ class MountLister:
             current = None
         # A failed listing is tried again sooner: the backend or a Secret may be back.
         refresh = (
-            min(self.refresh_seconds, 30.0) if current and current.error else self.refresh_seconds
+            min(self.refresh_seconds, self.retry_seconds)
+            if current and current.error
+            else self.refresh_seconds
         )
         stale = current is None or time.time() - current.finished_at >= refresh
         if stale and key not in self._running:
@@ -115,9 +142,13 @@ class MountLister:
         total = files = 0
         try:
             for mount in dataset.mounts:
+                secrets = {
+                    (ref.name, ref.key): self._secret_value(ref.name, ref.key, dataset.namespace)
+                    for _, ref in mount.encrypt_options
+                }
                 options: dict[str, Any] = {
                     **mount.backend_options(),
-                    "secret_resolver": self._secret_value,
+                    "secret_resolver": _FetchedSecrets(secrets),
                     "secret_namespace": dataset.namespace,
                 }
                 fs = fsspec.filesystem(

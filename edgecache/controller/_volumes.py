@@ -29,7 +29,6 @@ __all__ = [
     "Placement",
     "desired_claim",
     "desired_volume",
-    "placement_of",
 ]
 
 JSONObject = dict[str, Any]
@@ -59,10 +58,6 @@ class Placement:
         self.id = placement_id(self.uid, self.terms)
         self.volume_name = persistent_volume_name(self.namespace, self.name, self.id)
         self.handle = volume_handle(self.namespace, self.name, self.id)
-
-
-def placement_of(dataset: Mapping[str, Any]) -> Placement:
-    return Placement(dataset)
 
 
 def desired_volume(placement: Placement) -> JSONObject:

@@ -13,6 +13,8 @@ in-cluster``)::
     health        HealthMonitor: probes + request failures, hysteresis, online/offline switches
 
 Filtering: :mod:`.selectors` (label and field selectors, as the API server parses them).
+Our own objects: :mod:`.objects` (group, kinds, labels, CSI driver, report names: the contract
+between controller, agent and manifests).
 """
 
 from __future__ import annotations

@@ -68,6 +68,7 @@ def fast_settings(tmp_path: Path, **leader: Any) -> ControllerSettings:
         health_address="127.0.0.1:0",
         resync_seconds=5.0,
         recheck_seconds=0.5,
+        listing_retry_seconds=0.5,
         backoff_base_seconds=0.05,
         backoff_max_seconds=1.0,
         cache_dir=str(tmp_path / "controller-cache"),

@@ -325,3 +325,62 @@ async def test_kubectl_get_datasets_shows_the_fluid_columns(
         "AGE",
     ]
     assert row.split()[:-1] == ["cols", "Bound", "pool-a", "2KiB", "2KiB", "1GiB", "50.0%", "75.0%"]
+
+
+async def test_the_seed_demo_lists_its_oss_mount_with_the_secret_from_the_api(
+    cluster: KubeAPIServer, controller: Controller
+) -> None:
+    """ufsTotal/fileNum through the OSS plugin, signed with the credentials of the Secret the
+    demo's encryptOptions name (resolved from the API, never from files), exact; a wrong key in
+    the Secret is a UFSListed=False condition, never a count of zero."""
+    from edgecache_testservers.oss import OSSServer
+
+    docs = rewritten_seed_demo()
+    ds, rt = (next(d for d in docs if d["kind"] == k) for k in ("Dataset", "EdgeCacheRuntime"))
+    sizes = {
+        "images/images/cat.jpg": 1234,
+        "images/images/dog.jpg": 56_789,
+        "images/images/sub/x.jpg": 10,
+        "images/other/no.jpg": 999,
+    }
+    with OSSServer(credentials={"AKID-demo": "SK-demo"}) as oss:
+        oss.create_bucket("test-fluid")
+        for key, size in sizes.items():
+            oss.put_object("test-fluid", key, b"i" * size)
+        ds["spec"]["mounts"][0]["options"]["fs.oss.endpoint"] = oss.endpoint
+        ds["spec"]["nodeAffinity"] = pool_affinity("pool-a")
+        for doc in (ds, rt):
+            doc["metadata"]["namespace"] = "default"
+        cluster.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "mysecret", "namespace": "default"},
+                "stringData": {
+                    "fs.oss.accessKeyId": "AKID-demo",
+                    "fs.oss.accessKeySecret": "wrong",
+                },
+            }
+        )
+        cluster.create(ds)
+        cluster.create(rt)
+        refused = await eventually(
+            lambda: condition(get(cluster, "Dataset", "images"), "UFSListed"), timeout_seconds=20
+        )
+        assert refused["status"] == "False"
+        assert "fileNum" not in get(cluster, "Dataset", "images")["status"]
+        cluster.patch(
+            "v1",
+            "Secret",
+            "mysecret",
+            {"stringData": {"fs.oss.accessKeySecret": "SK-demo"}},
+            "default",
+        )
+        # A failed listing is tried again (after listing_retry_seconds: 0.5 s here).
+        listed = await eventually(
+            lambda: (s := get(cluster, "Dataset", "images")["status"]).get("fileNum") and s,
+            timeout_seconds=20,
+        )
+    expected = sum(v for k, v in sizes.items() if k.startswith("images/images/"))
+    assert listed["fileNum"] == "3" and listed["ufsTotalBytes"] == expected
+    assert listed["ufsTotal"] == fluid_bytes(expected)
