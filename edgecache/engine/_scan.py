@@ -1,7 +1,9 @@
 """Directory-scan detection: which files to fetch ahead while a loop reads a directory in order.
 
-A training loop opens the files of a directory one after another in name order. Once three opens
-in a row each took the next name, :class:`ScanDetector` names the next ``ahead`` files so the
+A training loop opens the files of a directory one after another in name order; each of N
+DataLoader workers opens every N-th of them. Once three opens in a row each moved the same
+number of names forward (the stride: 1 for one reader, N for a worker),
+:class:`ScanDetector` names the next ``ahead`` files at that stride so the
 read engine (:mod:`edgecache.engine`) can fetch their first blocks in the background: the
 link stays busy instead of waiting a round trip per file. Pure bookkeeping, no I/O.
 """
@@ -9,7 +11,7 @@ link stays busy instead of waiting a round trip per file. Pure bookkeeping, no I
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgecache.engine._metadata import CachedInfo, _parent
 
@@ -18,7 +20,12 @@ __all__ = ["ScanDetector"]
 _MAX_DIRECTORIES = 1024
 """Directories tracked at once; past it the state starts afresh (a scan only loses its streak)."""
 _STREAK = 2
-"""Consecutive next-name opens (after the first) that make a scan."""
+"""Consecutive opens at one stride (after the first) that make a scan."""
+_MAX_HANDED_OUT = 65536
+"""Handed-out indices remembered per directory scan."""
+_MAX_STRIDE = 32
+"""Largest stride taken for a scan (more workers than this per directory is not a pattern we
+plan for, and a random order is then less likely to look like one)."""
 
 
 @dataclass
@@ -27,10 +34,12 @@ class _Scan:
 
     position: int
     """Index, in the directory's sorted file names, of the file opened last."""
+    stride: int = 0
+    """How many names the last open moved forward (0: not forward)."""
     streak: int = 0
-    """How many opens in a row each took the next name."""
-    prefetched_until: int = 0
-    """Files before this index were already handed out for fetching ahead."""
+    """How many opens in a row each moved forward by ``stride``."""
+    handed_out: set[int] = field(default_factory=set)
+    """Indices of the files already handed out for fetching ahead (each is handed out once)."""
 
 
 class ScanDetector:
@@ -60,16 +69,24 @@ class ScanDetector:
                 self._scans.clear()
             self._scans[parent] = _Scan(position=position)
             return []
-        scan.streak = scan.streak + 1 if position == scan.position + 1 else 0
+        step = position - scan.position
+        if 0 < step <= _MAX_STRIDE:
+            scan.streak = scan.streak + 1 if step == scan.stride else 1
+            scan.stride = step
+        else:
+            scan.streak = scan.stride = 0
         scan.position = position
         if scan.streak < _STREAK:
             return []
-        start = max(position + 1, scan.prefetched_until)
-        stop = min(position + 1 + ahead, len(names))
-        if start >= stop:
-            return []
-        scan.prefetched_until = stop
-        return [by_name[name] for name in names[start:stop]]
+        wanted = [
+            p
+            for p in range(position + step, min(position + step * ahead + 1, len(names)), step)
+            if p not in scan.handed_out
+        ]
+        if len(scan.handed_out) > _MAX_HANDED_OUT:
+            scan.handed_out.clear()  # at worst a file is fetched ahead twice (a cache hit)
+        scan.handed_out.update(wanted)
+        return [by_name[names[p]] for p in wanted]
 
     def _sorted_files(
         self, parent: str, listing: list[CachedInfo]

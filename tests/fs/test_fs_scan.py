@@ -42,3 +42,16 @@ def test_end_of_directory_unknown_files_and_disabled() -> None:
     assert scan.opened("/d/zzz", files) == []
     off = ScanDetector(ahead=0)
     assert [off.opened(f"/d/{n}", files) for n in ("a", "b", "c")] == [[], [], []]
+
+
+def test_a_worker_reading_every_nth_file_reads_ahead_at_its_stride() -> None:
+    files = listing(*(f"f{i:02d}" for i in range(40)))
+    scan = ScanDetector(ahead=3)
+    # Worker 1 of 4 (a DataLoader's sampler): files 1, 5, 9, 13...
+    assert scan.opened("/d/f01", files) == []
+    assert scan.opened("/d/f05", files) == []
+    assert names(scan.opened("/d/f09", files)) == ["f13", "f17", "f21"]
+    assert names(scan.opened("/d/f13", files)) == ["f25"]
+    # A change of stride starts a new streak; what was handed out is not handed out again.
+    assert scan.opened("/d/f14", files) == []
+    assert names(scan.opened("/d/f15", files)) == ["f16", "f18"]
