@@ -54,6 +54,10 @@ class BackendSource:
         self._slots = asyncio.Semaphore(concurrency)
         """At most ``concurrency`` block requests in flight for the whole engine (the node's
         link is shared by every filesystem of the process)."""
+        self._span_slots = asyncio.Semaphore(4 * concurrency)
+        """Spans (the pages of sparse reads) have their own, wider bound: a few KiB each,
+        they cost the link a round trip, not its bandwidth, and a ``cat_ranges`` of a few dozen
+        ranges should not wait for one another (or for blocks)."""
 
     async def fetch(self, plan: ReadPlan, index: int) -> bytes:
         start = plan.block_start(index)
@@ -69,7 +73,7 @@ class BackendSource:
         backend = self._engine.backend
         label = self._engine.identity.split("|", 1)[0]
         started = time.perf_counter()
-        async with self._engine.guard(f"bytes {start}-{end} of {plan.path}"), self._slots:
+        async with self._engine.guard(f"bytes {start}-{end} of {plan.path}"), self._span_slots:
             data = await backend.fetch_range(plan.path, start, end, plan.version)
         BACKEND_FETCH_SECONDS.labels(label).observe(time.perf_counter() - started)
         BACKEND_BYTES.labels(label).inc(len(data))
