@@ -21,9 +21,9 @@ import click
 from fsspec.core import split_protocol
 from tqdm import tqdm
 
-from edgecache.cache import TieredCache
 from edgecache.config import CacheSettings, default_cache_dir, settings_from_yaml
 from edgecache.dataset import DataLoad, Dataset, EdgeCacheRuntime, Mount, load_resources_file
+from edgecache.engine import Store
 from edgecache.errors import BackendNotInstalledError, ConfigError, EdgeCacheError, quoted
 from edgecache.fs import EdgeCacheFileSystem, PrefetchProgress, PrefetchReport, run_prefetch
 from edgecache.yamlio import read_text_file
@@ -419,7 +419,13 @@ def _human(n: float) -> str:
 
 @main.command()
 @_cache_options
-@click.option("--verify", is_flag=True, help="Also reconcile block files with the index (slow).")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check and repair everything the cache keeps: the index (rebuilt from the block files "
+    "if damaged), every block's checksum, files against the index, the metadata cache (slow). "
+    "Exits 1 when it found damage.",
+)
 @_json_option
 def stats(
     cache_dir: str,
@@ -430,29 +436,60 @@ def stats(
 ) -> None:
     """Show cache usage and hit counters per tier (summed over every process using the dir).
 
+    The index is checked first; a damaged one is rebuilt from the block files (its counters
+    start again) and the command exits 1.
+
     \b
     Examples:
       edgecache stats
       edgecache stats --cache-dir /var/cache/edgecache --json
+      edgecache stats --verify
     """
     settings = _settings(cache_dir, config_file, cache_settings)
-    cache = TieredCache(settings)
+    store = Store(settings)
+    cache = store.blocks
     try:
-        report = cache.stats()
+        if not cache.ssd.available:
+            raise click.ClickException(
+                f"cache directory {settings.cache_dir} is not usable "
+                f"({cache.ssd.unavailable_reason or 'unknown reason'})"
+            )
+        verified: dict[str, Any] | None = None
         if verify:
-            report["verify"] = cache.ssd.reconcile()
+            verified = cache.verify()
+            verified["metadata"] = store.metadata.verify()
+            verified["damage_found"] |= verified["metadata"]["damage_found"]
+        else:
+            cache.check()
+        report = cache.stats()
     finally:
-        cache.close()
-    if not report["ssd_available"]:
-        raise click.ClickException(f"cache directory {settings.cache_dir} is not usable")
+        store.close()
+    if verified is not None:
+        report["verify"] = verified
+    damaged = report["index"]["state"] != "ok" or bool(verified and verified["damage_found"])
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-        return
+    else:
+        _print_stats(report)
+    if damaged:
+        rebuilt = report["index"]["state"] != "ok"
+        what = " (the index was rebuilt from the block files)" if rebuilt else ""
+        _fail(f"damage found and repaired{what}; see the report above", EXIT_FAILURE)
+
+
+def _print_stats(report: dict[str, Any]) -> None:
     tiers = report["tiers"]
     mem, ssd, backend = tiers["mem"], tiers["ssd"], tiers["backend"]
     ratio = report["hit_ratio"]
+    index = report["index"]
     click.echo(f"cache dir   {report['cache_dir']}")
     click.echo(f"block size  {_human(report['block_size'])}")
+    if index["state"] != "ok":
+        click.echo(
+            f"index       DAMAGED: moved to {index['moved_to']} and rebuilt from "
+            f"{index['blocks_kept']} block files ({index['pins_kept']} pins kept); the counters "
+            "below start again"
+        )
     click.echo(f"{'tier':8} {'hits':>10} {'served':>12} {'used':>12} {'quota':>12}")
     click.echo(
         f"{'mem':8} {mem['hits']:>10} {_human(mem['bytes_served']):>12} {'-':>12} "
@@ -467,11 +504,27 @@ def stats(
         f"{'':>12} {'':>12}"
     )
     click.echo(f"hit ratio   {'-' if ratio is None else f'{ratio:.1%}'}")
-    click.echo(f"evictions   {ssd['evictions']}   corrupt blocks found {ssd['corrupt_blocks']}")
+    click.echo(
+        f"evictions   {ssd['evictions']}   corrupt blocks found {ssd['corrupt_blocks']}   "
+        f"missing blocks {ssd['missing_blocks']}"
+    )
     for pin in report["pins"]:
         click.echo(f"pin         {pin['name']}: {pin['backend']} {pin['prefix']}")
-    if verify:
-        click.echo(f"verify      {report['verify']}")
+    verified = report.get("verify")
+    if verified is not None:
+        meta = verified["metadata"]
+        click.echo(
+            f"verify      index {'; '.join(verified['index_problems']) or 'ok'}, "
+            f"sums {'fixed' if verified['accounting_fixed'] else 'ok'}, "
+            f"corrupt blocks {verified['corrupt_blocks']}, "
+            f"unaccounted files removed {verified['removed_files']}, "
+            f"rows without a file removed {verified['removed_rows']}, "
+            f"files not ours left alone {verified['foreign_files']}"
+        )
+        click.echo(
+            f"verify      metadata {'rebuilt' if meta['rebuilt'] else 'ok'}, "
+            f"damaged rows dropped {meta['dropped_rows']}, rows kept {meta['rows']}"
+        )
 
 
 @main.command()
@@ -652,7 +705,10 @@ def _print_report(report: PrefetchReport, source: str, as_json: bool) -> None:
         f"({_human(report.rate)}/s)"
     )
     for name in report.pinned:
-        click.echo(f"pinned as {name}")
+        if report.failed:
+            click.echo(f"pinned as {name}, but {report.files_failed} files are not cached (below)")
+        else:
+            click.echo(f"pinned as {name}")
     for failure in report.failed:
         click.echo(f"failed: {failure.path}: {failure.error}", err=True)
     if report.interrupted:

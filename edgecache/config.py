@@ -157,6 +157,10 @@ class StoreSettings:
     """Name of the eviction policy (``s3fifo``, ``lru``): see :mod:`edgecache.cache.eviction`."""
 
     def __post_init__(self) -> None:
+        # "" would make the current directory the cache (and its contents ours to clean).
+        for path in (self.cache_dir, *(d.path for d in self.ssd_dirs)):
+            if not isinstance(path, str) or not path.strip():
+                raise ConfigError(f"cache_dir: {quoted(path)} is not a directory path")
         if not 0 < self.ssd_low <= self.ssd_high <= 1:
             raise ConfigError(
                 f"ssd_low/ssd_high: need 0 < low <= high <= 1, got low={self.ssd_low} "
@@ -467,6 +471,8 @@ def _convert(name: str, value: Any) -> Any:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{name}: {quoted(value)} is not a number of seconds") from exc
     if name == "cache_dir":
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"cache_dir: {quoted(value)} is not a directory path")
         try:
             return str(Path(os.fspath(value)).expanduser())
         except TypeError as exc:
@@ -490,6 +496,9 @@ def _convert_dirs(value: Any) -> tuple[SSDDirectory, ...]:
             raise ConfigError(
                 f"ssd_dirs[{i}]: expected {{path: DIR, quota: SIZE}}, got {quoted(entry)}"
             )
+        if not str(entry["path"]).strip():
+            path = quoted(entry["path"])
+            raise ConfigError(f"ssd_dirs[{i}].path: {path} is not a directory path")
         out.append(
             SSDDirectory(
                 str(Path(str(entry["path"])).expanduser()),

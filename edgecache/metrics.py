@@ -23,6 +23,7 @@ __all__ = [
     "CACHE_EVICTIONS",
     "CACHE_HITS",
     "CACHE_MISSES",
+    "CACHE_MISSING_BLOCKS",
     "CACHE_QUOTA_BYTES",
     "CACHE_USAGE_BYTES",
     "CONTROLLER_DATASETS",
@@ -76,7 +77,14 @@ CACHE_QUOTA_BYTES = Gauge(
 )
 CACHE_CORRUPT_BLOCKS = Counter(
     "edgecache_cache_corrupt_blocks",
-    "SSD blocks found corrupt, truncated or missing on read (each is re-fetched).",
+    "SSD blocks whose header or checksum failed on read, truncated ones included (each is "
+    "re-fetched).",
+    registry=REGISTRY,
+)
+CACHE_MISSING_BLOCKS = Counter(
+    "edgecache_cache_missing_blocks",
+    "SSD blocks the index accounted for whose file was gone on read (deleted underneath, or an "
+    "evicting process killed mid-way); each is re-fetched.",
     registry=REGISTRY,
 )
 CACHE_BYPASS = Counter(

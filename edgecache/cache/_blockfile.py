@@ -10,12 +10,25 @@ to read.
 Layout (little endian, 48 bytes)::
 
     magic "ECB1" | flags u8 | pad 3 | raw_len u64 | stored_len u64 | xxh3_64(raw) u64 | digest 16B
+
+Every field is checked before any length in it is used: flags and padding must be what a writer
+writes, the raw length at most what the reader expects (its block size), the stored length equal
+to the raw length (uncompressed) or not larger (LZ4 is kept only when it saves). So a flipped bit
+anywhere in the header is a :class:`CorruptBlockError` (a miss), never a read of 2**56 bytes.
+
+A block file is self-describing: :func:`inspect_block_file` tells, from its name and header alone,
+whether a file is one of ours and how much it holds, which is how the index is rebuilt from the
+directory and how maintenance tells our files from anything else that lies there.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 import struct
+import sys
+from dataclasses import dataclass
 
 import lz4.frame
 import xxhash
@@ -24,15 +37,20 @@ from edgecache.errors import CorruptBlockError
 
 __all__ = [
     "HEADER_SIZE",
+    "BlockFileInfo",
     "CorruptBlockError",
     "decode_block",
     "decode_block_into",
     "encode_block",
+    "inspect_block_file",
+    "is_block_name",
     "parse_header",
 ]
 
 _MAGIC = b"ECB1"
-_HEADER = struct.Struct("<4sB3xQQQ16s")
+_HEADER = struct.Struct("<4sB3sQQQ16s")
+_PAD = b"\0\0\0"
+_DIGEST_NAME = re.compile(r"[0-9a-f]{32}")
 HEADER_SIZE = _HEADER.size
 _FLAG_LZ4 = 1
 _SAMPLE_BYTES = 64 * 1024
@@ -61,6 +79,7 @@ def encode_block(data: bytes, *, digest: str, compression: str, min_saving: floa
     header = _HEADER.pack(
         _MAGIC,
         0 if packed is None else _FLAG_LZ4,
+        _PAD,
         len(data),
         len(payload),
         xxhash.xxh3_64_intdigest(data),
@@ -69,21 +88,34 @@ def encode_block(data: bytes, *, digest: str, compression: str, min_saving: floa
     return header + payload
 
 
-def parse_header(header: bytes, *, digest: str) -> tuple[bool, int, int, int]:
-    """Check a header; return (compressed, raw_len, stored_len, checksum)."""
+def parse_header(header: bytes, *, digest: str, max_raw_len: int) -> tuple[bool, int, int, int]:
+    """Check a header; return (compressed, raw_len, stored_len, checksum).
+
+    ``max_raw_len`` is the most bytes the block can hold (the key's block size): no length
+    larger than that is ever returned, so a caller may read ``stored_len`` bytes safely.
+    """
     if len(header) < HEADER_SIZE:
         raise CorruptBlockError("truncated header")
-    magic, flags, raw_len, stored_len, checksum, key = _HEADER.unpack_from(header)
+    magic, flags, pad, raw_len, stored_len, checksum, key = _HEADER.unpack_from(header)
     if magic != _MAGIC:
         raise CorruptBlockError("bad magic")
+    if flags not in (0, _FLAG_LZ4) or pad != _PAD:
+        raise CorruptBlockError(f"bad flags or padding ({flags:#x}, {pad.hex()})")
     if key != bytes.fromhex(digest):
         raise CorruptBlockError("block belongs to another key")
-    return bool(flags & _FLAG_LZ4), raw_len, stored_len, checksum
+    if raw_len > max_raw_len:
+        raise CorruptBlockError(f"header says {raw_len} bytes, a block holds at most {max_raw_len}")
+    compressed = flags == _FLAG_LZ4
+    if stored_len > raw_len or (not compressed and stored_len != raw_len):
+        raise CorruptBlockError(f"header says {stored_len} bytes stored for {raw_len} raw")
+    return compressed, raw_len, stored_len, checksum
 
 
-def decode_block(header: bytes, payload: bytes, *, digest: str) -> bytes:
+def decode_block(header: bytes, payload: bytes, *, digest: str, max_raw_len: int) -> bytes:
     """Verify and return the raw bytes of a block read as ``header`` + ``payload``."""
-    compressed, raw_len, stored_len, checksum = parse_header(header, digest=digest)
+    compressed, raw_len, stored_len, checksum = parse_header(
+        header, digest=digest, max_raw_len=max_raw_len
+    )
     if len(payload) != stored_len:
         raise CorruptBlockError(f"payload is {len(payload)} bytes, header says {stored_len}")
     if compressed:
@@ -105,14 +137,64 @@ def decode_block_into(fd: int, header: bytes, out: memoryview, *, digest: str) -
     An uncompressed payload is read straight into ``out`` and checked there: one copy, where
     reading it as bytes and then joining it into a larger buffer costs two.
     """
-    compressed, raw_len, stored_len, checksum = parse_header(header, digest=digest)
+    compressed, raw_len, stored_len, checksum = parse_header(
+        header, digest=digest, max_raw_len=len(out)
+    )
     if raw_len != len(out):
         raise CorruptBlockError(f"block holds {raw_len} bytes, the read expects {len(out)}")
     if compressed:
-        out[:] = decode_block(header, os.pread(fd, stored_len + 1, HEADER_SIZE), digest=digest)
+        payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
+        out[:] = decode_block(header, payload, digest=digest, max_raw_len=len(out))
         return
     got = os.preadv(fd, [out], HEADER_SIZE)
     if got != stored_len or os.fstat(fd).st_size != HEADER_SIZE + stored_len:
         raise CorruptBlockError(f"payload is {got} bytes or more, header says {stored_len}")
     if xxhash.xxh3_64_intdigest(out) != checksum:
         raise CorruptBlockError("checksum mismatch")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFileInfo:
+    """What a block file's name and header say about it (its payload is not verified)."""
+
+    digest: str
+    raw_len: int
+    """Bytes of the block once decoded."""
+    file_size: int
+    """Bytes the file takes (header + stored payload): what the quota counts."""
+    mtime: float
+
+
+def is_block_name(name: str) -> bool:
+    """Whether ``name`` is a block file name (the 32 hex digits of a key digest)."""
+    return _DIGEST_NAME.fullmatch(name) is not None
+
+
+def inspect_block_file(path: str) -> BlockFileInfo | None:
+    """The block file at ``path`` (``.../<2 hex>/<digest>``) if it is one of ours: a digest
+    name in the directory of its first two digits, a valid header naming that digest, and a
+    length that matches the header. None for anything else (nothing to touch)."""
+    digest = os.path.basename(path)
+    if not is_block_name(digest) or os.path.basename(os.path.dirname(path)) != digest[:2]:
+        return None
+    try:
+        # Neither a symlink's target nor a FIFO (which would block) is ever one of ours.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        header = os.pread(fd, HEADER_SIZE, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    try:
+        _, raw_len, stored_len, _ = parse_header(header, digest=digest, max_raw_len=sys.maxsize)
+    except CorruptBlockError:
+        return None
+    if st.st_size != HEADER_SIZE + stored_len:
+        return None
+    return BlockFileInfo(digest, raw_len, st.st_size, st.st_mtime)

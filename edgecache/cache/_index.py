@@ -20,6 +20,7 @@ meanwhile removes the file it just renamed into place: no file ever outlives its
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -32,7 +33,19 @@ from dataclasses import dataclass
 from edgecache.cache.eviction import EvictionPolicy, PolicyEntry
 from edgecache.errors import PinError
 
-__all__ = ["BlockIndex", "DirUsage", "PinRecord", "open_index"]
+__all__ = [
+    "BUSY_TIMEOUT_SECONDS",
+    "BlockIndex",
+    "DirUsage",
+    "FoundBlock",
+    "PinRecord",
+    "RebuildReport",
+    "file_identity",
+    "is_busy",
+    "is_corruption",
+    "open_index",
+    "sqlite_code",
+]
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +199,6 @@ class BlockIndex:
         self._seq: int | None = None
         self._pins: list[PinRecord] = []
         self._pins_version = -1
-        with self._write():
-            for dir_id in range(len(quotas)):
-                self._db.execute("INSERT OR IGNORE INTO dirs(dir) VALUES (?)", (dir_id,))
 
     # --- transactions --------------------------------------------------------------------------
     @contextmanager
@@ -494,10 +504,116 @@ class BlockIndex:
                 for row in self._db.execute("SELECT digest FROM blocks WHERE dir=?", (dir_id,))
             }
 
+    def rows(self, dir_id: int) -> list[tuple[str, int]]:
+        """(digest, raw length) of every block accounted to ``dir_id`` (for verification)."""
+        with self._lock:
+            return [
+                (row[0], row[1])
+                for row in self._db.execute("SELECT digest, raw FROM blocks WHERE dir=?", (dir_id,))
+            ]
+
+    def check(self, *, full: bool) -> list[str]:
+        """What sqlite finds wrong with the database (``integrity_check`` with ``full``, else
+        the faster ``quick_check``); empty when it is sound. Raises sqlite3.DatabaseError when
+        the damage keeps sqlite from checking at all."""
+        pragma = "integrity_check" if full else "quick_check"
+        with self._lock:
+            found = [str(row[0]) for row in self._db.execute(f"PRAGMA {pragma}")]
+        return [] if found == ["ok"] else found
+
+    def fix_accounting(self) -> bool:
+        """Make the per-directory running sums agree with the rows; True if they did not."""
+        with self._write():
+            wrong = False
+            for dir_id in range(len(self.quotas)):
+                expected = self._db.execute(
+                    "SELECT coalesce(sum(size), 0), coalesce(sum(pinned * size), 0), count(*), "
+                    "coalesce(sum((queue = 0) * size), 0), coalesce(sum((queue = 1) * size), 0) "
+                    "FROM blocks WHERE dir=?",
+                    (dir_id,),
+                ).fetchone()
+                actual = self._db.execute(
+                    "SELECT used, pinned, blocks, small, main FROM dirs WHERE dir=?", (dir_id,)
+                ).fetchone()
+                if tuple(actual or ()) != tuple(expected):
+                    wrong = True
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO dirs(dir, used, pinned, blocks, small, main) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (dir_id, *expected),
+                    )
+            return wrong
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._db.close()
+
+
+BUSY_TIMEOUT_SECONDS = 10.0
+"""How long an index operation waits for another process's write transaction before it gives
+up and that one operation bypasses the SSD tier. Transactions take milliseconds; only a stuck
+holder (a SIGSTOPped process, a hung disk) makes anyone wait this long."""
+
+
+def sqlite_code(exc: BaseException) -> int:
+    """The primary sqlite result code of ``exc`` (0 when it has none)."""
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether the database file itself is damaged (not busy, locked, read-only): sqlite says
+    so, or text it stores (the schema included) is no longer UTF-8."""
+    if isinstance(exc, UnicodeDecodeError):
+        return True
+    if isinstance(exc, sqlite3.DatabaseError) and any(
+        # What sqlite says, without a result code of its own, of a damaged schema or header.
+        sign in str(exc)
+        for sign in ("Could not decode", "unsupported file format", "malformed")
+    ):
+        return True
+    return isinstance(exc, sqlite3.DatabaseError) and sqlite_code(exc) in (
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_NOTADB,
+    )
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` means another connection holds the database (retrying can succeed)."""
+    return isinstance(exc, sqlite3.OperationalError) and sqlite_code(exc) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
+@dataclass(frozen=True)
+class FoundBlock:
+    """A block file found in a directory, as its name and header describe it."""
+
+    digest: str
+    dir: int
+    size: int
+    """Bytes the file takes (what the quota counts)."""
+    raw: int
+    mtime: float
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    """What a rebuild of a damaged index found and kept."""
+
+    moved_to: str
+    blocks: int
+    pins: int
+
+
+def file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of ``path``, None if it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def open_index(
@@ -505,69 +621,193 @@ def open_index(
     *,
     quotas: list[int],
     policy: EvictionPolicy,
-    on_created: Callable[[], None] = lambda: None,
-) -> BlockIndex:
-    """Open (creating if needed) the index at ``path``.
+    found_blocks: Callable[[], Iterable[FoundBlock]],
+    repair_lock: str,
+    damaged: tuple[int, int] | None = None,
+) -> tuple[BlockIndex, RebuildReport | None]:
+    """Open (creating if needed) the index at ``path``; the report is set when it was rebuilt.
 
-    A file that is not a usable sqlite database is moved aside (``*.corrupt-<time>``) and a
-    fresh index is created. Whenever this call creates the index (first use, or the old one was
-    corrupt, deleted or emptied), ``on_created`` runs inside the creating transaction: the caller
-    drops the block files the new index does not account for, and no other process can account
-    for a block before that is done. Raises sqlite3.Error / OSError when the directory itself
-    is unusable.
+    Whenever this call creates the index (first use, or the old one was deleted or emptied),
+    the block files ``found_blocks`` yields are accounted for in the creating transaction, so
+    no other process can store a block before that is done and no file is outside the quota.
+
+    Only a database sqlite reports as damaged (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``), or the
+    file ``damaged`` names (its identity, as :func:`file_identity` gave it when a running
+    process met the damage), is replaced: it is moved to ``index.sqlite.corrupt`` and the index
+    rebuilt from the block files (the directory is the truth; pins that can still be read are
+    kept). This runs under an exclusive lock on ``repair_lock``, and not at all if another
+    process has replaced the file since. A busy, locked, read-only or missing database raises
+    sqlite3.Error / OSError: the caller bypasses the tier and never throws the index away.
     """
+    if damaged is None:
+        try:
+            return _open(path, quotas=quotas, policy=policy, found_blocks=found_blocks), None
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if not is_corruption(exc):
+                raise
+            damaged = file_identity(path)
+            log.debug("cache index %s is damaged (%s)", path, exc)
+    fd = os.open(repair_lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        return _open(path, quotas=quotas, policy=policy, on_created=on_created)
-    except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and not os.path.exists(path):
-            raise
-        aside = f"{path}.corrupt-{int(time.time())}"
-        log.warning(
-            "cache index %s is unreadable (%s); moved to %s, starting empty", path, exc, aside
-        )
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.replace(path + suffix, aside + suffix)
-        raise _IndexRecreated(
-            _open(path, quotas=quotas, policy=policy, on_created=on_created)
-        ) from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if file_identity(path) != damaged:
+            # Another process repaired (or replaced) it while we waited for the lock.
+            return _open(path, quotas=quotas, policy=policy, found_blocks=found_blocks), None
+        return _rebuild(path, quotas=quotas, policy=policy, found_blocks=found_blocks)
+    finally:
+        os.close(fd)
 
 
-class _IndexRecreated(Exception):
-    """Carries the fresh index when the old one was corrupt (the tier wipes orphan files)."""
+def _rebuild(
+    path: str,
+    *,
+    quotas: list[int],
+    policy: EvictionPolicy,
+    found_blocks: Callable[[], Iterable[FoundBlock]],
+) -> tuple[BlockIndex, RebuildReport]:
+    aside = f"{path}.corrupt"
+    for suffix in ("", "-wal", "-shm"):
+        # One copy of the last damaged index is kept for inspection; earlier ones are replaced.
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, aside + suffix)
+        elif os.path.exists(aside + suffix):
+            os.unlink(aside + suffix)
+    pins, owners = _salvage(aside)
+    index = _open(
+        path,
+        quotas=quotas,
+        policy=policy,
+        found_blocks=found_blocks,
+        pins=pins,
+        owners=owners,
+    )
+    blocks = sum(u.blocks for u in index.usage())
+    log.warning(
+        "cache index %s was damaged: moved to %s and rebuilt from the %d block files in the "
+        "cache directory (%d pins kept; counters start again)",
+        path,
+        aside,
+        blocks,
+        len(pins),
+    )
+    return index, RebuildReport(aside, blocks, len(pins))
 
-    def __init__(self, index: BlockIndex) -> None:
-        super().__init__("cache index recreated")
-        self.index = index
+
+def _salvage(
+    damaged_path: str,
+) -> tuple[list[tuple[str, str, str, int, float]], dict[str, tuple[str, str]]]:
+    """Pins, and which object each block belongs to, as far as the damaged index still reads."""
+    pins: list[tuple[str, str, str, int, float]] = []
+    owners: dict[str, tuple[str, str]] = {}
+    try:
+        db = sqlite3.connect(f"file:{damaged_path}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return pins, owners
+    try:
+        for query, sink in (
+            ("SELECT name, backend, prefix, reserved, created FROM pins", pins.append),
+            (
+                "SELECT digest, backend, path FROM blocks",
+                lambda row: owners.__setitem__(row[0], (row[1], row[2])),
+            ),
+        ):
+            try:
+                for row in db.execute(query):
+                    sink(tuple(row))
+            except (sqlite3.Error, UnicodeDecodeError):
+                continue  # what was read before the damage is kept
+    finally:
+        db.close()
+    return pins, owners
 
 
 def _open(
-    path: str, *, quotas: list[int], policy: EvictionPolicy, on_created: Callable[[], None]
+    path: str,
+    *,
+    quotas: list[int],
+    policy: EvictionPolicy,
+    found_blocks: Callable[[], Iterable[FoundBlock]],
+    pins: list[tuple[str, str, str, int, float]] | None = None,
+    owners: dict[str, tuple[str, str]] | None = None,
 ) -> BlockIndex:
-    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
     try:
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL: a commit is durable across process crashes (SIGKILL), only power loss can drop
         # the last transactions; the ordering described above keeps that safe, and it saves an
         # fsync per miss.
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            created = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
-            if "writing" not in columns:  # an index made before the column existed
-                db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
-            if created:
-                on_created()
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        if not _is_current(db, len(quotas)):
+            # Only a new index (or an older schema) needs the write lock at open: a process
+            # that holds it stuck (SIGSTOPped) does not keep others from opening the index.
+            _create(db, len(quotas), found_blocks, pins or [], owners or {})
         return BlockIndex(db, quotas=quotas, policy=policy)
     except BaseException:
         db.close()
         raise
+
+
+def _is_current(db: sqlite3.Connection, dirs: int) -> bool:
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"blocks", "dirs", "ghost", "pins", "counters", "meta"} <= tables:
+        return False
+    columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
+    known = db.execute("SELECT count(*) FROM dirs WHERE dir < ?", (dirs,)).fetchone()[0]
+    return "writing" in columns and known == dirs
+
+
+def _create(
+    db: sqlite3.Connection,
+    dirs: int,
+    found_blocks: Callable[[], Iterable[FoundBlock]],
+    pins: list[tuple[str, str, str, int, float]],
+    owners: dict[str, tuple[str, str]],
+) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        created = db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() is None
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
+        if "writing" not in columns:  # an index made before the column existed
+            db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
+        for dir_id in range(dirs):
+            db.execute("INSERT OR IGNORE INTO dirs(dir) VALUES (?)", (dir_id,))
+        if created:
+            _account_found(db, found_blocks(), pins, owners)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _account_found(
+    db: sqlite3.Connection,
+    found: Iterable[FoundBlock],
+    pins: list[tuple[str, str, str, int, float]],
+    owners: dict[str, tuple[str, str]],
+) -> None:
+    """Rows for the block files already in the directories of a new index, oldest first in
+    the small queue (nothing is known of their use), pinned where a kept pin covers them."""
+    db.executemany("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, ?)", pins)
+    records = [PinRecord(p[0], p[1], p[2], p[3]) for p in pins]
+    seq = 0
+    for block in sorted(found, key=lambda b: b.mtime):
+        backend, path = owners.get(block.digest, ("", ""))
+        pinned = _matches(records, backend, path) if backend else False
+        seq += 1
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,0,0,?,?,?,?,'')",
+            (block.digest, block.dir, block.size, block.raw, seq, int(pinned), backend, path),
+        ).rowcount
+        if inserted:
+            db.execute(
+                "UPDATE dirs SET used=used+?, pinned=pinned+?, blocks=blocks+1, small=small+? "
+                "WHERE dir=?",
+                (block.size, block.size if pinned else 0, block.size, block.dir),
+            )
+    db.execute("UPDATE meta SET value=? WHERE key='seq'", (seq,))

@@ -6,7 +6,9 @@ directory, :func:`stripe_lock` takes an exclusive ``flock`` on one of 4096 lock 
 digest; the holder re-checks the SSD tier before fetching, so a block another process just
 stored is read, not fetched again. The lock is taken without blocking a thread (non-blocking
 attempts with a short async back-off): a blocked executor thread could otherwise be the one the
-lock holder needs. The kernel drops a killed holder's lock, so a crash never wedges the cache.
+lock holder needs. The kernel drops a killed holder's lock, so a crash never wedges the cache;
+a holder that is stuck alive (SIGSTOPped) is waited on for :data:`STRIPE_WAIT_SECONDS`, after
+which the caller goes on without the lock (at worst a second fetch of the same block).
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 
-__all__ = ["FlightMap", "stripe_lock"]
+__all__ = ["STRIPE_WAIT_SECONDS", "FlightMap", "stripe_lock"]
+
+STRIPE_WAIT_SECONDS = 30.0
+"""Longest wait for another process's fetch of a block: longer than any healthy block fetch
+(4 MiB over a 2 Mbit/s link takes 17 s), short enough that a stuck process cannot wedge reads."""
 
 
 class FlightMap:
@@ -46,8 +53,11 @@ class FlightMap:
 
 
 @contextlib.asynccontextmanager
-async def stripe_lock(path: str) -> AsyncIterator[bool]:
-    """Hold an exclusive flock on ``path``; yields False (unlocked) if the file is unusable."""
+async def stripe_lock(
+    path: str, *, wait_seconds: float = STRIPE_WAIT_SECONDS
+) -> AsyncIterator[bool]:
+    """Hold an exclusive flock on ``path``; yields False (unlocked) if the file is unusable or
+    another holder kept it longer than ``wait_seconds``."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
@@ -55,13 +65,15 @@ async def stripe_lock(path: str) -> AsyncIterator[bool]:
         return
     try:
         delay = 0.001
-        while True:
+        deadline = time.monotonic() + wait_seconds
+        locked = False
+        while not locked and time.monotonic() < deadline:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                locked = True
             except BlockingIOError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.05)
-        yield True
+        yield locked
     finally:
         os.close(fd)  # closing the descriptor releases the lock

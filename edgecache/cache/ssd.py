@@ -11,9 +11,21 @@ Bookkeeping (quota, eviction policy state, pins, counters) is in :mod:`edgecache
 Hits are recorded in memory and written to the index in batches, so a warm read costs a file
 read and no database write.
 
-Failures of the directory itself (disk full, permissions, deleted underneath) never reach the
-reader: the tier reports itself unavailable, the cache serves from the backend, logs a warning,
-counts ``edgecache_cache_bypass`` and tries the directory again later.
+Failures of the directory itself (disk full, read-only, permissions, deleted underneath) never
+reach the reader: the tier reports itself unavailable, the cache serves from the backend, logs a
+warning, counts ``edgecache_cache_bypass`` and tries the directory again later. An index held by
+another process (a SIGSTOPped prefetch in the middle of a transaction) is waited on for
+:data:`~edgecache.cache._index.BUSY_TIMEOUT_SECONDS`; then that operation bypasses the tier and
+the writes of the next 30 s do too, but nothing is declared corrupt. Only damage sqlite itself
+reports makes the tier rebuild the index from the block files (:func:`open_index`).
+
+The directories are claimed first (:mod:`edgecache.cache._cachedir`): a non-empty directory
+without our ``CACHEDIR.TAG`` is refused, and the tier deletes only files it recognises as its
+own (temp files by name, block files by name and header); anything else is left where it is.
+
+Hits and counters are written by a background thread at least every
+:data:`FLUSH_EVERY_SECONDS` (and as soon as :data:`FLUSH_EVERY_HITS` hits are pending), so a
+killed process loses at most that batch of counts.
 """
 
 from __future__ import annotations
@@ -23,11 +35,11 @@ import errno
 import logging
 import math
 import os
-import shutil
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import xxhash
 
@@ -37,17 +49,31 @@ from edgecache.cache._blockfile import (
     decode_block,
     decode_block_into,
     encode_block,
+    inspect_block_file,
     parse_header,
 )
-from edgecache.cache._index import BlockIndex, DirUsage, PinRecord, _IndexRecreated, open_index
+from edgecache.cache._cachedir import claim_directory, is_temp_name
+from edgecache.cache._index import (
+    BlockIndex,
+    DirUsage,
+    FoundBlock,
+    PinRecord,
+    RebuildReport,
+    file_identity,
+    is_busy,
+    is_corruption,
+    open_index,
+    sqlite_code,
+)
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy
 from edgecache.config import CacheSettings
-from edgecache.errors import TierUnavailableError
+from edgecache.errors import ConfigError, TierUnavailableError
 from edgecache.metrics import (
     CACHE_BYPASS,
     CACHE_CORRUPT_BLOCKS,
     CACHE_EVICTIONS,
+    CACHE_MISSING_BLOCKS,
     CACHE_QUOTA_BYTES,
     CACHE_USAGE_BYTES,
 )
@@ -58,24 +84,41 @@ log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
 _RETRY_AFTER_SECONDS = 30.0
-_FLUSH_EVERY_SECONDS = 1.0
-_FLUSH_EVERY_HITS = 512
+FLUSH_EVERY_SECONDS = 1.0
+"""Most seconds a hit or counter waits in memory before it is written to the index: what a
+killed process can lose."""
+FLUSH_EVERY_HITS = 512
+"""Pending hits that make the flusher write at once (bounds memory on a hot read loop)."""
+_BUSY_BACKOFF_SECONDS = 30.0
 _INDEX_CHECK_SECONDS = 2.0
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConfigError):
+        return "not_ours"
+    if is_corruption(exc):
+        return "index_damaged"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "disk_full"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS:
+        return "read_only"
     if isinstance(exc, PermissionError) or (
-        isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM)
+        isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
     ):
         return "permission"
     if isinstance(exc, FileNotFoundError):
         return "directory_missing"
     if isinstance(exc, sqlite3.Error):
+        code = sqlite_code(exc)
         # sqlite reports a full disk as its own error (SQLITE_FULL), not as ENOSPC.
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        if code == sqlite3.SQLITE_FULL:
             return "disk_full"
+        if code == sqlite3.SQLITE_READONLY:
+            return "read_only"
+        if code == sqlite3.SQLITE_CANTOPEN:
+            return "permission"
+        if is_busy(exc):
+            return "index_busy"
         return "index_error"
     return "io_error"
 
@@ -100,9 +143,23 @@ class SSDTier:
         self._last_flush = time.monotonic()
         self._last_index_check = time.monotonic()
         self._index_inode: tuple[int, int] = (0, 0)
+        self._damaged_index: tuple[int, int] | None = None
+        self.rebuilt: RebuildReport | None = None
+        """Set when this process found the index damaged and rebuilt it from the block files."""
+        self._busy_until = 0.0
         for i, quota in enumerate(self._quotas):
             CACHE_QUOTA_BYTES.labels(f"ssd{i}" if i else "ssd").set(quota)
+        # A directory that is not ours is a configuration error the user must see; one that
+        # cannot be created or read is a bypass, reported by _open like any unusable directory.
+        with contextlib.suppress(OSError):
+            self._claim()
         self._open()
+        self._flush_wanted = threading.Event()
+        self._closing = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_periodically, name="edgecache-flush", daemon=True
+        )
+        self._flusher.start()
 
     # --- availability --------------------------------------------------------------------------
     @property
@@ -131,45 +188,78 @@ class SSDTier:
         self._fail(exc, "checking the index")
         self._unavailable_until = 0.0
 
+    def _claim(self) -> None:
+        # The metadata database lives in cache_dir even when the blocks are elsewhere.
+        for path in dict.fromkeys([self._settings.cache_dir, *self._dirs]):
+            claim_directory(path)
+
     def _open(self) -> None:
         with self._lock:
             if self._index is not None:
                 return
             try:
+                self._claim()
                 for path in self._dirs:
                     os.makedirs(os.path.join(path, "blocks"), exist_ok=True)
                     os.makedirs(os.path.join(path, "tmp"), exist_ok=True)
                     self._clean_tmp(path)
                 os.makedirs(self._lock_dir, exist_ok=True)
                 index_path = os.path.join(self._dirs[0], INDEX_NAME)
-
-                def drop_block_files() -> None:
-                    # A new index (first use, or the old one corrupt, deleted or emptied)
-                    # accounts for no file: files left from before would be outside the quota.
-                    for path in self._dirs:
-                        shutil.rmtree(os.path.join(path, "blocks"), ignore_errors=True)
-                        os.makedirs(os.path.join(path, "blocks"), exist_ok=True)
-
-                try:
-                    index = open_index(
-                        index_path,
-                        quotas=self._quotas,
-                        policy=self._policy,
-                        on_created=drop_block_files,
-                    )
-                except _IndexRecreated as recreated:
-                    index = recreated.index
+                index, rebuilt = open_index(
+                    index_path,
+                    quotas=self._quotas,
+                    policy=self._policy,
+                    found_blocks=self._found_blocks,
+                    repair_lock=os.path.join(self._lock_dir, "index.lock"),
+                    damaged=self._damaged_index,
+                )
                 self._index = index
-                st = os.stat(index_path)
-                self._index_inode = (st.st_dev, st.st_ino)
+                self._damaged_index = None
+                self._index_inode = file_identity(index_path) or (0, 0)
                 self._warned.clear()
-            except (OSError, sqlite3.Error) as exc:
+                if rebuilt is not None:
+                    self.rebuilt = rebuilt
+                    # Straight into the pending batch: self._lock is held here.
+                    key = ("index_rebuilds", "")
+                    self._pending_counters[key] = self._pending_counters.get(key, 0) + 1
+            except (OSError, sqlite3.Error, ConfigError, UnicodeDecodeError) as exc:
                 self._index = None
-                self._unavailable_until = time.monotonic() + _RETRY_AFTER_SECONDS
+                busy = isinstance(exc, sqlite3.Error) and is_busy(exc)
+                retry = _BUSY_BACKOFF_SECONDS if busy else _RETRY_AFTER_SECONDS
+                self._unavailable_until = time.monotonic() + retry
                 self._degrade(exc, "opening")
 
+    def _found_blocks(self) -> Iterator[FoundBlock]:
+        """Our block files in every directory (for a new index to account for them)."""
+        for dir_id, path in enumerate(self._dirs):
+            for file_path in self._block_files(path):
+                info = inspect_block_file(file_path)
+                if info is not None:
+                    yield FoundBlock(info.digest, dir_id, info.file_size, info.raw_len, info.mtime)
+
+    @staticmethod
+    def _block_files(path: str) -> Iterator[str]:
+        """Paths of the entries in the directories under ``<path>/blocks`` (where block files
+        live; whether each is one is for :func:`inspect_block_file` to say)."""
+        blocks = os.path.join(path, "blocks")
+        try:
+            prefixes = os.listdir(blocks)
+        except OSError:
+            return
+        for prefix in prefixes:
+            try:
+                names = os.listdir(os.path.join(blocks, prefix))
+            except OSError:
+                continue  # not a directory (nothing of ours), or gone
+            for name in names:
+                yield os.path.join(blocks, prefix, name)
+
     def _degrade(self, exc: BaseException, doing: str) -> None:
-        reason = self.unavailable_reason = _reason(exc)
+        reason = _reason(exc)
+        if reason in ("permission", "index_error", "io_error") and self._on_read_only_disk():
+            # sqlite says "unable to open" or "readonly" in many ways; the mount says it once.
+            reason = "read_only"
+        self.unavailable_reason = reason
         CACHE_BYPASS.labels(reason).inc()
         if reason not in self._warned:
             self._warned.add(reason)
@@ -181,8 +271,32 @@ class SSDTier:
                 exc,
             )
 
+    def _on_read_only_disk(self) -> bool:
+        try:
+            return any(os.statvfs(d).f_flag & os.ST_RDONLY for d in self._dirs)
+        except OSError:
+            return False
+
     def _fail(self, exc: BaseException, doing: str) -> None:
-        """Take the tier out of service after an error of the directory itself."""
+        """Take the tier out of service after an error of the directory itself.
+
+        An index busy beyond the timeout only makes this operation (and the writes of the next
+        30 s) bypass the tier; an index sqlite reports as damaged is rebuilt on next use.
+        """
+        if isinstance(exc, sqlite3.Error) and is_busy(exc):
+            self._degrade(exc, doing)
+            self._busy_until = time.monotonic() + _BUSY_BACKOFF_SECONDS
+            return
+        if is_corruption(exc):
+            self._degrade(exc, doing)
+            with self._lock:
+                index, self._index = self._index, None
+                self._damaged_index = self._index_inode
+                self._unavailable_until = 0.0  # rebuild at the next use, not in 30 s
+            if index is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    index.close()
+            return
         self._degrade(exc, doing)
         with self._lock:
             index, self._index = self._index, None
@@ -201,14 +315,12 @@ class SSDTier:
 
     @staticmethod
     def _clean_tmp(path: str) -> None:
-        # Temp files of writers that died before renaming. Names carry the writer's pid.
+        # Temp files of writers that died before renaming (names carry the writer's pid).
+        # Anything not named like one of ours is not ours: it stays.
         tmp = os.path.join(path, "tmp")
         for name in os.listdir(tmp):
-            try:
-                pid = int(name.rsplit(".", 2)[-2])
-            except (ValueError, IndexError):
-                pid = -1
-            if pid > 0 and pid != os.getpid() and _pid_alive(pid):
+            pid = is_temp_name(name)
+            if pid is None or (pid > 0 and pid != os.getpid() and _pid_alive(pid)):
                 continue
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(tmp, name))
@@ -277,13 +389,16 @@ class SSDTier:
                 decode_block_into(fd, header, out, digest=digest)
                 data = b""
             elif piece_bytes:
-                data = _read_pieces(fd, header, piece_bytes, digest=digest)
+                data = _read_pieces(
+                    fd, header, piece_bytes, digest=digest, max_raw_len=key.block_size
+                )
             else:
-                _, _, stored_len, _ = parse_header(header, digest=digest)
+                limit = key.block_size
+                _, _, stored_len, _ = parse_header(header, digest=digest, max_raw_len=limit)
                 payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
-                data = decode_block(header, payload, digest=digest)
+                data = decode_block(header, payload, digest=digest, max_raw_len=limit)
         except CorruptBlockError as exc:
-            self._corrupt(digest, path, str(exc))
+            self._corrupt(digest, path, str(exc), _identity(fd))
             return None
         except OSError as exc:
             self._fail(exc, "reading")
@@ -293,29 +408,43 @@ class SSDTier:
         self._note_hit(digest)
         return data
 
+    def _index_for_writes(self) -> BlockIndex | None:
+        """The index, unless it is out of service or was found busy a moment ago (then the
+        caller skips its bookkeeping rather than wait for the lock again)."""
+        if time.monotonic() < self._busy_until:
+            return None
+        return self._index
+
     def _check_missing(self, digest: str, path: str) -> None:
-        index = self._index
+        index = self._index_for_writes()
         if index is None:
             return
         try:
+            # Most misses are blocks never stored: a read (which never waits in WAL mode)
+            # says so without taking the write lock.
+            if not index.contains(digest):
+                return
             # A row whose file is still being written (by another thread or process), or was
             # renamed into place since our miss, is no lost block: leave it, or that file
             # would be accounted for by nobody.
             if index.forget(digest, if_missing=path, written=True):
-                # Accounted for and written, but gone: deleted underneath. A miss all the
-                # same; counted like corruption.
-                CACHE_CORRUPT_BLOCKS.inc()
-                self.count("corrupt_blocks", "")
+                # Accounted for and written, but gone: deleted underneath, or an evicting
+                # process was killed between unlinking and committing. A miss, and no
+                # corruption: counted apart.
+                CACHE_MISSING_BLOCKS.inc()
+                self.count("missing_blocks", "")
         except sqlite3.Error as exc:
             self._fail(exc, "updating the index")
 
-    def _corrupt(self, digest: str, path: str, why: str) -> None:
+    def _corrupt(self, digest: str, path: str, why: str, identity: tuple[int, int] | None) -> None:
         log.warning("cache block %s is corrupt (%s); re-fetching", digest, why)
         CACHE_CORRUPT_BLOCKS.inc()
         self.count("corrupt_blocks", "")
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        index = self._index
+        # Only the file that was read: another process may have stored a good copy since.
+        if identity is not None and file_identity(path) == identity:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        index = self._index_for_writes()
         if index is not None:
             try:
                 # Unless another reader re-fetched and stored the block in the meantime.
@@ -327,11 +456,19 @@ class SSDTier:
         """Whether the block's file exists (not verified)."""
         return self.available and os.path.exists(self._block_path(key.digest))
 
+    def has_file(self, key: BlockKey) -> bool:
+        """Whether the block's file exists, even while the tier is out of service (prefetch
+        asks what a run really stored, after a full disk took the tier down)."""
+        return os.path.exists(self._block_path(key.digest))
+
     # --- writes --------------------------------------------------------------------------------
     def write(self, key: BlockKey, data: bytes) -> bool:
-        """Store a block under quota. False when it was not stored (no room, tier unusable)."""
+        """Store a block under quota. False when it was not stored (no room, tier unusable,
+        index busy)."""
         index = self._index if self.available else None
-        if index is None:
+        if index is None or time.monotonic() < self._busy_until:
+            if index is not None:
+                CACHE_BYPASS.labels("index_busy").inc()
             return False
         digest = key.digest
         blob = encode_block(
@@ -420,10 +557,13 @@ class SSDTier:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
-        index = self._index
+        index = self._index_for_writes()
         if index is None:
-            return
+            return  # a replaced version's blocks are never read again: eviction takes them
         try:
+            if not index.contains(key.digest):
+                unlink()  # not stored (the usual case): no write transaction
+                return
             # File and row go in one transaction, so a block stored anew by another process
             # in between cannot lose its row (its file would then be accounted by nobody).
             if not index.forget(key.digest, unlink=unlink):
@@ -435,12 +575,10 @@ class SSDTier:
     def _note_hit(self, digest: str) -> None:
         with self._lock:
             self._pending_hits[digest] = self._pending_hits.get(digest, 0) + 1
-            due = (
-                len(self._pending_hits) >= _FLUSH_EVERY_HITS
-                or time.monotonic() - self._last_flush > _FLUSH_EVERY_SECONDS
-            )
+            due = len(self._pending_hits) >= FLUSH_EVERY_HITS
         if due:
-            self.flush()
+            # Written by the flusher thread: a reader never waits on the index.
+            self._flush_wanted.set()
 
     def count_hit(self, tier: str, size: int) -> None:
         """Count one hit of ``size`` bytes served by ``tier`` (written with the next flush)."""
@@ -457,19 +595,47 @@ class SSDTier:
             self._pending_counters[k] = self._pending_counters.get(k, 0) + value
 
     def flush(self) -> None:
-        """Write pending hits and counters to the index."""
+        """Write pending hits and counters to the index.
+
+        Counters that cannot be written now (index busy or out of service) are kept for the
+        next flush, not dropped; pending hits (only the eviction policy's hints) are dropped
+        when the index is out of service.
+        """
         with self._lock:
             hits, self._pending_hits = self._pending_hits, {}
             counters, self._pending_counters = self._pending_counters, {}
             self._last_flush = time.monotonic()
+        if not hits and not counters:
+            return
         index = self._index
-        if index is None or (not hits and not counters):
+        if index is None or time.monotonic() < self._busy_until:
+            self._keep_pending({} if index is None else hits, counters)
             return
         try:
             index.record(hits, counters)
         except sqlite3.Error as exc:
+            self._keep_pending(hits if is_busy(exc) else {}, counters)
             self._fail(exc, "recording hits")
+            return
         self._publish_usage()
+
+    def _keep_pending(self, hits: dict[str, int], counters: dict[tuple[str, str], int]) -> None:
+        with self._lock:
+            for digest, n in hits.items():
+                self._pending_hits[digest] = self._pending_hits.get(digest, 0) + n
+            for key, n in counters.items():
+                self._pending_counters[key] = self._pending_counters.get(key, 0) + n
+
+    def _flush_periodically(self) -> None:
+        while not self._closing.is_set():
+            self._flush_wanted.wait(FLUSH_EVERY_SECONDS)
+            self._flush_wanted.clear()
+            if self._closing.is_set():
+                return
+            try:
+                self.flush()
+            except Exception:  # pragma: no cover - the thread must outlive any surprise
+                log.exception("flushing cache counters failed")
 
     def _publish_usage(self) -> None:
         index = self._index
@@ -482,16 +648,30 @@ class SSDTier:
     # --- pins and introspection ----------------------------------------------------------------
     def _require_index(self) -> BlockIndex:
         if not self.available or self._index is None:
-            raise TierUnavailableError(f"SSD cache tier {self._dirs[0]} is not usable")
+            raise self._unusable()
         return self._index
 
     def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
-        """See :meth:`BlockIndex.pin`."""
-        self._require_index().pin(name, backend=backend, prefix=prefix, reserve_bytes=reserve_bytes)
+        """See :meth:`BlockIndex.pin`; TierUnavailableError when the index cannot take it."""
+        index = self._require_index()
+        try:
+            index.pin(name, backend=backend, prefix=prefix, reserve_bytes=reserve_bytes)
+        except sqlite3.Error as exc:
+            self._fail(exc, "pinning")
+            raise self._unusable() from exc
 
     def unpin(self, name: str) -> bool:
-        """See :meth:`BlockIndex.unpin`."""
-        return self._require_index().unpin(name)
+        """See :meth:`BlockIndex.unpin`; TierUnavailableError when the index cannot take it."""
+        index = self._require_index()
+        try:
+            return index.unpin(name)
+        except sqlite3.Error as exc:
+            self._fail(exc, "unpinning")
+            raise self._unusable() from exc
+
+    def _unusable(self) -> TierUnavailableError:
+        reason = self.unavailable_reason or "unknown reason"
+        return TierUnavailableError(f"SSD cache tier {self._dirs[0]} is not usable ({reason})")
 
     def pins(self) -> list[PinRecord]:
         """Every pin in force."""
@@ -518,32 +698,96 @@ class SSDTier:
         index = self._index
         return index.counters() if index is not None else {}
 
+    def check_index(self, *, full: bool = False) -> list[str]:
+        """Ask sqlite whether the index is sound (``quick_check``; ``integrity_check`` with
+        ``full``). A damaged index is rebuilt from the block files at once (see
+        :attr:`rebuilt`). Returns what sqlite reported; empty when the index was sound."""
+        index = self._require_index()
+        try:
+            problems = index.check(full=full)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+            if not is_corruption(exc):
+                raise
+            problems = [str(exc)]
+        if problems:
+            log.warning("cache index check found damage: %s", "; ".join(problems[:3]))
+            with self._lock:
+                self._index = None
+                self._damaged_index = self._index_inode
+                self._unavailable_until = 0.0
+            with contextlib.suppress(sqlite3.Error):
+                index.close()
+            self._open()
+            self._require_index()
+        return problems
+
+    def fix_accounting(self) -> bool:
+        """See :meth:`BlockIndex.fix_accounting`."""
+        return self._require_index().fix_accounting()
+
+    def verify_blocks(self) -> int:
+        """Read every accounted block whole and verify it; corrupt ones are removed (and
+        re-fetched on their next read). Returns how many were corrupt. O(cached bytes)."""
+        index = self._require_index()
+        corrupt = 0
+        for dir_id in range(len(self._dirs)):
+            for digest, raw in index.rows(dir_id):
+                path = self._block_path(digest, dir_id)
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    continue  # gone: reconcile() drops the row
+                try:
+                    header = os.pread(fd, HEADER_SIZE, 0)
+                    _, raw_len, stored_len, _ = parse_header(header, digest=digest, max_raw_len=raw)
+                    payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
+                    if raw_len != raw:
+                        raise CorruptBlockError(f"holds {raw_len} bytes, the index says {raw}")
+                    decode_block(header, payload, digest=digest, max_raw_len=raw)
+                except CorruptBlockError as exc:
+                    corrupt += 1
+                    self._corrupt(digest, path, str(exc), _identity(fd))
+                finally:
+                    os.close(fd)
+        return corrupt
+
     def reconcile(self) -> dict[str, int]:
-        """Remove block files the index does not account for, and rows whose file is gone.
+        """Remove block files of ours the index does not account for, and rows whose file is
+        gone. Files that are not ours (by name and header) are counted and left alone.
 
         O(blocks): for maintenance (``edgecache stats --verify``, tests), not the read path.
         """
         index = self._require_index()
-        removed_files = removed_rows = 0
+        removed_files = removed_rows = foreign_files = 0
         for dir_id, path in enumerate(self._dirs):
             known = index.digests(dir_id)
             on_disk: set[str] = set()
-            for root, _dirs, files in os.walk(os.path.join(path, "blocks")):
-                for name in files:
-                    if name in known:
-                        on_disk.add(name)
-                    else:
-                        with contextlib.suppress(OSError):
-                            os.unlink(os.path.join(root, name))
-                            removed_files += 1
+            for file_path in self._block_files(path):
+                digest = os.path.basename(file_path)
+                if digest in known and file_path == self._block_path(digest, dir_id):
+                    on_disk.add(digest)
+                elif inspect_block_file(file_path) is None:
+                    foreign_files += 1
+                elif not index.contains(digest):  # not stored since the listing
+                    with contextlib.suppress(OSError):
+                        os.unlink(file_path)
+                        removed_files += 1
             for digest in known - on_disk:
                 # A block stored since the walk has its file now: keep it.
                 if index.forget(digest, if_missing=self._block_path(digest, dir_id)):
                     removed_rows += 1
-        return {"removed_files": removed_files, "removed_rows": removed_rows}
+        return {
+            "removed_files": removed_files,
+            "removed_rows": removed_rows,
+            "foreign_files": foreign_files,
+        }
 
     def close(self) -> None:
         """Flush and close the index."""
+        self._closing.set()
+        self._flush_wanted.set()
+        if self._flusher is not threading.current_thread():
+            self._flusher.join()
         self.flush()
         with self._lock:
             index, self._index = self._index, None
@@ -553,11 +797,16 @@ class SSDTier:
                 index.close()
 
 
-def _read_pieces(fd: int, header: bytes, piece_bytes: int, *, digest: str) -> list[bytes]:
+def _read_pieces(
+    fd: int, header: bytes, piece_bytes: int, *, digest: str, max_raw_len: int
+) -> list[bytes]:
     """The verified raw bytes of the block open as ``fd`` in pieces of ``piece_bytes``."""
-    compressed, raw_len, stored_len, checksum = parse_header(header, digest=digest)
+    compressed, raw_len, stored_len, checksum = parse_header(
+        header, digest=digest, max_raw_len=max_raw_len
+    )
     if compressed:
-        data = decode_block(header, os.pread(fd, stored_len + 1, HEADER_SIZE), digest=digest)
+        payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
+        data = decode_block(header, payload, digest=digest, max_raw_len=max_raw_len)
         return [data[o : o + piece_bytes] for o in range(0, len(data), piece_bytes)] or [b""]
     if raw_len != stored_len:
         raise CorruptBlockError(f"raw block of {raw_len} bytes stored as {stored_len}")
@@ -575,6 +824,14 @@ def _read_pieces(fd: int, header: bytes, piece_bytes: int, *, digest: str) -> li
     if hasher.intdigest() != checksum:
         raise CorruptBlockError("checksum mismatch")
     return pieces or [b""]
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -401,13 +401,57 @@ class TieredCache:
                     "quota_bytes": sum(self.ssd.quotas),
                     "evictions": c("evictions", "ssd"),
                     "corrupt_blocks": c("corrupt_blocks"),
+                    "missing_blocks": c("missing_blocks"),
                     "directories": ssd_dirs,
                 },
                 "backend": {"fetches": c("misses"), "bytes_fetched": c("bytes", "backend")},
             },
             "hit_ratio": (hits / reads) if reads else None,
+            "index": self._index_report(),
             "pins": [p.__dict__ for p in self.ssd.pins()] if self.ssd.available else [],
         }
+
+    def _index_report(self) -> dict[str, Any]:
+        rebuilt = self.ssd.rebuilt
+        if rebuilt is None:
+            return {"state": "ok"}
+        return {
+            "state": "rebuilt",
+            "moved_to": rebuilt.moved_to,
+            "blocks_kept": rebuilt.blocks,
+            "pins_kept": rebuilt.pins,
+        }
+
+    def check(self) -> list[str]:
+        """Ask sqlite whether the index is sound (fast); a damaged one is rebuilt from the block
+        files. What it reported (empty: sound)."""
+        return self.ssd.check_index(full=False)
+
+    def verify(self) -> dict[str, Any]:
+        """Check and repair everything the SSD tier keeps (``edgecache stats --verify``): the
+        index (full integrity check, rebuilt if damaged), its running sums, every block's
+        checksum, block files against rows. ``damage_found`` says whether anything was wrong.
+        O(cached bytes)."""
+        rebuilt_before = self.ssd.rebuilt
+        problems = self.ssd.check_index(full=True)
+        accounting_fixed = self.ssd.fix_accounting()
+        corrupt = self.ssd.verify_blocks()
+        files = self.ssd.reconcile()
+        report: dict[str, Any] = {
+            "index_problems": problems[:10],
+            "accounting_fixed": accounting_fixed,
+            "corrupt_blocks": corrupt,
+            **files,
+        }
+        report["damage_found"] = bool(
+            problems
+            or self.ssd.rebuilt is not rebuilt_before
+            or accounting_fixed
+            or corrupt
+            or files["removed_files"]
+            or files["removed_rows"]
+        )
+        return report
 
     def flush(self) -> None:
         """Write pending hit and counter batches to the index."""

@@ -121,17 +121,19 @@ class MetadataCache:
         self._closed = False
         if db_path is not None:
             try:
-                os.makedirs(os.path.dirname(db_path), exist_ok=True)
-                db = sqlite3.connect(
-                    db_path, timeout=30, isolation_level=None, check_same_thread=False
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-                self._db = db
+                self._db = _connect(db_path)
             except (OSError, sqlite3.Error) as exc:
+                hint = (
+                    " ('edgecache stats --verify' rebuilds it)"
+                    if getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                    in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+                    else ""
+                )
                 log.warning(
-                    "metadata cache %s unusable (%s); keeping metadata in memory", db_path, exc
+                    "metadata cache %s unusable (%s); keeping metadata in memory%s",
+                    db_path,
+                    exc,
+                    hint,
                 )
 
     def _fresh(self, fetched: float, max_age: float | None) -> bool:
@@ -429,6 +431,47 @@ class MetadataCache:
                 raise
             self._db.execute("COMMIT")
 
+    def verify(self) -> dict[str, Any]:
+        """Check every stored row (``edgecache stats --verify``): rows failing their checksum
+        or shape are dropped. A database sqlite reports as damaged is moved to
+        ``metadata.sqlite.corrupt`` and rebuilt from the rows that still verify."""
+        path = self._db_path
+        if path is None or not os.path.exists(path):
+            return {"rows": 0, "dropped_rows": 0, "rebuilt": False, "damage_found": False}
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        good, dropped, damaged = _read_rows(path)
+        if damaged:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.replace(path + suffix, path + ".corrupt" + suffix)
+        db = _connect(path)
+        with self._lock:
+            self._db = db
+            if damaged or dropped:
+                # The table is rewritten with the rows that verify (a damaged row's key may
+                # not even be text any more, so it cannot be deleted by key).
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM checked_entries")
+                db.executemany("INSERT OR REPLACE INTO checked_entries VALUES (?,?,?,?,?,?)", good)
+                db.execute("COMMIT")
+        if damaged or dropped:
+            log.warning(
+                "metadata cache %s: %s; %d damaged rows dropped, %d kept",
+                path,
+                "damaged database rebuilt" if damaged else "checked",
+                len(dropped),
+                len(good),
+            )
+        return {
+            "rows": len(good),
+            "dropped_rows": len(dropped),
+            "rebuilt": damaged,
+            "damage_found": bool(damaged or dropped),
+        }
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called (a closed cache keeps answering from memory)."""
@@ -441,3 +484,70 @@ class MetadataCache:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+
+def _connect(db_path: str) -> sqlite3.Connection:
+    os.makedirs(os.path.dirname(db_path), exist_ok=True)
+    db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+_Row = tuple[Any, Any, Any, Any, Any, Any]
+
+
+def _read_rows(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]], bool]:
+    """(rows that verify, keys of rows that do not, whether sqlite reports the file damaged)."""
+    good: list[_Row] = []
+    dropped: list[tuple[Any, Any, Any]] = []
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error:
+        return good, dropped, True
+    damaged = False
+    try:
+        try:
+            damaged = [r[0] for r in db.execute("PRAGMA integrity_check")] != ["ok"]
+            db.text_factory = bytes  # text that is not UTF-8 is a damaged row, not an error
+            for raw in db.execute(
+                "SELECT backend, kind, path, data, fetched, checksum FROM checked_entries"
+            ):
+                try:
+                    values = [v.decode() if isinstance(v, bytes) else v for v in raw]
+                except UnicodeDecodeError:
+                    dropped.append(tuple(raw[:3]))
+                    continue
+                row: _Row = (values[0], values[1], values[2], values[3], values[4], values[5])
+                if _row_is_sound(row):
+                    good.append(row)
+                else:
+                    dropped.append((row[0], row[1], row[2]))
+        except sqlite3.DatabaseError:
+            damaged = True  # what was read before the damage is kept
+    finally:
+        db.close()
+    return good, dropped, damaged
+
+
+def _row_is_sound(row: _Row) -> bool:
+    backend, kind, path, data, fetched, checksum = row
+    if not (isinstance(backend, str) and isinstance(kind, str) and isinstance(path, str)):
+        return False
+    try:
+        payload = _verified_payload(backend, kind, path, (data, fetched, checksum))
+        if kind == "info":
+            _entry_from(payload, fetched)
+        elif kind == "ls":
+            if not isinstance(payload, list):
+                return False
+            for entry in payload:
+                _entry_from(entry, fetched)
+    except DamagedRowError:
+        return False
+    return True

@@ -11,6 +11,10 @@ many small ones both keep the link busy while memory stays bounded (a block in f
 worker). Blocks already in the SSD tier are skipped: a second run, or a run after an
 interruption, loads only what is missing. Every block is stored atomically by the cache, so
 stopping at any point (``stop`` event, Ctrl-C) leaves a consistent cache.
+
+What counts as loaded is what the SSD tier holds afterwards, not what was read: a block the
+tier could not store (disk full, read-only, quota taken by pins) makes its file a failure
+("not cached"), so a run that cached nothing never reports success.
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ class _File:
     left: int = 0
     loaded: int = 0
     failed: bool = False
+    unstored: int = 0
+    """Bytes read from the backend that the SSD tier did not store."""
 
 
 async def _expand(
@@ -264,10 +270,30 @@ async def prefetch(
                     report.files_failed += 1
                     report.bytes_failed += f.missing_bytes
                 else:
-                    report.bytes_loaded += length
+                    if not engine.blocks.ssd.has_file(f.plan.key(index)):
+                        f.unstored += length
+                    else:
+                        report.bytes_loaded += length
             f.left -= 1
             if f.left == 0 and not f.failed:
-                report.files_loaded += 1
+                if f.unstored:
+                    ssd = engine.blocks.ssd
+                    reason = (
+                        "no room under the quota"
+                        if ssd.available
+                        else (ssd.unavailable_reason or "the tier is unusable")
+                    )
+                    report.failed.append(
+                        FailedPath(
+                            f.plan.path,
+                            f"read but not cached: the SSD tier could not store "
+                            f"{f.unstored} of its bytes ({reason})",
+                        )
+                    )
+                    report.files_failed += 1
+                    report.bytes_failed += f.unstored
+                else:
+                    report.files_loaded += 1
             tick()
 
     workers = max(1, parallel or fs.settings.read.fetch_concurrency)

@@ -12,6 +12,8 @@ it reads against the true source without being sent it.
 * ``fill``: print ``ready``, then read random objects forever under the (small) quota, pinning
   and unpinning now and then; exit 3 at once if a read is not exact. The crash test kills it;
   with ``steps`` it stops by itself after that many operations.
+* ``count``: read every object once (misses), print ``done``, then wait to be killed without
+  flushing or closing the cache (what a killed process's counters look like).
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ def main() -> int:
         return asyncio.run(_hang(cache, source, specs))
     if mode == "fill":
         return asyncio.run(_fill(cache, source, specs, config))
+    if mode == "count":
+        for spec in specs:
+            asyncio.run(read_object(cache, source, spec.path))
+        print("done", flush=True)
+        time.sleep(3600)
+        return 0
     raise SystemExit(f"unknown mode {mode}")
 
 

@@ -120,7 +120,11 @@ def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
             f"{len(middle.orphan_rows)} without a file; reconcile: {report}"
         )
         # reconcile() found no file to remove: the crashes never left an unaccounted file.
-        assert report == {"removed_files": 0, "removed_rows": len(middle.orphan_rows)}
+        assert report == {
+            "removed_files": 0,
+            "removed_rows": len(middle.orphan_rows),
+            "foreign_files": 0,
+        }
         after = audit(s)
         after.assert_consistent()
         for i, quota in enumerate(cache.ssd.quotas):

@@ -58,7 +58,7 @@ def test_url_chaining_over_memory(
     clean_memory: None, tmp_path: Path, opened: list[OpenFile]
 ) -> None:
     fsspec.filesystem("memory").pipe_file("/x", b"in memory")
-    of = fsspec.open("edgecache::memory://x", edgecache={"cache_dir": str(tmp_path)})
+    of = fsspec.open("edgecache::memory://x", edgecache={"cache_dir": str(tmp_path / "cache")})
     opened.append(of)
     with of as f:
         assert f.read() == b"in memory"
@@ -69,25 +69,27 @@ def test_url_chaining_passes_target_options(
     data_dir: Path, tmp_path: Path, opened: list[OpenFile]
 ) -> None:
     url = f"edgecache::file://{data_dir}/new/deeper/x"
-    of = fsspec.open(url, "wb", edgecache={"cache_dir": str(tmp_path)}, file={"auto_mkdir": True})
+    of = fsspec.open(
+        url, "wb", edgecache={"cache_dir": str(tmp_path / "cache")}, file={"auto_mkdir": True}
+    )
     opened.append(of)
     with of as f:
         f.write(b"written")
     assert (data_dir / "new" / "deeper" / "x").read_bytes() == b"written"
-    with fsspec.open(url, edgecache={"cache_dir": str(tmp_path)}) as f:
+    with fsspec.open(url, edgecache={"cache_dir": str(tmp_path / "cache")}) as f:
         assert f.read() == b"written"
 
 
 def test_filesystem_with_target_protocol(data_dir: Path, tmp_path: Path) -> None:
     (data_dir / "x").write_bytes(b"via filesystem()")
     fs = fsspec.filesystem(
-        "edgecache", target_protocol="file", target_options={}, cache_dir=str(tmp_path)
+        "edgecache", target_protocol="file", target_options={}, cache_dir=str(tmp_path / "cache")
     )
     try:
         assert isinstance(fs, EdgeCacheFileSystem)
         assert fs.cat_file(str(data_dir / "x")) == b"via filesystem()"
         assert fs.cat_file(f"file://{data_dir}/x") == b"via filesystem()"
-        assert fs.settings.cache_dir == str(tmp_path)
+        assert fs.settings.cache_dir == str(tmp_path / "cache")
     finally:
         close_fs(fs)
 
@@ -127,7 +129,7 @@ def test_every_option_accepted_with_units_in_url_options(
     data_dir: Path, tmp_path: Path, opened: list[OpenFile]
 ) -> None:
     (data_dir / "x").write_bytes(b"x" * 3000)
-    options = {"cache_dir": str(tmp_path), **ALL_OPTIONS, "compression": "none"}
+    options = {"cache_dir": str(tmp_path / "cache"), **ALL_OPTIONS, "compression": "none"}
     of = fsspec.open(f"edgecache::file://{data_dir}/x", edgecache=options)
     opened.append(of)
     with of as f:
@@ -150,7 +152,7 @@ def test_unknown_option_is_refused_by_name(tmp_path: Path) -> None:
         fsspec.filesystem(
             "edgecache",
             target_protocol="file",
-            cache_dir=str(tmp_path),
+            cache_dir=str(tmp_path / "cache"),
             blocksize="4MiB",
             skip_instance_cache=True,
         )
@@ -161,7 +163,7 @@ def test_unknown_option_in_url_options_is_refused_by_name(data_dir: Path, tmp_pa
     with pytest.raises(ConfigError, match="metadata_tll"):
         fsspec.open(
             f"edgecache::file://{data_dir}/x",
-            edgecache={"cache_dir": str(tmp_path), "metadata_tll": 5},
+            edgecache={"cache_dir": str(tmp_path / "cache"), "metadata_tll": 5},
         ).open()
 
 
@@ -181,7 +183,7 @@ def test_bad_option_value_names_the_option(tmp_path: Path, name: str, value: Any
         fsspec.filesystem(
             "edgecache",
             target_protocol="file",
-            cache_dir=str(tmp_path),
+            cache_dir=str(tmp_path / "cache"),
             skip_instance_cache=True,
             **{name: value},
         )
@@ -194,7 +196,7 @@ def test_open_files_expands_a_glob_through_edgecache(
         (data_dir / f"f{i}.bin").write_bytes(bytes([i]) * 10)
     (data_dir / "skip.txt").write_bytes(b"not matched")
     files = fsspec.open_files(
-        f"edgecache::file://{data_dir}/*.bin", edgecache={"cache_dir": str(tmp_path)}
+        f"edgecache::file://{data_dir}/*.bin", edgecache={"cache_dir": str(tmp_path / "cache")}
     )
     opened.extend(files[:1])
     assert [f.path for f in files] == [f"{data_dir}/f{i}.bin" for i in range(3)]

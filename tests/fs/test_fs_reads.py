@@ -188,7 +188,9 @@ def test_missing_object_is_file_not_found(
 
 
 def test_missing_object_through_a_url_is_file_not_found(data_dir: Path, tmp_path: Path) -> None:
-    of = fsspec.open(f"edgecache::file://{data_dir}/nope", edgecache={"cache_dir": str(tmp_path)})
+    of = fsspec.open(
+        f"edgecache::file://{data_dir}/nope", edgecache={"cache_dir": str(tmp_path / "cache")}
+    )
     with pytest.raises(FileNotFoundError), of as f:
         f.read()
 
