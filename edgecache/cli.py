@@ -516,6 +516,7 @@ def _print_stats(report: dict[str, Any]) -> None:
         click.echo(
             f"verify      index {'; '.join(verified['index_problems']) or 'ok'}, "
             f"sums {'fixed' if verified['accounting_fixed'] else 'ok'}, "
+            f"row sizes corrected {verified['rows_corrected']}, "
             f"corrupt blocks {verified['corrupt_blocks']}, "
             f"unaccounted files removed {verified['removed_files']}, "
             f"rows without a file removed {verified['removed_rows']}, "

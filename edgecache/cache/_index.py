@@ -504,13 +504,21 @@ class BlockIndex:
                 for row in self._db.execute("SELECT digest FROM blocks WHERE dir=?", (dir_id,))
             }
 
-    def rows(self, dir_id: int) -> list[tuple[str, int]]:
-        """(digest, raw length) of every block accounted to ``dir_id`` (for verification)."""
+    def rows(self, dir_id: int) -> list[tuple[str, int, int]]:
+        """(digest, raw length, size) of every block accounted to ``dir_id`` (verification)."""
         with self._lock:
             return [
-                (row[0], row[1])
-                for row in self._db.execute("SELECT digest, raw FROM blocks WHERE dir=?", (dir_id,))
+                (row[0], row[1], row[2])
+                for row in self._db.execute(
+                    "SELECT digest, raw, size FROM blocks WHERE dir=?", (dir_id,)
+                )
             ]
+
+    def set_size(self, digest: str, size: int) -> None:
+        """Correct a row's stored size to its file's (the running sums follow with
+        :meth:`fix_accounting`)."""
+        with self._write():
+            self._db.execute("UPDATE blocks SET size=? WHERE digest=?", (size, digest))
 
     def check(self, *, full: bool) -> list[str]:
         """What sqlite finds wrong with the database (``integrity_check`` with ``full``, else
@@ -564,7 +572,7 @@ def sqlite_code(exc: BaseException) -> int:
 def is_corruption(exc: BaseException) -> bool:
     """Whether the database file itself is damaged (not busy, locked, read-only): sqlite says
     so, or text it stores (the schema included) is no longer UTF-8."""
-    if isinstance(exc, UnicodeDecodeError):
+    if isinstance(exc, UnicodeDecodeError | SchemaDamagedError):
         return True
     if isinstance(exc, sqlite3.DatabaseError) and any(
         # What sqlite says, without a result code of its own, of a damaged schema or header.
@@ -749,13 +757,41 @@ def _open(
         raise
 
 
+class SchemaDamagedError(sqlite3.DatabaseError):
+    """The index's schema is not ours (a damaged ``sqlite_master`` that sqlite still parses)."""
+
+
+def _expected_columns() -> dict[str, list[str]]:
+    db = sqlite3.connect(":memory:")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in tables}
+    finally:
+        db.close()
+
+
+_EXPECTED_COLUMNS = _expected_columns()
+
+
 def _is_current(db: sqlite3.Connection, dirs: int) -> bool:
+    """Whether the index has our whole schema (False: new, or from before a column existed).
+    Raises :class:`SchemaDamagedError` for a schema that is neither."""
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not {"blocks", "dirs", "ghost", "pins", "counters", "meta"} <= tables:
+    if not tables:
         return False
-    columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
+    if tables != set(_EXPECTED_COLUMNS):
+        raise SchemaDamagedError(f"unexpected tables {sorted(tables)}")
+    for table, expected in _EXPECTED_COLUMNS.items():
+        actual = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if table == "blocks" and actual == [c for c in expected if c != "writing"]:
+            return False  # an index made before the column existed
+        if actual != expected:
+            raise SchemaDamagedError(f"table {table} has columns {actual}")
     known = db.execute("SELECT count(*) FROM dirs WHERE dir < ?", (dirs,)).fetchone()[0]
-    return "writing" in columns and known == dirs
+    return bool(known == dirs)
 
 
 def _create(

@@ -725,13 +725,14 @@ class SSDTier:
         """See :meth:`BlockIndex.fix_accounting`."""
         return self._require_index().fix_accounting()
 
-    def verify_blocks(self) -> int:
+    def verify_blocks(self) -> tuple[int, int]:
         """Read every accounted block whole and verify it; corrupt ones are removed (and
-        re-fetched on their next read). Returns how many were corrupt. O(cached bytes)."""
+        re-fetched on their next read), rows whose size is not their file's are corrected.
+        Returns (corrupt blocks, rows corrected). O(cached bytes)."""
         index = self._require_index()
-        corrupt = 0
+        corrupt = corrected = 0
         for dir_id in range(len(self._dirs)):
-            for digest, raw in index.rows(dir_id):
+            for digest, raw, size in index.rows(dir_id):
                 path = self._block_path(digest, dir_id)
                 try:
                     fd = os.open(path, os.O_RDONLY)
@@ -744,12 +745,15 @@ class SSDTier:
                     if raw_len != raw:
                         raise CorruptBlockError(f"holds {raw_len} bytes, the index says {raw}")
                     decode_block(header, payload, digest=digest, max_raw_len=raw)
+                    if HEADER_SIZE + stored_len != size:
+                        index.set_size(digest, HEADER_SIZE + stored_len)
+                        corrected += 1
                 except CorruptBlockError as exc:
                     corrupt += 1
                     self._corrupt(digest, path, str(exc), _identity(fd))
                 finally:
                     os.close(fd)
-        return corrupt
+        return corrupt, corrected
 
     def reconcile(self) -> dict[str, int]:
         """Remove block files of ours the index does not account for, and rows whose file is

@@ -434,12 +434,13 @@ class TieredCache:
         O(cached bytes)."""
         rebuilt_before = self.ssd.rebuilt
         problems = self.ssd.check_index(full=True)
-        accounting_fixed = self.ssd.fix_accounting()
-        corrupt = self.ssd.verify_blocks()
+        corrupt, rows_corrected = self.ssd.verify_blocks()
         files = self.ssd.reconcile()
+        accounting_fixed = self.ssd.fix_accounting()
         report: dict[str, Any] = {
             "index_problems": problems[:10],
             "accounting_fixed": accounting_fixed,
+            "rows_corrected": rows_corrected,
             "corrupt_blocks": corrupt,
             **files,
         }
@@ -447,6 +448,7 @@ class TieredCache:
             problems
             or self.ssd.rebuilt is not rebuilt_before
             or accounting_fixed
+            or rows_corrected
             or corrupt
             or files["removed_files"]
             or files["removed_rows"]
