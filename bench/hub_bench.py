@@ -12,6 +12,11 @@ this script as the client (``http.client`` with keep-alive, one request at a tim
   ``exec`` to the first successful answer (GET, and a full LIST of 5k);
 * hub RSS with 10k objects stored (online after recording, and offline after the restart).
 
+``--hung-link TRIALS`` measures only this instead (results: bench/results/hub_hung_link.json):
+a hub with its default health settings behind the WAN emulator (30 ms RTT) whose link is
+blackholed (packets swallowed, nothing reset) at a random moment of the probe cycle; the time
+to the switch offline, and for a read sent into the hang to be answered from the store.
+
 Run: ``.venv/bin/python bench/hub_bench.py`` (about a minute). Results: bench/results/hub.json.
 Targets (design section 5): online p50 <= 1.3x direct; offline LIST 5k p50 <= 100 ms;
 restart-to-serving <= 1 s.
@@ -265,6 +270,70 @@ def _compare(direct: Client, proxied: Client, rounds: dict[str, int], label: str
     return results
 
 
+def hung_link(trials: int) -> dict[str, Any]:
+    """Blackhole the link ``trials`` times; seconds to offline and to the waiting read's answer."""
+    import asyncio
+    import random
+
+    import aiohttp
+    from edgecache_testservers.kubeapi import KubeAPIServer, objects
+    from edgecache_testservers.wan import LINK_30MS_100MBIT, WANEmulator
+
+    from edgecache.hub import HealthSettings, HubServer, HubSettings
+
+    health = HealthSettings()
+    pods = "/api/v1/namespaces/default/pods"
+    headers = {"User-Agent": "kubelet/bench"}
+
+    async def run(cache_dir: str) -> tuple[list[float], list[float]]:
+        detected: list[float] = []
+        answered: list[float] = []
+        with KubeAPIServer() as api:
+            api.seed(objects.pods(20))
+            async with WANEmulator(api.url, LINK_30MS_100MBIT) as wan:
+                settings = HubSettings(cache_dir=Path(cache_dir))
+                settings.upstream.servers = [wan.endpoint]
+                settings.listen.address = settings.listen.health_address = "127.0.0.1:0"
+                async with HubServer(settings) as hub, aiohttp.ClientSession(hub.url) as http:
+                    for _ in range(trials):
+                        async with http.get(pods, headers=headers) as response:
+                            await response.read()  # recorded, and success evidence
+                        assert hub.recorder is not None
+                        await hub.recorder.drain()
+                        await asyncio.sleep(random.uniform(0, health.probe_interval_seconds))
+                        wan.cut("blackhole")
+                        cut_at = time.monotonic()
+                        waiting = asyncio.ensure_future(http.get(pods, headers=headers))
+                        await hub.health.wait_for(False, within_seconds=30)
+                        detected.append(time.monotonic() - cut_at)
+                        response = await waiting
+                        await response.read()
+                        assert response.status == 200
+                        answered.append(time.monotonic() - cut_at)
+                        wan.restore()
+                        await hub.health.wait_for(True, within_seconds=30)
+        return detected, answered
+
+    with scratch_dir("hub-hung") as cache_dir:
+        detected, answered = asyncio.run(run(cache_dir))
+    return {
+        "trials": trials,
+        "health_settings": {
+            "probe_interval_seconds": health.probe_interval_seconds,
+            "probe_timeout_seconds": health.probe_timeout_seconds,
+            "retry_interval_seconds": health.retry_interval_seconds,
+            "failures_to_offline": health.failures_to_offline,
+        },
+        "detect_offline_s": {
+            "p50": statistics.median(detected),
+            "max": max(detected),
+            "all": [round(x, 3) for x in detected],
+        },
+        "waiting_read_answered_s": {"p50": statistics.median(answered), "max": max(answered)},
+        "target_s": 5.0,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--get-rounds", type=int, default=400)
@@ -276,7 +345,39 @@ def main() -> None:
     parser.add_argument(
         "--no-gzip", action="store_true", help="clients do not ask for gzip (hub still does)"
     )
+    parser.add_argument(
+        "--hung-link",
+        type=int,
+        metavar="TRIALS",
+        help="only measure hung-link detection, this many times",
+    )
     args = parser.parse_args()
+    if args.hung_link:
+        hung = {
+            "command": "python bench/hub_bench.py " + " ".join(sys.argv[1:]),
+            "load_average_at_start": os.getloadavg(),
+            **hung_link(args.hung_link),
+        }
+        print_table(
+            "hung link (blackhole) detection",
+            ["measure", "p50 (s)", "max (s)", "target"],
+            [
+                [
+                    "to offline",
+                    hung["detect_offline_s"]["p50"],
+                    hung["detect_offline_s"]["max"],
+                    "<= 5",
+                ],
+                [
+                    "waiting read answered",
+                    hung["waiting_read_answered_s"]["p50"],
+                    hung["waiting_read_answered_s"]["max"],
+                    "-",
+                ],
+            ],
+        )
+        write_results("hub_hung_link", hung)
+        return
     Client.gzip = not args.no_gzip
     rounds = {
         "GET pod": args.get_rounds,

@@ -39,7 +39,7 @@ from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo
 from edgecache.hub._status import status_body, status_response
 from edgecache.hub._store import DamagedRecordError, HubStore, ListRecord, StoredObject
 from edgecache.hub._watches import WatchRegistry
-from edgecache.k8s.selectors import FieldSelector, LabelSelector
+from edgecache.k8s.selectors import FieldSelector, LabelSelector, check_field_labels
 from edgecache.metrics import HUB_REQUESTS
 
 __all__ = ["OfflineResponder"]
@@ -77,10 +77,20 @@ def _item_kind(record: ListRecord) -> str:
 class OfflineResponder:
     """Answers requests from the store."""
 
-    def __init__(self, store: HubStore, settings: OfflineSettings, watches: WatchRegistry) -> None:
+    def __init__(
+        self,
+        store: HubStore,
+        settings: OfflineSettings,
+        watches: WatchRegistry,
+        *,
+        recorded_components: frozenset[str] | None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.watches = watches
+        #: What ``--components`` records (None: every component), for the 503 that says why a
+        #: component has no answers.
+        self.recorded_components = recorded_components
         self._accepted: set[tuple[str, str]] = set()
         self._grants: set[tuple[str, str, str, str, str, str]] = set()
 
@@ -110,11 +120,7 @@ class OfflineResponder:
         if not await self._authorised(component, digest):
             HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
             if not await self.store.read(self.store.knows_component, component):
-                return status_response(
-                    503,
-                    f"edgecache hub is offline and has no recorded answers for component "
-                    f"{component!r} (see --components)",
-                )
+                return status_response(503, self._unrecorded_component(request, component))
             return status_response(
                 401,
                 "edgecache hub is offline and these credentials were never accepted upstream "
@@ -136,8 +142,17 @@ class OfflineResponder:
                 f"edgecache hub is offline and these credentials never read {what} in {scope} "
                 "while online, so the hub does not answer for the upstream",
             )
-        HUB_REQUESTS.labels(verb=verb, served_from="store").inc()
         try:
+            if verb in ("list", "watch"):
+                # What the API server would refuse is refused here too (400), never answered
+                # with an empty or unfiltered list.
+                LabelSelector.parse(info.label_selector)
+                check_field_labels(
+                    FieldSelector.parse(info.field_selector),
+                    group=info.group,
+                    resource=info.resource,
+                )
+            HUB_REQUESTS.labels(verb=verb, served_from="store").inc()
             if verb == "get":
                 return await self._get(info, component)
             if verb == "list":
@@ -147,6 +162,22 @@ class OfflineResponder:
             return await self._raw(request, component)
         except ConfigError as exc:
             return status_response(400, str(exc), reason="BadRequest")
+
+    def _unrecorded_component(self, request: web.Request, component: str) -> str:
+        agent = request.headers.get("User-Agent", "")
+        seen = f"component {component!r} (from User-Agent {agent[:120]!r})"
+        recorded = self.recorded_components
+        if recorded is not None and component not in recorded:
+            flag = ",".join(sorted(recorded | {component}))
+            return (
+                f"edgecache hub is offline and has no answers for {seen}: it does not record "
+                f"that component; to record it while online, run the hub with "
+                f"--components {flag} (or --components '*')"
+            )
+        return (
+            f"edgecache hub is offline and has no answers for {seen}: it records that "
+            "component, but no request of it succeeded through the hub while online"
+        )
 
     async def _authorised(self, component: str, digest: str) -> bool:
         if (component, digest) in self._accepted:
@@ -332,8 +363,9 @@ class OfflineResponder:
                         wait = min(wait, deadline - time.monotonic())
                         if wait <= 0:
                             break
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(handle.closed.wait(), wait)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):  # not wait_for: see k8s/health.py
+                            await handle.closed.wait()
                     if bookmarks and not handle.closed.is_set():
                         await response.write(_bookmark(record, initial_end=False))
                 await response.write_eof()

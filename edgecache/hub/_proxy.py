@@ -409,6 +409,7 @@ class HubProxy:
                 f"upstream answered {upstream_response.status} {upstream_response.reason}",
                 sent=True,
             )
+        self.health.report_success()
         try:
             HUB_REQUESTS.labels(verb=info.verb, served_from="upstream").inc()
             if recording and upstream_response.status < 400:

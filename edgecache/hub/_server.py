@@ -93,6 +93,7 @@ class HubServer:
         HUB_MODE_SWITCHES.labels(to="online" if online else "offline").inc()
         if not online:
             log.warning("edge hub serves from its store until the upstream is back")
+            self.upstream.abandon_waiting()
         closed = self.watches.close_all()
         HUB_WATCHES_ENDED.inc(closed)
         log.warning("mode switch: ended %d open watches so clients re-list", closed)
@@ -128,7 +129,12 @@ class HubServer:
                 self.nodepool.start()
                 filters.append(NodePoolTopologyFilter(self.nodepool))
             self.recorder = Recorder(self.store, settings.recording)
-            offline = OfflineResponder(self.store, settings.offline, self.watches)
+            offline = OfflineResponder(
+                self.store,
+                settings.offline,
+                self.watches,
+                recorded_components=settings.recording.components,
+            )
             proxy = HubProxy(
                 upstream=self.upstream,
                 health=self.health,

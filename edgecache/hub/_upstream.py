@@ -12,10 +12,11 @@ proxy to answer from the store instead, and the health monitor counts it as evid
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import zlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -91,6 +92,8 @@ class Upstream:
         self._session: aiohttp.ClientSession | None = None
         self._session_own_credentials: aiohttp.ClientSession | None = None
         self._tokens = TokenSource(settings)
+        # Resolved when the hub goes offline; replaced by a fresh one at each switch.
+        self._abandoned: asyncio.Future[None] | None = None
 
     @property
     def current_server(self) -> str:
@@ -106,7 +109,36 @@ class Upstream:
             timeout=aiohttp.ClientTimeout(total=None),
         )
 
+    async def _unless_abandoned(
+        self, sending: Awaitable[aiohttp.ClientResponse]
+    ) -> aiohttp.ClientResponse:
+        """Wait for an answer head, unless :meth:`abandon_waiting` gives up on it first."""
+        assert self._abandoned is not None, "Upstream.start() was not called"
+        abandoned = self._abandoned
+        task = asyncio.ensure_future(sending)
+        try:
+            await asyncio.wait((task, abandoned), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+        if not task.done() or task.cancelled():
+            with contextlib.suppress(BaseException):
+                await task
+            raise UpstreamUnavailableError(
+                "the upstream stopped answering (the hub went offline meanwhile)", sent=True
+            )
+        return task.result()
+
+    def abandon_waiting(self) -> None:
+        """The hub went offline: requests still waiting for an answer head give up now (the
+        proxy answers reads from the store), instead of waiting out the read timeout on a link
+        that hangs. Answers already streaming are not touched."""
+        if self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_result(None)
+        self._abandoned = asyncio.get_running_loop().create_future()
+
     async def start(self) -> None:
+        self._abandoned = asyncio.get_running_loop().create_future()
         self._session = self._new_session(self._ssl)
         if self.settings.client_certificate and self._ssl is not False:
             self._session_own_credentials = self._new_session(self._ssl_anonymous)
@@ -163,14 +195,18 @@ class Upstream:
             index = (self._current + attempt) % count
             server = self.settings.servers[index].rstrip("/")
             try:
-                response = await session.request(
-                    method,
-                    URL(server + target, encoded=True),
-                    headers=outgoing,
-                    data=body,
-                    timeout=timeout,
-                    allow_redirects=False,
+                response = await self._unless_abandoned(
+                    session.request(
+                        method,
+                        URL(server + target, encoded=True),
+                        headers=outgoing,
+                        data=body,
+                        timeout=timeout,
+                        allow_redirects=False,
+                    )
                 )
+            except UpstreamUnavailableError:
+                raise  # abandoned: the hub is offline, no server is tried any more
             except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
                 errors.append(f"{server}: {exc or type(exc).__name__}")
                 connected = not isinstance(
@@ -292,23 +328,29 @@ class Upstream:
     async def probe(self) -> bool:
         """Whether some upstream server answers; switches to the first that does.
 
-        Any HTTP answer below 500 counts (401/403 prove the server is there); the current server
-        is tried first so a healthy connection is not moved around.
+        Any HTTP answer below 500 counts (401/403 prove the server is there). All servers are
+        asked at once, so a probe takes one probe timeout however many of them hang; the
+        current server is preferred, so a healthy connection is not moved around.
         """
         assert self._session is not None, "Upstream.start() was not called"
+        session = self._session
         timeout = aiohttp.ClientTimeout(total=self.health_settings.probe_timeout_seconds)
         count = len(self.settings.servers)
-        for attempt in range(count):
-            index = (self._current + attempt) % count
+        order = [(self._current + attempt) % count for attempt in range(count)]
+
+        async def answers(index: int) -> bool:
             url = self.settings.servers[index].rstrip("/") + self.health_settings.probe_path
             try:
-                async with self._session.get(
+                async with session.get(
                     url, headers=self.outgoing_headers({}), timeout=timeout
                 ) as response:
                     await response.read()
-                    healthy = response.status < 500
+                    return response.status < 500
             except (TimeoutError, aiohttp.ClientError, OSError):
-                healthy = False
+                return False
+
+        results = await asyncio.gather(*(answers(index) for index in order))
+        for index, healthy in zip(order, results, strict=True):
             if healthy:
                 if index != self._current:
                     log.warning("upstream failover: now using %s", self.settings.servers[index])

@@ -18,6 +18,7 @@ import click
 from edgecache.errors import ConfigError, EdgeCacheError
 from edgecache.hub._config import DEFAULT_COMPONENTS, HubSettings
 from edgecache.hub._server import HubServer, parse_address
+from edgecache.k8s.health import HealthSettings
 from edgecache.k8s.options import ConnectionFlags, connection_options
 
 __all__ = ["hub_command"]
@@ -82,7 +83,13 @@ async def _run(settings: HubSettings) -> None:
     help="With HTTPS: accept client certificates signed by this CA.",
 )
 @click.option("--nodepool", help="This node's nodepool: EndpointSlices keep its endpoints.")
-@click.option("--probe-interval", type=float, default=5.0, help="Seconds between probes.")
+@click.option(
+    "--probe-interval",
+    type=float,
+    default=HealthSettings.probe_interval_seconds,
+    help="Seconds between health probes of the upstream (a hung link is noticed within "
+    "about this plus 3 s).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
 def hub_command(
     *,

@@ -7,6 +7,12 @@ follow the Kubernetes grammar
 ``==`` and ``!=`` on any dotted path into the object (``metadata.name``, ``spec.nodeName``,
 ``status.phase``); a missing field compares as the empty string, as for ``spec.nodeName=`` on
 unscheduled pods.
+
+Which field paths a resource supports is the API server's decision, not the grammar's: built-in
+resources take ``metadata.name``/``metadata.namespace`` and the few fields Kubernetes registers
+for them (``spec.nodeName`` on pods, ``spec.unschedulable`` on nodes...); anything else is a 400
+"field label not supported". :func:`check_field_labels` applies that table (Kubernetes 1.32), so
+an offline answer refuses what the server refuses instead of returning an empty list.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from typing import Any
 
 from edgecache.errors import ConfigError
 
-__all__ = ["FieldSelector", "LabelSelector", "SelectorError", "selector_predicate"]
+__all__ = [
+    "FieldSelector",
+    "LabelSelector",
+    "SelectorError",
+    "check_field_labels",
+    "selector_predicate",
+]
 
 
 class SelectorError(ConfigError):
@@ -83,12 +95,23 @@ def _parse_requirement(text: str) -> _Requirement:
     return _checked(_Requirement(text, "exists", frozenset()), text)
 
 
+_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
 def _checked(requirement: _Requirement, text: str) -> _Requirement:
     name = requirement.key.rpartition("/")[2]
     if not _KEY.match(name) or len(name) > 63:
         raise SelectorError(
             f'unable to parse requirement: invalid label key "{requirement.key}" in "{text}"'
         )
+    for value in sorted(requirement.values):
+        if len(value) > 63 or not _VALUE.match(value):
+            raise SelectorError(
+                f"unable to parse requirement: values[0][{requirement.key}]: Invalid value: "
+                f'"{value}": a valid label must be an empty string or consist of alphanumeric '
+                "characters, '-', '_' or '.', and must start and end with an alphanumeric "
+                "character (at most 63)"
+            )
     return requirement
 
 
@@ -180,3 +203,76 @@ def selector_predicate(label: str | None, field: str | None) -> Callable[[Mappin
     if not labels.requirements and not fields.terms:
         return lambda obj: True
     return lambda obj: labels.matches(obj) and fields.matches(obj)
+
+
+#: Field labels of built-in resources beyond the defaults, by (group, resource), from the field
+#: label conversions Kubernetes 1.32 registers. A resource listed here supports exactly these.
+_FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
+    ("", "pods"): frozenset(
+        {
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        }
+    ),
+    ("", "nodes"): frozenset({"metadata.name", "spec.unschedulable"}),
+    ("", "namespaces"): frozenset({"metadata.name", "status.phase"}),
+    ("", "secrets"): frozenset({"metadata.name", "metadata.namespace", "type"}),
+    ("", "services"): frozenset(
+        {"metadata.name", "metadata.namespace", "spec.clusterIP", "spec.type"}
+    ),
+    ("", "replicationcontrollers"): frozenset(
+        {"metadata.name", "metadata.namespace", "status.replicas"}
+    ),
+    ("", "events"): frozenset(
+        {
+            "metadata.name",
+            "metadata.namespace",
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        }
+    ),
+    ("apps", "replicasets"): frozenset({"metadata.name", "metadata.namespace", "status.replicas"}),
+    ("batch", "jobs"): frozenset({"metadata.name", "metadata.namespace", "status.successful"}),
+    ("certificates.k8s.io", "certificatesigningrequests"): frozenset(
+        {"metadata.name", "spec.signerName"}
+    ),
+}
+#: What every other built-in resource supports (Kubernetes' default conversion).
+_DEFAULT_FIELD_LABELS = frozenset({"metadata.name", "metadata.namespace"})
+#: Built-in resources whose field labels this table does not pin down: not checked.
+_UNCHECKED = frozenset({("events.k8s.io", "events")})
+
+
+def _built_in(group: str) -> bool:
+    """Kubernetes' own API groups (custom resources live in dotted groups of their own)."""
+    return "." not in group or group.endswith(".k8s.io")
+
+
+def check_field_labels(selector: FieldSelector, *, group: str, resource: str) -> None:
+    """Raise :class:`SelectorError` (the server's 400 message) for a field path the resource
+    does not support. Custom resources are not checked: their ``selectableFields`` are
+    declared by each CRD, so only the API server knows them."""
+    if not selector.terms or not _built_in(group) or (group, resource) in _UNCHECKED:
+        return
+    supported = _FIELD_LABELS.get((group, resource), _DEFAULT_FIELD_LABELS)
+    for path, _equal, _value in selector.terms:
+        if path not in supported:
+            raise SelectorError(f"field label not supported: {path}")

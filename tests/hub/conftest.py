@@ -47,6 +47,7 @@ def fast_settings(cache_dir: Path, upstream: str | list[str]) -> HubSettings:
     settings.listen.health_address = "127.0.0.1:0"
     settings.health.probe_interval_seconds = 0.1
     settings.health.probe_timeout_seconds = 0.5
+    settings.health.retry_interval_seconds = 0.05
     settings.health.failures_to_offline = 2
     settings.health.successes_to_online = 2
     settings.offline.bookmark_interval_seconds = 0.2

@@ -158,7 +158,10 @@ async def test_health_monitor_hysteresis() -> None:
     answers: asyncio.Queue[bool] = asyncio.Queue()
     switches: list[bool] = []
     settings = HealthSettings(
-        probe_interval_seconds=0.01, failures_to_offline=2, successes_to_online=3
+        probe_interval_seconds=0.01,
+        retry_interval_seconds=0.01,
+        failures_to_offline=2,
+        successes_to_online=3,
     )
 
     async def probe() -> bool:

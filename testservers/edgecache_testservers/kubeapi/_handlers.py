@@ -18,7 +18,12 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from edgecache.k8s.selectors import SelectorError, selector_predicate
+from edgecache.k8s.selectors import (
+    FieldSelector,
+    SelectorError,
+    check_field_labels,
+    selector_predicate,
+)
 
 from . import _discovery, _openapi, _status
 from ._patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES, STRATEGIC_MERGE_PATCH, apply_patch
@@ -68,10 +73,14 @@ def _warned(response: web.Response, validation: FieldValidation) -> web.Response
 
 
 def _selector_predicate(
-    label: str | None, field: str | None
+    label: str | None, field: str | None, resource: ResourceType
 ) -> Callable[[Mapping[str, Any]], bool]:
-    """The request's selectors as one predicate; a selector that does not parse is a 400."""
+    """The request's selectors as one predicate; a selector that does not parse, or a field the
+    resource does not support, is a 400 (as the API server answers)."""
     try:
+        check_field_labels(
+            FieldSelector.parse(field), group=resource.group, resource=resource.plural
+        )
         return selector_predicate(label, field)
     except SelectorError as exc:
         raise bad_request(str(exc)) from exc
@@ -287,7 +296,9 @@ class APIHandlers:
         if target.legacy_watch or request.query.get("watch") in _TRUE:
             return await self.watch(request, target, name="")
         query = request.query
-        predicate = _selector_predicate(query.get("labelSelector"), query.get("fieldSelector"))
+        predicate = _selector_predicate(
+            query.get("labelSelector"), query.get("fieldSelector"), target.resource
+        )
         requested_rv = query.get("resourceVersion", "")
         if requested_rv not in ("", "0") and requested_rv.isdigit():
             current = self.store.resource_version
@@ -341,7 +352,7 @@ class APIHandlers:
         if name:
             term = f"metadata.name={name}"
             field_selector = f"{field_selector},{term}" if field_selector else term
-        predicate = _selector_predicate(query.get("labelSelector"), field_selector)
+        predicate = _selector_predicate(query.get("labelSelector"), field_selector, target.resource)
         send_initial = query.get("sendInitialEvents") in _TRUE
         if send_initial and query.get("resourceVersionMatch") != "NotOlderThan":
             raise APIError(
@@ -501,7 +512,9 @@ class APIHandlers:
 
     async def delete_collection(self, request: web.Request, target: Target) -> web.StreamResponse:
         query = request.query
-        predicate = _selector_predicate(query.get("labelSelector"), query.get("fieldSelector"))
+        predicate = _selector_predicate(
+            query.get("labelSelector"), query.get("fieldSelector"), target.resource
+        )
         deleted = self.store.delete_collection(
             target.resource, target.namespace, predicate, dry_run=self._dry_run(request)
         )
