@@ -45,9 +45,6 @@ from edgecache.metrics import HUB_REQUESTS
 __all__ = ["OfflineResponder"]
 
 _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
-#: Lists find_list may offer for one read (exact, same selector cluster-wide, unselected in the
-#: namespace, unselected cluster-wide): how often a damaged one can be passed over.
-_CANDIDATE_LISTS = 4
 
 
 def _rv_older(candidate: str, current: str) -> bool:
@@ -258,27 +255,12 @@ class OfflineResponder:
     async def _selected(
         self, info: RequestInfo, component: str
     ) -> tuple[ListRecord, list[StoredObject]] | None:
-        for _ in range(_CANDIDATE_LISTS):
-            record = await self.store.read(
-                self.store.find_list, component, info.gvr, info.namespace, info.selector
-            )
-            if record is None:
-                return None
-            try:
-                objects = await self.store.read(
-                    self.store.list_objects,
-                    component,
-                    info.gvr,
-                    record.scope,
-                    record.selector,
-                    info.namespace,
-                )
-                break
-            except DamagedRecordError:
-                # That list was dropped (it lost an object): a broader one may still answer.
-                await self.store.settle()
-        else:
+        selected = await self.store.read(
+            self.store.select_list, component, info.gvr, info.namespace, info.selector
+        )
+        if selected is None:
             return None
+        record, objects = selected
         if record.selector != info.selector:
             objects = _filter(objects, info.label_selector, info.field_selector)
         return record, objects

@@ -338,10 +338,6 @@ class HubStore:
                     conn.close()
             self._connections.clear()
 
-    async def settle(self) -> None:
-        """Wait until the writes queued so far (drops of damaged rows included) are done."""
-        await self.write(lambda: None)
-
     # --- thread dispatch ----------------------------------------------------------------------
     async def read(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking read method on a reader thread."""
@@ -624,14 +620,20 @@ class HubStore:
         return row is not None
 
     def find_list(
-        self, component: str, gvr: str, namespace: str, selector: str
+        self,
+        component: str,
+        gvr: str,
+        namespace: str,
+        selector: str,
+        *,
+        skip: Iterable[tuple[str, str]] = (),
     ) -> ListRecord | None:
         """The recorded list that can answer a LIST of (namespace, selector), best first:
         the exact key, the same selector cluster-wide, then an unselected list of the namespace
         or of the cluster (filtered by the caller)."""
         candidates = [(namespace, selector), ("", selector), (namespace, ""), ("", "")]
         conn = self._conn()
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str]] = set(skip)
         for scope, sel in candidates:
             if (scope, sel) in seen:
                 continue
@@ -647,6 +649,33 @@ class HubStore:
             if self._intact("lists", (*list_key, *row[:3]), row[3], key=list_key):
                 return ListRecord(scope, sel, str(row[0]), str(row[1]), str(row[2]))
         return None
+
+    def select_list(
+        self, component: str, gvr: str, namespace: str, selector: str
+    ) -> tuple[ListRecord, list[StoredObject]] | None:
+        """The best recorded list for a LIST of (namespace, selector) with its objects (of
+        ``namespace`` only, when given), read in one snapshot, so a list and its objects are
+        never seen half-dropped. A candidate that lost objects to damage is passed over (it is
+        being dropped) for the next one, as :meth:`find_list` orders them."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            skipped: set[tuple[str, str]] = set()
+            for _ in range(4):
+                record = self.find_list(component, gvr, namespace, selector, skip=skipped)
+                if record is None:
+                    return None
+                try:
+                    objects = self.list_objects(
+                        component, gvr, record.scope, record.selector, namespace
+                    )
+                except DamagedRecordError:
+                    skipped.add((record.scope, record.selector))
+                    continue
+                return record, objects
+            return None
+        finally:
+            conn.execute("COMMIT")
 
     def list_objects(
         self, component: str, gvr: str, scope: str, selector: str, namespace: str
