@@ -372,7 +372,7 @@ class MetadataCache:
                     raise DamagedRowError(f"undecodable text: {exc}") from exc
                 self._report_db_error(exc)  # busy, locked, I/O: a miss, the row may be fine
                 return None
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeError) as exc:
                 self._report_db_error(exc)
                 return None
         return row
@@ -426,7 +426,7 @@ class MetadataCache:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(sql, values)
-            except sqlite3.Error:
+            except (sqlite3.Error, UnicodeError):
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
@@ -508,7 +508,7 @@ def _read_rows(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]], bool]
     dropped: list[tuple[Any, Any, Any]] = []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeError):
         return good, dropped, True
     damaged = False
     try:
