@@ -500,7 +500,9 @@ def run_profile(
     tree = f"s3://{BUCKET}/{TREE_PREFIX}"
     names = [f"{BUCKET}/{name}" for name in tree_names(tree_count)]
     zarrays = sorted(n for n in names if n.endswith("/.zarray"))
-    pattern = f"{tree}/**/.zarray"
+    # Without "s3://": through edgecache, glob of a URL pattern finds nothing (its
+    # _strip_protocol keeps the target's protocol, so no name from find matches the pattern).
+    pattern = f"{BUCKET}/{TREE_PREFIX}/**/.zarray"
     add(
         "find",
         {
