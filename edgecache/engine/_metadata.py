@@ -122,7 +122,8 @@ class MetadataCache:
         if db_path is not None:
             try:
                 self._db = _connect(db_path)
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error, UnicodeError) as exc:
+                # UnicodeError: a schema whose text a flipped bit made undecodable.
                 hint = (
                     " ('edgecache stats --verify' rebuilds it)"
                     if getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -372,7 +373,9 @@ class MetadataCache:
                     raise DamagedRowError(f"undecodable text: {exc}") from exc
                 self._report_db_error(exc)  # busy, locked, I/O: a miss, the row may be fine
                 return None
-            except (sqlite3.Error, UnicodeError) as exc:
+            except UnicodeError as exc:  # decoded by Python, not by sqlite: damaged all the same
+                raise DamagedRowError(f"undecodable text: {exc}") from exc
+            except sqlite3.Error as exc:
                 self._report_db_error(exc)
                 return None
         return row
@@ -426,7 +429,7 @@ class MetadataCache:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(sql, values)
-            except (sqlite3.Error, UnicodeError):
+            except sqlite3.Error:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
@@ -508,7 +511,7 @@ def _read_rows(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]], bool]
     dropped: list[tuple[Any, Any, Any]] = []
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    except (sqlite3.Error, UnicodeError):
+    except sqlite3.Error:
         return good, dropped, True
     damaged = False
     try:
@@ -528,7 +531,7 @@ def _read_rows(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]], bool]
                     good.append(row)
                 else:
                     dropped.append((row[0], row[1], row[2]))
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, UnicodeError):
             damaged = True  # what was read before the damage is kept
     finally:
         db.close()
