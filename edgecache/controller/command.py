@@ -171,10 +171,7 @@ def controller_command(
         raise click.UsageError(str(exc)) from exc
     try:
         asyncio.run(_run(controller))
-    except OSError as exc:
-        click.echo(f"edgecache controller: {exc}", err=True)
-        sys.exit(1)
-    except EdgeCacheError as exc:
+    except (OSError, EdgeCacheError) as exc:
         click.echo(f"edgecache controller: {exc}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
