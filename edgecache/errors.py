@@ -12,7 +12,8 @@ equivalent, and say whether retrying can help::
     ├── CorruptBlockError               a cached block failed its checks: a miss, fetched again
     └── TemporaryError                  may succeed later: ``retry_after_seconds`` says when
         ├── BackendUnavailableError     (ConnectionError) the backend cannot be reached
-        └── TierUnavailableError        a cache tier (the SSD directory) cannot be used now
+        ├── TierUnavailableError        a cache tier (the SSD directory) cannot be used now
+        └── ViewNotReadyError           a dataset's view cannot be published yet (CSI retries)
 
 Errors from libraries underneath are translated at the boundary with ``raise ... from exc``.
 A message that shows a value the user gave shows it through :func:`quoted`, cut to a line.
@@ -35,6 +36,7 @@ __all__ = [
     "PinError",
     "TemporaryError",
     "TierUnavailableError",
+    "ViewNotReadyError",
     "quoted",
 ]
 
@@ -114,3 +116,12 @@ class BackendUnavailableError(TemporaryError, ConnectionError):
 
 class TierUnavailableError(TemporaryError):
     """A cache tier cannot be used right now (reads bypass it; pins and unpins raise this)."""
+
+
+class ViewNotReadyError(TemporaryError):
+    """A dataset's materialised view cannot be published yet; the message says why.
+
+    The CSI node service answers ``NodePublishVolume`` with a retryable gRPC code carrying this
+    message, so kubelet retries and the pod's event tells the user what it waits for (the view
+    is still loading, the Dataset is unknown to this node, ...), never an empty directory.
+    """
