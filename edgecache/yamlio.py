@@ -16,6 +16,9 @@ parsed, by :class:`YAMLLimits`:
   recursive walks it;
 - a scalar longer than ``max_scalar_chars``, a number longer than ``max_number_chars`` is
   refused;
+- a key given twice in one mapping is refused (PyYAML keeps the last silently, so a typo'd
+  second ``name:`` would win unseen; kubectl refuses it too); a merge key (``<<: *base``) may
+  still be overridden, as YAML intends;
 - aliases are **allowed, within a budget**: an alias counts every node of what it repeats
   against ``max_expanded_nodes``, so a document is refused as soon as its expanded size passes
   the budget; recursive aliases are refused. (Refusing aliases altogether would be simpler, but
@@ -36,10 +39,10 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, ScalarEvent
-from yaml.nodes import Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 from yaml.resolver import Resolver
 
-from edgecache.errors import ConfigError
+from edgecache.errors import ConfigError, quoted
 
 __all__ = ["DEFAULT_LIMITS", "YAMLLimits", "load_yaml_documents", "read_text_file"]
 
@@ -84,6 +87,13 @@ _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 
 class _LimitExceeded(Exception):
     """Raised inside the loader; :func:`load_yaml_documents` turns it into a ConfigError."""
+
+
+class _DuplicateKey(Exception):
+    """Raised inside the loader for a key given twice in one mapping."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 if yaml.__with_libyaml__:
@@ -159,6 +169,26 @@ class _BoundedLoader(Composer, SafeConstructor, Resolver, _EventSource):
             self.anchored_sizes[id(node)] = self.expanded_nodes - before
         return node
 
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping, refused when one of its own keys appears twice. Keys that merge keys
+        bring in are not compared: overriding them is what a merge is for."""
+        first_seen: dict[tuple[type, Any], Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                # by type too: 1 and true are equal in Python, not in YAML
+                earlier = first_seen.setdefault((type(key), key), key_node)
+            except TypeError:
+                continue  # an unhashable key: the constructor below refuses it with its mark
+            if earlier is not key_node:
+                raise _DuplicateKey(
+                    f"duplicate key {quoted(key)}{_where(key_node)} (first{_where(earlier)})"
+                )
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
+
     def _count(self, nodes: int, event: Any) -> None:
         self.expanded_nodes += nodes
         if self.expanded_nodes > self.limits.max_expanded_nodes:
@@ -198,6 +228,8 @@ def load_yaml_documents(
         return documents
     except _LimitExceeded as exc:
         raise ConfigError(f"{source}: refused: {exc}") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: {_yaml_problem(exc)}") from exc
     except (ValueError, TypeError, OverflowError) as exc:

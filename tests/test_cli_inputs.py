@@ -69,6 +69,11 @@ def hostname() -> str:
         ("huge.yaml", "# " + "x" * (2 * 1024 * 1024) + "\n", "larger than 1,048,576 bytes"),
         ("value.yaml", "compression: " + "z" * 10_000 + "\n", "is not one of auto, lz4, none"),
         ("multi.yaml", "block_size: 1MiB\n---\nblock_size: 2MiB\n", "one YAML document"),
+        (
+            "twice.yaml",
+            "cache:\n  block_size: 1MiB\n  mem_quota: 1GiB\n  block_size: 2MiB\n",
+            "duplicate key 'block_size' at line 4, column 3 (first at line 2, column 3)",
+        ),
     ],
 )
 def test_config_files_that_are_not_settings(
@@ -143,6 +148,18 @@ def test_the_same_file_without_the_bomb_is_accepted(tmp_path: Path) -> None:
     code, err, out = edgecache("prefetch", str(spec), "--dry-run", cache=tmp_path / "c")
     assert code == 0, err
     assert b"would load" in out
+
+
+def test_a_key_given_twice_in_a_dataset_file_is_refused(tmp_path: Path) -> None:
+    spec = tmp_path / "dataset.yaml"
+    spec.write_text(
+        API + "kind: Dataset\nmetadata: {name: first}\n"
+        "spec:\n  mounts: [{mountPoint: 'file:///x'}]\nmetadata: {name: second}\n"
+    )
+    code, err, _ = edgecache("prefetch", str(spec), "--dry-run", cache=tmp_path / "c")
+    assert_one_line_error(
+        code, err, expected_code=2, needle="duplicate key 'metadata' at line 6, column 1 (first"
+    )
 
 
 @pytest.mark.parametrize(

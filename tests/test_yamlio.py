@@ -69,6 +69,10 @@ def billion_laughs(levels: int = 9) -> str:
         ("? [1]\n: 2", "unhashable key"),
         ("a: !!python/object:os.system x", "could not determine a constructor"),
         ("a: [1,\n", "not valid YAML at line 2, column 1"),
+        ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' at line 3, column 1 (first at line 1,"),
+        ("x:\n  - {k: 1, k: 2}\n", "duplicate key 'k' at line 2, column 12"),
+        ("s: !!set {a, b, a}", "duplicate key 'a' at line 1, column 17"),
+        ("1: one\n1: again\n", "duplicate key 1 at line 2"),
     ],
 )
 def test_refused_in_one_line_naming_the_source(text: str, needle: str) -> None:
@@ -88,6 +92,14 @@ def test_aliases_within_the_budget_and_merge_keys_work() -> None:
             "l": ["a", "b"],
         }
     ]
+
+
+def test_keys_equal_only_in_python_and_merged_keys_are_not_duplicates() -> None:
+    # 1 == True == 1.0 in Python; in YAML they are three keys (not refused; a Python dict
+    # then holds one of them, as PyYAML's own loader gives). A merge key may be overridden.
+    assert load_yaml_documents("1: a\ntrue: b\n1.0: c\n", source="s") == [{1: "c"}]
+    text = "base: &b {k: 1, j: 2}\nuse: {<<: *b, k: 3}\n"
+    assert load_yaml_documents(text, source="s")[0]["use"] == {"k": 3, "j": 2}
 
 
 def test_the_budget_counts_what_aliases_repeat() -> None:
