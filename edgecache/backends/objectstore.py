@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -206,6 +207,12 @@ class ObjectStoreBackend(Backend):
     """Error codes that mean the credentials were refused (besides any 403)."""
     credentials_hint: ClassVar[str] = "check the credentials and the bucket policy"
     """Advice appended to an access-denied error."""
+    bucket_pattern: ClassVar[re.Pattern[str] | None] = None
+    """The bucket names the store can have (None: any). A path whose bucket does not match is
+    refused with a ConfigError before any request: a request could only fail, after retries,
+    with an error that does not say the name is the problem."""
+    bucket_rule: ClassVar[str] = ""
+    """``bucket_pattern`` in words, for the error message."""
 
     _config: ObjectStoreConfig
     _secrets: list[Secret]
@@ -269,6 +276,7 @@ class ObjectStoreBackend(Backend):
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         path = args[0] if args and isinstance(args[0], str) else None
+        self._check_bucket(path)
         self._remember_bucket(path)
         try:
             return await super().call(method, *args, **kwargs)
@@ -282,6 +290,7 @@ class ObjectStoreBackend(Backend):
         if end <= start:
             return b""
         path = self.strip(path)
+        self._check_bucket(path)
         self._remember_bucket(path)
         etag = self.etag_of(version)
         try:
@@ -306,6 +315,18 @@ class ObjectStoreBackend(Backend):
             raise translated from exc
 
     # --- errors --------------------------------------------------------------------------------
+    def _check_bucket(self, path: str | None) -> None:
+        if not path or self.bucket_pattern is None:
+            return
+        bucket = str(self.strip(path)).split("/", 1)[0]
+        if bucket and not self.bucket_pattern.fullmatch(bucket):
+            url = self._url(path)
+            raise ConfigError(
+                f"{url if len(url) <= 120 else url[:117] + '...'} is not a valid "
+                f"{self.protocol.upper()} URL: bucket name {quoted(bucket)} is not allowed "
+                f"({self.bucket_rule})"
+            )
+
     def _remember_bucket(self, path: str | None) -> None:
         if path:
             bucket = str(self.strip(path)).split("/", 1)[0]

@@ -18,6 +18,7 @@ unreachable or silent, after bounded retries).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,6 +81,14 @@ class OSSBackend(ObjectStoreBackend):
     credentials_hint = (
         "check the access key id and secret (fs.oss.accessKeyId, fs.oss.accessKeySecret) and "
         "the bucket policy"
+    )
+    # OSS's naming rules (3-63 characters; lowercase letters, digits and hyphens; no hyphen
+    # first or last). oss2 checks nothing: such a name was sent and came back as a 403 or an
+    # unreachable virtual host, which says nothing about the name.
+    bucket_pattern = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+    bucket_rule = (
+        "OSS bucket names are 3-63 lowercase letters, digits and hyphens, and neither start "
+        "nor end with a hyphen"
     )
 
     # --- ObjectStoreBackend --------------------------------------------------------------------

@@ -17,9 +17,9 @@ from edgecache_testservers.oss import OSSServer
 from osstestlib import KEY, SECRET, free_port
 
 from edgecache.backends import get_backend
-from edgecache.errors import BackendUnavailableError
+from edgecache.errors import BackendUnavailableError, ConfigError
 from edgecache.fs import EdgeCacheFileSystem
-from edgecache.testing.backend_suite import run
+from edgecache.testing.backend_suite import assert_one_line_failure, edgecache_cli, run
 
 WRONG_SECRET = "Wr0ng-OSS-Secret-Nobody-May-See"
 
@@ -133,6 +133,40 @@ def test_missing_object_is_file_not_found(oss_options: dict[str, Any], prefix: s
     with pytest.raises(FileNotFoundError) as info:
         run(backend.call, "info", f"oss://{prefix}/missing.bin")
     assert info.value.filename == f"oss://{prefix}/missing.bin"
+
+
+# --- bucket names OSS cannot have: refused before any request ---
+INVALID_BUCKETS = ["Bad_Bucket", "ab", "-abc", "abc-", "a" * 64, "my.bucket", "UPPER", "caf\u00e9"]
+
+
+@pytest.mark.parametrize("bucket", INVALID_BUCKETS)
+def test_an_invalid_bucket_name_is_refused_before_any_request(bucket: str) -> None:
+    # A closed port: had any request been tried, the answer would be "unreachable".
+    backend = get_backend("oss", {"endpoint": f"http://127.0.0.1:{free_port()}"})
+    with pytest.raises(ConfigError, match="is not a valid OSS URL: bucket name") as caught:
+        run(backend.call, "info", f"{bucket}/key.bin")
+    assert "3-63 lowercase letters, digits and hyphens" in str(caught.value)
+    with pytest.raises(ConfigError, match="not a valid OSS URL"):
+        run(backend.fetch_range, f"{bucket}/key.bin", 0, 10, "10-0-ABC")
+
+
+@pytest.mark.parametrize("bucket", ["abc", "a" * 63, "edge-cache-01", "0-9"])
+def test_valid_bucket_names_are_sent(bucket: str) -> None:
+    backend = get_backend("oss", {"endpoint": f"http://127.0.0.1:{free_port()}"})
+    with pytest.raises(BackendUnavailableError):
+        run(backend.call, "info", f"{bucket}/key.bin")
+
+
+def test_an_invalid_bucket_name_through_the_command(tmp_path: Path) -> None:
+    done = edgecache_cli(
+        "cat",
+        "oss://Bad_Bucket/key",
+        *("-o", f"endpoint=http://127.0.0.1:{free_port()}"),
+        *("--cache-dir", str(tmp_path / "cache")),
+    )
+    assert_one_line_failure(
+        done, code=2, says="oss://Bad_Bucket/key is not a valid OSS URL", never="unreachable"
+    )
 
 
 # --- unreachable, silent and faulty endpoints ---

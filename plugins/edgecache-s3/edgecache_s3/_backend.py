@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -113,6 +114,17 @@ class S3Backend(ObjectStoreBackend):
 
     unreachable_errors = _UNREACHABLE
     body_errors = _BODY_ERRORS
+    # S3's rules for bucket names (3-63 characters; lowercase letters, digits, dots, hyphens;
+    # a letter or digit first and last; no two dots in a row; not an IPv4 address). botocore
+    # checks only its wider legacy pattern (uppercase and "_" pass and are sent). An access
+    # point ARN in the bucket's place is left to botocore.
+    bucket_pattern = re.compile(
+        r"arn:.*|(?!\d+\.\d+\.\d+\.\d+$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+    )
+    bucket_rule = (
+        "S3 bucket names are 3-63 lowercase letters, digits, dots and hyphens, start and end "
+        "with a letter or digit, and are not IP addresses"
+    )
     timeout_errors = TIMEOUT_ERRORS
 
     # --- ObjectStoreBackend --------------------------------------------------------------------

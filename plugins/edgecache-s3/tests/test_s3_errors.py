@@ -153,6 +153,18 @@ def test_an_invalid_bucket_name_is_a_config_error_naming_the_url(
     assert "regex" not in err and len(err) < 300
 
 
+@pytest.mark.parametrize(
+    "bucket", ["Bad_Bucket", "UPPER", "ab", "-abc", "a..b", "10.0.0.1", "a" * 64]
+)
+def test_names_botocore_would_send_are_refused_before_any_request(bucket: str) -> None:
+    # botocore's own check lets uppercase, "_" and up to 255 characters through. A closed
+    # port: had any request been tried, the answer would be "unreachable".
+    closed = {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s"}
+    backend = get_backend("s3", closed)
+    with pytest.raises(ConfigError, match="is not a valid S3 URL: bucket name"):
+        run(backend.call, "info", f"{bucket}/key")
+
+
 def test_an_unknown_option_is_refused_up_front_listing_the_accepted_ones(
     s3_options: dict[str, Any],
 ) -> None:
