@@ -34,6 +34,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from edgecache.cache._keys import BlockKey
@@ -53,12 +54,24 @@ from edgecache.metrics import (
     CACHE_MISSES,
 )
 
-__all__ = ["BlockFetcher", "TieredCache"]
+__all__ = ["BlockFetcher", "Fetched", "TieredCache"]
 
 log = logging.getLogger(__name__)
 
-BlockFetcher = Callable[[], Awaitable[bytes]]
-"""Coroutine factory that fetches one block's bytes from a peer or the backend."""
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetched block and the source that served it, when that is not the backend."""
+
+    data: bytes
+    source: str
+    """Short source name (``peer``): bytes from it are counted as its bytes, not as backend
+    (WAN) bytes."""
+
+
+BlockFetcher = Callable[[], Awaitable["bytes | Fetched"]]
+"""Coroutine factory that fetches one block's bytes from a peer or the backend (plain bytes:
+the backend)."""
 
 _SEEN_ONCE_LIMIT = 65536
 """SSD blocks remembered as read once by a multi-block read (16 bytes of key each)."""
@@ -305,21 +318,26 @@ class TieredCache:
         self.ssd.count("misses", "")
         started = time.perf_counter()
         try:
-            data = await fetch()
+            fetched = await fetch()
         except BaseException:
             BACKEND_ERRORS.labels(backend).inc()
             raise
-        BACKEND_FETCH_SECONDS.labels(backend).observe(time.perf_counter() - started)
+        if isinstance(fetched, Fetched):
+            data, source = fetched.data, fetched.source
+        else:
+            data, source = fetched, "backend"
+            BACKEND_FETCH_SECONDS.labels(backend).observe(time.perf_counter() - started)
         if expected_size is not None and len(data) != expected_size:
             raise ObjectChangedError(
                 f"{key.path}: block {key.index} came back with {len(data)} bytes, expected "
                 f"{expected_size}; the object changed while it was read"
             )
         data = bytes(data)
-        self.backend_fetches += 1
-        BACKEND_BYTES.labels(backend).inc(len(data))
-        CACHE_BYTES.labels("backend").inc(len(data))
-        self.ssd.count("bytes", "backend", len(data))
+        if source == "backend":
+            self.backend_fetches += 1
+            BACKEND_BYTES.labels(backend).inc(len(data))
+        CACHE_BYTES.labels(source).inc(len(data))
+        self.ssd.count("bytes", source, len(data))
         return data
 
     def _store(self, key: BlockKey, data: bytes) -> None:
@@ -405,6 +423,7 @@ class TieredCache:
                     "directories": ssd_dirs,
                 },
                 "backend": {"fetches": c("misses"), "bytes_fetched": c("bytes", "backend")},
+                "peer": {"bytes_fetched": c("bytes", "peer")},
             },
             "hit_ratio": (hits / reads) if reads else None,
             "index": self._index_report(),

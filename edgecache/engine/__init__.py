@@ -12,6 +12,7 @@ Place in the data path::
 Public API (everything else in this package is private)::
 
     engine_for, open_engines, backend_options      the registry (one engine per key)
+    when_engine_opens                              a hook on every engine (the pool's peers)
     ReadEngine                                     plans, reads, writes through
     ReadPlan                                       one object version cut into blocks
     BlockSource, SourceSkipped, BackendSource      the seam where pool peers plug in
@@ -23,7 +24,7 @@ from __future__ import annotations
 from edgecache.engine._engine import ReadEngine
 from edgecache.engine._metadata import CachedInfo
 from edgecache.engine._plan import ReadPlan
-from edgecache.engine._registry import backend_options, engine_for, open_engines
+from edgecache.engine._registry import backend_options, engine_for, open_engines, when_engine_opens
 from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
 from edgecache.engine._store import Store
 
@@ -38,4 +39,5 @@ __all__ = [
     "backend_options",
     "engine_for",
     "open_engines",
+    "when_engine_opens",
 ]

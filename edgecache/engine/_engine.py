@@ -36,7 +36,7 @@ import aiofiles
 from fsspec.asyn import get_loop
 
 from edgecache.backends import Backend
-from edgecache.cache import BlockKey, TieredCache
+from edgecache.cache import BlockKey, Fetched, TieredCache
 from edgecache.config import CacheSettings
 from edgecache.engine._health import BackendHealth
 from edgecache.engine._metadata import CachedInfo, MetadataCache, _parent
@@ -433,13 +433,21 @@ class ReadEngine:
             expected_size=plan.block_length(index),
         )
 
-    async def _from_sources(self, plan: ReadPlan, index: int) -> bytes:
+    async def _from_sources(self, plan: ReadPlan, index: int) -> bytes | Fetched:
         for source in self._sources:
             try:
-                return await source.fetch(plan, index)
+                data = await source.fetch(plan, index)
             except SourceSkipped:
                 continue
+            return data if source is self._backend_source else Fetched(data, source.name)
         raise AssertionError("the backend source never skips")
+
+    @on_engine_loop
+    async def block(self, plan: ReadPlan, index: int) -> bytes:
+        """The whole block ``index`` of ``plan``: from a tier, else from the sources (once per
+        block across the process), then cached. For the pool's block server, which hands out
+        whole blocks; readers use :meth:`read`."""
+        return await self._block(plan, index)
 
     @on_engine_loop
     async def read(self, plan: ReadPlan, start: int, end: int) -> bytes:

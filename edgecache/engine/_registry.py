@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fsspec.utils import tokenize
@@ -31,7 +31,7 @@ from edgecache.config import CacheSettings
 from edgecache.engine._engine import ReadEngine
 from edgecache.engine._store import Store
 
-__all__ = ["backend_options", "engine_for", "open_engines"]
+__all__ = ["backend_options", "engine_for", "open_engines", "when_engine_opens"]
 
 
 _lock = threading.Lock()
@@ -40,6 +40,8 @@ _engines: dict[tuple[str, str, str], ReadEngine] = {}
 _by_request: dict[tuple[str, str, str], ReadEngine] = {}
 """(cache_dir as given, protocol, options token) -> engine: the look-up without building a
 backend, which is what every call of every filesystem instance does."""
+_opened_hooks: list[Callable[[ReadEngine], None]] = []
+"""Called with every engine made from now on (the pool attaches its peers to each)."""
 _inherited: list[object] = []
 """Engines and stores of the parent process, kept (never used) so that no finaliser of theirs
 closes a connection or a file the parent still uses."""
@@ -59,6 +61,20 @@ def engine_for(
 ) -> ReadEngine:
     """The engine of this process for ``settings.store.cache_dir`` and the backend ``protocol`` +
     ``options`` (or the given ``backend`` object, which then gets an engine of its own)."""
+    engine, created = _engine_for(settings, protocol, options, backend)
+    if created:
+        for hook in list(_opened_hooks):
+            hook(engine)
+    return engine
+
+
+def _engine_for(
+    settings: CacheSettings,
+    protocol: str,
+    options: Mapping[str, Any] | None,
+    backend: Backend | None,
+) -> tuple[ReadEngine, bool]:
+    created = False
     with _lock:
         request: tuple[str, str, str] | None = None
         if backend is None:
@@ -66,7 +82,7 @@ def engine_for(
             request = (settings.store.cache_dir, protocol, tokenize(protocol, options))
             found = _by_request.get(request)
             if found is not None and not found.closed:
-                return found
+                return found, False
             backend = get_backend(protocol, options)
             client = request[2]
         else:
@@ -76,9 +92,28 @@ def engine_for(
         engine = _engines.get(key)
         if engine is None or engine.closed:
             engine = _engines[key] = ReadEngine(backend, store, settings)
+            created = True
         if request is not None:
             _by_request[request] = engine
-        return engine
+        return engine, created
+
+
+def when_engine_opens(hook: Callable[[ReadEngine], None]) -> Callable[[], None]:
+    """Call ``hook`` with every engine of the process, those open now and those made later
+    (in the thread that asks for them, outside the registry lock); returns the function that
+    stops it. How the pool adds its peer source to every engine without the callers knowing."""
+    with _lock:
+        _opened_hooks.append(hook)
+        current = [e for e in _engines.values() if not e.closed]
+    for engine in current:
+        hook(engine)
+
+    def stop() -> None:
+        with _lock:
+            if hook in _opened_hooks:
+                _opened_hooks.remove(hook)
+
+    return stop
 
 
 def _store(settings: CacheSettings) -> Store:
@@ -102,6 +137,7 @@ def _forget_the_parents() -> None:
     _stores.clear()
     _engines.clear()
     _by_request.clear()
+    _opened_hooks.clear()
 
 
 if hasattr(os, "register_at_fork"):

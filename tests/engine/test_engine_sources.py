@@ -46,6 +46,12 @@ def test_a_source_serves_what_it_holds_and_the_backend_the_rest(tmp_path: Path) 
     expected = data[: 4 * KiB] + b"P" * 4 * KiB + data[8 * KiB : 12 * KiB] + b"Q" * 4 * KiB
     assert fs.cat_file(str(path)) == expected
     assert sorted(peer.asked) == [0, 1, 2, 3]
+    # What the peer served is the peer's bytes, not backend (WAN) bytes.
+    assert fs.cache.backend_fetches == 2
+    fs.engine.flush()
+    tiers = fs.cache.stats()["tiers"]
+    assert tiers["backend"]["bytes_fetched"] == 8 * KiB
+    assert tiers["peer"]["bytes_fetched"] == 8 * KiB
     # Cached now: neither the peer nor the backend is asked again.
     assert fs.cat_file(str(path)) == expected
     assert sorted(peer.asked) == [0, 1, 2, 3]
