@@ -30,8 +30,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.controller._dataloads import DataLoadReconciler
 from edgecache.controller._datasets import DatasetReconciler
-from edgecache.controller._informer import Informer, object_key
-from edgecache.controller._kube import (
+from edgecache.controller._leader import LeaderElector, LeaderSettings
+from edgecache.controller._listing import MountLister
+from edgecache.controller._queue import WorkQueue
+from edgecache.k8s.api import (
     NODE,
     PERSISTENT_VOLUME,
     PERSISTENT_VOLUME_CLAIM,
@@ -39,9 +41,7 @@ from edgecache.controller._kube import (
     KubeError,
     KubeUnavailableError,
 )
-from edgecache.controller._leader import LeaderElector, LeaderSettings
-from edgecache.controller._listing import MountLister
-from edgecache.controller._queue import WorkQueue
+from edgecache.k8s.informer import Informer, object_key
 from edgecache.k8s.objects import (
     CACHE_REPORT,
     DATALOAD,
@@ -54,6 +54,7 @@ from edgecache.metrics import (
     CONTROLLER_DATASETS,
     CONTROLLER_RECONCILE_SECONDS,
     CONTROLLER_RECONCILES,
+    CONTROLLER_WATCH_RESTARTS,
     REGISTRY,
 )
 
@@ -102,6 +103,7 @@ class Cluster:
                 kind,
                 label_selector=selector,
                 on_change=lambda old, new: on_change(kind, old, new),
+                restarts=CONTROLLER_WATCH_RESTARTS,
             )
 
         self.datasets = informer(DATASET)

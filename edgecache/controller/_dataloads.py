@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 from cronsim import CronSim, CronSimError
 
 from edgecache.controller._datasets import now_rfc3339
-from edgecache.controller._kube import merge_patch
-from edgecache.controller._nodes import matching_nodes
 from edgecache.controller._status import LoadSummary, set_condition, summarise_load
 from edgecache.dataset import DataLoad, Dataset, SpecError, parse_resource
+from edgecache.k8s.api import merge_patch
+from edgecache.k8s.nodes import matching_nodes
 from edgecache.k8s.objects import DATALOAD
 
 if TYPE_CHECKING:

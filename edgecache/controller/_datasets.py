@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from edgecache.controller._kube import (
+from edgecache.controller._status import fluid_bytes, set_condition, summarise_cache
+from edgecache.controller._validation import Checked, Problem, check_dataset, check_runtime
+from edgecache.controller._volumes import Placement, desired_claim, desired_volume
+from edgecache.k8s.api import (
     PERSISTENT_VOLUME,
     PERSISTENT_VOLUME_CLAIM,
     SECRET,
     KubeError,
     merge_patch,
 )
-from edgecache.controller._status import fluid_bytes, set_condition, summarise_cache
-from edgecache.controller._validation import Checked, Problem, check_dataset, check_runtime
-from edgecache.controller._volumes import Placement, desired_claim, desired_volume
 from edgecache.k8s.objects import (
     CACHE_REPORT,
     DATASET,

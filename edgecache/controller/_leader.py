@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from edgecache.controller._kube import LEASE, Kube, KubeError, KubeUnavailableError
+from edgecache.k8s.api import LEASE, Kube, KubeError, KubeUnavailableError
 from edgecache.metrics import CONTROLLER_LEADER
 
 __all__ = ["LeaderElector", "LeaderSettings", "default_identity"]

@@ -12,8 +12,6 @@ A result is refreshed every ``refresh_seconds``, or at once when the mounts chan
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import json
 import logging
 import time
@@ -24,8 +22,9 @@ from typing import Any
 
 import fsspec
 
-from edgecache.controller._kube import SECRET, Kube
 from edgecache.dataset import Dataset
+from edgecache.k8s.api import Kube
+from edgecache.k8s.secrets import mount_secrets
 
 __all__ = ["Listing", "MountLister"]
 
@@ -41,28 +40,6 @@ class Listing:
     files: int = 0
     error: str = ""
     finished_at: float = 0.0
-
-
-class _FetchedSecrets:
-    """A Secret resolver over values fetched from the API for one listing.
-
-    Its ``repr`` is a digest of the values: the engine registry keys backends on their options
-    (resolver included), so rotated credentials get a new backend instead of the one built with
-    the old ones, and no value ever appears in clear in a key or a log.
-    """
-
-    def __init__(self, values: dict[tuple[str, str], str]) -> None:
-        self._values = values
-
-    def __call__(self, name: str, key: str, namespace: str | None = None) -> str:
-        try:
-            return self._values[(name, key)]
-        except KeyError:
-            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}") from None
-
-    def __repr__(self) -> str:
-        digest = hashlib.sha256(json.dumps(sorted(self._values.items())).encode()).hexdigest()
-        return f"_FetchedSecrets({digest[:16]})"
 
 
 def _fingerprint(dataset: Dataset) -> str:
@@ -127,28 +104,13 @@ class MountLister:
         self._results[key] = future.result()
         self.on_done(key)
 
-    def _secret_value(self, name: str, key: str, namespace: str | None) -> str:
-        secret = self.kube.get_sync(SECRET, name, namespace or "default")
-        if secret is None:
-            raise KeyError(f"Secret {namespace}/{name} does not exist")
-        if key in (secret.get("stringData") or {}):
-            return str(secret["stringData"][key])
-        data = secret.get("data") or {}
-        if key not in data:
-            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(data[key]).decode("utf-8")
-
     def _list(self, dataset: Dataset, fingerprint: str) -> Listing:
         total = files = 0
         try:
             for mount in dataset.mounts:
-                secrets = {
-                    (ref.name, ref.key): self._secret_value(ref.name, ref.key, dataset.namespace)
-                    for _, ref in mount.encrypt_options
-                }
                 options: dict[str, Any] = {
                     **mount.backend_options(),
-                    "secret_resolver": _FetchedSecrets(secrets),
+                    "secret_resolver": mount_secrets(self.kube, mount, dataset.namespace),
                     "secret_namespace": dataset.namespace,
                 }
                 fs = fsspec.filesystem(

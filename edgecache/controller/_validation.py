@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgecache.backends import check_protocol
-from edgecache.controller._nodes import matching_nodes, pool_summary
 from edgecache.dataset import Dataset, EdgeCacheRuntime, SpecError, parse_resource
 from edgecache.errors import BackendNotInstalledError, ConfigError
+from edgecache.k8s.nodes import matching_nodes, pool_summary
 from edgecache.k8s.objects import NODEPOOL_LABEL
 
 __all__ = ["Checked", "Problem", "SecretLookup", "check_dataset", "check_runtime"]

@@ -10,12 +10,12 @@ import pytest
 from edgecache_testservers.kubeapi import KubeAPIServer, objects
 
 from edgecache.controller import Controller
-from edgecache.controller._informer import Informer
-from edgecache.controller._kube import NODE, Kube, merge_patch
-from edgecache.controller._nodes import matching_nodes
 from edgecache.controller._queue import WorkQueue
 from edgecache.controller._status import fluid_bytes, percent, set_condition
 from edgecache.dataset import NodeSelectorRequirement as Req
+from edgecache.k8s.api import NODE, Kube, merge_patch
+from edgecache.k8s.informer import Informer
+from edgecache.k8s.nodes import matching_nodes
 from edgecache.k8s.objects import (
     parse_volume_handle,
     persistent_volume_name,

@@ -3,17 +3,19 @@
 Kubernetes node-selector semantics: the terms are ORed, the expressions of a term ANDed; an
 empty term matches no node; ``Gt``/``Lt`` compare the label as an integer. The controller uses
 this to resolve the pool's nodes (whose CacheReports count) and to tell an affinity that no
-node satisfies.
+node satisfies; the node agent to tell whether a Dataset is placed on its own node.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgecache.dataset import NodeSelectorRequirement
 from edgecache.k8s.objects import NODEPOOL_LABEL
+
+if TYPE_CHECKING:  # the Dataset model sits above this package; only its type is needed
+    from edgecache.dataset import NodeSelectorRequirement
 
 __all__ = ["matching_nodes", "pool_summary", "term_matches"]
 

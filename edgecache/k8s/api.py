@@ -1,10 +1,10 @@
-"""The controller's API access: the official ``kubernetes`` client's transport, plain dicts.
+"""API access for the controller and the node agent: the official client's transport, plain dicts.
 
 Every call goes through one ``kubernetes.client.ApiClient`` (TLS, bearer token refresh, client
 certificates, connection pool: built by :func:`edgecache.k8s.official_api_client` from the same
 flags as the hub), by REST path, so every kind (core, CRDs, leases) is handled alike and objects
-stay the JSON the API serves. Blocking calls run on a small thread pool; the reconcilers await
-them. Failures become :class:`KubeError` (an answer with a status code) or
+stay the JSON the API serves. Blocking calls run on a small thread pool; the reconcilers (and
+the agent's loops) await them. Failures become :class:`KubeError` (an answer with a status code) or
 :class:`KubeUnavailableError` (no answer: retry later), translated here at the boundary.
 """
 
@@ -49,7 +49,6 @@ PERSISTENT_VOLUME_CLAIM = Kind(
 LEASE = Kind("Lease", "leases", group="coordination.k8s.io", version="v1")
 
 MERGE_PATCH = "application/merge-patch+json"
-_FIELD_MANAGER = "edgecache-controller"
 
 
 class KubeError(EdgeCacheError):
@@ -102,9 +101,16 @@ class Kube:
     """Async access to the API through one official ``ApiClient``."""
 
     def __init__(
-        self, api_client: Any, *, request_timeout_seconds: float = 30.0, threads: int = 8
+        self,
+        api_client: Any,
+        *,
+        request_timeout_seconds: float = 30.0,
+        threads: int = 8,
+        field_manager: str = "edgecache-controller",
     ) -> None:
         self.api_client = api_client
+        self.field_manager = field_manager
+        """Names the writer in ``managedFields`` (server-side apply bookkeeping)."""
         self.request_timeout_seconds = request_timeout_seconds
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="kube-call")
 
@@ -216,7 +222,7 @@ class Kube:
             "POST",
             resource_path(kind, namespace),
             body=dict(obj),
-            query=[("fieldManager", _FIELD_MANAGER)],
+            query=[("fieldManager", self.field_manager)],
         )
 
     async def replace(
@@ -227,7 +233,7 @@ class Kube:
         if subresource:
             path += f"/{subresource}"
         return await self._run(
-            "PUT", path, body=dict(obj), query=[("fieldManager", _FIELD_MANAGER)]
+            "PUT", path, body=dict(obj), query=[("fieldManager", self.field_manager)]
         )
 
     async def patch(
@@ -246,7 +252,7 @@ class Kube:
             path,
             body=dict(patch),
             content_type=MERGE_PATCH,
-            query=[("fieldManager", _FIELD_MANAGER)],
+            query=[("fieldManager", self.field_manager)],
         )
 
     async def delete(self, kind: Kind, name: str, namespace: str | None = None) -> bool:

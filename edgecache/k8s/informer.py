@@ -1,6 +1,7 @@
 """Observation: list, then watch, one kind into a local cache, and say what changed.
 
-The first stage of the controller (observation -> queueing -> reconciling). A thread per kind
+The first stage of the controller (observation -> queueing -> reconciling), and how the node
+agent follows Datasets, runtimes and DataLoads. A thread per kind
 lists, then watches from the list's resourceVersion with bookmarks; each change is applied to
 :attr:`Informer.cache` on the event loop (so reconcilers read it without locks) and handed to
 ``on_change(old, new)``. A watch that ends is resumed from the last resourceVersion seen; one
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from edgecache.controller._kube import (
+from edgecache.k8s.api import (
     Kube,
     KubeError,
     KubeUnavailableError,
@@ -25,7 +26,6 @@ from edgecache.controller._kube import (
     resource_path,
 )
 from edgecache.k8s.objects import Kind
-from edgecache.metrics import CONTROLLER_WATCH_RESTARTS
 
 __all__ = ["Informer", "object_key"]
 
@@ -52,6 +52,7 @@ class Informer:
         label_selector: str | None = None,
         watch_timeout_seconds: int = 300,
         max_backoff_seconds: float = 60.0,
+        restarts: Any = None,
     ) -> None:
         self.kube = kube
         self.kind = kind
@@ -59,6 +60,8 @@ class Informer:
         self.label_selector = label_selector
         self.watch_timeout_seconds = watch_timeout_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.restarts = restarts
+        """A Prometheus counter labelled (resource, reason) counting re-lists, or None."""
         self.cache: dict[Key, JSONObject] = {}
         self.synced = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,6 +166,10 @@ class Informer:
             self._stream = None
         return resource_version
 
+    def _count_restart(self, reason: str) -> None:
+        if self.restarts is not None:
+            self.restarts.labels(self.kind.plural, reason).inc()
+
     def _run(self) -> None:
         backoff = 0.5
         resource_version: str | None = None
@@ -173,12 +180,12 @@ class Informer:
                 resource_version = self._watch(resource_version)
                 backoff = 0.5
                 if resource_version is None:
-                    CONTROLLER_WATCH_RESTARTS.labels(self.kind.plural, "expired").inc()
+                    self._count_restart("expired")
                 continue
             except (KubeError, KubeUnavailableError) as exc:
                 if self._stop.is_set():
                     break
-                CONTROLLER_WATCH_RESTARTS.labels(self.kind.plural, "error").inc()
+                self._count_restart("error")
                 log.warning("watch %s failed (%s); again in %.1f s", self.kind.plural, exc, backoff)
                 resource_version = None
             except Exception:  # a bug must not silently end observation of a kind
