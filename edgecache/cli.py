@@ -728,3 +728,8 @@ main.add_command(hub_command, "hub")
 from edgecache.controller.command import controller_command  # noqa: E402
 
 main.add_command(controller_command, "controller")
+
+# --- edgecache agent (edgecache/agent/command.py) ---
+from edgecache.agent.command import agent_command  # noqa: E402
+
+main.add_command(agent_command, "agent")

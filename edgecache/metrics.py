@@ -13,6 +13,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "AGENT_API_ONLINE",
+    "AGENT_DATALOAD_RUNS",
+    "AGENT_REPORTS_PENDING",
+    "AGENT_REPORT_WRITES",
+    "AGENT_VIEWS",
+    "AGENT_VIEW_BYTES",
+    "AGENT_VIEW_FILES",
+    "AGENT_WATCH_RESTARTS",
     "BACKEND_BYTES",
     "BACKEND_ERRORS",
     "BACKEND_FETCH_SECONDS",
@@ -194,6 +202,55 @@ CONTROLLER_DATASETS = Gauge(
 CONTROLLER_WATCH_RESTARTS = Counter(
     "edgecache_controller_watch_restarts",
     "Watches re-listed, by resource and why (expired resourceVersion, error).",
+    ["resource", "reason"],
+    registry=REGISTRY,
+)
+
+# --- node agent (edgecache/agent) ---------------------------------------------------------------
+AGENT_VIEWS = Gauge(
+    "edgecache_agent_views",
+    "Dataset views on this node, by state (ready: publishable; not_ready: loading, over its "
+    "quota, or its mounts failed).",
+    ["state"],
+    registry=REGISTRY,
+)
+AGENT_VIEW_BYTES = Gauge(
+    "edgecache_agent_view_bytes",
+    "Bytes of complete files in this node's views (what the views take of their quotas).",
+    registry=REGISTRY,
+)
+AGENT_VIEW_FILES = Counter(
+    "edgecache_agent_view_files",
+    "Files put into or taken out of views: added, replaced (changed upstream), deleted "
+    "(gone upstream), evicted (watermarks), failed (could not be materialised).",
+    ["event"],
+    registry=REGISTRY,
+)
+AGENT_DATALOAD_RUNS = Counter(
+    "edgecache_agent_dataload_runs",
+    "DataLoad runs this agent finished, by phase (Complete, Failed).",
+    ["phase"],
+    registry=REGISTRY,
+)
+AGENT_REPORTS_PENDING = Gauge(
+    "edgecache_agent_reports_pending",
+    "CacheReports waiting to be written (the API is unreachable or refused the write).",
+    registry=REGISTRY,
+)
+AGENT_REPORT_WRITES = Counter(
+    "edgecache_agent_report_writes",
+    "CacheReport writes, by result (ok, retry).",
+    ["result"],
+    registry=REGISTRY,
+)
+AGENT_API_ONLINE = Gauge(
+    "edgecache_agent_api_online",
+    "1 while the last API request of the agent was answered, 0 while it fails (offline).",
+    registry=REGISTRY,
+)
+AGENT_WATCH_RESTARTS = Counter(
+    "edgecache_agent_watch_restarts",
+    "Agent watches re-listed, by resource and why (expired resourceVersion, error).",
     ["resource", "reason"],
     registry=REGISTRY,
 )
