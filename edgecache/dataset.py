@@ -18,7 +18,6 @@ backend so secrets never pass through here in clear). A runtime's tiered store t
 from __future__ import annotations
 
 import posixpath
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
@@ -27,7 +26,7 @@ from fsspec.core import split_protocol
 
 from edgecache.config import CacheSettings, SSDDirectory, parse_ratio, parse_size
 from edgecache.errors import ConfigError, quoted
-from edgecache.k8s.objects import API_VERSION
+from edgecache.k8s.objects import API_VERSION, is_dns_label, is_dns_subdomain
 from edgecache.yamlio import load_yaml_documents, read_text_file
 
 __all__ = [
@@ -53,8 +52,6 @@ _FLUID_RUNTIMES = {
     "EFCRuntime",
     "VineyardRuntime",
 }
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"}
 
 
@@ -349,10 +346,10 @@ def _metadata(doc: _Fields) -> tuple[str, str]:
     name = meta.text("name", required=True, hint="a DNS-1123 name such as images")
     # Kubernetes' own rules (a subdomain for names, a label for namespaces), checked here so a
     # file the API server would refuse is refused the same way before it is used.
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+    if not is_dns_subdomain(name):
         meta.fail("name", f"{quoted(name)} is not a DNS-1123 name (lowercase a-z, 0-9, '-', '.')")
     namespace = meta.text("namespace", default="default")
-    if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+    if not is_dns_label(namespace):
         meta.fail("namespace", f"{quoted(namespace)} is not a DNS-1123 label (a-z, 0-9, '-')")
     return name, namespace
 

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from edgecache.errors import quoted
 
 __all__ = [
     "API_VERSION",
@@ -37,6 +40,8 @@ __all__ = [
     "RUNTIME",
     "VERSION",
     "Kind",
+    "is_dns_label",
+    "is_dns_subdomain",
     "parse_volume_handle",
     "persistent_volume_name",
     "placement_id",
@@ -88,6 +93,23 @@ CONTROLLER_USER_AGENT = "edgecache-controller/0.1"
 """The hub records by User-Agent prefix: ``edgecache-controller`` is among its defaults."""
 
 _MAX_NAME = 253  # DNS-1123 subdomain
+_MAX_LABEL = 63
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_dns_label(name: str) -> bool:
+    """Kubernetes' rule for a namespace: a DNS-1123 label (a-z, 0-9, '-'; at most 63)."""
+    return len(name) <= _MAX_LABEL and _DNS_LABEL.fullmatch(name) is not None
+
+
+def is_dns_subdomain(name: str) -> bool:
+    """Kubernetes' rule for an object name: a DNS-1123 subdomain (labels joined by '.').
+
+    Neither rule lets ``.``, ``..``, ``/`` or an empty part through, so a valid name is always
+    safe as one path component.
+    """
+    return len(name) <= _MAX_NAME and _DNS_SUBDOMAIN.fullmatch(name) is not None
 
 
 def _digest(*parts: str, length: int = 8) -> str:
@@ -127,10 +149,23 @@ def volume_handle(namespace: str, name: str, placement: str) -> str:
 
 
 def parse_volume_handle(handle: str) -> tuple[str, str]:
-    """``(namespace, dataset name)`` of a :func:`volume_handle`; ``ValueError`` if malformed."""
+    """``(namespace, dataset name)`` of a :func:`volume_handle`; ``ValueError`` if malformed.
+
+    Strict, because the agent turns the result into the path of a view: the namespace must be
+    a DNS-1123 label and the name and placement DNS-1123 names, as Kubernetes itself requires,
+    so no handle can name ``..``, an absolute path or anything outside ``<root>/datasets/``.
+    """
     parts = handle.split("/")
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(f"{handle!r} is not an edgecache volume handle (namespace/dataset/id)")
+    if (
+        len(parts) != 3
+        or not is_dns_label(parts[0])
+        or not is_dns_subdomain(parts[1])
+        or not is_dns_label(parts[2])
+    ):
+        raise ValueError(
+            f"{quoted(handle)} is not an edgecache volume handle "
+            "(<namespace>/<dataset>/<placement>, each a Kubernetes name)"
+        )
     return parts[0], parts[1]
 
 
