@@ -12,11 +12,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY edgecache ./edgecache
 COPY plugins ./plugins
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[controller]" ./plugins/edgecache-s3 ./plugins/edgecache-oss
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[controller,agent]" ./plugins/edgecache-s3 ./plugins/edgecache-oss
 
 FROM python:3.11-slim
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels "edgecache[controller]" edgecache-s3 edgecache-oss \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "edgecache[controller,agent]" edgecache-s3 edgecache-oss \
     && rm -rf /wheels \
     && useradd --uid 65532 --user-group --no-create-home --home-dir /nonexistent edgecache
 USER 65532:65532
