@@ -711,7 +711,7 @@ def _print_report(report: PrefetchReport, source: str, as_json: bool) -> None:
         else:
             click.echo(f"pinned as {name}")
     for failure in report.failed:
-        click.echo(f"failed: {failure.path}: {failure.error}", err=True)
+        click.echo(f"failed: {_printable(failure.path)}: {failure.error}", err=True)
     if report.interrupted:
         click.echo(
             "interrupted: what was loaded is cached; run the same command again to resume "

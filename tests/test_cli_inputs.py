@@ -5,6 +5,7 @@ file names that are not UTF-8)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -225,12 +226,29 @@ def test_cat_of_a_name_that_is_not_utf8_is_refused_clearly(tmp_path: Path, odd_n
     assert "not valid UTF-8" in err
 
 
-def test_prefetch_of_a_directory_holding_one_is_refused_clearly(
+def test_prefetch_of_a_directory_holding_one_loads_the_rest_and_lists_it_as_failed(
     tmp_path: Path, odd_names: Path
 ) -> None:
-    code, err, _ = edgecache("prefetch", f"file://{odd_names}", cache=tmp_path / "c")
-    assert_one_line_error(code, err, expected_code=1, needle="caf\\xe9.txt")
-    assert "not valid UTF-8" in err
+    cache = tmp_path / "c"
+    for run in ("first", "second"):  # the second finds plain.txt cached, and no damaged row
+        code, err, out = edgecache("prefetch", f"file://{odd_names}", cache=cache)
+        assert code == 1, err
+        assert "Traceback" not in err and "warning" not in err, err
+        failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+        assert failed == [
+            f"failed: {odd_names}/caf\\xe9.txt: the name is not valid UTF-8; edgecache caches "
+            "only UTF-8 names (rename the file)"
+        ], err
+        summary = out.decode()
+        assert "2 files, 19 B;" in summary and "failed 1," in summary, summary
+        cached = "already cached 1 files (6 B)" if run == "second" else "loaded 1 files (6 B)"
+        assert cached in summary, summary
+    code, err, out = edgecache("prefetch", f"file://{odd_names}", "--json", cache=cache)
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False and report["files_cached"] == 1
+    assert [os.fsencode(f["path"]) for f in report["failed"]] == [
+        os.fsencode(odd_names) + b"/caf\xe9.txt"
+    ]
 
 
 def test_a_failed_command_prints_its_error_alone(tmp_path: Path) -> None:

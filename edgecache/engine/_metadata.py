@@ -373,6 +373,8 @@ class MetadataCache:
                     raise DamagedRowError(f"undecodable text: {exc}") from exc
                 self._report_db_error(exc)  # busy, locked, I/O: a miss, the row may be fine
                 return None
+            except UnicodeEncodeError:
+                return None  # a key that is not UTF-8 (a file name from the OS) has no row
             except UnicodeError as exc:  # decoded by Python, not by sqlite: damaged all the same
                 raise DamagedRowError(f"undecodable text: {exc}") from exc
             except sqlite3.Error as exc:

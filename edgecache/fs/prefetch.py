@@ -32,6 +32,7 @@ from edgecache.fs._filesystem import EdgeCacheFileSystem
 __all__ = ["FailedPath", "PrefetchProgress", "PrefetchReport", "prefetch", "run_prefetch"]
 
 _GLOB_CHARS = set("*?[")
+_NOT_UTF8 = "the name is not valid UTF-8; edgecache caches only UTF-8 names (rename the file)"
 
 
 @dataclass
@@ -215,8 +216,19 @@ async def prefetch(
         for path, info in found.items():
             if path in files or info.get("type") == "directory":
                 continue
-            plan = await engine.plan(fs.object_path(path), block_size=block_size, ttl=ttl)
-            missing = engine.missing_blocks(plan, on_disk=True)
+            try:
+                plan = await engine.plan(fs.object_path(path), block_size=block_size, ttl=ttl)
+                missing = engine.missing_blocks(plan, on_disk=True)
+            except (UnicodeEncodeError, OSError) as exc:
+                # A name the OS gave as bytes that are not UTF-8 (block keys and the metadata
+                # store name things in UTF-8), or a file gone since it was listed: that file
+                # fails, the rest of the tree loads.
+                error = _NOT_UTF8 if isinstance(exc, UnicodeEncodeError) else _describe(exc)
+                report.failed.append(FailedPath(path, error))
+                report.files_total += 1
+                report.bytes_total += int(info.get("size") or 0)
+                report.bytes_failed += int(info.get("size") or 0)
+                continue
             missing_bytes = plan.bytes_in(missing)
             files[path] = _File(plan, missing, missing_bytes, len(missing))
             size = plan.size
