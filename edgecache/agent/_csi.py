@@ -5,15 +5,19 @@
 
 The service knows nothing of how a view is built: it asks a :class:`ViewResolver` for the
 directory of a ready view, and a :class:`~edgecache.errors.ViewNotReadyError` from it becomes a
-retryable gRPC error whose message reaches the pod's events.
+retryable gRPC error whose message reaches the pod's events. It needs no gRPC to import: the
+command checks ``--csi-endpoint`` with :func:`parse_csi_endpoint` before anything starts.
 """
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Protocol
 
-__all__ = ["ViewResolver"]
+from edgecache.errors import ConfigError, quoted
+
+__all__ = ["ViewResolver", "parse_csi_endpoint"]
 
 
 class ViewResolver(Protocol):
@@ -28,3 +32,15 @@ class ViewResolver(Protocol):
         the network.
         """
         ...
+
+
+def parse_csi_endpoint(endpoint: str) -> pathlib.Path:
+    """The socket path of ``unix:///absolute/path`` (the form CSI sidecars use)."""
+    prefix = "unix://"
+    path = endpoint[len(prefix) :] if endpoint.startswith(prefix) else ""
+    if not path.startswith("/") or "\0" in path or os.path.normpath(path) != path:
+        raise ConfigError(
+            f"CSI endpoint {quoted(endpoint)} is not unix:///absolute/path (e.g. "
+            "unix:///csi/csi.sock)"
+        )
+    return pathlib.Path(path)

@@ -28,9 +28,9 @@ from edgecache.agent._csi import ViewResolver
 from edgecache.agent._csi_identity import IdentityService
 from edgecache.agent._csi_node import NodeService, NodeSettings
 from edgecache.agent._csi_proto import csi_pb2_grpc
-from edgecache.errors import ConfigError, quoted
+from edgecache.errors import ConfigError
 
-__all__ = ["SOCKET_MODE", "CsiServer", "parse_csi_endpoint"]
+__all__ = ["SOCKET_MODE", "CsiServer"]
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,6 @@ SOCKET_MODE = 0o600
 """Only root may talk to the plugin: whoever can call NodePublishVolume can mount views."""
 
 _UNIX_SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL
-
-
-def parse_csi_endpoint(endpoint: str) -> pathlib.Path:
-    """The socket path of ``unix:///absolute/path`` (the form CSI sidecars use)."""
-    prefix = "unix://"
-    path = endpoint[len(prefix) :] if endpoint.startswith(prefix) else ""
-    if not path.startswith("/") or "\0" in path or os.path.normpath(path) != path:
-        raise ConfigError(
-            f"CSI endpoint {quoted(endpoint)} is not unix:///absolute/path (e.g. "
-            "unix:///csi/csi.sock)"
-        )
-    return pathlib.Path(path)
 
 
 class CsiServer:
@@ -65,12 +53,18 @@ class CsiServer:
     ) -> None:
         """``ready`` answers Probe: the agent's readiness (its views loaded from local state)."""
         self.socket_path = socket_path
-        self._server = grpc.aio.server()
-        # The generated registration functions carry no annotations (see pyproject's mypy notes).
-        identity, node = IdentityService(ready=ready), NodeService(settings, resolver)
-        csi_pb2_grpc.add_IdentityServicer_to_server(identity, self._server)  # type: ignore[no-untyped-call]
-        csi_pb2_grpc.add_NodeServicer_to_server(node, self._server)  # type: ignore[no-untyped-call]
+        self._services = (IdentityService(ready=ready), NodeService(settings, resolver))
+        self._server: grpc.aio.Server | None = None
         self._socket_ino: int | None = None
+
+    def _new_server(self) -> grpc.aio.Server:
+        # Made in start(), on the loop that serves: a grpc.aio server belongs to one loop.
+        server = grpc.aio.server()
+        identity, node = self._services
+        # The generated registration functions carry no annotations (see pyproject's mypy notes).
+        csi_pb2_grpc.add_IdentityServicer_to_server(identity, server)  # type: ignore[no-untyped-call]
+        csi_pb2_grpc.add_NodeServicer_to_server(node, server)  # type: ignore[no-untyped-call]
+        return server
 
     async def start(self) -> None:
         """Bind the socket (mode 0600) and start serving; :class:`ConfigError` if it cannot."""
@@ -85,20 +79,26 @@ class CsiServer:
             private = pathlib.Path(tempfile.mkdtemp(prefix=".csi", dir=parent))
         except OSError as exc:
             raise ConfigError(f"CSI endpoint directory {os.fspath(parent)!r}: {exc}") from exc
+        self._server = server = self._new_server()
         try:
             bound = private / "s"
             if len(os.fsencode(bound)) > _UNIX_SOCKET_PATH_MAX:
                 raise ConfigError(
                     f"CSI endpoint {self.socket_path}: its directory's path is too long"
                 )
-            if self._server.add_insecure_port(f"unix://{bound}") == 0:
-                raise ConfigError(f"cannot listen on the CSI endpoint {self.socket_path}")
-            await self._server.start()
+            try:
+                port = server.add_insecure_port(f"unix://{bound}")
+            except RuntimeError as exc:  # grpc's "Failed to bind to address"
+                raise OSError(str(exc)) from exc
+            if port == 0:
+                raise OSError("gRPC could not bind the socket")
+            await server.start()
             os.chmod(bound, SOCKET_MODE)
             os.rename(bound, self.socket_path)
             self._socket_ino = self.socket_path.lstat().st_ino
         except OSError as exc:
-            await self._server.stop(None)
+            await server.stop(None)
+            self._server = None
             raise ConfigError(f"CSI endpoint {os.fspath(self.socket_path)!r}: {exc}") from exc
         finally:
             shutil.rmtree(private, ignore_errors=True)
@@ -106,7 +106,9 @@ class CsiServer:
 
     async def stop(self, grace_seconds: float | None = 5.0) -> None:
         """Stop serving (calls in flight get ``grace_seconds``) and remove our socket."""
-        await self._server.stop(grace_seconds)
+        if self._server is not None:
+            await self._server.stop(grace_seconds)
+            self._server = None
         # Only the socket this server made: a newer agent may already have replaced it.
         with contextlib.suppress(OSError):
             if self._socket_ino is not None and self.socket_path.lstat().st_ino == self._socket_ino:

@@ -13,15 +13,20 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from edgecache.agent._agent import AGENT_USER_AGENT, Agent
+from edgecache.agent._csi import parse_csi_endpoint
 from edgecache.agent._settings import AgentSettings
 from edgecache.errors import ConfigError, EdgeCacheError
 from edgecache.k8s import ConnectionFlags, ConnectionSettings, connection_options
+from edgecache.k8s.objects import NODEPOOL_LABEL
 from edgecache.k8s.official import official_configuration
+
+if TYPE_CHECKING:
+    from edgecache.agent._csi_server import CsiServer
 
 __all__ = ["agent_command"]
 
@@ -40,21 +45,48 @@ def _api_client(connection: ConnectionSettings) -> Any:
     return api_client
 
 
-async def _run(agent: Agent) -> None:
+def _csi_server(agent: Agent, socket_path: Path, kubelet_dir: Path) -> CsiServer:
+    """The CSI node service over ``agent``'s views (needs ``edgecache[agent]``: grpcio)."""
+    try:
+        from edgecache.agent._csi_node import NodeSettings
+        from edgecache.agent._csi_server import CsiServer
+    except ImportError as exc:
+        raise ConfigError(
+            f"--csi-endpoint needs gRPC ({exc.name} is missing): pip install 'edgecache[agent]'"
+        ) from exc
+    settings = NodeSettings(
+        node_id=agent.settings.node_name,
+        views_root=agent.settings.root,
+        kubelet_dir=kubelet_dir,
+        nodepool=lambda: (agent.node_labels or {}).get(NODEPOOL_LABEL),
+    )
+    return CsiServer(socket_path, settings, agent, ready=agent.started.is_set)
+
+
+async def _run(agent: Agent, csi: CsiServer | None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    task = asyncio.create_task(agent.run(stop))
-    started = asyncio.create_task(agent.started.wait())
-    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
-    if agent.started.is_set():
-        click.echo(
-            f"edgecache agent: node {agent.settings.node_name} serving views in "
-            f"{agent.settings.views_dir}, health on {agent.health_url}"
-        )
-        sys.stdout.flush()
-    await task
+    if csi is not None:
+        # Before the views: a publish that comes early waits (UNAVAILABLE, "not placed") and
+        # Probe says not ready until the agent has loaded its local state.
+        await csi.start()
+    try:
+        task = asyncio.create_task(agent.run(stop))
+        started = asyncio.create_task(agent.started.wait())
+        await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+        if agent.started.is_set():
+            csi_text = f", CSI on unix://{csi.socket_path}" if csi is not None else ""
+            click.echo(
+                f"edgecache agent: node {agent.settings.node_name} serving views in "
+                f"{agent.settings.views_dir}{csi_text}, health on {agent.health_url}"
+            )
+            sys.stdout.flush()
+        await task
+    finally:
+        if csi is not None:
+            await csi.stop()
 
 
 def _positive(value: float, flag: str) -> float:
@@ -85,7 +117,14 @@ def _positive(value: float, flag: str) -> float:
 )
 @click.option(
     "--csi-endpoint",
-    help="unix:///path/csi.sock of the CSI node service (NodePublishVolume of views).",
+    help="unix:///path/csi.sock: serve the CSI node service there (NodePublishVolume "
+    "bind-mounts views read-only into pods; the socket is mode 0600).",
+)
+@click.option(
+    "--kubelet-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("/var/lib/kubelet"),
+    help="kubelet's root directory: the CSI service mounts only under its pods/.",
 )
 @click.option(
     "--metadata-ttl",
@@ -102,6 +141,7 @@ def agent_command(
     cache_dir: Path,
     health_listen: str,
     csi_endpoint: str | None,
+    kubelet_dir: Path,
     metadata_ttl: float,
     verbose: bool,
 ) -> None:
@@ -129,8 +169,12 @@ def agent_command(
         raise click.BadParameter("expected host:port", param_hint="--health-listen")
     if root.resolve() == cache_dir.resolve():
         raise click.UsageError("--root and --cache-dir must be different directories")
-    if csi_endpoint is not None and not csi_endpoint.startswith("unix://"):
-        raise click.BadParameter("expected unix:///path/to/csi.sock", param_hint="--csi-endpoint")
+    csi_socket = None
+    if csi_endpoint is not None:
+        try:
+            csi_socket = parse_csi_endpoint(csi_endpoint)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), param_hint="--csi-endpoint") from exc
     settings = AgentSettings(
         node_name=node_name,
         root=root,
@@ -140,10 +184,11 @@ def agent_command(
     )
     try:
         agent = Agent(settings, _api_client(settings_connection))
+        csi = None if csi_socket is None else _csi_server(agent, csi_socket, kubelet_dir)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        asyncio.run(_run(agent))
+        asyncio.run(_run(agent, csi))
     except (OSError, EdgeCacheError) as exc:
         click.echo(f"edgecache agent: {exc}", err=True)
         sys.exit(1)

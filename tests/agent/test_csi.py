@@ -25,9 +25,10 @@ import grpc
 import pytest
 
 import edgecache
+from edgecache.agent._csi import parse_csi_endpoint
 from edgecache.agent._csi_node import TARGET_MARKER, NodeSettings
 from edgecache.agent._csi_proto import csi_pb2, csi_pb2_grpc
-from edgecache.agent._csi_server import CsiServer, parse_csi_endpoint
+from edgecache.agent._csi_server import CsiServer
 from edgecache.errors import ConfigError, ViewNotReadyError
 from edgecache.k8s.objects import CSI_DRIVER, NODEPOOL_LABEL, volume_handle
 
