@@ -211,19 +211,21 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             await _abort(
                 context,
                 grpc.StatusCode.ALREADY_EXISTS,
-                f"{target} already has another mount (not the read-only view of "
-                f"{ref.namespace}/{ref.dataset})",
+                f"{target} already has another mount (not the read-only view of {ref})",
             )
         try:
             view = self._resolver.ready_view(ref.namespace, ref.dataset)
         except ViewNotReadyError as exc:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except Exception as exc:  # a resolver bug: say so, rather than gRPC's bare UNKNOWN
+            log.exception("view resolver failed for %s", ref)
+            await _abort(context, grpc.StatusCode.INTERNAL, f"finding the view of {ref}: {exc!r}")
         if not (_same_directory(view, expected_view) and self._inside_datasets(expected_view)):
             log.error("view resolver answered %s for %s, expected %s", view, ref, expected_view)
             await _abort(
                 context,
                 grpc.StatusCode.INTERNAL,
-                f"the view of {ref.namespace}/{ref.dataset} is not at {expected_view}",
+                f"the view of {ref} is not at {expected_view}",
             )
         try:
             await asyncio.to_thread(_mount_view, expected_view, target)

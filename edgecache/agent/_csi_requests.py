@@ -50,6 +50,9 @@ class VolumeRef:
     namespace: str
     dataset: str
 
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.dataset}"
+
     def view_under(self, root: pathlib.Path) -> pathlib.Path:
         """The view directory of this dataset under the agent's ``--root``."""
         return root / "datasets" / self.namespace / self.dataset

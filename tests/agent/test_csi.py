@@ -48,9 +48,12 @@ class FakeResolver:
     not_ready: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     answer: pathlib.Path | None = None  # a wrong answer, to see the service refuse it
+    broken: bool = False
 
     def ready_view(self, namespace: str, dataset: str) -> pathlib.Path:
         self.calls.append((namespace, dataset))
+        if self.broken:
+            raise KeyError("a bug in the view manager")
         if (namespace, dataset) in self.not_ready:
             raise ViewNotReadyError(self.not_ready[namespace, dataset])
         return self.answer or self.root / "datasets" / namespace / dataset
@@ -498,6 +501,15 @@ async def test_a_resolver_answer_outside_the_views_root_is_refused(
     target = node.target()
     error = await rpc_error(lambda: plugin.node.NodePublishVolume(publish_request(target)))
     assert error.code() == grpc.StatusCode.INTERNAL
+    assert not target.exists() and mounts_under(node.base) == []
+
+
+async def test_a_failing_resolver_is_internal_with_its_error(plugin: Plugin, node: Node) -> None:
+    plugin.resolver.broken = True
+    target = node.target()
+    error = await rpc_error(lambda: plugin.node.NodePublishVolume(publish_request(target)))
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "a bug in the view manager" in (error.details() or "")
     assert not target.exists() and mounts_under(node.base) == []
 
 
