@@ -61,13 +61,17 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    not _has_agent_and_pool(),
-    reason="the agent (#12) or its pool sharing (#13) is not in this build: the demo says which "
-    "phases did not run or went over the WAN limit, and exits 1",
-    strict=True,
-)
-def test_edge_demo_runs_every_phase_and_writes_its_report(tmp_path: Path) -> None:
+def test_edge_demo_runs_every_phase_and_writes_its_report(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if not _has_agent_and_pool():
+        request.applymarker(
+            pytest.mark.xfail(
+                reason="the agent (#12) or its pool sharing (#13) is not in this build: the "
+                "demo says which phases did not run or went over the WAN limit, and exits 1",
+                strict=True,
+            )
+        )
     proc = subprocess.run(
         [sys.executable, str(RUN), "--profile", "test", "--out", str(tmp_path)],
         capture_output=True,
