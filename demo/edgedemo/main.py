@@ -237,7 +237,8 @@ class Demo:
             phase.notes.append("needs edgecache agent (issue #12)")
             self.show(self.kubectl.ok(hub, "get", "datasets,dataloads"))
             return
-        last = ""
+        phases_seen: tuple[str, ...] = ()
+        progress_seen = ""
         deadline = started + self.profile.timeout_seconds
 
         def warmed() -> bool:
@@ -252,11 +253,16 @@ class Demo:
                 phase.fail(f"not warm after {self.profile.timeout_seconds:.0f} s")
                 break
             got = self.kubectl(hub, "get", "datasets,dataloads")
-            shown = "\n".join(line.rsplit(None, 1)[0] for line in got.stdout.splitlines() if line)
-            if got.returncode == 0 and shown != last:
-                last = shown
-                self.say("kubectl get datasets,dataloads")
+            rows = table_rows(got.stdout) if got.returncode == 0 else []
+            phases_now = tuple(row.get("PHASE", "") for row in rows)
+            if rows and phases_now != phases_seen:
+                # A phase moved: the whole table, as the user would see it.
+                phases_seen = phases_now
+                self.say(f"kubectl --server {hub} get datasets,dataloads")
                 self.show(got.stdout)
+            elif rows and (progress := progress_line(rows)) != progress_seen:
+                progress_seen = progress
+                self.say(progress)
             time.sleep(1.0)
         phase.seconds = time.monotonic() - started
         self._account(phase, before)
@@ -519,6 +525,45 @@ def site_manifests(cloud: Cloud) -> str:
             doc["spec"]["policy"] = "Once"
             doc["spec"].pop("schedule", None)
     return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of ``kubectl get`` tables, as {column: cell}; columns are found where the header
+    names start (names such as "UFS TOTAL" hold a space, cells never start mid-column)."""
+    rows: list[dict[str, str]] = []
+    starts: list[tuple[str, int]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            starts = []
+            continue
+        if not starts:
+            names = [n for n in line.split("  ") if n.strip()]
+            position = 0
+            for name in names:
+                position = line.index(name.strip(), position)
+                starts.append((name.strip(), position))
+            continue
+        cells = {}
+        for i, (name, start) in enumerate(starts):
+            end = starts[i + 1][1] if i + 1 < len(starts) else len(line)
+            cells[name] = line[start:end].strip()
+        rows.append(cells)
+    return rows
+
+
+def progress_line(rows: list[dict[str, str]]) -> str:
+    """One line of what moves during a load: the Dataset's cached bytes, the DataLoad's progress."""
+    parts = []
+    for row in rows:
+        name = row.get("NAME", "").rpartition("/")[2]
+        if "CACHED%" in row:
+            parts.append(
+                f"dataset {name}: {row.get('CACHED', '?')} cached in the pool "
+                f"({row['CACHED%']} of {row.get('UFS TOTAL') or '?'} on every node)"
+            )
+        elif "PROGRESS" in row:
+            parts.append(f"dataload {name}: {row.get('PHASE', '?')} {row['PROGRESS']}")
+    return "   ".join(parts)
 
 
 def view_complete(node: EdgeNode, namespace: str, name: str, manifest: Manifest) -> bool:

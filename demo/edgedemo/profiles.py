@@ -37,13 +37,13 @@ FULL = Profile(
     name="full",
     images=2000,
     image_bytes=(6 * KiB, 48 * KiB),
-    shards=3,
+    shards=2,
     shard_bytes=8 * MiB,
     reads=150,
     cpu_ms_per_image=4.0,
     rtt_ms=40.0,
     mbit=50.0,
-    timeout_seconds=120.0,
+    timeout_seconds=150.0,
 )
 
 TEST = Profile(
