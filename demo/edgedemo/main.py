@@ -100,7 +100,8 @@ class Demo:
         self.baseline()
         self.warm_up()
         self.read_view("node-1", 0, "node 1 view, after the DataLoad", local_only=True)
-        self.read_view("node-2", 1, "node 2 view, filled by the pool", local_only=True)
+        node_2 = "node 2 view, filled by the pool" if has_pool() else "node 2 view (no pool)"
+        self.read_view("node-2", 1, node_2, local_only=True)
         self.offline()
         self.resync()
 
