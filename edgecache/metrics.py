@@ -47,7 +47,10 @@ __all__ = [
     "HUB_STORE_OBJECTS",
     "HUB_STORE_PROBLEMS",
     "HUB_WATCHES_ENDED",
+    "PEER_BYTES_RECEIVED",
+    "PEER_BYTES_SERVED",
     "PEER_HITS",
+    "PEER_REQUESTS",
     "REGISTRY",
 ]
 
@@ -130,6 +133,24 @@ BACKEND_ERRORS = Counter(
 # --- nodepool sharing (edgecache/pool) ----------------------------------------------------------
 PEER_HITS = Counter(
     "edgecache_peer_hits", "Blocks served by a nodepool peer instead of the WAN.", registry=REGISTRY
+)
+PEER_BYTES_RECEIVED = Counter(
+    "edgecache_peer_received_bytes",
+    "Bytes of blocks this node received from its pool peers (raw, after LZ4).",
+    registry=REGISTRY,
+)
+PEER_BYTES_SERVED = Counter(
+    "edgecache_peer_served_bytes",
+    "Bytes of blocks this node served to its pool peers (raw, before LZ4).",
+    registry=REGISTRY,
+)
+PEER_REQUESTS = Counter(
+    "edgecache_peer_requests",
+    "Peer block requests by side (asked: this node asked an owner; served: a peer asked this "
+    "node) and result (asked: hit, miss, timeout, refused, corrupt, error; served: cached, "
+    "fetched, miss, unauthorized, bad_request, changed, error).",
+    ["side", "result"],
+    registry=REGISTRY,
 )
 
 # --- edge hub (edgecache/hub) -------------------------------------------------------------------

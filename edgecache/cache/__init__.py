@@ -5,7 +5,7 @@ Public API (everything else in this package is private)::
     TieredCache(settings)        get(key, fetch) / get_cached(key) / put / invalidate / pin / stats
     BlockKey(backend, path, version, index, block_size)
     Fetched(data, source)        a block a fetch got from a peer (not counted as backend bytes)
-    encode_block / decode_block  the self-checking block format (SSD files, the pool's wire)
+    encode_block / decode_block_bytes  the self-checking block format (SSD files, the pool's wire)
     eviction.EvictionPolicy, S3FIFOPolicy, LRUPolicy
 
 ``cache`` knows nothing of fsspec, backends or Kubernetes: it stores bytes by key.
@@ -13,7 +13,7 @@ Public API (everything else in this package is private)::
 
 from __future__ import annotations
 
-from edgecache.cache._blockfile import decode_block, encode_block
+from edgecache.cache._blockfile import decode_block_bytes, encode_block
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy, LRUPolicy, S3FIFOPolicy
 from edgecache.cache.tiered import BlockFetcher, Fetched, TieredCache
@@ -26,6 +26,6 @@ __all__ = [
     "LRUPolicy",
     "S3FIFOPolicy",
     "TieredCache",
-    "decode_block",
+    "decode_block_bytes",
     "encode_block",
 ]

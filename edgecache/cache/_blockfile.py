@@ -40,6 +40,7 @@ __all__ = [
     "BlockFileInfo",
     "CorruptBlockError",
     "decode_block",
+    "decode_block_bytes",
     "decode_block_into",
     "encode_block",
     "inspect_block_file",
@@ -128,6 +129,14 @@ def decode_block(header: bytes, payload: bytes, *, digest: str, max_raw_len: int
     if len(data) != raw_len or xxhash.xxh3_64_intdigest(data) != checksum:
         raise CorruptBlockError("checksum mismatch")
     return data
+
+
+def decode_block_bytes(blob: bytes, *, digest: str, max_raw_len: int) -> bytes:
+    """Verify and return the raw bytes of a block serialised by :func:`encode_block` as one
+    ``bytes`` (the pool's wire carries blocks this way, checksum included)."""
+    return decode_block(
+        blob[:HEADER_SIZE], blob[HEADER_SIZE:], digest=digest, max_raw_len=max_raw_len
+    )
 
 
 def decode_block_into(fd: int, header: bytes, out: memoryview, *, digest: str) -> None:

@@ -439,8 +439,28 @@ class ReadEngine:
                 data = await source.fetch(plan, index)
             except SourceSkipped:
                 continue
+            except BackendUnavailableError:
+                if source is not self._backend_source:
+                    raise
+                held = await self._held_elsewhere(plan, index)
+                if held is None:
+                    raise
+                return held
             return data if source is self._backend_source else Fetched(data, source.name)
         raise AssertionError("the backend source never skips")
+
+    async def _held_elsewhere(self, plan: ReadPlan, index: int) -> Fetched | None:
+        """The backend is unreachable: the block from a source that holds it (a pool peer
+        that is not its owner), for sources that can say (``fetch_held``); else None."""
+        for source in self._sources:
+            fetch_held = getattr(source, "fetch_held", None)
+            if fetch_held is None:
+                continue
+            try:
+                return Fetched(await fetch_held(plan, index), source.name)
+            except SourceSkipped:
+                continue
+        return None
 
     @on_engine_loop
     async def block(self, plan: ReadPlan, index: int) -> bytes:

@@ -9,6 +9,9 @@ A source either returns the block's bytes or raises :class:`SourceSkipped` ("not
 now": a peer that does not hold it or did not answer in time), and the next source is asked.
 The backend is always last and never skips: its errors are the reader's errors. Sources are
 added with :meth:`ReadEngine.add_source`, so the pool plugs in without editing the read path.
+When the backend is unreachable, a source that also has ``fetch_held(plan, index)`` (bytes
+only if it holds them somewhere, else SourceSkipped: the pool asks every live peer) is asked
+once more before the reader gets the error.
 """
 
 from __future__ import annotations

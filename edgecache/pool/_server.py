@@ -1,0 +1,189 @@
+"""The peer block server: serves this node's blocks (and its WAN fetches) to its pool peers.
+
+Place in the data path::
+
+    peer's PeerSource --HTTP--> PeerServer --> ReadEngine (identity from the request)
+        MEM/SSD tiers (cached) --miss--> single-flight --> backend (WAN), then kept here
+
+Every request must carry the pool token (``Authorization: Bearer``), compared in constant time;
+without it, or with another, the answer is 401 and nothing else is looked at. A request the
+asker marks as forwarded is fetched from this node's tiers and backend only, never asked of
+another peer (see :mod:`edgecache.pool._context`), so nodes that disagree on the owner never
+send a request round in a loop; the asker's WAN priority goes with the fetch. The protocol is
+in :mod:`edgecache.pool._wire`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from edgecache.cache import encode_block
+from edgecache.engine import ReadEngine, ReadPlan
+from edgecache.errors import ConfigError, ObjectChangedError
+from edgecache.k8s import TokenSource
+from edgecache.metrics import PEER_BYTES_SERVED, PEER_REQUESTS
+from edgecache.pool._context import forwarded
+from edgecache.pool._members import parse_address
+from edgecache.pool._wire import (
+    ACCEPT_COMPRESSION_HEADER,
+    BLOCK_CONTENT_TYPE,
+    BLOCKS_PATH,
+    FORWARDED_HEADER,
+    ONLY_CACHED_HEADER,
+    plan_from_query,
+)
+
+__all__ = ["PeerServer"]
+
+log = logging.getLogger(__name__)
+
+_MIN_SAVING = 0.10
+"""LZ4 is sent only when it saves at least this fraction (as on the SSD tier)."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class PeerServer:
+    """An aiohttp server for the blocks of the engines ``engine_of`` finds by identity."""
+
+    def __init__(
+        self,
+        *,
+        listen: str,
+        tokens: TokenSource,
+        engine_of: Callable[[str], ReadEngine | None],
+        compression: str = "auto",
+    ) -> None:
+        self.listen = listen
+        self._tokens = tokens
+        self._engine_of = engine_of
+        self._compression = compression
+        self._runner: web.AppRunner | None = None
+        self.address = ""
+        """``HOST:PORT`` actually bound (the port chosen when ``listen`` asked for 0)."""
+        self.requests: dict[str, int] = {}
+        """Requests answered by result, this server's own (tests and logs)."""
+
+    def _count(self, result: str) -> None:
+        self.requests[result] = self.requests.get(result, 0) + 1
+        PEER_REQUESTS.labels("served", result).inc()
+
+    async def start(self) -> None:
+        host, port = parse_address(self.listen, option="--peer-listen")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"--peer-listen {self.listen}: {exc.strerror or exc}") from exc
+        app = web.Application(middlewares=[self._authenticate])
+        app.router.add_get(BLOCKS_PATH + "{digest}", self._block)
+        app.router.add_get("/v1/ping", self._ping)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        bound_host, bound_port = sock.getsockname()[:2]
+        self.address = (
+            f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        )
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        token = self._tokens.token()
+        given = request.headers.get("Authorization", "")
+        # Constant time whatever the guess; a node with no readable token serves nobody.
+        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            self._count("unauthorized")
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": 'Bearer realm="edgecache-pool"'},
+            )
+        return await handler(request)
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _block(self, request: web.Request) -> web.StreamResponse:
+        try:
+            plan, index = plan_from_query(request.match_info["digest"], request.query)
+        except ConfigError as exc:
+            self._count("bad_request")
+            return web.Response(status=400, text=f"{exc}\n")
+        engine = self._engine_of(plan.backend)
+        if engine is None:
+            self._count("miss")
+            return web.Response(status=404, text="no such backend on this node\n")
+        key = plan.key(index)
+        compression = (
+            self._compression
+            if "lz4" in request.headers.get(ACCEPT_COMPRESSION_HEADER, "")
+            else "none"
+        )
+        data = await asyncio.to_thread(engine.blocks.get_cached, key)
+        if data is not None:
+            self._count("cached")
+            return await self._send(request, key.digest, data, compression)
+        if request.headers.get(ONLY_CACHED_HEADER) or not engine.health.online:
+            self._count("miss")
+            return web.Response(status=404, text="not cached on this node\n")
+        # The status line goes out now, before the WAN fetch: the asker's first-byte timeout
+        # then tells a dead peer from a busy link.
+        response = web.StreamResponse(headers={"Content-Type": BLOCK_CONTENT_TYPE})
+        await response.prepare(request)
+        try:
+            data = await self._fetch(request, engine, plan, index)
+        except ObjectChangedError:
+            self._count("changed")
+            return self._abort(request, response)
+        except Exception as exc:  # the asker falls back to its own backend
+            log.debug("peer fetch of block %d of %s failed: %s", index, plan.path, exc)
+            self._count("error")
+            return self._abort(request, response)
+        self._count("fetched")
+        frame = await asyncio.to_thread(self._frame, data, key.digest, compression)
+        await response.write(frame)
+        await response.write_eof()
+        PEER_BYTES_SERVED.inc(len(data))
+        return response
+
+    async def _fetch(
+        self, request: web.Request, engine: ReadEngine, plan: ReadPlan, index: int
+    ) -> bytes:
+        if request.headers.get(FORWARDED_HEADER):
+            with forwarded():
+                return await engine.block(plan, index)
+        return await engine.block(plan, index)
+
+    def _frame(self, data: bytes, digest: str, compression: str) -> bytes:
+        return encode_block(data, digest=digest, compression=compression, min_saving=_MIN_SAVING)
+
+    async def _send(
+        self, request: web.Request, digest: str, data: bytes, compression: str
+    ) -> web.Response:
+        frame = await asyncio.to_thread(self._frame, data, digest, compression)
+        PEER_BYTES_SERVED.inc(len(data))
+        return web.Response(body=frame, headers={"Content-Type": BLOCK_CONTENT_TYPE})
+
+    @staticmethod
+    def _abort(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        # The status line is out: closing the connection mid-body is the only way left to say
+        # "no". The asker's frame check fails and it fetches the block itself.
+        with contextlib.suppress(Exception):
+            if request.transport is not None:
+                request.transport.abort()
+        return response

@@ -1,0 +1,168 @@
+"""PeerSource: the read engine's block source that asks the block's owner in the pool.
+
+Place in the data path::
+
+    ReadEngine --miss--> PeerSource.fetch --> owner_of(digest, live members)
+        owner is this node ------------------------------> skip: the backend (WAN) serves it
+        owner is a peer --HTTP (timeouts)--> its server --> verified block, or skip
+
+A skip (:class:`~edgecache.engine.SourceSkipped`) hands the block to the next source, in the
+end the backend, so a dead, slow or misconfigured peer costs at most its timeouts (and then
+its cooldown keeps it out) and never a failed read. While this node's backend is unreachable,
+the owner and then every other live peer is asked for the block only if it holds it
+(``fetch_held``, which the engine calls when the backend fails): a site cut from the cloud
+still reads what any node of the pool holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from edgecache.cache import decode_block_bytes
+from edgecache.engine import ReadEngine, ReadPlan, SourceSkipped
+from edgecache.errors import CorruptBlockError
+from edgecache.metrics import PEER_BYTES_RECEIVED, PEER_HITS, PEER_REQUESTS
+from edgecache.pool._context import is_forwarded
+from edgecache.pool._hashing import owner_of, ranked
+from edgecache.pool._members import Member
+from edgecache.pool._wire import (
+    ACCEPT_COMPRESSION_HEADER,
+    BLOCKS_PATH,
+    FORWARDED_HEADER,
+    ONLY_CACHED_HEADER,
+    block_query,
+)
+
+if TYPE_CHECKING:
+    from edgecache.pool._node import PoolNode
+
+__all__ = ["PeerSource"]
+
+log = logging.getLogger(__name__)
+
+
+class _Miss(Exception):
+    """The peer answered but does not serve this block (it is alive)."""
+
+
+class _Failed(Exception):
+    """The peer did not answer usefully (down, slow, damaged): leave it out for a while."""
+
+
+class PeerSource:
+    """Asks the owner of a block among the pool's live members (see module docstring)."""
+
+    name = "peer"
+
+    def __init__(self, node: PoolNode, engine: ReadEngine) -> None:
+        self._node = node
+        self._engine = engine
+
+    async def fetch(self, plan: ReadPlan, index: int) -> bytes:
+        if is_forwarded():
+            raise SourceSkipped("a block a peer asked for is never forwarded again")
+        if not self._node.running:
+            raise SourceSkipped("the pool node is stopped")
+        membership = self._node.membership
+        me = membership.me
+        digest = plan.key(index).digest
+        live = membership.live()
+        owner = owner_of(digest, live)
+        online = self._engine.health.online
+        if owner is not None and owner != me:
+            data = await self._try(owner, plan, index, only_cached=not online)
+            if data is not None:
+                return data
+        raise SourceSkipped(f"block {index} of {plan.path}: its owner does not serve it")
+
+    async def fetch_held(self, plan: ReadPlan, index: int) -> bytes:
+        """This node's backend is unreachable: the block from any live peer that holds it
+        (the owner may be dead or may have changed), best-ranked first."""
+        if is_forwarded() or not self._node.running:
+            raise SourceSkipped("not asking peers")
+        membership = self._node.membership
+        for member in ranked(plan.key(index).digest, membership.live()):
+            if member != membership.me:
+                data = await self._try(member, plan, index, only_cached=True)
+                if data is not None:
+                    return data
+        raise SourceSkipped(f"block {index} of {plan.path}: no live peer holds it")
+
+    async def _try(
+        self, member: Member, plan: ReadPlan, index: int, *, only_cached: bool
+    ) -> bytes | None:
+        membership = self._node.membership
+        try:
+            data = await self._ask(member, plan, index, only_cached=only_cached)
+        except _Miss:
+            PEER_REQUESTS.labels("asked", "miss").inc()
+            membership.cleared(member)
+            return None
+        except _Failed as exc:
+            log.info("pool peer %s (%s) skipped: %s", member.name, member.address, exc)
+            membership.suspect(member)
+            return None
+        membership.cleared(member)
+        PEER_REQUESTS.labels("asked", "hit").inc()
+        PEER_HITS.inc()
+        PEER_BYTES_RECEIVED.inc(len(data))
+        return data
+
+    async def _ask(self, member: Member, plan: ReadPlan, index: int, *, only_cached: bool) -> bytes:
+        timeouts = self._node.settings.timeouts
+        headers = {
+            FORWARDED_HEADER: "1",
+            ACCEPT_COMPRESSION_HEADER: "lz4",
+            **self._node.request_headers(),
+        }
+        if only_cached:
+            headers[ONLY_CACHED_HEADER] = "1"
+        key = plan.key(index)
+        url = f"http://{member.address}{BLOCKS_PATH}{key.digest}"
+        session = self._node.session()
+        try:
+            async with asyncio.timeout(timeouts.connect_seconds + timeouts.first_byte_seconds):
+                response = await session.get(url, params=block_query(plan, index), headers=headers)
+        except TimeoutError as exc:
+            PEER_REQUESTS.labels("asked", "timeout").inc()
+            raise _Failed("no answer in time") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            PEER_REQUESTS.labels("asked", "refused").inc()
+            raise _Failed(f"cannot connect: {exc}") from exc
+        async with response:
+            if response.status == 404:
+                raise _Miss()
+            if response.status != 200:
+                result = "unauthorized" if response.status == 401 else "error"
+                PEER_REQUESTS.labels("asked", result).inc()
+                if response.status == 401:
+                    log.warning(
+                        "pool peer %s refused our token (401): do the pool's token files match?",
+                        member.address,
+                    )
+                raise _Failed(f"answered {response.status}")
+            try:
+                async with asyncio.timeout(timeouts.transfer_seconds):
+                    frame = await response.read()
+            except TimeoutError as exc:
+                PEER_REQUESTS.labels("asked", "timeout").inc()
+                raise _Failed("the block did not arrive in time") from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                PEER_REQUESTS.labels("asked", "error").inc()
+                raise _Failed(f"the transfer broke off: {exc}") from exc
+        length = plan.block_length(index)
+        try:
+            data = await asyncio.to_thread(
+                decode_block_bytes, frame, digest=key.digest, max_raw_len=length
+            )
+        except CorruptBlockError as exc:
+            PEER_REQUESTS.labels("asked", "corrupt").inc()
+            raise _Failed(f"damaged block: {exc}") from exc
+        if len(data) != length:
+            PEER_REQUESTS.labels("asked", "corrupt").inc()
+            raise _Failed(f"block of {len(data)} bytes, expected {length}")
+        return data
