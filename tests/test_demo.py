@@ -30,6 +30,11 @@ def _has_agent_and_pool() -> bool:
     return proc.returncode == 0 and "--peer-listen" in proc.stdout
 
 
+def _work(tmp_path: Path) -> list[str]:
+    """The demo's work directory (caches, views, logs) inside the test's own directory."""
+    return ["--work", str(tmp_path / "work")]
+
+
 def _descendants(pid: int) -> set[int]:
     """Every live process below ``pid``, from /proc (children first found by their parent)."""
     parents: dict[int, int] = {}
@@ -73,7 +78,7 @@ def test_edge_demo_runs_every_phase_and_writes_its_report(
             )
         )
     proc = subprocess.run(
-        [sys.executable, str(RUN), "--profile", "test", "--out", str(tmp_path)],
+        [sys.executable, str(RUN), "--profile", "test", "--out", str(tmp_path), *_work(tmp_path)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -100,7 +105,7 @@ def test_edge_demo_runs_every_phase_and_writes_its_report(
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     demo = subprocess.Popen(
-        [sys.executable, str(RUN), "--profile", "test", "--out", str(tmp_path)],
+        [sys.executable, str(RUN), "--profile", "test", "--out", str(tmp_path), *_work(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from edgedemo.processes import Child, Processes, http_text
 
 NODEPOOL = "np763275de88194dabbb34b86ffaa2615e"
@@ -93,6 +95,20 @@ class EdgeNode:
         if text is None:
             return None
         return "online" if text.startswith("ok: online") else "offline"
+
+    def bytes_by_source(self) -> dict[str, float]:
+        """The agent's ``edgecache_cache_read_bytes`` by source (backend, peer, ssd, mem): where
+        the node's blocks came from. Empty if the agent does not answer."""
+        text = http_text(f"http://127.0.0.1:{self.agent_health_port}/metrics") or ""
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "edgecache_cache_read_bytes":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    source = sample.labels.get("source", "")
+                    found[source] = found.get(source, 0.0) + sample.value
+        return found
 
     def agent_healthy(self) -> bool:
         return http_text(f"http://127.0.0.1:{self.agent_health_port}/healthz") is not None

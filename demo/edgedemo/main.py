@@ -274,6 +274,13 @@ class Demo:
             wrong = view_errors(node, NAMESPACE, DATASET, manifest)
             if wrong:
                 phase.fail(f"{node.name}: {len(wrong)} files wrong or missing, e.g. {wrong[0]}")
+        for node in self.nodes:
+            sources = node.bytes_by_source()
+            if sources:
+                self.say(
+                    f"{node.name}: blocks from the cloud {sources.get('backend', 0) / MiB:.1f} MiB,"
+                    f" from pool peers {sources.get('peer', 0) / MiB:.1f} MiB"
+                )
         ratio = phase.wan_data_bytes / manifest.total_bytes
         note = f"{ratio:.2f}x the dataset over the WAN for {len(self.nodes)} nodes"
         if ratio > POOL_WAN_LIMIT:
@@ -558,10 +565,12 @@ def progress_line(rows: list[dict[str, str]]) -> str:
     for row in rows:
         name = row.get("NAME", "").rpartition("/")[2]
         if "CACHED%" in row:
-            parts.append(
-                f"dataset {name}: {row.get('CACHED', '?')} cached in the pool "
-                f"({row['CACHED%']} of {row.get('UFS TOTAL') or '?'} on every node)"
+            share = (
+                f" ({row['CACHED%']} of {row['UFS TOTAL']} on every node)"
+                if row.get("CACHED%") and row.get("UFS TOTAL")
+                else ""
             )
+            parts.append(f"dataset {name}: {row.get('CACHED') or '0B'} cached in the pool{share}")
         elif "PROGRESS" in row:
             parts.append(f"dataload {name}: {row.get('PHASE', '?')} {row['PROGRESS']}")
     return "   ".join(parts)
@@ -600,6 +609,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep the work directory (logs, caches)"
     )
+    parser.add_argument(
+        "--work", type=Path, help="work directory, new or empty (default: a new temporary one)"
+    )
     args = parser.parse_args(argv)
     if shutil.which("kubectl") is None:
         print(
@@ -607,7 +619,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    work = Path(tempfile.mkdtemp(prefix="edgecache-demo-"))
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)
+        if any(args.work.iterdir()):
+            print(f"demo: --work {args.work} is not empty", file=sys.stderr)
+            return 2
+        work = args.work.resolve()
+    else:
+        work = Path(tempfile.mkdtemp(prefix="edgecache-demo-"))
     demo = Demo(PROFILES[args.profile], work, args.out.resolve())
     raise_on_signals()
     code = 1
