@@ -20,7 +20,6 @@ meanwhile removes the file it just renamed into place: no file ever outlives its
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import sqlite3
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 
 from edgecache.cache.eviction import EvictionPolicy, PolicyEntry
 from edgecache.errors import PinError
+from edgecache.sqlitefiles import exclusive_lock, file_identity, is_damage, sqlite_code
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
@@ -564,26 +564,10 @@ up and that one operation bypasses the SSD tier. Transactions take milliseconds;
 holder (a SIGSTOPped process, a hung disk) makes anyone wait this long."""
 
 
-def sqlite_code(exc: BaseException) -> int:
-    """The primary sqlite result code of ``exc`` (0 when it has none)."""
-    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-
-
 def is_corruption(exc: BaseException) -> bool:
-    """Whether the database file itself is damaged (not busy, locked, read-only): sqlite says
-    so, or text it stores (the schema included) is no longer UTF-8."""
-    if isinstance(exc, UnicodeDecodeError | SchemaDamagedError):
-        return True
-    if isinstance(exc, sqlite3.DatabaseError) and any(
-        # What sqlite says, without a result code of its own, of a damaged schema or header.
-        sign in str(exc)
-        for sign in ("Could not decode", "unsupported file format", "malformed")
-    ):
-        return True
-    return isinstance(exc, sqlite3.DatabaseError) and sqlite_code(exc) in (
-        sqlite3.SQLITE_CORRUPT,
-        sqlite3.SQLITE_NOTADB,
-    )
+    """Whether the index file itself is damaged: sqlite says so, its text does not decode, or
+    its schema is not ours."""
+    return isinstance(exc, SchemaDamagedError) or is_damage(exc)
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -613,15 +597,6 @@ class RebuildReport:
     moved_to: str
     blocks: int
     pins: int
-
-
-def file_identity(path: str) -> tuple[int, int] | None:
-    """(device, inode) of ``path``, None if it does not exist."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def open_index(
@@ -655,15 +630,11 @@ def open_index(
                 raise
             damaged = file_identity(path)
             log.debug("cache index %s is damaged (%s)", path, exc)
-    fd = os.open(repair_lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(repair_lock):
         if file_identity(path) != damaged:
             # Another process repaired (or replaced) it while we waited for the lock.
             return _open(path, quotas=quotas, policy=policy, found_blocks=found_blocks), None
         return _rebuild(path, quotas=quotas, policy=policy, found_blocks=found_blocks)
-    finally:
-        os.close(fd)
 
 
 def _rebuild(

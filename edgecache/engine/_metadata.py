@@ -20,6 +20,14 @@ logged once, and the lookup is a miss: online the backend is asked again, offlin
 with :class:`~edgecache.errors.BackendUnavailableError`; never wrong bytes, never a decoding
 traceback. Rows of earlier versions (table ``entries``, without checksums) cannot be verified and
 are dropped on open.
+
+A database sqlite reports damaged (a garbage header, a torn page, a schema that no longer
+decodes), on open or while in use, is repaired there and then by the process that meets it,
+under ``<cache_dir>/locks/metadata.lock`` and only if no other process repaired it first: the
+file is moved to ``metadata.sqlite.corrupt`` (one copy kept) and a new one is written with the
+rows of the old one that still verify, with one warning saying so. Only our own database file
+(and its ``-wal``/``-shm``) is ever moved; a busy or read-only one is never repaired, it is
+bypassed (metadata in memory).
 """
 
 from __future__ import annotations
@@ -36,9 +44,15 @@ from typing import Any
 
 import xxhash
 
+from edgecache.sqlitefiles import exclusive_lock, file_identity, is_damage
+
 __all__ = ["CachedInfo", "MetadataCache"]
 
 log = logging.getLogger(__name__)
+
+MAX_REPAIRS = 3
+"""Repairs one process attempts before it keeps metadata in memory only: a disk that damages
+every file written to it would otherwise be rewritten again and again."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checked_entries(
@@ -119,23 +133,80 @@ class MetadataCache:
         self._reported: set[tuple[str, str, str]] = set()
         self._db_error_reported = False
         self._closed = False
+        self._identity: tuple[int, int] | None = None
+        """(device, inode) of the database file the connection has open."""
+        self.repaired: list[str] = []
+        """What each repair this process made found (for ``stats --verify``)."""
         if db_path is not None:
             try:
                 self._db = _connect(db_path)
+                self._identity = file_identity(db_path)
             except (OSError, sqlite3.Error, UnicodeError) as exc:
                 # UnicodeError: a schema whose text a flipped bit made undecodable.
-                hint = (
-                    " ('edgecache stats --verify' rebuilds it)"
-                    if getattr(exc, "sqlite_errorcode", 0) & 0xFF
-                    in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-                    else ""
-                )
-                log.warning(
-                    "metadata cache %s unusable (%s); keeping metadata in memory%s",
-                    db_path,
-                    exc,
-                    hint,
-                )
+                if is_damage(exc):
+                    self._db = self._repair(db_path, exc, file_identity(db_path))
+                else:
+                    log.warning(
+                        "metadata cache %s unusable (%s); keeping metadata in memory",
+                        db_path,
+                        exc,
+                    )
+
+    def _repair(
+        self, db_path: str, reason: BaseException, damaged: tuple[int, int] | None
+    ) -> sqlite3.Connection | None:
+        """A sound database at ``db_path`` in place of the damaged file ``damaged`` (its
+        identity), or None (memory only). Runs under the repair lock; a file another process
+        put in its place meanwhile is used as it is."""
+        try:
+            with exclusive_lock(os.path.join(os.path.dirname(db_path), "locks", "metadata.lock")):
+                if file_identity(db_path) != damaged:
+                    db = _connect(db_path)  # repaired by another process while we waited
+                    self._identity = file_identity(db_path)
+                    return db
+                if len(self.repaired) >= MAX_REPAIRS:
+                    raise OSError(f"damaged again after {MAX_REPAIRS} repairs")
+                good, dropped = _rebuild(db_path)
+                db = _connect(db_path)
+                self._identity = file_identity(db_path)
+        except (OSError, sqlite3.Error, UnicodeError) as exc:
+            log.warning(
+                "metadata cache %s is damaged (%s) and could not be repaired (%s); keeping "
+                "metadata in memory",
+                db_path,
+                reason,
+                exc,
+            )
+            return None
+        self.repaired.append(f"{reason}")
+        log.warning(
+            "metadata cache %s was damaged (%s): moved to %s.corrupt and rebuilt with the %d "
+            "rows that verify (%d dropped); the rest is asked from the backend again",
+            db_path,
+            reason,
+            os.path.basename(db_path),
+            len(good),
+            len(dropped),
+        )
+        return db
+
+    def _recover_in_use(self, exc: sqlite3.Error) -> None:
+        """Damage met while in use (a torn page): repair it now, so that the rest of the
+        cache keeps serving. Called without ``_lock`` held."""
+        if self._db_path is None:
+            return
+        with self._lock:
+            if self._db is None or self._closed:
+                return
+            self._db.close()
+            self._db = None
+        db = self._repair(self._db_path, exc, self._identity)
+        with self._lock:
+            if self._closed:
+                if db is not None:
+                    db.close()
+            else:
+                self._db = db
 
     def _fresh(self, fetched: float, max_age: float | None) -> bool:
         return time.time() - fetched <= (self.ttl_seconds if max_age is None else max_age)
@@ -361,7 +432,10 @@ class MetadataCache:
     def _select_row(self, backend: str, kind: str, path: str) -> tuple[Any, ...] | None:
         if self._db is None:
             return None
+        damage: sqlite3.Error | None = None
         with self._lock:
+            if self._db is None:
+                return None
             try:
                 row: tuple[Any, ...] | None = self._db.execute(
                     "SELECT data, fetched, checksum FROM checked_entries"
@@ -378,8 +452,13 @@ class MetadataCache:
             except UnicodeError as exc:  # decoded by Python, not by sqlite: damaged all the same
                 raise DamagedRowError(f"undecodable text: {exc}") from exc
             except sqlite3.Error as exc:
-                self._report_db_error(exc)
-                return None
+                if not is_damage(exc):
+                    self._report_db_error(exc)
+                    return None
+                damage = exc
+        if damage is not None:
+            self._recover_in_use(damage)
+            return None
         return row
 
     def _drop_damaged(self, backend: str, kind: str, path: str, reason: Exception) -> None:
@@ -423,18 +502,25 @@ class MetadataCache:
             checksum = row_checksum(backend, kind, path, data, fetched)
             values.append((backend, kind, path, data, fetched, checksum))
         sql = "INSERT OR REPLACE INTO checked_entries VALUES (?, ?, ?, ?, ?, ?)"
-        with self._lock, contextlib.suppress(sqlite3.Error):
-            if len(values) == 1:
-                self._db.execute(sql, values[0])
-                return
-            # One transaction: a tree of a hundred directories is one commit, not a hundred.
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(sql, values)
-            except sqlite3.Error:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        try:
+            with self._lock:
+                if self._db is None:
+                    return
+                if len(values) == 1:
+                    self._db.execute(sql, values[0])
+                    return
+                # One transaction: a tree of a hundred directories is one commit, not a hundred.
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.executemany(sql, values)
+                except sqlite3.Error:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+        except sqlite3.Error as exc:  # busy or read-only: not stored, as if memory only
+            if is_damage(exc):
+                self._recover_in_use(exc)
 
     def verify(self) -> dict[str, Any]:
         """Check every stored row (``edgecache stats --verify``): rows failing their checksum
@@ -449,19 +535,13 @@ class MetadataCache:
                 self._db = None
         good, dropped, damaged = _read_rows(path)
         if damaged:
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(path + suffix):
-                    os.replace(path + suffix, path + ".corrupt" + suffix)
+            _move_aside(path)
         db = _connect(path)
         with self._lock:
             self._db = db
+            self._identity = file_identity(path)
             if damaged or dropped:
-                # The table is rewritten with the rows that verify (a damaged row's key may
-                # not even be text any more, so it cannot be deleted by key).
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM checked_entries")
-                db.executemany("INSERT OR REPLACE INTO checked_entries VALUES (?,?,?,?,?,?)", good)
-                db.execute("COMMIT")
+                _write_rows(db, good)
         if damaged or dropped:
             log.warning(
                 "metadata cache %s: %s; %d damaged rows dropped, %d kept",
@@ -470,11 +550,13 @@ class MetadataCache:
                 len(dropped),
                 len(good),
             )
+        # Damage this process already repaired on open or in use counts as found.
+        rebuilt = damaged or bool(self.repaired)
         return {
             "rows": len(good),
             "dropped_rows": len(dropped),
-            "rebuilt": damaged,
-            "damage_found": bool(damaged or dropped),
+            "rebuilt": rebuilt,
+            "damage_found": bool(rebuilt or dropped),
         }
 
     @property
@@ -507,6 +589,36 @@ def _connect(db_path: str) -> sqlite3.Connection:
 _Row = tuple[Any, Any, Any, Any, Any, Any]
 
 
+def _move_aside(path: str) -> None:
+    """Our damaged database (and its WAL and shared memory) to ``<path>.corrupt``: one copy of
+    the last one is kept for inspection, earlier ones are replaced."""
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, path + ".corrupt" + suffix)
+
+
+def _write_rows(db: sqlite3.Connection, rows: list[_Row]) -> None:
+    """The table rewritten with ``rows`` (a damaged row's key may not even be text any more,
+    so it cannot be deleted by key)."""
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("DELETE FROM checked_entries")
+    db.executemany("INSERT OR REPLACE INTO checked_entries VALUES (?,?,?,?,?,?)", rows)
+    db.execute("COMMIT")
+
+
+def _rebuild(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]]]:
+    """The damaged database at ``path`` moved aside and a new one written with its rows that
+    verify; returns (rows kept, keys of rows dropped)."""
+    good, dropped, _ = _read_rows(path)
+    _move_aside(path)
+    db = _connect(path)
+    try:
+        _write_rows(db, good)
+    finally:
+        db.close()
+    return good, dropped
+
+
 def _read_rows(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]], bool]:
     """(rows that verify, keys of rows that do not, whether sqlite reports the file damaged)."""
     good: list[_Row] = []
@@ -516,25 +628,39 @@ def _read_rows(path: str) -> tuple[list[_Row], list[tuple[Any, Any, Any]], bool]
     except sqlite3.Error:
         return good, dropped, True
     damaged = False
+    seen: set[tuple[Any, Any, Any]] = set()
     try:
         try:
             damaged = [r[0] for r in db.execute("PRAGMA integrity_check")] != ["ok"]
-            db.text_factory = bytes  # text that is not UTF-8 is a damaged row, not an error
-            for raw in db.execute(
-                "SELECT backend, kind, path, data, fetched, checksum FROM checked_entries"
-            ):
-                try:
-                    values = [v.decode() if isinstance(v, bytes) else v for v in raw]
-                except UnicodeDecodeError:
-                    dropped.append(tuple(raw[:3]))
-                    continue
-                row: _Row = (values[0], values[1], values[2], values[3], values[4], values[5])
-                if _row_is_sound(row):
-                    good.append(row)
-                else:
-                    dropped.append((row[0], row[1], row[2]))
         except (sqlite3.DatabaseError, UnicodeError):
-            damaged = True  # what was read before the damage is kept
+            damaged = True
+        db.text_factory = bytes  # text that is not UTF-8 is a damaged row, not an error
+        # A damaged page ends a scan: the rows before it are read forwards, those after it
+        # backwards (the primary key's order), so one torn page loses only its own rows.
+        for order in ("ASC", "DESC"):
+            try:
+                for raw in db.execute(
+                    "SELECT backend, kind, path, data, fetched, checksum FROM checked_entries"
+                    f" ORDER BY backend {order}, kind {order}, path {order}"
+                ):
+                    key = tuple(raw[:3])
+                    if key in seen:
+                        break  # the backward scan reached what the forward one read
+                    seen.add(key)
+                    try:
+                        values = [v.decode() if isinstance(v, bytes) else v for v in raw]
+                    except UnicodeDecodeError:
+                        dropped.append(key)
+                        continue
+                    row: _Row = (values[0], values[1], values[2], values[3], values[4], values[5])
+                    if _row_is_sound(row):
+                        good.append(row)
+                    else:
+                        dropped.append((row[0], row[1], row[2]))
+                else:
+                    break  # the whole table was read in one scan
+            except (sqlite3.DatabaseError, UnicodeError):
+                damaged = True  # what was read before the damage is kept
     finally:
         db.close()
     return good, dropped, damaged

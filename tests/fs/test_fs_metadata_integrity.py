@@ -313,3 +313,79 @@ def test_bit_flips_in_the_database_never_give_wrong_bytes_or_a_traceback(
             assert fs.info(path)["size"] == len(content)
     finally:
         close_fs(fs)
+
+
+# --- a damaged database file: repaired by the process that meets it ---------------------------
+def repair_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "was damaged" in r.getMessage()]
+
+
+def test_a_database_that_is_not_one_is_moved_aside_on_open_and_the_blocks_kept(
+    tree: dict[str, bytes], data_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "cache"
+    warm(cache, tree, data_dir)
+    (cache / DB).write_bytes(b"not a database, a stray write " * 400)
+    (cache / "notes.txt").write_text("not ours")
+
+    with caplog.at_level(logging.WARNING, logger="edgecache.engine._metadata"):
+        fs = open_fs(cache)
+        try:
+            for path, content in tree.items():
+                assert fs.cat_file(path) == content
+            backend = fs.backend
+            assert isinstance(backend, SwitchableLocalBackend)
+            assert backend.fetched == [], "the SSD blocks were lost with the metadata"
+        finally:
+            close_fs(fs)
+    (line,) = repair_warnings(caplog)
+    assert f"{cache / DB} was damaged (file is not a database): moved to {DB}.corrupt" in line
+    assert (cache / (DB + ".corrupt")).read_bytes().startswith(b"not a database")
+    assert (cache / "notes.txt").read_text() == "not ours"
+
+    fs = offline(open_fs(cache))  # the new database holds what was fetched again
+    try:
+        for path, content in tree.items():
+            assert fs.cat_file(path) == content
+    finally:
+        close_fs(fs)
+
+
+def test_a_torn_page_met_in_use_is_repaired_keeping_the_rows_that_verify(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_path = tmp_path / DB
+    names = [f"/bucket/dir/{i:05d}-" + "n" * 100 for i in range(3000)]
+    cache = MetadataCache(str(db_path), ttl_seconds=1e9)
+    for i, name in enumerate(names):
+        cache.put_info("file", name, {"name": name, "size": i, "type": "file"}, f"v{i}")
+    cache.close()
+    page = 4096
+    data = bytearray(db_path.read_bytes())
+    assert len(data) > 100 * page
+    data[40 * page : 41 * page] = bytes(page)  # one page of rows zeroed
+    db_path.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING, logger="edgecache.engine._metadata"):
+        cache = MetadataCache(str(db_path), ttl_seconds=1e9)
+        try:
+            found = [cache.info("file", name) for name in names]
+            again = [cache.info("file", name) for name in names]
+        finally:
+            cache.close()
+    for i, entry in enumerate(found + again):
+        assert entry is None or entry.info["size"] == i % len(names)  # never a wrong answer
+    kept = sum(entry is not None for entry in again)
+    assert kept >= len(names) - 100, f"only {kept} of {len(names)} rows kept"
+    (line,) = repair_warnings(caplog)
+    assert "database disk image is malformed" in line and "rows that verify" in line
+
+    cache = MetadataCache(str(db_path), ttl_seconds=1e9)  # a later process: sound, same rows
+    try:
+        # (this process's memory may hold one entry read just before the damaged page)
+        later = [cache.info("file", name) for name in names]
+        assert len(names) - 100 <= sum(entry is not None for entry in later) <= kept
+        assert all(entry is None or entry.info["size"] == i for i, entry in enumerate(later))
+        assert cache.verify()["damage_found"] is False
+    finally:
+        cache.close()
