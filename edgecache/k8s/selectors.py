@@ -8,11 +8,18 @@ follow the Kubernetes grammar
 ``status.phase``); a missing field compares as the empty string, as for ``spec.nodeName=`` on
 unscheduled pods.
 
-Which field paths a resource supports is the API server's decision, not the grammar's: built-in
-resources take ``metadata.name``/``metadata.namespace`` and the few fields Kubernetes registers
-for them (``spec.nodeName`` on pods, ``spec.unschedulable`` on nodes...); anything else is a 400
-"field label not supported". :func:`check_field_labels` applies that table (Kubernetes 1.32), so
-an offline answer refuses what the server refuses instead of returning an empty list.
+Which field paths a resource supports is the API server's decision, not the grammar's: the API
+server converts each field label through the function registered for the resource's kind
+(``AddFieldLabelConversionFunc``), or the default one, which takes ``metadata.name`` and
+``metadata.namespace`` only; anything else is a 400. :func:`check_field_labels` applies that
+table, checked against the Kubernetes sources (``pkg/apis/core/v1/conversion.go`` and the
+``conversion.go`` of batch/v1, certificates, resource), so an offline answer refuses what the
+server refuses instead of returning an empty list. Two things a reader may expect are not there:
+apps/v1 ReplicaSets take no ``status.replicas`` (their storage lists it as selectable, but no
+conversion is registered for apps/v1: kubernetes/kubernetes#135136), and the pod alias
+``spec.host`` (old v1 clients) is not translated. Custom resources take ``metadata.name``,
+``metadata.namespace`` and the ``selectableFields`` their CRD version declares: checked when the
+caller knows them (the test API server), not checked otherwise (the hub offline).
 """
 
 from __future__ import annotations
@@ -205,8 +212,9 @@ def selector_predicate(label: str | None, field: str | None) -> Callable[[Mappin
     return lambda obj: labels.matches(obj) and fields.matches(obj)
 
 
-#: Field labels of built-in resources beyond the defaults, by (group, resource), from the field
-#: label conversions Kubernetes 1.32 registers. A resource listed here supports exactly these.
+#: Field labels of built-in resources with a conversion of their own, by (group, resource), from
+#: the ``AddFieldLabelConversionFunc`` calls of Kubernetes 1.32. A resource listed here supports
+#: exactly these, and refuses the rest with "field label not supported".
 _FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
     ("", "pods"): frozenset(
         {
@@ -249,15 +257,19 @@ _FIELD_LABELS: dict[tuple[str, str], frozenset[str]] = {
             "type",
         }
     ),
-    ("apps", "replicasets"): frozenset({"metadata.name", "metadata.namespace", "status.replicas"}),
     ("batch", "jobs"): frozenset({"metadata.name", "metadata.namespace", "status.successful"}),
     ("certificates.k8s.io", "certificatesigningrequests"): frozenset(
         {"metadata.name", "spec.signerName"}
     ),
+    ("certificates.k8s.io", "clustertrustbundles"): frozenset({"metadata.name", "spec.signerName"}),
+    ("resource.k8s.io", "resourceslices"): frozenset(
+        {"metadata.name", "spec.nodeName", "spec.driver"}
+    ),
 }
-#: What every other built-in resource supports (Kubernetes' default conversion).
+#: What every other resource supports (Kubernetes' ``DefaultMetaV1FieldSelectorConversion``).
 _DEFAULT_FIELD_LABELS = frozenset({"metadata.name", "metadata.namespace"})
 #: Built-in resources whose field labels this table does not pin down: not checked.
+#: (events.k8s.io Events take the core names and translate them to ``regarding.*``.)
 _UNCHECKED = frozenset({("events.k8s.io", "events")})
 
 
@@ -266,13 +278,30 @@ def _built_in(group: str) -> bool:
     return "." not in group or group.endswith(".k8s.io")
 
 
-def check_field_labels(selector: FieldSelector, *, group: str, resource: str) -> None:
+def check_field_labels(
+    selector: FieldSelector,
+    *,
+    group: str,
+    resource: str,
+    selectable_fields: frozenset[str] | None = None,
+) -> None:
     """Raise :class:`SelectorError` (the server's 400 message) for a field path the resource
-    does not support. Custom resources are not checked: their ``selectableFields`` are
-    declared by each CRD, so only the API server knows them."""
-    if not selector.terms or not _built_in(group) or (group, resource) in _UNCHECKED:
+    does not support. A custom resource is checked only when ``selectable_fields`` (its CRD
+    version's ``selectableFields``, as field paths without the leading dot) is given: only the
+    CRD says which fields it declares."""
+    if not selector.terms or (group, resource) in _UNCHECKED:
         return
-    supported = _FIELD_LABELS.get((group, resource), _DEFAULT_FIELD_LABELS)
+    if _built_in(group):
+        supported = _FIELD_LABELS.get((group, resource))
+    elif selectable_fields is None:
+        return
+    else:
+        supported = _DEFAULT_FIELD_LABELS | selectable_fields
     for path, _equal, _value in selector.terms:
-        if path not in supported:
+        if supported is None and path not in _DEFAULT_FIELD_LABELS:
+            raise SelectorError(
+                f'"{path}" is not a known field selector: only "metadata.name", '
+                '"metadata.namespace"'
+            )
+        if supported is not None and path not in supported:
             raise SelectorError(f"field label not supported: {path}")

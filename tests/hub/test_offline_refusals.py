@@ -18,6 +18,7 @@ from .conftest import cut, fast_settings
 KUBELET = {"User-Agent": "kubelet/v1.32.0 (linux/amd64)"}
 PODS = "/api/v1/namespaces/default/pods"
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+REPLICASETS = "/apis/apps/v1/namespaces/default/replicasets"
 
 REFUSED = [
     (PODS, "fieldSelector=spec.foo%3Dbar"),  # not a pod field label
@@ -28,6 +29,8 @@ REFUSED = [
     (PODS, "labelSelector=app%3Dbad%20value"),  # not a label value
     (PODS, "labelSelector=-app%3Dx"),  # not a label key
     (PODS, "watch=1&fieldSelector=spec.foo%3Dbar"),
+    # apps/v1 registers no conversion: status.replicas is refused (kubernetes#135136)
+    (REPLICASETS, "fieldSelector=status.replicas%3D1"),
 ]
 
 
@@ -42,7 +45,7 @@ async def test_selectors_the_server_refuses_are_refused_offline(
     kube_api.seed(objects.pods(4, nodes=2))
     kube_api.seed([objects.config_map("c", data={"key": "value"}), objects.node("n1")])
     async with aiohttp.ClientSession(hub.url, headers=KUBELET) as http:
-        for path in (PODS, CONFIGMAPS, "/api/v1/nodes"):
+        for path in (PODS, CONFIGMAPS, "/api/v1/nodes", REPLICASETS):
             async with http.get(path) as listed:  # recorded, unselected: could filter anything
                 assert listed.status == 200
         online = {case: await _answer(http, *case) for case in REFUSED}

@@ -823,3 +823,31 @@ async def test_crd_schema_defaults_prunes_and_validates(
         assert response.status == 422
         causes = {c["field"] for c in (await _json(response))["details"]["causes"]}
     assert causes == {"spec.dataset", "spec.policy", "spec.parallelism"}
+
+
+async def test_custom_resources_select_on_their_selectable_fields_only(
+    http: aiohttp.ClientSession,
+) -> None:
+    crd = objects.crd("data.edgecache.io", "Dataset", versions=("v1alpha1",))
+    crd["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.tier"}]
+    async with http.post(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd
+    ) as response:
+        assert response.status == 201
+    path = "/apis/data.edgecache.io/v1alpha1/namespaces/default/datasets"
+    for name, tier in (("hot", "ssd"), ("cold", "hdd")):
+        dataset = {
+            "apiVersion": "data.edgecache.io/v1alpha1",
+            "kind": "Dataset",
+            "metadata": {"name": name},
+            "spec": {"tier": tier, "owner": "ml"},
+        }
+        async with http.post(path, json=dataset) as response:
+            assert response.status == 201
+    async with http.get(path, params={"fieldSelector": "spec.tier=ssd"}) as response:
+        assert [i["metadata"]["name"] for i in (await _json(response))["items"]] == ["hot"]
+    async with http.get(path, params={"fieldSelector": "metadata.name=cold"}) as response:
+        assert [i["metadata"]["name"] for i in (await _json(response))["items"]] == ["cold"]
+    async with http.get(path, params={"fieldSelector": "spec.owner=ml"}) as response:
+        assert response.status == 400  # not declared selectable
+        assert (await response.json())["message"].endswith("field label not supported: spec.owner")

@@ -79,7 +79,10 @@ def _selector_predicate(
     resource does not support, is a 400 (as the API server answers)."""
     try:
         check_field_labels(
-            FieldSelector.parse(field), group=resource.group, resource=resource.plural
+            FieldSelector.parse(field),
+            group=resource.group,
+            resource=resource.plural,
+            selectable_fields=resource.selectable_fields if resource.from_crd else None,
         )
         return selector_predicate(label, field)
     except SelectorError as exc:

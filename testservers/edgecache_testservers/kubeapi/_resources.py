@@ -44,6 +44,9 @@ class ResourceType:
     """Whether ``<plural>/scale`` serves an ``autoscaling/v1 Scale`` over ``spec.replicas``."""
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
     """A CRD version's ``openAPIV3Schema``: custom resources are defaulted, pruned, validated."""
+    selectable_fields: frozenset[str] = field(default=frozenset(), compare=False)
+    """A CRD version's ``selectableFields`` as field paths (``spec.color`` for the JSON path
+    ``.spec.color``): with metadata.name/namespace, the field selectors it accepts."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -178,6 +181,10 @@ def resources_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
                 columns,
                 name,
                 schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+                selectable_fields=frozenset(
+                    str(f.get("jsonPath", "")).removeprefix(".")
+                    for f in version.get("selectableFields") or []
+                ),
             )
         )
     return found
