@@ -366,6 +366,9 @@ class Agent:
             key=lambda o: str((o.get("metadata") or {}).get("name")),
         )
 
+    def _dataload_waiting(self, key: Key, view: DatasetView) -> bool:
+        return any(pending_run(o, view) is not None for o in self._dataloads_of(key))
+
     async def _serve(self, key: Key) -> None:
         wake = self._wakes[key]
         while True:
@@ -424,8 +427,11 @@ class Agent:
                 on_progress=lambda: self._report(key, view, placed, quota),
             )
             AGENT_DATALOAD_RUNS.labels(entry["phase"]).inc()
-        await view.sync(sources, quota)
+        wake = self._wakes.get(key)
+        await view.sync(sources, quota, interrupted=lambda: self._dataload_waiting(key, view))
         self._report(key, view, placed, quota)
+        if wake is not None and self._dataload_waiting(key, view):
+            wake.set()
 
     def _report(
         self, key: Key, view: DatasetView, placed: _Placed, quota: Quota | None = None

@@ -28,7 +28,7 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -253,8 +253,16 @@ class DatasetView:
         return held is not None and held.version == plan.version and held.size == plan.size
 
     # --- one pass --------------------------------------------------------------------------------
-    async def sync(self, sources: Sequence[MountSource], quota: Quota) -> SyncResult:
-        """Bring the view in line with the mounts (see the module docstring)."""
+    async def sync(
+        self,
+        sources: Sequence[MountSource],
+        quota: Quota,
+        *,
+        interrupted: Callable[[], bool] | None = None,
+    ) -> SyncResult:
+        """Bring the view in line with the mounts (see the module docstring). Files not started
+        when ``interrupted()`` turns true are left for the next pass (a DataLoad run arrived:
+        it goes first)."""
         result = SyncResult()
         self.path.mkdir(parents=True, exist_ok=True)
         try:
@@ -287,7 +295,9 @@ class DatasetView:
                 continue
             budget -= grows
             chosen.append(rel)
-        await self.materialise_many([(wanted[r], plans[r]) for r in chosen], result)
+        await self.materialise_many(
+            [(wanted[r], plans[r]) for r in chosen], result, interrupted=interrupted
+        )
         missing = sum(1 for rel in wanted if not self.holds(rel, plans[rel]))
         self.complete = missing == 0
         self.message = self._describe(result, missing, quota)
@@ -311,13 +321,19 @@ class DatasetView:
         return ""
 
     async def materialise_many(
-        self, items: Sequence[tuple[WantedFile, ReadPlan]], result: SyncResult
+        self,
+        items: Sequence[tuple[WantedFile, ReadPlan]],
+        result: SyncResult,
+        *,
+        interrupted: Callable[[], bool] | None = None,
     ) -> None:
         """Materialise ``items`` (at most ``materialise_concurrency`` at once)."""
         gate = asyncio.Semaphore(max(1, self.settings.materialise_concurrency))
 
         async def one(wanted: WantedFile, plan: ReadPlan) -> None:
             async with gate:
+                if interrupted is not None and interrupted():
+                    return
                 replacing = wanted.relative in self.files
                 try:
                     await self.materialise(wanted, plan)

@@ -132,6 +132,12 @@ def _positive(value: float, flag: str) -> float:
     default=60.0,
     help="Seconds a mount listing is trusted: changed objects reach the view within this.",
 )
+@click.option(
+    "--report-interval",
+    type=float,
+    default=2.0,
+    help="Least seconds between two writes of one CacheReport while progress changes.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
 def agent_command(
     *,
@@ -143,6 +149,7 @@ def agent_command(
     csi_endpoint: str | None,
     kubelet_dir: Path,
     metadata_ttl: float,
+    report_interval: float,
     verbose: bool,
 ) -> None:
     """Run the node agent: materialise the Datasets placed on this node's pool as plain files.
@@ -158,12 +165,14 @@ def agent_command(
           --root /var/lib/edgecache/views --cache-dir /var/lib/edgecache/cache
     """
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if verbose:  # our own events; the libraries' INFO lines (every 404 of a probe) stay out
+        logging.getLogger("edgecache").setLevel(logging.INFO)
     settings_connection = ConnectionSettings()
     connection.resolve(settings_connection)
     _positive(metadata_ttl, "--metadata-ttl")
+    _positive(report_interval, "--report-interval")
     _host, sep, port = health_listen.rpartition(":")
     if not sep or not port.isdigit():
         raise click.BadParameter("expected host:port", param_hint="--health-listen")
@@ -181,6 +190,8 @@ def agent_command(
         cache_dir=cache_dir,
         health_address=health_listen,
         metadata_ttl_seconds=metadata_ttl,
+        report_interval_seconds=report_interval,
+        report_retry_seconds=min(report_interval, 2.0),
     )
     try:
         agent = Agent(settings, _api_client(settings_connection))

@@ -57,6 +57,79 @@ def wait_for(probe: Callable[[], T | None], *, timeout_seconds: float = 20.0, wh
     raise AssertionError(f"timed out waiting for {what or probe}: last {last!r}")
 
 
+class ServiceProcess:
+    """An ``edgecache`` service as a subprocess: started, its first stdout line read."""
+
+    def __init__(self, log: Path, command: list[str]) -> None:
+        self.log = log
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+        self.first_line = ""
+
+    def start(self) -> ServiceProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")  # noqa: SIM115 - the child writes it
+        self.process = subprocess.Popen(
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        out.close()
+        assert self.process.stdout is not None
+        self.first_line = self.process.stdout.readline().decode()
+        if not self.first_line:
+            self.stop()
+            raise AssertionError(f"{self.command[:2]} did not start:\n{self.log.read_text()}")
+        return self
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def start_hub(base: Path, upstream: str) -> tuple[ServiceProcess, str]:
+    """``edgecache hub`` in front of ``upstream`` with fast health probes; (process, URL)."""
+    hub = ServiceProcess(
+        base / "hub.log",
+        [
+            EDGECACHE,
+            "hub",
+            f"--server={upstream}",
+            f"--cache-dir={base / 'hub'}",
+            "--listen=127.0.0.1:0",
+            "--health-listen=127.0.0.1:0",
+            "--probe-interval=0.2",
+        ],
+    ).start()
+    url = hub.first_line.split("serving ", 1)[1].split(" ", 1)[0]
+    return hub, url
+
+
+def start_controller(base: Path, server: str) -> ServiceProcess:
+    return ServiceProcess(
+        base / "controller.log",
+        [
+            EDGECACHE,
+            "controller",
+            f"--server={server}",
+            "--no-leader-elect",
+            "--health-listen=127.0.0.1:0",
+            f"--cache-dir={base / 'controller-cache'}",
+            "--resync=2",
+            "--listing-refresh=2",
+        ],
+    ).start()
+
+
 class AgentProcess:
     """``edgecache agent`` as a subprocess with this node's own directories."""
 

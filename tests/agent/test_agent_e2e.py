@@ -1,0 +1,367 @@
+"""End to end: the Kubernetes API test server and the S3 (moto) and OSS test servers in the
+"cloud" behind WAN emulators; on the "edge", an ``edgecache hub`` and ``edgecache agent``
+processes; ``edgecache controller`` in the cloud. Views with exact bytes, a DataLoad's progress
+and completion in the controller's status, upstream changes followed, a cut WAN, restarts that
+download nothing, and SIGKILLs mid-load that never let a partial file show in the view."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from edgecache_testservers.kubeapi import KubeAPIServer
+from edgecache_testservers.oss import OSSServer
+from edgecache_testservers.wan import WANEmulator, WANProfile
+from moto.server import ThreadedMotoServer
+
+from edgecache.k8s.objects import API_VERSION
+
+from .conftest import (
+    AgentProcess,
+    ServiceProcess,
+    dataload,
+    dataset,
+    report,
+    runtime,
+    start_controller,
+    start_hub,
+    tree,
+    wait_for,
+)
+
+LINK = WANProfile(rtt_ms=4, mbit=40)
+API_LINK = WANProfile(rtt_ms=4, mbit=200)
+OSS_KEY, OSS_SECRET = "LTAIagenttest", "agent-test-secret"
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Site:
+    """The cloud (API, S3, OSS) behind its links, the edge hub and the controller."""
+
+    api: KubeAPIServer
+    base: Path
+    s3: Any
+    bucket: str
+    oss: OSSServer
+    s3_link: WANEmulator
+    oss_link: WANEmulator
+    api_link: WANEmulator
+    hub_url: str
+    services: list[ServiceProcess] = field(default_factory=list)
+
+    def put_s3(self, objects: dict[str, bytes], prefix: str = "images/") -> None:
+        for key, data in objects.items():
+            self.s3.put_object(Bucket=self.bucket, Key=prefix + key, Body=data)
+
+    def s3_dataset(self, name: str = "images", prefix: str = "images/") -> dict[str, Any]:
+        obj = dataset(name, f"s3://{self.bucket}/{prefix}")
+        obj["spec"]["mounts"][0]["options"] = {
+            "aws.endpoint": self.s3_link.endpoint,
+            "aws.accessKeyId": "k",
+            "aws.secretAccessKey": "s",
+            "aws.region": "us-east-1",
+        }
+        return obj
+
+    def oss_dataset(self, name: str = "logs") -> dict[str, Any]:
+        obj = dataset(name, "oss://data/logs/")
+        mount = obj["spec"]["mounts"][0]
+        mount["options"] = {"fs.oss.endpoint": self.oss_link.endpoint}
+        mount["encryptOptions"] = [
+            {
+                "name": option,
+                "valueFrom": {"secretKeyRef": {"name": "oss-creds", "key": key}},
+            }
+            for option, key in (("fs.oss.accessKeyId", "id"), ("fs.oss.accessKeySecret", "secret"))
+        ]
+        return obj
+
+    def wan_bytes_down(self) -> int:
+        return self.s3_link.bytes_down + self.oss_link.bytes_down
+
+    def cut(self) -> None:
+        for link in (self.s3_link, self.oss_link, self.api_link):
+            link.cut("blackhole")
+
+    def restore(self) -> None:
+        for link in (self.s3_link, self.oss_link, self.api_link):
+            link.restore()
+
+    def agent(self, node: str = "a1", **kwargs: Any) -> AgentProcess:
+        extra = ("--report-interval=0.3",)
+        return AgentProcess(self.base, node, self.hub_url, extra=extra, **kwargs)
+
+
+@pytest.fixture
+def site(cluster: KubeAPIServer, tmp_path: Path, moto_url: str) -> Iterator[Site]:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+    )
+    bucket = f"data-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    cluster.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "oss-creds", "namespace": "default"},
+            "stringData": {"id": OSS_KEY, "secret": OSS_SECRET},
+        }
+    )
+    with (
+        OSSServer(credentials={OSS_KEY: OSS_SECRET}) as oss,
+        WANEmulator(moto_url, LINK) as s3_link,
+        WANEmulator(oss.endpoint, LINK) as oss_link,
+        WANEmulator(cluster.url, API_LINK) as api_link,
+    ):
+        oss.create_bucket("data")
+        hub, hub_url = start_hub(tmp_path, api_link.endpoint)
+        controller = start_controller(tmp_path, cluster.url)
+        built = Site(cluster, tmp_path, s3, bucket, oss, s3_link, oss_link, api_link, hub_url)
+        built.services += [hub, controller]
+        try:
+            yield built
+        finally:
+            for service in built.services:
+                service.stop()
+
+
+def objects_of(count: int, size: int, prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}f{i:03d}.bin": os.urandom(size + i) for i in range(count)}
+
+
+def get(api: KubeAPIServer, kind: str, name: str) -> dict[str, Any]:
+    return api.get(API_VERSION, kind, name, "default")
+
+
+def _health(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def test_views_of_s3_and_oss_datasets_and_a_dataload_in_the_controllers_status(
+    site: Site, agents: list[AgentProcess]
+) -> None:
+    images = objects_of(24, 120_000)
+    site.put_s3(images)
+    logs = {"day1/a.log": os.urandom(3000), "day2/b.log": b"line\n" * 100}
+    for key, data in logs.items():
+        site.oss.put_object("data", "logs/" + key, data)
+    site.api.create(site.s3_dataset())
+    site.api.create(runtime("images"))
+    site.api.create(site.oss_dataset())
+    site.api.create(runtime("logs"))
+    site.api.create(dataload("warmup", "images", "/"))
+    # The controller starts run 1 once the Dataset is Bound: before any agent runs.
+    wait_for(lambda: (get(site.api, "DataLoad", "warmup").get("status") or {}).get("run") == 1)
+    seen: list[dict[str, Any]] = []
+    watching = threading.Event()
+
+    def watch_progress() -> None:
+        while not watching.is_set():
+            status = get(site.api, "DataLoad", "warmup").get("status") or {}
+            if not seen or status != seen[-1]:
+                seen.append(status)
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch_progress, daemon=True)
+    watcher.start()
+    a1, a2 = site.agent("a1").start(), site.agent("a2").start()  # pool-a's two nodes
+    agents.extend([a1, a2])
+    for agent in (a1, a2):
+        wait_for(lambda a=agent: tree(a.view("images")) == images, timeout_seconds=60)
+        wait_for(lambda a=agent: tree(a.view("logs")) == logs, timeout_seconds=60)
+    final = wait_for(
+        lambda: (
+            (s := get(site.api, "DataLoad", "warmup").get("status") or {}).get("phase")
+            == "Complete"
+            and s
+        ),
+        what="the DataLoad Complete",
+        timeout_seconds=30,
+    )
+    watching.set()
+    watcher.join(5)
+    total = sum(len(d) for d in images.values())
+    assert final["bytesTotal"] == final["bytesDone"] == 2 * total  # summed over the nodes
+    assert final["filesTotal"] == final["filesDone"] == 2 * len(images)
+    loading = [s for s in seen if s.get("phase") == "Loading"]
+    assert any(0 < int(s.get("bytesDone") or 0) < 2 * total for s in loading), seen
+    # The Dataset's status sums the agents' reports: every byte of each view, once.
+    status = wait_for(
+        lambda: (
+            (s := get(site.api, "Dataset", "images").get("status") or {})
+            .get("cache", {})
+            .get("cachedBytes")
+            == 2 * total
+            and s
+        ),
+        what="the Dataset's cache status",
+    )
+    assert status["phase"] == "Bound"
+    spec = report(site.api, "logs", "a1")
+    assert spec is not None and spec["spec"]["view"] == {"ready": True, "message": ""}
+    assert "edgecache_agent_views" in _health(a1.health_url + "/metrics")
+
+
+def test_the_view_follows_s3_objects_updated_and_deleted_upstream(
+    site: Site, agents: list[AgentProcess]
+) -> None:
+    images = objects_of(5, 50_000)
+    site.put_s3(images)
+    site.api.create(site.s3_dataset())
+    site.api.create(runtime("images"))
+    a1 = site.agent().start()
+    agents.append(a1)
+    view = a1.view("images")
+    wait_for(lambda: tree(view) == images, what="the first view", timeout_seconds=60)
+    images["f001.bin"] = os.urandom(70_000)
+    site.put_s3({"f001.bin": images["f001.bin"]})
+    site.s3.delete_object(Bucket=site.bucket, Key="images/f002.bin")
+    del images["f002.bin"]
+    images["new/g.bin"] = b"added upstream"
+    site.put_s3({"new/g.bin": images["new/g.bin"]})
+    wait_for(lambda: tree(view) == images, what="the view after the changes", timeout_seconds=30)
+
+
+def test_a_cut_wan_keeps_views_serving_and_restarts_download_nothing(
+    site: Site, agents: list[AgentProcess]
+) -> None:
+    images = objects_of(8, 500_000)
+    site.put_s3(images)
+    site.api.create(site.s3_dataset())
+    site.api.create(runtime("images"))
+    a1 = site.agent().start()
+    agents.append(a1)
+    view = a1.view("images")
+    wait_for(lambda: tree(view) == images, what="the view", timeout_seconds=60)
+    wait_for(lambda: (r := report(site.api, "images", "a1")) and r["spec"]["view"]["ready"])
+
+    # Restarted online: nothing is downloaded again (listings only).
+    assert a1.stop() == 0
+    before = site.wan_bytes_down()
+    a1 = site.agent().start()
+    agents.append(a1)
+    started = time.time()
+    wait_for(
+        lambda: (
+            (r := report(site.api, "images", "a1")) and _after(r["spec"]["reportTime"], started)
+        ),
+        what="a report from the restarted agent",
+    )
+    time.sleep(2.5)  # a few metadata TTLs: the agent lists the mount again and again
+    assert tree(view) == images
+    moved = site.wan_bytes_down() - before
+    assert moved < 64 * 1024, f"{moved} bytes moved over the WAN after a restart"
+
+    # The WAN goes silent: the view keeps serving, the agent keeps running.
+    site.cut()
+    time.sleep(1.5)
+    assert tree(view) == images
+    assert a1.alive()
+    assert _health(a1.health_url + "/healthz").startswith("ok")
+    # Restarted while offline: it serves from its local state (the hub answers from its store).
+    assert a1.stop() == 0
+    a1 = site.agent().start()
+    agents.append(a1)
+    restarted = time.time()
+    wait_for(lambda: "1 of 1 views ready" in _health(a1.health_url + "/readyz"))
+    assert tree(view) == images
+    time.sleep(1.0)
+    assert not _after(report(site.api, "images", "a1")["spec"]["reportTime"], restarted)
+    # The link returns: the queued report is sent.
+    site.restore()
+    wait_for(
+        lambda: _after(report(site.api, "images", "a1")["spec"]["reportTime"], restarted),
+        what="the queued report",
+        timeout_seconds=30,
+    )
+    assert site.wan_bytes_down() - before < 256 * 1024
+
+
+def _after(stamp: str, when: float) -> bool:
+    parsed = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    return parsed >= int(when)
+
+
+WATCHER = r"""
+import hashlib, json, os, sys, time
+view, expected_file, stop_file, out = sys.argv[1:5]
+expected = json.load(open(expected_file))
+checks = 0
+bad = []
+while not os.path.exists(stop_file):
+    for dirpath, _dirs, names in os.walk(view):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, view)
+            try:
+                with open(full, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            checks += 1
+            if expected.get(rel) != hashlib.sha256(data).hexdigest():
+                bad.append(f"{rel}: {len(data)} bytes, not the object's")
+json.dump({"checks": checks, "bad": bad[:20]}, open(out, "w"))
+"""
+
+
+def test_sigkill_mid_load_never_shows_a_partial_file(
+    site: Site, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    images = objects_of(30, 150_000)
+    site.put_s3(images)
+    site.api.create(site.s3_dataset())
+    site.api.create(runtime("images"))
+    expected = tmp_path / "expected.json"
+    expected.write_text(json.dumps({k: hashlib.sha256(v).hexdigest() for k, v in images.items()}))
+    a1 = site.agent()
+    view = a1.view("images")
+    stop_file, out = tmp_path / "stop-watching", tmp_path / "watcher.json"
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", WATCHER, str(view), str(expected), str(stop_file), str(out)]
+    )
+    rng = random.Random(12)
+    try:
+        for _ in range(8):
+            agent = site.agent().start()
+            time.sleep(rng.uniform(0.1, 0.9))
+            agent.kill()
+        a1 = site.agent().start()
+        agents.append(a1)
+        wait_for(lambda: tree(view) == images, what="the view after the kills", timeout_seconds=60)
+    finally:
+        stop_file.touch()
+        watcher.wait(30)
+    verdict = json.loads(out.read_text())
+    assert verdict["bad"] == []
+    assert verdict["checks"] > len(images)
+    staging = a1.root / ".edgecache-agent" / "staging"
+    assert not staging.exists() or not any(p for p in staging.iterdir())
