@@ -285,7 +285,12 @@ class DatasetView:
             AGENT_VIEW_FILES.labels("deleted").inc()
         result.evicted = self.evict(quota)
         todo = [rel for rel in sorted(wanted) if not self.holds(rel, plans[rel])]
-        budget = quota.capacity_bytes - self.cached_bytes
+        # A Dataset that fits under the high watermark gets its whole quota; one that does not
+        # is filled up to the watermark only, so an eviction is not undone by the next pass.
+        limit = quota.capacity_bytes
+        if result.total_bytes > quota.high * quota.capacity_bytes:
+            limit = int(quota.high * quota.capacity_bytes)
+        budget = limit - self.cached_bytes
         chosen: list[str] = []
         for rel in todo:
             held = self.files.get(rel)
@@ -307,11 +312,12 @@ class DatasetView:
     def _describe(self, result: SyncResult, missing: int, quota: Quota) -> str:
         if result.over_quota_bytes:
             return (
-                f"Dataset {self.namespace}/{self.name} holds {result.total_bytes} bytes in "
-                f"{result.total_files} files, more than its quota of {quota.capacity_bytes} "
-                f"bytes on node {self.settings.node_name}: {missing} files "
-                f"({result.over_quota_bytes} bytes) are not in the view; raise the "
-                f"EdgeCacheRuntime's tieredstore quota"
+                f"Dataset {self.namespace}/{self.name} is larger than its quota: "
+                f"{result.total_bytes} bytes in {result.total_files} files, quota "
+                f"{quota.capacity_bytes} bytes (high watermark {quota.high:g}) on node "
+                f"{self.settings.node_name}; {missing} files ({result.over_quota_bytes} bytes) "
+                f"are not in the view, which is not published; raise the EdgeCacheRuntime's "
+                f"tieredstore quota"
             )
         if result.failed:
             rel, why = next(iter(sorted(result.failed.items())))

@@ -4,12 +4,14 @@ with ``file://`` mounts: views appear with exact bytes, follow changes and delet
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from edgecache_testservers.kubeapi import KubeAPIServer
 
 from .conftest import (
     AgentProcess,
+    dataload,
     dataset,
     report,
     runtime,
@@ -102,3 +104,75 @@ def test_a_dataset_moved_to_another_pool_leaves_the_node(
     )
     wait_for(lambda: tree(b1.view("images")) == files, what="b1's view")
     wait_for(lambda: not a1.view("images").exists(), what="a1's view removed")
+
+
+def _spec(api: KubeAPIServer, node: str = "a1") -> dict[str, object]:
+    got = report(api, "images", node)
+    return got["spec"] if got else {}
+
+
+def test_a_dataset_larger_than_its_quota_is_reported_so_and_not_published(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    source = tmp_path / "bucket"
+    for i in range(6):
+        (source / f"f{i}.bin").parent.mkdir(parents=True, exist_ok=True)
+        (source / f"f{i}.bin").write_bytes(os.urandom(4096))
+    cluster.create(dataset("images", f"file://{source}"))
+    cluster.create(runtime("images", quota="10Ki", high="0.9", low="0.5"))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url).start()
+    agents.append(a1)
+    spec = wait_for(
+        lambda: (s := _spec(cluster)) and "larger than its quota" in s["view"]["message"] and s,
+        what="the over-quota report",
+    )
+    assert spec["view"]["ready"] is False
+    assert "24576 bytes in 6 files, quota 10240 bytes" in spec["view"]["message"]
+    held = tree(a1.view("images"))
+    assert 0 < sum(len(d) for d in held.values()) <= 0.9 * 10240
+    assert spec["cache"]["cachedBytes"] == sum(len(d) for d in held.values())
+    assert spec["cache"]["capacityBytes"] == 10240
+
+
+def test_a_lowered_quota_evicts_by_unlink_but_never_a_pinned_dataset(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    source = tmp_path / "bucket"
+    files = {f"f{i}.bin": os.urandom(4096) for i in range(6)}
+    for rel, data in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(data)
+    cluster.create(dataset("images", f"file://{source}"))
+    cluster.create(runtime("images", quota="1Mi"))
+    cluster.create(dataset("pinned", f"file://{source}"))
+    cluster.create(runtime("pinned", quota="1Mi"))
+    cluster.create(dataload("keep", "pinned", pin=True))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url, metadata_ttl=0.5).start()
+    agents.append(a1)
+    wait_for(lambda: tree(a1.view("images")) == files and tree(a1.view("pinned")) == files)
+    held_open = open(a1.view("images") / "f0.bin", "rb")  # noqa: SIM115 - a reader
+    for name in ("images", "pinned"):
+        cluster.patch(
+            "data.edgecache.io/v1alpha1",
+            "EdgeCacheRuntime",
+            name,
+            {"spec": runtime(name, quota="16Ki", high="0.9", low="0.5")["spec"]},
+            "default",
+        )
+    # 24 KiB > 0.9 x 16 KiB: the unpinned view is evicted to 8 KiB, then refilled to 14.4 KiB.
+    wait_for(
+        lambda: 0 < sum(len(d) for d in tree(a1.view("images")).values()) <= 0.9 * 16384,
+        what="eviction",
+    )
+    assert held_open.read() == files["f0.bin"]  # unlinked under a reader: still readable
+    held_open.close()
+    time.sleep(1.5)  # several passes: the pinned view is never touched
+    assert tree(a1.view("pinned")) == files
+    spec = wait_for(
+        lambda: (
+            (r := report(cluster, "pinned", "a1"))
+            and r["spec"]["cache"]["capacityBytes"] == 16384
+            and r["spec"]
+        ),
+    )
+    assert spec["cache"]["cachedBytes"] == 6 * 4096
