@@ -31,13 +31,18 @@ T = TypeVar("T")
 JSONObject = dict[str, Any]
 
 
+def seed_cluster(api: KubeAPIServer) -> None:
+    """Our CRDs, and nodes a1, a2 in pool-a and b1 in pool-b."""
+    for path in sorted((ROOT / "manifests/crds").glob("*.yaml")):
+        api.create(yaml.safe_load(path.read_text()))
+    for name, pool in (("a1", "pool-a"), ("a2", "pool-a"), ("b1", "pool-b")):
+        api.create(objects.node(name, labels={NODEPOOL_LABEL: pool}))
+
+
 @pytest.fixture
 def cluster() -> Iterator[KubeAPIServer]:
     with KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as api:
-        for path in sorted((ROOT / "manifests/crds").glob("*.yaml")):
-            api.create(yaml.safe_load(path.read_text()))
-        for name, pool in (("a1", "pool-a"), ("a2", "pool-a"), ("b1", "pool-b")):
-            api.create(objects.node(name, labels={NODEPOOL_LABEL: pool}))
+        seed_cluster(api)
         yield api
 
 

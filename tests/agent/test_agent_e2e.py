@@ -6,6 +6,7 @@ download nothing, and SIGKILLs mid-load that never let a partial file show in th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,13 +18,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from edgecache_testservers.kubeapi import KubeAPIServer
+from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECONDS
 from edgecache_testservers.oss import OSSServer
 from edgecache_testservers.wan import WANEmulator, WANProfile
 from moto.server import ThreadedMotoServer
@@ -32,11 +34,11 @@ from edgecache.k8s.objects import API_VERSION
 
 from .conftest import (
     AgentProcess,
-    ServiceProcess,
     dataload,
     dataset,
     report,
     runtime,
+    seed_cluster,
     start_controller,
     start_hub,
     tree,
@@ -70,7 +72,7 @@ class Site:
     oss_link: WANEmulator
     api_link: WANEmulator
     hub_url: str
-    services: list[ServiceProcess] = field(default_factory=list)
+    oss_prefix: str = "logs/"
 
     def put_s3(self, objects: dict[str, bytes], prefix: str = "images/") -> None:
         for key, data in objects.items():
@@ -87,7 +89,7 @@ class Site:
         return obj
 
     def oss_dataset(self, name: str = "logs") -> dict[str, Any]:
-        obj = dataset(name, "oss://data/logs/")
+        obj = dataset(name, f"oss://data/{self.oss_prefix}")
         mount = obj["spec"]["mounts"][0]
         mount["options"] = {"fs.oss.endpoint": self.oss_link.endpoint}
         mount["encryptOptions"] = [
@@ -115,8 +117,50 @@ class Site:
         return AgentProcess(self.base, node, self.hub_url, extra=extra, **kwargs)
 
 
+@dataclass
+class Cloud:
+    """What a module's tests share: the API, object stores, links, hub and controller."""
+
+    api: KubeAPIServer
+    oss: OSSServer
+    s3_link: WANEmulator
+    oss_link: WANEmulator
+    api_link: WANEmulator
+    hub_url: str
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterator[Cloud]:
+    base = tmp_path_factory.mktemp("cloud")
+    with (
+        KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as api,
+        OSSServer(credentials={OSS_KEY: OSS_SECRET}) as oss,
+        WANEmulator(moto_url, LINK) as s3_link,
+        WANEmulator(oss.endpoint, LINK) as oss_link,
+        WANEmulator(api.url, API_LINK) as api_link,
+    ):
+        seed_cluster(api)
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "oss-creds", "namespace": "default"},
+                "stringData": {"id": OSS_KEY, "secret": OSS_SECRET},
+            }
+        )
+        oss.create_bucket("data")
+        hub, hub_url = start_hub(base, api_link.endpoint)
+        controller = start_controller(base, api.url)
+        try:
+            yield Cloud(api, oss, s3_link, oss_link, api_link, hub_url)
+        finally:
+            controller.stop()
+            hub.stop()
+
+
 @pytest.fixture
-def site(cluster: KubeAPIServer, tmp_path: Path, moto_url: str) -> Iterator[Site]:
+def site(cloud: Cloud, tmp_path: Path, moto_url: str) -> Iterator[Site]:
+    """A fresh bucket and OSS prefix per test; its API objects are deleted afterwards."""
     s3 = boto3.client(
         "s3",
         endpoint_url=moto_url,
@@ -126,30 +170,29 @@ def site(cluster: KubeAPIServer, tmp_path: Path, moto_url: str) -> Iterator[Site
     )
     bucket = f"data-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
-    cluster.create(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "oss-creds", "namespace": "default"},
-            "stringData": {"id": OSS_KEY, "secret": OSS_SECRET},
-        }
+    built = Site(
+        cloud.api,
+        tmp_path,
+        s3,
+        bucket,
+        cloud.oss,
+        cloud.s3_link,
+        cloud.oss_link,
+        cloud.api_link,
+        cloud.hub_url,
+        oss_prefix=f"logs-{uuid.uuid4().hex[:8]}/",
     )
-    with (
-        OSSServer(credentials={OSS_KEY: OSS_SECRET}) as oss,
-        WANEmulator(moto_url, LINK) as s3_link,
-        WANEmulator(oss.endpoint, LINK) as oss_link,
-        WANEmulator(cluster.url, API_LINK) as api_link,
-    ):
-        oss.create_bucket("data")
-        hub, hub_url = start_hub(tmp_path, api_link.endpoint)
-        controller = start_controller(tmp_path, cluster.url)
-        built = Site(cluster, tmp_path, s3, bucket, oss, s3_link, oss_link, api_link, hub_url)
-        built.services += [hub, controller]
-        try:
-            yield built
-        finally:
-            for service in built.services:
-                service.stop()
+    try:
+        yield built
+    finally:
+        built.restore()
+        for kind in ("DataLoad", "Dataset", "EdgeCacheRuntime"):
+            for obj in cloud.api.list_objects(API_VERSION, kind, "default"):
+                cloud.api.delete(API_VERSION, kind, obj["metadata"]["name"], "default")
+        wait_for(
+            lambda: not cloud.api.list_objects(API_VERSION, "Dataset", "default"),
+            what="the test's Datasets gone (the controller's finalizer)",
+        )
 
 
 def objects_of(count: int, size: int, prefix: str = "") -> dict[str, bytes]:
@@ -172,7 +215,7 @@ def test_views_of_s3_and_oss_datasets_and_a_dataload_in_the_controllers_status(
     site.put_s3(images)
     logs = {"day1/a.log": os.urandom(3000), "day2/b.log": b"line\n" * 100}
     for key, data in logs.items():
-        site.oss.put_object("data", "logs/" + key, data)
+        site.oss.put_object("data", site.oss_prefix + key, data)
     site.api.create(site.s3_dataset())
     site.api.create(runtime("images"))
     site.api.create(site.oss_dataset())
@@ -329,6 +372,7 @@ while not os.path.exists(stop_file):
             checks += 1
             if expected.get(rel) != hashlib.sha256(data).hexdigest():
                 bad.append(f"{rel}: {len(data)} bytes, not the object's")
+    time.sleep(0.002)  # share the CPU with the agent it watches
 json.dump({"checks": checks, "bad": bad[:20]}, open(out, "w"))
 """
 
@@ -350,9 +394,15 @@ def test_sigkill_mid_load_never_shows_a_partial_file(
     )
     rng = random.Random(12)
     try:
-        for _ in range(8):
+        staging = a1.root / ".edgecache-agent" / "staging"
+        kills = 0
+        for _ in range(6):
             agent = site.agent().start()
-            time.sleep(rng.uniform(0.1, 0.9))
+            # Killed while a file is being written (a staging file exists), or soon after start.
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: any(staging.glob("*.tmp")), timeout_seconds=10)
+                kills += 1
+            time.sleep(rng.uniform(0.0, 0.2))
             agent.kill()
         a1 = site.agent().start()
         agents.append(a1)
@@ -360,8 +410,8 @@ def test_sigkill_mid_load_never_shows_a_partial_file(
     finally:
         stop_file.touch()
         watcher.wait(30)
+    assert kills >= 3, "the agent was never killed while writing a file"
     verdict = json.loads(out.read_text())
     assert verdict["bad"] == []
     assert verdict["checks"] > len(images)
-    staging = a1.root / ".edgecache-agent" / "staging"
     assert not staging.exists() or not any(p for p in staging.iterdir())
