@@ -216,6 +216,13 @@ class Kube:
                 return None
             raise
 
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> JSONObject:
+        """The list object of ``kind`` (in ``namespace``), selected by ``label_selector``."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        return await self._run("GET", resource_path(kind, namespace), query=query)
+
     async def create(self, kind: Kind, obj: Mapping[str, Any]) -> JSONObject:
         namespace = (obj.get("metadata") or {}).get("namespace")
         return await self._run(

@@ -18,6 +18,7 @@ Public API (everything else in this package is private)::
 from __future__ import annotations
 
 from edgecache.pool._hashing import owner_of, ranked
+from edgecache.pool._leases import LeaseMembership
 from edgecache.pool._members import Member, Membership, StaticMembership, parse_member
 from edgecache.pool._node import PoolNode
 from edgecache.pool._settings import LeaseSettings, PeerTimeouts, PoolSettings
@@ -33,6 +34,7 @@ __all__ = [
     "BLOCKS_PATH",
     "FORWARDED_HEADER",
     "ONLY_CACHED_HEADER",
+    "LeaseMembership",
     "LeaseSettings",
     "Member",
     "Membership",
