@@ -50,6 +50,7 @@ __all__ = [
     "PEER_BYTES_RECEIVED",
     "PEER_BYTES_SERVED",
     "PEER_HITS",
+    "PEER_MEMBERS",
     "PEER_REQUESTS",
     "REGISTRY",
 ]
@@ -142,6 +143,11 @@ PEER_BYTES_RECEIVED = Counter(
 PEER_BYTES_SERVED = Counter(
     "edgecache_peer_served_bytes",
     "Bytes of blocks this node served to its pool peers (raw, before LZ4).",
+    registry=REGISTRY,
+)
+PEER_MEMBERS = Gauge(
+    "edgecache_pool_members",
+    "Members of this node's pool as it sees them (itself included), before cooldowns.",
     registry=REGISTRY,
 )
 PEER_REQUESTS = Counter(

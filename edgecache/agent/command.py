@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from edgecache.errors import ConfigError, EdgeCacheError
 from edgecache.k8s import ConnectionFlags, ConnectionSettings, connection_options
 from edgecache.k8s.objects import NODEPOOL_LABEL
 from edgecache.k8s.official import official_configuration
+from edgecache.pool import LeaseMembership, LeaseSettings, Member, PoolNode, PoolSettings
 
 if TYPE_CHECKING:
     from edgecache.agent._csi_server import CsiServer
@@ -63,11 +65,34 @@ def _csi_server(agent: Agent, socket_path: Path, kubelet_dir: Path) -> CsiServer
     return CsiServer(socket_path, settings, agent, ready=agent.started.is_set)
 
 
-async def _run(agent: Agent, csi: CsiServer | None) -> None:
+def _pool_node(agent: Agent, settings: PoolSettings | None) -> PoolNode | None:
+    """The agent's part in its nodepool's cache sharing: static ``--peers``, else Leases
+    through the agent's API connection (the node's hub) in the pool its Node's label names."""
+    if settings is None:
+        return None
+    if settings.peers:
+        return PoolNode(settings)
+
+    def leases(me: Member) -> LeaseMembership:
+        return LeaseMembership(
+            me,
+            agent.kube,
+            pool=lambda: (agent.node_labels or {}).get(NODEPOOL_LABEL),
+            settings=settings.leases,
+            cooldown_seconds=settings.timeouts.cooldown_seconds,
+        )
+
+    return PoolNode(settings, membership=leases)
+
+
+async def _run(agent: Agent, csi: CsiServer | None, pool: PoolNode | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if pool is not None:
+        # Before the views: every engine the agent opens is served to peers and asks them.
+        await pool.start()
     if csi is not None:
         # Before the views: a publish that comes early waits (UNAVAILABLE, "not placed") and
         # Probe says not ready until the agent has loaded its local state.
@@ -87,6 +112,8 @@ async def _run(agent: Agent, csi: CsiServer | None) -> None:
     finally:
         if csi is not None:
             await csi.stop()
+        if pool is not None:
+            await pool.stop()
 
 
 def _positive(value: float, flag: str) -> float:
@@ -138,6 +165,30 @@ def _positive(value: float, flag: str) -> float:
     default=2.0,
     help="Least seconds between two writes of one CacheReport while progress changes.",
 )
+@click.option(
+    "--peer-listen",
+    help="host:port of the pool's block server (serves this node's cache to its nodepool "
+    "peers; needs --peer-token-file). Without it the node shares nothing.",
+)
+@click.option(
+    "--advertise", help="host:port peers reach the block server at (default: --peer-listen)."
+)
+@click.option(
+    "--peer-token-file",
+    type=click.Path(dir_okay=False),
+    help="File with the pool's shared token (a mounted Secret); peers without it get 401.",
+)
+@click.option(
+    "--peers",
+    help="Static pool members, comma separated [NAME=]HOST:PORT (this node may be listed); "
+    "default: Leases through the API, in the pool of the Node's apps.openyurt.io/nodepool.",
+)
+@click.option(
+    "--peer-namespace",
+    default=lambda: os.environ.get("POD_NAMESPACE") or "edgecache-system",
+    show_default="$POD_NAMESPACE or edgecache-system",
+    help="Namespace of the pool's Leases.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
 def agent_command(
     *,
@@ -150,6 +201,11 @@ def agent_command(
     kubelet_dir: Path,
     metadata_ttl: float,
     report_interval: float,
+    peer_listen: str | None,
+    advertise: str | None,
+    peer_token_file: str | None,
+    peers: str | None,
+    peer_namespace: str,
     verbose: bool,
 ) -> None:
     """Run the node agent: materialise the Datasets placed on this node's pool as plain files.
@@ -193,13 +249,27 @@ def agent_command(
         report_interval_seconds=report_interval,
         report_retry_seconds=min(report_interval, 2.0),
     )
+    pool_settings = None
+    if peer_listen is None:
+        if advertise or peer_token_file or peers:
+            raise click.UsageError("--advertise, --peer-token-file and --peers need --peer-listen")
+    else:
+        pool_settings = PoolSettings(
+            node_name=node_name,
+            listen=peer_listen,
+            advertise=advertise or "",
+            token_file=peer_token_file or "",
+            peers=[p.strip() for p in (peers or "").split(",") if p.strip()],
+            leases=LeaseSettings(namespace=peer_namespace),
+        )
     try:
         agent = Agent(settings, _api_client(settings_connection))
         csi = None if csi_socket is None else _csi_server(agent, csi_socket, kubelet_dir)
+        pool = _pool_node(agent, pool_settings)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     try:
-        asyncio.run(_run(agent, csi))
+        asyncio.run(_run(agent, csi, pool))
     except (OSError, EdgeCacheError) as exc:
         click.echo(f"edgecache agent: {exc}", err=True)
         sys.exit(1)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgecache.errors import ConfigError, quoted
+from edgecache.metrics import PEER_MEMBERS
 
 __all__ = ["Member", "Membership", "StaticMembership", "parse_address", "parse_member"]
 
@@ -93,6 +94,7 @@ class Membership:
         found = {m.name: m for m in members}
         found[self.me.name] = self.me
         self.members = tuple(sorted(found.values(), key=lambda m: m.name))
+        PEER_MEMBERS.set(len(self.members))
 
     async def start(self) -> None:
         """Begin keeping the list current (nothing to do for a static list)."""

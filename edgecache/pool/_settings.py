@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from edgecache.errors import ConfigError
+from edgecache.pool._members import parse_address, parse_member
 
 __all__ = ["LeaseSettings", "PeerTimeouts", "PoolSettings"]
 
@@ -85,3 +86,9 @@ class PoolSettings:
             )
         if not self.node_name:
             raise ConfigError("the pool needs this node's name")
+        if self.listen:
+            parse_address(self.listen, option="--peer-listen")
+        if self.advertise:
+            parse_address(self.advertise, option="--advertise")
+        for entry in self.peers:
+            parse_member(entry, option="--peers")

@@ -1,0 +1,132 @@
+"""The issue's test: three ``edgecache agent`` processes of one nodepool (own peer ports, roots
+and cache directories, membership from Leases) materialise one dataset from S3 behind the WAN
+emulator: the WAN carries it about once, every view is exact; one agent SIGKILLed while the
+others load leaves their views exact. (The issue's 256 MiB dataset is 32 MiB here, to keep
+the suite fast; bench/pool_bench.py reads 256 MiB.)"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from agent.conftest import AgentProcess, dataset, runtime, wait_for
+from edgecache_testservers.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECONDS
+from edgecache_testservers.wan import WANEmulator, WANProfile
+
+from edgecache.k8s.objects import NODEPOOL_LABEL
+
+from .conftest import Dataset, MiB, make_dataset
+
+pytestmark = pytest.mark.timeout(300)
+ROOT = Path(__file__).resolve().parents[2]
+NODES = ("a1", "a2", "a3")
+
+
+@pytest.fixture
+def cluster() -> Iterator[KubeAPIServer]:
+    with KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as api:
+        for path in sorted((ROOT / "manifests/crds").glob("*.yaml")):
+            api.create(yaml.safe_load(path.read_text()))
+        for name in NODES:
+            api.create(objects.node(name, labels={NODEPOOL_LABEL: "pool-a"}))
+        yield api
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    """Agents a test starts; all are stopped at the end."""
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.stop()
+
+
+def members_seen(agent: AgentProcess) -> float:
+    with urllib.request.urlopen(f"{agent.health_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r"^edgecache_pool_members (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def start_pool(
+    cluster: KubeAPIServer, tmp_path: Path, token_file: Path, agents: list[AgentProcess]
+) -> list[AgentProcess]:
+    for node in NODES:
+        extra = (
+            "--peer-listen=127.0.0.1:0",
+            f"--peer-token-file={token_file}",
+            "--peer-namespace=default",
+        )
+        agents.append(AgentProcess(tmp_path, node, cluster.url, metadata_ttl=60, extra=extra))
+        agents[-1].start()
+    # The dataset comes once every agent sees the whole pool (else the first blocks would be
+    # fetched by each node alone).
+    for agent in agents:
+        wait_for(lambda a=agent: members_seen(a) == len(NODES), what=f"{agent.node}'s pool")
+    return agents
+
+
+def place(cluster: KubeAPIServer, data: Dataset, endpoint: str) -> None:
+    body = dataset("shared", f"s3://{data.bucket}/data")
+    body["spec"]["mounts"][0]["options"] = {
+        "fs.s3a.endpoint": endpoint,
+        "aws.accessKeyId": "k",
+        "aws.secretAccessKey": "s",
+    }
+    cluster.create(body)
+    cluster.create(runtime("shared", blockSize="1MiB"))
+
+
+def view_digests(agent: AgentProcess) -> dict[str, str]:
+    """File name -> sha256 of the files in the agent's view of the dataset."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(agent.view("shared").rglob("*"))
+        if p.is_file()
+    }
+
+
+def expected_views(data: Dataset) -> dict[str, str]:
+    return {url.rsplit("/", 1)[1]: digest for url, digest in data.sha256.items()}
+
+
+def test_three_agents_fetch_a_dataset_over_the_wan_once(
+    cluster: KubeAPIServer,
+    tmp_path: Path,
+    token_file: Path,
+    agents: list[AgentProcess],
+    moto_endpoint: str,
+    wan: WANEmulator,
+) -> None:
+    data = make_dataset(moto_endpoint, files=8, file_bytes=4 * MiB)
+    pool = start_pool(cluster, tmp_path, token_file, agents)
+    place(cluster, data, wan.endpoint)
+    want = expected_views(data)
+    for agent in pool:
+        wait_for(lambda a=agent: view_digests(a) == want, timeout_seconds=120, what=agent.node)
+    assert wan.bytes_down <= 1.05 * data.size, (wan.bytes_down, data.size)
+
+
+def test_an_agent_killed_mid_load_leaves_the_other_views_exact(
+    cluster: KubeAPIServer,
+    tmp_path: Path,
+    token_file: Path,
+    agents: list[AgentProcess],
+    moto_endpoint: str,
+    wan: WANEmulator,
+) -> None:
+    wan.set_profile(WANProfile(rtt_ms=2, mbit=100))  # the load lasts a few seconds
+    data = make_dataset(moto_endpoint, files=8, file_bytes=4 * MiB)
+    a1, a2, a3 = start_pool(cluster, tmp_path, token_file, agents)
+    place(cluster, data, wan.endpoint)
+    wait_for(lambda: wan.bytes_down > data.size // 4, what="a quarter of the load")
+    a3.kill()
+    want = expected_views(data)
+    for agent in (a1, a2):
+        wait_for(lambda a=agent: view_digests(a) == want, timeout_seconds=120, what=agent.node)
