@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ from edgecache.agent._state import read_json, remove_stale_temporaries, write_js
 from edgecache.agent._view import DatasetView, MountSource, Quota
 from edgecache.config import CacheSettings
 from edgecache.dataset import DataLoad, Dataset, EdgeCacheRuntime, SpecError, parse_resource
+from edgecache.engine import ReadPlan
 from edgecache.errors import ViewNotReadyError
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.k8s.api import NODE, Kube, KubeError, KubeUnavailableError
@@ -136,6 +138,26 @@ class Agent:
                 f"{view.message or 'loading'}"
             )
         return view.path
+
+    # --- the pool's block holder ----------------------------------------------------------------
+    def held_block(self, plan: ReadPlan, index: int) -> bytes | None:
+        """Block ``index`` of ``plan`` from a view file holding exactly that object version
+        (views drop their blocks from the cache once copied), for the pool's peers; None if no
+        view holds it. Called in a worker thread: reads only what the views already hold."""
+        for view in list(self.views.values()):
+            path = view.held_file(plan)
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as held:
+                    data = os.pread(
+                        held.fileno(), plan.block_length(index), plan.block_start(index)
+                    )
+            except OSError:
+                continue
+            if len(data) == plan.block_length(index):
+                return data
+        return None
 
     # --- local state -----------------------------------------------------------------------------
     @property

@@ -409,6 +409,21 @@ class DatasetView:
         with contextlib.suppress(OSError):  # a filesystem without user xattrs: manifest only
             os.setxattr(staged, VERSION_XATTR, plan.version.encode())
 
+    def held_file(self, plan: ReadPlan) -> Path | None:
+        """The view file holding exactly ``plan``'s object version (backend, path, version),
+        or None: the pool serves its blocks from there."""
+        for relative, listed in list(self.plans.items()):  # a snapshot: called off the loop
+            if (listed.path, listed.version, listed.backend) != (
+                plan.path,
+                plan.version,
+                plan.backend,
+            ):
+                continue
+            held = self.files.get(relative)
+            if held is not None and held.version == plan.version and held.size == plan.size:
+                return self.path / relative
+        return None
+
     # --- removing --------------------------------------------------------------------------------
     def _unlink(self, relative: str) -> None:
         """Remove one file (open readers keep it) and the directories it leaves empty."""

@@ -71,7 +71,9 @@ def _pool_node(agent: Agent, settings: PoolSettings | None) -> PoolNode | None:
     if settings is None:
         return None
     if settings.peers:
-        return PoolNode(settings)
+        node = PoolNode(settings)
+        node.add_holder(agent.held_block)
+        return node
 
     def leases(me: Member) -> LeaseMembership:
         return LeaseMembership(
@@ -82,7 +84,9 @@ def _pool_node(agent: Agent, settings: PoolSettings | None) -> PoolNode | None:
             cooldown_seconds=settings.timeouts.cooldown_seconds,
         )
 
-    return PoolNode(settings, membership=leases)
+    node = PoolNode(settings, membership=leases)
+    node.add_holder(agent.held_block)
+    return node
 
 
 async def _run(agent: Agent, csi: CsiServer | None, pool: PoolNode | None = None) -> None:

@@ -25,7 +25,7 @@ from edgecache.engine import ReadEngine, when_engine_opens
 from edgecache.errors import ConfigError
 from edgecache.k8s import ConnectionSettings, TokenSource
 from edgecache.pool._members import Member, Membership, StaticMembership, parse_member
-from edgecache.pool._server import PeerServer
+from edgecache.pool._server import BlockHolder, PeerServer
 from edgecache.pool._settings import PoolSettings
 from edgecache.pool._source import PeerSource
 
@@ -56,6 +56,8 @@ class PoolNode:
         self._lock = threading.Lock()
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._stop_hook: Callable[[], None] | None = None
+        self.holders: list[BlockHolder] = []
+        """Where else this node keeps whole objects (:meth:`add_holder`)."""
         self.server: PeerServer | None = None
         self.running = False
 
@@ -84,6 +86,7 @@ class PoolNode:
                 listen=s.listen,
                 tokens=self.tokens,
                 engine_of=self.engine_of,
+                holders=self.holders,
                 compression=s.compression,
             )
             await self.server.start()
@@ -146,6 +149,11 @@ class PoolNode:
                 return
             engines.append(engine)
         engine.add_source(PeerSource(self, engine))
+
+    def add_holder(self, holder: BlockHolder) -> None:
+        """Serve blocks from ``holder`` too when the cache tiers do not have them (the agent
+        serves its materialised views: their blocks leave the cache once copied)."""
+        self.holders.append(holder)
 
     def engine_of(self, identity: str) -> ReadEngine | None:
         """An open engine of this process for backend ``identity`` (None: none)."""

@@ -3,7 +3,8 @@
 Place in the data path::
 
     peer's PeerSource --HTTP--> PeerServer --> ReadEngine (identity from the request)
-        MEM/SSD tiers (cached) --miss--> single-flight --> backend (WAN), then kept here
+        MEM/SSD tiers (cached), block holders (the agent's views)
+          --miss--> single-flight --> backend (WAN), then kept here
 
 Every request must carry the pool token (``Authorization: Bearer``), compared in constant time;
 without it, or with another, the answer is 401 and nothing else is looked at. A request the
@@ -40,7 +41,7 @@ from edgecache.pool._wire import (
     plan_from_query,
 )
 
-__all__ = ["PeerServer"]
+__all__ = ["BlockHolder", "PeerServer"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ _MIN_SAVING = 0.10
 """LZ4 is sent only when it saves at least this fraction (as on the SSD tier)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+BlockHolder = Callable[[ReadPlan, int], "bytes | None"]
+"""Somewhere else this node keeps whole objects (the agent's views, which drop their blocks
+from the cache once materialised): block ``index`` of exactly that version, or None. Called
+in a worker thread."""
 
 
 class PeerServer:
@@ -59,11 +64,13 @@ class PeerServer:
         listen: str,
         tokens: TokenSource,
         engine_of: Callable[[str], ReadEngine | None],
+        holders: list[BlockHolder] | None = None,
         compression: str = "auto",
     ) -> None:
         self.listen = listen
         self._tokens = tokens
         self._engine_of = engine_of
+        self._holders = holders if holders is not None else []
         self._compression = compression
         self._runner: web.AppRunner | None = None
         self.address = ""
@@ -134,7 +141,7 @@ class PeerServer:
             if "lz4" in request.headers.get(ACCEPT_COMPRESSION_HEADER, "")
             else "none"
         )
-        data = await asyncio.to_thread(engine.blocks.get_cached, key)
+        data = await asyncio.to_thread(self._held, engine, plan, index)
         if data is not None:
             self._count("cached")
             return await self._send(request, key.digest, data, compression)
@@ -160,6 +167,16 @@ class PeerServer:
         await response.write_eof()
         PEER_BYTES_SERVED.inc(len(data))
         return response
+
+    def _held(self, engine: ReadEngine, plan: ReadPlan, index: int) -> bytes | None:
+        data = engine.blocks.get_cached(plan.key(index))
+        for holder in self._holders:
+            if data is not None:
+                break
+            data = holder(plan, index)
+        if data is not None and len(data) != plan.block_length(index):
+            return None
+        return data
 
     async def _fetch(
         self, request: web.Request, engine: ReadEngine, plan: ReadPlan, index: int

@@ -47,11 +47,23 @@ def agents() -> Iterator[list[AgentProcess]]:
         agent.stop()
 
 
-def members_seen(agent: AgentProcess) -> float:
+def metrics(agent: AgentProcess) -> str:
     with urllib.request.urlopen(f"{agent.health_url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    found = re.search(r"^edgecache_pool_members (\S+)$", text, re.M)
+        return str(response.read().decode())
+
+
+def members_seen(agent: AgentProcess) -> float:
+    found = re.search(r"^edgecache_pool_members (\S+)$", metrics(agent), re.M)
     return float(found.group(1)) if found else 0.0
+
+
+def peer_requests(agents: list[AgentProcess]) -> dict[str, list[str]]:
+    """Each agent's peer request counters (for a failure's message)."""
+    return {
+        a.node: re.findall(r"^edgecache_peer_requests_total\{.*$", metrics(a), re.M)
+        for a in agents
+        if a.alive()
+    }
 
 
 def start_pool(
@@ -110,7 +122,7 @@ def test_three_agents_fetch_a_dataset_over_the_wan_once(
     want = expected_views(data)
     for agent in pool:
         wait_for(lambda a=agent: view_digests(a) == want, timeout_seconds=120, what=agent.node)
-    assert wan.bytes_down <= 1.05 * data.size, (wan.bytes_down, data.size)
+    assert wan.bytes_down <= 1.05 * data.size, (wan.bytes_down, data.size, peer_requests(pool))
 
 
 def test_an_agent_killed_mid_load_leaves_the_other_views_exact(
