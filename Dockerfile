@@ -22,6 +22,6 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels "edgecache[contro
 USER 65532:65532
 # 10261: hub API proxy; 10267: hub health/metrics; 10268: controller health/metrics;
 # 10269: agent health/metrics.
-EXPOSE 10261 10267 10268 10269
+EXPOSE 10261 10267 10268 10269 10270
 ENTRYPOINT ["edgecache"]
 CMD ["--help"]

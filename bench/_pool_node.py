@@ -1,0 +1,60 @@
+"""One pool node of ``pool_bench.py``, as its own process: reads the dataset through
+``fsspec.open`` per file and serves its blocks to its peers (edgecache.pool), driven by JSON
+lines on stdin (the benchmark's twin of the pool tests' peer process; benchmarks never import
+from tests/).
+
+    python bench/_pool_node.py '{"name": .., "cache_dir": .., "token_file": .., "s3": {..}}'
+
+Prints ``{"address": ...}`` once serving, then answers ``peers`` (its view of the pool),
+``list`` (the dataset's directory: metadata, and the engine its peers ask), ``read`` (every
+file in order; replies its elapsed seconds and the files' sha256) and ``quit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+
+import fsspec
+from fsspec.asyn import get_loop
+
+from edgecache.pool import PoolNode, PoolSettings, parse_member
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    node = PoolNode(
+        PoolSettings(
+            node_name=config["name"], listen="127.0.0.1:0", token_file=config["token_file"]
+        )
+    )
+    loop = get_loop()
+    asyncio.run_coroutine_threadsafe(node.start(), loop).result()
+    print(json.dumps({"address": node.me.address}), flush=True)
+    options = {"s3": config["s3"], "edgecache": {"cache_dir": config["cache_dir"]}}
+    for line in sys.stdin:
+        command = json.loads(line)
+        reply: dict[str, object] = {}
+        if command["cmd"] == "peers":
+            node.membership.set_members(parse_member(p) for p in command["peers"])
+        elif command["cmd"] == "list":
+            of = fsspec.open(command["urls"][0], "rb", **options)
+            of.fs.ls(of.path.rsplit("/", 1)[0])
+        elif command["cmd"] == "read":
+            started = time.perf_counter()
+            digests = {}
+            for url in command["urls"]:
+                with fsspec.open(url, "rb", **options) as f:
+                    digests[url] = hashlib.sha256(f.read()).hexdigest()
+            reply = {"seconds": time.perf_counter() - started, "sha256": digests}
+        elif command["cmd"] == "quit":
+            break
+        print(json.dumps(reply), flush=True)
+    asyncio.run_coroutine_threadsafe(node.stop(), loop).result()
+
+
+if __name__ == "__main__":
+    main()
