@@ -144,6 +144,13 @@ class Peer:
             found[event["url"]] = event["sha256"]
         return found
 
+    def pause(self) -> None:
+        """SIGSTOP: alive to the kernel (connections are accepted), silent to its peers."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait()

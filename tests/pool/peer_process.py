@@ -78,6 +78,12 @@ def main() -> None:
                 peer_hits=REGISTRY.get_sample_value("edgecache_peer_hits_total"),
                 received=REGISTRY.get_sample_value("edgecache_peer_received_bytes_total"),
                 sent=REGISTRY.get_sample_value("edgecache_peer_served_bytes_total"),
+                asked={
+                    result: REGISTRY.get_sample_value(
+                        "edgecache_peer_requests_total", {"side": "asked", "result": result}
+                    )
+                    for result in ("hit", "miss", "timeout", "refused", "error", "corrupt")
+                },
             )
         elif what == "quit":
             break

@@ -109,3 +109,20 @@ def test_disagreeing_views_never_forward_a_request_twice(
     served_by_c: dict[str, Any] = c.call("stats")["served"]
     assert served_by_b.get("fetched", 0) > 0  # a asked b for b's blocks; b fetched them itself
     assert served_by_c == {}, served_by_c  # and b never passed one on to c
+
+
+def test_a_silent_peer_is_skipped_after_the_first_byte_timeout(
+    start_peers: StartPeers, dataset: Dataset
+) -> None:
+    a, b = peers = start_peers(2, timeouts={"first_byte_seconds": 0.5, "cooldown_seconds": 60})
+    join(peers, dataset)
+    b.pause()
+    try:
+        a.send("read", urls=dataset.urls)
+        assert a.reads() == dataset.sha256
+        asked = a.call("stats")["asked"]
+    finally:
+        b.resume()
+    # The reads in flight to b when it went silent timed out once each; then b was left out.
+    assert 1 <= asked["timeout"] <= 8, asked
+    assert not asked["hit"], asked
