@@ -99,7 +99,9 @@ def test_edge_demo_runs_every_phase_and_writes_its_report(
     dataset = numbers["facts"]["dataset_bytes"]
     assert phases["warm-up"]["wan_data_bytes"] <= 1.1 * dataset
     assert phases["offline"]["wan_data_bytes"] == 0
-    assert phases["node-1"]["images_per_second"] > phases["baseline"]["images_per_second"]
+    # Numbers, not speed (speed is measured in bench/): every reading phase read every image.
+    for name in ("baseline", "node-1", "node-2", "offline"):
+        assert phases[name]["images"] == 40 and phases[name]["bytes_read"] > 0
     assert (tmp_path / "edge-demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
