@@ -48,8 +48,8 @@ FULL = Profile(
 
 TEST = Profile(
     name="test",
-    images=300,
-    image_bytes=(4 * KiB, 32 * KiB),
+    images=200,
+    image_bytes=(16 * KiB, 64 * KiB),
     shards=1,
     shard_bytes=4 * MiB,
     reads=40,
