@@ -508,7 +508,7 @@ class Demo:
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         report.save_json(json_path, self.phases, facts)
-        report.save_chart(png_path, self.phases, self.link_text)
+        report.save_chart(png_path, self.phases, self.link_text, manifest.total_bytes)
         print(f"\nnumbers: {json_path}\nchart:   {png_path}")
         missing = [p.title for p in self.phases if p.missing]
         failed = [p.title for p in self.phases if not p.ok]

@@ -91,7 +91,7 @@ def save_json(path: Path, phases: list[Phase], facts: dict[str, Any]) -> None:
     )
 
 
-def save_chart(path: Path, phases: list[Phase], subtitle: str) -> None:
+def save_chart(path: Path, phases: list[Phase], subtitle: str, dataset_bytes: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window
@@ -112,6 +112,15 @@ def save_chart(path: Path, phases: list[Phase], subtitle: str) -> None:
             f"{p.images_per_second:.0f}", (i, p.images_per_second or 0), ha="center", va="bottom"
         )
     right.bar([p.title for p in ran], [p.wan_data_bytes / MiB for p in ran], color="#7f8c8d")
+    if dataset_bytes:
+        right.axhline(dataset_bytes / MiB, color="#2e86c1", linestyle="--", linewidth=1)
+        right.annotate(
+            "the dataset, once",
+            (len(ran) - 0.5, dataset_bytes / MiB),
+            ha="right",
+            va="bottom",
+            color="#2e86c1",
+        )
     right.set_ylabel("MiB over the WAN (lower is better)")
     right.set_title("WAN bytes per phase")
     for axis in (left, right):
