@@ -86,7 +86,7 @@ def test_edge_demo_runs_every_phase_and_writes_its_report(
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     for expected in (
-        "kubectl get datasets,dataloads",
+        "get datasets,dataloads",
         "all 3 hubs switched to offline",
         "edgecache hub is offline",
         "every phase behaved",
