@@ -113,6 +113,11 @@ class Agent:
         self._wakes: dict[Key, asyncio.Event] = {}
         self._sources: dict[Key, tuple[str, list[MountSource]]] = {}
         self._changed = asyncio.Event()
+        self._touched: set[Key] = set()
+        """Datasets an event concerned since the last placement: their workers are woken."""
+        self._all_touched = True
+        """Every worker is woken (at start, and when the Node's labels change)."""
+        self._saved_objects = ""
         self._runner: web.AppRunner | None = None
         self.health_url = ""
         self.started = asyncio.Event()
@@ -193,7 +198,10 @@ class Agent:
                 obj for obj in self.known["dataloads"].values() if self._dataload_key(obj) in placed
             ],
         }
-        write_json(self._objects_file, keep)
+        text = json.dumps(keep, sort_keys=True)
+        if text != self._saved_objects:  # status updates of other objects change nothing here
+            write_json(self._objects_file, keep)
+            self._saved_objects = text
 
     @staticmethod
     def _dataload_key(obj: JSONObject) -> Key:
@@ -230,9 +238,14 @@ class Agent:
         self.health_url = f"http://{shown}:{bound[1]}"
 
     # --- observation -----------------------------------------------------------------------------
-    def _on_change(self, kind: str) -> None:
+    def _on_change(self, kind: str, old: JSONObject | None, new: JSONObject | None) -> None:
         # Called from the informer's first list too (its cache is the fresh list by then).
         self.known[kind] = dict(self.informers[kind].cache)
+        for obj in (old, new):
+            if obj is not None:
+                self._touched.add(
+                    self._dataload_key(obj) if kind == "dataloads" else object_key(obj)
+                )
         self._changed.set()
 
     async def _watch_node(self) -> None:
@@ -251,6 +264,7 @@ class Agent:
                     if labels != self.node_labels:
                         self.node_labels = labels
                         write_json(self._node_file, {"labels": labels})
+                        self._all_touched = True
                         self._changed.set()
             await asyncio.sleep(self.settings.node_refresh_seconds)
 
@@ -290,7 +304,10 @@ class Agent:
             if key not in self._workers:
                 self._wakes[key] = asyncio.Event()
                 self._workers[key] = asyncio.create_task(self._serve(key), name=f"view-{key}")
-            self._wakes[key].set()
+            elif self._all_touched or key in self._touched:
+                self._wakes[key].set()
+        self._touched.clear()
+        self._all_touched = False
         # Views left from Datasets this node no longer serves (deleted while we were down).
         if self._observed_everything():
             for key in set(self.views) - set(placed):
@@ -492,7 +509,7 @@ class Agent:
             informer = Informer(
                 self.kube,
                 kind_obj,
-                on_change=lambda old, new, kind=kind: self._on_change(kind),  # type: ignore[misc]
+                on_change=lambda old, new, kind=kind: self._on_change(kind, old, new),  # type: ignore[misc]
                 restarts=AGENT_WATCH_RESTARTS,
             )
             self.informers[kind] = informer

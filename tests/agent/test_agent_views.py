@@ -9,6 +9,8 @@ from pathlib import Path
 
 from edgecache_testservers.kubeapi import KubeAPIServer
 
+from edgecache.k8s.objects import API_VERSION
+
 from .conftest import (
     AgentProcess,
     dataload,
@@ -176,3 +178,71 @@ def test_a_lowered_quota_evicts_by_unlink_but_never_a_pinned_dataset(
         ),
     )
     assert spec["cache"]["cachedBytes"] == 6 * 4096
+
+
+def _text(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def test_restarted_with_no_api_at_all_it_serves_its_views_from_local_state(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    source = tmp_path / "bucket"
+    files = _data(source)
+    cluster.create(dataset("images", f"file://{source}"))
+    cluster.create(runtime("images"))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url).start()
+    agents.append(a1)
+    wait_for(lambda: (s := _spec(cluster)) and s["view"]["ready"], what="the first report")
+    assert a1.stop() == 0
+    cluster.stop()  # no API server, no hub: nothing answers
+    offline = AgentProcess(tmp_path, "a1", cluster.url).start()
+    agents.append(offline)
+    assert "ok: 1 of 1 views ready" in _text(offline.health_url + "/readyz")
+    assert tree(offline.view("images")) == files
+    wait_for(
+        lambda: "edgecache_agent_reports_pending 1.0" in _text(offline.health_url + "/metrics"),
+        what="the report queued",
+    )
+
+
+def test_a_dataload_run_reports_progress_and_the_paths_it_could_not_load(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    source = tmp_path / "bucket"
+    files = _data(source)
+    cluster.create(dataset("images", f"file://{source}"))
+    cluster.create(runtime("images"))
+    created = cluster.create(dataload("warm", "images", "/dir", "/nope"))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url).start()
+    agents.append(a1)
+    wait_for(lambda: tree(a1.view("images")) == files, what="the view")
+    # The controller's part: start run 1.
+    cluster.patch(
+        API_VERSION, "DataLoad", "warm", {"status": {"run": 1}}, "default", subresource="status"
+    )
+    spec = wait_for(
+        lambda: (
+            (s := _spec(cluster))
+            and s.get("dataLoads")
+            and s["dataLoads"][0]["phase"] != "Loading"
+            and s
+        ),
+        what="the run's end",
+    )
+    (entry,) = spec["dataLoads"]
+    dir_files = [k for k in files if k.startswith("dir/")]
+    assert entry == {
+        "name": "warm",
+        "uid": created["metadata"]["uid"],
+        "run": 1,
+        "phase": "Failed",
+        "filesTotal": len(dir_files),
+        "filesDone": len(dir_files),
+        "bytesTotal": sum(len(files[k]) for k in dir_files),
+        "bytesDone": sum(len(files[k]) for k in dir_files),
+        "failedPaths": ["/nope"],
+    }
