@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import pathlib
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from edgecache.agent._copies import ViewCopies
 from edgecache.agent._dataloads import pending_run, run_dataload
 from edgecache.agent._reports import ReportSender, report_for
 from edgecache.agent._settings import AgentSettings
@@ -105,6 +105,8 @@ class Agent:
             retry_seconds=settings.report_retry_seconds,
         )
         self.views: dict[Key, DatasetView] = {}
+        self.copies = ViewCopies()
+        """Which view file holds which object version (the pool serves blocks from them)."""
         self.placed: dict[Key, _Placed] = {}
         self.node_labels: dict[str, str] | None = None
         self.known: dict[str, dict[Key, JSONObject]] = {kind: {} for kind in _KINDS}
@@ -146,23 +148,10 @@ class Agent:
 
     # --- the pool's block holder ----------------------------------------------------------------
     def held_block(self, plan: ReadPlan, index: int) -> bytes | None:
-        """Block ``index`` of ``plan`` from a view file holding exactly that object version
+        """Block ``index`` of ``plan`` from the view file holding exactly that object version
         (views drop their blocks from the cache once copied), for the pool's peers; None if no
         view holds it. Called in a worker thread: reads only what the views already hold."""
-        for view in list(self.views.values()):
-            path = view.held_file(plan)
-            if path is None:
-                continue
-            try:
-                with open(path, "rb") as held:
-                    data = os.pread(
-                        held.fileno(), plan.block_length(index), plan.block_start(index)
-                    )
-            except OSError:
-                continue
-            if len(data) == plan.block_length(index):
-                return data
-        return None
+        return self.copies.read_block(plan, index)
 
     # --- local state -----------------------------------------------------------------------------
     @property
@@ -187,7 +176,7 @@ class Agent:
         if views.is_dir():
             for manifest in views.glob("*/*.json"):
                 key = (manifest.parent.name, manifest.stem)
-                self.views[key] = DatasetView(self.settings, *key)
+                self.views[key] = DatasetView(self.settings, *key, copies=self.copies)
 
     def _save_objects(self) -> None:
         placed = set(self.placed)
@@ -432,7 +421,7 @@ class Agent:
             return
         view = self.views.get(key)
         if view is None:
-            view = self.views[key] = DatasetView(self.settings, *key)
+            view = self.views[key] = DatasetView(self.settings, *key, copies=self.copies)
         view.uid = str((placed.obj.get("metadata") or {}).get("uid") or view.uid)
         if placed.runtime is None:
             self._report(key, view, placed)

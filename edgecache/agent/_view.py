@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgecache.agent._copies import ViewCopies
 from edgecache.agent._settings import AgentSettings
 from edgecache.agent._state import read_json, write_json
 from edgecache.dataset import Mount
@@ -76,6 +77,9 @@ class ViewFile:
 
     version: str
     size: int
+    backend: str = ""
+    """Identity of the backend it came from and its object path (for :class:`ViewCopies`)."""
+    object_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,16 @@ def _etag(info: dict[str, Any]) -> str:
 class DatasetView:
     """The view of Dataset ``namespace/name`` and its manifest (see the module docstring)."""
 
-    def __init__(self, settings: AgentSettings, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        namespace: str,
+        name: str,
+        copies: ViewCopies | None = None,
+    ) -> None:
         self.settings = settings
+        self.copies = copies if copies is not None else ViewCopies()
+        """Where the engines find blocks of the files this view holds."""
         self.namespace = namespace
         self.name = name
         self.path = settings.view_path(namespace, name)
@@ -158,8 +170,16 @@ class DatasetView:
             self.misses = int(data.get("misses") or 0)
             self.loads = dict(data.get("loads") or {})
             for rel, entry in (data.get("files") or {}).items():
-                self.files[rel] = ViewFile(str(entry["version"]), int(entry["size"]))
+                self.files[rel] = ViewFile(
+                    str(entry["version"]),
+                    int(entry["size"]),
+                    str(entry.get("backend") or ""),
+                    str(entry.get("object") or ""),
+                )
         self._reconcile_with_disk()
+        for rel, held in self.files.items():
+            if held.backend and held.object_path:
+                self.copies.add(held.backend, held.object_path, held.version, self.path / rel)
 
     def _reconcile_with_disk(self) -> None:
         """The files are the truth: drop entries whose file is gone, adopt tagged files the
@@ -201,7 +221,15 @@ class DatasetView:
                 "hits": self.hits,
                 "misses": self.misses,
                 "loads": self.loads,
-                "files": {r: {"version": f.version, "size": f.size} for r, f in self.files.items()},
+                "files": {
+                    r: {
+                        "version": f.version,
+                        "size": f.size,
+                        "backend": f.backend,
+                        "object": f.object_path,
+                    }
+                    for r, f in self.files.items()
+                },
             },
         )
 
@@ -250,7 +278,12 @@ class DatasetView:
     def holds(self, relative: str, plan: ReadPlan) -> bool:
         """The view holds ``relative`` at ``plan``'s version."""
         held = self.files.get(relative)
-        return held is not None and held.version == plan.version and held.size == plan.size
+        if held is None or held.version != plan.version or held.size != plan.size:
+            return False
+        if not held.object_path:  # adopted from its version attribute: learn where it is from
+            held.backend, held.object_path = plan.backend, plan.path
+            self.copies.add(plan.backend, plan.path, plan.version, self.path / relative)
+        return True
 
     # --- one pass --------------------------------------------------------------------------------
     async def sync(
@@ -379,7 +412,13 @@ class DatasetView:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()
-        self.files[wanted.relative] = ViewFile(written.version, written.size)
+        old = self.files.get(wanted.relative)
+        if old is not None:
+            self.copies.discard(old.backend, old.object_path, old.version)
+        self.files[wanted.relative] = ViewFile(
+            written.version, written.size, written.backend, written.path
+        )
+        self.copies.add(written.backend, written.path, written.version, final)
         # The view file is the node's copy of these bytes now: keeping the blocks too would
         # store them twice under one quota.
         engine.blocks.invalidate([written.key(i) for i in written.blocks()])
@@ -409,25 +448,12 @@ class DatasetView:
         with contextlib.suppress(OSError):  # a filesystem without user xattrs: manifest only
             os.setxattr(staged, VERSION_XATTR, plan.version.encode())
 
-    def held_file(self, plan: ReadPlan) -> Path | None:
-        """The view file holding exactly ``plan``'s object version (backend, path, version),
-        or None: the pool serves its blocks from there."""
-        for relative, listed in list(self.plans.items()):  # a snapshot: called off the loop
-            if (listed.path, listed.version, listed.backend) != (
-                plan.path,
-                plan.version,
-                plan.backend,
-            ):
-                continue
-            held = self.files.get(relative)
-            if held is not None and held.version == plan.version and held.size == plan.size:
-                return self.path / relative
-        return None
-
     # --- removing --------------------------------------------------------------------------------
     def _unlink(self, relative: str) -> None:
         """Remove one file (open readers keep it) and the directories it leaves empty."""
-        self.files.pop(relative, None)
+        held = self.files.pop(relative, None)
+        if held is not None:
+            self.copies.discard(held.backend, held.object_path, held.version)
         target = self.path / relative
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
