@@ -76,6 +76,9 @@ class _Placed:
     dataset: Dataset
     runtime: EdgeCacheRuntime | None
     problem: str = ""
+    deleting: bool = False
+    """Being deleted: the view keeps serving the pods that still use its volume (PVC
+    protection holds the deletion until they end), but is no longer updated or reported."""
 
 
 def quota_of(runtime: EdgeCacheRuntime, *, pinned: bool) -> Quota:
@@ -120,6 +123,7 @@ class Agent:
         self._all_touched = True
         """Every worker is woken (at start, and when the Node's labels change)."""
         self._saved_objects = ""
+        self._node_answered = False
         self._runner: web.AppRunner | None = None
         self.health_url = ""
         self.started = asyncio.Event()
@@ -246,6 +250,9 @@ class Agent:
                 log.info("reading Node %s failed: %s", self.settings.node_name, exc)
             else:
                 AGENT_API_ONLINE.set(1)
+                if node is not None and not self._node_answered:
+                    self._node_answered = True
+                    self._changed.set()  # absence in the informers now means gone
                 if node is None:
                     log.warning("Node %s does not exist", self.settings.node_name)
                 else:
@@ -264,8 +271,6 @@ class Agent:
         placed: dict[Key, _Placed] = {}
         if labels is not None:
             for key, obj in self.known["datasets"].items():
-                if (obj.get("metadata") or {}).get("deletionTimestamp"):
-                    continue
                 try:
                     dataset = parse_resource(obj)
                 except SpecError as exc:
@@ -285,7 +290,8 @@ class Agent:
                         runtime = parsed
                     except SpecError as exc:
                         problem = str(exc)
-                placed[key] = _Placed(obj, dataset, runtime, problem)
+                deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+                placed[key] = _Placed(obj, dataset, runtime, problem, deleting)
         for key in set(self.placed) - set(placed):
             self._retire(key, remove_view=self._observed_everything())
         self.placed = placed
@@ -307,7 +313,7 @@ class Agent:
     def _observed_everything(self) -> bool:
         """The API answered every list and the Node: absence means gone, not unknown."""
         return (
-            self.node_labels is not None
+            self._node_answered
             and bool(self.informers)
             and all(i.synced.is_set() for i in self.informers.values())
         )
@@ -417,7 +423,7 @@ class Agent:
 
     async def _serve_once(self, key: Key) -> None:
         placed = self.placed.get(key)
-        if placed is None:
+        if placed is None or placed.deleting:
             return
         view = self.views.get(key)
         if view is None:

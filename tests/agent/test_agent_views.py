@@ -246,3 +246,22 @@ def test_a_dataload_run_reports_progress_and_the_paths_it_could_not_load(
         "bytesDone": sum(len(files[k]) for k in dir_files),
         "failedPaths": ["/nope"],
     }
+
+
+def test_a_dataset_being_deleted_keeps_its_view_until_it_is_gone(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    source = tmp_path / "bucket"
+    files = _data(source)
+    held = dataset("images", f"file://{source}")
+    held["metadata"]["finalizers"] = ["test.edgecache.io/hold"]  # as a PVC in use holds it
+    cluster.create(held)
+    cluster.create(runtime("images"))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url).start()
+    agents.append(a1)
+    wait_for(lambda: tree(a1.view("images")) == files, what="the view")
+    cluster.delete(API_VERSION, "Dataset", "images", "default")
+    time.sleep(1.5)  # the agent saw the deletionTimestamp: pods may still use the view
+    assert tree(a1.view("images")) == files
+    cluster.patch(API_VERSION, "Dataset", "images", {"metadata": {"finalizers": []}}, "default")
+    wait_for(lambda: not a1.view("images").exists(), what="the view removed")
