@@ -402,8 +402,9 @@ class DatasetView:
         self.staging.mkdir(parents=True, exist_ok=True)
         staged = self.staging / f".{uuid.uuid4().hex}.{os.getpid()}.tmp"
         try:
+            # Four blocks per read: a few files at once stay within tens of MiB of memory.
             written = await engine.materialise(
-                wanted.object_path, str(staged), block_size=block_size, ttl=ttl
+                wanted.object_path, str(staged), block_size=block_size, ttl=ttl, step_blocks=4
             )
             await asyncio.to_thread(self._verify_and_seal, staged, written, wanted)
             final = self.path / wanted.relative
