@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=sorted(PROFILES),
         default="full",
-        help="full: 2,000 images + shards, 150 reads (2-3 min); test: a one-minute version",
+        help="full: 1,500 images + 2 shards, 150 reads (2-3 min); test: a one-minute version",
     )
     parser.add_argument("--out", type=Path, default=DEMO_DIR / "out", help="JSON and PNG go here")
     parser.add_argument(

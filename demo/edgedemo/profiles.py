@@ -35,8 +35,8 @@ class Profile:
 
 FULL = Profile(
     name="full",
-    images=2000,
-    image_bytes=(6 * KiB, 48 * KiB),
+    images=1500,
+    image_bytes=(16 * KiB, 96 * KiB),
     shards=2,
     shard_bytes=8 * MiB,
     reads=150,
