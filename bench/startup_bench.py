@@ -94,19 +94,22 @@ def populate(cache_dir: str, blocks: int) -> dict[str, float]:
     db.execute("PRAGMA synchronous=NORMAL")
     (seq,) = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
 
+    from edgecache.cache._index import row_sum  # rows written here must verify as ours do
+
     def rows() -> object:
         for n, i in enumerate(range(REAL_BLOCKS, blocks), start=1):
             key = block_key(i)
             # queue 0/1 alternating in runs: both S3-FIFO queues are populated, as in use.
             queue = 1 if (i // 64) % 10 else 0
-            yield (key.digest, 0, stored, BLOCK_SIZE, queue, 0, seq + n, 0, BACKEND, key.path)  # type: ignore[attr-defined]
+            fields = (key.digest, 0, stored, BLOCK_SIZE, queue, 0, BACKEND, key.path, "")  # type: ignore[attr-defined]
+            yield (*fields, row_sum(*fields), 0, seq + n)
 
     extra = max(blocks - REAL_BLOCKS, 0)
     main_blocks = sum(1 for i in range(REAL_BLOCKS, blocks) if (i // 64) % 10)
     db.execute("BEGIN")
     db.executemany(
-        "INSERT INTO blocks(digest, dir, size, raw, queue, freq, seq, pinned, backend, path) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO blocks(digest, dir, size, raw, queue, pinned, backend, path, writing, "
+        "check_sum, freq, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         rows(),  # type: ignore[arg-type]
     )  # type: ignore[arg-type]
     db.execute(

@@ -28,6 +28,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+
+import xxhash
 
 from edgecache.cache.eviction import EvictionPolicy, PolicyEntry
 from edgecache.errors import PinError
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS blocks(
     pinned  INTEGER NOT NULL,
     backend TEXT NOT NULL,
     path    TEXT NOT NULL,
-    writing TEXT NOT NULL DEFAULT ''
+    writing TEXT NOT NULL DEFAULT '',
+    check_sum TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blocks_order ON blocks(dir, pinned, queue, seq);
 CREATE INDEX IF NOT EXISTS blocks_path ON blocks(backend, path);
@@ -88,6 +92,55 @@ INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('pins_version', 0), ('schema', 1)
 
 _GHOST_MIN = 4096
 _QUEUE_COLUMN = {0: "small", 1: "main"}
+
+#: The columns of a block row that its checksum covers, then the checksum. ``freq`` and ``seq``
+#: are left out: they change on every hit, and any integer there is a legal policy hint.
+_ROW = "digest, dir, size, raw, queue, pinned, backend, path, writing, check_sum"
+
+
+def row_sum(*fields: object) -> str:
+    """xxh3-64 (hex) of a block row's covered fields, types included (``repr``): a flipped bit
+    that turns a number into text, or one digit into another, no longer matches."""
+    return xxhash.xxh3_64_hexdigest("\0".join(map(repr, fields)).encode("utf-8", "surrogatepass"))
+
+
+def _with_sum(*fields: object) -> tuple[object, ...]:
+    """A row's covered fields followed by their checksum (``_ROW``'s columns)."""
+    return (*fields, row_sum(*fields))
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A block row whose checksum and value ranges were verified."""
+
+    digest: str
+    dir: int
+    size: int
+    raw: int
+    queue: int
+    pinned: int
+    backend: str
+    path: str
+    writing: str
+
+    def fields(self) -> tuple[object, ...]:
+        return (
+            self.digest,
+            self.dir,
+            self.size,
+            self.raw,
+            self.queue,
+            self.pinned,
+            self.backend,
+            self.path,
+            self.writing,
+        )
+
+    def with_(self, **changes: Any) -> tuple[object, ...]:
+        """The covered fields with ``changes``, and their new checksum, for an UPDATE."""
+        values = {**self.__dict__, **changes}
+        fields = tuple(values[name] for name in self.__dataclass_fields__)
+        return (*fields, row_sum(*fields))
 
 
 @dataclass(frozen=True)
@@ -133,32 +186,39 @@ class _SQLPolicyStore:
         self._on_remove = on_remove
 
     def head(self, queue: int) -> PolicyEntry | None:
-        row = self._db.execute(
-            "SELECT digest, size, freq FROM blocks WHERE dir=? AND pinned=0 AND queue=? "
-            "ORDER BY seq LIMIT 1",
-            (self._dir, queue),
-        ).fetchone()
-        return None if row is None else PolicyEntry(row[0], row[1], queue, row[2])
+        while True:
+            row = self._db.execute(
+                f"SELECT {_ROW}, freq FROM blocks WHERE dir=? AND pinned=0 AND queue=? "
+                "ORDER BY seq LIMIT 1",
+                (self._dir, queue),
+            ).fetchone()
+            if row is None:
+                return None
+            block = self._index._verified(row[:-1])
+            if block is None:
+                continue  # dropped: the next one is the head
+            freq = row[-1] if isinstance(row[-1], int) else 0
+            return PolicyEntry(block.digest, block.size, queue, freq)
 
     def requeue(self, key: str, queue: int, freq: int) -> None:
-        row = self._db.execute("SELECT queue, size FROM blocks WHERE digest=?", (key,)).fetchone()
-        if row is None:
+        block = self._index._fetch(key)
+        if block is None:
             return
         self._db.execute(
-            "UPDATE blocks SET queue=?, freq=?, seq=? WHERE digest=?",
-            (queue, freq, self._index._next_seq(), key),
+            "UPDATE blocks SET queue=?, freq=?, seq=?, check_sum=? WHERE digest=?",
+            (queue, freq, self._index._next_seq(), block.with_(queue=queue)[-1], key),
         )
-        if row[0] != queue:
+        if block.queue != queue:
             self._db.execute(
-                f"UPDATE dirs SET {_QUEUE_COLUMN[row[0]]}={_QUEUE_COLUMN[row[0]]}-?, "
+                f"UPDATE dirs SET {_QUEUE_COLUMN[block.queue]}={_QUEUE_COLUMN[block.queue]}-?, "
                 f"{_QUEUE_COLUMN[queue]}={_QUEUE_COLUMN[queue]}+? WHERE dir=?",
-                (row[1], row[1], self._dir),
+                (block.size, block.size, self._dir),
             )
 
     def remove(self, key: str) -> None:
-        row = self._db.execute("SELECT dir, size FROM blocks WHERE digest=?", (key,)).fetchone()
-        if row is not None:
-            self._on_remove(key, row[0])
+        block = self._index._fetch(key)
+        if block is not None:
+            self._on_remove(key, block.dir)
             self._index._delete_row(key)
 
     def queue_bytes(self, queue: int) -> int:
@@ -199,6 +259,7 @@ class BlockIndex:
         self._seq: int | None = None
         self._pins: list[PinRecord] = []
         self._pins_version = -1
+        self._reported_damage: set[str] = set()
 
     # --- transactions --------------------------------------------------------------------------
     @contextmanager
@@ -224,18 +285,57 @@ class BlockIndex:
         self._seq += 1
         return self._seq
 
+    # --- rows, verified ------------------------------------------------------------------------
+    def _verified(self, row: tuple[Any, ...]) -> _Block | None:
+        """The block a row (``_ROW``'s columns) describes if its checksum and value ranges
+        hold; otherwise the row is dropped (inside the caller's write transaction) and None."""
+        *fields, stored = row
+        digest, dir_id, size, raw, queue, pinned = fields[:6]
+        if (
+            isinstance(stored, str)
+            and stored == row_sum(*fields)
+            and all(isinstance(v, int) for v in (dir_id, size, raw, queue, pinned))
+            and all(isinstance(v, str) for v in (digest, *fields[6:]))
+            and 0 <= dir_id < len(self.quotas)
+            and queue in _QUEUE_COLUMN
+            and pinned in (0, 1)
+            and size >= 0
+            and raw >= 0
+        ):
+            return _Block(*fields)
+        self._drop_damaged(row[0])
+        return None
+
+    def _fetch(self, digest: str) -> _Block | None:
+        """The verified row of ``digest`` (None: no row, or a damaged one, now dropped)."""
+        row = self._db.execute(f"SELECT {_ROW} FROM blocks WHERE digest=?", (digest,)).fetchone()
+        return None if row is None else self._verified(row)
+
+    def _drop_damaged(self, digest: Any) -> None:
+        """Drop a row whose checksum fails (a flipped bit, a stray write): its numbers cannot
+        be trusted, so the running sums are recomputed from the rows left. Its block file, if
+        any, verifies itself on every read; it is accounted for again when the block is stored
+        again, and ``stats --verify`` removes it meanwhile."""
+        self._db.execute("DELETE FROM blocks WHERE digest=?", (digest,))
+        self._fix_sums()
+        name = repr(digest)[:80]
+        if name not in self._reported_damage:
+            self._reported_damage.add(name)
+            log.warning(
+                "cache index: dropped the damaged row of block %s (its checksum or values do "
+                "not hold); the block is read from its self-checking file or fetched again",
+                name,
+            )
+
     def _delete_row(self, digest: str) -> None:
-        row = self._db.execute(
-            "SELECT dir, size, queue, pinned FROM blocks WHERE digest=?", (digest,)
-        ).fetchone()
-        if row is None:
+        block = self._fetch(digest)
+        if block is None:
             return
-        dir_id, size, queue, pinned = row
         self._db.execute("DELETE FROM blocks WHERE digest=?", (digest,))
         self._db.execute(
             f"UPDATE dirs SET used=used-?, pinned=pinned-?, blocks=blocks-1, "
-            f"{_QUEUE_COLUMN[queue]}={_QUEUE_COLUMN[queue]}-? WHERE dir=?",
-            (size, size if pinned else 0, size, dir_id),
+            f"{_QUEUE_COLUMN[block.queue]}={_QUEUE_COLUMN[block.queue]}-? WHERE dir=?",
+            (block.size, block.size if block.pinned else 0, block.size, block.dir),
         )
 
     def _refresh_pins(self) -> None:
@@ -271,7 +371,8 @@ class BlockIndex:
         quota = self.quotas[dir_id]
         with self._write():
             self._refresh_pins()
-            old = self._db.execute("SELECT dir FROM blocks WHERE digest=?", (digest,)).fetchone()
+            found = self._fetch(digest)
+            old = None if found is None else (found.dir,)
             self._delete_row(digest)
             used, pinned = self._db.execute(
                 "SELECT used, pinned FROM dirs WHERE dir=?", (dir_id,)
@@ -292,19 +393,13 @@ class BlockIndex:
             queue, freq = self.policy.admit(_SQLPolicyStore(self, dir_id, unlink), digest)
             self._db.execute("DELETE FROM ghost WHERE digest=?", (digest,))
             self._db.execute(
-                "INSERT INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO blocks({_ROW}, freq, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    digest,
-                    dir_id,
-                    size,
-                    raw,
-                    queue,
+                    *_with_sum(
+                        digest, dir_id, size, raw, queue, int(is_pinned), backend, path, token
+                    ),
                     freq,
                     self._next_seq(),
-                    int(is_pinned),
-                    backend,
-                    path,
-                    token,
                 ),
             )
             self._db.execute(
@@ -342,13 +437,14 @@ class BlockIndex:
         transaction, so no other writer can reserve the name in between. False in that case.
         """
         with self._write():
-            done = self._db.execute(
-                "UPDATE blocks SET writing='' WHERE digest=? AND writing=?", (digest, token)
-            ).rowcount
-            if done:
+            block = self._fetch(digest)
+            if block is not None and block.writing == token:
+                self._db.execute(
+                    "UPDATE blocks SET writing='', check_sum=? WHERE digest=?",
+                    (block.with_(writing="")[-1], digest),
+                )
                 return True
-            row = self._db.execute("SELECT 1 FROM blocks WHERE digest=?", (digest,)).fetchone()
-            if row is None:
+            if block is None:
                 unlink()
             # Otherwise another writer reserved the block again and its file replaces ours.
             return False
@@ -372,12 +468,10 @@ class BlockIndex:
         the same transaction: a writer cannot store the block anew between the two.
         """
         with self._write():
-            row = self._db.execute(
-                "SELECT writing FROM blocks WHERE digest=?", (digest,)
-            ).fetchone()
-            if row is None or (token is not None and row[0] != token):
+            block = self._fetch(digest)
+            if block is None or (token is not None and block.writing != token):
                 return False
-            if (written and row[0]) or (if_missing and os.path.exists(if_missing)):
+            if (written and block.writing) or (if_missing and os.path.exists(if_missing)):
                 return False
             if unlink is not None:
                 unlink()
@@ -397,17 +491,21 @@ class BlockIndex:
         with self._write():
             for digest, count in hits.items():
                 row = self._db.execute(
-                    "SELECT queue, freq FROM blocks WHERE digest=?", (digest,)
+                    f"SELECT {_ROW}, freq FROM blocks WHERE digest=?", (digest,)
                 ).fetchone()
                 if row is None:
                     continue
-                move, freq = self.policy.on_hit(row[0], row[1], count)
+                block = self._verified(row[:-1])
+                if block is None:
+                    continue
+                old_freq = row[-1] if isinstance(row[-1], int) else 0
+                move, freq = self.policy.on_hit(block.queue, old_freq, count)
                 if move:
                     self._db.execute(
                         "UPDATE blocks SET freq=?, seq=? WHERE digest=?",
                         (freq, self._next_seq(), digest),
                     )
-                elif freq != row[1]:
+                elif freq != row[-1]:
                     self._db.execute("UPDATE blocks SET freq=? WHERE digest=?", (freq, digest))
             self._db.executemany(
                 "INSERT INTO counters VALUES (?, ?, ?) "
@@ -466,16 +564,21 @@ class BlockIndex:
         # Prefix match on the (backend, path) index: path >= prefix AND path < prefix + U+10FFFF.
         upper = prefix + "\U0010ffff"
         rows = self._db.execute(
-            "SELECT dir, size FROM blocks WHERE backend=? AND path>=? AND path<? AND pinned=?",
+            f"SELECT {_ROW} FROM blocks WHERE backend=? AND path>=? AND path<? AND pinned=?",
             (backend, prefix, upper, int(not pinned)),
         ).fetchall()
-        self._db.execute(
-            "UPDATE blocks SET pinned=? WHERE backend=? AND path>=? AND path<?",
-            (int(pinned), backend, prefix, upper),
-        )
         sign = 1 if pinned else -1
-        for dir_id, size in rows:
-            self._db.execute("UPDATE dirs SET pinned=pinned+? WHERE dir=?", (sign * size, dir_id))
+        for row in rows:
+            block = self._verified(row)
+            if block is None:
+                continue
+            self._db.execute(
+                "UPDATE blocks SET pinned=?, check_sum=? WHERE digest=?",
+                (int(pinned), block.with_(pinned=int(pinned))[-1], block.digest),
+            )
+            self._db.execute(
+                "UPDATE dirs SET pinned=pinned+? WHERE dir=?", (sign * block.size, block.dir)
+            )
 
     # --- reading -------------------------------------------------------------------------------
     def usage(self) -> list[DirUsage]:
@@ -506,19 +609,21 @@ class BlockIndex:
 
     def rows(self, dir_id: int) -> list[tuple[str, int, int]]:
         """(digest, raw length, size) of every block accounted to ``dir_id`` (verification)."""
-        with self._lock:
-            return [
-                (row[0], row[1], row[2])
-                for row in self._db.execute(
-                    "SELECT digest, raw, size FROM blocks WHERE dir=?", (dir_id,)
-                )
-            ]
+        with self._write():
+            rows = self._db.execute(f"SELECT {_ROW} FROM blocks WHERE dir=?", (dir_id,)).fetchall()
+            blocks = [self._verified(row) for row in rows]
+            return [(b.digest, b.raw, b.size) for b in blocks if b is not None]
 
     def set_size(self, digest: str, size: int) -> None:
         """Correct a row's stored size to its file's (the running sums follow with
         :meth:`fix_accounting`)."""
         with self._write():
-            self._db.execute("UPDATE blocks SET size=? WHERE digest=?", (size, digest))
+            block = self._fetch(digest)
+            if block is not None:
+                self._db.execute(
+                    "UPDATE blocks SET size=?, check_sum=? WHERE digest=?",
+                    (size, block.with_(size=size)[-1], digest),
+                )
 
     def check(self, *, full: bool) -> list[str]:
         """What sqlite finds wrong with the database (``integrity_check`` with ``full``, else
@@ -532,25 +637,28 @@ class BlockIndex:
     def fix_accounting(self) -> bool:
         """Make the per-directory running sums agree with the rows; True if they did not."""
         with self._write():
-            wrong = False
-            for dir_id in range(len(self.quotas)):
-                expected = self._db.execute(
-                    "SELECT coalesce(sum(size), 0), coalesce(sum(pinned * size), 0), count(*), "
-                    "coalesce(sum((queue = 0) * size), 0), coalesce(sum((queue = 1) * size), 0) "
-                    "FROM blocks WHERE dir=?",
-                    (dir_id,),
-                ).fetchone()
-                actual = self._db.execute(
-                    "SELECT used, pinned, blocks, small, main FROM dirs WHERE dir=?", (dir_id,)
-                ).fetchone()
-                if tuple(actual or ()) != tuple(expected):
-                    wrong = True
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO dirs(dir, used, pinned, blocks, small, main) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (dir_id, *expected),
-                    )
-            return wrong
+            return self._fix_sums()
+
+    def _fix_sums(self) -> bool:
+        wrong = False
+        for dir_id in range(len(self.quotas)):
+            expected = self._db.execute(
+                "SELECT coalesce(sum(size), 0), coalesce(sum(pinned * size), 0), count(*), "
+                "coalesce(sum((queue = 0) * size), 0), coalesce(sum((queue = 1) * size), 0) "
+                "FROM blocks WHERE dir=?",
+                (dir_id,),
+            ).fetchone()
+            actual = self._db.execute(
+                "SELECT used, pinned, blocks, small, main FROM dirs WHERE dir=?", (dir_id,)
+            ).fetchone()
+            if tuple(actual or ()) != tuple(expected):
+                wrong = True
+                self._db.execute(
+                    "INSERT OR REPLACE INTO dirs(dir, used, pinned, blocks, small, main) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (dir_id, *expected),
+                )
+        return wrong
 
     def close(self) -> None:
         """Close the connection."""
@@ -757,7 +865,10 @@ def _is_current(db: sqlite3.Connection, dirs: int) -> bool:
         raise SchemaDamagedError(f"unexpected tables {sorted(tables)}")
     for table, expected in _EXPECTED_COLUMNS.items():
         actual = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
-        if table == "blocks" and actual == [c for c in expected if c != "writing"]:
+        if table == "blocks" and actual in (
+            [c for c in expected if c not in ("writing", "check_sum")],
+            [c for c in expected if c != "check_sum"],
+        ):
             return False  # an index made before the column existed
         if actual != expected:
             raise SchemaDamagedError(f"table {table} has columns {actual}")
@@ -781,6 +892,13 @@ def _create(
         columns = {row[1] for row in db.execute("PRAGMA table_info(blocks)")}
         if "writing" not in columns:  # an index made before the column existed
             db.execute("ALTER TABLE blocks ADD COLUMN writing TEXT NOT NULL DEFAULT ''")
+        if "check_sum" not in columns:  # rows from before checksums: taken as they are, once
+            db.execute("ALTER TABLE blocks ADD COLUMN check_sum TEXT NOT NULL DEFAULT ''")
+            rows = db.execute(f"SELECT {_ROW} FROM blocks").fetchall()
+            db.executemany(
+                "UPDATE blocks SET check_sum=? WHERE digest=?",
+                [(row_sum(*row[:-1]), row[0]) for row in rows],
+            )
         for dir_id in range(dirs):
             db.execute("INSERT OR IGNORE INTO dirs(dir) VALUES (?)", (dir_id,))
         if created:
@@ -807,9 +925,12 @@ def _account_found(
         backend, path = owners.get(block.digest, ("", ""))
         pinned = _matches(records, backend, path) if backend else False
         seq += 1
+        row = _with_sum(
+            block.digest, block.dir, block.size, block.raw, 0, int(pinned), backend, path, ""
+        )
         inserted = db.execute(
-            "INSERT OR IGNORE INTO blocks VALUES (?,?,?,?,0,0,?,?,?,?,'')",
-            (block.digest, block.dir, block.size, block.raw, seq, int(pinned), backend, path),
+            f"INSERT OR IGNORE INTO blocks({_ROW}, freq, seq) VALUES (?,?,?,?,?,?,?,?,?,?,0,?)",
+            (*row, seq),
         ).rowcount
         if inserted:
             db.execute(

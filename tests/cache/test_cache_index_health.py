@@ -381,3 +381,57 @@ def _counter(cache: Path, name: str) -> int:
     finally:
         db.close()
     return int(row[0] or 0)
+
+
+# --- a damaged row: its checksum fails, it is dropped, never trusted -----------------------------
+DAMAGE = {
+    "queue": "UPDATE blocks SET queue=7 WHERE digest=?",  # once a KeyError in every eviction
+    "size": "UPDATE blocks SET size=size*1000 WHERE digest=?",  # once trusted by the sums
+    "dir": "UPDATE blocks SET dir=5 WHERE digest=?",  # a directory that does not exist
+    "type": "UPDATE blocks SET size='x' WHERE digest=?",
+    "pinned": "UPDATE blocks SET pinned=1 WHERE digest=?",  # a pin nobody asked for
+}
+
+
+@pytest.mark.parametrize("field", sorted(DAMAGE))
+def test_a_damaged_index_row_is_dropped_logged_once_and_never_trusted(
+    tmp_path: Path, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache_dir = str(tmp_path / "cache")
+    specs = make_objects(12, blocks=3, seed=3)
+    source = Source.of(specs)
+    cache = TieredCache(settings(cache_dir, mem_quota=0, ssd_quota=40 * BS))
+    try:
+        for spec in specs[:6]:
+            assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+    finally:
+        cache.close()
+    db = sqlite3.connect(os.path.join(cache_dir, "index.sqlite"))
+    digests = [row[0] for row in db.execute("SELECT digest FROM blocks ORDER BY seq LIMIT 3")]
+    with db:  # a stray write: the values change, the checksum does not
+        for digest in digests:
+            db.execute(DAMAGE[field], (digest,))
+    db.close()
+
+    s = settings(cache_dir, mem_quota=0, ssd_quota=40 * BS)
+    cache = TieredCache(s)
+    try:
+        with caplog.at_level("WARNING", logger="edgecache.cache._index"):
+            # Reads of everything, past the quota: eviction walks the queues, rows are re-put.
+            for _ in range(2):
+                for spec in specs:
+                    assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+            cache.flush()
+    finally:
+        cache.close()
+    dropped = [r.getMessage() for r in caplog.records if "damaged row" in r.getMessage()]
+    assert dropped and len(dropped) == len(set(dropped)) <= len(digests), dropped
+    state = audit(s)
+    assert state.used == state.row_sum and state.queues == state.queue_row_sums
+    assert all(dir_id == 0 for dir_id, _, _ in state.rows.values())
+    assert sum(state.used.values()) <= 40 * BS
+    # stats --verify finds nothing left to repair in the rows (files of dropped rows it removes).
+    proc = edgecache("stats", "--verify", "--json", "--cache-dir", cache_dir)
+    assert "Traceback" not in proc.stderr.decode()
+    proc = edgecache("stats", "--verify", "--json", "--cache-dir", cache_dir)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
