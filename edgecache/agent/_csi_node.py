@@ -20,11 +20,12 @@ mount(2), umount2(2) and directory changes run in a worker thread, off the event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -89,7 +90,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
     def __init__(self, settings: NodeSettings, resolver: ViewResolver) -> None:
         self._settings = settings
         self._resolver = resolver
-        self._target_locks: dict[pathlib.Path, asyncio.Lock] = {}
+        self._targets: dict[pathlib.Path, _TargetCalls] = {}
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             )
         except InvalidRequest as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        async with self._lock(target):
+        async with self._serialised(target):
             await self._publish(ref, target, request, context)
         return csi_pb2.NodePublishVolumeResponse()
 
@@ -119,7 +120,7 @@ class NodeService(csi_pb2_grpc.NodeServicer):
             )
         except InvalidRequest as exc:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        async with self._lock(target):
+        async with self._serialised(target):
             try:
                 await asyncio.to_thread(_unpublish, target)
             except OSError as exc:
@@ -185,11 +186,21 @@ class NodeService(csi_pb2_grpc.NodeServicer):
 
     # -- publishing --------------------------------------------------------------------------
 
-    def _lock(self, target: pathlib.Path) -> asyncio.Lock:
-        lock = self._target_locks.get(target)
-        if lock is None:
-            lock = self._target_locks[target] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def _serialised(self, target: pathlib.Path) -> AsyncIterator[None]:
+        """One call at a time per target; the entry goes with its last caller (a long-running
+        agent sees a new target path for every pod)."""
+        calls = self._targets.get(target)
+        if calls is None:
+            calls = self._targets[target] = _TargetCalls()
+        calls.users += 1
+        try:
+            async with calls.lock:
+                yield
+        finally:
+            calls.users -= 1
+            if calls.users == 0:
+                del self._targets[target]
 
     def _inside_datasets(self, view: pathlib.Path) -> bool:
         # A link planted under <root>/datasets/ must not lead the bind mount anywhere else.
@@ -236,6 +247,12 @@ class NodeService(csi_pb2_grpc.NodeServicer):
         pod = request.volume_context.get("csi.storage.k8s.io/pod.name", "?")
         pod_namespace = request.volume_context.get("csi.storage.k8s.io/pod.namespace", "?")
         log.info("published %s read-only for pod %s/%s at %s", ref, pod_namespace, pod, target)
+
+
+@dataclass
+class _TargetCalls:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class _TargetInUse(Exception):
