@@ -120,9 +120,9 @@ def run_ssd_tier(
     tier records hits in batches (every 512 hits or 1 s); ``flush_each`` writes each hit to the
     index at once instead, which shows what the batching costs the policy.
     """
-    from edgecache.cache._blockfile import HEADER_SIZE
+    from edgecache.cache._blockfile import uncompressed_file_bytes
 
-    stored = block_size + HEADER_SIZE  # compression "none": every block file has this size
+    stored = uncompressed_file_bytes(block_size)  # compression "none": every file this size
     payload = os.urandom(block_size)
     with scratch_dir("eviction") as cache_dir:
         settings = CacheSettings(

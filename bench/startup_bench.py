@@ -78,7 +78,7 @@ def payload(i: int) -> bytes:
 def populate(cache_dir: str, blocks: int) -> dict[str, float]:
     """Fill ``cache_dir`` with ``blocks`` index rows (REAL_BLOCKS of them with real files)."""
     from edgecache.cache import TieredCache
-    from edgecache.cache._blockfile import HEADER_SIZE
+    from edgecache.cache._blockfile import uncompressed_file_bytes
     from edgecache.cache.ssd import INDEX_NAME
 
     started = time.perf_counter()
@@ -89,7 +89,7 @@ def populate(cache_dir: str, blocks: int) -> dict[str, float]:
     real_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    stored = BLOCK_SIZE + HEADER_SIZE
+    stored = uncompressed_file_bytes(BLOCK_SIZE)
     db = sqlite3.connect(os.path.join(cache_dir, INDEX_NAME), isolation_level=None)
     db.execute("PRAGMA synchronous=NORMAL")
     (seq,) = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()

@@ -2,7 +2,8 @@
 
 Public API (everything else in this package is private)::
 
-    TieredCache(settings)        get(key, fetch) / get_cached(key) / put / invalidate / pin / stats
+    TieredCache(settings)        get(key, fetch) / get_cached(key) / open_block(key) / put /
+                                 invalidate / pin / stats
     BlockKey(backend, path, version, index, block_size)
     Fetched(data, source)        a block a fetch got from a peer (not counted as backend bytes)
     encode_block / decode_block_bytes  the self-checking block format (SSD files, the pool's wire)
@@ -16,7 +17,7 @@ from __future__ import annotations
 from edgecache.cache._blockfile import decode_block_bytes, encode_block
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy, LRUPolicy, S3FIFOPolicy
-from edgecache.cache.tiered import BlockFetcher, Fetched, TieredCache
+from edgecache.cache.tiered import BlockFetcher, Fetched, OpenBlock, TieredCache
 
 __all__ = [
     "BlockFetcher",
@@ -24,6 +25,7 @@ __all__ = [
     "EvictionPolicy",
     "Fetched",
     "LRUPolicy",
+    "OpenBlock",
     "S3FIFOPolicy",
     "TieredCache",
     "decode_block_bytes",

@@ -21,7 +21,7 @@ from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy, MemoryPolicyStore
 from edgecache.metrics import CACHE_EVICTIONS, CACHE_QUOTA_BYTES, CACHE_USAGE_BYTES
 
-__all__ = ["MemoryTier"]
+__all__ = ["HeldBlock", "MemoryTier"]
 
 
 class MemoryTier:
@@ -129,3 +129,28 @@ class MemoryTier:
             self._recent.clear()
             self._recent_bytes = 0
             CACHE_USAGE_BYTES.labels("mem").set(0)
+
+
+class HeldBlock:
+    """A block in process memory, read in parts like an open SSD block (the same methods as
+    :class:`~edgecache.cache.ssd.SSDBlock`): a block of the MEM tier, or one just fetched."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+        """The block's length."""
+
+    def read(self, lo: int, hi: int) -> bytes:
+        """Bytes ``[lo, hi)``: the block itself when that is all of it (no copy)."""
+        data = self._data
+        return data if (lo, hi) == (0, len(data)) else data[lo:hi]
+
+    def read_into(self, lo: int, out: memoryview) -> bool:
+        """Put bytes ``[lo, lo + len(out))`` into ``out`` (always True: memory is not damaged
+        the way a disk is)."""
+        out[:] = memoryview(self._data)[lo : lo + len(out)]
+        return True
+
+    def close(self) -> None:
+        """Let go of the bytes."""
+        self._data = b""

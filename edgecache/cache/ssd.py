@@ -44,13 +44,12 @@ from collections.abc import Iterator
 import xxhash
 
 from edgecache.cache._blockfile import (
-    HEADER_SIZE,
+    BlockFile,
     CorruptBlockError,
-    decode_block,
-    decode_block_into,
     encode_block,
     inspect_block_file,
-    parse_header,
+    read_block,
+    read_block_into,
 )
 from edgecache.cache._cachedir import claim_directory, is_temp_name
 from edgecache.cache._index import (
@@ -78,7 +77,7 @@ from edgecache.metrics import (
     CACHE_USAGE_BYTES,
 )
 
-__all__ = ["SSDTier", "TierUnavailableError"]
+__all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
 
 log = logging.getLogger(__name__)
 
@@ -344,32 +343,24 @@ class SSDTier:
     # --- reads ---------------------------------------------------------------------------------
     def read(self, key: BlockKey) -> bytes | None:
         """The verified bytes of ``key``'s block, or None on a miss (corruption included)."""
-        data = self._read(key, None)
-        assert not isinstance(data, list)
-        return data
+        got = self._read(key, None)
+        assert not isinstance(got, (bool, SSDBlock))
+        return got
 
     def read_into(self, key: BlockKey, out: memoryview) -> bool:
         """Like :meth:`read`, but into ``out`` (exactly the block's length); False on a miss."""
-        return self._read(key, out) is not None
+        return self._read(key, out) is True
 
-    def read_pieces(self, key: BlockKey, piece_bytes: int) -> list[bytes] | None:
-        """Like :meth:`read`, but the block's bytes as consecutive pieces of ``piece_bytes``
-        (the last one shorter), or None on a miss.
+    def open_block(self, key: BlockKey) -> SSDBlock | None:
+        """The block open for reads of parts of it, each verified as it is read from disk
+        (:class:`~edgecache.cache._blockfile.BlockFile`); None on a miss. The caller closes it."""
+        got = self._read(key, "open")
+        assert got is None or isinstance(got, SSDBlock)
+        return got
 
-        A reader that reads a block in pieces of one size (``f.read(1 MiB)`` of 4 MiB blocks)
-        gets them without a copy: each piece is read from the file into its own ``bytes``, and
-        all of them are verified (one checksum over the block, computed piece by piece) before
-        any is returned, where cutting them out of the whole block costs a second copy.
-        """
-        pieces = self._read(key, None, piece_bytes)
-        assert not isinstance(pieces, bytes)
-        return pieces
-
-    def _read(
-        self, key: BlockKey, out: memoryview | None, piece_bytes: int = 0
-    ) -> bytes | list[bytes] | None:
-        # The block's bytes (as pieces of ``piece_bytes`` if given), or b"" once they were put
-        # into ``out``; None on a miss.
+    def _read(self, key: BlockKey, out: memoryview | str | None) -> bytes | bool | SSDBlock | None:
+        # The block's bytes; True once they were put into ``out``; an SSDBlock (``out`` is
+        # "open"); None on a miss.
         if not self.available:
             return None
         digest = key.digest
@@ -382,21 +373,18 @@ class SSDTier:
         except OSError as exc:
             self._fail(exc, "reading")
             return None
+        kept = False
         try:
-            header = os.pread(fd, HEADER_SIZE, 0)
-            data: bytes | list[bytes]
-            if out is not None:
-                decode_block_into(fd, header, out, digest=digest)
-                data = b""
-            elif piece_bytes:
-                data = _read_pieces(
-                    fd, header, piece_bytes, digest=digest, max_raw_len=key.block_size
-                )
+            data: bytes | bool | SSDBlock
+            if isinstance(out, memoryview):
+                read_block_into(fd, out, digest=digest)
+                data = True
+            elif out is None:
+                data = read_block(fd, digest=digest, max_raw_len=key.block_size)
             else:
-                limit = key.block_size
-                _, _, stored_len, _ = parse_header(header, digest=digest, max_raw_len=limit)
-                payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
-                data = decode_block(header, payload, digest=digest, max_raw_len=limit)
+                file = BlockFile(fd, digest=digest, max_raw_len=key.block_size)
+                data = SSDBlock(self, key, path, file, _identity(fd))
+                kept = data.holds_file
         except CorruptBlockError as exc:
             self._corrupt(digest, path, str(exc), _identity(fd))
             return None
@@ -404,9 +392,21 @@ class SSDTier:
             self._fail(exc, "reading")
             return None
         finally:
-            os.close(fd)
+            if not kept:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._note_hit(digest)
         return data
+
+    def read_failed(
+        self, key: BlockKey, path: str, exc: BaseException, identity: tuple[int, int] | None
+    ) -> None:
+        """A read of an open block (:meth:`SSDBlock.read`) failed: damage (the file that was
+        read, ``identity``, is removed unless replaced since) or an I/O error."""
+        if isinstance(exc, CorruptBlockError):
+            self._corrupt(key.digest, path, str(exc), identity)
+        else:
+            self._fail(exc, "reading")
 
     def _index_for_writes(self) -> BlockIndex | None:
         """The index, unless it is out of service or was found busy a moment ago (then the
@@ -739,14 +739,12 @@ class SSDTier:
                 except OSError:
                     continue  # gone: reconcile() drops the row
                 try:
-                    header = os.pread(fd, HEADER_SIZE, 0)
-                    _, raw_len, stored_len, _ = parse_header(header, digest=digest, max_raw_len=raw)
-                    payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
-                    if raw_len != raw:
-                        raise CorruptBlockError(f"holds {raw_len} bytes, the index says {raw}")
-                    decode_block(header, payload, digest=digest, max_raw_len=raw)
-                    if HEADER_SIZE + stored_len != size:
-                        index.set_size(digest, HEADER_SIZE + stored_len)
+                    data = read_block(fd, digest=digest, max_raw_len=raw)
+                    if len(data) != raw:
+                        raise CorruptBlockError(f"holds {len(data)} bytes, the index says {raw}")
+                    stored = os.fstat(fd).st_size
+                    if stored != size:
+                        index.set_size(digest, stored)
                         corrected += 1
                 except CorruptBlockError as exc:
                     corrupt += 1
@@ -801,35 +799,6 @@ class SSDTier:
                 index.close()
 
 
-def _read_pieces(
-    fd: int, header: bytes, piece_bytes: int, *, digest: str, max_raw_len: int
-) -> list[bytes]:
-    """The verified raw bytes of the block open as ``fd`` in pieces of ``piece_bytes``."""
-    compressed, raw_len, stored_len, checksum = parse_header(
-        header, digest=digest, max_raw_len=max_raw_len
-    )
-    if compressed:
-        payload = os.pread(fd, stored_len + 1, HEADER_SIZE)
-        data = decode_block(header, payload, digest=digest, max_raw_len=max_raw_len)
-        return [data[o : o + piece_bytes] for o in range(0, len(data), piece_bytes)] or [b""]
-    if raw_len != stored_len:
-        raise CorruptBlockError(f"raw block of {raw_len} bytes stored as {stored_len}")
-    hasher = xxhash.xxh3_64()
-    pieces = []
-    for offset in range(0, stored_len, piece_bytes):
-        want = min(piece_bytes, stored_len - offset)
-        piece = os.pread(fd, want, HEADER_SIZE + offset)
-        if len(piece) != want:
-            raise CorruptBlockError(f"payload ends before the {stored_len} bytes the header says")
-        hasher.update(piece)
-        pieces.append(piece)
-    if os.pread(fd, 1, HEADER_SIZE + stored_len):
-        raise CorruptBlockError(f"payload is longer than the {stored_len} bytes the header says")
-    if hasher.intdigest() != checksum:
-        raise CorruptBlockError("checksum mismatch")
-    return pieces or [b""]
-
-
 def _identity(fd: int) -> tuple[int, int] | None:
     try:
         st = os.fstat(fd)
@@ -846,3 +815,64 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class SSDBlock:
+    """A block of the SSD tier open for reads of its parts (:meth:`SSDTier.open_block`).
+
+    Every read is verified after it came from disk; a damaged file is handled as any corrupt
+    block (counted, removed, re-fetched on the next read) and the read returns None.
+    """
+
+    def __init__(
+        self,
+        tier: SSDTier,
+        key: BlockKey,
+        path: str,
+        file: BlockFile,
+        identity: tuple[int, int] | None,
+    ) -> None:
+        self._tier, self._key, self._path = tier, key, path
+        self._file: BlockFile | None = file
+        self._identity = identity
+        self.length = file.raw_len
+        """The block's raw length."""
+
+    @property
+    def holds_file(self) -> bool:
+        """Whether it keeps the block file open (a segmented block; else it holds the bytes)."""
+        return self._file is not None and self._file.holds_file
+
+    def read(self, lo: int, hi: int) -> bytes | None:
+        """Bytes ``[lo, hi)`` of the block, verified; None if the file is damaged (then and
+        for every later read)."""
+        file = self._file
+        if file is None:
+            return None
+        try:
+            return file.read(lo, hi)
+        except (CorruptBlockError, OSError) as exc:
+            self._failed(exc)
+            return None
+
+    def read_into(self, lo: int, out: memoryview) -> bool:
+        """Put bytes ``[lo, lo + len(out))`` into ``out``; False if the file is damaged."""
+        file = self._file
+        if file is None:
+            return False
+        try:
+            file.read_into(lo, out)
+        except (CorruptBlockError, OSError) as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.close()
+        self._tier.read_failed(self._key, self._path, exc, self._identity)
+
+    def close(self) -> None:
+        """Let go of the block file."""
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()

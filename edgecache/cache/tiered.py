@@ -13,9 +13,10 @@ makes warm small-file reads cheap; misses are async. MEM evictions are demoted t
 
 A block read from the SSD tier is verified once and then held in the MEM tier's read buffer (a
 few blocks, outside ``mem_quota``), so the reads of its other parts that follow are served from
-memory; it is promoted into MEM proper on its second read from disk. A sequential reader asks
-for the next blocks ahead with :meth:`get_cached_soon`, so that reading and verifying them from
-disk runs on another core while it consumes the current one.
+memory; it is promoted into MEM proper on its second read from disk. A file handle reading a
+block in parts opens it once (:meth:`open_block`): from the SSD tier each part is read and
+verified on its own (only the segments it covers), so no byte is read or hashed twice for a
+sequential reader and the bytes it gets need no copy after the read from disk.
 
 A block the backend returns with the wrong length is refused (never cached,
 :class:`~edgecache.errors.ObjectChangedError` raised, so the reader re-plans on the new
@@ -40,8 +41,8 @@ from typing import Any
 from edgecache.cache._keys import BlockKey
 from edgecache.cache._singleflight import FlightMap, stripe_lock
 from edgecache.cache.eviction import policy_by_name
-from edgecache.cache.memory import MemoryTier
-from edgecache.cache.ssd import SSDTier
+from edgecache.cache.memory import HeldBlock, MemoryTier
+from edgecache.cache.ssd import SSDBlock, SSDTier
 from edgecache.config import CacheSettings
 from edgecache.errors import ObjectChangedError
 from edgecache.metrics import (
@@ -54,7 +55,7 @@ from edgecache.metrics import (
     CACHE_MISSES,
 )
 
-__all__ = ["BlockFetcher", "Fetched", "TieredCache"]
+__all__ = ["BlockFetcher", "Fetched", "OpenBlock", "TieredCache"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class Fetched:
 BlockFetcher = Callable[[], Awaitable["bytes | Fetched"]]
 """Coroutine factory that fetches one block's bytes from a peer or the backend (plain bytes:
 the backend)."""
+OpenBlock = HeldBlock | SSDBlock
+"""A block open for reads of its parts (:meth:`TieredCache.open_block`): ``length``,
+``read(lo, hi)`` (None if the disk damaged it), ``read_into(lo, out)``, ``close()``."""
 
 _SEEN_ONCE_LIMIT = 65536
 """SSD blocks remembered as read once by a multi-block read (16 bytes of key each)."""
@@ -137,40 +141,29 @@ class TieredCache:
             self._promote(key, data)
         return data
 
-    def get_cached_pieces(self, key: BlockKey, piece_bytes: int) -> list[bytes] | None:
-        """The block as consecutive pieces of ``piece_bytes`` (the last one shorter) if a tier
-        holds it; never fetches.
+    def open_block(self, key: BlockKey) -> OpenBlock | None:
+        """The block open for reads of its parts if a tier holds it; never fetches.
 
-        For a reader that reads a block in pieces of one size: from the SSD tier each piece is
-        read into its own ``bytes`` and all are verified before any is returned (no copy after
-        the read, see :meth:`SSDTier.read_pieces`); from memory they are cut out of the block.
+        A file handle reads the block it is in through this: from MEM, the bytes in memory;
+        from the SSD tier, the open block file, each part read verified when it is read (a
+        segmented block reads only the segments a part covers, see
+        :class:`~edgecache.cache._blockfile.BlockFile`). One hit is counted per open. The
+        second time a block that fits in MEM is opened from disk it is read whole and kept
+        in MEM, as :meth:`get_cached` does.
         """
-        data = self.mem.get(key.digest)
+        digest = key.digest
+        data = self.mem.get(digest)
         if data is not None:
             self._count_hit("mem", len(data))
-        elif self.mem.quota_bytes > 0 and self._seen_before_peek(key.digest):
-            # Its second read from disk: read it whole, so that MEM keeps it.
+            return HeldBlock(data)
+        if key.block_size <= self.mem.quota_bytes and self._seen_before_peek(digest):
             data = self.get_cached(key)
-            if data is None:
-                return None
-        if data is not None:
-            if len(data) <= piece_bytes:
-                return [data]
-            view = memoryview(data)
-            return [bytes(view[o : o + piece_bytes]) for o in range(0, len(data), piece_bytes)]
-        pieces = self.ssd.read_pieces(key, piece_bytes)
-        if pieces is not None:
-            self._count_hit("ssd", sum(len(p) for p in pieces))
-            self._seen_before(key.digest)
-        return pieces
-
-    def get_cached_soon(
-        self, key: BlockKey, piece_bytes: int = 0
-    ) -> concurrent.futures.Future[list[bytes] | None]:
-        """:meth:`get_cached_pieces` (whole, if ``piece_bytes`` is 0) on an I/O thread: a
-        sequential reader asks for the next block while it consumes this one, so that reading
-        and verifying it overlap with the reader when a core is free."""
-        return self._io.submit(self.get_cached_pieces, key, piece_bytes or key.block_size)
+            return None if data is None else HeldBlock(data)
+        block = self.ssd.open_block(key)
+        if block is not None:
+            self._count_hit("ssd", block.length)
+            self._seen_before(digest)
+        return block
 
     def _promote(self, key: BlockKey, data: bytes) -> None:
         # Promotion on the second SSD read: a block read once (a scan, a one-off file) does not

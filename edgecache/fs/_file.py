@@ -10,13 +10,13 @@ all cached are served in the calling thread without touching the event loop
 background, so a stream keeps the link busy instead of waiting a round trip per block.
 
 Reads inside one block are the common case (``f.read(n)`` for n from 64 KiB to 4 MiB: pyarrow,
-h5py, shard readers) and have their own short path: the handle holds the block it last read
-(verified once when it was read from disk) and serves the following reads of it from memory
-without going through fsspec's buffered-file machinery. A block read from the SSD tier for
-reads of one size that divides it is held as pieces of that size, each read from disk into its
-own ``bytes`` (:meth:`~edgecache.cache.TieredCache.get_cached_pieces`): those reads then cost
-no copy after the read from disk; other reads cut their bytes out of the held block. ``readinto``
-copies into the caller's buffer once.
+h5py, shard readers) and have their own short path: the handle opens the block it reads once
+(:meth:`~edgecache.cache.TieredCache.open_block`) and serves the following reads of it without
+going through fsspec's buffered-file machinery. From the SSD tier every read is read from the
+block file and verified there, segment by segment, so a sequential reader reads and hashes each
+byte once and gets the bytes the read from disk made, without another copy; from MEM (or a block
+just fetched) the bytes are cut out of the block in memory. ``readinto`` reads into the
+caller's buffer directly.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
+from edgecache.cache import OpenBlock
+from edgecache.cache.memory import HeldBlock
 from edgecache.engine import ReadEngine, ReadPlan
 from edgecache.errors import ObjectChangedError
 
@@ -33,11 +35,6 @@ if TYPE_CHECKING:
     from edgecache.fs._filesystem import EdgeCacheFileSystem
 
 __all__ = ["EdgeCacheFile"]
-
-_PIECES_FROM_BYTES = 256 * 1024
-"""Reads of at least this size get a held block in pieces of their size (no copy after the read
-from disk); smaller ones cut their bytes out of the whole block (a copy from the CPU cache,
-cheaper than a system call per piece)."""
 
 
 class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -54,10 +51,9 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         self._ahead_until = 0
         self._served = False
         self._held_start = self._held_end = 0
-        """Object offsets ``[start, end)`` of the held block (empty: none held)."""
-        self._held: list[bytes] = []
-        """The held block, as pieces of ``_piece`` bytes (one piece: the whole block)."""
-        self._piece = 0
+        """Object offsets ``[start, end)`` of the open block (empty: none)."""
+        self._held: OpenBlock | None = None
+        """The block the last reads were in, open for reads of its parts."""
         super().__init__(
             fs,
             plan.path,
@@ -81,10 +77,13 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         """Up to ``length`` bytes (all the rest if negative) from the current position."""
         loc: int = self.loc
         end = self.size if length is None or length < 0 else min(loc + length, self.size)
-        if self._held_start <= loc < end <= self._held_end and not self._closed:
-            self.loc = end
-            self._next_sequential = end
-            return self._cut(loc, end)
+        held = self._held
+        if held is not None and self._held_start <= loc < end <= self._held_end:
+            data = held.read(loc - self._held_start, end - self._held_start)
+            if data is not None:
+                self.loc = self._next_sequential = end
+                return data
+            self._drop_held()  # damaged on disk: the read below fetches it again
         out: bytes = super().read(length)
         if (length is None or length < 0) and self.loc < self.size:
             # The first read switched to a longer current version: "all" means all of it.
@@ -96,37 +95,15 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         out = memoryview(b).cast("B")
         loc: int = self.loc
         end = min(loc + out.nbytes, self.size)
-        if self._held_start <= loc < end <= self._held_end and not self._closed:
-            self._cut_into(loc, end, out)
-            self.loc = self._next_sequential = end
-            return end - loc
+        held = self._held
+        if held is not None and self._held_start <= loc < end <= self._held_end:
+            if held.read_into(loc - self._held_start, out[: end - loc]):
+                self.loc = self._next_sequential = end
+                return end - loc
+            self._drop_held()
         data = self.read(out.nbytes)
         out[: len(data)] = data
         return len(data)
-
-    def _cut(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the held block."""
-        offset = start - self._held_start
-        piece = self._piece
-        index, inside = divmod(offset, piece)
-        held = self._held[index]
-        if inside == 0 and end - start == len(held):
-            return held  # a whole piece: no copy
-        if inside + end - start <= len(held):
-            return held[inside : inside + end - start]
-        out = bytearray(end - start)
-        self._cut_into(start, end, memoryview(out))
-        return bytes(out)
-
-    def _cut_into(self, start: int, end: int, out: memoryview) -> None:
-        offset = start - self._held_start
-        piece, done, want = self._piece, 0, end - start
-        while done < want:
-            index, inside = divmod(offset + done, piece)
-            held = self._held[index]
-            n = min(len(held) - inside, want - done)
-            out[done : done + n] = memoryview(held)[inside : inside + n]
-            done += n
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         try:
@@ -148,35 +125,37 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
         blocks = plan.blocks(start, end)
         if len(blocks) == 1:
             index = blocks[0]
-            offset = start - plan.block_start(index)
-            if self._hold(index, end - start, offset=offset, sequential=self._window > 0):
-                return self._cut(start, end)
+            first = plan.block_start(index)
+            if self._hold(index, end - start, sequential=self._window > 0):
+                assert self._held is not None
+                data = self._held.read(start - first, end - first)
+                if data is not None:
+                    return data
+                self._drop_held()
         return self._read(start, end)
 
-    def _hold(self, index: int, length: int, *, offset: int, sequential: bool) -> bool:
-        """Hold block ``index`` for reads of ``length`` bytes, the first ``offset`` bytes into
-        it (as pieces of that size when it divides the offset). A small read of a block no
-        tier holds, when reads are not sequential, holds nothing (False): the engine fetches
-        only what it covers."""
+    def _hold(self, index: int, length: int, *, sequential: bool) -> bool:
+        """Open block ``index`` for this and the following reads of ``length`` bytes. A small
+        read of a block no tier holds, when reads are not sequential, opens nothing (False):
+        the engine fetches only what it covers."""
+        self._drop_held()
         plan = self.plan
         first = plan.block_start(index)
         size = plan.block_length(index)
-        piece = size
-        if _PIECES_FROM_BYTES <= length < size and offset % length == 0:
-            piece = length
-        pieces = self._engine.blocks.get_cached_pieces(plan.key(index), piece)
-        if pieces is None:
+        block: OpenBlock | None = self._engine.blocks.open_block(plan.key(index))
+        if block is None:
             if not sequential and length <= plan.block_size // 16:
                 return False
-            piece = size
-            pieces = [self._read(first, first + size)]
-        self._held, self._piece = pieces, piece
+            block = HeldBlock(self._read(first, first + size))
+        self._held = block
         self._held_start, self._held_end = first, first + size
         return True
 
     def _drop_held(self) -> None:
-        self._held, self._piece = [], 0
+        held, self._held = self._held, None
         self._held_start = self._held_end = 0
+        if held is not None:
+            held.close()
 
     def _read(self, start: int, end: int) -> bytes:
         engine = self._engine

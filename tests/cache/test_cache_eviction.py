@@ -8,11 +8,12 @@ import pytest
 from cachetestlib import BS, ObjectSpec, Source, audit, block_files, read_object
 
 from edgecache.cache import BlockKey
+from edgecache.cache._blockfile import uncompressed_file_bytes
 from edgecache.cache.eviction import LRUPolicy, S3FIFOPolicy, policy_by_name
 from edgecache.cache.memory import MemoryTier
 from edgecache.errors import PinError
 
-BLOCK_FILE = BS + 48  # stored size of an incompressible block: payload plus header
+BLOCK_FILE = uncompressed_file_bytes(BS)  # stored size of an incompressible block
 
 
 def _key(name: str, i: int) -> BlockKey:

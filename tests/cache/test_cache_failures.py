@@ -28,7 +28,7 @@ from cachetestlib import (
     settings,
 )
 
-from edgecache.cache import BlockKey, TieredCache
+from edgecache.cache import BlockKey, OpenBlock, TieredCache
 
 CORRUPT = "edgecache_cache_corrupt_blocks_total"
 MISSING = "edgecache_cache_missing_blocks_total"
@@ -497,29 +497,61 @@ async def test_block_read_from_disk_is_verified_once_then_served_from_memory(mak
 
 
 @pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
-@pytest.mark.parametrize("piece", [1, 1000, BS // 4, BS - 1, BS, 2 * BS])
-async def test_block_in_pieces_is_exact_and_verified(
-    make_cache, compressible: bool, piece: int
+@pytest.mark.parametrize("part", [1, 1000, 1024, BS // 4 + 1, BS - 1, BS])
+async def test_an_open_block_reads_every_part_exactly(
+    make_cache, compressible: bool, part: int
 ) -> None:
-    spec = ObjectSpec("pieces", 2 * BS + 123, compressible=compressible)
+    spec = ObjectSpec("parts", 2 * BS + 123, compressible=compressible)
     source = Source.of([spec])
     cache = make_cache(mem_quota=0)
     assert await read_object(cache, source, spec.path) == spec.data()
     for key in source.keys(spec.path):
         block = source.block(key)
-        pieces = cache.get_cached_pieces(key, piece)
-        assert pieces is not None and b"".join(pieces) == block
-        assert all(len(p) == piece for p in pieces[:-1]) and 0 < len(pieces[-1]) <= piece
-    # From memory (the read buffer holds what get_cached read) the pieces are the same.
+        opened = cache.open_block(key)
+        assert opened is not None and opened.length == len(block)
+        starts = range(0, len(block), part)
+        parts = [opened.read(lo, min(lo + part, len(block))) for lo in starts]
+        assert b"".join(p or b"!" for p in parts) == block
+        out = bytearray(len(block))
+        for lo in starts:
+            assert opened.read_into(lo, memoryview(out)[lo : lo + part])
+        assert out == block
+        assert opened.read(3, len(block) - 1) == block[3:-1]  # across segment boundaries
+        assert opened.read(len(block) - 1, len(block)) == block[-1:]
+        opened.close()
+
+
+@pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
+@pytest.mark.parametrize(
+    "damage", ["flip_payload_first", "flip_payload_last", "append_garbage", "truncate_half"]
+)
+async def test_an_open_block_never_returns_bytes_damaged_on_disk(
+    make_cache, compressible: bool, damage: str
+) -> None:
+    """Damage after a handle opened a block: the handle returns only verified bytes (a
+    segmented block file is read and checked part by part, so it may find the damage itself);
+    by the time a second handle has read every part, the damage was found and counted."""
+    spec = ObjectSpec("victim", 2 * BS, compressible=compressible)
+    source = Source.of([spec])
+    cache = make_cache(mem_quota=0)
+    assert await read_object(cache, source, spec.path) == spec.data()
     key = source.keys(spec.path)[0]
-    assert cache.get_cached(key) == source.block(key)
-    assert b"".join(cache.get_cached_pieces(key, piece) or []) == source.block(key)
-    # A damaged block file is a miss in pieces too, and counted.
-    cache.mem.clear_read_buffer()
-    for damage in ("flip_payload_last", "append_garbage", "truncate_inside_header"):
-        assert await read_object(cache, source, spec.path) == spec.data()
-        cache.mem.clear_read_buffer()
-        corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
-        DAMAGE[damage](_block_path(cache, key))
-        assert cache.get_cached_pieces(key, piece) is None
-        assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
+    block = source.block(key)
+    corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
+    first = cache.open_block(key)
+    assert first is not None
+    DAMAGE[damage](_block_path(cache, key))
+
+    def read_every_part(opened: OpenBlock | None) -> None:
+        for lo in range(0, BS, 1000) if opened is not None else ():
+            got = opened.read(lo, min(lo + 1000, BS))
+            assert got is None or got == block[lo : lo + 1000]
+        if opened is not None:
+            opened.close()
+
+    read_every_part(first)
+    read_every_part(cache.open_block(key))
+    assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
+    assert cache.open_block(key) is None  # removed: the next read fetches it again
+    assert await read_object(cache, source, spec.path) == spec.data()
+    assert source.fetches[key.digest] == 2

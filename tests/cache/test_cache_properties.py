@@ -22,13 +22,19 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from edgecache.cache import BlockKey, TieredCache
-from edgecache.cache._blockfile import HEADER_SIZE, CorruptBlockError, decode_block, encode_block
+from edgecache.cache._blockfile import (
+    HEADER_SIZE,
+    CorruptBlockError,
+    decode_block,
+    encode_block,
+    uncompressed_file_bytes,
+)
 from edgecache.cache.eviction import policy_by_name
 from edgecache.cache.memory import MemoryTier
 from edgecache.errors import PinError
 
 PREFIXES = ["a/", "b/", "c/"]
-BLOCK_FILE = BS + 48
+BLOCK_FILE = uncompressed_file_bytes(BS)
 
 
 class CacheMachine(RuleBasedStateMachine):

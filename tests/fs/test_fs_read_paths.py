@@ -168,3 +168,36 @@ def test_block_damaged_on_disk_between_two_opens_is_caught(tmp_path: Path) -> No
     # Blocks held in memory since they were verified may be served from there; every block
     # read from disk again was refused and fetched anew (never the damaged bytes).
     assert _corrupt_blocks() >= before + 4
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+@pytest.mark.parametrize("read_size", [PAGE, 64 * KiB, BS])
+def test_block_damaged_on_disk_while_a_handle_reads_it_is_caught(
+    tmp_path: Path, compression: str, read_size: int
+) -> None:
+    """A handle that opened a block (a segmented block file is read part by part; an LZ4 one
+    was decoded and verified once) returns only verified bytes after the file is damaged, and
+    the damage is caught by that handle or by the next open, never returned."""
+    path, data = _write(tmp_path, 4 * BS)
+    options = {
+        "cache_dir": str(tmp_path / "cache"),
+        "block_size": BS,
+        "mem_quota": "0",
+        "compression": compression,
+    }
+    url = f"edgecache::file://{path}"
+    with fsspec.open(url, "rb", edgecache=options) as f:
+        assert f.read() == data
+    before = _corrupt_blocks()
+    with fsspec.open(url, "rb", edgecache=options) as f:
+        assert f.read(PAGE) == data[:PAGE]  # the handle has block 0 open now
+        for block in (tmp_path / "cache" / "blocks").rglob("*"):
+            if block.is_file():
+                raw = bytearray(block.read_bytes())
+                raw[-1] ^= 0xFF
+                block.write_bytes(bytes(raw))
+        got = b"".join(iter(functools.partial(f.read, read_size), b""))
+        assert got == data[PAGE:]
+    with fsspec.open(url, "rb", edgecache=options) as f:
+        assert f.read() == data
+    assert _corrupt_blocks() >= before + 4
