@@ -73,18 +73,20 @@ HEADER_SIZE = _HEADER.size
 _FLAG_LZ4 = 1
 _FLAG_SEGMENTED = 2
 _SAMPLE_BYTES = 64 * 1024
-_MIN_SEGMENT_LOG2 = 10
+_MIN_SEGMENT_LOG2 = 14
 _MAX_SEGMENT_LOG2 = 16
+_MIN_SEGMENTED_BYTES = 64 * 1024
+"""Smaller blocks (small files, sparse pages) are read whole: one checksum is cheaper."""
 _CHECK_STEP_BYTES = 1024 * 1024
 """A whole block read into a buffer is read and hashed this much at a time: the hash reads
 bytes the read just put in the CPU's cache."""
 
 
 def segment_bytes_for(raw_len: int) -> int:
-    """The segment size of an uncompressed block of ``raw_len`` bytes (0: not segmented): a
-    quarter of the block rounded down to a power of two, between 1 KiB and 64 KiB (a 4 MiB
-    block has 64 segments, a 520-byte table; a read of 64 KiB reads and hashes 64 KiB)."""
-    if raw_len < 2 << _MIN_SEGMENT_LOG2:
+    """The segment size of an uncompressed block of ``raw_len`` bytes (0: not segmented, under
+    64 KiB): a quarter of the block rounded down to a power of two, between 16 KiB and 64 KiB
+    (a 4 MiB block has 64 segments, a 520-byte table; a read of 64 KiB reads and hashes 64 KiB)."""
+    if raw_len < _MIN_SEGMENTED_BYTES:
         return 0
     log2 = min(max((raw_len // 4).bit_length() - 1, _MIN_SEGMENT_LOG2), _MAX_SEGMENT_LOG2)
     return 1 << log2

@@ -123,7 +123,8 @@ class EdgeCacheFile(AbstractBufferedFile):  # type: ignore[misc]
             return b""
         self._plan_readahead(start, end)
         blocks = plan.blocks(start, end)
-        if len(blocks) == 1:
+        if len(blocks) == 1 and end - start < plan.block_length(blocks[0]):
+            # A part of a block (a whole one is read whole: a small file, a 4 MiB read).
             index = blocks[0]
             first = plan.block_start(index)
             if self._hold(index, end - start, sequential=self._window > 0):

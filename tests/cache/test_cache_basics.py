@@ -165,7 +165,7 @@ def test_compressible_blocks_are_stored_smaller_random_ones_raw(
     cache.put(noise, noise_data)
     files = block_files(cache.settings.cache_dir)
     assert files[text.digest] < block_size * 0.5
-    # The raw payload plus the header and its segment table (a checksum per 1-64 KiB).
+    # The raw payload plus the header and its segment table (a checksum per 16-64 KiB).
     assert files[noise.digest] <= block_size * 1.025 + 64
     cache.mem.clear()
     assert cache.get_cached(text) == text_data

@@ -29,6 +29,7 @@ from cachetestlib import (
 )
 
 from edgecache.cache import BlockKey, OpenBlock, TieredCache
+from edgecache.cache._blockfile import HEADER_SIZE
 
 CORRUPT = "edgecache_cache_corrupt_blocks_total"
 MISSING = "edgecache_cache_missing_blocks_total"
@@ -496,17 +497,26 @@ async def test_block_read_from_disk_is_verified_once_then_served_from_memory(mak
     assert source.fetches[key.digest] == 2
 
 
+SEGMENTED_BS = 256 * 1024
+"""Blocks this large are stored segmented (16 KiB segments here), smaller ones whole."""
+
+
 @pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
-@pytest.mark.parametrize("part", [1, 1000, 1024, BS // 4 + 1, BS - 1, BS])
+@pytest.mark.parametrize("bs", [BS, SEGMENTED_BS])
+@pytest.mark.parametrize("fraction", [0, 0.25, 0.5, 1])
 async def test_an_open_block_reads_every_part_exactly(
-    make_cache, compressible: bool, part: int
+    make_cache, compressible: bool, bs: int, fraction: float
 ) -> None:
-    spec = ObjectSpec("parts", 2 * BS + 123, compressible=compressible)
-    source = Source.of([spec])
-    cache = make_cache(mem_quota=0)
+    part = {0: 1000, 0.25: bs // 4 + 1, 0.5: bs // 2 - 1, 1: bs}[fraction]
+    spec = ObjectSpec("parts", 2 * bs + 123, compressible=compressible)
+    source = Source.of([spec], block_size=bs)
+    cache = make_cache(mem_quota=0, block_size=bs, ssd_quota=16 * bs)
     assert await read_object(cache, source, spec.path) == spec.data()
     for key in source.keys(spec.path):
         block = source.block(key)
+        if not compressible:  # big blocks are stored segmented, small ones whole
+            stored = _block_path(cache, key).stat().st_size
+            assert (stored > len(block) + HEADER_SIZE) == (len(block) >= 64 * 1024)
         opened = cache.open_block(key)
         assert opened is not None and opened.length == len(block)
         starts = range(0, len(block), part)
@@ -522,30 +532,32 @@ async def test_an_open_block_reads_every_part_exactly(
 
 
 @pytest.mark.parametrize("compressible", [True, False], ids=["lz4", "raw"])
+@pytest.mark.parametrize("bs", [BS, SEGMENTED_BS])
 @pytest.mark.parametrize(
     "damage", ["flip_payload_first", "flip_payload_last", "append_garbage", "truncate_half"]
 )
 async def test_an_open_block_never_returns_bytes_damaged_on_disk(
-    make_cache, compressible: bool, damage: str
+    make_cache, compressible: bool, bs: int, damage: str
 ) -> None:
     """Damage after a handle opened a block: the handle returns only verified bytes (a
     segmented block file is read and checked part by part, so it may find the damage itself);
     by the time a second handle has read every part, the damage was found and counted."""
-    spec = ObjectSpec("victim", 2 * BS, compressible=compressible)
-    source = Source.of([spec])
-    cache = make_cache(mem_quota=0)
+    spec = ObjectSpec("victim", 2 * bs, compressible=compressible)
+    source = Source.of([spec], block_size=bs)
+    cache = make_cache(mem_quota=0, block_size=bs, ssd_quota=16 * bs)
     assert await read_object(cache, source, spec.path) == spec.data()
     key = source.keys(spec.path)[0]
     block = source.block(key)
+    step = bs // 4 - 1
     corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
     first = cache.open_block(key)
     assert first is not None
     DAMAGE[damage](_block_path(cache, key))
 
     def read_every_part(opened: OpenBlock | None) -> None:
-        for lo in range(0, BS, 1000) if opened is not None else ():
-            got = opened.read(lo, min(lo + 1000, BS))
-            assert got is None or got == block[lo : lo + 1000]
+        for lo in range(0, bs, step) if opened is not None else ():
+            got = opened.read(lo, min(lo + step, bs))
+            assert got is None or got == block[lo : lo + step]
         if opened is not None:
             opened.close()
 
