@@ -13,9 +13,10 @@ Resolution order for a protocol ``p``:
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from fsspec.registry import known_implementations
@@ -45,6 +46,26 @@ PLUGIN_PACKAGES: dict[str, str] = {
 
 _registered: dict[str, type[Backend]] = {}
 _lock = threading.Lock()
+_scanned: tuple[object, dict[str, list[EntryPoint]]] | None = None
+"""The plugins' entry points as last scanned, with what the scan depended on."""
+
+
+def _plugins() -> dict[str, list[EntryPoint]]:
+    """The ``edgecache.backends`` entry points by name.
+
+    Scanning them reads the metadata of every installed distribution (about 50 ms for 120 of
+    them), which every new engine and every spawned worker paid: the scan is kept while
+    ``sys.path`` (where distributions are found) stays the same.
+    """
+    global _scanned
+    depends_on = (tuple(sys.path), entry_points)
+    scanned = _scanned
+    if scanned is None or scanned[0] != depends_on:
+        found: dict[str, list[EntryPoint]] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            found.setdefault(ep.name, []).append(ep)
+        scanned = _scanned = (depends_on, found)
+    return scanned[1]
 
 
 def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False) -> None:
@@ -65,7 +86,7 @@ def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False
             )
         if existing is None and not clobber:
             name = f"{cls.__module__}:{cls.__qualname__}"
-            for ep in entry_points(group=ENTRY_POINT_GROUP, name=protocol):
+            for ep in _plugins().get(protocol, []):
                 if ep.value != name:
                     raise ValueError(
                         f"backend for {protocol!r} is installed as a plugin ({ep.value}); "
@@ -75,7 +96,7 @@ def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False
 
 
 def _from_entry_points(protocol: str) -> type[Backend] | None:
-    for ep in entry_points(group=ENTRY_POINT_GROUP, name=protocol):
+    for ep in _plugins().get(protocol, []):
         try:
             cls = ep.load()
         except ImportError as exc:
@@ -135,5 +156,5 @@ def get_backend(protocol: str, options: Mapping[str, Any] | None = None) -> Back
 
 def available_backends() -> list[str]:
     """Protocols with a dedicated backend installed or registered."""
-    names = set(_registered) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    names = set(_registered) | set(_plugins())
     return sorted(names)
