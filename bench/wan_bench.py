@@ -500,9 +500,8 @@ def run_profile(
     tree = f"s3://{BUCKET}/{TREE_PREFIX}"
     names = [f"{BUCKET}/{name}" for name in tree_names(tree_count)]
     zarrays = sorted(n for n in names if n.endswith("/.zarray"))
-    # Without "s3://": through edgecache, glob of a URL pattern finds nothing (its
-    # _strip_protocol keeps the target's protocol, so no name from find matches the pattern).
-    pattern = f"{BUCKET}/{TREE_PREFIX}/**/.zarray"
+    # A URL, as users write it (through edgecache a URL pattern once matched nothing).
+    pattern = f"s3://{BUCKET}/{TREE_PREFIX}/**/.zarray"
     add(
         "find",
         {

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
@@ -52,6 +52,22 @@ _FSSPEC_KWARGS = {
     "listings_expiry_time",
     "max_paths",
 }
+
+
+class _StripProtocol:
+    """``EdgeCacheFileSystem._strip_protocol``, which fsspec calls two ways. On the class
+    (splitting a chained URL, before any backend exists) it removes edgecache's own part; on an
+    instance (``glob``, ``expand_path``, ``find``, ``open``...) it gives the backend's name of
+    the object, target protocol removed. fsspec compares the names a backend lists with the
+    path it stripped: with ``s3://`` left on, a glob of ``s3://bkt/dir/*`` matched nothing and
+    ``expand_path("s3://bkt/dir", recursive=True)`` named the root twice."""
+
+    def __get__(
+        self, instance: EdgeCacheFileSystem | None, owner: type[EdgeCacheFileSystem]
+    ) -> Callable[[Any], Any]:
+        if instance is None:
+            return owner._strip_own_protocol
+        return instance.object_path
 
 
 class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[misc]
@@ -152,10 +168,12 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
 
     # --- paths ---------------------------------------------------------------------------------
     @classmethod
-    def _strip_protocol(cls, path: Any) -> Any:
+    def _strip_own_protocol(cls, path: Any) -> Any:
+        """``path`` without edgecache's own part (``edgecache::``, ``edgecache://``): what can
+        be said without knowing the backend (fsspec splitting a chained URL on the class)."""
         if isinstance(path, list):
             # fsspec's bulk methods (get, put, cp, rm) strip lists of paths in one call.
-            return [cls._strip_protocol(p) for p in path]
+            return [cls._strip_own_protocol(p) for p in path]
         text = str(path)
         if "::" in text:
             text = text.rsplit("::", 1)[-1]
@@ -163,18 +181,23 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             text = text[len("edgecache://") :]
         return text
 
-    def object_path(self, path: str) -> str:
-        """``path`` (a URL, chained or not, or a path) as the backend names the object."""
+    _strip_protocol = _StripProtocol()
+
+    def object_path(self, path: Any) -> Any:
+        """``path`` (a URL, chained or not, or a path; or a list of them) as the backend names
+        the object."""
+        if isinstance(path, list):
+            return [self.object_path(p) for p in path]
         # Remembered: stripping costs a few microseconds per call (a local path is made
         # absolute, a URL parsed), which is a fifth of a warm open+read of a small file.
         # A relative path is remembered with the working directory it was resolved in.
         if not isinstance(path, str):
-            return str(self.backend.strip(self._strip_protocol(path)))
+            return str(self.backend.strip(self._strip_own_protocol(path)))
         key = (path, "" if path.startswith("/") or "://" in path else os.getcwd())
         paths = self._object_paths
         target = paths.get(key)
         if target is None:
-            target = str(self.backend.strip(self._strip_protocol(path)))
+            target = str(self.backend.strip(self._strip_own_protocol(path)))
             if len(paths) >= _OBJECT_PATHS_KEPT:
                 paths.clear()
             paths[key] = target
@@ -261,14 +284,6 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             ]
             if not level:
                 return
-
-    async def _glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
-        # fsspec matches the names found against the pattern as given: without the target's
-        # protocol ("s3://"), or nothing matches.
-        target = self._target(path)
-        if str(path).endswith("/") and not target.endswith("/"):
-            target += "/"
-        return await super()._glob(target, maxdepth=maxdepth, **kwargs)
 
     # --- reading -------------------------------------------------------------------------------
     def _plan(self, target: str) -> ReadPlan:

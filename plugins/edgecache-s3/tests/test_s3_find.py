@@ -93,3 +93,41 @@ def test_after_find_every_level_is_answered_from_the_cache(
     # A second filesystem on the same cache directory (another process) sees them too.
     again = _edgecache(s3_options, str(tmp_path / "c"))
     assert sorted(again.ls(f"{tree}/a0", detail=False)) == expected[f"{tree}/a0"]
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*", "**", "**/.zarray", "a?/.z*", "a1/*/", "a0/0/*"], ids=lambda p: p
+)
+def test_url_patterns_through_fsspec_match_what_s3fs_matches(
+    tree: str, s3_options: dict[str, Any], tmp_path: Any, pattern: str
+) -> None:
+    """``fsspec.open_files("edgecache::s3://...*")`` and ``fs.glob("s3://...")`` as users write
+    them: the names and bytes s3fs gives (a URL pattern once matched nothing)."""
+    options = {"s3": dict(s3_options), "edgecache": {"cache_dir": str(tmp_path / "c")}}
+    url = f"s3://{tree}/{pattern}"
+    plain = fsspec.open_files(url, "rb", **s3_options)
+    assert plain, "the pattern must match something for the test to mean anything"
+    ours = fsspec.open_files(f"edgecache::{url}", "rb", **options)
+    assert [f.path for f in ours] == [f.path for f in plain]
+    for mine, theirs in zip(ours, plain, strict=True):
+        with mine as a, theirs as b:
+            assert a.read() == b.read()
+    fs, _ = fsspec.url_to_fs(f"edgecache::s3://{tree}", **options)
+    s3 = s3fs.S3FileSystem(**s3_options, skip_instance_cache=True)
+    assert fs.glob(url) == s3.glob(url)
+    assert fs.glob(f"edgecache::{url}") == s3.glob(url)
+
+
+def test_expand_path_and_open_of_urls_name_each_object_once(
+    tree: str, s3_options: dict[str, Any], tmp_path: Any
+) -> None:
+    options = {"s3": dict(s3_options), "edgecache": {"cache_dir": str(tmp_path / "c")}}
+    fs, _ = fsspec.url_to_fs(f"edgecache::s3://{tree}", **options)
+    s3 = s3fs.S3FileSystem(**s3_options, skip_instance_cache=True)
+    root = f"s3://{tree}/a1"
+    assert fs.expand_path(root, recursive=True) == s3.expand_path(root, recursive=True)
+    assert fs._strip_protocol(f"edgecache::{root}/.zarray") == f"{tree}/a1/.zarray"
+    with fsspec.open(f"edgecache::{root}/.zarray", "rb", **options) as f:
+        assert f.read() == b"a1/.zarray"
+    with fsspec.open(f"edgecache::{root}/3/5/deep", "rb", **options) as f:
+        assert f.path == f"{tree}/a1/3/5/deep"
