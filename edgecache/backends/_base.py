@@ -46,6 +46,10 @@ class Backend(ABC):
     """URL protocols this backend serves (the entry-point name must be one of them)."""
     blocking: bool = False
     """True if the wrapped filesystem is synchronous and does blocking I/O (run in threads)."""
+    reads_tell_info: ClassVar[bool] = False
+    """True if :meth:`fetch_range_and_info` is implemented: a ranged read answers with the
+    object's size and version too (S3: ``Content-Range``, ``ETag``, ``Last-Modified``), so a
+    read of an object whose metadata is not cached needs no info request before it."""
 
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         self.protocol = protocol
@@ -132,6 +136,14 @@ class Backend(ABC):
         else:
             data = fs.cat_file(path, start=start, end=end)
         return data
+
+    async def fetch_range_and_info(
+        self, path: str, start: int, end: int
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Bytes ``[start, end)`` of the current version of ``path`` (fewer when the object
+        ends sooner) and its info as ``info()`` gives it, from one request. Only where
+        :attr:`reads_tell_info` is True; FileNotFoundError when there is no such object."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read an object's info")
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call a filesystem method the right way (coroutine, thread, or inline)."""

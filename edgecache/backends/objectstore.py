@@ -223,6 +223,13 @@ class ObjectStoreBackend(Backend):
     async def get_range(self, path: str, start: int, end: int, etag: str) -> bytes:
         """Bytes ``[start, end)`` of ``path`` with ``If-Match: etag`` (unquoted; "" for none)."""
 
+    async def get_range_and_info(
+        self, path: str, start: int, end: int
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Bytes ``[start, end)`` of ``path`` (no ``If-Match``) and the object's info from the
+        answer's headers; plugins that implement it set ``reads_tell_info = True``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read an object's info")
+
     @abstractmethod
     async def probe_request(self, bucket: str | None) -> None:
         """The cheapest request the store answers: about ``bucket``, or the service."""
@@ -290,12 +297,23 @@ class ObjectStoreBackend(Backend):
         if end <= start:
             return b""
         path = self.strip(path)
+        etag = self.etag_of(version)
+        return await self._ranged(path, lambda: self.get_range(path, start, end, etag))
+
+    async def fetch_range_and_info(
+        self, path: str, start: int, end: int
+    ) -> tuple[bytes, dict[str, Any]]:
+        path = self.strip(path)
+        return await self._ranged(path, lambda: self.get_range_and_info(path, start, end))
+
+    async def _ranged(self, path: str, request: Callable[[], Awaitable[T]]) -> T:
+        """A ranged GET of ``path``: a body that broke off is read again (with backoff), a 412
+        is :class:`ObjectChangedError`, other errors are translated."""
         self._check_bucket(path)
         self._remember_bucket(path)
-        etag = self.etag_of(version)
         try:
             return await retrying(
-                lambda: self.get_range(path, start, end, etag),
+                request,
                 attempts=self._config.limits.attempts,
                 retryable=lambda exc: isinstance(exc, self.body_errors),
                 timeouts=self.timeout_errors,

@@ -29,7 +29,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import aiofiles
@@ -39,7 +39,7 @@ from edgecache.backends import Backend
 from edgecache.cache import BlockKey, Fetched, TieredCache
 from edgecache.config import CacheSettings
 from edgecache.engine._health import BackendHealth
-from edgecache.engine._metadata import CachedInfo, MetadataCache, _parent
+from edgecache.engine._metadata import CachedInfo, MetadataCache, parent_of
 from edgecache.engine._plan import ReadPlan
 from edgecache.engine._scan import ScanDetector
 from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
@@ -243,7 +243,7 @@ class ReadEngine:
         gone = self.metadata.missing(self.identity, path, allow_stale=offline, max_age=ttl)
         if gone is not None and (known is None or known.fetched < gone):
             raise FileNotFoundError(errno.ENOENT, "no such file or directory", path)
-        parent = _parent(path)
+        parent = parent_of(path)
         if offline or not parent or parent == path:
             return
         listing = self.metadata.listing(self.identity, parent, max_age=ttl)
@@ -267,7 +267,7 @@ class ReadEngine:
     async def _info_from_listing(self, path: str, *, ttl: float) -> CachedInfo | None:
         """On the second info miss in one directory, list it: one request answers for every
         file in it, instead of a request per file (a training loop opening files one by one)."""
-        parent = _parent(path)
+        parent = parent_of(path)
         if not parent or parent == path:
             return None
         misses = self._dir_misses.get(parent, 0) + 1
@@ -406,6 +406,69 @@ class ReadEngine:
         self.metadata.invalidate(self.identity, plan.path)
         return await self.plan(plan.path, block_size=plan.block_size, ttl=ttl)
 
+    async def _plan_for(
+        self,
+        path: str,
+        ranges: Sequence[tuple[int | None, int | None]],
+        *,
+        block_size: int,
+        ttl: float,
+    ) -> ReadPlan:
+        """A plan of ``path`` for reading ``ranges``: from cached metadata if fresh; else, when
+        nothing at all is known of the object and the backend's reads tell its info, from the
+        first reads themselves (fetched at once, without a version, and kept in the cache
+        under the version they report), so a cold read costs no info request before its GET,
+        as with the store's own client; else from the backend's info (:meth:`plan`)."""
+        plan = self.plan_cached(path, block_size=block_size, ttl=ttl)
+        if plan is not None:
+            return plan
+        spans = self.sparse.first_reads(ranges, block_size=block_size)
+        if (
+            not spans
+            or not self.backend.reads_tell_info
+            or not self.health.stable
+            or self.metadata.info(self.identity, path, allow_stale=True) is not None
+            or self.metadata.missing(self.identity, path, allow_stale=True) is not None
+        ):
+            return await self.plan(path, block_size=block_size, ttl=ttl)
+        self._raise_if_known_missing(path, ttl=ttl)
+        page_size = self.sparse.page_size
+        answers = await asyncio.gather(
+            *(
+                self._backend_source.fetch_unplanned(
+                    path, lo, hi, counted=hi - lo < block_size or lo % block_size != 0
+                )
+                for lo, hi in spans
+            ),
+            return_exceptions=True,
+        )
+        read = [
+            (span[0], *answer)
+            for span, answer in zip(spans, answers, strict=True)
+            if not isinstance(answer, BaseException)
+        ]
+        if not read or read[0][2].get("type", "file") != "file":
+            # Missing, a directory, out of range, unreachable: the info says which, as it
+            # does for every other read.
+            return await self.plan(path, block_size=block_size, ttl=ttl)
+        info = dict(read[0][2])
+        plan = self._plan_of(
+            self.metadata.put_info(self.identity, path, info, self._version(info)),
+            path,
+            block_size,
+        )
+        for start, data, their_info in read:
+            if self._version(their_info) != plan.version:
+                continue  # the object changed between the reads: read again with a version
+            index = plan.block_of(start)
+            if start == plan.block_start(index) and len(data) == plan.block_length(index):
+                await self.blocks.get(
+                    plan.key(index), _given(data), expected_size=plan.block_length(index)
+                )
+            elif start % page_size == 0 and self.sparse.paged(block_size):
+                self._keep_pages(plan, start, data)
+        return plan
+
     @on_engine_loop
     async def latest(
         self,
@@ -414,11 +477,14 @@ class ReadEngine:
         *,
         block_size: int,
         ttl: float,
+        first_reads: Sequence[tuple[int | None, int | None]] = (),
     ) -> T:
         """``await use(plan)`` on the current version of ``path``; if the object changes under
         it (:class:`ObjectChangedError`), once more on the new version. ``use`` must not have
-        handed out bytes of the first version (it is a whole read, a whole copy)."""
-        plan = await self.plan(path, block_size=block_size, ttl=ttl)
+        handed out bytes of the first version (it is a whole read, a whole copy).
+        ``first_reads``: the ranges ``use`` starts with, which a cold object's plan may be
+        learnt from (:meth:`_plan_for`)."""
+        plan = await self._plan_for(path, first_reads, block_size=block_size, ttl=ttl)
         try:
             return await use(plan)
         except ObjectChangedError:
@@ -487,6 +553,12 @@ class ReadEngine:
             lo, hi = max(start, first), min(end, stop)
             pages = None
             if (lo, hi) != (first, stop) and not self.blocks.holds(plan.key(i)):
+                cached = (
+                    self._pages_cached(plan, lo, hi) if self.sparse.paged(plan.block_size) else None
+                )
+                if cached is not None:
+                    parts.append(_ready(cached))
+                    continue
                 pages = self.sparse.pages(
                     plan.path,
                     plan.version,
@@ -526,8 +598,7 @@ class ReadEngine:
 
     async def _pages_part(self, plan: ReadPlan, indices: range, lo: int, hi: int) -> bytes:
         """Bytes ``[lo, hi)`` through pages ``indices``: those no tier holds are fetched in one
-        request (from the first missing to the last), kept in MEM at once and written to the
-        SSD tier in the background (the reader does not wait for the disk)."""
+        request (from the first missing to the last) and kept (:meth:`_keep_pages`)."""
         pages = self._page_plan(plan)
         found: dict[int, bytes] = {}
         for p in indices:
@@ -542,13 +613,24 @@ class ReadEngine:
             data = await self._backend_source.fetch_span(
                 plan, start, pages.block_start(last) + pages.block_length(last)
             )
-            fetched = []
-            for p in range(first, last + 1):
-                offset = pages.block_start(p) - start
-                fetched.append((pages.key(p), data[offset : offset + pages.block_length(p)]))
-                found[p] = fetched[-1][1]
-            self.blocks.put_soon(fetched)
+            found.update(self._keep_pages(plan, start, data))
         return pages.cut([found[p] for p in indices], lo, hi)
+
+    def _keep_pages(self, plan: ReadPlan, start: int, data: bytes) -> dict[int, bytes]:
+        """Cut ``data`` (bytes of ``plan`` from ``start``, a page boundary) into the whole
+        pages it holds, kept in MEM at once and written to the SSD tier in the background
+        (the reader does not wait for the disk); returns them by page index."""
+        pages = self._page_plan(plan)
+        kept: dict[int, bytes] = {}
+        if not data:
+            return kept
+        for p in pages.blocks(start, start + len(data)):
+            offset = pages.block_start(p) - start
+            piece = data[offset : offset + pages.block_length(p)]
+            if len(piece) == pages.block_length(p):
+                kept[p] = piece
+        self.blocks.put_soon([(pages.key(p), piece) for p, piece in kept.items()])
+        return kept
 
     def read_cached(self, plan: ReadPlan, start: int, end: int) -> bytes | None:
         """Like :meth:`read`, from the cache tiers only, in the calling thread (no event loop);
@@ -607,7 +689,39 @@ class ReadEngine:
         async def whole(plan: ReadPlan) -> bytes:
             return await self.read(plan, *plan.span(start, end))
 
-        return await self.latest(path, whole, block_size=block_size, ttl=ttl)
+        return await self.latest(
+            path, whole, block_size=block_size, ttl=ttl, first_reads=[(start, end)]
+        )
+
+    @on_engine_loop
+    async def read_ranges(
+        self,
+        path: str,
+        ranges: Sequence[tuple[int | None, int | None]],
+        *,
+        block_size: int,
+        ttl: float,
+    ) -> list[bytes | BaseException]:
+        """Bytes of each of ``ranges`` (fsspec's convention) of ``path``, all fetched at once
+        (the backend source bounds the requests in flight); a cold object is planned from the
+        first reads (:meth:`_plan_for`). A range that meets a change of the object is read
+        from its new version (planned once for all of them). The error of one range is its
+        result; one planning the object (missing, a directory, unreachable) is raised."""
+        plan = await self._plan_for(path, ranges, block_size=block_size, ttl=ttl)
+        newer: asyncio.Future[ReadPlan] | None = None
+
+        async def one(start: int | None, end: int | None) -> bytes:
+            nonlocal newer
+            try:
+                return await self.read(plan, *plan.span(start, end))
+            except ObjectChangedError:
+                if newer is None:
+                    newer = asyncio.ensure_future(self.replan(plan, ttl=ttl))
+                again = await asyncio.shield(newer)
+                return await self.read(again, *again.span(start, end))
+
+        results = await asyncio.gather(*(one(*r) for r in ranges), return_exceptions=True)
+        return list(results)
 
     def missing_blocks(
         self, plan: ReadPlan, indices: range | list[int] | None = None, *, on_disk: bool = False
@@ -638,7 +752,7 @@ class ReadEngine:
         order, fetch the first blocks of the next ``ahead`` files in the background."""
         if ahead <= 0:
             return
-        listing = self.metadata.listing(self.identity, _parent(plan.path), allow_stale=True)
+        listing = self.metadata.listing(self.identity, parent_of(plan.path), allow_stale=True)
         if listing is None:
             return
         plans = [
@@ -676,7 +790,9 @@ class ReadEngine:
                     await out.write(await self.read(plan, start, start + step))
             return plan
 
-        return await self.latest(path, copy, block_size=block_size, ttl=ttl)
+        return await self.latest(
+            path, copy, block_size=block_size, ttl=ttl, first_reads=[(0, block_size)]
+        )
 
     # --- pins ----------------------------------------------------------------------------------
     def pin(self, name: str, *, prefix: str, reserve_bytes: int) -> None:
@@ -766,6 +882,19 @@ def _normal(info: Mapping[str, Any]) -> dict[str, Any]:
     if len(name) > 1 and name.endswith("/"):
         out["name"] = name.rstrip("/")
     return out
+
+
+async def _ready(data: bytes) -> bytes:
+    return data
+
+
+def _given(data: bytes) -> Callable[[], Awaitable[bytes]]:
+    """A block fetcher that hands over bytes already fetched."""
+
+    async def fetch() -> bytes:
+        return data
+
+    return fetch
 
 
 def _log_failure(future: Any) -> None:

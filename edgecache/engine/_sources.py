@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgecache.engine._plan import ReadPlan
 from edgecache.errors import ObjectChangedError
@@ -87,3 +87,20 @@ class BackendSource:
                 "changed while it was read",
             )
         return bytes(data)
+
+    async def fetch_unplanned(
+        self, path: str, start: int, end: int, *, counted: bool
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Bytes ``[start, end)`` of the current version of ``path`` and its info, from one
+        request (no version to check: nothing is known of the object yet), under the guard
+        and the span bound; ``counted``: count them as backend bytes here (a caller storing
+        them as a block has :class:`~edgecache.cache.TieredCache` count them)."""
+        backend = self._engine.backend
+        label = self._engine.identity.split("|", 1)[0]
+        started = time.perf_counter()
+        async with self._engine.guard(f"bytes {start}-{end} of {path}"), self._span_slots:
+            data, info = await backend.fetch_range_and_info(path, start, end)
+        if counted:
+            BACKEND_FETCH_SECONDS.labels(label).observe(time.perf_counter() - started)
+            BACKEND_BYTES.labels(label).inc(len(data))
+        return bytes(data), info

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["PAGE_BYTES", "SparsePlanner"]
@@ -95,6 +96,27 @@ class SparsePlanner:
                 return None
             use.partial_reads[block] = count + 1
         return range(lo // self.page_size, (hi - 1) // self.page_size + 1)
+
+    def first_reads(
+        self, ranges: Sequence[tuple[int | None, int | None]], *, block_size: int
+    ) -> list[tuple[int, int]]:
+        """What to fetch for ``ranges`` (fsspec's convention) of an object whose size is not
+        known yet: per range, the pages it covers when it is small (as :meth:`pages` decides
+        for a first read), else the whole block it starts in; ranges counted from the end
+        need the size and get nothing. Sorted spans ``[start, end)``, each once; a span may
+        reach past the object's end (the backend sends what there is)."""
+        page = self.page_size
+        spans: set[tuple[int, int]] = set()
+        for start, end in ranges:
+            lo = start or 0
+            if lo < 0 or (end is not None and end <= max(lo, 0)):
+                continue
+            if end is not None and end - lo <= block_size // 16 and self.paged(block_size):
+                spans.add((lo // page * page, -(-end // page) * page))
+            else:
+                first = lo // block_size * block_size
+                spans.add((first, first + block_size))
+        return sorted(spans)
 
     def forget(self, path: str) -> list[tuple[str, int]]:
         """Drop what is known of ``path`` (it was replaced); returns (version, block) pairs

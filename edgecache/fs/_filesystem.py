@@ -35,14 +35,13 @@ from fsspec.implementations.chained import ChainedFileSystem
 from edgecache.backends import Backend
 from edgecache.cache import TieredCache
 from edgecache.config import CacheSettings
-from edgecache.engine import ReadEngine, ReadPlan, engine_for
-from edgecache.engine._health import BackendHealth
-from edgecache.engine._metadata import MetadataCache
-from edgecache.errors import BackendUnavailableError, ObjectChangedError
+from edgecache.engine import BackendHealth, MetadataCache, ReadEngine, ReadPlan, engine_for
+from edgecache.errors import BackendUnavailableError
 from edgecache.fs._file import EdgeCacheFile
 
 __all__ = ["EdgeCacheFileSystem"]
 
+_GLOB_CHARS = frozenset("*?[")
 _OBJECT_PATHS_KEPT = 65536
 """Paths whose object path a filesystem remembers (then it starts afresh)."""
 _FSSPEC_KWARGS = {
@@ -285,6 +284,28 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             if not level:
                 return
 
+    async def files_under(self, target: str) -> dict[str, dict[str, Any]]:
+        """The files under ``target`` (a file, a directory, or a glob pattern; directories a
+        pattern matches count with everything below them), each with its info, as prefetch
+        and DataLoads expand what they are given. The listings walked are stored on the way.
+        FileNotFoundError when nothing matches."""
+        if _GLOB_CHARS & set(target):
+            matches = await self._glob(target, detail=True)
+            out: dict[str, dict[str, Any]] = {}
+            for path, info in matches.items():
+                if info.get("type") == "directory":
+                    out.update(await self._find(path, detail=True))
+                else:
+                    out[path] = info
+            if not out:
+                raise FileNotFoundError(f"nothing matches {target}")
+            return out
+        info = await self._info(target)
+        if info.get("type") == "directory":
+            found: dict[str, dict[str, Any]] = await self._find(target, detail=True)
+            return found
+        return {info["name"]: info}
+
     # --- reading -------------------------------------------------------------------------------
     def _plan(self, target: str) -> ReadPlan:
         """A plan of ``target`` from cached metadata, else asking the backend (sync callers)."""
@@ -330,7 +351,8 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         **kwargs: Any,
     ) -> list[Any]:
         """Ranges of objects, all fetched at once (the engine bounds the requests in flight):
-        each distinct object is planned once, and a small range costs the pages it covers."""
+        each object's ranges are read from one version, a cold object planned from its first
+        reads, and a small range costs the pages it covers."""
         if not isinstance(paths, list):
             raise TypeError("paths must be a list")
         count = len(paths)
@@ -339,28 +361,25 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         if not count == len(starts) == len(ends):
             raise ValueError("paths, starts and ends must be of the same length")
         targets = [self._target(p) for p in paths]
-        distinct = list(dict.fromkeys(targets))
-        planned = await asyncio.gather(
-            *(self.engine.plan(t, block_size=self._block_size, ttl=self._ttl) for t in distinct),
-            return_exceptions=True,
-        )
-        plans = dict(zip(distinct, planned, strict=True))
-
-        async def one(target: str, start: int | None, end: int | None) -> bytes:
-            plan = plans[target]
-            if isinstance(plan, BaseException):
-                raise plan
-            try:
-                return await self.engine.read(plan, *plan.span(start, end))
-            except ObjectChangedError:
-                return await self.engine.read_latest(
-                    target, start, end, block_size=self._block_size, ttl=self._ttl
+        asked: dict[str, list[int]] = {}
+        for i, target in enumerate(targets):
+            asked.setdefault(target, []).append(i)
+        read = await asyncio.gather(
+            *(
+                self.engine.read_ranges(
+                    target,
+                    [(starts[i], ends[i]) for i in indices],
+                    block_size=self._block_size,
+                    ttl=self._ttl,
                 )
-
-        results = await asyncio.gather(
-            *(one(*args) for args in zip(targets, starts, ends, strict=True)),
+                for target, indices in asked.items()
+            ),
             return_exceptions=True,
         )
+        results: list[Any] = [None] * count
+        for indices, found in zip(asked.values(), read, strict=True):
+            for n, i in enumerate(indices):
+                results[i] = found if isinstance(found, BaseException) else found[n]
         if on_error == "raise":
             for result in results:
                 if isinstance(result, BaseException):
