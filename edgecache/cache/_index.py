@@ -817,19 +817,26 @@ def _open(
     pins: list[tuple[str, str, str, int, float]] | None = None,
     owners: dict[str, tuple[str, str]] | None = None,
 ) -> BlockIndex:
+    new = not os.path.exists(path)
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )
     try:
+        if new:
+            # A new file and its schema were synced about six times (tens of ms on a busy
+            # disk, at every first use of a cache directory). Unsynced, only a power loss in
+            # that moment can damage it (a killed process cannot); it holds nothing yet, and
+            # is rebuilt from the block files as any damaged index is.
+            db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL: a commit is durable across process crashes (SIGKILL), only power loss can drop
-        # the last transactions; the ordering described above keeps that safe, and it saves an
-        # fsync per miss.
-        db.execute("PRAGMA synchronous=NORMAL")
         if not _is_current(db, len(quotas)):
             # Only a new index (or an older schema) needs the write lock at open: a process
             # that holds it stuck (SIGSTOPped) does not keep others from opening the index.
             _create(db, len(quotas), found_blocks, pins or [], owners or {})
+        # NORMAL: a commit is durable across process crashes (SIGKILL), only power loss can drop
+        # the last transactions; the ordering described above keeps that safe, and it saves an
+        # fsync per miss.
+        db.execute("PRAGMA synchronous=NORMAL")
         return BlockIndex(db, quotas=quotas, policy=policy)
     except BaseException:
         db.close()

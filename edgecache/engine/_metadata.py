@@ -46,7 +46,7 @@ import xxhash
 
 from edgecache.sqlitefiles import exclusive_lock, file_identity, is_damage
 
-__all__ = ["CachedInfo", "MetadataCache"]
+__all__ = ["CachedInfo", "MetadataCache", "parent_of"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ class CachedInfo:
     fetched: float
 
 
-def _parent(path: str) -> str:
+def parent_of(path: str) -> str:
+    """The directory holding ``path`` ("" at the top)."""
     path = path.rstrip("/")
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
@@ -232,7 +233,7 @@ class MetadataCache:
     def _info_from_listing(self, backend: str, path: str) -> CachedInfo | None:
         # Listings are stored whole, not as one row per entry: a process that did not list
         # the directory itself finds an entry's info in its parent's listing.
-        parent = _parent(path)
+        parent = parent_of(path)
         if parent == path:
             return None
         for key in (parent, parent + "/"):
@@ -366,7 +367,7 @@ class MetadataCache:
             ancestors = []
             p = path
             while True:
-                parent = _parent(p)
+                parent = parent_of(p)
                 if parent == p:
                     break
                 ancestors.append(parent)
@@ -575,11 +576,18 @@ class MetadataCache:
 
 def _connect(db_path: str) -> sqlite3.Connection:
     os.makedirs(os.path.dirname(db_path), exist_ok=True)
+    new = not os.path.exists(db_path)
     db = sqlite3.connect(db_path, timeout=30, isolation_level=None, check_same_thread=False)
     try:
+        if new:
+            # Creating the file and its schema synced it half a dozen times (tens of ms on a
+            # busy disk, paid by every first use of a cache directory). Unsynced, only a power
+            # loss in that moment can damage it (a killed process cannot), and it holds
+            # nothing yet: damaged, it is handled as any damaged metadata file.
+            db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        db.execute("PRAGMA synchronous=NORMAL")
     except BaseException:
         db.close()
         raise
