@@ -84,8 +84,6 @@ _READ_BUFFER_BLOCKS = 4
 _READ_BUFFER_CAP_BYTES = 32 * 1024 * 1024
 """... but no more than this unless one block is larger (then it holds one)."""
 _TIERS = ("mem", "ssd")
-_SHARED: dict[tuple[Any, ...], TieredCache] = {}
-_SHARED_LOCK = threading.Lock()
 _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
 
 
@@ -116,16 +114,6 @@ class TieredCache:
         # few hundred nanoseconds instead of a label lookup per counter.
         self._hit_counters = {t: (CACHE_HITS.labels(t), CACHE_BYTES.labels(t)) for t in _TIERS}
         _OPEN.add(self)
-
-    @classmethod
-    def shared(cls, settings: CacheSettings) -> TieredCache:
-        """The process-wide cache for these settings (filesystems on one cache dir share it)."""
-        key = tuple(sorted(settings.as_dict().items(), key=lambda kv: kv[0]).__repr__())
-        with _SHARED_LOCK:
-            cache = _SHARED.get(key)
-            if cache is None:
-                cache = _SHARED[key] = cls(settings)
-            return cache
 
     # --- hits ----------------------------------------------------------------------------------
     def get_cached(self, key: BlockKey) -> bytes | None:
@@ -475,10 +463,6 @@ class TieredCache:
         """Flush, close the index and stop the I/O threads."""
         self.ssd.close()
         self._io.shutdown(wait=False)
-        with _SHARED_LOCK:
-            for k, v in list(_SHARED.items()):
-                if v is self:
-                    del _SHARED[k]
 
 
 def _log_store_failure(future: concurrent.futures.Future[None]) -> None:
@@ -495,10 +479,7 @@ def _retrieve(waiter: asyncio.Future[bytes]) -> None:
 def _forget_the_parents() -> None:
     # A forked child never touches its parent's caches (their index connection, locks and I/O
     # threads are the parent's): not at exit either. It opens its own.
-    global _SHARED_LOCK
-    _SHARED_LOCK = threading.Lock()
     _OPEN.clear()
-    _SHARED.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -17,21 +17,25 @@ Public API (everything else in this package is private)::
     ReadPlan                                       one object version cut into blocks
     BlockSource, SourceSkipped, BackendSource      the seam where pool peers plug in
     CachedInfo, Store                              what the metadata answers; a directory's caches
+    MetadataCache, BackendHealth                   a directory's metadata; an engine's link state
 """
 
 from __future__ import annotations
 
 from edgecache.engine._engine import ReadEngine
-from edgecache.engine._metadata import CachedInfo
+from edgecache.engine._health import BackendHealth
+from edgecache.engine._metadata import CachedInfo, MetadataCache
 from edgecache.engine._plan import ReadPlan
 from edgecache.engine._registry import backend_options, engine_for, open_engines, when_engine_opens
 from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
 from edgecache.engine._store import Store
 
 __all__ = [
+    "BackendHealth",
     "BackendSource",
     "BlockSource",
     "CachedInfo",
+    "MetadataCache",
     "ReadEngine",
     "ReadPlan",
     "SourceSkipped",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from edgecache.engine._metadata import CachedInfo, _parent
+from edgecache.engine._metadata import CachedInfo, parent_of
 
 __all__ = ["ScanDetector"]
 
@@ -58,7 +58,7 @@ class ScanDetector:
         ahead = self.ahead if ahead is None else ahead
         if ahead <= 0:
             return []
-        parent = _parent(path)
+        parent = parent_of(path)
         names, by_name = self._sorted_files(parent, listing)
         position = bisect.bisect_left(names, path)
         if position >= len(names) or names[position] != path:

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgecache.engine._metadata import parent_of
+
 __all__ = ["Tree", "split_tree"]
 
 
@@ -29,10 +31,6 @@ class Tree:
     them (directories as entries of their parent, directory marker objects left out)."""
     root_file: dict[str, Any] | None = None
     """The info of ``root`` when it is a file, not a directory (then ``listings`` is empty)."""
-
-
-def _parent(name: str) -> str:
-    return name.rsplit("/", 1)[0] if "/" in name else ""
 
 
 def _directory(name: str) -> dict[str, Any]:
@@ -74,15 +72,15 @@ def split_tree(root: str, entries: Iterable[Mapping[str, Any]]) -> Tree:
             files[name] = info
     # Every ancestor up to the root is a directory, described or not.
     for name in [*files, *dirs]:
-        parent = _parent(name)
+        parent = parent_of(name)
         while len(parent) > len(root) and parent not in dirs:
             dirs[parent] = _directory(parent)
-            parent = _parent(parent)
+            parent = parent_of(parent)
     listings: dict[str, list[dict[str, Any]]] = {root: []}
     listings.update((name, []) for name in dirs if name != root)
     for name, info in [*files.items(), *dirs.items()]:
         if name != root:
-            listings[_parent(name)].append(info)
+            listings[parent_of(name)].append(info)
     for children in listings.values():
         children.sort(key=lambda info: str(info["name"]))
     return Tree(root, listings)

@@ -153,22 +153,7 @@ async def _expand(
 ) -> dict[str, dict[str, Any]]:
     """Files under ``target`` (a file, a directory, or a glob) with their infos."""
     try:
-        if _GLOB_CHARS & set(target):
-            matches = await fs._glob(target, detail=True)
-            out: dict[str, dict[str, Any]] = {}
-            for path, info in matches.items():
-                if info.get("type") == "directory":
-                    out.update(await fs._find(path, detail=True))
-                else:
-                    out[path] = info
-            if not out:
-                raise FileNotFoundError(f"nothing matches {target}")
-            return out
-        info = await fs._info(target)
-        if info.get("type") == "directory":
-            found: dict[str, dict[str, Any]] = await fs._find(target, detail=True)
-            return found
-        return {info["name"]: info}
+        return await fs.files_under(target)
     except (OSError, ValueError) as exc:
         report.failed.append(FailedPath(target, _describe(exc)))
         return {}

@@ -307,20 +307,6 @@ async def test_prometheus_metrics_follow_reads(make_cache) -> None:
     assert st["hit_ratio"] == pytest.approx(6 / 9)
 
 
-def test_shared_returns_one_cache_per_settings(tmp_path) -> None:
-    s = settings(str(tmp_path / "c"))
-    a = TieredCache.shared(s)
-    try:
-        assert TieredCache.shared(settings(str(tmp_path / "c"))) is a
-        other = TieredCache.shared(settings(str(tmp_path / "d")))
-        assert other is not a
-        other.close()
-    finally:
-        a.close()
-    assert TieredCache.shared(s) is not a
-    TieredCache.shared(s).close()
-
-
 def test_an_index_from_before_the_writing_column_is_upgraded(tmp_path) -> None:
     import sqlite3
 

@@ -1,8 +1,9 @@
 """Fixtures of the fs-layer tests: edgecache filesystems on fresh cache directories.
 
-fsspec caches filesystem instances by their arguments and :meth:`TieredCache.shared` caches one
-cache per settings, so every filesystem here gets its own ``cache_dir`` (a fresh temporary
-directory) and ``skip_instance_cache=True``: no test sees another test's blocks or metadata.
+fsspec caches filesystem instances by their arguments and the read engine's registry keeps one
+store per cache directory, so every filesystem here gets its own ``cache_dir`` (a fresh
+temporary directory) and ``skip_instance_cache=True``: no test sees another test's blocks or
+metadata.
 
 The test backends of ``fstestlib`` are registered with
 :func:`edgecache.backends.register_backend` for the duration of each test.
