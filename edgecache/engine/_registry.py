@@ -19,6 +19,8 @@ to the parent) and builds its own on first use; a spawned worker simply starts e
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -27,11 +29,13 @@ from typing import Any
 from fsspec.utils import tokenize
 
 from edgecache.backends import CLIENT_BINDING_OPTIONS, Backend, get_backend
-from edgecache.config import CacheSettings
+from edgecache.config import CacheSettings, StoreSettings
 from edgecache.engine._engine import ReadEngine
 from edgecache.engine._store import Store
 
 __all__ = ["backend_options", "engine_for", "open_engines", "when_engine_opens"]
+
+log = logging.getLogger(__name__)
 
 
 _lock = threading.Lock()
@@ -42,6 +46,8 @@ _by_request: dict[tuple[str, str, str], ReadEngine] = {}
 backend, which is what every call of every filesystem instance does."""
 _opened_hooks: list[Callable[[ReadEngine], None]] = []
 """Called with every engine made from now on (the pool attaches its peers to each)."""
+_warned: set[tuple[str, str]] = set()
+"""(directory, settings) whose being ignored was already said."""
 _inherited: list[object] = []
 """Engines and stores of the parent process, kept (never used) so that no finaliser of theirs
 closes a connection or a file the parent still uses."""
@@ -82,6 +88,7 @@ def _engine_for(
             request = (settings.store.cache_dir, protocol, tokenize(protocol, options))
             found = _by_request.get(request)
             if found is not None and not found.closed:
+                _warn_if_ignored(found.store, settings.store)
                 return found, False
             backend = get_backend(protocol, options)
             client = request[2]
@@ -121,7 +128,41 @@ def _store(settings: CacheSettings) -> Store:
     store = _stores.get(directory)
     if store is None or store.closed:
         store = _stores[directory] = Store(settings)
+    else:
+        _warn_if_ignored(store, settings.store)
     return store
+
+
+def _warn_if_ignored(store: Store, wanted: StoreSettings) -> None:
+    """Warn (once per directory and difference) when ``wanted`` store settings differ from
+    those ``store`` was opened with: they cannot apply, and silence would let a user believe
+    a quota or a compression they set is in force."""
+    held = store.settings.store
+    if held == wanted:
+        return
+    differ = [
+        f.name
+        for f in dataclasses.fields(StoreSettings)
+        if f.name != "cache_dir" and getattr(held, f.name) != getattr(wanted, f.name)
+    ]
+    if not differ:
+        return
+    ours = ", ".join(f"{name}={getattr(wanted, name)!r}" for name in differ)
+    if (store.directory, ours) in _warned:
+        return
+    _warned.add((store.directory, ours))
+    first = ", ".join(f"{name}={getattr(held, name)!r}" for name in differ)
+    log.warning(
+        "cache directory %s is already open in this process with %s; %s (asked for by a "
+        "later filesystem) are not used: one cache directory has one store per process, "
+        "whose quotas, watermarks, compression and eviction policy are those of its first "
+        "opener (read settings such as block_size and metadata_ttl are each filesystem's "
+        "own). Give every filesystem on this directory the same store settings, or another "
+        "cache_dir.",
+        store.directory,
+        first,
+        ours,
+    )
 
 
 def open_engines() -> list[ReadEngine]:

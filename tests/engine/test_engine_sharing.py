@@ -159,3 +159,35 @@ def test_other_client_options_get_their_own_engine_on_the_same_store(tmp_path: P
     assert other is not plain and other.backend is not plain.backend
     assert other.store is plain.store
     plain.close()
+
+
+def test_other_store_settings_on_an_open_directory_are_named_as_not_used(
+    files: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Store settings (quotas, compression...) are the first opener's: a later filesystem
+    asking for others is told which win and why, once, and still reads and sees writes."""
+    cache = tmp_path / "cache"
+    path = str(files / "f020.bin")
+    with _open(path, cache) as f:
+        first = f.read()
+    assert not [r for r in caplog.records if "not used" in r.getMessage()]
+    with caplog.at_level("WARNING", logger="edgecache.engine"):
+        for _ in range(3):  # fsspec.open per file, as a loop does: said once
+            with _open(path, cache, mem_quota="1MiB", compression="none", block_size=8 * KiB) as f:
+                assert f.read() == first
+    said = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert len(said) == 1, said
+    (message,) = said
+    assert str(cache.resolve()) in message
+    assert f"mem_quota={256 * KiB * KiB}" in message and f"mem_quota={KiB * KiB}" in message
+    assert "compression='auto'" in message and "compression='none'" in message
+    assert "first opener" in message
+    assert "block_size" not in message.split("(read settings")[0]  # a read setting: its own
+    # The filesystem that was not heard still shares the store: writes are seen both ways.
+    later = fsspec.filesystem(
+        "edgecache", target_protocol="enginefile", cache_dir=str(cache), mem_quota="1MiB"
+    )
+    first_fs = fsspec.filesystem("edgecache", target_protocol="enginefile", cache_dir=str(cache))
+    assert later.cache is first_fs.cache
+    later.pipe_file(path, b"written by the later one")
+    assert first_fs.cat_file(path) == b"written by the later one"
