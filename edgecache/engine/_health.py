@@ -15,8 +15,11 @@ probe to run) and works from any thread or event loop.
   second) and goes ahead if the probe is answered: a link that comes back is used by the first
   read that needs it, with no fixed wait. One probe runs at a time, shared by every read waiting
   for it, so a dead link costs at most one short probe per ``recheck_after_seconds`` in total,
-  and a read that finds no probe due fails at once. A background probe every
-  ``probe_interval_seconds`` brings the backend back when nothing reads.
+  and a read that finds no probe due fails at once. While the backend fails *at once*
+  (refused, reset: not a timeout), a probe is due after a quarter of that period: it costs a
+  round trip, not a wait, and a link that comes back is used within a fraction of a second.
+  A background probe every ``probe_interval_seconds`` brings the backend back when nothing
+  reads.
 - **recovering** (online, for ``stable_after_seconds`` after an outage): the hysteresis. Requests
   that need the backend go to it; answers the cache already has (expired metadata) are served as
   they are and refreshed behind the reader's back (:attr:`BackendHealth.stable` is False), so a
@@ -73,6 +76,9 @@ class BackendHealth:
         self._first_error = ""
         self._recovered_at: float | None = None
         self._last_probe = float("-inf")
+        self._failing_fast = False
+        """Whether the last failure (of a request or a probe) came at once rather than by a
+        timeout: then a probe is due sooner (see the module docstring)."""
         self._probe_flight: concurrent.futures.Future[bool] | None = None
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,6 +128,7 @@ class BackendHealth:
                 self._offline_since = self._clock()
                 self._offline_since_wall = time.time()
                 self._first_error = _root_message(exc)
+                self._failing_fast = not _timed_out(exc)
                 # The failed request is evidence as fresh as a probe: the next probe may wait.
                 self._last_probe = self._offline_since
                 went_offline = True
@@ -149,7 +156,8 @@ class BackendHealth:
         with self._lock:
             flight = self._probe_flight
             if flight is None:
-                if self._clock() - self._last_probe < self.recheck_after_seconds:
+                due_after = self.recheck_after_seconds / (4 if self._failing_fast else 1)
+                if self._clock() - self._last_probe < due_after:
                     return self._online
                 flight = self._start_probe(probe)
         return await self._outcome(flight)
@@ -180,6 +188,7 @@ class BackendHealth:
 
     async def _run_probe(self, probe: Probe, flight: concurrent.futures.Future[bool]) -> None:
         reachable = False
+        started = self._clock()
         try:
             async with asyncio.timeout(self.probe_interval_seconds):
                 await probe()
@@ -189,6 +198,10 @@ class BackendHealth:
         finally:
             with self._lock:
                 self._probe_flight = None
+                # A probe is bounded by a timeout of seconds; one that failed well within
+                # the recheck period was refused or reset.
+                took = self._clock() - started
+                self._failing_fast = took < self.recheck_after_seconds / 2
             if reachable:
                 self._back_online()
             flight.set_result(reachable)
@@ -225,6 +238,19 @@ class BackendHealth:
             self._first_error = ""
         BACKEND_ONLINE.labels(self.identity).set(1)
         log.warning("backend %s reachable again after %.1f s", self.identity, offline_for)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, is a timeout (Python's, or a client
+    library's ``...Timeout...`` class such as botocore's ``ReadTimeoutError``)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError) or "Timeout" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _root_message(exc: BaseException) -> str:

@@ -23,35 +23,49 @@ class Clock:
 
 
 class Link:
-    """A probe whose answer the test sets; counts the probes."""
+    """A probe whose answer the test sets; counts the probes. With a ``clock``, a probe of a
+    link that is down hangs: it takes ``hang_seconds`` of the clock, then times out."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None, hang_seconds: float = 0.0) -> None:
         self.up = False
         self.probes = 0
+        self.started: list[float] = []
         self.hold: asyncio.Event | None = None
+        self.clock = clock
+        self.hang_seconds = hang_seconds
 
     async def probe(self) -> None:
         self.probes += 1
+        if self.clock is not None:
+            self.started.append(self.clock.now)
         if self.hold is not None:
             await self.hold.wait()
         if not self.up:
+            if self.clock is not None and self.hang_seconds:
+                self.clock.now += self.hang_seconds
+                raise TimeoutError("no answer")
             raise ConnectionError("link down")
 
 
-def offline_health(clock: Clock, **periods: float) -> BackendHealth:
+def offline_health(clock: Clock, *, hung: bool = False, **periods: float) -> BackendHealth:
+    """A backend that went offline by a refused connection, or by a timeout (``hung``)."""
     settings = HealthSettings(
         probe_interval_seconds=periods.get("probe_interval_seconds", 60.0),
         recheck_after_seconds=periods.get("recheck_after_seconds", 1.0),
         stable_after_seconds=periods.get("stable_after_seconds", 30.0),
     )
     health = BackendHealth("test|health", settings, clock=clock)
-    health.went_unreachable(ConnectionError("connection refused"))
+    if hung:
+        health.went_unreachable(TimeoutError("read timed out"))
+    else:
+        health.went_unreachable(ConnectionError("connection refused"))
     return health
 
 
 async def test_a_read_probes_only_once_the_last_probe_is_old_enough() -> None:
-    clock, link = Clock(), Link()
-    health = offline_health(clock)
+    clock = Clock()
+    link = Link(clock, hang_seconds=0.6)  # a hung link: every probe waits for its timeout
+    health = offline_health(clock, hung=True)
     assert not health.online
     # Going offline counts as a probe: a read right after it fails at once, asking nothing.
     assert not await health.usable(link.probe)
@@ -60,9 +74,9 @@ async def test_a_read_probes_only_once_the_last_probe_is_old_enough() -> None:
     assert not await health.usable(link.probe)
     assert link.probes == 0
     clock.now += 0.6
-    assert not await health.usable(link.probe)  # due: probed, still down
+    assert not await health.usable(link.probe)  # due: probed, timed out
     assert link.probes == 1
-    assert not await health.usable(link.probe)  # not due again yet
+    assert not await health.usable(link.probe)  # not due again yet (0.6 s after that probe)
     assert link.probes == 1
 
     link.up = True
@@ -89,13 +103,38 @@ async def test_concurrent_reads_share_one_probe() -> None:
     assert link.probes == 1
 
 
-async def test_a_dead_link_costs_at_most_one_probe_per_recheck_period() -> None:
-    clock, link = Clock(), Link()
-    health = offline_health(clock, recheck_after_seconds=1.0)
-    for _ in range(100):  # 100 reads over 10 s of fake time
+async def test_a_hung_link_costs_at_most_one_probe_per_recheck_period() -> None:
+    clock = Clock()
+    link = Link(clock, hang_seconds=0.5)
+    health = offline_health(clock, hung=True, recheck_after_seconds=1.0)
+    for _ in range(100):  # 100 reads, 0.1 s apart
         clock.now += 0.1
         assert not await health.usable(link.probe)
-    assert 9 <= link.probes <= 10
+    gaps = [b - a for a, b in zip(link.started, link.started[1:], strict=False)]
+    assert len(link.started) >= 6 and min(gaps) >= 1.0
+
+
+async def test_a_link_that_refuses_at_once_is_probed_every_quarter_period() -> None:
+    """Refusals cost a round trip, not a wait: a read probes a quarter period after the last
+    probe, so a link that comes back is used within about that."""
+    clock = Clock()
+    link = Link(clock)
+    health = offline_health(clock, recheck_after_seconds=1.0)
+    for _ in range(100):
+        clock.now += 0.1
+        assert not await health.usable(link.probe)
+    gaps = [b - a for a, b in zip(link.started, link.started[1:], strict=False)]
+    assert 30 <= len(link.started) <= 34 and min(gaps) >= 0.25
+    link.up = True
+    clock.now += 0.3
+    assert await health.usable(link.probe)
+    # A request that timed out (not a probe) makes the next probe wait the whole period.
+    health.went_unreachable(TimeoutError("read timed out"))
+    clock.now += 0.5
+    assert not await health.usable(link.probe) and link.probes == len(link.started)
+    probes = link.probes
+    clock.now += 0.6
+    assert await health.usable(link.probe) and link.probes == probes + 1
 
 
 async def test_a_reader_that_gives_up_does_not_cancel_the_shared_probe() -> None:
