@@ -17,10 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import platformdirs
-
 from edgecache.errors import ConfigError, quoted
-from edgecache.yamlio import load_yaml_documents
 
 __all__ = [
     "OPTION_FIELDS",
@@ -116,7 +113,14 @@ def parse_ratio(value: object, *, option: str = "ratio") -> float:
 
 def default_cache_dir() -> str:
     """``$EDGECACHE_CACHE_DIR``, else the per-user cache directory (``~/.cache/edgecache``)."""
-    return os.environ.get("EDGECACHE_CACHE_DIR") or platformdirs.user_cache_dir("edgecache")
+    cache_dir = os.environ.get("EDGECACHE_CACHE_DIR")
+    if cache_dir:
+        return cache_dir
+    # Imported here, as the YAML reader below: what a reader's first fsspec.open imports is
+    # what every spawned DataLoader worker pays before its first byte.
+    import platformdirs
+
+    return platformdirs.user_cache_dir("edgecache")
 
 
 @dataclass(frozen=True)
@@ -516,6 +520,8 @@ def settings_from_yaml(
     The text is parsed within the bounds of :mod:`edgecache.yamlio` (size, nesting, aliases);
     ``source`` (the file name) starts every error message.
     """
+    from edgecache.yamlio import load_yaml_documents
+
     documents = load_yaml_documents(text, source=source)
     if len(documents) > 1:
         raise ConfigError(f"{source}: expected one YAML document, found {len(documents)}")

@@ -45,7 +45,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from edgecache.errors import ConfigError, quoted
-from edgecache.yamlio import read_text_file
 
 __all__ = [
     "DEFAULT_SECRETS_DIR",
@@ -191,7 +190,7 @@ class MountedSecretResolver:
         if not os.path.isfile(path):
             raise KeyError(f"Secret {quoted(name)} key {quoted(key)} is not mounted at {path}")
         try:
-            return read_text_file(path, max_bytes=SECRET_MAX_BYTES).rstrip("\r\n")
+            return _read_secret_file(path)
         except ConfigError as exc:
             raise KeyError(f"Secret {quoted(name)} key {quoted(key)}: {exc}") from exc
 
@@ -252,7 +251,7 @@ def _read_file(option: str, location: Any) -> str:
     if path.startswith("file://"):
         path = path[len("file://") :]
     try:
-        return read_text_file(os.path.expanduser(path), max_bytes=SECRET_MAX_BYTES).rstrip("\r\n")
+        return _read_secret_file(os.path.expanduser(path))
     except ConfigError as exc:
         raise ConfigError(f"option {option}: {exc}") from exc
 
@@ -497,3 +496,12 @@ def unexpected_option(exc: BaseException, options: Iterable[str]) -> str | None:
                 return match.group(1)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _read_secret_file(path: str) -> str:
+    """A secret file's text through the bounded reader, without its line end."""
+    # Imported here: the YAML stack behind it is not what a read needs (every spawned worker
+    # imports what its first fsspec.open needs).
+    from edgecache.yamlio import read_text_file
+
+    return read_text_file(path, max_bytes=SECRET_MAX_BYTES).rstrip("\r\n")

@@ -32,7 +32,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
-import aiofiles
 from fsspec.asyn import get_loop
 
 from edgecache.backends import Backend
@@ -782,6 +781,8 @@ class ReadEngine:
         """Copy the current version of ``path`` into the local file ``local_path``, reading
         ``step_blocks`` blocks at a time; started again from the first byte if the object
         changes while copied. Returns the plan of the version written."""
+
+        import aiofiles  # only copies need it, not every reader's start
 
         async def copy(plan: ReadPlan) -> ReadPlan:
             step = plan.block_size * max(1, step_blocks)
