@@ -4,7 +4,8 @@ Resolution order for a protocol ``p``:
 
 1. backends registered in this process with :func:`register_backend` (refuses silent overrides);
 2. installed plugins: entry points of group ``edgecache.backends`` named ``p`` (the core itself
-   registers ``file`` and ``memory`` this way);
+   registers ``file`` and ``memory`` this way), those of the plugin made for ``p``
+   (``PLUGIN_PACKAGES``) first;
 3. protocols that need a dedicated plugin (``s3``, ``oss``...) fail here with
    :class:`BackendNotInstalledError` naming the package to install;
 4. any other protocol fsspec knows is wrapped by :class:`GenericBackend`; fsspec's own "install
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Mapping
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
 from typing import Any
 
 from fsspec.registry import known_implementations
@@ -95,8 +96,23 @@ def register_backend(protocol: str, cls: type[Backend], *, clobber: bool = False
         _registered[protocol] = cls
 
 
+def _from_known_plugin(protocol: str) -> list[EntryPoint]:
+    """The entry points for ``protocol`` of the plugin made for it (``edgecache-s3`` for
+    ``s3``), read from that one distribution: a spawned worker's first ``fsspec.open`` would
+    otherwise read the metadata of every installed distribution (hundreds of ms of file reads
+    on a busy disk) to find it."""
+    package = PLUGIN_PACKAGES.get(protocol)
+    if package is None:
+        return []
+    try:
+        found = distribution(package).entry_points
+    except PackageNotFoundError:
+        return []
+    return [ep for ep in found if ep.group == ENTRY_POINT_GROUP and ep.name == protocol]
+
+
 def _from_entry_points(protocol: str) -> type[Backend] | None:
-    for ep in _plugins().get(protocol, []):
+    for ep in _from_known_plugin(protocol) or _plugins().get(protocol, []):
         try:
             cls = ep.load()
         except ImportError as exc:

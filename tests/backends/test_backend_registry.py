@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from importlib.metadata import EntryPoint
+from importlib.metadata import EntryPoint, PackageNotFoundError
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +185,11 @@ def no_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
         return [ep for ep in real(**selection) if ep.value.startswith("edgecache.backends.")]
 
     monkeypatch.setattr(_registry, "entry_points", core_only)
+
+    def not_installed(name: str) -> Any:
+        raise PackageNotFoundError(name)
+
+    monkeypatch.setattr(_registry, "distribution", not_installed)
 
 
 @pytest.mark.parametrize(
