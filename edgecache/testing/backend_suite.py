@@ -130,6 +130,17 @@ class _Counter:
 
         monkeypatch.setattr(backend, "fetch_range", counting_fetch)
         monkeypatch.setattr(backend, "call", counting_call)
+        if backend.reads_tell_info:
+            # A cold read's first GET, which brings the object's info along.
+            fetch_with_info = backend.fetch_range_and_info
+
+            async def counting_fetch_with_info(
+                path: str, start: int, end: int
+            ) -> tuple[bytes, dict[str, Any]]:
+                self.fetches.append((path, start, end))
+                return await fetch_with_info(path, start, end)
+
+            monkeypatch.setattr(backend, "fetch_range_and_info", counting_fetch_with_info)
 
 
 class BackendConformance:
