@@ -137,6 +137,7 @@ def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
     while (survivors := {p for p in children if _alive(p)}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not survivors, f"still running after the demo ended: {survivors}"
+    assert not (tmp_path / "work").exists(), "an interrupted demo leaves its caches behind"
 
 
 def test_small_edge_demo_over_the_fsspec_layer_runs() -> None:

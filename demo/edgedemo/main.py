@@ -661,7 +661,9 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     finally:
         ignore_signals()
-        if args.keep or code != 0:
+        # A failure keeps its logs to look at; a Ctrl-C or success cleans up (caches and
+        # views are several times the dataset).
+        if args.keep or code == 1:
             print(f"work directory kept: {work}", flush=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
