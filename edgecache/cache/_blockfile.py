@@ -369,14 +369,19 @@ class BlockFile:
         out[:] = self.read(lo, hi)
 
     def _verify(self, data: bytes | memoryview, first: int, length: int) -> None:
-        segment = self._segment
-        expected = self._checksums[first // segment :]
         if len(data) != length:
             raise CorruptBlockError("payload ends before the length its header says")
+        segment, checksums = self._segment, self._checksums
+        index = first // segment
+        if length <= segment:  # the common 16-64 KiB read: one checksum, no slicing
+            if xxhash.xxh3_64_intdigest(data) != checksums[index]:
+                raise CorruptBlockError(f"checksum mismatch in segment {index}")
+            return
         view = memoryview(data)
-        for i, o in enumerate(range(0, len(view), segment)):
-            if xxhash.xxh3_64_intdigest(view[o : o + segment]) != expected[i]:
-                raise CorruptBlockError(f"checksum mismatch in segment {first // segment + i}")
+        for o in range(0, length, segment):
+            if xxhash.xxh3_64_intdigest(view[o : o + segment]) != checksums[index]:
+                raise CorruptBlockError(f"checksum mismatch in segment {index}")
+            index += 1
 
     def close(self) -> None:
         """Let go of the file (the bytes read stay valid)."""
