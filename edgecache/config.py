@@ -25,12 +25,16 @@ __all__ = [
     "Compression",
     "HealthSettings",
     "MetadataSettings",
+    "QoSSettings",
     "ReadSettings",
     "SSDDirectory",
     "StoreSettings",
+    "TimeWindow",
     "default_cache_dir",
+    "parse_rate",
     "parse_ratio",
     "parse_size",
+    "parse_windows",
     "settings_from_yaml",
 ]
 
@@ -109,6 +113,102 @@ def parse_ratio(value: object, *, option: str = "ratio") -> float:
     if not 0.0 <= ratio <= 1.0:
         raise ConfigError(f"{option}: {quoted(value)} is outside 0..1")
     return ratio
+
+
+_BIT_UNITS = {"kbit": 1000 / 8, "mbit": 1000**2 / 8, "gbit": 1000**3 / 8}
+_UNLIMITED = {"unlimited", "none", "off", ""}
+
+
+def parse_rate(value: object, *, option: str = "rate") -> float | None:
+    """Parse a bandwidth into bytes per second: a size per second (``10MiB``, ``10MiB/s``,
+    ``500K``, a plain number of bytes) or bits (``80Mbit``, ``1Gbit/s``: powers of 1000).
+
+    ``unlimited`` (or ``none``) is None, no cap; ``0`` is a rate of zero (nothing may pass).
+    Raises :class:`ConfigError` naming ``option``.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in _UNLIMITED):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower().endswith("/s"):
+            text = text[:-2]
+        match = _SIZE_RE.match(text)
+        if match and match.group(2).lower() in _BIT_UNITS:
+            return float(match.group(1)) * _BIT_UNITS[match.group(2).lower()]
+        value = text
+    try:
+        return float(parse_size(value, option=option))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{option}: {quoted(value)} is not a rate; use bytes per second with a unit "
+            "(10MiB, 10MiB/s), bits (80Mbit, 1Gbit/s), 0 (nothing) or unlimited"
+        ) from exc
+
+
+@dataclass(frozen=True, order=True)
+class TimeWindow:
+    """A daily time window in UTC, ``start`` inclusive to ``end`` exclusive, in minutes after
+    midnight; a window whose end is before its start wraps past midnight (``22:00-06:00``)."""
+
+    start_minute: int
+    end_minute: int
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.start_minute < 1440 and 0 < self.end_minute <= 1440):
+            raise ConfigError(f"time window {self}: minutes must be within one day")
+        if self.start_minute == self.end_minute % 1440:
+            raise ConfigError(
+                f"time window {self}: start and end are the same time; for all day, set no window"
+            )
+
+    def contains(self, minute_of_day: float) -> bool:
+        """Whether ``minute_of_day`` (0 to 1440, UTC) falls inside the window."""
+        if self.start_minute < self.end_minute:
+            return self.start_minute <= minute_of_day < self.end_minute
+        return minute_of_day >= self.start_minute or minute_of_day < self.end_minute
+
+    def __str__(self) -> str:
+        def hhmm(minute: int) -> str:
+            return f"{minute // 60:02d}:{minute % 60:02d}"
+
+        return f"{hhmm(self.start_minute)}-{hhmm(self.end_minute)}"
+
+
+_WINDOW_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_windows(value: object, *, option: str = "windows") -> tuple[TimeWindow, ...]:
+    """Parse daily UTC windows: ``02:00-06:00``, several separated by commas
+    (``02:00-06:00,22:00-23:30``) or a list of them; empty means none."""
+    if value is None:
+        return ()
+    if isinstance(value, TimeWindow):
+        return (value,)
+    if isinstance(value, str):
+        parts: list[object] = [p for p in value.split(",") if p.strip()]
+    elif isinstance(value, list | tuple):
+        parts = list(value)
+    else:
+        raise ConfigError(f"{option}: expected windows such as 02:00-06:00, got {quoted(value)}")
+    windows = []
+    for part in parts:
+        if isinstance(part, TimeWindow):
+            windows.append(part)
+            continue
+        match = _WINDOW_RE.match(part) if isinstance(part, str) else None
+        if match is None:
+            raise ConfigError(
+                f"{option}: {quoted(part)} is not a time window; use HH:MM-HH:MM in UTC, "
+                "e.g. 02:00-06:00"
+            )
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        if h1 > 23 or m1 > 59 or m2 > 59 or h2 > 24 or (h2 == 24 and m2):
+            raise ConfigError(f"{option}: {quoted(part)} is not a time of day (00:00 to 24:00)")
+        try:
+            windows.append(TimeWindow(h1 * 60 + m1, h2 * 60 + m2))
+        except ConfigError as exc:
+            raise ConfigError(f"{option}: {exc}") from exc
+    return tuple(sorted(windows))
 
 
 def default_cache_dir() -> str:
@@ -255,11 +355,77 @@ class HealthSettings:
                 raise ConfigError(f"{option}: must be >= 0 seconds, got {value}")
 
 
+@dataclass(frozen=True)
+class QoSSettings:
+    """How the site's WAN link is shared between foreground reads and background loading
+    (:mod:`edgecache.engine._qos`; node-level: one link scheduler per process per backend link
+    and these settings).
+
+    Foreground: what a reader waits for (its reads, their read-ahead, the scan-ahead of a loop
+    opening files, a peer's request on behalf of a reader). Background: prefetch and DataLoads.
+    Background fetches start one block at a time and only while no foreground request of the
+    node is queued or in flight (other processes on the cache directory included), within the
+    cap and the windows below.
+    """
+
+    enabled: bool = True
+    """``False``: no priorities in this process (background runs like foreground, uncapped);
+    the storage option ``qos_enabled``. On by default: it costs a foreground read nothing, and a
+    DataLoad must never slow the pods' reads."""
+    background_bytes_per_second: float | None = None
+    """Cap on background bytes per second from the backend outside the windows (all the time
+    when there are none): storage option ``background_rate`` (``20MiB``, ``80Mbit``). None: no
+    cap (background still yields to foreground); 0: background runs only inside the windows.
+    No cap by default: yielding to foreground already protects readers, and a cap is a site's
+    decision (what else shares its link)."""
+    background_windows: tuple[TimeWindow, ...] = ()
+    """Daily UTC windows (``background_windows``: ``02:00-06:00``) in which background runs at
+    :attr:`window_bytes_per_second` instead of the cap, e.g. uncapped at night."""
+    window_bytes_per_second: float | None = None
+    """Cap on background bytes per second inside the windows (``background_window_rate``);
+    None: uncapped."""
+    background_inflight_bytes: int = 4 * MiB
+    """Most bytes of background blocks in flight at once (``background_inflight``); a block
+    larger than this still goes, alone. It bounds what a foreground burst can find on the link
+    (the rest of these bytes, then background stops until the burst is over): one default
+    block, so a foreground read waits at most about one block time for background traffic.
+    For small objects it still lets many go at once, which keeps the link busy."""
+    background_fetches: int = 8
+    """Most background block fetches in flight at once (``background_fetches``): half the
+    default ``fetch_concurrency``, so foreground requests always find request slots free, and
+    8 requests for small objects keep a 30 ms, 100 Mbit/s link busy."""
+    foreground_quiet_seconds: float = 0.5
+    """Background waits until foreground has been quiet this long (``foreground_quiet``): a
+    reader between two reads (a training step, the next file) is still reading, and a
+    background block started in that gap would sit in front of its next read. Half a second
+    spans a data loader's step and costs background little."""
+    state_dir: str = ""
+    """Directory of the files through which processes see each other's foreground activity
+    (``qos_dir``); empty: ``<cache_dir>/qos``. Processes that share a link but not a cache
+    directory (a pod with its own cache next to the agent) share coordination by pointing
+    this at one directory."""
+
+    def __post_init__(self) -> None:
+        for option, rate in (
+            ("background_rate", self.background_bytes_per_second),
+            ("background_window_rate", self.window_bytes_per_second),
+        ):
+            if rate is not None and not (math.isfinite(rate) and rate >= 0):
+                raise ConfigError(f"{option}: must be >= 0 bytes per second, got {rate}")
+        if self.background_inflight_bytes < 1 or self.background_fetches < 1:
+            raise ConfigError("background_inflight and background_fetches must be >= 1")
+        if not self.foreground_quiet_seconds >= 0:
+            raise ConfigError(
+                f"foreground_quiet: must be >= 0 seconds, got {self.foreground_quiet_seconds}"
+            )
+
+
 _GROUPS: dict[str, type[Any]] = {
     "store": StoreSettings,
     "read": ReadSettings,
     "metadata": MetadataSettings,
     "health": HealthSettings,
+    "qos": QoSSettings,
 }
 #: Storage-option name (design section 2.3, flat as users write them) -> (group, field).
 OPTION_FIELDS: dict[str, tuple[str, str]] = {
@@ -268,12 +434,24 @@ OPTION_FIELDS: dict[str, tuple[str, str]] = {
     "backend_probe_interval": ("health", "probe_interval_seconds"),
     "backend_recheck_after": ("health", "recheck_after_seconds"),
     "backend_stable_after": ("health", "stable_after_seconds"),
+    "qos_enabled": ("qos", "enabled"),
+    "background_rate": ("qos", "background_bytes_per_second"),
+    "background_window_rate": ("qos", "window_bytes_per_second"),
+    "background_inflight": ("qos", "background_inflight_bytes"),
+    "foreground_quiet": ("qos", "foreground_quiet_seconds"),
+    "qos_dir": ("qos", "state_dir"),
 }
 for _field in (
     "ttl_seconds",
     "probe_interval_seconds",
     "recheck_after_seconds",
     "stable_after_seconds",
+    "enabled",
+    "background_bytes_per_second",
+    "window_bytes_per_second",
+    "background_inflight_bytes",
+    "foreground_quiet_seconds",
+    "state_dir",
 ):
     del OPTION_FIELDS[_field]
 
@@ -282,7 +460,8 @@ for _field in (
 class CacheSettings:
     """Everything the cache, the read engine and the filesystem are configured with, grouped by
     concern: :attr:`store` (the directory and its quotas), :attr:`read` (block size,
-    read-ahead), :attr:`metadata` (TTL), :attr:`health` (probing an offline backend).
+    read-ahead), :attr:`metadata` (TTL), :attr:`health` (probing an offline backend),
+    :attr:`qos` (foreground reads before background loading on the link).
 
     Built from the flat storage-option names users write (design section 2.3:
     ``CacheSettings(cache_dir=..., block_size=...)``, :meth:`from_options`), or from groups
@@ -294,6 +473,7 @@ class CacheSettings:
     read: ReadSettings
     metadata: MetadataSettings
     health: HealthSettings
+    qos: QoSSettings
 
     def __init__(
         self,
@@ -302,6 +482,7 @@ class CacheSettings:
         read: ReadSettings | None = None,
         metadata: MetadataSettings | None = None,
         health: HealthSettings | None = None,
+        qos: QoSSettings | None = None,
         **options: Any,
     ) -> None:
         groups: dict[str, Any] = {
@@ -309,6 +490,7 @@ class CacheSettings:
             "read": read or ReadSettings(),
             "metadata": metadata or MetadataSettings(),
             "health": health or HealthSettings(),
+            "qos": qos or QoSSettings(),
         }
         changes: dict[str, dict[str, Any]] = {}
         for name, value in options.items():
@@ -412,6 +594,46 @@ class CacheSettings:
         """``health.stable_after_seconds``."""
         return self.health.stable_after_seconds
 
+    @property
+    def qos_enabled(self) -> bool:
+        """``qos.enabled``."""
+        return self.qos.enabled
+
+    @property
+    def background_rate(self) -> float | None:
+        """``qos.background_bytes_per_second`` (None: no cap)."""
+        return self.qos.background_bytes_per_second
+
+    @property
+    def background_windows(self) -> tuple[TimeWindow, ...]:
+        """``qos.background_windows``."""
+        return self.qos.background_windows
+
+    @property
+    def background_window_rate(self) -> float | None:
+        """``qos.window_bytes_per_second`` (None: uncapped)."""
+        return self.qos.window_bytes_per_second
+
+    @property
+    def background_inflight(self) -> int:
+        """``qos.background_inflight_bytes``."""
+        return self.qos.background_inflight_bytes
+
+    @property
+    def background_fetches(self) -> int:
+        """``qos.background_fetches``."""
+        return self.qos.background_fetches
+
+    @property
+    def foreground_quiet(self) -> float:
+        """``qos.foreground_quiet_seconds``."""
+        return self.qos.foreground_quiet_seconds
+
+    @property
+    def qos_dir(self) -> str:
+        """``qos.state_dir`` (empty: ``<cache_dir>/qos``)."""
+        return self.qos.state_dir
+
     # --- building ------------------------------------------------------------------------------
     @classmethod
     def from_options(
@@ -436,6 +658,7 @@ class CacheSettings:
             read=base.read,
             metadata=base.metadata,
             health=base.health,
+            qos=base.qos,
             **changes,
         )
 
@@ -443,17 +666,22 @@ class CacheSettings:
         """Plain data under the storage-option names (for ``--json`` output and logs)."""
         out = {name: getattr(self, name) for name in OPTION_FIELDS}
         out["ssd_dirs"] = [{"path": d.path, "quota": d.quota_bytes} for d in self.ssd_dirs]
+        out["background_windows"] = [str(w) for w in self.background_windows]
         return out
 
 
-_SIZE_FIELDS = {"block_size", "mem_quota", "ssd_quota"}
+_SIZE_FIELDS = {"block_size", "mem_quota", "ssd_quota", "background_inflight"}
 _RATIO_FIELDS = {"ssd_high", "ssd_low", "compression_min_saving"}
-_INT_FIELDS = {"readahead_blocks", "fetch_concurrency", "scan_ahead_files"}
+_INT_FIELDS = {"readahead_blocks", "fetch_concurrency", "scan_ahead_files", "background_fetches"}
+_RATE_FIELDS = {"background_rate", "background_window_rate"}
+_BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False}
+_BOOLEANS.update({"off": False, "0": False})
 _SECONDS_FIELDS = {
     "metadata_ttl",
     "backend_probe_interval",
     "backend_recheck_after",
     "backend_stable_after",
+    "foreground_quiet",
 }
 
 
@@ -483,6 +711,19 @@ def _convert(name: str, value: Any) -> Any:
             raise ConfigError(f"cache_dir: expected a directory path, got {quoted(value)}") from exc
     if name == "ssd_dirs":
         return _convert_dirs(value)
+    if name in _RATE_FIELDS:
+        return parse_rate(value, option=name)
+    if name == "background_windows":
+        return parse_windows(value, option=name)
+    if name == "qos_enabled":
+        if isinstance(value, bool):
+            return value
+        flag = _BOOLEANS.get(str(value).strip().lower())
+        if flag is None:
+            raise ConfigError(f"{name}: {quoted(value)} is not true or false")
+        return flag
+    if name == "qos_dir":
+        return str(Path(os.fspath(value)).expanduser()) if value else ""
     if name in ("compression", "eviction_policy"):
         return str(value).lower()
     return value

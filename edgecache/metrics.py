@@ -52,7 +52,9 @@ __all__ = [
     "PEER_HITS",
     "PEER_MEMBERS",
     "PEER_REQUESTS",
+    "QOS_BACKGROUND_WAIT_SECONDS",
     "REGISTRY",
+    "WAN_BYTES",
 ]
 
 #: The registry every edgecache metric lives in (not the process-global default registry, so
@@ -129,6 +131,25 @@ BACKEND_ONLINE = Gauge(
 )
 BACKEND_ERRORS = Counter(
     "edgecache_backend_errors", "Failed backend requests.", ["backend"], registry=REGISTRY
+)
+
+# --- WAN QoS (edgecache/engine/_qos.py) ---------------------------------------------------------
+WAN_BYTES = Counter(
+    "edgecache_wan_bytes",
+    "Bytes fetched from a backend (over the WAN for cloud backends), by priority: foreground "
+    "(readers, their read-ahead, peers on a reader's behalf) or background (prefetch, "
+    "DataLoads).",
+    ["backend", "priority"],
+    registry=REGISTRY,
+)
+QOS_BACKGROUND_WAIT_SECONDS = Counter(
+    "edgecache_qos_background_wait_seconds",
+    "Seconds background block fetches spent waiting for their turn, by reason: foreground "
+    "(requests queued or in flight, or the quiet period after them), window (outside the "
+    "background windows with no rate), rate (the background cap), in_flight (the bound on "
+    "background bytes or fetches in flight).",
+    ["reason"],
+    registry=REGISTRY,
 )
 
 # --- nodepool sharing (edgecache/pool) ----------------------------------------------------------

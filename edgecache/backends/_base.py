@@ -50,6 +50,10 @@ class Backend(ABC):
     """True if :meth:`fetch_range_and_info` is implemented: a ranged read answers with the
     object's size and version too (S3: ``Content-Range``, ``ETag``, ``Last-Modified``), so a
     read of an object whose metadata is not cached needs no info request before it."""
+    remote: ClassVar[bool] = True
+    """True if the store is reached over a network link, whose bandwidth WAN QoS shares
+    between foreground reads and background loading; local stores (``file``, ``memory``)
+    have no link to share, and their fetches are never held back."""
 
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         self.protocol = protocol

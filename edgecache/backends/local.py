@@ -25,6 +25,7 @@ class LocalBackend(Backend):
 
     protocols = ("file", "local")
     blocking = True
+    remote = False
 
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         super().__init__(protocol, options)

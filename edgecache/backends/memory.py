@@ -23,6 +23,7 @@ class MemoryBackend(Backend):
     """The process-wide fsspec memory store (``memory://``)."""
 
     protocols = ("memory",)
+    remote = False
 
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         super().__init__(protocol, options)

@@ -51,6 +51,7 @@ _OUR_TOP_LEVEL = {
     "metadata.sqlite",
     "metadata.sqlite-wal",
     "metadata.sqlite-shm",
+    "qos",
 }
 _OUR_TOP_LEVEL_PATTERN = re.compile(r"index\.sqlite\.corrupt(-\d+)?(-wal|-shm)?")
 _SQLITE_MAGIC = b"SQLite format 3\0"

@@ -36,10 +36,11 @@ from fsspec.asyn import get_loop
 
 from edgecache.backends import Backend
 from edgecache.cache import BlockKey, Fetched, TieredCache
-from edgecache.config import CacheSettings
+from edgecache.config import CacheSettings, QoSSettings
 from edgecache.engine._health import BackendHealth
 from edgecache.engine._metadata import CachedInfo, MetadataCache, parent_of
 from edgecache.engine._plan import ReadPlan
+from edgecache.engine._qos import Priority, current_priority, link_scheduler
 from edgecache.engine._scan import ScanDetector
 from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
 from edgecache.engine._sparse import SparsePlanner
@@ -88,6 +89,11 @@ class ReadEngine:
         """Backend identity: part of every block and metadata key."""
         self.settings = settings
         self.health = BackendHealth(self.identity, settings.health)
+        self.link = link_scheduler(
+            self.identity, settings.qos if backend.remote else QoSSettings(enabled=False)
+        )
+        """The link's QoS scheduler (foreground first), shared by the engines on the link."""
+        self.link.share_through(settings.qos.state_dir or os.path.join(store.directory, "qos"))
         self._refreshing: dict[str, asyncio.Future[Any]] = {}
         self.scans = ScanDetector(settings.read.scan_ahead_files)
         self._dir_misses: dict[str, int] = {}
@@ -144,7 +150,8 @@ class ReadEngine:
         if not await self.health.usable(self.backend.probe):
             raise self.unavailable(problem)
         try:
-            yield
+            with self.link.request():
+                yield
         except ObjectChangedError:
             raise
         except Exception as exc:
@@ -492,11 +499,14 @@ class ReadEngine:
 
     # --- reading -------------------------------------------------------------------------------
     async def _block(self, plan: ReadPlan, index: int) -> bytes:
-        return await self.blocks.get(
-            plan.key(index),
-            functools.partial(self._from_sources, plan, index),
-            expected_size=plan.block_length(index),
-        )
+        key, length = plan.key(index), plan.block_length(index)
+        fetch = functools.partial(self._from_sources, plan, index)
+        if current_priority() is Priority.BACKGROUND and not self.blocks.holds(key):
+            # Admitted before single-flight and the cross-process block lock: a reader never
+            # joins a flight that waits for its turn behind foreground.
+            async with self.link.background_block(length):
+                return await self.blocks.get(key, fetch, expected_size=length)
+        return await self.blocks.get(key, fetch, expected_size=length)
 
     async def _from_sources(self, plan: ReadPlan, index: int) -> bytes | Fetched:
         for source in self._sources:

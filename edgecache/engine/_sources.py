@@ -65,9 +65,11 @@ class BackendSource:
     async def fetch(self, plan: ReadPlan, index: int) -> bytes:
         start = plan.block_start(index)
         async with self._engine.guard(f"block {index} of {plan.path}"), self._slots:
-            return await self._engine.backend.fetch_range(
+            data = await self._engine.backend.fetch_range(
                 plan.path, start, start + plan.block_length(index), plan.version
             )
+        self._engine.link.charge(len(data))
+        return data
 
     async def fetch_span(self, plan: ReadPlan, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of the planned version that are no whole block (the pages of
@@ -80,6 +82,7 @@ class BackendSource:
             data = await backend.fetch_range(plan.path, start, end, plan.version)
         BACKEND_FETCH_SECONDS.labels(label).observe(time.perf_counter() - started)
         BACKEND_BYTES.labels(label).inc(len(data))
+        self._engine.link.charge(len(data))
         if len(data) != end - start:
             raise ObjectChangedError(
                 errno.ESTALE,

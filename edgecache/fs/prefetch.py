@@ -4,7 +4,7 @@ Used by ``edgecache prefetch`` and (later) by the agent for DataLoads. Place in 
 
     targets (paths, globs) --list/find (listings cached: metadata prefetch)--> files
       --> blocks not in the SSD tier (ReadEngine.missing_blocks)
-      --N workers--> ReadEngine.fetch --> cache
+      --N workers--> ReadEngine.fetch (background priority: after readers) --> cache
 
 Work is cut at block level and handed to ``parallel`` workers from one queue, so large files and
 many small ones both keep the link busy while memory stays bounded (a block in flight per
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgecache.engine import ReadPlan
+from edgecache.engine import ReadPlan, as_background
 from edgecache.fs._filesystem import EdgeCacheFileSystem
 
 __all__ = ["FailedPath", "PrefetchProgress", "PrefetchReport", "prefetch", "run_prefetch"]
@@ -173,6 +173,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+@as_background
 async def prefetch(
     fs: EdgeCacheFileSystem,
     targets: Sequence[str],
@@ -189,6 +190,8 @@ async def prefetch(
     ``pin``: a name; each target is pinned (as ``pin`` or ``pin#i``) before loading, and a pin
     that cannot fit raises :class:`~edgecache.errors.PinError` before anything loads.
     ``stop``: set it to end the run early (the report says ``interrupted``).
+    Its fetches are background work (WAN QoS): they wait while readers' requests are on the
+    link, within the background cap and windows (:mod:`edgecache.engine._qos`).
     """
     report = PrefetchReport(dry_run=dry_run)
     engine = fs.engine
