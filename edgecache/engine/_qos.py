@@ -200,7 +200,8 @@ class LinkScheduler:
         self.link = link
         """The backend identity (protocol and endpoint) whose link this schedules."""
         self.settings = settings
-        self._wall_clock = wall_clock
+        self.wall_clock = wall_clock
+        """Seconds since the epoch: where the UTC windows are (replaceable, e.g. by tests)."""
         self._clock = clock
         self._label = link.split("|", 1)[0]
         self._foreground = 0
@@ -348,7 +349,7 @@ class LinkScheduler:
         windows = settings.background_windows
         if not windows:
             return settings.background_bytes_per_second, math.inf
-        minute = (self._wall_clock() % 86400) / 60
+        minute = (self.wall_clock() % 86400) / 60
         inside = any(w.contains(minute) for w in windows)
         rate = settings.window_bytes_per_second if inside else settings.background_bytes_per_second
         edges = [m for w in windows for m in (w.start_minute, w.end_minute % 1440)]

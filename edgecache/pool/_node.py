@@ -21,7 +21,7 @@ from types import TracebackType
 
 import aiohttp
 
-from edgecache.engine import ReadEngine, when_engine_opens
+from edgecache.engine import PRIORITY_HEADER, ReadEngine, current_priority, when_engine_opens
 from edgecache.errors import ConfigError
 from edgecache.k8s import ConnectionSettings, TokenSource
 from edgecache.pool._members import Member, Membership, StaticMembership, parse_member
@@ -177,6 +177,10 @@ class PoolNode:
             return session
 
     def request_headers(self) -> dict[str, str]:
-        """Headers every peer request carries: the token (and the asker's WAN priority)."""
+        """Headers every peer request carries: the token and the asker's WAN priority (the
+        owner's fetch on its behalf then waits, or not, as the asker's own would)."""
+        headers = {PRIORITY_HEADER: current_priority().value}
         token = self.tokens.token()
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return headers

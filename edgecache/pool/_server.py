@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from edgecache.cache import encode_block
-from edgecache.engine import ReadEngine, ReadPlan
+from edgecache.engine import PRIORITY_HEADER, Priority, ReadEngine, ReadPlan, fetch_priority
 from edgecache.errors import ConfigError, ObjectChangedError
 from edgecache.k8s import TokenSource
 from edgecache.metrics import PEER_BYTES_SERVED, PEER_REQUESTS
@@ -181,10 +181,11 @@ class PeerServer:
     async def _fetch(
         self, request: web.Request, engine: ReadEngine, plan: ReadPlan, index: int
     ) -> bytes:
-        if request.headers.get(FORWARDED_HEADER):
-            with forwarded():
-                return await engine.block(plan, index)
-        return await engine.block(plan, index)
+        with fetch_priority(Priority.from_header(request.headers.get(PRIORITY_HEADER))):
+            if request.headers.get(FORWARDED_HEADER):
+                with forwarded():
+                    return await engine.block(plan, index)
+            return await engine.block(plan, index)
 
     def _frame(self, data: bytes, digest: str, compression: str) -> bytes:
         return encode_block(data, digest=digest, compression=compression, min_saving=_MIN_SAVING)
