@@ -511,7 +511,11 @@ class ReadEngine:
     async def _from_sources(self, plan: ReadPlan, index: int) -> bytes | Fetched:
         for source in self._sources:
             try:
-                data = await source.fetch(plan, index)
+                if source is self._backend_source:
+                    data = await source.fetch(plan, index)
+                else:
+                    with self.link.off_link():
+                        data = await source.fetch(plan, index)
             except SourceSkipped:
                 continue
             except BackendUnavailableError:

@@ -134,8 +134,11 @@ class _Ticket:
     """One admitted background block: what it reserved of the bucket and what it really
     fetched over the link (single-flight may have served it from another fetch)."""
 
+    nbytes: int
     reserved: float
     wan_bytes: int = 0
+    off_link: bool = False
+    """Waiting on something that does not use the link (a pool peer): it holds no room."""
 
 
 _TICKET: contextvars.ContextVar[_Ticket | None] = contextvars.ContextVar(
@@ -289,21 +292,45 @@ class LinkScheduler:
             yield
             return
         await self._admitted(nbytes)
-        ticket = _Ticket(reserved=nbytes if self._rate is not None else 0)
+        ticket = _Ticket(nbytes, reserved=nbytes if self._rate is not None else 0)
         self._tokens -= ticket.reserved
-        self._background_bytes += nbytes
-        self._background_fetches += 1
+        self._hold(ticket, 1)
         token = _TICKET.set(ticket)
         try:
             yield
         finally:
             _TICKET.reset(token)
-            self._background_bytes -= nbytes
-            self._background_fetches -= 1
+            if not ticket.off_link:
+                self._hold(ticket, -1)
             # Pay for what really crossed the link, not for what was reserved.
             if self._rate is not None:
                 self._tokens += ticket.reserved - ticket.wan_bytes
             self._wake()
+
+    def _hold(self, ticket: _Ticket, sign: int) -> None:
+        self._background_bytes += sign * ticket.nbytes
+        self._background_fetches += sign
+
+    @contextlib.contextmanager
+    def off_link(self) -> Iterator[None]:
+        """Around the part of a background block's fetch that does not use this link (a pool
+        peer or a local copy serving it): the block holds no room in flight meanwhile. Nodes
+        asking each other for blocks would otherwise wait in a circle, each holding its room
+        for a block its owner cannot start because its own room is held the same way."""
+        ticket = _TICKET.get()
+        if ticket is None or ticket.off_link:
+            yield
+            return
+        ticket.off_link = True
+        self._hold(ticket, -1)
+        self._wake()
+        try:
+            yield
+        finally:
+            # Back on the link (the peer skipped it: the backend is next), without waiting:
+            # it is inside single-flight now, where waiting would hold readers back.
+            ticket.off_link = False
+            self._hold(ticket, 1)
 
     async def _admitted(self, nbytes: int) -> None:
         while True:
