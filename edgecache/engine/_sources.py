@@ -103,6 +103,7 @@ class BackendSource:
         started = time.perf_counter()
         async with self._engine.guard(f"bytes {start}-{end} of {path}"), self._span_slots:
             data, info = await backend.fetch_range_and_info(path, start, end)
+        self._engine.link.charge(len(data))
         if counted:
             BACKEND_FETCH_SECONDS.labels(label).observe(time.perf_counter() - started)
             BACKEND_BYTES.labels(label).inc(len(data))
