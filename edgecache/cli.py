@@ -282,6 +282,8 @@ def _split_url(url: str) -> tuple[str, str]:
             f"the URL {_undecodable_part(url)} is not valid UTF-8; edgecache caches only UTF-8 "
             "names (rename the file)"
         )
+    if "\0" in url:  # no file or object name holds one; the OS would refuse it late
+        raise ConfigError(f"malformed URL {quoted(url)}: it contains a NUL byte")
     if not url or "::" in url:
         raise ConfigError(
             f"malformed URL {quoted(url)}: expected e.g. file:///data/x or s3://bucket/key"

@@ -256,3 +256,9 @@ def test_a_failed_command_prints_its_error_alone(tmp_path: Path) -> None:
     code, err, _ = edgecache("cat", "http://127.0.0.1:1/x", cache=tmp_path / "c")
     assert_one_line_error(code, err, expected_code=1, needle="unreachable")
     assert "not found" not in err
+
+
+def test_edgecache_as_its_own_target_is_refused_not_a_hang(tmp_path: Path) -> None:
+    # Found by the URL fuzzing of the reliability suite: the engine waited on its own loop.
+    code, err, _ = edgecache("cat", "edgecache://x", cache=tmp_path / "c")
+    assert_one_line_error(code, err, expected_code=2, needle="cannot be the target of edgecache")

@@ -148,6 +148,13 @@ def check_protocol(protocol: str) -> type[Backend] | None:
     """Raise :class:`BackendNotInstalledError` unless a backend can serve ``protocol`` (the
     controller checks Dataset mounts this way, building nothing); return its dedicated class,
     or None when fsspec's generic one applies."""
+    if protocol == "edgecache":
+        # A cache of a cache: the outer engine would call the inner filesystem's blocking
+        # methods from its own event loop thread, and wait for ever.
+        raise ConfigError(
+            "edgecache:// cannot be the target of edgecache (name the store it caches: "
+            "edgecache::s3://..., edgecache::file://...)"
+        )
     cls = backend_class(protocol)
     if cls is None and protocol not in known_implementations and protocol not in fsspec_registry:
         raise BackendNotInstalledError(
