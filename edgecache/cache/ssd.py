@@ -282,6 +282,14 @@ class SSDTier:
         An index busy beyond the timeout only makes this operation (and the writes of the next
         30 s) bypass the tier; an index sqlite reports as damaged is rebuilt on next use.
         """
+        if (
+            isinstance(exc, sqlite3.ProgrammingError)
+            and self._index is None
+            and self.unavailable_reason
+        ):
+            # Another thread took the tier out of service and closed the index under this
+            # operation: the reason is the one it recorded (a full disk, say), not "closed".
+            return
         if isinstance(exc, sqlite3.Error) and is_busy(exc):
             self._degrade(exc, doing)
             self._busy_until = time.monotonic() + _BUSY_BACKOFF_SECONDS
