@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 # --- the reliability suite (issue #15) --------------------------------------------------------
 #: EDGECACHE_RELIABILITY=long runs the tests marked ``reliability`` at release volume; unset (or
@@ -51,3 +52,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if report and _FIGURES:
         with open(report, "w") as f:
             json.dump({"mode": RELIABILITY_MODE, "tests": _FIGURES}, f, indent=2, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """An S3 test server (moto) on loopback, one per test module."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

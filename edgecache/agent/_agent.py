@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.agent._copies import ViewCopies
 from edgecache.agent._dataloads import pending_run, run_dataload
@@ -46,6 +45,7 @@ from edgecache.k8s.api import NODE, Kube, KubeError, KubeUnavailableError
 from edgecache.k8s.informer import Informer, object_key
 from edgecache.k8s.nodes import term_matches
 from edgecache.k8s.objects import DATALOAD, DATASET, RUNTIME, Kind
+from edgecache.k8s.probes import ProbeServer, start_probe_server
 from edgecache.k8s.secrets import mount_secrets
 from edgecache.metrics import (
     AGENT_API_ONLINE,
@@ -53,7 +53,6 @@ from edgecache.metrics import (
     AGENT_VIEW_BYTES,
     AGENT_VIEWS,
     AGENT_WATCH_RESTARTS,
-    REGISTRY,
 )
 
 __all__ = ["AGENT_USER_AGENT", "Agent"]
@@ -124,7 +123,7 @@ class Agent:
         """Every worker is woken (at start, and when the Node's labels change)."""
         self._saved_objects = ""
         self._node_answered = False
-        self._runner: web.AppRunner | None = None
+        self._probes: ProbeServer | None = None
         self.health_url = ""
         self.started = asyncio.Event()
 
@@ -212,23 +211,11 @@ class Agent:
         ready = sum(1 for v in self.views.values() if v.complete)
         return web.Response(text=f"ok: {ready} of {len(self.placed)} views ready\n")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(REGISTRY))
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return response
-
     async def _start_health(self) -> None:
-        host, _, port = self.settings.health_address.rpartition(":")
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host or "0.0.0.0", int(port)).start()
-        bound = self._runner.addresses[0]
-        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
-        self.health_url = f"http://{shown}:{bound[1]}"
+        self._probes = await start_probe_server(
+            self.settings.health_address, healthz=self._healthz, readyz=self._readyz
+        )
+        self.health_url = self._probes.url
 
     # --- observation -----------------------------------------------------------------------------
     def _on_change(self, kind: str, old: JSONObject | None, new: JSONObject | None) -> None:
@@ -532,8 +519,8 @@ class Agent:
             for view in self.views.values():
                 with contextlib.suppress(OSError):
                     view.save()
-            if self._runner is not None:
-                await self._runner.cleanup()
+            if self._probes is not None:
+                await self._probes.close()
             for informer in self.informers.values():
                 await informer.join(1.0)
             self.kube.close()

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.controller._dataloads import DataLoadReconciler
 from edgecache.controller._datasets import DatasetReconciler
@@ -50,12 +49,12 @@ from edgecache.k8s.objects import (
     LABEL_DATASET_NAMESPACE,
     RUNTIME,
 )
+from edgecache.k8s.probes import ProbeServer, start_probe_server
 from edgecache.metrics import (
     CONTROLLER_DATASETS,
     CONTROLLER_RECONCILE_SECONDS,
     CONTROLLER_RECONCILES,
     CONTROLLER_WATCH_RESTARTS,
-    REGISTRY,
 )
 
 __all__ = ["Cluster", "Controller", "ControllerSettings"]
@@ -142,7 +141,7 @@ class Controller:
         self.queue: WorkQueue | None = None
         self._cache_dir = settings.cache_dir
         self._temp: tempfile.TemporaryDirectory[str] | None = None
-        self._runner: web.AppRunner | None = None
+        self._probes: ProbeServer | None = None
         self.health_url = ""
         self.started = asyncio.Event()
 
@@ -164,24 +163,11 @@ class Controller:
         ready, why = self._ready()
         return web.Response(status=200 if ready else 503, text=why + "\n")
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(REGISTRY))
-        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return response
-
     async def _start_health(self) -> None:
-        host, _, port = self.settings.health_address.rpartition(":")
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host or "0.0.0.0", int(port))
-        await site.start()
-        bound = self._runner.addresses[0]
-        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
-        self.health_url = f"http://{shown}:{bound[1]}"
+        self._probes = await start_probe_server(
+            self.settings.health_address, healthz=self._healthz, readyz=self._readyz
+        )
+        self.health_url = self._probes.url
 
     # --- events -> keys ---------------------------------------------------------------------
     def _enqueue_dataset(self, key: Key) -> None:
@@ -352,8 +338,8 @@ class Controller:
         finally:
             stopping.cancel()
             await self.elector.release()
-            if self._runner is not None:
-                await self._runner.cleanup()
+            if self._probes is not None:
+                await self._probes.close()
             self.kube.close()
             if self._temp is not None:
                 self._temp.cleanup()

@@ -15,7 +15,6 @@ import time
 from types import TracebackType
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from edgecache.errors import ConfigError
 from edgecache.hub._config import HubSettings
@@ -28,13 +27,13 @@ from edgecache.hub._store import HubStore
 from edgecache.hub._upstream import Upstream, UpstreamUnavailableError
 from edgecache.hub._watches import WatchRegistry
 from edgecache.k8s.health import HealthMonitor
+from edgecache.k8s.probes import metrics_response
 from edgecache.metrics import (
     HUB_MODE,
     HUB_MODE_SWITCHES,
     HUB_STORE_BYTES,
     HUB_STORE_OBJECTS,
     HUB_WATCHES_ENDED,
-    REGISTRY,
 )
 
 __all__ = ["HubServer", "parse_address"]
@@ -232,9 +231,7 @@ class HubServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         await self.update_store_metrics()
-        return web.Response(
-            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return metrics_response()
 
     async def update_store_metrics(self) -> None:
         if self.store is not None:

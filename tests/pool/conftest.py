@@ -18,7 +18,6 @@ from typing import Any
 import boto3
 import pytest
 from edgecache_testservers.wan import WANEmulator, WANProfile
-from moto.server import ThreadedMotoServer
 
 PEER_SCRIPT = Path(__file__).with_name("peer_process.py")
 MiB = 1024 * 1024
@@ -37,15 +36,6 @@ class Dataset:
     @property
     def urls(self) -> list[str]:
         return sorted(self.sha256)
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -9,17 +9,7 @@ from collections.abc import Iterator
 import boto3
 import pytest
 from edgecache_testservers.wan import WANEmulator
-from moto.server import ThreadedMotoServer
 from qoslib import LINK, Site
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture
