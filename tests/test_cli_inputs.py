@@ -262,3 +262,13 @@ def test_edgecache_as_its_own_target_is_refused_not_a_hang(tmp_path: Path) -> No
     # Found by the URL fuzzing of the reliability suite: the engine waited on its own loop.
     code, err, _ = edgecache("cat", "edgecache://x", cache=tmp_path / "c")
     assert_one_line_error(code, err, expected_code=2, needle="cannot be the target of edgecache")
+
+
+@pytest.mark.parametrize("command", ["ls", "cat", "prefetch"])
+def test_a_client_option_the_store_rejects_is_a_clear_error(tmp_path: Path, command: str) -> None:
+    # -o values arrive as text; fsspec's local client does arithmetic on max_paths.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_bytes(b"x")
+    target = tmp_path / "data" / ("f" if command == "cat" else "")
+    code, err, _ = edgecache(command, f"file://{target}", "-o", "max_paths=0", cache=tmp_path / "c")
+    assert_one_line_error(code, err, expected_code=2, needle="client options rejected (max_paths)")

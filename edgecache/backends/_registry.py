@@ -169,12 +169,19 @@ def get_backend(protocol: str, options: Mapping[str, Any] | None = None) -> Back
     """A configured backend for ``protocol`` (``file``, ``memory``, ``s3``...)."""
     options = options or {}
     cls = check_protocol(protocol)
-    if cls is not None:
-        return cls(protocol, options)
     try:
+        if cls is not None:
+            return cls(protocol, options)
         return GenericBackend(protocol, options)
     except ImportError as exc:
         raise BackendNotInstalledError(f"{protocol}://: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        # The store's client refusing an option (a misspelt name, a string where it wants a
+        # number: -o max_paths=0) is the user's input, not a bug of ours.
+        names = ", ".join(sorted(options)) or "none"
+        raise ConfigError(
+            f"{protocol}:// client options rejected ({names}): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def available_backends() -> list[str]:
