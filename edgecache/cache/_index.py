@@ -808,6 +808,10 @@ def _salvage(
     return pins, owners
 
 
+def _decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
 def _open(
     path: str,
     *,
@@ -821,6 +825,10 @@ def _open(
     db = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )
+    # A flipped byte in a text column must not raise for the whole index ("Could not decode to
+    # UTF-8 column", which took the tier offline): decoded with U+FFFD, the row no longer
+    # matches its checksum and is dropped as a damaged row.
+    db.text_factory = _decode_text
     try:
         if new:
             # A new file and its schema were synced about six times (tens of ms on a busy
