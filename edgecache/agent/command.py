@@ -9,42 +9,37 @@ health URL. Mistakes print one line on stderr and exit 2.
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import os
-import signal
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from edgecache.agent._agent import AGENT_USER_AGENT, Agent
 from edgecache.agent._csi import parse_csi_endpoint
 from edgecache.agent._settings import AgentSettings
-from edgecache.errors import ConfigError, EdgeCacheError
-from edgecache.k8s import ConnectionFlags, ConnectionSettings, connection_options
+from edgecache.errors import ConfigError
+from edgecache.k8s import (
+    ConnectionFlags,
+    ConnectionSettings,
+    connection_options,
+    official_api_client,
+)
 from edgecache.k8s.objects import NODEPOOL_LABEL
-from edgecache.k8s.official import official_configuration
+from edgecache.k8s.service import (
+    address_flag,
+    announce,
+    configure_logging,
+    positive_flag,
+    run_service,
+)
 from edgecache.pool import LeaseMembership, LeaseSettings, Member, PoolNode, PoolSettings
 
 if TYPE_CHECKING:
     from edgecache.agent._csi_server import CsiServer
 
 __all__ = ["agent_command"]
-
-
-def _api_client(connection: ConnectionSettings) -> Any:
-    try:
-        from kubernetes import client
-    except ImportError as exc:
-        raise ConfigError(
-            "edgecache agent needs the 'kubernetes' package: pip install 'edgecache[controller]'"
-        ) from exc
-    configuration = official_configuration(connection)
-    configuration.connection_pool_maxsize = 16
-    api_client = client.ApiClient(configuration)
-    api_client.user_agent = AGENT_USER_AGENT
-    return api_client
 
 
 def _csi_server(agent: Agent, socket_path: Path, kubelet_dir: Path) -> CsiServer:
@@ -89,11 +84,9 @@ def _pool_node(agent: Agent, settings: PoolSettings | None) -> PoolNode | None:
     return node
 
 
-async def _run(agent: Agent, csi: CsiServer | None, pool: PoolNode | None = None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+async def _serve(
+    agent: Agent, csi: CsiServer | None, pool: PoolNode | None, stop: asyncio.Event
+) -> None:
     if pool is not None:
         # Before the views: every engine the agent opens is served to peers and asks them.
         await pool.start()
@@ -107,23 +100,16 @@ async def _run(agent: Agent, csi: CsiServer | None, pool: PoolNode | None = None
         await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
         if agent.started.is_set():
             csi_text = f", CSI on unix://{csi.socket_path}" if csi is not None else ""
-            click.echo(
+            announce(
                 f"edgecache agent: node {agent.settings.node_name} serving views in "
                 f"{agent.settings.views_dir}{csi_text}, health on {agent.health_url}"
             )
-            sys.stdout.flush()
         await task
     finally:
         if csi is not None:
             await csi.stop()
         if pool is not None:
             await pool.stop()
-
-
-def _positive(value: float, flag: str) -> float:
-    if value <= 0:
-        raise click.BadParameter("must be positive", param_hint=flag)
-    return value
 
 
 @click.command(
@@ -224,18 +210,12 @@ def agent_command(
       edgecache agent --node-name edge-1 --server http://127.0.0.1:10261 \\
           --root /var/lib/edgecache/views --cache-dir /var/lib/edgecache/cache
     """
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if verbose:  # our own events; the libraries' INFO lines (every 404 of a probe) stay out
-        logging.getLogger("edgecache").setLevel(logging.INFO)
+    configure_logging(verbose=verbose)
     settings_connection = ConnectionSettings()
     connection.resolve(settings_connection)
-    _positive(metadata_ttl, "--metadata-ttl")
-    _positive(report_interval, "--report-interval")
-    _host, sep, port = health_listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise click.BadParameter("expected host:port", param_hint="--health-listen")
+    positive_flag(metadata_ttl, "--metadata-ttl")
+    positive_flag(report_interval, "--report-interval")
+    address_flag(health_listen, "--health-listen")
     if root.resolve() == cache_dir.resolve():
         raise click.UsageError("--root and --cache-dir must be different directories")
     csi_socket = None
@@ -267,15 +247,12 @@ def agent_command(
             leases=LeaseSettings(namespace=peer_namespace),
         )
     try:
-        agent = Agent(settings, _api_client(settings_connection))
+        api_client = official_api_client(
+            settings_connection, user_agent=AGENT_USER_AGENT, connection_pool_size=16
+        )
+        agent = Agent(settings, api_client)
         csi = None if csi_socket is None else _csi_server(agent, csi_socket, kubelet_dir)
         pool = _pool_node(agent, pool_settings)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    try:
-        asyncio.run(_run(agent, csi, pool))
-    except (OSError, EdgeCacheError) as exc:
-        click.echo(f"edgecache agent: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        pass
+    run_service("agent", functools.partial(_serve, agent, csi, pool))

@@ -9,58 +9,40 @@ Mistakes print one line on stderr and exit 2.
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
-import sys
-from typing import Any
+import functools
 
 import click
 
 from edgecache.controller._controller import Controller, ControllerSettings
 from edgecache.controller._leader import LeaderSettings
-from edgecache.errors import ConfigError, EdgeCacheError
-from edgecache.k8s import ConnectionFlags, ConnectionSettings, connection_options, pod_namespace
+from edgecache.errors import ConfigError
+from edgecache.k8s import (
+    ConnectionFlags,
+    ConnectionSettings,
+    connection_options,
+    official_api_client,
+    pod_namespace,
+)
 from edgecache.k8s.objects import CONTROLLER_USER_AGENT
-from edgecache.k8s.official import official_configuration
+from edgecache.k8s.service import (
+    address_flag,
+    announce,
+    configure_logging,
+    positive_flag,
+    run_service,
+)
 
 __all__ = ["controller_command"]
 
 
-def _api_client(connection: ConnectionSettings) -> Any:
-    """The official client, with a pool large enough for seven watches and the workers."""
-    try:
-        from kubernetes import client
-    except ImportError as exc:
-        raise ConfigError(
-            "edgecache controller needs the 'kubernetes' package: "
-            "pip install 'edgecache[controller]'"
-        ) from exc
-    configuration = official_configuration(connection)
-    configuration.connection_pool_maxsize = 32
-    api_client = client.ApiClient(configuration)
-    api_client.user_agent = CONTROLLER_USER_AGENT
-    return api_client
-
-
-async def _run(controller: Controller) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+async def _serve(controller: Controller, stop: asyncio.Event) -> None:
     task = asyncio.create_task(controller.run(stop))
     started = asyncio.create_task(controller.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if controller.started.is_set():
         identity = controller.settings.leader.identity
-        click.echo(f"edgecache controller: {identity} serving health on {controller.health_url}")
-        sys.stdout.flush()
+        announce(f"edgecache controller: {identity} serving health on {controller.health_url}")
     await task
-
-
-def _positive(value: float, flag: str) -> float:
-    if value <= 0:
-        raise click.BadParameter("must be positive", param_hint=flag)
-    return value
 
 
 @click.command(
@@ -127,10 +109,7 @@ def controller_command(
       edgecache controller --kubeconfig ~/.kube/config --lease-namespace default
       edgecache controller --server http://127.0.0.1:8080 --no-leader-elect
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=verbose)
     settings_connection = ConnectionSettings()
     connection.resolve(settings_connection)
     for value, flag in (
@@ -140,16 +119,14 @@ def controller_command(
         (resync, "--resync"),
         (listing_refresh, "--listing-refresh"),
     ):
-        _positive(value, flag)
+        positive_flag(value, flag)
     if renew_deadline >= lease_duration:
         raise click.UsageError("--renew-deadline must be shorter than --lease-duration")
     if retry_period >= renew_deadline:
         raise click.UsageError("--retry-period must be shorter than --renew-deadline")
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
-    _host, sep, port = health_listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise click.BadParameter("expected host:port", param_hint="--health-listen")
+    address_flag(health_listen, "--health-listen")
     settings = ControllerSettings(
         leader=LeaderSettings(
             enabled=leader_elect,
@@ -166,13 +143,12 @@ def controller_command(
         cache_dir=cache_dir,
     )
     try:
-        controller = Controller(settings, _api_client(settings_connection))
+        api_client = official_api_client(
+            settings_connection,
+            user_agent=CONTROLLER_USER_AGENT,
+            connection_pool_size=32,  # seven watches and the workers
+        )
+        controller = Controller(settings, api_client)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    try:
-        asyncio.run(_run(controller))
-    except (OSError, EdgeCacheError) as exc:
-        click.echo(f"edgecache controller: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        pass
+    run_service("controller", functools.partial(_serve, controller))

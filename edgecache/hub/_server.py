@@ -16,6 +16,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from edgecache.addresses import listening_socket
 from edgecache.errors import ConfigError
 from edgecache.hub._config import HubSettings
 from edgecache.hub._filters import FilterChain, NodePoolTopologyFilter, ResponseFilter
@@ -36,32 +37,9 @@ from edgecache.metrics import (
     HUB_WATCHES_ENDED,
 )
 
-__all__ = ["HubServer", "parse_address"]
+__all__ = ["HubServer"]
 
 log = logging.getLogger(__name__)
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) to a (host, port) pair."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigError(f"listen address must be host:port, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
-def _bind(address: str) -> socket.socket:
-    host, port = parse_address(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
 
 
 class HubServer:
@@ -99,8 +77,8 @@ class HubServer:
 
     async def start(self) -> None:
         settings = self.settings
-        proxy_sock = _bind(settings.listen.address)
-        health_sock = _bind(settings.listen.health_address)
+        proxy_sock = listening_socket(settings.listen.address, option="--listen")
+        health_sock = listening_socket(settings.listen.health_address, option="--health-listen")
         try:
             self.store = await asyncio.to_thread(HubStore.open, settings.cache_dir)
             await self.upstream.start()

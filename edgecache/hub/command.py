@@ -8,18 +8,22 @@ store (nothing to serve) exits 1. When ready, one line on stdout names both list
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
-import sys
+import functools
 from pathlib import Path
 
 import click
 
-from edgecache.errors import ConfigError, EdgeCacheError
 from edgecache.hub._config import DEFAULT_COMPONENTS, HubSettings
-from edgecache.hub._server import HubServer, parse_address
+from edgecache.hub._server import HubServer
 from edgecache.k8s.health import HealthSettings
 from edgecache.k8s.options import ConnectionFlags, connection_options
+from edgecache.k8s.service import (
+    address_flag,
+    announce,
+    configure_logging,
+    positive_flag,
+    run_service,
+)
 
 __all__ = ["hub_command"]
 
@@ -35,16 +39,11 @@ def _components(value: str | None) -> frozenset[str] | None:
     return names
 
 
-async def _run(settings: HubSettings) -> None:
+async def _serve(settings: HubSettings, stop: asyncio.Event) -> None:
     hub = HubServer(settings)
     await hub.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     mode = "online" if hub.health.online else "offline (serving from the store)"
-    click.echo(f"edgecache hub: serving {hub.url} (health {hub.health_url}), {mode}")
-    sys.stdout.flush()
+    announce(f"edgecache hub: serving {hub.url} (health {hub.health_url}), {mode}")
     try:
         await stop.wait()
     finally:
@@ -118,15 +117,10 @@ def hub_command(
       edgecache hub --server http://127.0.0.1:8080 --cache-dir /tmp/hub --components '*'
       kubectl --server http://127.0.0.1:10261 get pods -A     # through the hub
     """
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=verbose)
     settings = HubSettings(cache_dir=cache_dir)
     connection.resolve(settings.upstream)
-    if probe_interval <= 0:
-        raise click.BadParameter("must be positive", param_hint="--probe-interval")
-    settings.health.probe_interval_seconds = probe_interval
+    settings.health.probe_interval_seconds = positive_flag(probe_interval, "--probe-interval")
     settings.recording.components = _components(components)
     settings.filters.nodepool = nodepool
     if bool(tls_cert_file) != bool(tls_private_key_file):
@@ -140,15 +134,6 @@ def hub_command(
     settings.listen.client_ca_file = client_ca_file
     settings.listen.address = listen
     settings.listen.health_address = health_listen
-    try:
-        parse_address(listen)
-        parse_address(health_listen)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
-    try:
-        asyncio.run(_run(settings))
-    except EdgeCacheError as exc:
-        click.echo(f"edgecache hub: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        pass
+    address_flag(listen, "--listen")
+    address_flag(health_listen, "--health-listen")
+    run_service("hub", functools.partial(_serve, settings))

@@ -26,7 +26,7 @@ def _client_module() -> Any:
         from kubernetes import client
     except ImportError as exc:
         raise ConfigError(
-            "the 'kubernetes' package is not installed (pip install kubernetes)"
+            "the 'kubernetes' package is not installed: pip install 'edgecache[controller]'"
         ) from exc
     return client
 
@@ -57,9 +57,17 @@ def official_configuration(settings: ConnectionSettings) -> Any:
     return configuration
 
 
-def official_api_client(settings: ConnectionSettings, *, user_agent: str) -> Any:
+def official_api_client(
+    settings: ConnectionSettings, *, user_agent: str, connection_pool_size: int | None = None
+) -> Any:
     """A ``kubernetes.client.ApiClient`` for ``settings`` that sends ``user_agent`` (start it
-    with the component name, e.g. ``edgecache-controller/0.1``: the hub records by it)."""
-    api_client = _client_module().ApiClient(official_configuration(settings))
+    with the component name, e.g. ``edgecache-controller/0.1``: the hub records by it).
+
+    ``connection_pool_size``: connections kept to the server; a component holding several
+    watches open plus workers needs more than the client's default of one per CPU."""
+    configuration = official_configuration(settings)
+    if connection_pool_size is not None:
+        configuration.connection_pool_maxsize = connection_pool_size
+    api_client = _client_module().ApiClient(configuration)
     api_client.user_agent = user_agent
     return api_client

@@ -20,10 +20,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from edgecache.addresses import parse_address
 from edgecache.errors import ConfigError, quoted
 from edgecache.metrics import PEER_MEMBERS
 
-__all__ = ["Member", "Membership", "StaticMembership", "parse_address", "parse_member"]
+__all__ = ["Member", "Membership", "StaticMembership", "parse_member"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +35,6 @@ class Member:
     """Stable name, the input of rendezvous hashing (node name; a static entry's address)."""
     address: str
     """``HOST:PORT`` of its block server."""
-
-
-def parse_address(value: str, *, option: str) -> tuple[str, int]:
-    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) as (host, port); ConfigError naming ``option``."""
-    host, sep, port = value.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"{option}: {quoted(value)} is not HOST:PORT")
-    return host, int(port)
 
 
 def parse_member(entry: str, *, option: str = "peers") -> Member:

@@ -20,18 +20,17 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from edgecache.addresses import listening_socket
 from edgecache.cache import encode_block
 from edgecache.engine import PRIORITY_HEADER, Priority, ReadEngine, ReadPlan, fetch_priority
 from edgecache.errors import ConfigError, ObjectChangedError
 from edgecache.k8s import TokenSource
 from edgecache.metrics import PEER_BYTES_SERVED, PEER_REQUESTS
 from edgecache.pool._context import forwarded
-from edgecache.pool._members import parse_address
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
     BLOCK_CONTENT_TYPE,
@@ -83,15 +82,7 @@ class PeerServer:
         PEER_REQUESTS.labels("served", result).inc()
 
     async def start(self) -> None:
-        host, port = parse_address(self.listen, option="--peer-listen")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise ConfigError(f"--peer-listen {self.listen}: {exc.strerror or exc}") from exc
+        sock = listening_socket(self.listen, option="--peer-listen")
         app = web.Application(middlewares=[self._authenticate])
         app.router.add_get(BLOCKS_PATH + "{digest}", self._block)
         app.router.add_get("/v1/ping", self._ping)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgecache.addresses import parse_address
 from edgecache.errors import ConfigError
-from edgecache.pool._members import parse_address, parse_member
+from edgecache.pool._members import parse_member
 
 __all__ = ["LeaseSettings", "PeerTimeouts", "PoolSettings"]
 

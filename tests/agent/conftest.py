@@ -13,21 +13,20 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from edgecache_testservers.kubeapi import KubeAPIServer, objects
 from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECONDS
+from edgecache_testservers.waiting import wait_for as wait_for
 
 from edgecache.k8s.objects import API_VERSION, NODEPOOL_LABEL, report_name
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGECACHE = str(Path(sys.executable).with_name("edgecache"))
-T = TypeVar("T")
 JSONObject = dict[str, Any]
 
 
@@ -44,22 +43,6 @@ def cluster() -> Iterator[KubeAPIServer]:
     with KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as api:
         seed_cluster(api)
         yield api
-
-
-def wait_for(probe: Callable[[], T | None], *, timeout_seconds: float = 20.0, what: str = "") -> T:
-    """The first truthy value of ``probe()``; fails with the last value after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as exc:  # e.g. 404 while the object does not exist yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or probe}: last {last!r}")
 
 
 class ServiceProcess:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 from edgecache_testservers.kubeapi import KubeAPIServer, objects
 from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECONDS
+from edgecache_testservers.waiting import eventually as eventually
 from kubernetes import client as k8s
 
 from edgecache.controller import Controller, ControllerSettings, LeaderSettings
@@ -28,7 +28,6 @@ from edgecache.k8s.objects import API_VERSION, NODEPOOL_LABEL, report_name
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-T = TypeVar("T")
 JSONObject = dict[str, Any]
 
 
@@ -87,24 +86,6 @@ async def controller(cluster: KubeAPIServer, tmp_path: Path) -> AsyncIterator[Co
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
-
-
-async def eventually(
-    probe: Callable[[], T | None], *, timeout_seconds: float = 10.0, what: str = ""
-) -> T:
-    """The first truthy value of ``probe()``; fails with the last value after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as exc:  # e.g. 404 while the object does not exist yet
-            last = exc
-        else:
-            if last:
-                return last
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or probe}: last {last!r}")
 
 
 def pool_affinity(*pools: str) -> JSONObject:
