@@ -37,7 +37,7 @@ from edgecache.agent._copies import ViewCopies
 from edgecache.agent._settings import AgentSettings
 from edgecache.agent._state import read_json, write_json
 from edgecache.dataset import Mount
-from edgecache.engine import ReadPlan
+from edgecache.engine import ReadPlan, as_background
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.metrics import AGENT_VIEW_FILES
 
@@ -359,6 +359,7 @@ class DatasetView:
             return f"{missing} of {result.total_files} files not loaded yet"
         return ""
 
+    @as_background  # loading a Dataset: the node's readers' fetches go first (WAN QoS)
     async def materialise_many(
         self,
         items: Sequence[tuple[WantedFile, ReadPlan]],

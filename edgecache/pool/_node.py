@@ -3,8 +3,9 @@
     PoolNode.start()
       token (Secret file) --> PeerServer on --peer-listen (serves this node's blocks)
       Membership: static --peers list, or Leases through the hub (edgecache.pool._leases)
-      when_engine_opens --> every read engine of the process gets a PeerSource (asks owners)
-                        and is served by the PeerServer under its backend identity
+      when_engine_opens --> every read engine of the process gets a HolderSource (the
+                        node's views) and a PeerSource (asks owners), and is served by the
+                        PeerServer under its backend identity
 
 The agent makes one and starts it on its loop; tests and benchmarks use it directly. The
 server answers on the loop it was started on; the peer sources run on each engine's loop and
@@ -24,6 +25,7 @@ import aiohttp
 from edgecache.engine import PRIORITY_HEADER, ReadEngine, current_priority, when_engine_opens
 from edgecache.errors import ConfigError
 from edgecache.k8s import ConnectionSettings, TokenSource
+from edgecache.pool._holders import HolderSource
 from edgecache.pool._members import Member, Membership, StaticMembership, parse_member
 from edgecache.pool._server import BlockHolder, PeerServer
 from edgecache.pool._settings import PoolSettings
@@ -141,7 +143,8 @@ class PoolNode:
 
     # --- engines -------------------------------------------------------------------------------
     def attach(self, engine: ReadEngine) -> None:
-        """Ask peers for ``engine``'s missing blocks, and serve its blocks to them."""
+        """Ask this node's holders, then peers, for ``engine``'s missing blocks, and serve its
+        blocks to peers."""
         with self._lock:
             engines = self._engines.setdefault(engine.identity, [])
             engines[:] = [e for e in engines if not e.closed]
@@ -149,6 +152,8 @@ class PoolNode:
                 return
             engines.append(engine)
         engine.add_source(PeerSource(self, engine))
+        # Asked first (sources added later go first): a block a view keeps needs no peer.
+        engine.add_source(HolderSource(self.holders))
 
     def add_holder(self, holder: BlockHolder) -> None:
         """Serve blocks from ``holder`` too when the cache tiers do not have them (the agent

@@ -80,7 +80,12 @@ def start_pool(
     # The dataset comes once every agent sees the whole pool (else the first blocks would be
     # fetched by each node alone).
     for agent in agents:
-        wait_for(lambda a=agent: members_seen(a) == len(NODES), what=f"{agent.node}'s pool")
+        # Generous: under load (a shared 2-core machine) agents take tens of seconds to start.
+        wait_for(
+            lambda a=agent: members_seen(a) == len(NODES),
+            timeout_seconds=90,
+            what=f"{agent.node}'s pool",
+        )
     return agents
 
 
@@ -137,7 +142,9 @@ def test_an_agent_killed_mid_load_leaves_the_other_views_exact(
     data = make_dataset(moto_endpoint, files=8, file_bytes=4 * MiB)
     a1, a2, a3 = start_pool(cluster, tmp_path, token_file, agents)
     place(cluster, data, wan.endpoint)
-    wait_for(lambda: wan.bytes_down > data.size // 4, what="a quarter of the load")
+    wait_for(
+        lambda: wan.bytes_down > data.size // 4, timeout_seconds=90, what="a quarter of the load"
+    )
     a3.kill()
     want = expected_views(data)
     for agent in (a1, a2):
