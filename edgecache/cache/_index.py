@@ -16,6 +16,14 @@ A row reserved for a file still being written carries the writer's token in ``wr
 writer confirms the rename (:meth:`BlockIndex.complete`). A reader that misses such a block
 leaves the row alone (the file is on its way), and a writer whose row was evicted or dropped
 meanwhile removes the file it just renamed into place: no file ever outlives its row.
+
+Bytes stored outside the block files can be **charged** to a directory (``charges``: the node
+agent's views, whose files are the node's copy of a dataset): a charge counts as pinned usage
+in every process's quota check, so watermarks evict unpinned blocks to make room for it and a
+charge that cannot fit is refused. A directory can carry a **limit** (``limits``), the quota its
+owner (the agent, from the runtime) gives it: every process on the directory is held to the
+smaller of its own quota and the limit, so one quota holds for all of them. Both kinds of row
+carry a checksum like block rows; a damaged one is dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
@@ -38,6 +46,7 @@ from edgecache.sqlitefiles import exclusive_lock, file_identity, is_damage, sqli
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
+    "SCHEMA_VERSION",
     "BlockIndex",
     "DirUsage",
     "FoundBlock",
@@ -87,8 +96,20 @@ CREATE TABLE IF NOT EXISTS counters(
     name TEXT NOT NULL, label TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY(name, label)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('pins_version', 0), ('schema', 1);
+INSERT OR IGNORE INTO meta VALUES ('seq', 0), ('pins_version', 0), ('schema', 2);
+CREATE TABLE IF NOT EXISTS charges(
+    name TEXT NOT NULL, dir INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    check_sum TEXT NOT NULL, PRIMARY KEY(name, dir)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS limits(
+    dir INTEGER PRIMARY KEY, quota INTEGER NOT NULL, check_sum TEXT NOT NULL
+);
 """
+
+SCHEMA_VERSION = 2
+"""1: blocks, dirs, ghost, pins, counters, meta; 2: ``charges`` and ``limits`` added (an index of
+version 1 is upgraded in place when it is opened: the tables are created, nothing is lost)."""
+_ADDED_IN_2 = frozenset({"charges", "limits"})
 
 _GHOST_MIN = 4096
 _QUEUE_COLUMN = {0: "small", 1: "main"}
@@ -107,6 +128,41 @@ def row_sum(*fields: object) -> str:
 def _with_sum(*fields: object) -> tuple[object, ...]:
     """A row's covered fields followed by their checksum (``_ROW``'s columns)."""
     return (*fields, row_sum(*fields))
+
+
+def _charge_holds(row: tuple[Any, ...], dirs: int) -> bool:
+    """Whether a ``charges`` row (name, dir, bytes, check_sum) is intact and in range."""
+    name, dir_id, size, stored = row
+    return (
+        isinstance(name, str)
+        and isinstance(dir_id, int)
+        and isinstance(size, int)
+        and 0 <= dir_id < dirs
+        and size >= 0
+        and stored == row_sum(name, dir_id, size)
+    )
+
+
+def _limit_holds(row: tuple[Any, ...]) -> bool:
+    """Whether a ``limits`` row (dir, quota, check_sum) is intact."""
+    dir_id, quota, stored = row
+    return (
+        isinstance(dir_id, int)
+        and isinstance(quota, int)
+        and quota >= 0
+        and stored == row_sum(dir_id, quota)
+    )
+
+
+def _shares(size: int, quotas: list[int]) -> list[int]:
+    """``size`` bytes spread over directories in proportion to their quotas (the remainder
+    to the first), as blocks are placed by weight."""
+    total = sum(quotas)
+    if total <= 0:
+        return [size] + [0] * (len(quotas) - 1)
+    shares = [size * q // total for q in quotas]
+    shares[0] += size - sum(shares)
+    return shares
 
 
 @dataclass(frozen=True)
@@ -151,6 +207,8 @@ class DirUsage:
     used: int
     pinned: int
     blocks: int
+    charged: int = 0
+    """Bytes charged to the directory from outside its block files (the agent's views)."""
 
 
 @dataclass(frozen=True)
@@ -368,27 +426,14 @@ class BlockIndex:
         caller then serves the data without caching it. ``token`` marks the row as being written
         until :meth:`complete` is called with it.
         """
-        quota = self.quotas[dir_id]
         with self._write():
             self._refresh_pins()
             found = self._fetch(digest)
             old = None if found is None else (found.dir,)
             self._delete_row(digest)
-            used, pinned = self._db.execute(
-                "SELECT used, pinned FROM dirs WHERE dir=?", (dir_id,)
-            ).fetchone()
-            if pinned + size > quota:
+            charged = self._charged(dir_id)
+            if not self._make_room(dir_id, size, charged, high=high, low=low, unlink=unlink):
                 return self._refuse(digest, old, unlink)
-            if used + size > high * quota:
-                target = min(low * quota, quota - size)
-                store = _SQLPolicyStore(self, dir_id, unlink)
-                self.policy.evict(store, int(used + size - target))
-                self._trim_ghosts(dir_id)
-                used = self._db.execute("SELECT used FROM dirs WHERE dir=?", (dir_id,)).fetchone()[
-                    0
-                ]
-                if used + size > quota:
-                    return self._refuse(digest, old, unlink)
             is_pinned = _matches(self._pins, backend, path)
             queue, freq = self.policy.admit(_SQLPolicyStore(self, dir_id, unlink), digest)
             self._db.execute("DELETE FROM ghost WHERE digest=?", (digest,))
@@ -408,6 +453,35 @@ class BlockIndex:
                 (size, size if is_pinned else 0, size, dir_id),
             )
             return True
+
+    def _make_room(
+        self,
+        dir_id: int,
+        size: int,
+        charged: int,
+        *,
+        high: float,
+        low: float,
+        unlink: Callable[[str, int], None],
+    ) -> bool:
+        """Whether ``size`` more bytes fit in ``dir_id`` beside its blocks and ``charged``
+        bytes (both count), after evicting unpinned blocks to the low watermark when the high
+        one would be passed. Inside a write transaction."""
+        quota = self._quota(dir_id)
+        used, pinned = self._db.execute(
+            "SELECT used, pinned FROM dirs WHERE dir=?", (dir_id,)
+        ).fetchone()
+        if pinned + charged + size > quota:
+            return False
+        if used + charged + size > high * quota:
+            target = min(low * quota, quota - size)
+            store = _SQLPolicyStore(self, dir_id, unlink)
+            self.policy.evict(store, int(used + charged + size - target))
+            self._trim_ghosts(dir_id)
+            used = self._db.execute("SELECT used FROM dirs WHERE dir=?", (dir_id,)).fetchone()[0]
+            if used + charged + size > quota:
+                return False
+        return True
 
     @staticmethod
     def _refuse(digest: str, old: tuple[int] | None, unlink: Callable[[str, int], None]) -> bool:
@@ -516,16 +590,18 @@ class BlockIndex:
     # --- pins ----------------------------------------------------------------------------------
     def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
         """Pin blocks under ``prefix``; refuse (PinError) when ``reserve_bytes`` cannot fit."""
-        total_quota = sum(self.quotas)
         with self._write():
+            total_quota = sum(self._quota(d) for d in range(len(self.quotas)))
             self._refresh_pins()
             others = [p for p in self._pins if p.name != name]
             other_reserved = sum(p.reserved for p in others)
-            if other_reserved + reserve_bytes > total_quota:
+            charged = sum(self._charged(d) for d in range(len(self.quotas)))
+            if other_reserved + charged + reserve_bytes > total_quota:
                 raise PinError(
                     f"cannot pin {name!r}: it needs {reserve_bytes} bytes but only "
-                    f"{max(total_quota - other_reserved, 0)} of the {total_quota}-byte SSD quota "
-                    f"are not reserved by other pins ({', '.join(p.name for p in others) or '-'})"
+                    f"{max(total_quota - other_reserved - charged, 0)} of the {total_quota}-byte "
+                    f"SSD quota are not reserved by other pins "
+                    f"({', '.join(p.name for p in others) or '-'}) or charged to views"
                 )
             self._db.execute(
                 "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, ?)",
@@ -580,13 +656,128 @@ class BlockIndex:
                 "UPDATE dirs SET pinned=pinned+? WHERE dir=?", (sign * block.size, block.dir)
             )
 
+    # --- charges and limits --------------------------------------------------------------------
+    def _quota(self, dir_id: int) -> int:
+        """The quota in force for ``dir_id``: this opener's, or the directory's limit if
+        smaller. Inside a write transaction (a damaged limit row is dropped)."""
+        row = self._db.execute(
+            "SELECT dir, quota, check_sum FROM limits WHERE dir=?", (dir_id,)
+        ).fetchone()
+        own = self.quotas[dir_id]
+        if row is None:
+            return own
+        if _limit_holds(row):
+            return min(own, int(row[1]))
+        self._db.execute("DELETE FROM limits WHERE dir=?", (dir_id,))
+        log.warning("cache index: dropped the damaged limit of directory %d", dir_id)
+        return own
+
+    def _charge_rows(self, *, drop: bool) -> list[tuple[str, int, int]]:
+        """(name, dir, bytes) of every charge whose checksum and values hold; damaged ones are
+        dropped when ``drop`` (inside a write transaction), skipped otherwise."""
+        kept = []
+        for row in self._db.execute("SELECT name, dir, bytes, check_sum FROM charges").fetchall():
+            if _charge_holds(row, len(self.quotas)):
+                kept.append((str(row[0]), int(row[1]), int(row[2])))
+            elif drop:
+                self._db.execute(
+                    "DELETE FROM charges WHERE name IS ? AND dir IS ?", (row[0], row[1])
+                )
+                log.warning("cache index: dropped the damaged charge %r", repr(row[0])[:80])
+        return kept
+
+    def _charged(self, dir_id: int, *, excluding: str | None = None) -> int:
+        return sum(
+            size
+            for name, d, size in self._charge_rows(drop=True)
+            if d == dir_id and name != excluding
+        )
+
+    def charge(
+        self,
+        name: str,
+        size: int,
+        *,
+        high: float,
+        low: float,
+        unlink: Callable[[str, int], None],
+    ) -> bool:
+        """Charge ``size`` bytes stored outside the block files to ``name`` (replacing what it
+        was charged before; 0 removes the charge). They count as pinned usage: growing a charge
+        evicts unpinned blocks (to ``low`` once ``high`` would be passed; ``unlink`` removes
+        their files) and is refused (False, the old charge kept) when pinned blocks and the
+        other charges leave no room. Spread over the directories by their quotas."""
+        if size < 0:
+            raise ValueError(f"a charge cannot be negative ({size})")
+        with self._write():
+            held = {d: b for n, d, b in self._charge_rows(drop=True) if n == name}
+            shares = _shares(size, [self._quota(d) for d in range(len(self.quotas))])
+            for dir_id, share in enumerate(shares):
+                if share <= held.get(dir_id, 0):
+                    continue  # shrinking always fits
+                others = self._charged(dir_id, excluding=name)
+                if not self._make_room(dir_id, share, others, high=high, low=low, unlink=unlink):
+                    return False
+            self._db.execute("DELETE FROM charges WHERE name=?", (name,))
+            self._db.executemany(
+                "INSERT INTO charges VALUES (?, ?, ?, ?)",
+                [_with_sum(name, d, share) for d, share in enumerate(shares) if share],
+            )
+            return True
+
+    def trim(self, *, high: float, low: float, unlink: Callable[[str, int], None]) -> bool:
+        """Evict unpinned blocks of every directory whose blocks and charges pass ``high`` of
+        its quota, down to ``low`` (after a quota was lowered). True if each is then within
+        its quota."""
+        with self._write():
+            fits = [
+                self._make_room(d, 0, self._charged(d), high=high, low=low, unlink=unlink)
+                for d in range(len(self.quotas))
+            ]
+            return all(fits)
+
+    def charges(self) -> dict[str, int]:
+        """Bytes charged, by name (summed over directories)."""
+        with self._lock:
+            totals: dict[str, int] = {}
+            for name, _dir, size in self._charge_rows(drop=False):
+                totals[name] = totals.get(name, 0) + size
+            return totals
+
+    def set_limits(self, quotas: list[int] | None) -> None:
+        """Hold every process on this directory to ``quotas`` (bytes per directory; None
+        lifts the limit): how the node's owner of the directory makes its quota the one quota
+        of all its users. Takes effect at each process's next reservation."""
+        if quotas is not None and len(quotas) != len(self.quotas):
+            raise ValueError(f"{len(quotas)} limits for {len(self.quotas)} directories")
+        with self._write():
+            self._db.execute("DELETE FROM limits")
+            if quotas is not None:
+                self._db.executemany(
+                    "INSERT INTO limits VALUES (?, ?, ?)",
+                    [_with_sum(d, max(int(q), 0)) for d, q in enumerate(quotas)],
+                )
+
+    def limits(self) -> list[int | None]:
+        """The directory limits set by :meth:`set_limits` (None where there is none)."""
+        with self._lock:
+            found = {
+                int(row[0]): int(row[1])
+                for row in self._db.execute("SELECT dir, quota, check_sum FROM limits")
+                if _limit_holds(row)
+            }
+        return [found.get(d) for d in range(len(self.quotas))]
+
     # --- reading -------------------------------------------------------------------------------
     def usage(self) -> list[DirUsage]:
         """Per-directory usage."""
         with self._lock:
+            charged: dict[int, int] = {}
+            for _name, dir_id, size in self._charge_rows(drop=False):
+                charged[dir_id] = charged.get(dir_id, 0) + size
             return [
-                DirUsage(*row)
-                for row in self._db.execute(
+                DirUsage(dir_id, used, pinned, blocks, charged.get(dir_id, 0))
+                for dir_id, used, pinned, blocks in self._db.execute(
                     "SELECT dir, used, pinned, blocks FROM dirs ORDER BY dir"
                 )
             ]
@@ -767,6 +958,7 @@ def _rebuild(
         found_blocks=found_blocks,
         pins=pins,
         owners=owners,
+        salvaged=_salvage_charges(aside),
     )
     blocks = sum(u.blocks for u in index.usage())
     log.warning(
@@ -808,6 +1000,35 @@ def _salvage(
     return pins, owners
 
 
+@dataclass
+class _Salvaged:
+    """Charge and limit rows (checksums included) read from a damaged index; only those that
+    still verify are kept in the rebuilt one."""
+
+    charges: list[tuple[Any, ...]] = field(default_factory=list)
+    limits: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+def _salvage_charges(damaged_path: str) -> _Salvaged:
+    kept = _Salvaged()
+    try:
+        db = sqlite3.connect(f"file:{damaged_path}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return kept
+    try:
+        for query, sink in (
+            ("SELECT name, dir, bytes, check_sum FROM charges", kept.charges),
+            ("SELECT dir, quota, check_sum FROM limits", kept.limits),
+        ):
+            try:
+                sink.extend(tuple(row) for row in db.execute(query))
+            except (sqlite3.Error, UnicodeDecodeError):
+                continue  # an index of schema 1 has none; a damaged table gives what it can
+    finally:
+        db.close()
+    return kept
+
+
 def _decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
@@ -820,6 +1041,7 @@ def _open(
     found_blocks: Callable[[], Iterable[FoundBlock]],
     pins: list[tuple[str, str, str, int, float]] | None = None,
     owners: dict[str, tuple[str, str]] | None = None,
+    salvaged: _Salvaged | None = None,
 ) -> BlockIndex:
     new = not os.path.exists(path)
     db = sqlite3.connect(
@@ -840,7 +1062,7 @@ def _open(
         if not _is_current(db, len(quotas)):
             # Only a new index (or an older schema) needs the write lock at open: a process
             # that holds it stuck (SIGSTOPped) does not keep others from opening the index.
-            _create(db, len(quotas), found_blocks, pins or [], owners or {})
+            _create(db, len(quotas), found_blocks, pins or [], owners or {}, salvaged)
         # NORMAL: a commit is durable across process crashes (SIGKILL), only power loss can drop
         # the last transactions; the ordering described above keeps that safe, and it saves an
         # fsync per miss.
@@ -876,9 +1098,12 @@ def _is_current(db: sqlite3.Connection, dirs: int) -> bool:
     tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if not tables:
         return False
-    if tables != set(_EXPECTED_COLUMNS):
+    missing = set(_EXPECTED_COLUMNS) - tables
+    if tables - set(_EXPECTED_COLUMNS) or not missing <= _ADDED_IN_2:
         raise SchemaDamagedError(f"unexpected tables {sorted(tables)}")
     for table, expected in _EXPECTED_COLUMNS.items():
+        if table in missing:
+            continue
         actual = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
         if table == "blocks" and actual in (
             [c for c in expected if c not in ("writing", "check_sum")],
@@ -887,6 +1112,8 @@ def _is_current(db: sqlite3.Connection, dirs: int) -> bool:
             return False  # an index made before the column existed
         if actual != expected:
             raise SchemaDamagedError(f"table {table} has columns {actual}")
+    if missing:
+        return False  # an index of schema 1: upgraded by _create
     known = db.execute("SELECT count(*) FROM dirs WHERE dir < ?", (dirs,)).fetchone()[0]
     return bool(known == dirs)
 
@@ -897,6 +1124,7 @@ def _create(
     found_blocks: Callable[[], Iterable[FoundBlock]],
     pins: list[tuple[str, str, str, int, float]],
     owners: dict[str, tuple[str, str]],
+    salvaged: _Salvaged | None = None,
 ) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -916,8 +1144,18 @@ def _create(
             )
         for dir_id in range(dirs):
             db.execute("INSERT OR IGNORE INTO dirs(dir) VALUES (?)", (dir_id,))
+        db.execute("UPDATE meta SET value=? WHERE key='schema'", (SCHEMA_VERSION,))
         if created:
             _account_found(db, found_blocks(), pins, owners)
+            kept = salvaged or _Salvaged()
+            db.executemany(
+                "INSERT OR IGNORE INTO charges VALUES (?, ?, ?, ?)",
+                [r for r in kept.charges if _charge_holds(r, dirs)],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO limits VALUES (?, ?, ?)",
+                [r for r in kept.limits if _limit_holds(r) and r[0] < dirs],
+            )
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

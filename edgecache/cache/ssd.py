@@ -39,7 +39,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import xxhash
 
@@ -66,7 +66,7 @@ from edgecache.cache._index import (
 )
 from edgecache.cache._keys import BlockKey
 from edgecache.cache.eviction import EvictionPolicy
-from edgecache.config import CacheSettings
+from edgecache.config import CacheSettings, StoreSettings
 from edgecache.errors import ConfigError, TierUnavailableError
 from edgecache.metrics import (
     CACHE_BYPASS,
@@ -659,6 +659,74 @@ class SSDTier:
             raise self._unusable()
         return self._index
 
+    def charge(self, name: str, size: int) -> bool:
+        """Charge ``size`` bytes kept outside the block files (a view's files) to ``name``
+        (see :meth:`BlockIndex.charge`: unpinned blocks are evicted to make room; False when
+        the quota has none). TierUnavailableError when the index cannot take it."""
+        index = self._require_index()
+        return self._evicting(
+            "charging",
+            lambda unlink: index.charge(
+                name, size, high=self._settings.ssd_high, low=self._settings.ssd_low, unlink=unlink
+            ),
+        )
+
+    def _evicting(self, doing: str, change: Callable[[Callable[[str, int], None]], bool]) -> bool:
+        """Run an index change that may evict (``change(unlink)``), counting its evictions;
+        TierUnavailableError when the index fails."""
+        evicted = 0
+
+        def unlink(victim: str, victim_dir: int) -> None:
+            nonlocal evicted
+            evicted += 1
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._block_path(victim, victim_dir))
+
+        try:
+            done = change(unlink)
+        except sqlite3.Error as exc:
+            self._fail(exc, doing)
+            raise self._unusable() from exc
+        finally:
+            if evicted:
+                CACHE_EVICTIONS.labels("ssd").inc(evicted)
+                self.count("evictions", "ssd", evicted)
+        self._publish_usage()
+        return done
+
+    def charges(self) -> dict[str, int]:
+        """Bytes charged by name (empty when the tier is unusable)."""
+        index = self._index if self.available else None
+        return index.charges() if index is not None else {}
+
+    def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
+        """Use ``store``'s quotas, watermarks and compression from now on (the directories must
+        be the ones this tier has); a lowered quota evicts at once. ``for_every_process`` also
+        records the quotas as the directory's limits (:meth:`BlockIndex.set_limits`), so every
+        process on it is held to them: the node agent owns the node's cache directory."""
+        dirs = [d.path for d in store.ssd_directories]
+        if dirs != self._dirs:
+            raise ConfigError(
+                f"the SSD directories {dirs} are not the open tier's {self._dirs}: another "
+                "cache directory needs its own store"
+            )
+        old = self._settings
+        self._settings = CacheSettings(
+            store=store, read=old.read, metadata=old.metadata, health=old.health, qos=old.qos
+        )
+        self._quotas = [d.quota_bytes for d in store.ssd_directories]
+        for i, quota in enumerate(self._quotas):
+            CACHE_QUOTA_BYTES.labels(f"ssd{i}" if i else "ssd").set(quota)
+        index = self._require_index()
+        index.quotas = list(self._quotas)
+
+        def limit_and_trim(unlink: Callable[[str, int], None]) -> bool:
+            if for_every_process:
+                index.set_limits(list(self._quotas))
+            return index.trim(high=store.ssd_high, low=store.ssd_low, unlink=unlink)
+
+        self._evicting("applying new quotas", limit_and_trim)
+
     def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
         """See :meth:`BlockIndex.pin`; TierUnavailableError when the index cannot take it."""
         index = self._require_index()
@@ -692,8 +760,16 @@ class SSDTier:
 
     @property
     def quotas(self) -> list[int]:
-        """Per-directory quotas in bytes."""
-        return list(self._quotas)
+        """Per-directory quotas in force, in bytes: this process's, or the directory's limits
+        (:meth:`apply` with ``for_every_process``) where they are smaller."""
+        index = self._index
+        limits: list[int | None] = [None] * len(self._quotas)
+        if index is not None:
+            with contextlib.suppress(sqlite3.Error):
+                limits = index.limits()
+        return [
+            q if lim is None else min(q, lim) for q, lim in zip(self._quotas, limits, strict=True)
+        ]
 
     @property
     def directories(self) -> list[str]:

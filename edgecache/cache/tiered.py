@@ -35,7 +35,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgecache.cache._keys import BlockKey
@@ -43,7 +43,7 @@ from edgecache.cache._singleflight import FlightMap, stripe_lock
 from edgecache.cache.eviction import policy_by_name
 from edgecache.cache.memory import HeldBlock, MemoryTier
 from edgecache.cache.ssd import SSDBlock, SSDTier
-from edgecache.config import CacheSettings
+from edgecache.config import CacheSettings, StoreSettings
 from edgecache.errors import ObjectChangedError
 from edgecache.metrics import (
     BACKEND_BYTES,
@@ -359,6 +359,25 @@ class TieredCache:
         """Release a pin; True if it existed."""
         return self.ssd.unpin(name)
 
+    def charge(self, name: str, size: int) -> bool:
+        """Count ``size`` bytes kept outside the cache (a view's files) as pinned usage of
+        the SSD quota, evicting unpinned blocks for them; False when they do not fit (see
+        :meth:`SSDTier.charge`)."""
+        return self.ssd.charge(name, size)
+
+    def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
+        """Use ``store``'s SSD quotas, watermarks and compression from now on (see
+        :meth:`SSDTier.apply`); the MEM tier keeps its bound."""
+        self.ssd.apply(store, for_every_process=for_every_process)
+        old = self.settings
+        self.settings = CacheSettings(
+            store=replace(store, mem_quota=old.store.mem_quota),
+            read=old.read,
+            metadata=old.metadata,
+            health=old.health,
+            qos=old.qos,
+        )
+
     def stats(self) -> dict[str, Any]:
         """Usage and cumulative counters per tier (counters of every process on this dir)."""
         counters = self.ssd.counters()
@@ -374,6 +393,7 @@ class TieredCache:
                 "used_bytes": next((u.used for u in usage if u.dir == i), 0),
                 "pinned_bytes": next((u.pinned for u in usage if u.dir == i), 0),
                 "blocks": next((u.blocks for u in usage if u.dir == i), 0),
+                "charged_bytes": next((u.charged for u in usage if u.dir == i), 0),
             }
             for i, (path, quota) in enumerate(
                 zip(self.ssd.directories, self.ssd.quotas, strict=True)
@@ -398,6 +418,7 @@ class TieredCache:
                     "bytes_served": c("bytes", "ssd"),
                     "used_bytes": sum(d["used_bytes"] for d in ssd_dirs),
                     "quota_bytes": sum(self.ssd.quotas),
+                    "charged_bytes": sum(d["charged_bytes"] for d in ssd_dirs),
                     "evictions": c("evictions", "ssd"),
                     "corrupt_blocks": c("corrupt_blocks"),
                     "missing_blocks": c("missing_blocks"),
