@@ -24,15 +24,19 @@ from edgecache.pool._node import PoolNode
 from edgecache.pool._settings import LeaseSettings, PeerTimeouts, PoolSettings
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
+    ACCEPT_KEEPALIVE_HEADER,
     BLOCKS_PATH,
     FORWARDED_HEADER,
+    KEEPALIVE,
     ONLY_CACHED_HEADER,
 )
 
 __all__ = [
     "ACCEPT_COMPRESSION_HEADER",
+    "ACCEPT_KEEPALIVE_HEADER",
     "BLOCKS_PATH",
     "FORWARDED_HEADER",
+    "KEEPALIVE",
     "ONLY_CACHED_HEADER",
     "LeaseMembership",
     "LeaseSettings",

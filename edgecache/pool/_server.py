@@ -33,9 +33,12 @@ from edgecache.metrics import PEER_BYTES_SERVED, PEER_REQUESTS
 from edgecache.pool._context import forwarded
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
+    ACCEPT_KEEPALIVE_HEADER,
     BLOCK_CONTENT_TYPE,
     BLOCKS_PATH,
     FORWARDED_HEADER,
+    KEEPALIVE,
+    KEEPALIVE_SECONDS,
     ONLY_CACHED_HEADER,
     plan_from_query,
 )
@@ -143,8 +146,11 @@ class PeerServer:
         # then tells a dead peer from a busy link.
         response = web.StreamResponse(headers={"Content-Type": BLOCK_CONTENT_TYPE})
         await response.prepare(request)
+        fetching = asyncio.ensure_future(self._fetch(request, engine, plan, index))
+        # Not cancelled if the asker goes: the block is kept here for the pool.
+        fetching.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            data = await self._fetch(request, engine, plan, index)
+            data = await self._while_fetching(request, response, fetching)
         except ObjectChangedError:
             self._count("changed")
             return self._abort(request, response)
@@ -158,6 +164,21 @@ class PeerServer:
         await response.write_eof()
         PEER_BYTES_SERVED.inc(len(data))
         return response
+
+    @staticmethod
+    async def _while_fetching(
+        request: web.Request, response: web.StreamResponse, fetching: asyncio.Future[bytes]
+    ) -> bytes:
+        """The fetched block; meanwhile a keepalive newline every few seconds to an asker that
+        accepts them (see :mod:`edgecache.pool._wire`), so that its silence timeout does not
+        run out while this node's fetch waits for its turn on the link."""
+        if not request.headers.get(ACCEPT_KEEPALIVE_HEADER):
+            return await asyncio.shield(fetching)
+        while True:
+            done, _ = await asyncio.wait({fetching}, timeout=KEEPALIVE_SECONDS)
+            if done:
+                return fetching.result()
+            await response.write(KEEPALIVE)
 
     def _held(self, engine: ReadEngine, plan: ReadPlan, index: int) -> bytes | None:
         data = engine.blocks.get_cached(plan.key(index))

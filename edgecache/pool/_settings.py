@@ -25,10 +25,11 @@ class PeerTimeouts:
     of its own, so this measures whether it is alive: about one 4 MiB block time at ~35
     Mbit/s, the cost the brief allows for a slow peer."""
     transfer_seconds: float = 30.0
-    """From the status line to the whole block. The owner may be fetching the block over
-    the WAN for the whole pool (behind other fetches); longer than a healthy WAN block fetch
-    under load (4 MiB over 2 Mbit/s: 17 s), short enough that a stuck peer cannot wedge
-    reads."""
+    """Longest silence from the status line to the end of the block. The owner may wait a
+    long time for its turn on the WAN (a background block behind foreground reads, a cap, a
+    time window) and then fetch for the whole pool; meanwhile it sends a keepalive byte every
+    2 s, so only an owner that stopped (SIGSTOP, a wedged process) is silent this long; and a
+    stuck peer cannot wedge reads."""
     cooldown_seconds: float = 5.0
     """A peer that failed (refused, timed out, sent a damaged block) is left out this long,
     so a dead peer costs one timeout, not one per block, until membership drops it."""

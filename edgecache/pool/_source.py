@@ -31,8 +31,10 @@ from edgecache.pool._hashing import owner_of, ranked
 from edgecache.pool._members import Member
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
+    ACCEPT_KEEPALIVE_HEADER,
     BLOCKS_PATH,
     FORWARDED_HEADER,
+    KEEPALIVE,
     ONLY_CACHED_HEADER,
     block_query,
 )
@@ -117,6 +119,7 @@ class PeerSource:
         headers = {
             FORWARDED_HEADER: "1",
             ACCEPT_COMPRESSION_HEADER: "lz4",
+            ACCEPT_KEEPALIVE_HEADER: "1",
             **self._node.request_headers(),
         }
         if only_cached:
@@ -146,8 +149,7 @@ class PeerSource:
                     )
                 raise _Failed(f"answered {response.status}")
             try:
-                async with asyncio.timeout(timeouts.transfer_seconds):
-                    frame = await response.read()
+                frame = await _body(response, silence_seconds=timeouts.transfer_seconds)
             except TimeoutError as exc:
                 PEER_REQUESTS.labels("asked", "timeout").inc()
                 raise _Failed("the block did not arrive in time") from exc
@@ -166,3 +168,20 @@ class PeerSource:
             PEER_REQUESTS.labels("asked", "corrupt").inc()
             raise _Failed(f"block of {len(data)} bytes, expected {length}")
         return data
+
+
+async def _body(response: aiohttp.ClientResponse, *, silence_seconds: float) -> bytes:
+    """The block frame of a 200 answer, without the owner's keepalive newlines before it;
+    TimeoutError when nothing at all arrives for ``silence_seconds`` (a stuck owner: a busy
+    one sends keepalives while its fetch waits on its link)."""
+    chunks: list[bytes] = []
+    while True:
+        async with asyncio.timeout(silence_seconds):
+            chunk = await response.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        if not chunks:
+            chunk = chunk.lstrip(KEEPALIVE)
+            if not chunk:
+                continue
+        chunks.append(chunk)

@@ -8,6 +8,7 @@ One request per block::
     X-EdgeCache-Accept-Compression: lz4 the asker decodes LZ4 (sent only when it does)
     X-EdgeCache-Only-Cached: 1          serve it only if held (the asker's cloud is offline)
     X-EdgeCache-Priority: foreground    whose WAN fetch this is (WAN QoS, edgecache.engine)
+    X-EdgeCache-Accept-Keepalive: 1     the asker skips newlines before the block (below)
 
 The query names the block by the engine's own key (backend identity, object path, object
 version, block size, index) plus the object size; the server rebuilds the key and refuses (400)
@@ -24,6 +25,11 @@ version (``If-Match``). Answers:
 
 The owner sends its status line as soon as it has decided to serve (before its WAN fetch), so
 the asker's first-byte timeout measures whether the peer is alive, not how long the WAN takes.
+While its fetch waits (for its turn on the link under WAN QoS: a background block may wait
+minutes behind foreground reads, a cap or a time window) and runs, it sends one newline every
+:data:`KEEPALIVE_SECONDS` to an asker that accepts them: the asker's transfer timeout is then
+a silence timeout, which tells a stuck owner from one that is still waiting in its queue (the
+block format starts with ``ECB1``, so the newlines before it are unambiguous).
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ from edgecache.errors import ConfigError
 
 __all__ = [
     "ACCEPT_COMPRESSION_HEADER",
+    "ACCEPT_KEEPALIVE_HEADER",
     "BLOCKS_PATH",
     "BLOCK_CONTENT_TYPE",
     "FORWARDED_HEADER",
+    "KEEPALIVE",
+    "KEEPALIVE_SECONDS",
     "ONLY_CACHED_HEADER",
     "block_query",
     "plan_from_query",
@@ -47,6 +56,11 @@ BLOCKS_PATH = "/v1/blocks/"
 FORWARDED_HEADER = "X-EdgeCache-Forwarded"
 ACCEPT_COMPRESSION_HEADER = "X-EdgeCache-Accept-Compression"
 ONLY_CACHED_HEADER = "X-EdgeCache-Only-Cached"
+ACCEPT_KEEPALIVE_HEADER = "X-EdgeCache-Accept-Keepalive"
+KEEPALIVE = b"\n"
+KEEPALIVE_SECONDS = 2.0
+"""Between two keepalive newlines of an owner whose fetch for the asker is not done yet: well
+inside the asker's silence timeout (``PeerTimeouts.transfer_seconds``)."""
 BLOCK_CONTENT_TYPE = "application/vnd.edgecache.block"
 
 

@@ -3,6 +3,8 @@ fetches on the asker's behalf as background or foreground, as the asker's own fe
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ import aiohttp
 import fsspec
 import pytest
 
+from edgecache.cache import decode_block_bytes
 from edgecache.engine import (
     PRIORITY_HEADER,
     Priority,
@@ -20,7 +23,14 @@ from edgecache.engine import (
     fetch_priority,
     open_engines,
 )
-from edgecache.pool import BLOCKS_PATH, FORWARDED_HEADER, PoolNode, PoolSettings
+from edgecache.pool import (
+    ACCEPT_KEEPALIVE_HEADER,
+    BLOCKS_PATH,
+    FORWARDED_HEADER,
+    KEEPALIVE,
+    PoolNode,
+    PoolSettings,
+)
 
 BLOCK = 64 * 1024
 TOKEN = "qos-peer-token"
@@ -101,3 +111,51 @@ async def test_the_asker_sends_its_priority(node: PoolNode) -> None:
         headers = node.request_headers()
     assert headers[PRIORITY_HEADER] == "background"
     assert headers["Authorization"] == f"Bearer {TOKEN}"
+
+
+class HeldBack:
+    """A block source that holds each fetch until released (an owner whose background block
+    waits for its turn on the link), then leaves it to the next source."""
+
+    name = "held-back"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    async def fetch(self, plan: ReadPlan, index: int) -> bytes:
+        await asyncio.to_thread(self.release.wait, 30)
+        raise SourceSkipped("released")
+
+
+async def test_an_owner_that_waits_for_its_turn_keeps_the_asker_waiting_with_keepalives(
+    node: PoolNode, served: Any
+) -> None:
+    fs, path = served
+    held = HeldBack()
+    plan = await fs.engine.plan(path, block_size=BLOCK, ttl=60)
+    for engine in open_engines():
+        if engine.identity == plan.backend:
+            engine.add_source(held)
+    headers = {
+        "Authorization": f"Bearer {TOKEN}",
+        FORWARDED_HEADER: "1",
+        PRIORITY_HEADER: "background",
+        ACCEPT_KEEPALIVE_HEADER: "1",
+    }
+    url = f"http://{node.me.address}{BLOCKS_PATH}{plan.key(3).digest}"
+    try:
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.get(url, params=query(plan, 3), headers=headers) as r,
+        ):
+            assert r.status == 200
+            # Silence would make the asker give up and fetch the block itself: the owner says
+            # it is alive while its fetch is held back.
+            first = await asyncio.wait_for(r.content.readany(), timeout=10)
+            assert first.strip(KEEPALIVE) == b""
+            held.release.set()
+            frame = (first + await r.read()).lstrip(KEEPALIVE)
+    finally:
+        held.release.set()
+    data = decode_block_bytes(frame, digest=plan.key(3).digest, max_raw_len=BLOCK)
+    assert data == (bytes(range(256)) * (4 * BLOCK // 256))[3 * BLOCK :]
