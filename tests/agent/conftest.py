@@ -4,7 +4,11 @@ real ``edgecache agent`` subprocesses, and helpers to wait for views and reports
 ``cluster`` is the threaded :class:`KubeAPIServer` of the controller tests (CRDs of
 ``manifests/crds``, nodes a1/a2 in ``pool-a`` and b1 in ``pool-b``). :class:`AgentProcess`
 starts ``edgecache agent`` with its own ``--root`` and ``--cache-dir`` under ``tmp_path`` and a
-short metadata TTL; :func:`wait_for` polls a condition with a deadline.
+short metadata TTL; :func:`wait_for` polls a condition with a deadline. ``cloud`` (one per
+module) is the end-to-end site's cloud: the API, S3 (moto) and OSS test servers behind WAN
+emulators, with an ``edgecache hub`` and ``edgecache controller``; ``site`` gives each test its
+own bucket and OSS prefix on it. ``VIEW_WATCHER`` is a script that scans a view continuously and
+records every file whose bytes are not its object's (a partial or temporary file).
 """
 
 from __future__ import annotations
@@ -13,15 +17,21 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 from edgecache_testservers.kubeapi import KubeAPIServer, objects
 from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECONDS
+from edgecache_testservers.oss import OSSServer
 from edgecache_testservers.waiting import wait_for as wait_for
+from edgecache_testservers.wan import WANEmulator, WANProfile
 
 from edgecache.k8s.objects import API_VERSION, NODEPOOL_LABEL, report_name
 
@@ -261,3 +271,183 @@ def tree(directory: Path) -> dict[str, bytes]:
         for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
+
+
+# --- the cloud behind its links, and the edge hub and controller (end-to-end tests) ---------
+
+LINK = WANProfile(rtt_ms=4, mbit=40)
+API_LINK = WANProfile(rtt_ms=4, mbit=200)
+OSS_KEY, OSS_SECRET = "LTAIagenttest", "agent-test-secret"
+
+
+@dataclass
+class Site:
+    """The cloud (API, S3, OSS) behind its links, the edge hub and the controller."""
+
+    api: KubeAPIServer
+    base: Path
+    s3: Any
+    bucket: str
+    oss: OSSServer
+    s3_link: WANEmulator
+    oss_link: WANEmulator
+    api_link: WANEmulator
+    hub_url: str
+    oss_prefix: str = "logs/"
+
+    def put_s3(self, objects: dict[str, bytes], prefix: str = "images/") -> None:
+        for key, data in objects.items():
+            self.s3.put_object(Bucket=self.bucket, Key=prefix + key, Body=data)
+
+    def s3_dataset(self, name: str = "images", prefix: str = "images/") -> dict[str, Any]:
+        obj = dataset(name, f"s3://{self.bucket}/{prefix}")
+        obj["spec"]["mounts"][0]["options"] = {
+            "aws.endpoint": self.s3_link.endpoint,
+            "aws.accessKeyId": "k",
+            "aws.secretAccessKey": "s",
+            "aws.region": "us-east-1",
+        }
+        return obj
+
+    def oss_dataset(self, name: str = "logs") -> dict[str, Any]:
+        obj = dataset(name, f"oss://data/{self.oss_prefix}")
+        mount = obj["spec"]["mounts"][0]
+        mount["options"] = {"fs.oss.endpoint": self.oss_link.endpoint}
+        mount["encryptOptions"] = [
+            {
+                "name": option,
+                "valueFrom": {"secretKeyRef": {"name": "oss-creds", "key": key}},
+            }
+            for option, key in (("fs.oss.accessKeyId", "id"), ("fs.oss.accessKeySecret", "secret"))
+        ]
+        return obj
+
+    def wan_bytes_down(self) -> int:
+        return self.s3_link.bytes_down + self.oss_link.bytes_down
+
+    def cut(self) -> None:
+        for link in (self.s3_link, self.oss_link, self.api_link):
+            link.cut("blackhole")
+
+    def restore(self) -> None:
+        for link in (self.s3_link, self.oss_link, self.api_link):
+            link.restore()
+
+    def agent(self, node: str = "a1", **kwargs: Any) -> AgentProcess:
+        extra = ("--report-interval=0.3",)
+        return AgentProcess(self.base, node, self.hub_url, extra=extra, **kwargs)
+
+
+@dataclass
+class Cloud:
+    """What a module's tests share: the API, object stores, links, hub and controller."""
+
+    api: KubeAPIServer
+    oss: OSSServer
+    s3_link: WANEmulator
+    oss_link: WANEmulator
+    api_link: WANEmulator
+    hub_url: str
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> Iterator[Cloud]:
+    base = tmp_path_factory.mktemp("cloud")
+    with (
+        KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as api,
+        OSSServer(credentials={OSS_KEY: OSS_SECRET}) as oss,
+        WANEmulator(moto_endpoint, LINK) as s3_link,
+        WANEmulator(oss.endpoint, LINK) as oss_link,
+        WANEmulator(api.url, API_LINK) as api_link,
+    ):
+        seed_cluster(api)
+        api.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "oss-creds", "namespace": "default"},
+                "stringData": {"id": OSS_KEY, "secret": OSS_SECRET},
+            }
+        )
+        oss.create_bucket("data")
+        hub, hub_url = start_hub(base, api_link.endpoint)
+        controller = start_controller(base, api.url)
+        try:
+            yield Cloud(api, oss, s3_link, oss_link, api_link, hub_url)
+        finally:
+            controller.stop()
+            hub.stop()
+
+
+@pytest.fixture
+def site(cloud: Cloud, tmp_path: Path, moto_endpoint: str) -> Iterator[Site]:
+    """A fresh bucket and OSS prefix per test; its API objects are deleted afterwards."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+    )
+    bucket = f"data-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    built = Site(
+        cloud.api,
+        tmp_path,
+        s3,
+        bucket,
+        cloud.oss,
+        cloud.s3_link,
+        cloud.oss_link,
+        cloud.api_link,
+        cloud.hub_url,
+        oss_prefix=f"logs-{uuid.uuid4().hex[:8]}/",
+    )
+    try:
+        yield built
+    finally:
+        built.restore()
+        for kind in ("DataLoad", "Dataset", "EdgeCacheRuntime"):
+            for obj in cloud.api.list_objects(API_VERSION, kind, "default"):
+                cloud.api.delete(API_VERSION, kind, obj["metadata"]["name"], "default")
+        wait_for(
+            lambda: not cloud.api.list_objects(API_VERSION, "Dataset", "default"),
+            what="the test's Datasets gone (the controller's finalizer)",
+        )
+
+
+def objects_of(count: int, size: int, prefix: str = "") -> dict[str, bytes]:
+    return {f"{prefix}f{i:03d}.bin": os.urandom(size + i) for i in range(count)}
+
+
+def get(api: KubeAPIServer, kind: str, name: str) -> dict[str, Any]:
+    return api.get(API_VERSION, kind, name, "default")
+
+
+def health(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+VIEW_WATCHER = r"""
+import hashlib, json, os, sys, time
+view, expected_file, stop_file, out = sys.argv[1:5]
+expected = json.load(open(expected_file))
+checks = 0
+bad = []
+while not os.path.exists(stop_file):
+    for dirpath, _dirs, names in os.walk(view):
+        for name in names:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, view)
+            try:
+                with open(full, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            checks += 1
+            if expected.get(rel) != hashlib.sha256(data).hexdigest():
+                bad.append(f"{rel}: {len(data)} bytes, not the object's")
+    time.sleep(0.002)  # share the CPU with the agent it watches
+json.dump({"checks": checks, "bad": bad[:20]}, open(out, "w"))
+"""

@@ -15,197 +15,22 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-import pytest
-from edgecache_testservers.kubeapi import KubeAPIServer
-from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECONDS
-from edgecache_testservers.oss import OSSServer
-from edgecache_testservers.wan import WANEmulator, WANProfile
-from moto.server import ThreadedMotoServer
-
-from edgecache.k8s.objects import API_VERSION
-
 from .conftest import (
+    VIEW_WATCHER,
     AgentProcess,
+    Site,
     dataload,
-    dataset,
+    get,
+    health,
+    objects_of,
     report,
     runtime,
-    seed_cluster,
-    start_controller,
-    start_hub,
     tree,
     wait_for,
 )
-
-LINK = WANProfile(rtt_ms=4, mbit=40)
-API_LINK = WANProfile(rtt_ms=4, mbit=200)
-OSS_KEY, OSS_SECRET = "LTAIagenttest", "agent-test-secret"
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@dataclass
-class Site:
-    """The cloud (API, S3, OSS) behind its links, the edge hub and the controller."""
-
-    api: KubeAPIServer
-    base: Path
-    s3: Any
-    bucket: str
-    oss: OSSServer
-    s3_link: WANEmulator
-    oss_link: WANEmulator
-    api_link: WANEmulator
-    hub_url: str
-    oss_prefix: str = "logs/"
-
-    def put_s3(self, objects: dict[str, bytes], prefix: str = "images/") -> None:
-        for key, data in objects.items():
-            self.s3.put_object(Bucket=self.bucket, Key=prefix + key, Body=data)
-
-    def s3_dataset(self, name: str = "images", prefix: str = "images/") -> dict[str, Any]:
-        obj = dataset(name, f"s3://{self.bucket}/{prefix}")
-        obj["spec"]["mounts"][0]["options"] = {
-            "aws.endpoint": self.s3_link.endpoint,
-            "aws.accessKeyId": "k",
-            "aws.secretAccessKey": "s",
-            "aws.region": "us-east-1",
-        }
-        return obj
-
-    def oss_dataset(self, name: str = "logs") -> dict[str, Any]:
-        obj = dataset(name, f"oss://data/{self.oss_prefix}")
-        mount = obj["spec"]["mounts"][0]
-        mount["options"] = {"fs.oss.endpoint": self.oss_link.endpoint}
-        mount["encryptOptions"] = [
-            {
-                "name": option,
-                "valueFrom": {"secretKeyRef": {"name": "oss-creds", "key": key}},
-            }
-            for option, key in (("fs.oss.accessKeyId", "id"), ("fs.oss.accessKeySecret", "secret"))
-        ]
-        return obj
-
-    def wan_bytes_down(self) -> int:
-        return self.s3_link.bytes_down + self.oss_link.bytes_down
-
-    def cut(self) -> None:
-        for link in (self.s3_link, self.oss_link, self.api_link):
-            link.cut("blackhole")
-
-    def restore(self) -> None:
-        for link in (self.s3_link, self.oss_link, self.api_link):
-            link.restore()
-
-    def agent(self, node: str = "a1", **kwargs: Any) -> AgentProcess:
-        extra = ("--report-interval=0.3",)
-        return AgentProcess(self.base, node, self.hub_url, extra=extra, **kwargs)
-
-
-@dataclass
-class Cloud:
-    """What a module's tests share: the API, object stores, links, hub and controller."""
-
-    api: KubeAPIServer
-    oss: OSSServer
-    s3_link: WANEmulator
-    oss_link: WANEmulator
-    api_link: WANEmulator
-    hub_url: str
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterator[Cloud]:
-    base = tmp_path_factory.mktemp("cloud")
-    with (
-        KubeAPIServer(bookmark_interval_seconds=TEST_BOOKMARK_INTERVAL_SECONDS) as api,
-        OSSServer(credentials={OSS_KEY: OSS_SECRET}) as oss,
-        WANEmulator(moto_url, LINK) as s3_link,
-        WANEmulator(oss.endpoint, LINK) as oss_link,
-        WANEmulator(api.url, API_LINK) as api_link,
-    ):
-        seed_cluster(api)
-        api.create(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "oss-creds", "namespace": "default"},
-                "stringData": {"id": OSS_KEY, "secret": OSS_SECRET},
-            }
-        )
-        oss.create_bucket("data")
-        hub, hub_url = start_hub(base, api_link.endpoint)
-        controller = start_controller(base, api.url)
-        try:
-            yield Cloud(api, oss, s3_link, oss_link, api_link, hub_url)
-        finally:
-            controller.stop()
-            hub.stop()
-
-
-@pytest.fixture
-def site(cloud: Cloud, tmp_path: Path, moto_url: str) -> Iterator[Site]:
-    """A fresh bucket and OSS prefix per test; its API objects are deleted afterwards."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_url,
-        aws_access_key_id="k",
-        aws_secret_access_key="s",
-        region_name="us-east-1",
-    )
-    bucket = f"data-{uuid.uuid4().hex[:8]}"
-    s3.create_bucket(Bucket=bucket)
-    built = Site(
-        cloud.api,
-        tmp_path,
-        s3,
-        bucket,
-        cloud.oss,
-        cloud.s3_link,
-        cloud.oss_link,
-        cloud.api_link,
-        cloud.hub_url,
-        oss_prefix=f"logs-{uuid.uuid4().hex[:8]}/",
-    )
-    try:
-        yield built
-    finally:
-        built.restore()
-        for kind in ("DataLoad", "Dataset", "EdgeCacheRuntime"):
-            for obj in cloud.api.list_objects(API_VERSION, kind, "default"):
-                cloud.api.delete(API_VERSION, kind, obj["metadata"]["name"], "default")
-        wait_for(
-            lambda: not cloud.api.list_objects(API_VERSION, "Dataset", "default"),
-            what="the test's Datasets gone (the controller's finalizer)",
-        )
-
-
-def objects_of(count: int, size: int, prefix: str = "") -> dict[str, bytes]:
-    return {f"{prefix}f{i:03d}.bin": os.urandom(size + i) for i in range(count)}
-
-
-def get(api: KubeAPIServer, kind: str, name: str) -> dict[str, Any]:
-    return api.get(API_VERSION, kind, name, "default")
-
-
-def _health(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return str(answer.read().decode())
 
 
 def test_views_of_s3_and_oss_datasets_and_a_dataload_in_the_controllers_status(
@@ -270,7 +95,7 @@ def test_views_of_s3_and_oss_datasets_and_a_dataload_in_the_controllers_status(
     assert status["phase"] == "Bound"
     spec = report(site.api, "logs", "a1")
     assert spec is not None and spec["spec"]["view"] == {"ready": True, "message": ""}
-    assert "edgecache_agent_views" in _health(a1.health_url + "/metrics")
+    assert "edgecache_agent_views" in health(a1.health_url + "/metrics")
 
 
 def test_the_view_follows_s3_objects_updated_and_deleted_upstream(
@@ -328,13 +153,13 @@ def test_a_cut_wan_keeps_views_serving_and_restarts_download_nothing(
     time.sleep(1.5)
     assert tree(view) == images
     assert a1.alive()
-    assert _health(a1.health_url + "/healthz").startswith("ok")
+    assert health(a1.health_url + "/healthz").startswith("ok")
     # Restarted while offline: it serves from its local state (the hub answers from its store).
     assert a1.stop() == 0
     a1 = site.agent().start()
     agents.append(a1)
     restarted = time.time()
-    wait_for(lambda: "1 of 1 views ready" in _health(a1.health_url + "/readyz"))
+    wait_for(lambda: "1 of 1 views ready" in health(a1.health_url + "/readyz"))
     assert tree(view) == images
     time.sleep(1.0)
     assert not _after(report(site.api, "images", "a1")["spec"]["reportTime"], restarted)
@@ -353,30 +178,6 @@ def _after(stamp: str, when: float) -> bool:
     return parsed >= int(when)
 
 
-WATCHER = r"""
-import hashlib, json, os, sys, time
-view, expected_file, stop_file, out = sys.argv[1:5]
-expected = json.load(open(expected_file))
-checks = 0
-bad = []
-while not os.path.exists(stop_file):
-    for dirpath, _dirs, names in os.walk(view):
-        for name in names:
-            full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, view)
-            try:
-                with open(full, "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                continue
-            checks += 1
-            if expected.get(rel) != hashlib.sha256(data).hexdigest():
-                bad.append(f"{rel}: {len(data)} bytes, not the object's")
-    time.sleep(0.002)  # share the CPU with the agent it watches
-json.dump({"checks": checks, "bad": bad[:20]}, open(out, "w"))
-"""
-
-
 def test_sigkill_mid_load_never_shows_a_partial_file(
     site: Site, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -390,7 +191,7 @@ def test_sigkill_mid_load_never_shows_a_partial_file(
     view = a1.view("images")
     stop_file, out = tmp_path / "stop-watching", tmp_path / "watcher.json"
     watcher = subprocess.Popen(
-        [sys.executable, "-c", WATCHER, str(view), str(expected), str(stop_file), str(out)]
+        [sys.executable, "-c", VIEW_WATCHER, str(view), str(expected), str(stop_file), str(out)]
     )
     rng = random.Random(12)
     try:

@@ -39,3 +39,8 @@ def parse_version(name: str, data: bytes) -> int | None:
     except ValueError:
         return None
     return version if data == version_bytes(name, version, len(data)) else None
+
+
+# The end-to-end site of the agent tests (the cloud behind its links, the edge hub and the
+# controller), reused, not copied.
+from agent.conftest import agents, cloud, site  # noqa: E402, F401
