@@ -143,6 +143,7 @@ class _File:
     missing_bytes: int
     left: int = 0
     loaded: int = 0
+    """Bytes of its missing blocks loaded so far (counted as failed instead if it fails)."""
     failed: bool = False
     unstored: int = 0
     """Bytes read from the backend that the SSD tier did not store."""
@@ -265,15 +266,20 @@ async def prefetch(
                 try:
                     await engine.fetch(f.plan, [index])
                 except Exception as exc:
-                    f.failed = True
-                    report.failed.append(FailedPath(f.plan.path, _describe(exc)))
-                    report.files_failed += 1
-                    report.bytes_failed += f.missing_bytes
+                    # Other blocks of the file may be in flight in other workers and fail
+                    # too: the file fails once, and its bytes count once, as failed.
+                    if not f.failed:
+                        f.failed = True
+                        report.failed.append(FailedPath(f.plan.path, _describe(exc)))
+                        report.files_failed += 1
+                        report.bytes_failed += f.missing_bytes
+                        report.bytes_loaded -= f.loaded
                 else:
                     if not engine.blocks.ssd.has_file(f.plan.key(index)):
                         f.unstored += length
-                    else:
+                    elif not f.failed:
                         report.bytes_loaded += length
+                        f.loaded += length
             f.left -= 1
             if f.left == 0 and not f.failed:
                 if f.unstored:

@@ -8,8 +8,9 @@ from edgecache.backends.local import LocalBackend
 
 
 class CountingBackend(LocalBackend):
-    """Local files, logging block fetches; paths containing ``broken`` fail to fetch; the link
-    can be cut (every call raises ConnectionError)."""
+    """Local files, logging block fetches; paths containing ``broken`` fail to fetch, and those
+    containing ``torn`` fail after their first block; the link can be cut (every call raises
+    ConnectionError)."""
 
     protocols = ("pfile",)
     online = True
@@ -21,7 +22,7 @@ class CountingBackend(LocalBackend):
     async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
         if not self.online:
             raise ConnectionError("link down")
-        if "broken" in path:
+        if "broken" in path or ("torn" in path and start > 0):
             raise PermissionError(13, "access denied by the test backend", path)
         self.fetched.append((path, start))
         return await super().fetch_range(path, start, end, version)

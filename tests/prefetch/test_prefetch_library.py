@@ -106,6 +106,27 @@ def test_partial_failure_lists_failed_paths_and_loads_the_rest(
     assert report.bytes_done == report.bytes_total
 
 
+def test_a_file_failing_in_several_workers_at_once_fails_once_and_counts_once(
+    dataset_dir: Path, cache_dir: Path
+) -> None:
+    # Every block of one, all but the first of the other: 4 workers meet the failures at once.
+    (dataset_dir / "train" / "broken.bin").write_bytes(os.urandom(6 * BLOCK))
+    (dataset_dir / "train" / "torn.bin").write_bytes(os.urandom(6 * BLOCK + 10))
+    fs = make_fs(cache_dir)
+    seen: list[tuple[int, int, int, int]] = []
+
+    def progress(p: PrefetchProgress) -> None:
+        seen.append((p.files_done, p.files_total, p.bytes_done, p.bytes_total))
+
+    report = run_prefetch(fs, [str(dataset_dir / "train")], parallel=4, on_progress=progress)
+    failed = [f.path for f in report.failed]
+    assert sorted(failed) == [str(dataset_dir / "train" / n) for n in ("broken.bin", "torn.bin")]
+    assert report.files_failed == 2 and report.files_loaded == 42
+    assert report.files_done == report.files_total
+    assert report.bytes_done == report.bytes_total
+    assert all(done <= total and done_b <= total_b for done, total, done_b, total_b in seen)
+
+
 def test_glob_targets(dataset_dir: Path, cache_dir: Path) -> None:
     fs = make_fs(cache_dir)
     report = run_prefetch(fs, [str(dataset_dir / "train" / "img00*.jpg")])
