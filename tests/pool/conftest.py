@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,10 +129,12 @@ class Peer:
         return self.event()
 
     def reads(self) -> dict[str, str]:
-        """The ``read`` events up to ``done``: URL -> sha256."""
+        """The ``read`` events up to ``done``: URL -> sha256 (or ``error: <type> clear|unclear``
+        for a read that failed)."""
         found: dict[str, str] = {}
         while (event := self.event())["event"] != "done":
-            found[event["url"]] = event["sha256"]
+            failed = f"error: {event.get('error')} {'clear' if event.get('clear') else 'unclear'}"
+            found[event["url"]] = event.get("sha256") or failed
         return found
 
     def pause(self) -> None:
@@ -178,3 +181,20 @@ def start_peers(tmp_path: Path, token_file: Path, wan: WANEmulator) -> Iterator[
     yield start
     for peer in started:
         peer.close()
+
+
+def read_all(peers: list[Peer], urls: list[str]) -> list[dict[str, str]]:
+    """All peers read ``urls`` at the same time; each one's URL -> sha256."""
+    for peer in peers:
+        peer.send("read", urls=urls)
+    results: list[dict[str, str]] = [{} for _ in peers]
+
+    def collect(i: int) -> None:
+        results[i] = peers[i].reads()
+
+    threads = [threading.Thread(target=collect, args=(i,)) for i in range(len(peers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

@@ -3,14 +3,13 @@ dataset from S3 (moto) behind the WAN emulator through ``fsspec.open`` per file.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from edgecache_testservers.wan import WANEmulator, WANProfile
 
-from .conftest import Dataset, MiB, Peer, make_dataset
+from .conftest import Dataset, MiB, Peer, make_dataset, read_all
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,23 +30,6 @@ def join(peers: list[Peer], dataset: Dataset, *, views: list[list[Peer]] | None 
         assert peer.call("peers", peers=[p.entry for p in view])["event"] == "ok"
     for peer in peers:
         assert peer.call("list", urls=dataset.urls)["event"] == "ok"
-
-
-def read_all(peers: list[Peer], urls: list[str]) -> list[dict[str, str]]:
-    """All peers read ``urls`` at the same time; each one's URL -> sha256."""
-    for peer in peers:
-        peer.send("read", urls=urls)
-    results: list[dict[str, str]] = [{} for _ in peers]
-
-    def collect(i: int) -> None:
-        results[i] = peers[i].reads()
-
-    threads = [threading.Thread(target=collect, args=(i,)) for i in range(len(peers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
 
 
 def test_three_nodes_fetch_the_dataset_over_the_wan_once(

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cachetestlib import audit
-from conftest import parse_version, version_bytes
+from versions import parse_version, version_bytes
 
 from edgecache.config import CacheSettings
 
