@@ -29,6 +29,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edgecache.httpexpect import expect_handler
 from edgecache.hub._canonical import NonCanonicalRequestError, canonical_target
 from edgecache.hub._filters import FilterChain, ResponseFilter
 from edgecache.hub._offline import OfflineResponder
@@ -184,7 +185,7 @@ class HubProxy:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.router.add_route("*", "/{tail:.*}", self.handle, expect_handler=expect_handler)
         return app
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

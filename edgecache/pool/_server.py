@@ -28,6 +28,7 @@ from edgecache.addresses import listening_socket
 from edgecache.cache import encode_block
 from edgecache.engine import PRIORITY_HEADER, Priority, ReadEngine, ReadPlan, fetch_priority
 from edgecache.errors import ConfigError, ObjectChangedError
+from edgecache.httpexpect import expect_handler
 from edgecache.k8s import TokenSource
 from edgecache.metrics import PEER_BYTES_SERVED, PEER_REQUESTS
 from edgecache.pool._context import forwarded
@@ -87,8 +88,10 @@ class PeerServer:
     async def start(self) -> None:
         sock = listening_socket(self.listen, option="--peer-listen")
         app = web.Application(middlewares=[self._authenticate])
-        app.router.add_get(BLOCKS_PATH + "{digest}", self._block)
-        app.router.add_get("/v1/ping", self._ping)
+        app.router.add_get(BLOCKS_PATH + "{digest}", self._block, expect_handler=expect_handler)
+        app.router.add_get("/v1/ping", self._ping, expect_handler=expect_handler)
+        # Every other path too, so no request meets aiohttp's own Expect handling.
+        app.router.add_route("*", "/{tail:.*}", self._not_found, expect_handler=expect_handler)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.SockSite(self._runner, sock).start()
@@ -105,9 +108,11 @@ class PeerServer:
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         token = self._tokens.token()
-        given = request.headers.get("Authorization", "")
+        # The header's bytes as sent: aiohttp keeps bytes that are not UTF-8 as surrogates,
+        # which a plain encode() refuses (a 500 for any such guess, found by fuzzing).
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         # Constant time whatever the guess; a node with no readable token serves nobody.
-        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        if not token or not hmac.compare_digest(given, f"Bearer {token}".encode()):
             self._count("unauthorized")
             return web.Response(
                 status=401,
@@ -118,6 +123,9 @@ class PeerServer:
 
     async def _ping(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return web.Response(status=404, text="not found\n")
 
     async def _block(self, request: web.Request) -> web.StreamResponse:
         try:
