@@ -8,7 +8,11 @@
 * GET: the newest recorded copy of the object, or a 404 ``Status``.
 * LIST: the recorded list with the same key, or a broader one (cluster-wide, or unselected)
   filtered locally by label and field selectors; ``limit``/``continue`` are honoured; the list
-  resourceVersion is the one the items were recorded at.
+  resourceVersion is the one the items were recorded at. A selector the API server would refuse
+  is refused (400), checked as the server checks it: built-in field labels from the server's
+  table, a custom resource's from its recorded CustomResourceDefinition (``selectableFields``);
+  a custom field label whose CRD was never recorded cannot be checked, and gets a 503 unless
+  the upstream answered that very list online.
 * WATCH: initial events (for ``sendInitialEvents=true``, ending with the initial-events-end
   bookmark, and for the legacy resourceVersion ""/"0" form), then periodic bookmarks; the stream
   stays open until the hub goes back online, then ends so that clients re-list upstream. A watch
@@ -39,12 +43,20 @@ from edgecache.hub._requestinfo import WRITE_VERBS, RequestInfo
 from edgecache.hub._status import status_body, status_response
 from edgecache.hub._store import DamagedRecordError, HubStore, ListRecord, StoredObject
 from edgecache.hub._watches import WatchRegistry
-from edgecache.k8s.selectors import FieldSelector, LabelSelector, check_field_labels
+from edgecache.k8s.selectors import (
+    CustomResourceFields,
+    FieldLabelsUnknownError,
+    FieldSelector,
+    LabelSelector,
+    built_in_group,
+    check_field_labels,
+)
 from edgecache.metrics import HUB_REQUESTS
 
 __all__ = ["OfflineResponder"]
 
 _INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+_CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
 def _rv_older(candidate: str, current: str) -> bool:
@@ -123,6 +135,28 @@ class OfflineResponder:
                 "edgecache hub is offline and these credentials were never accepted upstream "
                 f"for component {component!r}; offline answers need credentials seen online",
             )
+        fields = FieldSelector()
+        if verb in ("list", "watch"):
+            # What the API server would refuse is refused here too (400), never answered with
+            # an empty or unfiltered list; like the server, whoever asks: the refusal shows no
+            # recorded data, only that the request is malformed.
+            if not await self.store.read(self.store.knows_resource, info.gvr):
+                HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+                return status_response(404, "the server could not find the requested resource")
+            try:
+                LabelSelector.parse(info.label_selector)
+                fields = await self._server_fields(info, component)
+            except ConfigError as exc:
+                HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+                return status_response(400, str(exc), reason="BadRequest")
+            except FieldLabelsUnknownError as exc:
+                HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+                return status_response(
+                    503,
+                    "edgecache hub is offline and cannot tell whether the API server accepts "
+                    f"this field selector ({exc}: never recorded); retry when the upstream is "
+                    "back",
+                )
         if verb in ("get", "list", "watch") and not await self._granted(component, digest, info):
             HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
             if not await self.store.read(self.store.knows_resource, info.gvr):
@@ -140,25 +174,55 @@ class OfflineResponder:
                 "while online, so the hub does not answer for the upstream",
             )
         try:
-            if verb in ("list", "watch"):
-                # What the API server would refuse is refused here too (400), never answered
-                # with an empty or unfiltered list.
-                LabelSelector.parse(info.label_selector)
-                check_field_labels(
-                    FieldSelector.parse(info.field_selector),
-                    group=info.group,
-                    resource=info.resource,
-                )
             HUB_REQUESTS.labels(verb=verb, served_from="store").inc()
             if verb == "get":
                 return await self._get(info, component)
             if verb == "list":
-                return await self._list(request, info, component)
+                return await self._list(request, info, component, fields)
             if verb == "watch":
-                return await self._watch(request, info, component)
+                return await self._watch(request, info, component, fields)
             return await self._raw(request, component)
-        except ConfigError as exc:
+        except ConfigError as exc:  # a continue token that does not decode
             return status_response(400, str(exc), reason="BadRequest")
+
+    async def _server_fields(self, info: RequestInfo, component: str) -> FieldSelector:
+        """The request's field selector checked and converted as the API server would (raises
+        :class:`SelectorError` for its 400). A custom resource is checked against its recorded
+        CRD; without one, a list the upstream answered online with this very selector proves
+        it was accepted (:class:`FieldLabelsUnknownError` otherwise)."""
+        selector = FieldSelector.parse(info.field_selector)
+        custom = None
+        if selector.terms and not built_in_group(info.group):
+            custom = await self._custom_fields(info)
+        try:
+            return check_field_labels(
+                selector, group=info.group, resource=info.resource, custom=custom
+            )
+        except FieldLabelsUnknownError:
+            record = await self.store.read(
+                self.store.find_list, component, info.gvr, info.namespace, info.selector
+            )
+            if record is not None and record.selector == info.selector:
+                return selector
+            raise
+
+    async def _custom_fields(self, info: RequestInfo) -> CustomResourceFields | None:
+        """What the recorded CRD of a custom resource (recorded by any component: it decides
+        only which selectors are valid, not what anyone is shown) says about its fields; ``None``
+        for a version the CRD does not serve."""
+        try:
+            body = await self.store.read(
+                self.store.get_object, None, _CRDS, "", f"{info.resource}.{info.group}"
+            )
+            crd = json.loads(body) if body is not None else None
+        except (DamagedRecordError, ValueError):
+            crd = None
+        if isinstance(crd, dict):
+            return CustomResourceFields.from_crd(crd, info.version)
+        # Without the CRD, recorded objects still tell its scope (metadata.namespace is refused
+        # on cluster-scoped custom resources).
+        namespaced = await self.store.read(self.store.scoped_by_namespace, info.gvr)
+        return CustomResourceFields(None, namespaced=namespaced is not False)
 
     def _unrecorded_component(self, request: web.Request, component: str) -> str:
         agent = request.headers.get("User-Agent", "")
@@ -253,7 +317,7 @@ class OfflineResponder:
         )
 
     async def _selected(
-        self, info: RequestInfo, component: str
+        self, info: RequestInfo, component: str, fields: FieldSelector
     ) -> tuple[ListRecord, list[StoredObject]] | None:
         selected = await self.store.read(
             self.store.select_list, component, info.gvr, info.namespace, info.selector
@@ -262,13 +326,13 @@ class OfflineResponder:
             return None
         record, objects = selected
         if record.selector != info.selector:
-            objects = _filter(objects, info.label_selector, info.field_selector)
+            objects = _filter(objects, info.label_selector, fields)
         return record, objects
 
     async def _list(
-        self, request: web.Request, info: RequestInfo, component: str
+        self, request: web.Request, info: RequestInfo, component: str, fields: FieldSelector
     ) -> web.StreamResponse:
-        selected = await self._selected(info, component)
+        selected = await self._selected(info, component, fields)
         if selected is None:
             if "as=Table" in request.headers.get("Accept", ""):
                 return await self._raw(request, component)
@@ -295,12 +359,12 @@ class OfflineResponder:
         return web.Response(body=body, content_type="application/json")
 
     async def _watch(
-        self, request: web.Request, info: RequestInfo, component: str
+        self, request: web.Request, info: RequestInfo, component: str, fields: FieldSelector
     ) -> web.StreamResponse:
         query: Mapping[str, str] = request.query
         since = query.get("resourceVersion", "")
         send_initial = query.get("sendInitialEvents", "").lower() == "true"
-        selected = await self._selected(info, component)
+        selected = await self._selected(info, component, fields)
         if selected is not None:
             record, objects = selected
         elif (
@@ -368,9 +432,10 @@ def _bookmark(record: ListRecord, *, initial_end: bool) -> bytes:
     return _event("BOOKMARK", json.dumps(obj, separators=(",", ":")).encode())
 
 
-def _filter(objects: list[StoredObject], labels: str, fields: str) -> list[StoredObject]:
+def _filter(
+    objects: list[StoredObject], labels: str, field_selector: FieldSelector
+) -> list[StoredObject]:
     label_selector = LabelSelector.parse(labels)
-    field_selector = FieldSelector.parse(fields)
     result: list[StoredObject] = []
     for obj in objects:
         if label_selector.requirements and not label_selector.matches_labels(

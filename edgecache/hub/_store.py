@@ -705,19 +705,30 @@ class HubStore:
             raise DamagedRecordError(f"a recorded list of {gvr} lost objects to damage")
         return result
 
-    def get_object(self, component: str, gvr: str, namespace: str, name: str) -> bytes | None:
+    def get_object(
+        self, component: str | None, gvr: str, namespace: str, name: str
+    ) -> bytes | None:
         """The most recently recorded intact copy of one object, from any list or GET of the
-        component. Damaged copies are dropped on the way; when no intact one is left,
-        :class:`DamagedRecordError` (the object was recorded: "not found" would be a lie)."""
-        rows = self._conn().execute(
-            "SELECT rowid, scope, selector, rv, labels, body, checksum FROM objects "
-            "WHERE component=? AND gvr=? AND namespace=? AND name=? ORDER BY rowid DESC",
-            (component, gvr, namespace, name),
+        component (``None``: of any component, for what is not served but consulted, such as a
+        CRD's selectable fields). Damaged copies are dropped on the way; when no intact one is
+        left, :class:`DamagedRecordError` (the object was recorded: "not found" would be a lie)."""
+        columns = (
+            "SELECT rowid, component, scope, selector, rv, labels, body, checksum FROM objects "
         )
+        order = " ORDER BY rowid DESC"
+        if component is None:
+            rows = self._conn().execute(
+                columns + "WHERE gvr=? AND namespace=? AND name=?" + order, (gvr, namespace, name)
+            )
+        else:
+            rows = self._conn().execute(
+                columns + "WHERE component=? AND gvr=? AND namespace=? AND name=?" + order,
+                (component, gvr, namespace, name),
+            )
         damaged = False
-        for rowid, scope, selector, rv, labels, body, checksum in rows:
+        for rowid, owner, scope, selector, rv, labels, body, checksum in rows:
             body = bytes(body)
-            list_key = (component, gvr, scope, selector)
+            list_key = (owner, gvr, scope, selector)
             fields = (*list_key, namespace, name, rv, labels, body)
             if self._intact("objects", fields, checksum, key=(rowid,), list_key=list_key):
                 return body
@@ -734,6 +745,16 @@ class HubStore:
             or conn.execute("SELECT 1 FROM objects WHERE gvr=? LIMIT 1", (gvr,)).fetchone()
             is not None
         )
+
+    def scoped_by_namespace(self, gvr: str) -> bool | None:
+        """Whether recorded objects of ``gvr`` carry a namespace (every object of a namespaced
+        resource does, none of a cluster-scoped one); ``None`` when none was recorded."""
+        row = (
+            self._conn()
+            .execute("SELECT namespace FROM objects WHERE gvr=? LIMIT 1", (gvr,))
+            .fetchone()
+        )
+        return None if row is None else bool(row[0])
 
     def knows_component(self, component: str) -> bool:
         conn = self._conn()

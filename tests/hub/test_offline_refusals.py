@@ -89,3 +89,129 @@ async def test_a_component_without_answers_is_named_with_the_flag(
     message = body["message"]
     assert "component 'curl'" in message and repr(agent) in message
     assert hint in message, message
+
+
+DATASETS = "/apis/data.edgecache.io/v1alpha1/namespaces/default/datasets"
+POOLS = "/apis/data.edgecache.io/v1alpha1/pools"  # cluster-scoped
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+KUBECTL = {"User-Agent": "kubectl/v1.32.0 (linux/amd64)"}
+AGENT = {"User-Agent": "edgecache-agent/0.1"}
+
+#: Field selectors on custom resources: the CRD declares .spec.tier (datasets) and .spec.zone
+#: (pools) selectable; anything else but metadata.name (and metadata.namespace on namespaced
+#: resources) is the server's 400.
+CUSTOM_SELECTORS = [
+    (DATASETS, "fieldSelector=spec.tier%3Dssd"),
+    (DATASETS, "fieldSelector=spec.tier!%3Dssd"),
+    (DATASETS, "fieldSelector=spec.tier%3D"),  # the object without a tier
+    (DATASETS, "fieldSelector=spec.tier%3Dhdd,metadata.name!%3Dcold"),
+    (DATASETS, "fieldSelector=metadata.namespace%3Ddefault"),
+    (DATASETS, "fieldSelector=spec.owner%3Dml"),  # not declared: 400
+    (DATASETS, "watch=1&fieldSelector=spec.owner%3Dml"),
+    (POOLS, "fieldSelector=metadata.name%3Deast"),
+    (POOLS, "fieldSelector=metadata.namespace%3Ddefault"),  # cluster-scoped: 400
+]
+
+
+def _custom_resources() -> list[dict[str, Any]]:
+    datasets = objects.crd("data.edgecache.io", "Dataset", versions=("v1alpha1",))
+    datasets["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.tier"}]
+    pools = objects.crd("data.edgecache.io", "Pool", versions=("v1alpha1",), namespaced=False)
+    pools["spec"]["versions"][0]["selectableFields"] = [{"jsonPath": ".spec.zone"}]
+    found: list[dict[str, Any]] = [datasets, pools]
+    for name, spec in (
+        ("hot", {"tier": "ssd", "owner": "ml"}),
+        ("cold", {"tier": "hdd", "owner": "ml"}),
+        ("warm", {"tier": "hdd"}),
+        ("bare", {"owner": "bi"}),
+    ):
+        found.append(
+            {
+                "apiVersion": "data.edgecache.io/v1alpha1",
+                "kind": "Dataset",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": spec,
+            }
+        )
+    for name, zone in (("east", "a"), ("west", "b")):
+        found.append(
+            {
+                "apiVersion": "data.edgecache.io/v1alpha1",
+                "kind": "Pool",
+                "metadata": {"name": name},
+                "spec": {"zone": zone},
+            }
+        )
+    return found
+
+
+def _outcome(status: int, body: Any) -> tuple[int, Any]:
+    """What a client sees: the status with the item names, or the refusal's message."""
+    if status == 200:
+        return status, sorted(item["metadata"]["name"] for item in body["items"])
+    return status, body.get("message")
+
+
+async def test_custom_resource_field_selectors_offline_as_the_server_answers(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    """The hub learns selectableFields from the recorded CRD: offline, a selector on a custom
+    resource is filtered like the server filters it, and refused (400) where it refuses it."""
+    seeded = _custom_resources()
+    kube_api.seed(seeded[:2])
+    kube_api.seed(seeded[2:])
+    async with aiohttp.ClientSession(hub.url) as http:
+        # kubectl asks every selector online: the server's answers (and exact-key records).
+        server = {}
+        for path, query in CUSTOM_SELECTORS:
+            if "watch=1" in query:
+                query += "&timeoutSeconds=1"
+            async with http.get(f"{path}?{query}", headers=KUBECTL) as response:
+                server[(path, query)] = _outcome(response.status, await response.json())
+        assert server[(DATASETS, "fieldSelector=spec.tier%3Dssd")] == (200, ["hot"])
+        assert server[(DATASETS, "fieldSelector=spec.tier%3D")] == (200, ["bare"])
+        assert server[(DATASETS, "fieldSelector=spec.owner%3Dml")][0] == 400
+        assert server[(POOLS, "fieldSelector=metadata.namespace%3Ddefault")][0] == 400
+        # The agent only lists everything and reads the datasets CRD (pools' CRD: never).
+        for path in (DATASETS, POOLS, f"{CRDS}/datasets.data.edgecache.io"):
+            async with http.get(path, headers=AGENT) as listed:
+                assert listed.status == 200
+        # Online, the pools CRD's selectable field works for kubectl: recorded exactly.
+        async with http.get(f"{POOLS}?fieldSelector=spec.zone%3Da", headers=KUBECTL) as response:
+            zone_online = _outcome(response.status, await response.json())
+        assert zone_online == (200, ["east"])
+        await cut(kube_api, hub)
+        for headers in (KUBECTL, AGENT):  # exact records / filtered from the unselected list
+            for (path, query), expected in server.items():
+                async with http.get(f"{path}?{query}", headers=headers) as response:
+                    got = _outcome(response.status, await response.json())
+                if query.startswith("watch=1") and expected[0] == 200:
+                    continue  # a watch's answer is a stream, compared by test_kubectl
+                assert got == expected, (headers, path, query)
+        # The agent's pools selector on a declared field, whose CRD it never recorded: the hub
+        # cannot know the server accepts it, so it says so (503) instead of guessing.
+        async with http.get(f"{POOLS}?fieldSelector=spec.zone%3Da", headers=AGENT) as response:
+            body = await response.json()
+            assert response.status == 503, body
+            assert "spec.zone" in body["message"] and "cannot tell" in body["message"]
+        async with http.get(f"{POOLS}?fieldSelector=spec.zone%3Da", headers=KUBECTL) as response:
+            assert _outcome(response.status, await response.json()) == zone_online
+
+
+async def test_pod_alias_spec_host_offline_as_the_server_answers(
+    hub: HubServer, kube_api: KubeAPIServer
+) -> None:
+    """``spec.host`` (old v1 clients) is the server's alias of ``spec.nodeName``."""
+    kube_api.seed(objects.pods(4, nodes=2))
+    queries = ["fieldSelector=spec.host%3Dnode-1", "fieldSelector=spec.host!%3Dnode-1"]
+    async with aiohttp.ClientSession(hub.url, headers=KUBECTL) as http:
+        online = {q: _outcome(*(await _answer(http, PODS, q))) for q in queries}
+        assert online[queries[0]] == (200, ["pod-00001", "pod-00003"])
+        async with http.get(PODS, headers=AGENT) as listed:
+            assert listed.status == 200
+        await cut(kube_api, hub)
+        for headers in (KUBECTL, AGENT):
+            for query in queries:
+                async with http.get(f"{PODS}?{query}", headers=headers) as response:
+                    got = _outcome(response.status, await response.json())
+                assert got == online[query], (headers, query)

@@ -19,6 +19,7 @@ import yaml
 from aiohttp import web
 
 from edgecache.k8s.selectors import (
+    CustomResourceFields,
     FieldSelector,
     SelectorError,
     check_field_labels,
@@ -75,16 +76,22 @@ def _warned(response: web.Response, validation: FieldValidation) -> web.Response
 def _selector_predicate(
     label: str | None, field: str | None, resource: ResourceType
 ) -> Callable[[Mapping[str, Any]], bool]:
-    """The request's selectors as one predicate; a selector that does not parse, or a field the
+    """The request's selectors as one predicate, evaluated as the API server does (aliases such
+    as the pod's ``spec.host``, computed values); a selector that does not parse, or a field the
     resource does not support, is a 400 (as the API server answers)."""
+    custom = (
+        CustomResourceFields(resource.selectable_fields, resource.namespaced)
+        if resource.from_crd
+        else None
+    )
     try:
-        check_field_labels(
+        fields = check_field_labels(
             FieldSelector.parse(field),
             group=resource.group,
             resource=resource.plural,
-            selectable_fields=resource.selectable_fields if resource.from_crd else None,
+            custom=custom,
         )
-        return selector_predicate(label, field)
+        return selector_predicate(label, fields)
     except SelectorError as exc:
         raise bad_request(str(exc)) from exc
 
