@@ -140,9 +140,6 @@ class OfflineResponder:
             # What the API server would refuse is refused here too (400), never answered with
             # an empty or unfiltered list; like the server, whoever asks: the refusal shows no
             # recorded data, only that the request is malformed.
-            if not await self.store.read(self.store.knows_resource, info.gvr):
-                HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
-                return status_response(404, "the server could not find the requested resource")
             try:
                 LabelSelector.parse(info.label_selector)
                 fields = await self._server_fields(info, component)
@@ -151,6 +148,8 @@ class OfflineResponder:
                 return status_response(400, str(exc), reason="BadRequest")
             except FieldLabelsUnknownError as exc:
                 HUB_REQUESTS.labels(verb=verb, served_from="rejected").inc()
+                if not await self.store.read(self.store.knows_resource, info.gvr):
+                    return status_response(404, "the server could not find the requested resource")
                 return status_response(
                     503,
                     "edgecache hub is offline and cannot tell whether the API server accepts "

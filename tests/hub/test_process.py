@@ -23,53 +23,7 @@ from kubernetes import client as k8s
 from edgecache.hub import HubStore
 
 from .conftest import KubeWatcher, k8s_client
-
-_READY = re.compile(r"serving (http://\S+) \(health (http://\S+)\), (\w+)")
-
-
-class HubProcess:
-    """``edgecache hub`` in a subprocess on free ports; ``url``/``health_url`` once ready."""
-
-    def __init__(self, cache_dir: Path, upstream: str, *extra: str) -> None:
-        script = Path(sys.executable).with_name("edgecache")
-        command = (
-            [str(script), "hub"] if script.exists() else [sys.executable, "-m", "edgecache.hub"]
-        )
-        self.process = subprocess.Popen(
-            [
-                *command,
-                *(("--server", upstream) if upstream else ()),
-                *extra,
-                "--listen",
-                "127.0.0.1:0",
-                "--health-listen",
-                "127.0.0.1:0",
-                "--cache-dir",
-                str(cache_dir),
-                "--components",
-                "*",
-                "--probe-interval",
-                "0.1",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = _READY.search(line)
-        if match is None:
-            self.process.kill()
-            raise AssertionError(f"hub did not start: {line!r} {self.process.stderr.read()!r}")  # type: ignore[union-attr]
-        self.url, self.health_url, self.mode = match.groups()
-
-    def terminate(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=10)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
+from .processes import HubProcess
 
 
 async def _wait_ready_text(health_url: str, text: str) -> None:

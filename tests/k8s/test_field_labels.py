@@ -6,9 +6,9 @@ server's."""
 
 from __future__ import annotations
 
-import pytest
-
 from typing import Any
+
+import pytest
 
 from edgecache.k8s.selectors import (
     CustomResourceFields,
@@ -94,7 +94,7 @@ def test_custom_resources_take_their_crd_versions_selectable_fields() -> None:
     assert str(caught.value) == OWN_REFUSAL.format("spec.owner")
     # A cluster-scoped custom resource has no metadata.namespace (the server's crConverter).
     cluster = CustomResourceFields(frozenset(), namespaced=False)
-    with pytest.raises(SelectorError, match="field label not supported: metadata.namespace"):
+    with pytest.raises(SelectorError, match=r"field label not supported: metadata\.namespace"):
         check_field_labels(
             FieldSelector.parse("metadata.namespace=x"),
             group="data.edgecache.io",
@@ -109,7 +109,7 @@ def test_without_the_crd_only_metadata_labels_are_known() -> None:
         group="data.edgecache.io",
         resource="datasets",
     )
-    with pytest.raises(FieldLabelsUnknownError, match="spec.owner"):
+    with pytest.raises(FieldLabelsUnknownError, match=r"spec\.owner"):
         check_field_labels(
             FieldSelector.parse("spec.owner=x"), group="data.edgecache.io", resource="datasets"
         )
