@@ -19,24 +19,31 @@ import random
 import signal
 import sqlite3
 import threading
-import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from edgecache_testservers.kubeapi import KubeAPIServer, objects
+from edgecache_testservers.kubeapi import APIError, KubeAPIServer, objects
+from edgecache_testservers.kubeapi.rbac import ADMIN, DISCOVERY, Rule
+from edgecache_testservers.waiting import eventually, wait_for
 from edgecache_testservers.wan import WANEmulator, WANProfile
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
-from .conftest import k8s_client
+from edgecache.hub import HubServer
+
+from .conftest import fast_settings, k8s_client
 from .processes import HubProcess
 
-pytestmark = pytest.mark.reliability
+#: Release volume (EDGECACHE_RELIABILITY=long) runs for minutes: past the suite's 300 s limit.
+LONG = os.environ.get("EDGECACHE_RELIABILITY", "").strip().lower() == "long"
+pytestmark = [pytest.mark.reliability, pytest.mark.timeout(3600 if LONG else 300)]
 
 NAMESPACE = "default"
 #: The WAN between the hub and the API test server: short, so the tests stay quick; the faults
@@ -71,6 +78,11 @@ class ServerTruth:
                 body = None if event.type == "DELETED" else event.object
                 self._changes.append((event.resource_version, event.type, name, body))
         self.collected = reached
+
+    def changes(self) -> list[tuple[int, str, str, dict[str, Any] | None]]:
+        """``(resourceVersion, type, name, object or None)`` of every change, in order."""
+        self.collect()
+        return list(self._changes)
 
     def state_at(self, resource_version: int) -> dict[str, tuple[str, dict[str, str]]]:
         """``name -> (resourceVersion, data)`` of every ConfigMap at ``resource_version``."""
@@ -180,28 +192,17 @@ class Load:
             thread.join(timeout=30)
 
 
-async def _readyz(health_url: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(health_url + "/readyz") as response:
-        return response.status, await response.text()
+def _readyz(health_url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(health_url + "/readyz", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
-async def _wait_ready(health_url: str, text: str, within_seconds: float = 20) -> None:
-    deadline = time.monotonic() + within_seconds
-    while time.monotonic() < deadline:
-        with contextlib.suppress(aiohttp.ClientError):
-            status, body = await _readyz(health_url)
-            if status == 200 and text in body:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"/readyz never said {text!r}")
-
-
-async def _until(condition: Callable[[], bool], within_seconds: float, what: str) -> None:
-    deadline = time.monotonic() + within_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+def _ready_says(health_url: str, text: str) -> bool:
+    status, body = _readyz(health_url)
+    return status == 200 and text in body
 
 
 async def test_hub_killed_at_random_points_keeps_what_it_committed(
@@ -231,16 +232,18 @@ async def test_hub_killed_at_random_points_keeps_what_it_committed(
                     if round_ == rounds:
                         break
                     wan.restore()
-                    await _wait_ready(hub.health_url, "online")
+                    await asyncio.to_thread(
+                        wait_for, partial(_ready_says, hub.health_url, "online"), what="online"
+                    )
                 load = Load(hub.url, random.Random(rng.random()))
                 load.start()
                 try:
                     # Something is committed before the first kill (an empty store cannot start
                     # offline), then the kill comes at a random point of the traffic.
-                    await _until(
+                    await asyncio.to_thread(
+                        wait_for,
                         lambda: _committed_rv(cache_dir, AGENT_LIST_KEY) is not None,
-                        20,
-                        "the first recorded list",
+                        what="the first recorded list",
                     )
                     await asyncio.sleep(rng.uniform(0.2, 2.0))
                     committed = await asyncio.to_thread(_committed_rv, cache_dir, AGENT_LIST_KEY)
@@ -273,7 +276,7 @@ async def _check_offline(
         lambda: sorted(p.name for p in cache_dir.glob("hub.sqlite.*"))
     )
     assert set_aside == [], set_aside  # opened as it was: nothing moved aside
-    status, ready = await _readyz(hub.health_url)
+    status, ready = await asyncio.to_thread(_readyz, hub.health_url)
     assert status == 200 and "damaged" not in ready, ready
     v1 = k8s.CoreV1Api(k8s_client(hub.url))
     listed = await asyncio.to_thread(v1.list_namespaced_config_map, NAMESPACE)
@@ -288,3 +291,243 @@ async def _check_offline(
     }
     reliability.wrong_bytes += len(wrong)
     assert not wrong, {n: (offline.get(n), expected.get(n)) for n in sorted(wrong)[:5]}
+
+
+ADMIN_TOKEN = "admin-token"
+LIMITED_TOKEN = "limited-token"
+#: The limited token may read ConfigMaps of ``other`` only (and API discovery).
+LIMITED_RULES = (
+    *DISCOVERY,
+    Rule(
+        verbs=("get", "list", "watch"),
+        api_groups=("",),
+        resources=("configmaps",),
+        namespaces=("other",),
+    ),
+)
+
+
+@dataclass
+class Informer:
+    """An informer-style watcher through the hub with the official client, as client-go's
+    reflector: list, watch from the list's resourceVersion, re-watch from the last event's
+    when a stream ends, re-list when a watch fails (410 Gone, a broken connection).
+
+    Every stream's events are kept (``streams``: start resourceVersion, event
+    resourceVersions), so each can be compared with the server's log: a stream must deliver a
+    prefix of the server's events after its start, no duplicate, no gap, no reordering."""
+
+    url: str
+    token: str
+    stop: threading.Event
+    cache: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    streams: list[tuple[int, list[int]]] = field(default_factory=list)
+    relists: int = 0
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        v1 = k8s.CoreV1Api(k8s_client(self.url, token=self.token))
+        rv: str | None = None
+        while not self.stop.is_set():
+            try:
+                if rv is None:
+                    listed = v1.list_namespaced_config_map(NAMESPACE, _request_timeout=10)
+                    self.cache = _as_state(listed.items)
+                    rv = listed.metadata.resource_version
+                    self.relists += 1
+                rv = self._watch(v1, rv)
+            except Exception:
+                rv = None  # 410, a refused or broken connection: re-list (after a pause)
+                self.stop.wait(0.1)
+
+    def _watch(self, v1: k8s.CoreV1Api, rv: str) -> str:
+        seen: list[int] = []
+        self.streams.append((int(rv), seen))
+        watcher = k8s_watch.Watch()
+        for event in watcher.stream(
+            v1.list_namespaced_config_map,
+            NAMESPACE,
+            resource_version=rv,
+            allow_watch_bookmarks=True,
+            timeout_seconds=5,
+            _request_timeout=10,
+        ):
+            if event["type"] == "ERROR":  # 410 Expired: the stream cannot resume
+                raise RuntimeError(f"watch error: {event['raw_object']}")
+            obj = event["object"]
+            rv = obj.metadata.resource_version
+            if event["type"] != "BOOKMARK":
+                seen.append(int(rv))
+                if event["type"] == "DELETED":
+                    self.cache.pop(obj.metadata.name, None)
+                else:
+                    self.cache[obj.metadata.name] = (rv, dict(obj.data or {}))
+            if self.stop.is_set():
+                watcher.stop()
+        return rv
+
+    def join(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+
+#: The status recorded for a 200 that carried objects of another namespace than asked.
+WRONG_NAMESPACE = 299
+
+
+def _probe_access(url: str, stop: threading.Event, answers: dict[str, list[int]]) -> None:
+    """Reads the limited token and a token the upstream never accepted must not get: status
+    codes per case (200 for a refused case is a leak)."""
+    clients = {
+        "limited-default": (LIMITED_TOKEN, NAMESPACE),
+        "limited-other": (LIMITED_TOKEN, "other"),
+        "forged-default": ("forged-token", NAMESPACE),
+    }
+    apis = {case: k8s.CoreV1Api(k8s_client(url, token=t)) for case, (t, _ns) in clients.items()}
+    while not stop.is_set():
+        for case, (_token, namespace) in clients.items():
+            try:
+                listed = apis[case].list_namespaced_config_map(namespace, _request_timeout=5)
+                # Whatever it gets is of the namespace asked only (else: counted as a leak).
+                right = all(i.metadata.namespace == namespace for i in listed.items)
+                status = 200 if right else WRONG_NAMESPACE
+            except ApiException as exc:
+                status = exc.status
+            except Exception:
+                status = 0  # the hub switching: no answer is not a leak
+            answers.setdefault(case, []).append(status)
+        stop.wait(0.05)
+
+
+async def test_wan_flaps_under_watchers_through_the_hub(tmp_path: Path, reliability: Any) -> None:
+    """Cut and restore the WAN between the hub and the API server at random (connections
+    reset, or packets swallowed) while informers watch through the hub and the cloud side keeps
+    writing: every watch stream is a prefix of the server's events (no duplicate, lost or
+    reordered event within a stream; a re-list repairs what a switch cut short), every informer
+    ends with exactly the server's objects, the store's offline list is the server's state at
+    its resourceVersion, and a limited or forged token never gets what the upstream refused."""
+    seed = _seed()
+    rng = random.Random(seed)
+    reliability.notes["seed"] = seed
+    flaps = reliability.scale(4, 50)
+    api = KubeAPIServer(
+        tokens={ADMIN_TOKEN: "admin", LIMITED_TOKEN: "limited"},
+        authorization={"admin": ADMIN, "limited": LIMITED_RULES},
+        bookmark_interval_seconds=0.5,
+    )
+    with api, WANEmulator(api.url, LINK) as wan:
+        api.seed([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}])
+        api.seed(objects.config_map(f"cm-{i:02d}", data={"v": "seed"}) for i in range(20))
+        api.seed([objects.config_map("theirs", "other", data={"v": "other"})])
+        truth = ServerTruth(api)
+        settings = fast_settings(tmp_path / "hub", wan.endpoint)
+        async with HubServer(settings) as hub:
+            stop = threading.Event()
+            informers = [Informer(hub.url, ADMIN_TOKEN, stop) for _ in range(2)]
+            for informer in informers:
+                informer.start()
+            answers: dict[str, list[int]] = {}
+            prober = threading.Thread(target=_probe_access, args=(hub.url, stop, answers))
+            prober.start()
+            writer_stop = threading.Event()
+            writer = threading.Thread(target=_write_upstream, args=(api, writer_stop, rng.random()))
+            writer.start()
+            try:
+                # The first cut comes once every client is working (not while they start).
+                await eventually(
+                    lambda: all(i.streams for i in informers) and len(answers) == 3,
+                    timeout_seconds=30,
+                    what="the clients' first answers",
+                )
+                for _ in range(flaps):
+                    await asyncio.sleep(rng.uniform(0.2, 1.0))  # the random moment of a cut
+                    mode = rng.choice(["reset", "blackhole"])
+                    wan.cut(mode)
+                    reliability.notes[mode] = reliability.notes.get(mode, 0) + 1
+                    await asyncio.sleep(rng.uniform(0.2, 1.5))
+                    wan.restore()
+                    truth.collect()
+                    reliability.faults_injected += 1
+                    reliability.iterations += 1
+                writer_stop.set()
+                writer.join()
+                await hub.health.wait_for(True, within_seconds=20)
+                final = truth.state_at(api.resource_version)
+                await eventually(
+                    lambda: all(i.cache == final for i in informers),
+                    timeout_seconds=30,
+                    what="every informer to hold the server's objects",
+                )
+            finally:
+                writer_stop.set()
+                stop.set()
+                for informer in informers:
+                    await asyncio.to_thread(informer.join)
+                await asyncio.to_thread(prober.join, 30)
+            truth.collect()
+            _check_streams(informers, truth, reliability)
+            _check_access(answers, reliability)
+            # What the store kept through the flaps is a true state of the server.
+            await asyncio.to_thread(api.stop)
+            await hub.health.wait_for(False, within_seconds=20)
+            v1 = k8s.CoreV1Api(k8s_client(hub.url, token=ADMIN_TOKEN))
+            listed = await asyncio.to_thread(v1.list_namespaced_config_map, NAMESPACE)
+            offline = _as_state(listed.items)
+            expected = truth.state_at(int(listed.metadata.resource_version))
+            reliability.reads_checked += 1
+            assert offline == expected
+    assert reliability.wrong_bytes == 0 and reliability.data_lost == 0
+
+
+def _write_upstream(api: KubeAPIServer, stop: threading.Event, seed: float) -> None:
+    """The cloud side keeps changing: create, replace and delete ConfigMaps of ``default``."""
+    rng = random.Random(seed)
+    version = 0
+    while not stop.is_set():
+        name = f"cm-{rng.randrange(40):02d}"
+        version += 1
+        if rng.random() < 0.15:
+            with contextlib.suppress(APIError):  # not there
+                api.delete("v1", "ConfigMap", name, NAMESPACE)
+        else:
+            api.put(objects.config_map(name, data={"v": str(version)}))
+        stop.wait(0.005)
+
+
+def _check_streams(informers: list[Informer], truth: ServerTruth, reliability: Any) -> None:
+    """Each watch stream delivered exactly the server's next events after its start: a
+    prefix, so nothing was duplicated, skipped or reordered within it."""
+    server_rvs = [rv for rv, _type, _name, _body in truth.changes()]
+    streams = [stream for informer in informers for stream in informer.streams]
+    bad = 0
+    for start, seen in streams:
+        after = [rv for rv in server_rvs if rv > start]
+        if seen != after[: len(seen)]:
+            bad += 1
+    reliability.reads_checked += sum(len(seen) for _start, seen in streams)
+    reliability.notes["watch_streams"] = len(streams)
+    reliability.notes["watch_events"] = sum(len(seen) for _start, seen in streams)
+    reliability.notes["relists"] = sum(i.relists for i in informers)
+    reliability.data_lost += bad
+    assert bad == 0, f"{bad} of {len(streams)} watch streams were not a prefix of the server's"
+
+
+def _check_access(answers: dict[str, list[int]], reliability: Any) -> None:
+    leaks = answers.get("limited-default", []).count(200) + answers.get("forged-default", []).count(
+        200
+    )
+    reliability.bad_inputs += len(answers.get("limited-default", [])) + len(
+        answers.get("forged-default", [])
+    )
+    reliability.notes["access_answers"] = {
+        case: {str(status): codes.count(status) for status in sorted(set(codes))}
+        for case, codes in answers.items()
+    }
+    reliability.wrong_bytes += leaks  # data given to a client the upstream refused
+    assert leaks == 0, reliability.notes["access_answers"]
+    assert 200 in answers.get("limited-other", []), "the limited token's own reads never worked"
