@@ -155,3 +155,22 @@ def test_write_while_offline_is_refused_and_keeps_the_cache(
     assert fs.cat_file(a) == content
     assert fs.info(a)["size"] == len(content)
     assert fs.ls(str(tree), detail=False) == listing
+
+
+def test_uncached_listings_raise_instead_of_looking_empty(make_fs: MakeFs, tree: Path) -> None:
+    """Issue #10, item 11: with the metadata of a tree not cached, offline ``find``, ``glob``,
+    ``walk``, ``du`` and ``isdir`` raise as s3fs does when it cannot list, never ``[]``, 0 or
+    False, which would look like a real, empty answer."""
+    fs = make_fs("switchfile", block_size="4KiB")
+    switch(fs).online = False
+    root = str(tree)
+    calls: dict[str, Callable[[], object]] = {
+        "find": lambda: fs.find(root),
+        "glob": lambda: fs.glob(root + "/**"),
+        "walk": lambda: list(fs.walk(root)),
+        "du": lambda: fs.du(root),
+        "isdir": lambda: fs.isdir(root + "/sub"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(BackendUnavailableError, match="unreachable"):
+            pytest.fail(f"offline {name} answered {call()!r}")
