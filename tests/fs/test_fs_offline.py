@@ -174,3 +174,23 @@ def test_uncached_listings_raise_instead_of_looking_empty(make_fs: MakeFs, tree:
     for name, call in calls.items():
         with pytest.raises(BackendUnavailableError, match="unreachable"):
             pytest.fail(f"offline {name} answered {call()!r}")
+
+
+def test_a_miss_is_a_negative_entry_of_that_key_alone(make_fs: MakeFs, tree: Path) -> None:
+    """Issue #10, item 11 (Build: "a miss is recorded as a miss of that key alone, a negative
+    entry with the TTL"): probing a missing key online keeps the cached listing of its
+    directory (offline, ``ls`` and reads of what was cached still answer), the miss itself is
+    answered offline as a miss, and after the TTL the key is asked again."""
+    fs = make_fs("switchfile", block_size="4KiB", metadata_ttl=0.5)
+    root = str(tree)
+    listed = fs.ls(root, detail=False)
+    data = fs.cat_file(root + "/a")
+    assert not fs.exists(root + "/_metadata")  # pyarrow's probe of a parquet directory
+    switch(fs).online = False
+    assert fs.ls(root, detail=False) == listed
+    assert fs.cat_file(root + "/a") == data
+    assert not fs.exists(root + "/_metadata")  # the negative entry, offline
+    switch(fs).online = True
+    (tree / "_metadata").write_bytes(b"new")
+    time.sleep(0.6)  # the TTL under test, not a synchronisation
+    assert fs.cat_file(root + "/_metadata") == b"new"
