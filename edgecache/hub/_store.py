@@ -460,10 +460,23 @@ class HubStore:
         api_version: str,
         rows: Sequence[ObjectRow],
     ) -> None:
-        """Make ``rows`` the whole content of one list key, atomically (resync)."""
+        """Make ``rows`` the whole content of one list key, atomically (resync). A list older
+        than the one recorded (a slow LIST of one client finishing after the watch events of
+        another were recorded) is not recorded: the newer snapshot stays."""
         conn = self._conn()
         key = (component, gvr, scope, selector)
         with _transaction(conn):
+            current = conn.execute(
+                "SELECT rv, updated FROM lists WHERE component=? AND gvr=? AND scope=? "
+                "AND selector=?",
+                key,
+            ).fetchone()
+            if (
+                current is not None
+                and _older(rv, str(current[0]))
+                and time.time() - float(current[1]) < _REORDER_WINDOW_SECONDS
+            ):
+                return
             conn.execute(
                 "DELETE FROM objects WHERE component=? AND gvr=? AND scope=? AND selector=?", key
             )
@@ -510,12 +523,23 @@ class HubStore:
         changes: Iterable[WatchChange],
         rv: str | None,
     ) -> None:
-        """Apply recorded watch events to one list key and advance its resourceVersion."""
+        """Apply recorded watch events to one list key and advance its resourceVersion.
+        Events the recorded list already contains (at or before its resourceVersion: a watch
+        from an older version than a list recorded meanwhile) are skipped, and the list's
+        resourceVersion never goes back, so the list stays the server's state at it."""
         conn = self._conn()
         key = (component, gvr, scope, selector)
         with _transaction(conn):
+            listed = conn.execute(
+                "SELECT rv FROM lists WHERE component=? AND gvr=? AND scope=? AND selector=?", key
+            ).fetchone()
+            list_rv = str(listed[0]) if listed is not None else ""
+            if rv is not None and _older(rv, list_rv):
+                rv = None
             for change in changes:
                 row = change.row
+                if _older(row.rv, list_rv) or (row.rv == list_rv and row.rv.isdigit()):
+                    continue  # at or before the list's resourceVersion: already in it
                 if change.type == "DELETED":
                     conn.execute(
                         "DELETE FROM objects WHERE component=? AND gvr=? AND scope=? "
@@ -780,6 +804,19 @@ def _object_values(key: Sequence[str], row: ObjectRow) -> tuple[object, ...]:
     """An objects-table row (list key, identity, content, checksum) for INSERT."""
     fields: tuple[str | bytes, ...] = (*key, row.namespace, row.name, row.rv, row.labels, row.body)
     return (*fields, row_checksum(*fields))
+
+
+def _older(candidate: str, current: str) -> bool:
+    """Whether resourceVersion ``candidate`` certainly predates ``current``. resourceVersions
+    are opaque to clients, but every Kubernetes server (etcd revisions) makes them increasing
+    integers; anything else is never called older."""
+    return candidate.isdigit() and current.isdigit() and int(candidate) < int(current)
+
+
+#: How long a recorded list holds off an older one. Out-of-order answers are a race of
+#: seconds; a server whose resourceVersions went back for good (a cluster restored from a
+#: backup) is recorded again after this long.
+_REORDER_WINDOW_SECONDS = 60.0
 
 
 @contextlib.contextmanager

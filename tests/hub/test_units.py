@@ -118,6 +118,50 @@ def test_store_list_replacement_and_watch_events(tmp_path: Path) -> None:
         store.close()
 
 
+def test_store_keeps_the_newest_snapshot_when_answers_arrive_out_of_order(
+    tmp_path: Path,
+) -> None:
+    """Two clients on one list key: a slow LIST (resourceVersion 100) recorded after watch
+    events up to 105, and a watch replaying events older than a newer list. A stored list is
+    always the server's state at its resourceVersion: never rolled back to an older snapshot,
+    never mixed with events it already contains (found by test_hub_faults.py)."""
+    store = HubStore.open(tmp_path)
+    try:
+        key = ("kubelet", "/v1/pods", "ns", "")
+
+        def state() -> tuple[str | None, dict[str, str]]:
+            record = store.find_list(*key[:3], "")
+            objects = store.list_objects(*key, "ns")
+            bodies = {o.name: json.loads(o.body)["metadata"]["resourceVersion"] for o in objects}
+            return (record.rv if record else None), bodies
+
+        rows_at_100 = [_row("a", "90"), _row("b", "95")]
+        store.replace_list(*key, rv="100", kind="PodList", api_version="v1", rows=rows_at_100)
+        store.apply_watch(*key, changes=[WatchChange("MODIFIED", _row("a", "105"))], rv="105")
+        # The slow LIST of resourceVersion 100 is recorded now: the store stays at 105.
+        store.replace_list(*key, rv="100", kind="PodList", api_version="v1", rows=rows_at_100)
+        assert state() == ("105", {"a": "105", "b": "95"})
+        store.apply_watch(*key, changes=[WatchChange("MODIFIED", _row("b", "110"))], rv="110")
+        assert state() == ("110", {"a": "105", "b": "110"})
+        # A watch from 100 replaying 101..108 after the list of 110: nothing goes back.
+        store.apply_watch(
+            *key,
+            changes=[
+                WatchChange("MODIFIED", _row("a", "103")),
+                WatchChange("DELETED", _row("b", "108")),
+            ],
+            rv="108",
+        )
+        assert state() == ("110", {"a": "105", "b": "110"})
+        # A newer list replaces as always.
+        store.replace_list(
+            *key, rv="120", kind="PodList", api_version="v1", rows=[_row("c", "115")]
+        )
+        assert state() == ("120", {"c": "115"})
+    finally:
+        store.close()
+
+
 def test_corrupt_store_is_set_aside(tmp_path: Path) -> None:
     (tmp_path / "hub.sqlite").write_bytes(b"this is not a database" * 100)
     store = HubStore.open(tmp_path)
