@@ -242,11 +242,15 @@ async def test_hub_killed_at_random_points_keeps_what_it_committed(
                     # offline), then the kill comes at a random point of the traffic.
                     await asyncio.to_thread(
                         wait_for,
-                        lambda: _committed_rv(cache_dir, AGENT_LIST_KEY) is not None,
+                        partial(_committed_rv, cache_dir, AGENT_LIST_KEY),
                         what="the first recorded list",
                     )
                     await asyncio.sleep(rng.uniform(0.2, 2.0))
-                    committed = await asyncio.to_thread(_committed_rv, cache_dir, AGENT_LIST_KEY)
+                    committed = await asyncio.to_thread(
+                        wait_for,  # retried: a read can meet a checkpoint ("database is locked")
+                        partial(_committed_rv, cache_dir, AGENT_LIST_KEY),
+                        what="the committed list",
+                    )
                     os.kill(hub.process.pid, signal.SIGKILL)
                     await asyncio.to_thread(hub.process.wait, 10)
                     reliability.faults_injected += 1
