@@ -4,6 +4,8 @@ Place in the data path::
 
     EdgeCacheFileSystem --(info, ls)--> OSSBackend.call --> EdgeOSSFileSystem (ossfs, aiooss2)
                         --(blocks)----> OSSBackend.fetch_range: GET Range + If-Match: "<ETag>"
+                        --(a cold object's first reads)--> OSSBackend.fetch_range_and_info:
+                              GET Range, the object's info read from the answer (no HEAD first)
 
 The version of an object is its size, mtime (whole seconds) and ETag. Every block GET carries
 ``If-Match`` with the ETag the read was planned for and OSS's standard range behaviour, so a
@@ -78,6 +80,7 @@ class OSSBackend(ObjectStoreBackend):
     # answer started.
     body_errors = CONNECTION_ERRORS
     auth_codes = _AUTH_CODES
+    reads_tell_info = True
     credentials_hint = (
         "check the access key id and secret (fs.oss.accessKeyId, fs.oss.accessKeySecret) and "
         "the bucket policy"
@@ -101,6 +104,30 @@ class OSSBackend(ObjectStoreBackend):
         if etag:
             headers["If-Match"] = f'"{etag}"'
         return await self._fs.ranged_get(path, (start, end - 1), headers)
+
+    async def get_range_and_info(
+        self, path: str, start: int, end: int
+    ) -> tuple[bytes, dict[str, Any]]:
+        headers = {"x-oss-range-behavior": "standard"}
+        data, answer = await self._fs.ranged_get_with_answer(path, (start, end - 1), headers)
+        # "bytes 0-4095/67108864"; no Content-Range: the server sent the whole object.
+        content_range = str(answer.content_range or "")
+        if "/" in content_range and content_range.rsplit("/", 1)[1].isdigit():
+            size = int(content_range.rsplit("/", 1)[1])
+        else:
+            size, data = len(data), data[start:end]
+        # As the filesystem's info() of an object gives it (from HEAD), so both describe it
+        # alike and name the same version.
+        bucket, key = self._fs.split_path(path)
+        info = {
+            "name": f"{bucket}/{key}",
+            "type": "file",
+            "size": size,
+            "LastModified": answer.last_modified,
+            "ETag": answer.etag,
+            "VersionId": answer.versionid,
+        }
+        return data, info
 
     async def probe_request(self, bucket: str | None) -> None:
         if bucket:

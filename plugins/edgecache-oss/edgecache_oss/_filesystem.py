@@ -253,6 +253,14 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
         self, path: str, byte_range: tuple[int | None, int | None] | None, headers: dict[str, str]
     ) -> bytes:
         """One GET of ``path`` (``byte_range`` inclusive, as OSS takes it), body read whole."""
+        data, _ = await self.ranged_get_with_answer(path, byte_range, headers)
+        return data
+
+    async def ranged_get_with_answer(
+        self, path: str, byte_range: tuple[int | None, int | None] | None, headers: dict[str, str]
+    ) -> tuple[bytes, Any]:
+        """:meth:`ranged_get` and the answer it came with (its headers: ``content_range``,
+        ``etag``, ``last_modified``, ``versionid``...), which describe the object."""
         bucket, key = self.split_path(path)
         stream = await self._call_oss(
             "get_object", key, bucket=bucket, byte_range=byte_range, headers=headers
@@ -269,4 +277,4 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
             raise aiohttp.ClientPayloadError(
                 f"{path}: body ended after {len(data)} of {expected} bytes"
             )
-        return data
+        return data, stream

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import fsspec
 import pytest
 from edgecache_oss import OSSBackend
 from edgecache_testservers.oss import OSSServer
@@ -82,3 +83,41 @@ def test_version_has_etag_size_and_mtime(
     stored = oss_server.head_object(*path.split("/", 1))
     size, _mtime, etag = backend.version(run(backend.call, "info", path)).split("-", 2)
     assert (int(size), etag) == (5, stored.etag.strip('"'))
+
+
+def test_a_cold_read_costs_its_get_alone_and_teaches_the_info(
+    oss_options: dict[str, Any], put: Any, prefix: str, oss_server: OSSServer, tmp_path: Any
+) -> None:
+    # As over S3: the ranged GET's answer (Content-Range, ETag, Last-Modified) plans the read,
+    # so nothing is asked before it, and what it said is the object's info, as HEAD gives it.
+    data = bytes(range(256)) * 4096  # 1 MiB
+    path = put(f"{prefix}/cold.bin", data)
+    options = {"oss": dict(oss_options), "edgecache": {"cache_dir": str(tmp_path)}}
+    fs, _ = fsspec.url_to_fs(f"edgecache::oss://{path}", **options)
+    oss_server.clear_requests()
+    assert fs.cat_file(path, start=300_000, end=304_096) == data[300_000:304_096]
+    mine = [r for r in oss_server.requests if r.key.startswith(path.split("/", 1)[1])]
+    assert [r.operation for r in mine] == ["GetObject"]
+    plain = get_backend("oss", oss_options)
+    head = run(plain.call, "info", path)
+    learnt = fs.info(path)  # from the cache: the HEAD above went to another backend's client
+    assert (learnt["size"], plain.version(learnt)) == (len(data), plain.version(head))
+    # The next read is planned from what the GET said: one GET, checked against its ETag.
+    oss_server.clear_requests()
+    with fsspec.open(f"edgecache::oss://{path}", "rb", **options) as f:
+        assert f.read() == data
+    assert [r.operation for r in oss_server.requests if r.key.endswith("cold.bin")] == ["GetObject"]
+
+
+def test_a_cold_read_of_what_is_no_object_says_what_info_says(
+    oss_options: dict[str, Any], put: Any, prefix: str, tmp_path: Any
+) -> None:
+    put(f"{prefix}/dir/inner.bin", b"x" * 10)
+    put(f"{prefix}/empty.bin", b"")
+    options = {"oss": dict(oss_options), "edgecache": {"cache_dir": str(tmp_path)}}
+    fs, _ = fsspec.url_to_fs(f"edgecache::oss://{prefix}", **options)
+    with pytest.raises(FileNotFoundError):
+        fs.cat_file(f"{prefix}/missing.bin", start=0, end=10)
+    with pytest.raises(IsADirectoryError):
+        fs.cat_file(f"{prefix}/dir", start=0, end=10)
+    assert fs.cat_file(f"{prefix}/empty.bin") == b""
