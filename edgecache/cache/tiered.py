@@ -83,6 +83,10 @@ _READ_BUFFER_BLOCKS = 4
 """Blocks the read buffer holds: the block being read and the few read ahead of it."""
 _READ_BUFFER_CAP_BYTES = 32 * 1024 * 1024
 """... but no more than this unless one block is larger (then it holds one)."""
+_IO_THREADS = "edgecache-io"
+_CLOSE_WAIT_SECONDS = 10.0
+"""Longest :meth:`TieredCache.close` waits for the block writes it handed to its I/O threads
+(a few ms each on a healthy disk; the bound only keeps a hung disk from hanging the close)."""
 _TIERS = ("mem", "ssd")
 _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
 
@@ -104,8 +108,11 @@ class TieredCache:
         self._flights = FlightMap()
         # SSD reads and writes of MiB-sized blocks run here, off the event loop.
         self._io = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(4, settings.fetch_concurrency), thread_name_prefix="edgecache-io"
+            max_workers=max(4, settings.fetch_concurrency), thread_name_prefix=_IO_THREADS
         )
+        self._writes: set[concurrent.futures.Future[None]] = set()
+        """Block writes handed to the I/O threads and not done yet (close waits for them)."""
+        self._writes_lock = threading.Lock()
         self.backend_fetches = 0
         """Blocks fetched from the backend by this process (for tests and stats)."""
         self._seen_once: OrderedDict[str, None] = OrderedDict()
@@ -337,7 +344,23 @@ class TieredCache:
         SSD tier (and MEM) on an I/O thread."""
         for key, data in blocks:
             self.mem.hold(key.digest, data)
-        self._io.submit(self._store_all, blocks).add_done_callback(_log_store_failure)
+        self._write_behind(self._store_all, blocks)
+
+    def _write_behind(self, write: Callable[..., None], *args: Any) -> None:
+        """Run ``write(*args)`` on an I/O thread, counted as pending until it is done."""
+        try:
+            future = self._io.submit(write, *args)
+        except RuntimeError:
+            return  # closed: the block stays uncached, as after a full disk
+        with self._writes_lock:
+            self._writes.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: concurrent.futures.Future[None]) -> None:
+        with self._writes_lock:
+            self._writes.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("storing fetched blocks failed: %s", future.exception())
 
     def _store_all(self, blocks: list[tuple[BlockKey, bytes]]) -> None:
         for key, data in blocks:
@@ -481,14 +504,22 @@ class TieredCache:
         self.ssd.flush()
 
     def close(self) -> None:
-        """Flush, close the index and stop the I/O threads."""
+        """Finish the block writes still pending (at most :data:`_CLOSE_WAIT_SECONDS`; the
+        ones not started by then are dropped), then flush, close the index and stop the I/O
+        threads. Closing the index under a write would lose the block and log errors."""
+        with self._writes_lock:
+            pending = list(self._writes)
+        if pending and not threading.current_thread().name.startswith(_IO_THREADS):
+            _, late = concurrent.futures.wait(pending, timeout=_CLOSE_WAIT_SECONDS)
+            if late:
+                log.warning(
+                    "closing the cache with %d block writes unfinished after %.0f s: "
+                    "those blocks are not cached",
+                    len(late),
+                    _CLOSE_WAIT_SECONDS,
+                )
+        self._io.shutdown(wait=False, cancel_futures=True)
         self.ssd.close()
-        self._io.shutdown(wait=False)
-
-
-def _log_store_failure(future: concurrent.futures.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("storing fetched pages failed: %s", future.exception())
 
 
 def _retrieve(waiter: asyncio.Future[bytes]) -> None:

@@ -58,6 +58,23 @@ async def test_blocks_survive_a_restart(make_cache) -> None:
     assert source.total_fetches == len(source.all_keys())
 
 
+def test_close_waits_for_the_background_writes_it_was_given(make_cache, caplog) -> None:
+    # Pages of a sparse read go to disk behind the reader's back (put_soon); closing the cache
+    # right after (engine close, interpreter exit) must store them, not drop them or log
+    # errors about a closed index.
+    pages = [
+        (BlockKey("mem://", f"obj{i}", "v1", 0, BS), payload(f"obj{i}", BS, compressible=False))
+        for i in range(48)
+    ]
+    first = make_cache()
+    first.put_soon(pages)
+    with caplog.at_level("WARNING"):
+        first.close()
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    second = make_cache()
+    assert [key.path for key, data in pages if second.get_cached(key) != data] == []
+
+
 def test_get_cached_never_fetches(make_cache) -> None:
     cache = make_cache()
     key = BlockKey("mem|test", "a", "v1", 0, BS)
