@@ -13,18 +13,24 @@ RequestLimits`):
   :func:`~edgecache.backends.objectstore.backoff_seconds` (0.1 s, 0.2 s...), not botocore's
   jittered second or two: a link that was cut is reported within a fraction of a second;
 - answers (throttling, 5xx) keep botocore's own policy and backoff: the service asked for them.
+
+Every client of the process reads botocore's service models through one data loader
+(:func:`botocore_session`): parsing them costs ~0.15 s of CPU, paid once per process (and not
+again in a forked DataLoader worker, which inherits them), instead of once per client.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import aiobotocore.session
 import botocore.exceptions
+import botocore.loaders
 import s3fs
 
 from edgecache.backends.objectstore import RequestLimits, backoff_seconds
 
-__all__ = ["TIMEOUT_ERRORS", "EdgeS3FileSystem"]
+__all__ = ["TIMEOUT_ERRORS", "EdgeS3FileSystem", "botocore_session"]
 
 #: botocore's exceptions for a connect or read timeout (aiohttp's timeouts, translated).
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -38,6 +44,22 @@ _NO_ANSWER: tuple[type[BaseException], ...] = (
     OSError,
 )
 _HANDLER_ID = "edgecache-retry-without-answer"
+_LOADERS: dict[str | None, botocore.loaders.Loader] = {}
+"""botocore data loaders by data path (``AWS_DATA_PATH``): pure caches of parsed JSON files."""
+
+
+def botocore_session(**kwargs: Any) -> aiobotocore.session.AioSession:
+    """A new botocore session (``kwargs``: what s3fs hands to ``AioSession``) whose data
+    loader is the process's: the service models it has parsed already are not parsed again (a
+    new client: ~10 ms of CPU instead of ~0.15 s). Only the loader is shared, never credentials
+    or connections, which stay with each session and client."""
+    session = aiobotocore.session.AioSession(**kwargs)
+    data_path = session.get_config_variable("data_path")
+    loader = _LOADERS.get(data_path)
+    if loader is None:
+        loader = _LOADERS[data_path] = botocore.loaders.create_loader(data_path)
+    session.register_component("data_loader", loader)
+    return session
 
 
 class _RetryWithoutAnswer:
@@ -64,12 +86,16 @@ class EdgeS3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]
     """``S3FileSystem`` whose client retries a request without an answer as edgecache does."""
 
     _edge_client: Any = None
+    session: aiobotocore.session.AioSession | None
+    kwargs: dict[str, Any]
 
     def __init__(self, *args: Any, limits: RequestLimits | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._retry_without_answer = _RetryWithoutAnswer((limits or RequestLimits()).attempts)
 
     async def set_session(self, refresh: bool = False, kwargs: dict[str, Any] | None = None) -> Any:
+        if self.session is None:
+            self.session = botocore_session(**self.kwargs)
         client = await super().set_session(refresh=refresh, kwargs=kwargs or {})
         if client is not self._edge_client:
             client.meta.events.register_first(

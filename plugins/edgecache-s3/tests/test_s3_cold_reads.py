@@ -154,3 +154,22 @@ def test_a_cold_read_of_an_unreachable_store_fails_with_one_message(tmp_path: An
     # What was asked, that it is not cached, since when, the first error: once each.
     assert "bkt/x is not cached" in message and message.count("unreachable since") == 1
     assert message.count("EndpointConnectionError") == 1, message
+
+
+def test_every_client_of_the_process_parses_the_service_models_once(
+    client: Any, prefix: str, s3_options: dict[str, Any], tmp_path: Any
+) -> None:
+    # A new engine (another cache directory, a forked worker) builds a new S3 client: with one
+    # data loader for the process it does not parse botocore's JSON models again (~0.15 s of
+    # CPU each, what a DataLoader worker's first open paid).
+    data = os.urandom(1000)
+    path = put(client, f"{prefix}/one.bin", data)
+    loaders = []
+    for name in ("a", "b"):
+        options = _options(s3_options, str(tmp_path / name))
+        fs, _ = fsspec.url_to_fs(f"edgecache::s3://{path}", **options)
+        with fsspec.open(f"edgecache::s3://{path}", "rb", **options) as f:
+            assert f.read() == data
+        session = fs.engine.backend.fs.session
+        loaders.append(session.get_component("data_loader"))
+    assert loaders[0] is loaders[1]
