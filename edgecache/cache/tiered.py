@@ -34,9 +34,12 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
+
+import xxhash
 
 from edgecache.cache._keys import BlockKey
 from edgecache.cache._singleflight import FlightMap, stripe_lock
@@ -372,6 +375,17 @@ class TieredCache:
         for key in keys:
             self.mem.discard(key.digest)
             self.ssd.discard(key)
+
+    @asynccontextmanager
+    async def exclusive(self, name: str, *, wait_seconds: float) -> AsyncIterator[None]:
+        """Hold the cache directory's cross-process lock for ``name`` (one of the stripes the
+        block fetches use) around work the other processes on this directory should not do
+        at the same time, only read the result of (a directory listing four DataLoader
+        workers all need at once). Unlocked if the lock cannot be taken (no usable lock file,
+        another holder for longer than ``wait_seconds``)."""
+        digest = xxhash.xxh3_128_hexdigest(name.encode())
+        async with stripe_lock(self.ssd.lock_path(digest), wait_seconds=wait_seconds):
+            yield
 
     # --- pins and stats ------------------------------------------------------------------------
     def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:

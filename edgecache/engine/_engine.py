@@ -52,6 +52,10 @@ __all__ = ["ReadEngine"]
 
 log = logging.getLogger(__name__)
 
+_LISTING_WAIT_SECONDS = 2.0
+"""Longest wait for another process's listing of a directory before listing it too: a few
+round trips of a WAN link and the parsing of a few thousand entries."""
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -366,6 +370,19 @@ class ReadEngine:
         return True
 
     async def _list_from_backend(self, path: str) -> list[CachedInfo]:
+        asked = time.time()
+        # One listing for the processes of this cache directory: DataLoader workers opening
+        # the files of one directory all want it at once, and each listing costs the store
+        # (and the link) as much as the first. The wait is short: a listing that takes longer
+        # (a hung link, a huge directory) must not make the others wait for it in turn.
+        name = f"ls\0{self.identity}\0{path}"
+        async with self.blocks.exclusive(name, wait_seconds=_LISTING_WAIT_SECONDS):
+            entries = self.metadata.listing(self.identity, path, allow_stale=True)
+            if entries and min(e.fetched for e in entries) >= asked:
+                return entries  # another process listed it while this one waited
+            return await self._list_now(path)
+
+    async def _list_now(self, path: str) -> list[CachedInfo]:
         try:
             listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
         except FileNotFoundError:

@@ -7,7 +7,10 @@ the way users call them and checks that node-level state (engine, caches, listin
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pytest
@@ -27,6 +30,9 @@ class CountingBackend(LocalBackend):
 
     protocols = ("enginefile",)
 
+    listing_seconds = 0.0
+    """How long a listing takes (a WAN round trip and a loaded store), 0: as long as it does."""
+
     def __init__(self, protocol: str, options: object) -> None:
         super().__init__(protocol, options)  # type: ignore[arg-type]
         self.calls: list[str] = []
@@ -34,6 +40,8 @@ class CountingBackend(LocalBackend):
 
     async def call(self, method: str, *args: object, **kwargs: object) -> object:
         self.calls.append(method)
+        if method == "ls" and self.listing_seconds:
+            await asyncio.sleep(self.listing_seconds)
         return await super().call(method, *args, **kwargs)
 
     async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
@@ -99,6 +107,42 @@ def test_a_hundred_fsspec_opens_reach_one_engine_and_one_listing(
     assert backend.calls.count("ls") == 1
     assert backend.calls.count("info") == 1
     assert backend.fetches == 100
+
+
+def _open_two(files: Path, cache: Path, first: int, go: Any, out: Any) -> None:
+    go.wait()
+    calls: list[str] = []
+    for i in (first, first + 4):
+        of = _open(str(files / f"f{i:03d}.bin"), cache, block_size="4KiB")
+        with of as f:
+            assert f.read() == bytes([i]) * (3 * KiB + i)
+        backend = of.fs.backend
+        assert isinstance(backend, CountingBackend)
+        calls = backend.calls
+    out.put(calls)
+
+
+def test_workers_opening_files_of_one_directory_at_once_list_it_once(
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DataLoader workers on one cache directory: each one's second open in the directory
+    # wants its listing at the same moment; one process lists it, the others read its answer
+    # from the directory's metadata cache instead of asking the store again.
+    monkeypatch.setattr(CountingBackend, "listing_seconds", 0.5)
+    context = multiprocessing.get_context("fork")
+    go, out = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_open_two, args=(files, tmp_path / "cache", i, go, out))
+        for i in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    go.set()
+    calls = [out.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+        assert worker.exitcode == 0
+    assert sum(c.count("ls") for c in calls) == 1, calls
 
 
 def test_filesystem_url_to_fs_and_open_share_the_engine(files: Path, tmp_path: Path) -> None:
