@@ -36,10 +36,10 @@ from edgecache.agent._reports import ReportSender, report_for
 from edgecache.agent._settings import AgentSettings
 from edgecache.agent._state import read_json, remove_stale_temporaries, write_json
 from edgecache.agent._view import DatasetView, MountSource, Quota
-from edgecache.config import CacheSettings
+from edgecache.config import CacheSettings, StoreSettings
 from edgecache.dataset import DataLoad, Dataset, EdgeCacheRuntime, SpecError, parse_resource
 from edgecache.engine import ReadPlan
-from edgecache.errors import ViewNotReadyError
+from edgecache.errors import ConfigError, TierUnavailableError, ViewNotReadyError
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.k8s.api import NODE, Kube, KubeError, KubeUnavailableError
 from edgecache.k8s.informer import Informer, object_key
@@ -122,6 +122,8 @@ class Agent:
         self._all_touched = True
         """Every worker is woken (at start, and when the Node's labels change)."""
         self._saved_objects = ""
+        self._held_store: StoreSettings | None = None
+        """The cache directory's store settings last applied (None: not yet)."""
         self._node_answered = False
         self._probes: ProbeServer | None = None
         self.health_url = ""
@@ -336,10 +338,12 @@ class Agent:
             sort_keys=True,
             default=str,
         )
+        store = self.directory_store()
+        fingerprint += repr(store)
         cached = self._sources.get(key)
         if cached is not None and cached[0] == fingerprint:
             return cached[1]
-        settings = self._cache_settings(placed.runtime)
+        settings = self._cache_settings(placed.runtime, store)
         sources = []
         for mount in placed.dataset.mounts:
             options: dict[str, Any] = dict(mount.backend_options())
@@ -361,25 +365,69 @@ class Agent:
         self._sources[key] = (fingerprint, sources)
         return sources
 
-    def _cache_settings(self, runtime: EdgeCacheRuntime) -> CacheSettings:
-        """The runtime's block size and compression over the node's own cache directory (which
-        wins over a level's ``path``), with the runtime's quota and watermarks."""
-        quota = quota_of(runtime, pinned=False)
+    def directory_store(self) -> StoreSettings:
+        """The node's cache directory (``--cache-dir``, which wins over a level's ``path``):
+        one quota, the sum of the capacities the placed runtimes give their Datasets, for the
+        views, the DataLoads' blocks and the ``edgecache::`` readers on the node; watermarks
+        and compression of the first placed runtime (by namespace/name)."""
+        runtimes = [p.runtime for _, p in sorted(self.placed.items()) if p.runtime is not None]
+        quotas = [quota_of(r, pinned=False) for r in runtimes]
         options: dict[str, Any] = {
             "cache_dir": str(self.settings.cache_dir),
-            "ssd_quota": max(quota.capacity_bytes, 1),
-            "ssd_high": quota.high,
-            "ssd_low": quota.low,
+            "ssd_quota": max(sum(q.capacity_bytes for q in quotas), 1),
+        }
+        if quotas:
+            options["ssd_high"], options["ssd_low"] = quotas[0].high, quotas[0].low
+            if runtimes[0].compression is not None:
+                options["compression"] = runtimes[0].compression
+        return CacheSettings.from_options(options).store
+
+    def _cache_settings(self, runtime: EdgeCacheRuntime, store: StoreSettings) -> CacheSettings:
+        """The runtime's block size and MEM bound over the node's cache directory ``store``."""
+        options: dict[str, Any] = {
+            "cache_dir": store.cache_dir,
+            "ssd_quota": store.ssd_quota,
+            "ssd_high": store.ssd_high,
+            "ssd_low": store.ssd_low,
+            "compression": store.compression,
             "metadata_ttl": self.settings.metadata_ttl_seconds,
         }
         if runtime.block_size is not None:
             options["block_size"] = runtime.block_size
-        if runtime.compression is not None:
-            options["compression"] = runtime.compression
         for level in runtime.levels:
             if level.mediumtype == "MEM":
                 options["mem_quota"] = sum(level.quotas)
         return CacheSettings.from_options(options)
+
+    async def _hold_cache_dir(self, sources: list[MountSource]) -> None:
+        """Give the node's cache directory the quota the placed runtimes add up to now (also
+        after a runtime changed while the agent runs), for every process on it, and drop the
+        charges of views this agent no longer has (a view removed while it was down)."""
+        if not sources:
+            return
+        store = sources[0].fs.engine.store
+        wanted = self.directory_store()
+        views = {view.charge_name for view in self.views.values()}
+
+        def hold() -> None:
+            if wanted != self._held_store:
+                store.apply(wanted, for_every_process=True)
+                self._held_store = wanted
+                log.info(
+                    "cache directory %s: quota %d bytes (high %g, low %g) for every process",
+                    wanted.cache_dir,
+                    wanted.ssd_quota,
+                    wanted.ssd_high,
+                    wanted.ssd_low,
+                )
+            for name in store.blocks.charges():
+                if name.startswith("view:") and name not in views:
+                    store.blocks.charge(name, 0)
+
+        try:
+            await asyncio.to_thread(hold)
+        except (TierUnavailableError, ConfigError) as exc:
+            log.warning("cache directory %s: quota not applied: %s", wanted.cache_dir, exc)
 
     def _dataloads_of(self, key: Key) -> list[JSONObject]:
         return sorted(
@@ -428,6 +476,7 @@ class Agent:
             view.message = f"cannot read the mounts: {exc}"
             self._report(key, view, placed, quota)
             return
+        await self._hold_cache_dir(sources)
         pending = [(o, run) for o in dataloads if (run := pending_run(o, view)) is not None]
         if pending and not view.wanted:
             with contextlib.suppress(Exception):

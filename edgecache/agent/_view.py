@@ -9,12 +9,19 @@ Place in the flow::
       -> new or changed files, while they fit in the quota:
            ReadEngine.materialise -> <root>/.edgecache-agent/staging/<token>  (never in the view)
            verify (size, and the MD5 an object store's plain ETag carries), fsync, chmod 0444,
-           tag the version in an extended attribute, rename into the view   (atomic)
            drop the file's blocks from the block cache: the view file is their storage now
+           charge the view's bytes to the cache index (one quota with the blocks: unpinned
+           blocks are evicted for them; no room -> reported as larger than its quota)
+           rename into the view   (atomic)
       -> manifest saved (views/<ns>/<name>.json): version and size of every file held
 
 A file in the view is therefore always complete and verified, and a name appears in it only by
 rename. Staging lives on the same filesystem (under ``--root``), so the rename never copies.
+
+The view's bytes are charged to the node's block cache index (``view:<ns>/<name>``) before a
+file is renamed in, and settled after deletions and evictions: every process on the cache
+directory (``edgecache::`` readers in pods, the agent's own reads) then counts them as pinned
+usage, so blocks and views share one quota.
 """
 
 from __future__ import annotations
@@ -36,12 +43,14 @@ from typing import Any
 from edgecache.agent._copies import ViewCopies
 from edgecache.agent._settings import AgentSettings
 from edgecache.agent._state import read_json, write_json
+from edgecache.cache import TieredCache
 from edgecache.dataset import Mount
 from edgecache.engine import ReadPlan, as_background
+from edgecache.errors import TierUnavailableError
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.metrics import AGENT_VIEW_FILES
 
-__all__ = ["DatasetView", "MountSource", "Quota", "ViewFile", "WantedFile"]
+__all__ = ["DatasetView", "MountSource", "NoRoomError", "Quota", "ViewFile", "WantedFile"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +118,11 @@ class SyncResult:
     error: str = ""
 
 
+class NoRoomError(OSError):
+    """The node's cache directory has no room for a view file (pinned blocks and the other
+    views take its quota)."""
+
+
 def _safe_relative(name: str) -> str | None:
     """``name`` as a relative path that stays inside the view, or None."""
     parts = [p for p in name.split("/") if p]
@@ -155,7 +169,19 @@ class DatasetView:
         self.plans: dict[str, ReadPlan] = {}
         """The last successful listing: what the view should hold, and each file's plan."""
         self._saved_at = 0.0
+        self.blocks: TieredCache | None = None
+        """The node's block cache (known from the first mount read): where the view's bytes
+        are charged."""
+        self._reserved = 0
+        """Bytes of files about to be renamed in, charged already."""
+        self._charging = asyncio.Lock()
+        self._charge_warned = False
         self._load()
+
+    @property
+    def charge_name(self) -> str:
+        """The view's name in the cache index's charges."""
+        return f"view:{self.namespace}/{self.name}"
 
     # --- the manifest ----------------------------------------------------------------------------
     def _load(self) -> None:
@@ -237,6 +263,37 @@ class DatasetView:
     def cached_bytes(self) -> int:
         return sum(f.size for f in self.files.values())
 
+    # --- the charge in the node's cache index ----------------------------------------------------
+    def _charge(self, blocks: TieredCache, total: int) -> bool:
+        try:
+            return blocks.charge(self.charge_name, total)
+        except TierUnavailableError as exc:
+            # Readers bypass an unusable tier too: only the view's own quota holds meanwhile.
+            if not self._charge_warned:
+                self._charge_warned = True
+                log.warning("%s: the view's bytes are not charged to the cache: %s", self, exc)
+            return True
+
+    async def settle_charge(self, blocks: TieredCache | None = None) -> None:
+        """Charge what the view holds (and has reserved) now."""
+        blocks = blocks or self.blocks
+        if blocks is None:
+            return
+        self.blocks = blocks
+        async with self._charging:
+            await asyncio.to_thread(self._charge, blocks, self.cached_bytes + self._reserved)
+
+    async def _reserve(self, blocks: TieredCache, grow: int) -> bool:
+        """Charge ``grow`` more bytes before a file is renamed in; False when the node's
+        cache has no room (nothing is charged then)."""
+        self.blocks = blocks
+        async with self._charging:
+            total = self.cached_bytes + self._reserved + grow
+            if not await asyncio.to_thread(self._charge, blocks, total):
+                return False
+            self._reserved += grow
+            return True
+
     # --- listing ---------------------------------------------------------------------------------
     async def list_mounts(self, sources: Sequence[MountSource]) -> dict[str, WantedFile]:
         """Every file of every mount, by path inside the view (raises on any listing failure:
@@ -317,6 +374,8 @@ class DatasetView:
             result.deleted += 1
             AGENT_VIEW_FILES.labels("deleted").inc()
         result.evicted = self.evict(quota)
+        if sources:
+            await self.settle_charge(sources[0].fs.engine.blocks)
         todo = [rel for rel in sorted(wanted) if not self.holds(rel, plans[rel])]
         # A Dataset that fits under the high watermark gets its whole quota; one that does not
         # is filled up to the watermark only, so an eviction is not undone by the next pass.
@@ -336,6 +395,7 @@ class DatasetView:
         await self.materialise_many(
             [(wanted[r], plans[r]) for r in chosen], result, interrupted=interrupted
         )
+        await self.settle_charge()
         missing = sum(1 for rel in wanted if not self.holds(rel, plans[rel]))
         self.complete = missing == 0
         self.message = self._describe(result, missing, quota)
@@ -377,6 +437,11 @@ class DatasetView:
                 replacing = wanted.relative in self.files
                 try:
                     await self.materialise(wanted, plan)
+                except NoRoomError as exc:
+                    result.over_quota_bytes += plan.size
+                    result.failed[wanted.relative] = str(exc)
+                    log.warning("%s: %s not loaded: %s", self, wanted.relative, exc)
+                    return
                 except Exception as exc:
                     result.failed[wanted.relative] = str(exc) or type(exc).__name__
                     AGENT_VIEW_FILES.labels("failed").inc()
@@ -408,22 +473,34 @@ class DatasetView:
                 wanted.object_path, str(staged), block_size=block_size, ttl=ttl, step_blocks=4
             )
             await asyncio.to_thread(self._verify_and_seal, staged, written, wanted)
-            final = self.path / wanted.relative
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, final)
+            # The view file is to be the node's copy of these bytes: keeping the blocks too
+            # would store them twice under one quota. They go before the view's charge grows,
+            # so blocks and view never hold the same bytes at once.
+            engine.blocks.invalidate([written.key(i) for i in written.blocks()])
+            old = self.files.get(wanted.relative)
+            grow = max(written.size - (old.size if old is not None else 0), 0)
+            if not await self._reserve(engine.blocks, grow):
+                raise NoRoomError(
+                    f"no room in node {self.settings.node_name}'s cache quota for its "
+                    f"{written.size} bytes (pinned blocks and other views hold the rest)"
+                )
+            try:
+                final = self.path / wanted.relative
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, final)
+                if old is not None:
+                    self.copies.discard(old.backend, old.object_path, old.version)
+                self.files[wanted.relative] = ViewFile(
+                    written.version, written.size, written.backend, written.path
+                )
+            finally:
+                self._reserved -= grow
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staged.unlink()
-        old = self.files.get(wanted.relative)
-        if old is not None:
-            self.copies.discard(old.backend, old.object_path, old.version)
-        self.files[wanted.relative] = ViewFile(
-            written.version, written.size, written.backend, written.path
-        )
         self.copies.add(written.backend, written.path, written.version, final)
-        # The view file is the node's copy of these bytes now: keeping the blocks too would
-        # store them twice under one quota.
-        engine.blocks.invalidate([written.key(i) for i in written.blocks()])
+        if old is not None and old.size > written.size:
+            await self.settle_charge(engine.blocks)
 
     def _verify_and_seal(self, staged: Path, plan: ReadPlan, wanted: WantedFile) -> None:
         size = os.stat(staged).st_size
@@ -493,9 +570,11 @@ class DatasetView:
         return evicted
 
     def remove(self) -> None:
-        """Remove the whole view and its manifest (the Dataset left this node)."""
+        """Remove the whole view, its manifest and its charge (the Dataset left this node)."""
         for rel in list(self.files):
             self._unlink(rel)
+        if self.blocks is not None:
+            self._charge(self.blocks, 0)
         with contextlib.suppress(OSError):
             self.path.rmdir()
         with contextlib.suppress(FileNotFoundError):

@@ -402,13 +402,20 @@ class TieredCache:
         :meth:`SSDTier.charge`)."""
         return self.ssd.charge(name, size)
 
+    def charges(self) -> dict[str, int]:
+        """Bytes charged to the SSD quota, by name."""
+        return self.ssd.charges()
+
     def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
         """Use ``store``'s SSD quotas, watermarks and compression from now on (see
-        :meth:`SSDTier.apply`); the MEM tier keeps its bound."""
-        self.ssd.apply(store, for_every_process=for_every_process)
+        :meth:`SSDTier.apply`); the MEM tier keeps its bound and both their eviction policy."""
         old = self.settings
+        store = replace(
+            store, mem_quota=old.store.mem_quota, eviction_policy=old.store.eviction_policy
+        )
+        self.ssd.apply(store, for_every_process=for_every_process)
         self.settings = CacheSettings(
-            store=replace(store, mem_quota=old.store.mem_quota),
+            store=store,
             read=old.read,
             metadata=old.metadata,
             health=old.health,

@@ -216,3 +216,148 @@ def test_sigkill_mid_load_never_shows_a_partial_file(
     assert verdict["bad"] == []
     assert verdict["checks"] > len(images)
     assert not staging.exists() or not any(p for p in staging.iterdir())
+
+
+def _in_pool_b(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` placed on pool-b, whose one node (b1) makes a DataLoad Complete on its own."""
+    obj["spec"]["nodeAffinity"] = dataset("x", "file:///", pool="pool-b")["spec"]["nodeAffinity"]
+    return obj
+
+
+def _load_status(api: KubeAPIServer, name: str) -> dict[str, Any]:
+    return get(api, "DataLoad", name).get("status") or {}
+
+
+def test_a_dataload_of_an_oss_dataset_completes_with_exact_bytes(
+    site: Site, agents: list[AgentProcess]
+) -> None:
+    logs = objects_of(6, 90_000, prefix="day1/")
+    for key, data in logs.items():
+        site.oss.put_object("data", site.oss_prefix + key, data)
+    site.api.create(_in_pool_b(site.oss_dataset()))
+    site.api.create(runtime("logs"))
+    site.api.create(dataload("warm", "logs", "/day1"))
+    wait_for(lambda: _load_status(site.api, "warm").get("run") == 1, what="run 1 started")
+    before = site.oss_link.bytes_down
+    b1 = site.agent("b1").start()
+    agents.append(b1)
+    final = wait_for(
+        lambda: (s := _load_status(site.api, "warm")).get("phase") == "Complete" and s,
+        what="the OSS DataLoad Complete",
+        timeout_seconds=60,
+    )
+    total = sum(len(d) for d in logs.values())
+    assert final["filesTotal"] == final["filesDone"] == len(logs)
+    assert final["bytesTotal"] == final["bytesDone"] == total
+    assert tree(b1.view("logs")) == logs
+    # Loaded once over the WAN (prefetched into the cache, materialised from it).
+    moved = site.oss_link.bytes_down - before
+    assert total <= moved < 1.2 * total, (moved, total)
+
+
+def test_a_cron_dataload_runs_when_its_schedule_fires(
+    site: Site, agents: list[AgentProcess]
+) -> None:
+    images = objects_of(3, 40_000)
+    site.put_s3(images)
+    site.api.create(_in_pool_b(site.s3_dataset()))
+    site.api.create(runtime("images"))
+    b1 = site.agent("b1").start()
+    agents.append(b1)
+    wait_for(lambda: tree(b1.view("images")) == images, what="the view", timeout_seconds=60)
+    # A DataLoad made two minutes ago on an every-minute schedule: its slot has come.
+    nightly = dataload("nightly", "images", "/")
+    nightly["spec"].update(policy="Cron", schedule="* * * * *")
+    made = time.gmtime(time.time() - 120)
+    nightly["metadata"].update(
+        uid=str(uuid.uuid4()), creationTimestamp=time.strftime("%Y-%m-%dT%H:%M:%SZ", made)
+    )
+    site.api.put(nightly)
+    status = wait_for(
+        lambda: (
+            (s := _load_status(site.api, "nightly")).get("run", 0) >= 1
+            and s.get("phase") == "Complete"
+            and s
+        ),
+        what="a scheduled run Complete",
+        timeout_seconds=30,
+    )
+    assert status["filesTotal"] == status["filesDone"] == len(images)
+    assert status["lastScheduleTime"] <= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    assert status["nextScheduleTime"] > time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    entry = wait_for(
+        lambda: next(
+            (
+                e
+                for e in (report(site.api, "images", "b1") or {"spec": {}})["spec"].get("dataLoads")
+                or []
+                if e["name"] == "nightly" and e["run"] == status["run"]
+            ),
+            None,
+        ),
+        what="b1's report of the run",
+    )
+    assert entry["phase"] == "Complete" and entry["failedPaths"] == []
+
+
+def _corrupt_in_moto(bucket: str, key: str) -> None:
+    """Flip the stored bytes of an S3 object in the in-process moto server, keeping its ETag,
+    size and time (what a listing records): content no longer matching its MD5."""
+    from moto.s3.models import s3_backends
+
+    stored = s3_backends["123456789012"]["aws"].buckets[bucket].keys[key]
+    etag = stored.etag  # computed now, kept when the value changes below
+    data = bytearray(stored.value)
+    data[len(data) // 2] ^= 0xFF
+    stored.value = bytes(data)
+    # Without the CRC it recorded at upload (botocore checks that first), only the ETag tells.
+    stored.checksum_value = stored.checksum_algorithm = None
+    assert stored.etag == etag
+
+
+def _corrupt_in_oss(oss: OSSServer, bucket: str, key: str) -> None:
+    """The same in the OSS test server (no CRC64 sent, so only the MD5 ETag can tell)."""
+    import dataclasses
+
+    stored = oss.head_object(bucket, key)
+    data = bytearray(stored.data)
+    data[len(data) // 2] ^= 0xFF
+    oss.store.bucket(bucket).objects[key] = dataclasses.replace(
+        stored, data=bytes(data), crc64=None
+    )
+
+
+def test_objects_not_matching_their_etag_never_appear_in_the_view(
+    site: Site, agents: list[AgentProcess]
+) -> None:
+    images = objects_of(4, 60_000)
+    site.put_s3(images)
+    _corrupt_in_moto(site.bucket, "images/f001.bin")
+    logs = objects_of(3, 50_000)
+    for key, data in logs.items():
+        site.oss.put_object("data", site.oss_prefix + key, data)
+    _corrupt_in_oss(site.oss, "data", site.oss_prefix + "f002.bin")
+    site.api.create(_in_pool_b(site.s3_dataset()))
+    site.api.create(runtime("images"))
+    site.api.create(_in_pool_b(site.oss_dataset()))
+    site.api.create(runtime("logs"))
+    b1 = site.agent("b1", metadata_ttl=0.5).start()
+    agents.append(b1)
+    good_images = {k: v for k, v in images.items() if k != "f001.bin"}
+    good_logs = {k: v for k, v in logs.items() if k != "f002.bin"}
+    for name, good in (("images", good_images), ("logs", good_logs)):
+        spec = wait_for(
+            lambda n=name: (
+                (r := report(site.api, n, "b1"))
+                and r["spec"]["view"]["message"].count("MD5")
+                and r["spec"]
+            ),
+            what=f"the {name} report naming the MD5 mismatch",
+            timeout_seconds=60,
+        )
+        assert spec["view"]["ready"] is False
+        assert tree(b1.view(name)) == good
+    time.sleep(1.5)  # several passes, each fetching and refusing the bad copy again
+    assert tree(b1.view("images")) == good_images
+    assert tree(b1.view("logs")) == good_logs
+    assert not list((b1.root / ".edgecache-agent" / "staging").glob("*"))

@@ -1,0 +1,174 @@
+"""One quota for the node: the agent's views and the block cache of ``edgecache::`` readers on
+the same cache directory, counted together (bytes on disk), and a runtime changed while the
+agent runs reaching the cache without a restart.
+
+``edgecache agent`` and the readers are real subprocesses; the readers open files the way a
+pod does (``fsspec.open("edgecache::file://...")`` per file, asking for a far larger quota).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from edgecache_testservers.kubeapi import KubeAPIServer
+
+from .conftest import EDGECACHE, AgentProcess, dataload, dataset, report, runtime, tree, wait_for
+
+KiB = 1024
+QUOTA = 512 * KiB
+
+_READER = r"""
+import json, os, sys
+import fsspec
+
+cache_dir, view, source = sys.argv[1], sys.argv[2], sys.argv[3]
+
+def on_disk(top):
+    total = 0
+    for root, _dirs, names in os.walk(top):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                pass  # evicted or replaced meanwhile
+    return total
+
+most = 0
+for name in sorted(os.listdir(source)):
+    with fsspec.open(
+        f"edgecache::file://{source}/{name}",
+        "rb",
+        edgecache={"cache_dir": cache_dir, "ssd_quota": "100MiB", "mem_quota": 0},
+    ) as f:
+        data = f.read()
+    assert data == open(os.path.join(source, name), "rb").read()
+    most = max(most, on_disk(os.path.join(cache_dir, "blocks")) + on_disk(view))
+print(json.dumps({"most": most, "blocks": on_disk(os.path.join(cache_dir, "blocks"))}))
+"""
+
+
+def _read_through_the_cache(agent: AgentProcess, view: Path, source: Path) -> dict[str, int]:
+    """A reader process on the agent's cache directory (what a pod with the host cache mounted
+    does); returns the most bytes blocks + view held after any of its reads, and its blocks."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _READER, str(agent.cache_dir), str(view), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, int] = json.loads(proc.stdout)
+    return result
+
+
+def _bytes_under(top: Path) -> int:
+    return sum(p.stat().st_size for p in top.rglob("*") if p.is_file())
+
+
+def _write(directory: Path, count: int, size: int, prefix: str) -> dict[str, bytes]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {f"{prefix}{i}.bin": os.urandom(size) for i in range(count)}
+    for rel, data in files.items():
+        (directory / rel).write_bytes(data)
+    return files
+
+
+def test_views_and_edgecache_readers_on_the_node_share_one_quota(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    ds = tmp_path / "bucket" / "dataset"
+    files = _write(ds, 4, 64 * KiB, "f")
+    others = tmp_path / "bucket" / "others"
+    _write(others, 10, 64 * KiB, "o")
+    cluster.create(dataset("images", f"file://{ds}"))
+    cluster.create(runtime("images", quota="512Ki", high="0.9", low="0.5"))
+    cluster.create(dataload("keep", "images", pin=True))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url, metadata_ttl=0.5).start()
+    agents.append(a1)
+    view = a1.view("images")
+    wait_for(
+        lambda: (r := report(cluster, "images", "a1")) and r["spec"]["view"]["ready"],
+        what="the view",
+    )
+    assert tree(view) == files
+    # A reader asking for 100 MiB is held to the node's 512 KiB, the view's bytes counted.
+    read = _read_through_the_cache(a1, view, others)
+    assert read["most"] <= QUOTA, read
+    assert read["blocks"] > 0  # it did cache what fits beside the view
+    assert tree(view) == files  # readers never evict a view (pinned or not)
+    # The view grows past the high watermark with the reader's blocks: they are evicted for it.
+    files.update(_write(ds, 2, 64 * KiB, "g"))
+    wait_for(lambda: tree(view) == files, what="the grown view")
+    blocks = _bytes_under(a1.cache_dir / "blocks")
+    assert blocks < read["blocks"], (blocks, read)
+    assert blocks + _bytes_under(view) <= QUOTA
+    stats = subprocess.run(
+        [EDGECACHE, "stats", "--json", "--cache-dir", str(a1.cache_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ssd = json.loads(stats.stdout)["tiers"]["ssd"]
+    assert ssd["quota_bytes"] == QUOTA  # the agent's limit, for any process
+    assert ssd["charged_bytes"] == sum(len(d) for d in files.values())
+
+
+def _metric(url: str, name: str) -> float | None:
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return None
+
+
+def test_a_runtime_changed_while_the_agent_runs_reaches_its_cache(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    ds = tmp_path / "bucket"
+    files = _write(ds, 2, 256 * KiB, "f")
+    spec = runtime("images", quota="1Mi")["spec"]
+    cluster.create(dataset("images", f"file://{ds}"))
+    cluster.create(runtime("images", quota="1Mi") | {"spec": {**spec, "blockSize": "64Ki"}})
+    a1 = AgentProcess(tmp_path, "a1", cluster.url, metadata_ttl=0.5).start()
+    agents.append(a1)
+    first = wait_for(
+        lambda: (r := report(cluster, "images", "a1")) and r["spec"]["view"]["ready"] and r,
+        what="the view",
+    )
+    assert first["spec"]["cache"]["misses"] == 2 * 4  # 256 KiB files in 64 KiB blocks
+    quota = 'edgecache_cache_quota_bytes{tier="ssd"}'
+    assert _metric(a1.health_url, quota) == 1 << 20
+    changed = runtime("images", quota="2Mi")["spec"] | {"blockSize": "32Ki"}
+    cluster.patch(
+        "data.edgecache.io/v1alpha1", "EdgeCacheRuntime", "images", {"spec": changed}, "default"
+    )
+    wait_for(lambda: _metric(a1.health_url, quota) == 2 << 20, what="the new quota")
+    files.update(_write(ds, 1, 256 * KiB, "g"))
+    after = wait_for(
+        lambda: (
+            (r := report(cluster, "images", "a1"))
+            and r["spec"]["cache"]["cachedFiles"] == 3
+            and r["spec"]["view"]["ready"]
+            and r
+        ),
+        what="the new file in the view",
+    )
+    assert tree(a1.view("images")) == files
+    assert after["spec"]["cache"]["misses"] == 2 * 4 + 8  # the new file in 32 KiB blocks
+    assert after["spec"]["cache"]["capacityBytes"] == 2 << 20
+    stats = subprocess.run(
+        [EDGECACHE, "stats", "--json", "--cache-dir", str(a1.cache_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(stats.stdout)["tiers"]["ssd"]["quota_bytes"] == 2 << 20
+    assert a1.alive()
