@@ -15,14 +15,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+from edgecache_testservers.kubeapi import KubeAPIServer
+from edgecache_testservers.oss import OSSServer
 
 from .conftest import (
     VIEW_WATCHER,
     AgentProcess,
     Site,
     dataload,
+    dataset,
     get,
     health,
     objects_of,
