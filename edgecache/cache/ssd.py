@@ -129,6 +129,7 @@ class SSDTier:
         self._settings = settings
         self._policy = policy
         self._dirs = [d.path for d in settings.ssd_directories]
+        self._block_roots = [os.path.join(d, "blocks") for d in self._dirs]
         self._quotas = [d.quota_bytes for d in settings.ssd_directories]
         self._weights = [xxhash.xxh64_intdigest(p.encode()) for p in self._dirs]
         self._index: BlockIndex | None = None
@@ -345,8 +346,10 @@ class SSDTier:
         return best
 
     def _block_path(self, digest: str, dir_id: int | None = None) -> str:
-        d = self._dirs[self._dir_for(digest) if dir_id is None else dir_id]
-        return os.path.join(d, "blocks", digest[:2], digest)
+        root = self._block_roots[self._dir_for(digest) if dir_id is None else dir_id]
+        # What os.path.join(d, "blocks", digest[:2], digest) gives, without its few
+        # microseconds per call (a tenth of a warm small-file read).
+        return f"{root}/{digest[:2]}/{digest}"
 
     # --- reads ---------------------------------------------------------------------------------
     def read(self, key: BlockKey) -> bytes | None:

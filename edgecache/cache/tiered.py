@@ -167,7 +167,9 @@ class TieredCache:
         # Promotion on the second SSD read: a block read once (a scan, a one-off file) does not
         # push hot blocks out of MEM, and does not cost fresh memory for nothing. Until then it
         # stays in the read buffer, for the reads of its other parts that usually follow.
-        if self._seen_before(key.digest):
+        # A block MEM cannot keep (mem_quota=0, or smaller than the block) is only held: put
+        # there it would be evicted at once, and its demotion would ask the disk for its file.
+        if len(data) <= self.mem.quota_bytes and self._seen_before(key.digest):
             self._demote(self.mem.put(key, data))
         else:
             self.mem.hold(key.digest, data)

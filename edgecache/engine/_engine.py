@@ -56,6 +56,19 @@ _LISTING_WAIT_SECONDS = 2.0
 """Longest wait for another process's listing of a directory before listing it too: a few
 round trips of a WAN link and the parsing of a few thousand entries."""
 
+_process_pid = os.getpid()
+"""This process's id, kept up to date by a fork handler: every warm read asks whether its
+engine was made in this process, and ``os.getpid()`` is a system call each time."""
+
+
+def _note_fork() -> None:
+    global _process_pid
+    _process_pid = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_fork)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -108,7 +121,7 @@ class ReadEngine:
         """Which small misses fetch pages instead of whole blocks."""
         self._trees: dict[str, float] = {}
         """Directory -> when its whole tree was listed flat (monotonic seconds)."""
-        self._pid = os.getpid()
+        self._pid = _process_pid
 
     # --- what it runs on -----------------------------------------------------------------------
     @property
@@ -121,7 +134,7 @@ class ReadEngine:
     def closed(self) -> bool:
         """True once the store was closed, or in a process forked after the engine was made
         (the registry then builds a new one)."""
-        return self.store.closed or self._pid != os.getpid()
+        return self.store.closed or self._pid != _process_pid
 
     @property
     def blocks(self) -> TieredCache:

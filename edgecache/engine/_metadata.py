@@ -50,6 +50,14 @@ __all__ = ["CachedInfo", "MetadataCache", "parent_of"]
 
 log = logging.getLogger(__name__)
 
+_UNLISTED_SECONDS = 1.0
+"""A directory the database had no listing of is asked again after this long, not on every
+lookup: every warm ``open`` asks for its directory's listing (scan detection), and a database
+query per open was a tenth of a warm small-file read. Listings this process stores are seen at
+once; those another process stores, within this long."""
+_UNLISTED_KEPT = 4096
+"""Directories remembered as not listed (then it starts afresh)."""
+
 MAX_REPAIRS = 3
 """Repairs one process attempts before it keeps metadata in memory only: a disk that damages
 every file written to it would otherwise be rewritten again and again."""
@@ -128,6 +136,8 @@ class MetadataCache:
         self._listings: dict[tuple[str, str], tuple[list[CachedInfo], float]] = {}
         self._missing: dict[tuple[str, str], float] = {}
         """(backend, path) -> when it was found missing."""
+        self._unlisted: dict[tuple[str, str], float] = {}
+        """(backend, directory) -> when the database had no listing of it (monotonic)."""
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
         self._db_path = db_path
@@ -277,16 +287,25 @@ class MetadataCache:
     ) -> list[CachedInfo] | None:
         """The cached listing of directory ``path`` if fetched within ``max_age`` seconds
         (default: the cache's TTL), or of any age with ``allow_stale``."""
-        cached = self._listings.get((backend, path))
-        if cached is None:
+        key = (backend, path)
+        cached = self._listings.get(key)
+        if cached is None and not self._unlisted_lately(key):
             row = self._select(backend, "ls", path)
             if row is not None:
                 entries = self._listing_from(backend, path, *row)
                 if entries is not None:
-                    cached = self._listings[(backend, path)] = (entries, row[1])
+                    cached = self._listings[key] = (entries, row[1])
+            if cached is None:
+                if len(self._unlisted) >= _UNLISTED_KEPT:
+                    self._unlisted.clear()
+                self._unlisted[key] = time.monotonic()
         if cached is None or not (allow_stale or self._fresh(cached[1], max_age)):
             return None
         return cached[0]
+
+    def _unlisted_lately(self, key: tuple[str, str]) -> bool:
+        checked = self._unlisted.get(key)
+        return checked is not None and time.monotonic() - checked < _UNLISTED_SECONDS
 
     def _listing_from(
         self, backend: str, path: str, payload: Any, fetched: float
@@ -315,6 +334,7 @@ class MetadataCache:
         for path, entries in listings.items():
             infos = out[path] = [CachedInfo(info, version, now) for info, version in entries]
             self._listings[(backend, path)] = (infos, now)
+            self._unlisted.pop((backend, path), None)
             for entry in infos:
                 self._infos[(backend, entry.info["name"])] = entry
             self._forget_missing(backend, [path, *(str(e.info["name"]) for e in infos)])

@@ -443,6 +443,33 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             step_blocks=self.settings.read.fetch_concurrency,
         )
 
+    def open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: int | None = None,
+        cache_options: dict[str, Any] | None = None,
+        compression: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Open ``path``; ``"rb"`` without options (what ``fsspec.open`` asks) goes straight to
+        a file handle, past fsspec's generic checks for text, compression and transactions."""
+        if mode == "rb" and compression is None and not kwargs and not self._intrans:
+            return self._open_for_reading(self._target(path))
+        return super().open(
+            path,
+            mode,
+            block_size=block_size,
+            cache_options=cache_options,
+            compression=compression,
+            **kwargs,
+        )
+
+    def _open_for_reading(self, target: str) -> EdgeCacheFile:
+        plan = self._plan(target)
+        self.engine.opened(plan, ahead=self.settings.read.scan_ahead_files)
+        return EdgeCacheFile(self, plan)
+
     def _open(
         self,
         path: str,
@@ -454,9 +481,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
     ) -> Any:
         target = self._target(path)
         if "r" in mode and "+" not in mode:
-            plan = self._plan(target)
-            self.engine.opened(plan, ahead=self.settings.read.scan_ahead_files)
-            return EdgeCacheFile(self, plan)
+            return self._open_for_reading(target)
         self._forget(target)
         handle = self.backend.fs.open(target, mode, block_size=block_size, **kwargs)
         return _WriteThrough(handle, lambda: self._forget(target))
