@@ -344,9 +344,14 @@ class BlockFile:
         self._checksums: tuple[int, ...] = ()
         self._kept_start = self._kept_end = 0
         self._kept = b""
+        self.identity: tuple[int, int] | None = None
+        """(device, inode) of the open file, when it stays open (the tier removes a damaged
+        file only if it is still this one)."""
         if head.segment_bytes:
-            if os.fstat(fd).st_size != HEADER_SIZE + head.stored_len:
+            st = os.fstat(fd)
+            if st.st_size != HEADER_SIZE + head.stored_len:
                 raise CorruptBlockError(f"file is not the {head.stored_len} bytes it says")
+            self.identity = (st.st_dev, st.st_ino)
             self._checksums = struct.unpack_from(f"<{head.table_len // 8 - 1}Q", table, 8)
             self._fd = fd
         else:

@@ -394,7 +394,7 @@ class SSDTier:
                 data = read_block(fd, digest=digest, max_raw_len=key.block_size)
             else:
                 file = BlockFile(fd, digest=digest, max_raw_len=key.block_size)
-                data = SSDBlock(self, key, path, file, _identity(fd))
+                data = SSDBlock(self, key, path, file, file.identity or _identity(fd))
                 kept = data.holds_file
         except CorruptBlockError as exc:
             self._corrupt(digest, path, str(exc), _identity(fd))
