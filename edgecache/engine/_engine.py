@@ -795,7 +795,9 @@ class ReadEngine:
         order, fetch the first blocks of the next ``ahead`` files in the background."""
         if ahead <= 0:
             return
-        listing = self.metadata.listing(self.identity, parent_of(plan.path), allow_stale=True)
+        listing = self.metadata.listing(
+            self.identity, parent_of(plan.path), allow_stale=True, hint=True
+        )
         if listing is None:
             return
         plans = [

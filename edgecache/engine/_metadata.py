@@ -51,10 +51,11 @@ __all__ = ["CachedInfo", "MetadataCache", "parent_of"]
 log = logging.getLogger(__name__)
 
 _UNLISTED_SECONDS = 1.0
-"""A directory the database had no listing of is asked again after this long, not on every
-lookup: every warm ``open`` asks for its directory's listing (scan detection), and a database
-query per open was a tenth of a warm small-file read. Listings this process stores are seen at
-once; those another process stores, within this long."""
+"""A directory the database had no listing of is asked again after this long by a caller
+that only wants a hint (``listing(..., hint=True)``), not on every call: every warm ``open``
+asks for its directory's listing (scan detection), and a database query per open was a tenth
+of a warm small-file read. Listings this process stores are seen at once; those another
+process stores, within this long."""
 _UNLISTED_KEPT = 4096
 """Directories remembered as not listed (then it starts afresh)."""
 
@@ -284,18 +285,21 @@ class MetadataCache:
         *,
         allow_stale: bool = False,
         max_age: float | None = None,
+        hint: bool = False,
     ) -> list[CachedInfo] | None:
         """The cached listing of directory ``path`` if fetched within ``max_age`` seconds
-        (default: the cache's TTL), or of any age with ``allow_stale``."""
+        (default: the cache's TTL), or of any age with ``allow_stale``. With ``hint`` (a
+        caller that only takes a hint from it: scan detection on every open), a directory the
+        database had no listing of in the last second is not asked again."""
         key = (backend, path)
         cached = self._listings.get(key)
-        if cached is None and not self._unlisted_lately(key):
+        if cached is None and not (hint and self._unlisted_lately(key)):
             row = self._select(backend, "ls", path)
             if row is not None:
                 entries = self._listing_from(backend, path, *row)
                 if entries is not None:
                     cached = self._listings[key] = (entries, row[1])
-            if cached is None:
+            if cached is None and hint:
                 if len(self._unlisted) >= _UNLISTED_KEPT:
                     self._unlisted.clear()
                 self._unlisted[key] = time.monotonic()
