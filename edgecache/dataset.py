@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn
 from fsspec.core import split_protocol
 
 from edgecache.config import CacheSettings, SSDDirectory, parse_ratio, parse_size
-from edgecache.errors import ConfigError, quoted
+from edgecache.errors import ConfigError, label, quoted
 from edgecache.k8s.objects import API_VERSION, is_dns_label, is_dns_subdomain
 from edgecache.yamlio import load_yaml_documents, read_text_file
 
@@ -124,7 +124,7 @@ class _Fields:
         out = {}
         for k, v in value.items():
             if isinstance(v, Mapping | list):
-                self.fail(f"{name}.{_label(k)}", f"expected a string, got {_kind(v)}")
+                self.fail(f"{name}.{label(k)}", f"expected a string, got {_kind(v)}")
             out[str(k)] = "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
         return out
 
@@ -161,14 +161,6 @@ class _Fields:
             return parse_ratio(value, option=self._at(name))
         except ConfigError as exc:
             raise SpecError(f"{self.where}: {exc}") from exc
-
-
-def _label(value: Any) -> str:
-    """A name for a message's prefix: as written when it is a plain short string (a DNS-1123
-    name has at most 63 characters), else quoted and cut."""
-    if isinstance(value, str) and len(value) <= 63 and value.isprintable() and value.strip():
-        return value
-    return quoted(value)
 
 
 def _kind(value: Any) -> str:
@@ -268,7 +260,7 @@ class Dataset:
                 best, best_len = (mount, wanted[len(root) :].lstrip("/")), len(root)
         if best is None:
             raise SpecError(
-                f"Dataset {_label(self.name)}: no mount holds {quoted(dataset_path)}; mounts: "
+                f"Dataset {label(self.name)}: no mount holds {quoted(dataset_path)}; mounts: "
                 + ", ".join(f"{quoted(m.path)} <- {quoted(m.mount_point)}" for m in self.mounts)
             )
         return best
@@ -447,7 +439,12 @@ def _parse_runtime(doc: _Fields) -> EdgeCacheRuntime:
         )
         if "quotaList" in lv.data:
             quotas_raw = lv.text("quotaList").split(",")
-            quotas = tuple(parse_size(q.strip(), option=f"{lv.path}.quotaList") for q in quotas_raw)
+            try:
+                quotas = tuple(
+                    parse_size(q.strip(), option=f"{lv.path}.quotaList") for q in quotas_raw
+                )
+            except ConfigError as exc:  # a SpecError with the document's name, as size() gives
+                raise SpecError(f"{lv.where}: {exc}") from exc
         else:
             quota = lv.size("quota", required=True)
             assert quota is not None
@@ -537,7 +534,7 @@ def _parse_document(raw: Any, where: str, *, ours: bool = False) -> Resource | N
     kind = doc.text("kind", required=True, hint="Dataset, EdgeCacheRuntime or DataLoad")
     metadata = raw.get("metadata")
     if isinstance(metadata, Mapping) and metadata.get("name"):
-        named = f"{_label(kind)} {_label(metadata['name'])}"
+        named = f"{label(kind)} {label(metadata['name'])}"
         doc = _Fields(f"{where} ({named})" if where else named, raw)
     api = doc.text("apiVersion", default="")
     ours = ours or kind in _PARSERS or kind in _FLUID_RUNTIMES

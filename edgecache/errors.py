@@ -37,6 +37,7 @@ __all__ = [
     "TemporaryError",
     "TierUnavailableError",
     "ViewNotReadyError",
+    "label",
     "quoted",
 ]
 
@@ -63,6 +64,14 @@ def quoted(value: Any, *, limit: int = QUOTED_MAX_CHARS) -> str:
     except Exception:  # a repr that fails (an int beyond Python's digit limit) is not ours
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def label(value: Any) -> str:
+    """A name in a message: as written when it is a plain short string (a DNS-1123 name has at
+    most 63 characters), else :func:`quoted` and cut."""
+    if isinstance(value, str) and len(value) <= 63 and value.isprintable() and value.strip():
+        return value
+    return quoted(value)
 
 
 class EdgeCacheError(Exception):

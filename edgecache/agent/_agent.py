@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import pathlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,9 +200,16 @@ class Agent:
 
     @staticmethod
     def _dataload_key(obj: JSONObject) -> Key:
-        ref = (obj.get("spec") or {}).get("dataset") or {}
-        namespace = ref.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
-        return str(namespace), str(ref.get("name") or "")
+        # Read before the spec is validated (parse_resource): any part may be of any type (a
+        # DataLoad whose spec.dataset was a number stopped the agent, found by fuzzing).
+        spec = obj.get("spec")
+        ref = spec.get("dataset") if isinstance(spec, Mapping) else None
+        ref = ref if isinstance(ref, Mapping) else {}
+        meta = obj.get("metadata")
+        namespace = ref.get("namespace") or (
+            meta.get("namespace") if isinstance(meta, Mapping) else ""
+        )
+        return str(namespace or ""), str(ref.get("name") or "")
 
     # --- health ----------------------------------------------------------------------------------
     async def _healthz(self, request: web.Request) -> web.Response:

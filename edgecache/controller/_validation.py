@@ -16,13 +16,14 @@ from typing import Any
 
 from edgecache.backends import check_protocol
 from edgecache.dataset import Dataset, EdgeCacheRuntime, SpecError, parse_resource
-from edgecache.errors import BackendNotInstalledError, ConfigError
+from edgecache.errors import BackendNotInstalledError, ConfigError, label, quoted
 from edgecache.k8s.nodes import matching_nodes, pool_summary
 from edgecache.k8s.objects import NODEPOOL_LABEL
 
 __all__ = ["Checked", "Problem", "SecretLookup", "check_dataset", "check_runtime"]
 
 JSONObject = dict[str, Any]
+_MAX_WANTED_CHARS = 400
 SecretLookup = Callable[[str, str], Awaitable[Mapping[str, Any] | None]]
 """``lookup(namespace, name)`` -> the Secret object, or None when it does not exist."""
 
@@ -75,16 +76,16 @@ async def _check_secrets(obj: Mapping[str, Any], dataset: Dataset, lookup: Secre
             if secret is None:
                 raise Problem(
                     "SecretNotFound",
-                    f"{where}: {field}.name: Secret {dataset.namespace}/{ref.name} (for "
-                    f"{option}) does not exist",
+                    f"{where}: {field}.name: Secret {dataset.namespace}/{label(ref.name)} (for "
+                    f"{label(option)}) does not exist",
                 )
             keys = {**(secret.get("data") or {}), **(secret.get("stringData") or {})}
             if ref.key not in keys:
-                have = ", ".join(sorted(keys)) or "none"
+                have = ", ".join(label(k) for k in sorted(keys)[:20]) or "none"
                 raise Problem(
                     "SecretKeyNotFound",
-                    f"{where}: {field}.key: Secret {dataset.namespace}/{ref.name} has no key "
-                    f"{ref.key!r} (for {option}); its keys: {have}",
+                    f"{where}: {field}.key: Secret {dataset.namespace}/{label(ref.name)} has no "
+                    f"key {quoted(ref.key)} (for {label(option)}); its keys: {have}",
                 )
 
 
@@ -108,9 +109,14 @@ def _check_placement(
     pool = matching_nodes(dataset.node_selector_terms, nodes)
     if not pool:
         wanted = " or ".join(
-            "; ".join(f"{r.key} {r.operator} [{', '.join(r.values)}]".strip() for r in term)
+            "; ".join(
+                f"{label(r.key)} {r.operator} [{', '.join(label(v) for v in r.values)}]".strip()
+                for r in term
+            )
             for term in dataset.node_selector_terms
         )
+        if len(wanted) > _MAX_WANTED_CHARS:  # thousands of values: the message stays a line
+            wanted = wanted[: _MAX_WANTED_CHARS - 3] + "..."
         raise Problem(
             "NoMatchingNodes",
             f"{where}: {field}: no node matches ({wanted}); nodepools with nodes: "
