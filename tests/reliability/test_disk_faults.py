@@ -12,6 +12,7 @@ under load and counts (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -151,26 +152,47 @@ def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True)
 
 
-def make_read_only(directory: Path) -> Callable[[], None]:
-    """A read-only mount over ``directory`` (a remount of the disk itself is refused while
-    the cache holds files open for writing; new files are refused either way); returns what
-    removes it."""
-    mount("--bind", str(directory), str(directory))
-    mount("-o", "remount,bind,ro", str(directory))
+def make_read_only(directory: Path, staging: Path) -> Callable[[], None]:
+    """A read-only mount over ``directory``; returns what removes it.
+
+    A remount of the disk itself is refused while the cache holds files open for writing, and
+    so is one of a bind mount a reader thread has just opened a file through: the read-only
+    bind mount is made at ``staging``, which no one uses, and moved into place."""
+    staging.mkdir(exist_ok=True)
+    mount("--bind", str(directory), str(staging))
+    mount("-o", "remount,bind,ro", str(staging))
+    mount("--move", str(staging), str(directory))
     return lambda: subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def remove_directory(directory: Path) -> Callable[[], None]:
+    """The directory gone at once (renamed away, then deleted: a removal in place races the
+    cache creating its lock files); nothing removes this fault but the cache itself."""
+    gone = directory.with_name(f"gone-{time.monotonic_ns()}")
+    directory.rename(gone)
+    shutil.rmtree(gone)
+    return lambda: None
 
 
 def fill(mnt: Path) -> Path:
     """Fill the file system with one file of ours (removed to end the fault)."""
     filler = mnt / "filler"
-    with open(filler, "wb") as f:
-        try:
+    try:
+        with open(filler, "wb", buffering=0) as f:
             while True:
                 f.write(b"\0" * 64 * KiB)
-                f.flush()
-        except OSError:
-            pass
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
     return filler
+
+
+def disk_usage(mnt: Path) -> str:
+    """What takes the room on the disk (for a failure's message)."""
+    free = shutil.disk_usage(mnt).free
+    sizes = {str(p.relative_to(mnt)): p.stat().st_size for p in mnt.rglob("*") if p.is_file()}
+    big = sorted(sizes.items(), key=lambda kv: -kv[1])[:6]
+    return f"{free} bytes free; largest files {big}"
 
 
 def test_full_read_only_and_vanished_cache_disk_while_readers_read(
@@ -197,8 +219,8 @@ def test_full_read_only_and_vanished_cache_disk_while_readers_read(
     }
     faults: dict[str, Callable[[], Callable[[], None]]] = {
         "disk_full": lambda: fill(small_disk).unlink,
-        "read_only": lambda: make_read_only(cache),
-        "directory_missing": lambda: (shutil.rmtree(cache), lambda: None)[1],
+        "read_only": lambda: make_read_only(cache, tmp_path / "read-only"),
+        "directory_missing": lambda: remove_directory(cache),
     }
     seen: dict[str, str] = {}
     caplog.set_level(logging.WARNING)
@@ -222,7 +244,7 @@ def test_full_read_only_and_vanished_cache_disk_while_readers_read(
                 # ... and comes back once the fault is gone.
                 wait_for(
                     lambda: recovered(options, fresh, readers),
-                    what=f"the SSD tier back after {reason}",
+                    what=f"the SSD tier back after {reason} ({disk_usage(small_disk)})",
                     timeout_seconds=10,
                 )
                 reliability.iterations += 1
