@@ -19,7 +19,7 @@ from cronsim import CronSim, CronSimError
 from edgecache.controller._datasets import now_rfc3339
 from edgecache.controller._status import LoadSummary, set_condition, summarise_load
 from edgecache.dataset import DataLoad, Dataset, SpecError, parse_resource
-from edgecache.k8s.api import merge_patch
+from edgecache.k8s.api import status_patch
 from edgecache.k8s.nodes import matching_nodes
 from edgecache.k8s.objects import DATALOAD
 
@@ -182,7 +182,7 @@ class DataLoadReconciler:
         )
 
     async def _write(self, obj: JSONObject, status: JSONObject) -> None:
-        patch = merge_patch(obj.get("status") or {}, status)
+        patch = status_patch(obj.get("status") or {}, status)
         if not patch:
             return
         meta = _meta(obj)

@@ -34,7 +34,7 @@ from edgecache.k8s.api import (
     PERSISTENT_VOLUME_CLAIM,
     SECRET,
     KubeError,
-    merge_patch,
+    status_patch,
 )
 from edgecache.k8s.objects import (
     CACHE_REPORT,
@@ -376,7 +376,7 @@ class DatasetReconciler:
         return status
 
     async def _write_status(self, obj: JSONObject, status: JSONObject) -> None:
-        patch = merge_patch(obj.get("status") or {}, status)
+        patch = status_patch(obj.get("status") or {}, status)
         if not patch:
             return
         meta = _meta(obj)
@@ -413,7 +413,7 @@ class DatasetReconciler:
                 now=now_rfc3339(),
             ),
         }
-        patch = merge_patch(current, status)
+        patch = status_patch(current, status)
         if not patch:
             return
         try:

@@ -33,6 +33,7 @@ __all__ = [
     "WatchStream",
     "merge_patch",
     "resource_path",
+    "status_patch",
 ]
 
 log = logging.getLogger(__name__)
@@ -297,5 +298,27 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JSONObject:
             if inner:
                 patch[key] = inner
         elif key not in old or before != value:
+            patch[key] = value
+    return patch
+
+
+def status_patch(cached: Mapping[str, Any], new: Mapping[str, Any]) -> JSONObject:
+    """The merge patch that makes an object's status ``new`` (empty: ``cached`` is ``new``).
+
+    Every field of ``new`` is sent, not only those that differ from ``cached``: ``cached`` is
+    an informer's copy and may be older than the server's, and a patch of the differences
+    alone would leave a field the server holds at a newer value untouched (a DataLoad that
+    went back from Complete to Loading kept ``phase: Complete`` until the next event). Fields
+    ``new`` lacks are removed, as in :func:`merge_patch`."""
+    patch = merge_patch(cached, new)
+    return _overlay(patch, new) if patch else patch
+
+
+def _overlay(patch: JSONObject, new: Mapping[str, Any]) -> JSONObject:
+    for key, value in new.items():
+        inner = patch.get(key)
+        if isinstance(value, Mapping) and isinstance(inner, Mapping):
+            patch[key] = _overlay(dict(inner), value)
+        else:
             patch[key] = value
     return patch

@@ -13,7 +13,7 @@ from edgecache.controller import Controller
 from edgecache.controller._queue import WorkQueue
 from edgecache.controller._status import fluid_bytes, percent, set_condition
 from edgecache.dataset import NodeSelectorRequirement as Req
-from edgecache.k8s.api import NODE, Kube, merge_patch
+from edgecache.k8s.api import NODE, Kube, merge_patch, status_patch
 from edgecache.k8s.informer import Informer
 from edgecache.k8s.nodes import matching_nodes
 from edgecache.k8s.objects import (
@@ -52,6 +52,21 @@ def test_merge_patch_turns_old_into_new() -> None:
     new = {"a": 1, "b": {"c": 2, "d": 4}, "e": [1], "added": "x"}
     assert merge_patch(old, new) == {"b": {"d": 4}, "e": [1], "gone": None, "added": "x"}
     assert merge_patch(new, new) == {}
+
+
+def test_a_status_patch_sends_every_field_when_anything_changed() -> None:
+    # The informer's copy says Loading (it has not seen the write that made it Complete); the
+    # new status is Loading again with one node back to Pending: the server must get the
+    # phase too, or it keeps Complete.
+    cached = {"phase": "Loading", "nodes": [{"phase": "Complete"}], "cache": {"a": 1, "old": 2}}
+    new = {"phase": "Loading", "nodes": [{"phase": "Pending"}], "cache": {"a": 1}}
+    assert status_patch(cached, new) == {
+        "phase": "Loading",
+        "nodes": [{"phase": "Pending"}],
+        "cache": {"a": 1, "old": None},
+    }
+    assert status_patch(new, new) == {}
+    assert status_patch({"gone": 1, **new}, new) == {**new, "gone": None}
 
 
 def test_condition_transition_time_moves_only_on_a_change() -> None:
