@@ -70,6 +70,7 @@ import xxhash
 from _common import (
     RESULTS_DIR,
     MiB,
+    compile_like_installed,
     interleave,
     machine,
     print_table,
@@ -926,6 +927,7 @@ def main() -> None:
             zarr_side_chunks=6,
         )
         args.runs = 1
+    compile_like_installed()  # every child imports edgecache as an installed copy would
     started = time.monotonic()
     results: dict[str, Any] = {}
     with _environment(cases, sizes) as runner:
