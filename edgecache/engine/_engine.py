@@ -35,7 +35,7 @@ from typing import Any, ParamSpec, TypeVar
 from fsspec.asyn import get_loop
 
 from edgecache.backends import Backend
-from edgecache.cache import BlockKey, Fetched, TieredCache
+from edgecache.cache import BlockFetcher, BlockKey, Fetched, TieredCache
 from edgecache.config import CacheSettings, QoSSettings
 from edgecache.engine._health import BackendHealth
 from edgecache.engine._metadata import CachedInfo, MetadataCache, parent_of
@@ -117,6 +117,7 @@ class ReadEngine:
         self._listing_flights: dict[str, asyncio.Future[list[CachedInfo]]] = {}
         self._backend_source = BackendSource(self, concurrency=settings.read.fetch_concurrency)
         self._sources: list[BlockSource] = [self._backend_source]
+        self._relays: list[BlockSource] = []
         self.sparse = SparsePlanner()
         """Which small misses fetch pages instead of whole blocks."""
         self._trees: dict[str, float] = {}
@@ -153,6 +154,14 @@ class ReadEngine:
     def add_source(self, source: BlockSource) -> None:
         """Ask ``source`` for missing blocks before the sources added earlier and the backend."""
         self._sources.insert(0, source)
+
+    def add_relay(self, source: BlockSource) -> None:
+        """Ask ``source`` for a missing block before the cache's single-flight and its
+        cross-process block lock (then the sources, if it skips): for a source that may store
+        the block in this very cache directory itself (the node's agent serving a pod's reader
+        that mounts the agent's cache directory), which would otherwise wait for the lock its
+        asker holds."""
+        self._relays.append(source)
 
     # --- the guard: one place for "backend unreachable" ----------------------------------------
     @contextlib.asynccontextmanager
@@ -530,13 +539,29 @@ class ReadEngine:
     # --- reading -------------------------------------------------------------------------------
     async def _block(self, plan: ReadPlan, index: int) -> bytes:
         key, length = plan.key(index), plan.block_length(index)
-        fetch = functools.partial(self._from_sources, plan, index)
+        fetch: BlockFetcher = functools.partial(self._from_sources, plan, index)
         if current_priority() is Priority.BACKGROUND and not self.blocks.holds(key):
             # Admitted before single-flight and the cross-process block lock: a reader never
             # joins a flight that waits for its turn behind foreground.
             async with self.link.background_block(length):
+                fetch = await self._relayed(plan, index, fetch)
                 return await self.blocks.get(key, fetch, expected_size=length)
+        fetch = await self._relayed(plan, index, fetch)
         return await self.blocks.get(key, fetch, expected_size=length)
+
+    async def _relayed(self, plan: ReadPlan, index: int, fetch: BlockFetcher) -> BlockFetcher:
+        """``fetch``, or the block from a relay (:meth:`add_relay`) when one serves it, asked
+        outside single-flight and the block lock; a tier that holds the block needs none."""
+        if not self._relays or self.blocks.holds(plan.key(index)):
+            return fetch
+        for relay in self._relays:
+            try:
+                with self.link.off_link():
+                    data = await relay.fetch(plan, index)
+            except SourceSkipped:
+                continue
+            return _given(Fetched(data, relay.name))
+        return fetch
 
     async def _from_sources(self, plan: ReadPlan, index: int) -> bytes | Fetched:
         for source in self._sources:
@@ -935,10 +960,10 @@ async def _ready(data: bytes) -> bytes:
     return data
 
 
-def _given(data: bytes) -> Callable[[], Awaitable[bytes]]:
+def _given(data: T) -> Callable[[], Awaitable[T]]:
     """A block fetcher that hands over bytes already fetched."""
 
-    async def fetch() -> bytes:
+    async def fetch() -> T:
         return data
 
     return fetch

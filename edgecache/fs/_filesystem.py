@@ -112,6 +112,7 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         """The read engine of this process for this cache directory and backend."""
         engine = self._engine
         if engine is None or engine.closed:
+            _relay_through_the_agent()
             engine = self._engine = engine_for(
                 self.settings,
                 protocol=self._target_protocol,
@@ -594,3 +595,12 @@ class _WriteThrough:
 
     def __iter__(self) -> Any:
         return iter(self._handle)
+
+
+def _relay_through_the_agent() -> None:
+    """A pod's reader asks its node's agent (and so the nodepool) for blocks first when
+    ``EDGECACHE_POOL_AGENT`` is set (docs/pool.md); imported only then."""
+    if os.environ.get("EDGECACHE_POOL_AGENT"):
+        from edgecache.pool import relay_from_environment
+
+        relay_from_environment()

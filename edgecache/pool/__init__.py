@@ -21,6 +21,7 @@ from edgecache.pool._hashing import owner_of, ranked
 from edgecache.pool._leases import LeaseMembership
 from edgecache.pool._members import Member, Membership, StaticMembership, parse_member
 from edgecache.pool._node import PoolNode
+from edgecache.pool._relay import AGENT_ENV, TOKEN_FILE_ENV, AgentRelay, relay_from_environment
 from edgecache.pool._settings import LeaseSettings, PeerTimeouts, PoolSettings
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
@@ -34,10 +35,13 @@ from edgecache.pool._wire import (
 __all__ = [
     "ACCEPT_COMPRESSION_HEADER",
     "ACCEPT_KEEPALIVE_HEADER",
+    "AGENT_ENV",
     "BLOCKS_PATH",
     "FORWARDED_HEADER",
     "KEEPALIVE",
     "ONLY_CACHED_HEADER",
+    "TOKEN_FILE_ENV",
+    "AgentRelay",
     "LeaseMembership",
     "LeaseSettings",
     "Member",
@@ -49,4 +53,5 @@ __all__ = [
     "owner_of",
     "parse_member",
     "ranked",
+    "relay_from_environment",
 ]

@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-__all__ = ["forwarded", "is_forwarded"]
+__all__ = ["forwarded", "is_forwarded", "is_serving", "serving"]
 
 _FORWARDED: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "edgecache_pool_forwarded", default=False
@@ -32,3 +32,24 @@ def forwarded() -> Iterator[None]:
         yield
     finally:
         _FORWARDED.reset(token)
+
+
+_SERVING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "edgecache_pool_serving", default=False
+)
+
+
+def is_serving() -> bool:
+    """True inside the fetch of any block another process asked this node's server for (a
+    peer's, or a local reader's through its agent): such a fetch is never relayed."""
+    return _SERVING.get()
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[None]:
+    """Mark the fetches inside as serving another process's block request."""
+    token = _SERVING.set(True)
+    try:
+        yield
+    finally:
+        _SERVING.reset(token)

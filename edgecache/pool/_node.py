@@ -27,6 +27,7 @@ from edgecache.errors import ConfigError
 from edgecache.k8s import ConnectionSettings, TokenSource
 from edgecache.pool._holders import HolderSource
 from edgecache.pool._members import Member, Membership, StaticMembership, parse_member
+from edgecache.pool._relay import note_pool_node
 from edgecache.pool._server import BlockHolder, PeerServer
 from edgecache.pool._settings import PoolSettings
 from edgecache.pool._source import PeerSource
@@ -105,12 +106,15 @@ class PoolNode:
             )
         await self._membership.start()
         self.running = True
+        note_pool_node(+1)
         self._stop_hook = when_engine_opens(self.attach)
         log.info("pool %s: node %s serving at %s", s.pool or "(static)", me.name, me.address)
 
     async def stop(self) -> None:
         """Leave the pool: unhook engines (their peer sources skip from now on), stop the
         server and the membership, close the HTTP sessions."""
+        if self.running:
+            note_pool_node(-1)
         self.running = False
         if self._stop_hook is not None:
             self._stop_hook()

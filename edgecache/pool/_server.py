@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -31,7 +33,7 @@ from edgecache.errors import ConfigError, ObjectChangedError
 from edgecache.httpexpect import expect_handler
 from edgecache.k8s import TokenSource
 from edgecache.metrics import PEER_BYTES_SERVED, PEER_REQUESTS
-from edgecache.pool._context import forwarded
+from edgecache.pool._context import forwarded, serving
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
     ACCEPT_KEEPALIVE_HEADER,
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _MIN_SAVING = 0.10
 """LZ4 is sent only when it saves at least this fraction (as on the SSD tier)."""
+_RECENT_FRAMES = 8
+"""Encoded blocks kept for the next askers (8 default blocks: 32 MiB at most): a pool's nodes
+ask an owner for a block within a few block times of each other."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 BlockHolder = Callable[[ReadPlan, int], "bytes | None"]
@@ -78,6 +83,9 @@ class PeerServer:
         self._runner: web.AppRunner | None = None
         self.address = ""
         """``HOST:PORT`` actually bound (the port chosen when ``listen`` asked for 0)."""
+        self._frames: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        """The last blocks encoded for the wire, by (digest, compression): see :meth:`_frame`."""
+        self._frames_lock = threading.Lock()
         self.requests: dict[str, int] = {}
         """Requests answered by result, this server's own (tests and logs)."""
 
@@ -201,14 +209,29 @@ class PeerServer:
     async def _fetch(
         self, request: web.Request, engine: ReadEngine, plan: ReadPlan, index: int
     ) -> bytes:
-        with fetch_priority(Priority.from_header(request.headers.get(PRIORITY_HEADER))):
+        priority = Priority.from_header(request.headers.get(PRIORITY_HEADER))
+        with fetch_priority(priority), serving():
             if request.headers.get(FORWARDED_HEADER):
                 with forwarded():
                     return await engine.block(plan, index)
             return await engine.block(plan, index)
 
     def _frame(self, data: bytes, digest: str, compression: str) -> bytes:
-        return encode_block(data, digest=digest, compression=compression, min_saving=_MIN_SAVING)
+        # The askers of a pool read the same files at about the same time: a block's owner
+        # serves it to each of them within moments. Encoding it once (checksums, the LZ4
+        # trial, a copy of 4 MiB) instead of once per asker is CPU the node's reads get back.
+        key = (digest, compression)
+        with self._frames_lock:
+            frame = self._frames.get(key)
+            if frame is not None:
+                self._frames.move_to_end(key)
+                return frame
+        frame = encode_block(data, digest=digest, compression=compression, min_saving=_MIN_SAVING)
+        with self._frames_lock:
+            self._frames[key] = frame
+            while len(self._frames) > _RECENT_FRAMES:
+                self._frames.popitem(last=False)
+        return frame
 
     async def _send(
         self, request: web.Request, digest: str, data: bytes, compression: str

@@ -29,6 +29,7 @@ from edgecache.metrics import PEER_BYTES_RECEIVED, PEER_HITS, PEER_REQUESTS
 from edgecache.pool._context import is_forwarded
 from edgecache.pool._hashing import owner_of, ranked
 from edgecache.pool._members import Member
+from edgecache.pool._settings import PeerTimeouts
 from edgecache.pool._wire import (
     ACCEPT_COMPRESSION_HEADER,
     ACCEPT_KEEPALIVE_HEADER,
@@ -42,16 +43,16 @@ from edgecache.pool._wire import (
 if TYPE_CHECKING:
     from edgecache.pool._node import PoolNode
 
-__all__ = ["PeerSource"]
+__all__ = ["AskFailed", "AskMissed", "PeerSource", "ask_block"]
 
 log = logging.getLogger(__name__)
 
 
-class _Miss(Exception):
+class AskMissed(Exception):
     """The peer answered but does not serve this block (it is alive)."""
 
 
-class _Failed(Exception):
+class AskFailed(Exception):
     """The peer did not answer usefully (down, slow, damaged): leave it out for a while."""
 
 
@@ -100,11 +101,11 @@ class PeerSource:
         membership = self._node.membership
         try:
             data = await self._ask(member, plan, index, only_cached=only_cached)
-        except _Miss:
+        except AskMissed:
             PEER_REQUESTS.labels("asked", "miss").inc()
             membership.cleared(member)
             return None
-        except _Failed as exc:
+        except AskFailed as exc:
             log.info("pool peer %s (%s) skipped: %s", member.name, member.address, exc)
             membership.suspect(member)
             return None
@@ -115,59 +116,75 @@ class PeerSource:
         return data
 
     async def _ask(self, member: Member, plan: ReadPlan, index: int, *, only_cached: bool) -> bytes:
-        timeouts = self._node.settings.timeouts
-        headers = {
-            FORWARDED_HEADER: "1",
-            ACCEPT_COMPRESSION_HEADER: "lz4",
-            ACCEPT_KEEPALIVE_HEADER: "1",
-            **self._node.request_headers(),
-        }
+        headers = {FORWARDED_HEADER: "1", **self._node.request_headers()}
         if only_cached:
             headers[ONLY_CACHED_HEADER] = "1"
-        key = plan.key(index)
-        url = f"http://{member.address}{BLOCKS_PATH}{key.digest}"
-        session = self._node.session()
+        return await ask_block(
+            self._node.session(),
+            member.address,
+            plan,
+            index,
+            headers=headers,
+            timeouts=self._node.settings.timeouts,
+        )
+
+
+async def ask_block(
+    session: aiohttp.ClientSession,
+    address: str,
+    plan: ReadPlan,
+    index: int,
+    *,
+    headers: dict[str, str],
+    timeouts: PeerTimeouts,
+) -> bytes:
+    """Block ``index`` of ``plan`` from the block server at ``address`` (the protocol of
+    :mod:`edgecache.pool._wire`; ``headers``: the token, the priority and what the asker
+    asks for), verified; AskMissed (404) or AskFailed (anything else), counted."""
+    headers = {ACCEPT_COMPRESSION_HEADER: "lz4", ACCEPT_KEEPALIVE_HEADER: "1", **headers}
+    key = plan.key(index)
+    url = f"http://{address}{BLOCKS_PATH}{key.digest}"
+    try:
+        async with asyncio.timeout(timeouts.connect_seconds + timeouts.first_byte_seconds):
+            response = await session.get(url, params=block_query(plan, index), headers=headers)
+    except TimeoutError as exc:
+        PEER_REQUESTS.labels("asked", "timeout").inc()
+        raise AskFailed("no answer in time") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        PEER_REQUESTS.labels("asked", "refused").inc()
+        raise AskFailed(f"cannot connect: {exc}") from exc
+    async with response:
+        if response.status == 404:
+            raise AskMissed()
+        if response.status != 200:
+            result = "unauthorized" if response.status == 401 else "error"
+            PEER_REQUESTS.labels("asked", result).inc()
+            if response.status == 401:
+                log.warning(
+                    "pool peer %s refused our token (401): do the pool's token files match?",
+                    address,
+                )
+            raise AskFailed(f"answered {response.status}")
         try:
-            async with asyncio.timeout(timeouts.connect_seconds + timeouts.first_byte_seconds):
-                response = await session.get(url, params=block_query(plan, index), headers=headers)
+            frame = await _body(response, silence_seconds=timeouts.transfer_seconds)
         except TimeoutError as exc:
             PEER_REQUESTS.labels("asked", "timeout").inc()
-            raise _Failed("no answer in time") from exc
+            raise AskFailed("the block did not arrive in time") from exc
         except (aiohttp.ClientError, OSError) as exc:
-            PEER_REQUESTS.labels("asked", "refused").inc()
-            raise _Failed(f"cannot connect: {exc}") from exc
-        async with response:
-            if response.status == 404:
-                raise _Miss()
-            if response.status != 200:
-                result = "unauthorized" if response.status == 401 else "error"
-                PEER_REQUESTS.labels("asked", result).inc()
-                if response.status == 401:
-                    log.warning(
-                        "pool peer %s refused our token (401): do the pool's token files match?",
-                        member.address,
-                    )
-                raise _Failed(f"answered {response.status}")
-            try:
-                frame = await _body(response, silence_seconds=timeouts.transfer_seconds)
-            except TimeoutError as exc:
-                PEER_REQUESTS.labels("asked", "timeout").inc()
-                raise _Failed("the block did not arrive in time") from exc
-            except (aiohttp.ClientError, OSError) as exc:
-                PEER_REQUESTS.labels("asked", "error").inc()
-                raise _Failed(f"the transfer broke off: {exc}") from exc
-        length = plan.block_length(index)
-        try:
-            data = await asyncio.to_thread(
-                decode_block_bytes, frame, digest=key.digest, max_raw_len=length
-            )
-        except CorruptBlockError as exc:
-            PEER_REQUESTS.labels("asked", "corrupt").inc()
-            raise _Failed(f"damaged block: {exc}") from exc
-        if len(data) != length:
-            PEER_REQUESTS.labels("asked", "corrupt").inc()
-            raise _Failed(f"block of {len(data)} bytes, expected {length}")
-        return data
+            PEER_REQUESTS.labels("asked", "error").inc()
+            raise AskFailed(f"the transfer broke off: {exc}") from exc
+    length = plan.block_length(index)
+    try:
+        data = await asyncio.to_thread(
+            decode_block_bytes, frame, digest=key.digest, max_raw_len=length
+        )
+    except CorruptBlockError as exc:
+        PEER_REQUESTS.labels("asked", "corrupt").inc()
+        raise AskFailed(f"damaged block: {exc}") from exc
+    if len(data) != length:
+        PEER_REQUESTS.labels("asked", "corrupt").inc()
+        raise AskFailed(f"block of {len(data)} bytes, expected {length}")
+    return data
 
 
 async def _body(response: aiohttp.ClientResponse, *, silence_seconds: float) -> bytes:

@@ -7,11 +7,17 @@ the suite fast; bench/pool_bench.py reads 256 MiB.)"""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import yaml
 from agent.conftest import AgentProcess, dataset, runtime, wait_for
@@ -20,6 +26,7 @@ from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECOND
 from edgecache_testservers.wan import WANEmulator, WANProfile
 
 from edgecache.k8s.objects import NODEPOOL_LABEL
+from edgecache.pool import AGENT_ENV, TOKEN_FILE_ENV
 
 from .conftest import Dataset, MiB, make_dataset
 
@@ -149,3 +156,76 @@ def test_an_agent_killed_mid_load_leaves_the_other_views_exact(
     want = expected_views(data)
     for agent in (a1, a2):
         wait_for(lambda a=agent: view_digests(a) == want, timeout_seconds=120, what=agent.node)
+
+
+def peer_address(agent: AgentProcess) -> str:
+    """Where the agent's block server listens (its log says so once it serves)."""
+    found = re.search(r"serving at (\S+)", agent.log.read_text())
+    assert found, agent.log.read_text()[-2000:]
+    return found.group(1)
+
+
+def read_in_a_pod(
+    agent: AgentProcess, token_file: Path, url: str, endpoint: str, cache_dir: Path
+) -> dict[str, Any]:
+    """``pod_reader.py`` with the environment a pod on the agent's node has."""
+    job = {
+        "urls": [url],
+        "options": {
+            "s3": {"endpoint_url": endpoint, "key": "k", "secret": "s"},
+            "edgecache": {"cache_dir": str(cache_dir), "block_size": MiB},
+        },
+    }
+    env = {**os.environ, AGENT_ENV: peer_address(agent), TOKEN_FILE_ENV: str(token_file)}
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("pod_reader.py")), json.dumps(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    answer: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return answer
+
+
+def test_pod_readers_get_blocks_through_their_agents_from_the_pool(
+    cluster: KubeAPIServer,
+    tmp_path: Path,
+    token_file: Path,
+    agents: list[AgentProcess],
+    moto_endpoint: str,
+    wan: WANEmulator,
+) -> None:
+    # The placed Dataset gives the agents their engine for the store; the pods read an object
+    # outside it, which no view holds.
+    data = make_dataset(moto_endpoint, files=1, file_bytes=MiB)
+    payload = os.urandom(8 * MiB)
+    boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+        region_name="us-east-1",
+    ).put_object(Bucket=data.bucket, Key="other/x.bin", Body=payload)
+    url = f"edgecache::s3://{data.bucket}/other/x.bin"
+    a1, a2, _ = start_pool(cluster, tmp_path, token_file, agents)
+    place(cluster, data, wan.endpoint)
+    want = expected_views(data)
+    for agent in (a1, a2):
+        wait_for(lambda a=agent: view_digests(a) == want, timeout_seconds=120, what=agent.node)
+    before = wan.bytes_down
+    first = read_in_a_pod(a1, token_file, url, wan.endpoint, tmp_path / "pod-1-cache")
+    after_first = wan.bytes_down
+    # The second pod mounts its node's cache directory (the agent's own): the agent stores
+    # the block there while the reader waits for it, without waiting for the reader's lock.
+    second = read_in_a_pod(a2, token_file, url, wan.endpoint, a2.cache_dir)
+    digest = hashlib.sha256(payload).hexdigest()
+    assert first["sha256"] == second["sha256"] == {url: digest}
+    # Node 1's pod: every block through its agent, each fetched once for the pool; node 2's
+    # pod read what the pool held (what its agent kept for node 1 it finds in the directory
+    # it shares with it, the rest comes from node 1): only its metadata crossed the WAN.
+    assert first["peer_hits"] == 8
+    assert after_first - before <= 1.05 * len(payload), peer_requests(agents)
+    assert wan.bytes_down - after_first < 0.05 * len(payload), peer_requests(agents)
+    assert second["peer_hits"] > 0
