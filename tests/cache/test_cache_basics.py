@@ -70,7 +70,8 @@ def test_close_waits_for_the_background_writes_it_was_given(make_cache, caplog) 
     first.put_soon(pages)
     with caplog.at_level("WARNING"):
         first.close()
-    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    # (Only the cache's own records: a collected object of an earlier test may log too.)
+    assert not [r for r in caplog.records if r.name.startswith("edgecache")]
     second = make_cache()
     assert [key.path for key, data in pages if second.get_cached(key) != data] == []
 
