@@ -114,9 +114,6 @@ SETTING_VALUES = st.one_of(
 )
 
 
-# Backend options (-o) are not fuzzed here yet: the first run found that a value of the wrong
-# type for a keyword the client filesystem does take (`-o max_paths=0` on file://) ends in an
-# "unexpected TypeError" line (exit 1) instead of a ConfigError (docs/reliability.md).
 @FUZZ
 @given(sets=st.lists(st.tuples(SETTING_NAMES, SETTING_VALUES), max_size=3))
 def test_any_settings_through_the_command(
@@ -160,3 +157,32 @@ def test_any_object_name_through_fsspec(sandbox: Path, reliability: Any, name: s
         assert tree(sandbox, sandbox / "cache3") == before, "written outside the cache"
     finally:
         fs.engine.close() if hasattr(fs.engine, "close") else None
+
+
+OPTION_KEYS = st.one_of(
+    st.sampled_from(
+        ["auto_mkdir", "max_paths", "skip_instance_cache", "use_listings_cache", "retries", ""]
+    ),
+    st.text(alphabet="abcdefghijklmnop_.", max_size=12),
+)
+OPTION_VALUES = st.one_of(SETTING_VALUES, st.sampled_from(["true", "false", "{}", "[1]", "null"]))
+
+
+@FUZZ
+@given(
+    url=st.sampled_from(["file://{s}/data/plain.txt", "memory://fuzz/x", "file://{s}/data/"]),
+    pairs=st.lists(st.tuples(OPTION_KEYS, OPTION_VALUES), min_size=1, max_size=3),
+)
+def test_any_backend_options_through_the_command(
+    sandbox: Path, reliability: Any, url: str, pairs: list[tuple[str, str]]
+) -> None:
+    # -o options go to the client filesystem as keywords: a keyword it does not take, or a
+    # value of the wrong type, is a one-line ConfigError (exit 2), never "unexpected".
+    args = [a for key, value in pairs for a in ("-o", f"{key}={value}")]
+    cache = sandbox / "cache4"
+    before = tree(sandbox, cache)
+    result = run_cli("cat", url.format(s=sandbox), *args, "--cache-dir", str(cache))
+    reliability.bad_inputs += 1
+    if result.exit_code == 0 and url.endswith("plain.txt"):
+        assert result.stdout_bytes == b"plain\n"
+    assert tree(sandbox, cache) == before, "written outside the cache directory"
