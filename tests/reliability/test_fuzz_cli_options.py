@@ -203,6 +203,8 @@ def scratch_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cli-options")
 
 
+# About 3.5 s a call on a loaded machine: the default 300 s per test fits CI, not the long run.
+@pytest.mark.timeout(120 + 15 * examples(4))
 @settings(FUZZ, max_examples=examples(4))
 @given(data=st.data())
 def test_any_flags_of_any_command_in_a_fresh_process(
