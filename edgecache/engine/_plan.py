@@ -16,9 +16,10 @@ from edgecache.cache import BlockKey
 
 __all__ = ["ReadPlan"]
 
-_KEYS_KEPT = 1 << 16
-"""Block keys remembered (about 300 bytes each): more than the blocks a warm loop over 10,000
-small files names, so each open of one finds its key instead of hashing it again."""
+_KEYS_KEPT = 1 << 14
+"""Block keys remembered (about 350 bytes each with the cache's own bookkeeping: ~6 MB at
+most): more than the blocks a warm loop over 10,000 small files names, so each open of one
+finds its key instead of hashing it again."""
 
 
 @lru_cache(maxsize=_KEYS_KEPT)
