@@ -332,6 +332,18 @@ class LinkScheduler:
             ticket.off_link = False
             self._hold(ticket, 1)
 
+    def landed(self) -> None:
+        """The current background block's bytes have crossed the link (the backend fetch is
+        done; the block is being stored): its room in flight is free for the next one. Held
+        through the SSD store (p50 150 ms for 4 MiB on a loaded machine), it left the link idle
+        between blocks: a prefetch of one large object ran at 0.69x of the link."""
+        ticket = _TICKET.get()
+        if ticket is None or ticket.off_link:
+            return
+        ticket.off_link = True
+        self._hold(ticket, -1)
+        self._wake()
+
     async def _admitted(self, nbytes: int) -> None:
         while True:
             wait = self.admission(nbytes)

@@ -69,6 +69,7 @@ class BackendSource:
                 plan.path, start, start + plan.block_length(index), plan.version
             )
         self._engine.link.charge(len(data))
+        self._engine.link.landed()
         return data
 
     async def fetch_span(self, plan: ReadPlan, start: int, end: int) -> bytes:
