@@ -221,7 +221,7 @@ class OfflineResponder:
         # Without the CRD, recorded objects still tell its scope (metadata.namespace is refused
         # on cluster-scoped custom resources).
         namespaced = await self.store.read(self.store.scoped_by_namespace, info.gvr)
-        return CustomResourceFields(None, namespaced=namespaced is not False)
+        return CustomResourceFields(None, namespaced=namespaced)
 
     def _unrecorded_component(self, request: web.Request, component: str) -> str:
         agent = request.headers.get("User-Agent", "")

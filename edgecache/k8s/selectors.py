@@ -368,8 +368,9 @@ class CustomResourceFields:
     """The version's ``selectableFields`` as labels: the JSON path without its leading dot
     (``spec.color`` for ``.spec.color``), as the server names them; ``None`` when the CRD is
     not known (its scope may be: a recorded object without a namespace)."""
-    namespaced: bool
-    """Only namespaced custom resources take ``metadata.namespace``."""
+    namespaced: bool | None
+    """Only namespaced custom resources take ``metadata.namespace``; ``None`` when the scope is
+    not known either (no CRD and no object recorded), so ``metadata.namespace`` is unknown."""
 
     @classmethod
     def from_crd(cls, crd: Mapping[str, Any], version: str) -> CustomResourceFields | None:
@@ -420,6 +421,9 @@ def check_field_labels(
         )
         unknown = []
         for path, _equal, _value in selector.terms:
+            if path == "metadata.namespace" and custom.namespaced is None:
+                unknown.append(path)
+                continue
             if path in accepted or (custom.selectable is not None and path in custom.selectable):
                 continue
             if custom.selectable is not None or path in _DEFAULT_FIELD_LABELS:

@@ -120,6 +120,23 @@ def test_without_the_crd_only_metadata_labels_are_known() -> None:
         )
 
 
+def test_without_the_crd_or_any_object_the_scope_and_so_metadata_namespace_are_unknown() -> None:
+    unknown_scope = CustomResourceFields(None, namespaced=None)
+    with pytest.raises(FieldLabelsUnknownError, match=r"metadata\.namespace"):
+        check_field_labels(
+            FieldSelector.parse("metadata.namespace=x"),
+            group="data.edgecache.io",
+            resource="pools",
+            custom=unknown_scope,
+        )
+    check_field_labels(
+        FieldSelector.parse("metadata.name=x"),
+        group="data.edgecache.io",
+        resource="pools",
+        custom=unknown_scope,
+    )
+
+
 def _matches(group: str, resource: str, selector: str, obj: dict[str, Any]) -> bool:
     fields = check_field_labels(FieldSelector.parse(selector), group=group, resource=resource)
     return selector_predicate(None, fields)(obj)
