@@ -2,8 +2,8 @@
 
 Recorded through a real hub from the test API server, then damaged on disk the way a disk or an
 operator damages it: one flipped bit anywhere in a recorded object's row (hypothesis over the
-position), every copy of an object altered, a file cut short or emptied, and a store of the
-previous formats. Offline, through the hub, every answer is the recorded object or a refusal.
+position), every copy of an object altered, a file cut short or emptied, a zeroed page (each
+page of the file in turn), and a store of the previous formats. Offline, through the hub, every answer is the recorded object or a refusal.
 """
 
 from __future__ import annotations
@@ -326,3 +326,26 @@ def test_a_store_of_a_previous_format_is_migrated(tmp_path: Path, version: int) 
         store.close()
     with sqlite3.connect(tmp_path / "old" / "hub.sqlite") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == STORE_FORMAT
+
+
+def test_a_zeroed_page_anywhere_is_refused_or_served_intact_and_logged(
+    recorded: Recorded, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A disk that loses a sector zeroes a page: the header page, an index page, a page of rows.
+    # Offline each answer is still the recorded object or a refusal, and an answer that lost
+    # what was recorded comes with a log line saying what the hub found.
+    page = 4096
+    pages = recorded.directory.joinpath("hub.sqlite").stat().st_size // page
+    assert pages >= 3
+    intact = asyncio.run(_offline_answers(recorded.copy_to(tmp_path / "intact")))
+    for index in range(pages):
+        store = recorded.copy_to(tmp_path / f"zeroed-{index}")
+        with (store / "hub.sqlite").open("r+b") as handle:
+            handle.seek(index * page)
+            handle.write(bytes(page))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edgecache.hub"):
+            answers = asyncio.run(_offline_answers(store))
+        _assert_recorded_or_refused(answers, recorded)
+        if answers != intact:
+            assert [r for r in caplog.records if r.levelno >= logging.WARNING], (index, answers)
