@@ -542,8 +542,9 @@ class TieredCache:
 
     def close(self) -> None:
         """Finish the block writes still pending (at most :data:`_CLOSE_WAIT_SECONDS`; the
-        ones not started by then are dropped), then flush, close the index and stop the I/O
-        threads. Closing the index under a write would lose the block and log errors."""
+        ones that run later find the tier closed and store nothing), then flush, close the
+        index and stop the I/O threads. Closing the index under a write would lose the block
+        and log errors."""
         with self._writes_lock:
             pending = list(self._writes)
         if pending and not threading.current_thread().name.startswith(_IO_THREADS):
@@ -555,8 +556,10 @@ class TieredCache:
                     len(late),
                     _CLOSE_WAIT_SECONDS,
                 )
-        self._io.shutdown(wait=False, cancel_futures=True)
+        # The index first, the threads after: a read still in flight on another thread finds
+        # the tier closed (a miss), where a stopped executor would fail it.
         self.ssd.close()
+        self._io.shutdown(wait=False)
 
 
 def _retrieve(waiter: asyncio.Future[bytes]) -> None:
