@@ -30,11 +30,16 @@ STRIPE_WAIT_SECONDS = 30.0
 
 
 class FlightMap:
-    """Digest -> the future of the one fetch in progress for it."""
+    """Digest -> the future of the one fetch in progress for it.
+
+    A flight's result may come before it lands: the leader hands the bytes to its followers
+    as soon as they are fetched and lands once they are stored, so a caller that needs the
+    block on disk (prefetch) waits for :meth:`landing` too."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._flights: dict[str, concurrent.futures.Future[bytes]] = {}
+        self._landings: dict[str, concurrent.futures.Future[None]] = {}
 
     def join(self, digest: str) -> tuple[concurrent.futures.Future[bytes], bool]:
         """(future, True) for the leader who must fill it, (future, False) for followers."""
@@ -44,12 +49,21 @@ class FlightMap:
                 return future, False
             future = concurrent.futures.Future()
             self._flights[digest] = future
+            self._landings[digest] = concurrent.futures.Future()
             return future, True
 
+    def landing(self, digest: str) -> concurrent.futures.Future[None] | None:
+        """Done when the flight of ``digest`` in progress has landed; None if there is none."""
+        with self._lock:
+            return self._landings.get(digest)
+
     def land(self, digest: str) -> None:
-        """The leader is done (result or exception set): later callers start afresh."""
+        """The leader is done (block stored, or failed): later callers start afresh."""
         with self._lock:
             self._flights.pop(digest, None)
+            landed = self._landings.pop(digest, None)
+        if landed is not None:
+            landed.set_result(None)
 
 
 @contextlib.asynccontextmanager

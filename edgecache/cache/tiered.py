@@ -290,6 +290,13 @@ class TieredCache:
             self._promote(key, data)
         return data
 
+    async def settled(self, key: BlockKey) -> None:
+        """Returns once no fetch of ``key`` is in progress in this process: a block a
+        follower got early (see :meth:`get`) is stored, or its store failed, by then."""
+        landing = self._flights.landing(key.digest)
+        if landing is not None:
+            await asyncio.shield(asyncio.wrap_future(landing))
+
     async def _fill(
         self,
         key: BlockKey,

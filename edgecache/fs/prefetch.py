@@ -275,7 +275,12 @@ async def prefetch(
                         report.bytes_failed += f.missing_bytes
                         report.bytes_loaded -= f.loaded
                 else:
-                    if not engine.blocks.ssd.has_file(f.plan.key(index)):
+                    key = f.plan.key(index)
+                    if not engine.blocks.ssd.has_file(key):
+                        # Another reader's fetch of the block (a pool peer's request, a
+                        # view) may have handed it over before storing it: wait for that.
+                        await engine.blocks.settled(key)
+                    if not engine.blocks.ssd.has_file(key):
                         f.unstored += length
                     elif not f.failed:
                         report.bytes_loaded += length

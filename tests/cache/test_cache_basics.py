@@ -352,3 +352,27 @@ def test_an_index_from_before_the_writing_column_is_upgraded(tmp_path) -> None:
         audit(s).assert_consistent()
     finally:
         second.close()
+
+
+async def test_a_follower_given_the_block_early_can_wait_until_it_is_stored(make_cache) -> None:
+    # The leader of a fetch hands the bytes to the other readers of the block before storing
+    # them; prefetch, which must report what is on disk, waits for the store (settled).
+    cache = make_cache()
+    key = BlockKey("mem|test", "early", "v1", 0, BS)
+    data = payload("early", BS, compressible=False)
+    fetched = asyncio.Event()
+
+    async def fetch() -> bytes:
+        await fetched.wait()
+        return data
+
+    leader = asyncio.create_task(cache.get(key, fetch, expected_size=BS))
+    await asyncio.sleep(0)
+    follower = asyncio.create_task(cache.get(key, fetch, expected_size=BS))
+    await asyncio.sleep(0)
+    fetched.set()
+    assert await follower == data
+    await cache.settled(key)
+    assert cache.ssd.has_file(key)
+    assert await leader == data
+    await cache.settled(key)  # no flight: returns at once
