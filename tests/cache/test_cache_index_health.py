@@ -222,7 +222,11 @@ def test_stats_verify_on_a_damaged_metadata_database(
 ) -> None:
     cache = tmp_path / "cache"
     assert cat(cache, *data).returncode == 0
+    # The whole database damaged, its write-ahead log too: a log left valid by a process that
+    # did not checkpoint would still hold every page, and sqlite would rightly read them.
     (cache / "metadata.sqlite").write_bytes(b"not a database" * 500)
+    for companion in ("metadata.sqlite-wal", "metadata.sqlite-shm"):
+        (cache / companion).unlink(missing_ok=True)
     proc = edgecache("stats", "--verify", "--json", "--cache-dir", str(cache))
     assert proc.returncode == 1, proc.stderr.decode()
     assert json.loads(proc.stdout)["verify"]["metadata"]["rebuilt"] is True
