@@ -14,13 +14,10 @@ keep one HTTP session per loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
-
-import aiohttp
 
 from edgecache.engine import PRIORITY_HEADER, ReadEngine, current_priority, when_engine_opens
 from edgecache.errors import ConfigError
@@ -30,7 +27,7 @@ from edgecache.pool._members import Member, Membership, StaticMembership, parse_
 from edgecache.pool._relay import note_pool_node
 from edgecache.pool._server import BlockHolder, PeerServer
 from edgecache.pool._settings import PoolSettings
-from edgecache.pool._source import PeerSource
+from edgecache.pool._source import PeerSessions, PeerSource
 
 __all__ = ["PoolNode"]
 
@@ -57,7 +54,8 @@ class PoolNode:
         self._membership: Membership | None = None
         self._engines: dict[str, list[ReadEngine]] = {}
         self._lock = threading.Lock()
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self.sessions = PeerSessions(connect_seconds=settings.timeouts.connect_seconds)
+        """The HTTP sessions this node's peer sources ask owners with."""
         self._stop_hook: Callable[[], None] | None = None
         self.holders: list[BlockHolder] = []
         """Where else this node keeps whole objects (:meth:`add_holder`)."""
@@ -123,15 +121,7 @@ class PoolNode:
             await self._membership.stop()
         if self.server is not None:
             await self.server.stop()
-        with self._lock:
-            sessions, self._sessions = dict(self._sessions), {}
-        current = asyncio.get_running_loop()
-        for loop, session in sessions.items():
-            if loop is current:
-                await session.close()
-            elif not loop.is_closed():
-                future = asyncio.run_coroutine_threadsafe(session.close(), loop)
-                await asyncio.wrap_future(future)
+        await self.sessions.close()
 
     async def __aenter__(self) -> PoolNode:
         await self.start()
@@ -170,21 +160,6 @@ class PoolNode:
             return next((e for e in self._engines.get(identity, []) if not e.closed), None)
 
     # --- for the peer sources ------------------------------------------------------------------
-    def session(self) -> aiohttp.ClientSession:
-        """The HTTP session of the running loop (made on first use there)."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            session = self._sessions.get(loop)
-            if session is None or session.closed:
-                session = self._sessions[loop] = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, sock_connect=self.settings.timeouts.connect_seconds
-                    ),
-                    connector=aiohttp.TCPConnector(limit_per_host=32),
-                    auto_decompress=False,
-                )
-            return session
-
     def request_headers(self) -> dict[str, str]:
         """Headers every peer request carries: the token and the asker's WAN priority (the
         owner's fetch on its behalf then waits, or not, as the asker's own would)."""

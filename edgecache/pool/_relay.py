@@ -28,13 +28,10 @@ agent) never relays: its engines ask the pool directly.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
 import time
-
-import aiohttp
 
 from edgecache.addresses import parse_address
 from edgecache.engine import (
@@ -50,7 +47,7 @@ from edgecache.k8s import ConnectionSettings, TokenSource
 from edgecache.metrics import PEER_BYTES_RECEIVED, PEER_HITS, PEER_REQUESTS
 from edgecache.pool._context import is_forwarded, is_serving
 from edgecache.pool._settings import PeerTimeouts
-from edgecache.pool._source import AskFailed, AskMissed, ask_block
+from edgecache.pool._source import AskFailed, AskMissed, PeerSessions, ask_block
 
 __all__ = ["AGENT_ENV", "TOKEN_FILE_ENV", "AgentRelay", "relay_from_environment"]
 
@@ -72,23 +69,8 @@ class AgentRelay:
         self.address = address
         self._tokens = tokens
         self._timeouts = timeouts or PeerTimeouts()
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-        self._lock = threading.Lock()
+        self._sessions = PeerSessions(connect_seconds=self._timeouts.connect_seconds)
         self._down_until = 0.0
-
-    def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            session = self._sessions.get(loop)
-            if session is None or session.closed:
-                session = self._sessions[loop] = aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, sock_connect=self._timeouts.connect_seconds
-                    ),
-                    connector=aiohttp.TCPConnector(limit_per_host=32),
-                    auto_decompress=False,
-                )
-            return session
 
     async def fetch(self, plan: ReadPlan, index: int) -> bytes:
         # The agent itself (a PoolNode in this process, a request it serves) never relays.
@@ -102,7 +84,12 @@ class AgentRelay:
             headers["Authorization"] = f"Bearer {token}"
         try:
             data = await ask_block(
-                self._session(), self.address, plan, index, headers=headers, timeouts=self._timeouts
+                self._sessions.session(),
+                self.address,
+                plan,
+                index,
+                headers=headers,
+                timeouts=self._timeouts,
             )
         except AskMissed as exc:
             PEER_REQUESTS.labels("asked", "miss").inc()

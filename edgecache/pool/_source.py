@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -43,7 +44,7 @@ from edgecache.pool._wire import (
 if TYPE_CHECKING:
     from edgecache.pool._node import PoolNode
 
-__all__ = ["AskFailed", "AskMissed", "PeerSource", "ask_block"]
+__all__ = ["AskFailed", "AskMissed", "PeerSessions", "PeerSource", "ask_block"]
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +121,53 @@ class PeerSource:
         if only_cached:
             headers[ONLY_CACHED_HEADER] = "1"
         return await ask_block(
-            self._node.session(),
+            self._node.sessions.session(),
             member.address,
             plan,
             index,
             headers=headers,
             timeouts=self._node.settings.timeouts,
         )
+
+
+class PeerSessions:
+    """One HTTP session per event loop for asking block servers (a session is bound to the
+    loop it was made on, and engines run on loops of their own), made on first use there.
+
+    ``connect_seconds``: the connect timeout (the whole request has none: a block's transfer
+    is watched by :func:`ask_block`'s own timeouts). Frames are LZ4 of their own, so the
+    session never decompresses; up to 32 requests to one server at a time (an engine's
+    parallel block fetches)."""
+
+    def __init__(self, *, connect_seconds: float) -> None:
+        self._connect_seconds = connect_seconds
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._lock = threading.Lock()
+
+    def session(self) -> aiohttp.ClientSession:
+        """The session of the running loop."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            session = self._sessions.get(loop)
+            if session is None or session.closed:
+                session = self._sessions[loop] = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_seconds),
+                    connector=aiohttp.TCPConnector(limit_per_host=32),
+                    auto_decompress=False,
+                )
+            return session
+
+    async def close(self) -> None:
+        """Close every session, each on its own loop (one already closed is left alone)."""
+        with self._lock:
+            sessions, self._sessions = dict(self._sessions), {}
+        current = asyncio.get_running_loop()
+        for loop, session in sessions.items():
+            if loop is current:
+                await session.close()
+            elif not loop.is_closed():
+                future = asyncio.run_coroutine_threadsafe(session.close(), loop)
+                await asyncio.wrap_future(future)
 
 
 async def ask_block(
