@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import io
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from typing import Any, ParamSpec, TypeVar
 from fsspec.asyn import get_loop
 
 from edgecache.backends import Backend
+from edgecache.buffers import filled_bytes
 from edgecache.cache import BlockFetcher, BlockKey, Fetched, TieredCache
 from edgecache.config import CacheSettings, QoSSettings
 from edgecache.engine._health import BackendHealth
@@ -714,15 +714,9 @@ class ReadEngine:
             if end - start > plan.block_size // 16 or not self.sparse.paged(plan.block_size):
                 return None
             return self._pages_cached(plan, start, end)
-        # Several blocks: fill one buffer and hand out its bytes without another copy (BytesIO's
-        # getvalue() gives its buffer away when no view of it is left), where reading each block
-        # and joining them copied every byte twice.
-        buffer = io.BytesIO()
-        buffer.seek(end - start - 1)
-        buffer.write(b"\0")
-        with buffer.getbuffer() as view:
-            complete = self._fill_cached(view, plan, start, end)
-        return buffer.getvalue() if complete else None
+        # Several blocks: read into the bytes handed out (one copy, no zero-fill first), where
+        # reading each block and joining them copied every byte twice.
+        return filled_bytes(end - start, lambda view: self._fill_cached(view, plan, start, end))
 
     def _fill_cached(self, view: memoryview, plan: ReadPlan, start: int, end: int) -> bool:
         """Put bytes ``[start, end)`` into ``view`` from the cache tiers; False on a miss."""

@@ -1,0 +1,40 @@
+"""New ``bytes`` objects filled in place: how a read hands out bytes made by one copy.
+
+A file's ``read(n)`` must return ``bytes``. The cache assembles them from block files (several
+blocks of a whole-file read, read in parallel threads; the parts of a large read of one block,
+each read and verified where it lands). Pure Python offers only ``bytearray`` (a second copy to
+turn it into ``bytes``) or a zero-filled buffer (``bytes(n)``, ``BytesIO``: a pass over every
+byte before the read, which for a fresh 128 MiB buffer also takes every page fault in user
+code). :func:`filled_bytes` instead makes the object as CPython's own ``os.read`` does: the C API
+``PyBytes_FromStringAndSize(NULL, n)`` (documented: "the contents are uninitialized", for the
+caller to fill) and ``PyBytes_AsString`` for its buffer, here through :mod:`ctypes`. The object
+is handed to nobody until it is filled, and the writable view on it is released before it is
+returned, so it is as immutable as any other ``bytes`` once the caller sees it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+__all__ = ["filled_bytes"]
+
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype = ctypes.py_object
+_new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+_bytes_buffer = ctypes.pythonapi.PyBytes_AsString
+_bytes_buffer.restype = ctypes.c_void_p
+_bytes_buffer.argtypes = (ctypes.py_object,)
+
+
+def filled_bytes(size: int, fill: Callable[[memoryview], bool]) -> bytes | None:
+    """A new ``bytes`` of ``size`` bytes, filled by ``fill(view)`` (a writable byte view of
+    all of it, valid only during the call); None if ``fill`` returns False (what it wrote is
+    dropped). ``fill`` must write every byte: the others are undefined."""
+    if size <= 0:
+        return b"" if fill(memoryview(bytearray())) else None
+    out: bytes = _new_bytes(None, size)
+    storage = (ctypes.c_char * size).from_address(_bytes_buffer(out))
+    with memoryview(storage) as chars, chars.cast("B") as view:
+        complete = fill(view)
+    return out if complete else None
