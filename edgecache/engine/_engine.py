@@ -818,6 +818,7 @@ class ReadEngine:
             self.identity, parent_of(plan.path), allow_stale=True, hint=True
         )
         if listing is None:
+            self.scans.opened_unlisted(plan.path)
             return
         plans = [
             ReadPlan(self.identity, str(e.info["name"]), e.version, size, plan.block_size)
@@ -827,6 +828,11 @@ class ReadEngine:
         # A file whose first block a tier holds is a local read away: fetching it ahead only
         # competes with the reader (and is thrown away when MEM cannot keep it).
         plans = [p for p in plans if not self.blocks.holds(p.key(0))]
+        if plans and plan.size > 0 and not self.blocks.holds(plan.key(0)):
+            # The file just opened first: its reader is about to ask for its first block, and
+            # would otherwise queue behind the files fetched ahead of it (the fetch slots, the
+            # I/O threads' cache checks), a fetch's time behind. It joins this flight.
+            plans.insert(0, plan)
         if plans:
             future = asyncio.run_coroutine_threadsafe(self._first_blocks(plans), self.loop)
             future.add_done_callback(_log_failure)

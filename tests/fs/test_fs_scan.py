@@ -55,3 +55,18 @@ def test_a_worker_reading_every_nth_file_reads_ahead_at_its_stride() -> None:
     # A change of stride starts a new streak; what was handed out is not handed out again.
     assert scan.opened("/d/f14", files) == []
     assert names(scan.opened("/d/f15", files)) == ["f16", "f18"]
+
+
+def test_an_open_before_the_directory_was_listed_counts_as_the_first_step() -> None:
+    # The engine lists a directory at its second open there: the first was opened unlisted.
+    files = listing(*(f"f{i:02d}" for i in range(40)))
+    scan = ScanDetector(ahead=3)
+    scan.opened_unlisted("/d/f02")
+    assert scan.opened("/d/f06", files) == []
+    assert names(scan.opened("/d/f10", files)) == ["f14", "f18", "f22"]
+    # An unlisted open that is not a step back or too far away starts nothing.
+    other = ScanDetector(ahead=3)
+    other.opened_unlisted("/d/f30")
+    assert other.opened("/d/f01", files) == []
+    assert other.opened("/d/f02", files) == []
+    assert names(other.opened("/d/f03", files)) == ["f04", "f05", "f06"]
