@@ -43,7 +43,7 @@ from edgecache.engine._plan import ReadPlan
 from edgecache.engine._qos import Priority, current_priority, link_scheduler
 from edgecache.engine._scan import ScanDetector
 from edgecache.engine._sources import BackendSource, BlockSource, SourceSkipped
-from edgecache.engine._sparse import SparsePlanner
+from edgecache.engine._sparse import Pages, SparsePlanner
 from edgecache.engine._store import Store
 from edgecache.engine._tree import split_tree
 from edgecache.errors import BackendUnavailableError, ObjectChangedError
@@ -477,32 +477,31 @@ class ReadEngine:
         ):
             return await self.plan(path, block_size=block_size, ttl=ttl)
         self._raise_if_known_missing(path, ttl=ttl)
-        page_size = self.sparse.page_size
         answers = await asyncio.gather(
             *(
                 self._backend_source.fetch_unplanned(
                     path, lo, hi, counted=hi - lo < block_size or lo % block_size != 0
                 )
-                for lo, hi in spans
+                for lo, hi, _ in spans
             ),
             return_exceptions=True,
         )
         read = [
-            (span[0], *answer)
+            (span[0], span[2], *answer)
             for span, answer in zip(spans, answers, strict=True)
             if not isinstance(answer, BaseException)
         ]
-        if not read or read[0][2].get("type", "file") != "file":
+        if not read or read[0][3].get("type", "file") != "file":
             # Missing, a directory, out of range, unreachable: the info says which, as it
             # does for every other read.
             return await self.plan(path, block_size=block_size, ttl=ttl)
-        info = dict(read[0][2])
+        info = dict(read[0][3])
         plan = self._plan_of(
             self.metadata.put_info(self.identity, path, info, self._version(info)),
             path,
             block_size,
         )
-        for start, data, their_info in read:
+        for start, page_size, data, their_info in read:
             if self._version(their_info) != plan.version:
                 continue  # the object changed between the reads: read again with a version
             index = plan.block_of(start)
@@ -510,8 +509,8 @@ class ReadEngine:
                 await self.blocks.get(
                     plan.key(index), _given(data), expected_size=plan.block_length(index)
                 )
-            elif start % page_size == 0 and self.sparse.paged(block_size):
-                self._keep_pages(plan, start, data)
+            elif page_size and start % page_size == 0 and self.sparse.paged(block_size):
+                self._keep_pages(plan, page_size, start, data)
         return plan
 
     @on_engine_loop
@@ -648,26 +647,30 @@ class ReadEngine:
         return block if (lo, hi) == (0, len(block)) else block[lo:hi]
 
     # --- pages: small parts of blocks, for sparse reads ----------------------------------------
-    def _page_plan(self, plan: ReadPlan) -> ReadPlan:
-        return dataclasses.replace(plan, block_size=self.sparse.page_size)
+    def _page_plan(self, plan: ReadPlan, page_size: int) -> ReadPlan:
+        return dataclasses.replace(plan, block_size=page_size)
 
     def _pages_cached(self, plan: ReadPlan, lo: int, hi: int) -> bytes | None:
-        """Bytes ``[lo, hi)`` (inside one block) from cached pages, or None."""
-        pages = self._page_plan(plan)
-        found = []
-        for p in pages.blocks(lo, hi):
-            key = pages.key(p)
-            # holds() first: a page miss is then a stat, not an index look-up.
-            data = self.blocks.get_cached(key) if self.blocks.holds(key) else None
-            if data is None:
-                return None
-            found.append(data)
-        return pages.cut(found, lo, hi)
+        """Bytes ``[lo, hi)`` (inside one block) from cached pages of one grid, or None."""
+        for page_size in self.sparse.page_sizes(hi - lo):
+            pages = self._page_plan(plan, page_size)
+            found = []
+            for p in pages.blocks(lo, hi):
+                key = pages.key(p)
+                # holds() first: a page miss is then a stat, not an index look-up.
+                data = self.blocks.get_cached(key) if self.blocks.holds(key) else None
+                if data is None:
+                    break
+                found.append(data)
+            else:
+                return pages.cut(found, lo, hi)
+        return None
 
-    async def _pages_part(self, plan: ReadPlan, indices: range, lo: int, hi: int) -> bytes:
-        """Bytes ``[lo, hi)`` through pages ``indices``: those no tier holds are fetched in one
-        request (from the first missing to the last) and kept (:meth:`_keep_pages`)."""
-        pages = self._page_plan(plan)
+    async def _pages_part(self, plan: ReadPlan, wanted: Pages, lo: int, hi: int) -> bytes:
+        """Bytes ``[lo, hi)`` through the pages ``wanted``: those no tier holds are fetched in
+        one request (from the first missing to the last) and kept (:meth:`_keep_pages`)."""
+        indices = wanted.indices
+        pages = self._page_plan(plan, wanted.size)
         found: dict[int, bytes] = {}
         for p in indices:
             key = pages.key(p)
@@ -681,14 +684,17 @@ class ReadEngine:
             data = await self._backend_source.fetch_span(
                 plan, start, pages.block_start(last) + pages.block_length(last)
             )
-            found.update(self._keep_pages(plan, start, data))
+            found.update(self._keep_pages(plan, wanted.size, start, data))
         return pages.cut([found[p] for p in indices], lo, hi)
 
-    def _keep_pages(self, plan: ReadPlan, start: int, data: bytes) -> dict[int, bytes]:
-        """Cut ``data`` (bytes of ``plan`` from ``start``, a page boundary) into the whole
-        pages it holds, kept in MEM at once and written to the SSD tier in the background
-        (the reader does not wait for the disk); returns them by page index."""
-        pages = self._page_plan(plan)
+    def _keep_pages(
+        self, plan: ReadPlan, page_size: int, start: int, data: bytes
+    ) -> dict[int, bytes]:
+        """Cut ``data`` (bytes of ``plan`` from ``start``, a boundary of pages of
+        ``page_size``) into the whole pages it holds, kept in MEM at once and written to the
+        SSD tier in the background (the reader does not wait for the disk); returns them by
+        page index."""
+        pages = self._page_plan(plan, page_size)
         kept: dict[int, bytes] = {}
         if not data:
             return kept
@@ -884,15 +890,15 @@ class ReadEngine:
             self.blocks.invalidate([plan.key(i) for i in plan.blocks()])
         # Pages of any version of it this engine fetched: stale ones are never read (their
         # keys name the old version), this only frees their space.
-        page_bytes = self.sparse.page_size
         for version, block in self.sparse.forget(path):
-            first = block * block_size // page_bytes
-            self.blocks.invalidate(
-                [
-                    BlockKey(self.identity, path, version, p, page_bytes)
-                    for p in range(first, first + block_size // page_bytes)
-                ]
-            )
+            for page_bytes in {self.sparse.page_size, self.sparse.fine_page_size}:
+                first = block * block_size // page_bytes
+                self.blocks.invalidate(
+                    [
+                        BlockKey(self.identity, path, version, p, page_bytes)
+                        for p in range(first, first + block_size // page_bytes)
+                    ]
+                )
         self.metadata.invalidate(self.identity, path, recursive=recursive)
 
     def forget_all(self) -> None:
