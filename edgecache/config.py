@@ -652,6 +652,10 @@ class CacheSettings:
                     + ", ".join(sorted(OPTION_FIELDS))
                 )
             changes[name] = _convert(name, value)
+        if base is None and "cache_dir" in changes:
+            # Not the default directory's look-up (platformdirs' import, 10-70 ms of CPU) for
+            # a directory given: every spawned DataLoader worker's first open pays it.
+            base = cls(store=StoreSettings(cache_dir=changes["cache_dir"]))
         base = base or cls()
         return cls(
             store=base.store,
