@@ -157,7 +157,7 @@ class TieredCache:
         if key.block_size <= self.mem.quota_bytes and self._seen_before_peek(digest):
             data = self.get_cached(key)
             return None if data is None else HeldBlock(data)
-        block = self.ssd.open_block(key)
+        block = self.ssd.open_block(key, helper=self._io)
         if block is not None:
             self._count_hit("ssd", block.length)
             self._seen_before(digest)
