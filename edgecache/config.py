@@ -259,6 +259,13 @@ class StoreSettings:
     """A block is stored compressed only if LZ4 saves at least this fraction of its size."""
     eviction_policy: str = "s3fifo"
     """Name of the eviction policy (``s3fifo``, ``lru``): see :mod:`edgecache.cache.eviction`."""
+    ssd_retry_seconds: float = 30.0
+    """Seconds the SSD tier stays out of service after its directory failed (disk full,
+    read-only, removed, unreadable) before it tries the directory again; meanwhile reads go
+    straight to the backend. Thirty seconds: a retry costs a few system calls and an index
+    open, and a disk that is full or remounted read-only rarely comes back sooner, so readers
+    do not pay for a failing open on every miss; a test or an operator who frees the disk can
+    lower it."""
 
     def __post_init__(self) -> None:
         # "" would make the current directory the cache (and its contents ours to clean).
@@ -269,6 +276,10 @@ class StoreSettings:
             raise ConfigError(
                 f"ssd_low/ssd_high: need 0 < low <= high <= 1, got low={self.ssd_low} "
                 f"high={self.ssd_high}"
+            )
+        if not (math.isfinite(self.ssd_retry_seconds) and self.ssd_retry_seconds >= 0):
+            raise ConfigError(
+                f"ssd_retry_seconds: must be >= 0 seconds, got {self.ssd_retry_seconds}"
             )
         if self.compression not in ("auto", "lz4", "none"):
             raise ConfigError(
@@ -555,6 +566,11 @@ class CacheSettings:
         return self.store.eviction_policy
 
     @property
+    def ssd_retry_seconds(self) -> float:
+        """``store.ssd_retry_seconds``."""
+        return self.store.ssd_retry_seconds
+
+    @property
     def block_size(self) -> int:
         """``read.block_size`` (bytes)."""
         return self.read.block_size
@@ -686,6 +702,7 @@ _SECONDS_FIELDS = {
     "backend_recheck_after",
     "backend_stable_after",
     "foreground_quiet",
+    "ssd_retry_seconds",
 }
 
 

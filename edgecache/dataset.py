@@ -287,6 +287,8 @@ class EdgeCacheRuntime:
     levels: tuple[TieredLevel, ...] = ()
     block_size: int | None = None
     compression: str | None = None
+    eviction_policy: str | None = None
+    """``spec.evictionPolicy`` (``s3fifo``, ``lru``); None: the cache's default."""
 
     def cache_settings(self, base: CacheSettings | None = None) -> CacheSettings:
         """The cache settings this runtime asks for, over ``base`` (for what it leaves out)."""
@@ -311,6 +313,8 @@ class EdgeCacheRuntime:
             options["block_size"] = self.block_size
         if self.compression is not None:
             options["compression"] = self.compression
+        if self.eviction_policy is not None:
+            options["eviction_policy"] = self.eviction_policy
         return CacheSettings.from_options(options, base=base)
 
 
@@ -459,7 +463,10 @@ def _parse_runtime(doc: _Fields) -> EdgeCacheRuntime:
     compression = spec.data.get("compression")
     if compression is not None:
         compression = spec.choice("compression", ["auto", "lz4", "none"], "auto")
-    return EdgeCacheRuntime(name, namespace, tuple(levels), block, compression)
+    policy = spec.data.get("evictionPolicy")
+    if policy is not None:
+        policy = spec.choice("evictionPolicy", ["s3fifo", "lru"], "s3fifo")
+    return EdgeCacheRuntime(name, namespace, tuple(levels), block, compression, policy)
 
 
 def _parse_dataload(doc: _Fields) -> DataLoad:

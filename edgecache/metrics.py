@@ -29,6 +29,7 @@ __all__ = [
     "CACHE_BYTES",
     "CACHE_CORRUPT_BLOCKS",
     "CACHE_EVICTIONS",
+    "CACHE_EVICTION_POLICY",
     "CACHE_HITS",
     "CACHE_MISSES",
     "CACHE_MISSING_BLOCKS",
@@ -88,6 +89,12 @@ CACHE_USAGE_BYTES = Gauge(
 )
 CACHE_QUOTA_BYTES = Gauge(
     "edgecache_cache_quota_bytes", "Byte quota of a tier.", ["tier"], registry=REGISTRY
+)
+CACHE_EVICTION_POLICY = Gauge(
+    "edgecache_cache_eviction_policy",
+    "1 for the eviction policy a tier uses now, 0 for the others.",
+    ["tier", "policy"],
+    registry=REGISTRY,
 )
 CACHE_CORRUPT_BLOCKS = Counter(
     "edgecache_cache_corrupt_blocks",

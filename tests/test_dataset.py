@@ -46,7 +46,7 @@ def test_the_fluid_demo_loads_after_changing_api_version_and_runtime_kind(tmp_pa
 def test_runtime_tiered_store_becomes_cache_settings() -> None:
     (runtime,) = load_resources(
         API + "kind: EdgeCacheRuntime\nmetadata: {name: d}\nspec:\n  blockSize: 1MiB\n"
-        "  compression: none\n  tieredstore:\n    levels:\n"
+        "  compression: none\n  evictionPolicy: lru\n  tieredstore:\n    levels:\n"
         "      - {mediumtype: MEM, quota: 2Gi}\n"
         "      - {mediumtype: SSD, path: '/a,/b', quotaList: '10Gi,30Gi',\n"
         "         high: '0.9', low: '0.6'}\n"
@@ -60,6 +60,7 @@ def test_runtime_tiered_store_becomes_cache_settings() -> None:
     ]
     assert (settings.ssd_high, settings.ssd_low) == (0.9, 0.6)
     assert settings.block_size == 1024**2 and settings.compression == "none"
+    assert settings.eviction_policy == "lru"
 
 
 def test_dataload_defaults_and_cron() -> None:

@@ -376,36 +376,32 @@ class Agent:
     def directory_store(self) -> StoreSettings:
         """The node's cache directory (``--cache-dir``, which wins over a level's ``path``):
         one quota, the sum of the capacities the placed runtimes give their Datasets, for the
-        views, the DataLoads' blocks and the ``edgecache::`` readers on the node; watermarks
-        and compression of the first placed runtime (by namespace/name)."""
+        views, the DataLoads' blocks and the ``edgecache::`` readers on the node; the agent's
+        MEM bound, the sum of their MEM levels (the default when none has one); watermarks,
+        compression and eviction policy of the first placed runtime (by namespace/name)."""
         runtimes = [p.runtime for _, p in sorted(self.placed.items()) if p.runtime is not None]
         quotas = [quota_of(r, pinned=False) for r in runtimes]
         options: dict[str, Any] = {
             "cache_dir": str(self.settings.cache_dir),
             "ssd_quota": max(sum(q.capacity_bytes for q in quotas), 1),
         }
+        mem = [sum(lv.quotas) for r in runtimes for lv in r.levels if lv.mediumtype == "MEM"]
+        if mem:
+            options["mem_quota"] = sum(mem)
         if quotas:
             options["ssd_high"], options["ssd_low"] = quotas[0].high, quotas[0].low
             if runtimes[0].compression is not None:
                 options["compression"] = runtimes[0].compression
+            if runtimes[0].eviction_policy is not None:
+                options["eviction_policy"] = runtimes[0].eviction_policy
         return CacheSettings.from_options(options).store
 
     def _cache_settings(self, runtime: EdgeCacheRuntime, store: StoreSettings) -> CacheSettings:
-        """The runtime's block size and MEM bound over the node's cache directory ``store``."""
-        options: dict[str, Any] = {
-            "cache_dir": store.cache_dir,
-            "ssd_quota": store.ssd_quota,
-            "ssd_high": store.ssd_high,
-            "ssd_low": store.ssd_low,
-            "compression": store.compression,
-            "metadata_ttl": self.settings.metadata_ttl_seconds,
-        }
-        if runtime.block_size is not None:
-            options["block_size"] = runtime.block_size
-        for level in runtime.levels:
-            if level.mediumtype == "MEM":
-                options["mem_quota"] = sum(level.quotas)
-        return CacheSettings.from_options(options)
+        """The runtime's block size over the node's cache directory ``store``."""
+        settings = CacheSettings(store=store, metadata_ttl=self.settings.metadata_ttl_seconds)
+        if runtime.block_size is None:
+            return settings
+        return CacheSettings.from_options({"block_size": runtime.block_size}, base=settings)
 
     async def _hold_cache_dir(self, sources: list[MountSource]) -> None:
         """Give the node's cache directory the quota the placed runtimes add up to now (also
@@ -422,11 +418,14 @@ class Agent:
                 store.apply(wanted, for_every_process=True)
                 self._held_store = wanted
                 log.info(
-                    "cache directory %s: quota %d bytes (high %g, low %g) for every process",
+                    "cache directory %s: quota %d bytes (high %g, low %g) for every process; "
+                    "MEM %d bytes, eviction policy %s",
                     wanted.cache_dir,
                     wanted.ssd_quota,
                     wanted.ssd_high,
                     wanted.ssd_low,
+                    wanted.mem_quota,
+                    wanted.eviction_policy,
                 )
             for name in store.blocks.charges():
                 if name.startswith("view:") and name not in views:

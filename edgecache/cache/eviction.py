@@ -25,6 +25,7 @@ from collections import OrderedDict
 from typing import ClassVar, NamedTuple, Protocol
 
 from edgecache.errors import ConfigError
+from edgecache.metrics import CACHE_EVICTION_POLICY
 
 __all__ = [
     "MAIN",
@@ -36,6 +37,7 @@ __all__ = [
     "PolicyStore",
     "S3FIFOPolicy",
     "policy_by_name",
+    "show_policy",
 ]
 
 SMALL = 0
@@ -171,6 +173,12 @@ class S3FIFOPolicy(EvictionPolicy):
 
 
 _POLICIES: dict[str, type[EvictionPolicy]] = {p.name: p for p in (S3FIFOPolicy, LRUPolicy)}
+
+
+def show_policy(tier: str, policy: EvictionPolicy) -> None:
+    """Say which policy ``tier`` uses now (``edgecache_cache_eviction_policy``)."""
+    for name in _POLICIES:
+        CACHE_EVICTION_POLICY.labels(tier, name).set(1 if name == policy.name else 0)
 
 
 def policy_by_name(name: str) -> EvictionPolicy:

@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 
 from edgecache.cache._keys import BlockKey
-from edgecache.cache.eviction import EvictionPolicy, MemoryPolicyStore
+from edgecache.cache.eviction import EvictionPolicy, MemoryPolicyStore, show_policy
 from edgecache.metrics import CACHE_EVICTIONS, CACHE_QUOTA_BYTES, CACHE_USAGE_BYTES
 
 __all__ = ["HeldBlock", "MemoryTier"]
@@ -40,6 +40,7 @@ class MemoryTier:
         self._recent_bytes = 0
         self._lock = threading.Lock()
         CACHE_QUOTA_BYTES.labels("mem").set(quota_bytes)
+        show_policy("mem", policy)
 
     @property
     def usage_bytes(self) -> int:
@@ -104,6 +105,24 @@ class MemoryTier:
             self._store.insert(digest, size, queue, freq)
             self._data[digest] = (key, data)
             CACHE_USAGE_BYTES.labels("mem").set(self._store.total_bytes())
+            return evicted
+
+    def apply(self, *, quota_bytes: int, policy: EvictionPolicy) -> list[tuple[BlockKey, bytes]]:
+        """Bound the tier by ``quota_bytes`` and evict by ``policy`` from now on; returns the
+        blocks a lowered bound evicted, for demotion. The blocks held keep their queues: every
+        policy evicts from both (see :class:`~edgecache.cache.eviction.LRUPolicy`)."""
+        with self._lock:
+            self.quota_bytes = quota_bytes
+            self._policy = policy
+            CACHE_QUOTA_BYTES.labels("mem").set(quota_bytes)
+            show_policy("mem", policy)
+            evicted: list[tuple[BlockKey, bytes]] = []
+            overflow = self._store.total_bytes() - quota_bytes
+            if overflow > 0:
+                for entry in policy.evict(self._store, overflow):
+                    evicted.append(self._data.pop(entry.key))
+                CACHE_EVICTIONS.labels("mem").inc(len(evicted))
+                CACHE_USAGE_BYTES.labels("mem").set(self._store.total_bytes())
             return evicted
 
     def discard(self, digest: str) -> None:

@@ -13,7 +13,8 @@ read and no database write.
 
 Failures of the directory itself (disk full, read-only, permissions, deleted underneath) never
 reach the reader: the tier reports itself unavailable, the cache serves from the backend, logs a
-warning, counts ``edgecache_cache_bypass`` and tries the directory again later. An index held by
+warning, counts ``edgecache_cache_bypass`` and tries the directory again after ``ssd_retry_seconds``
+(:class:`~edgecache.config.StoreSettings`). An index held by
 another process (a SIGSTOPped prefetch in the middle of a transaction) is waited on for
 :data:`~edgecache.cache._index.BUSY_TIMEOUT_SECONDS`; then that operation bypasses the tier and
 the writes of the next 30 s do too, but nothing is declared corrupt. Only damage sqlite itself
@@ -66,7 +67,7 @@ from edgecache.cache._index import (
     sqlite_code,
 )
 from edgecache.cache._keys import BlockKey
-from edgecache.cache.eviction import EvictionPolicy
+from edgecache.cache.eviction import EvictionPolicy, policy_by_name, show_policy
 from edgecache.config import CacheSettings, StoreSettings
 from edgecache.errors import ConfigError, TierUnavailableError
 from edgecache.metrics import (
@@ -83,7 +84,6 @@ __all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
-_RETRY_AFTER_SECONDS = 30.0
 FLUSH_EVERY_SECONDS = 1.0
 """Most seconds a hit or counter waits in memory before it is written to the index: what a
 killed process can lose."""
@@ -150,6 +150,7 @@ class SSDTier:
         self._busy_until = 0.0
         for i, quota in enumerate(self._quotas):
             CACHE_QUOTA_BYTES.labels(f"ssd{i}" if i else "ssd").set(quota)
+        show_policy("ssd", policy)
         # A directory that is not ours is a configuration error the user must see; one that
         # cannot be created or read is a bypass, reported by _open like any unusable directory.
         with contextlib.suppress(OSError):
@@ -165,7 +166,8 @@ class SSDTier:
     # --- availability --------------------------------------------------------------------------
     @property
     def available(self) -> bool:
-        """Whether the tier can be used now (re-tries a failed directory every 30 s)."""
+        """Whether the tier can be used now (re-tries a failed directory every
+        ``ssd_retry_seconds``)."""
         now = time.monotonic()
         if self._index is not None:
             if now - self._last_index_check > _INDEX_CHECK_SECONDS:
@@ -226,7 +228,7 @@ class SSDTier:
             except (OSError, sqlite3.Error, ConfigError, UnicodeDecodeError) as exc:
                 self._index = None
                 busy = isinstance(exc, sqlite3.Error) and is_busy(exc)
-                retry = _BUSY_BACKOFF_SECONDS if busy else _RETRY_AFTER_SECONDS
+                retry = _BUSY_BACKOFF_SECONDS if busy else self._settings.ssd_retry_seconds
                 self._unavailable_until = time.monotonic() + retry
                 self._degrade(exc, "opening")
 
@@ -301,7 +303,7 @@ class SSDTier:
             with self._lock:
                 index, self._index = self._index, None
                 self._damaged_index = self._index_inode
-                self._unavailable_until = 0.0  # rebuild at the next use, not in 30 s
+                self._unavailable_until = 0.0  # rebuild at the next use, not after the retry delay
             if index is not None:
                 with contextlib.suppress(sqlite3.Error):
                     index.close()
@@ -309,7 +311,7 @@ class SSDTier:
         self._degrade(exc, doing)
         with self._lock:
             index, self._index = self._index, None
-            self._unavailable_until = time.monotonic() + _RETRY_AFTER_SECONDS
+            self._unavailable_until = time.monotonic() + self._settings.ssd_retry_seconds
         if index is not None:
             with contextlib.suppress(sqlite3.Error):
                 index.close()
@@ -495,33 +497,23 @@ class SSDTier:
         dir_id = self._dir_for(digest)
         final = self._block_path(digest, dir_id)
         token = uuid.uuid4().hex
-        evicted = 0
-
-        def unlink(victim: str, victim_dir: int) -> None:
-            nonlocal evicted
-            evicted += 1
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._block_path(victim, victim_dir))
-
         try:
-            reserved = index.reserve(
-                digest,
-                dir_id=dir_id,
-                size=len(blob),
-                raw=len(data),
-                backend=key.backend,
-                path=key.path,
-                high=self._settings.ssd_high,
-                low=self._settings.ssd_low,
-                unlink=unlink,
-                token=token,
-            )
+            with self._counting_evictions() as unlink:
+                reserved = index.reserve(
+                    digest,
+                    dir_id=dir_id,
+                    size=len(blob),
+                    raw=len(data),
+                    backend=key.backend,
+                    path=key.path,
+                    high=self._settings.ssd_high,
+                    low=self._settings.ssd_low,
+                    unlink=unlink,
+                    token=token,
+                )
         except (OSError, sqlite3.Error) as exc:
             self._fail(exc, "reserving space")
             return False
-        if evicted:
-            CACHE_EVICTIONS.labels("ssd").inc(evicted)
-            self.count("evictions", "ssd", evicted)
         if not reserved:
             return False
         tmp = os.path.join(self._dirs[dir_id], "tmp", f"{digest}.{os.getpid()}.{token}")
@@ -681,6 +673,20 @@ class SSDTier:
     def _evicting(self, doing: str, change: Callable[[Callable[[str, int], None]], bool]) -> bool:
         """Run an index change that may evict (``change(unlink)``), counting its evictions;
         TierUnavailableError when the index fails."""
+        try:
+            with self._counting_evictions() as unlink:
+                done = change(unlink)
+        except sqlite3.Error as exc:
+            self._fail(exc, doing)
+            raise self._unusable() from exc
+        self._publish_usage()
+        return done
+
+    @contextlib.contextmanager
+    def _counting_evictions(self) -> Iterator[Callable[[str, int], None]]:
+        """The ``unlink`` an index change that may evict is given (it removes a victim's block
+        file), and the count of its evictions once the change is over: also when it failed
+        after unlinking some, since those files are gone either way."""
         evicted = 0
 
         def unlink(victim: str, victim_dir: int) -> None:
@@ -690,16 +696,11 @@ class SSDTier:
                 os.unlink(self._block_path(victim, victim_dir))
 
         try:
-            done = change(unlink)
-        except sqlite3.Error as exc:
-            self._fail(exc, doing)
-            raise self._unusable() from exc
+            yield unlink
         finally:
             if evicted:
                 CACHE_EVICTIONS.labels("ssd").inc(evicted)
                 self.count("evictions", "ssd", evicted)
-        self._publish_usage()
-        return done
 
     def charges(self) -> dict[str, int]:
         """Bytes charged by name (empty when the tier is unusable)."""
@@ -707,8 +708,9 @@ class SSDTier:
         return index.charges() if index is not None else {}
 
     def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
-        """Use ``store``'s quotas, watermarks and compression from now on (the directories must
-        be the ones this tier has); a lowered quota evicts at once. ``for_every_process`` also
+        """Use ``store``'s quotas, watermarks, compression, eviction policy and retry delay from
+        now on (the directories must be the ones this tier has); a lowered quota evicts at
+        once. ``for_every_process`` also
         records the quotas as the directory's limits (:meth:`BlockIndex.set_limits`), so every
         process on it is held to them: the node agent owns the node's cache directory."""
         dirs = [d.path for d in store.ssd_directories]
@@ -724,8 +726,12 @@ class SSDTier:
         self._quotas = [d.quota_bytes for d in store.ssd_directories]
         for i, quota in enumerate(self._quotas):
             CACHE_QUOTA_BYTES.labels(f"ssd{i}" if i else "ssd").set(quota)
+        # The index's queues stay as they are: every policy evicts from both.
+        self._policy = policy_by_name(store.eviction_policy)
+        show_policy("ssd", self._policy)
         index = self._require_index()
         index.quotas = list(self._quotas)
+        index.policy = self._policy
 
         def limit_and_trim(unlink: Callable[[str, int], None]) -> bool:
             if for_every_process:

@@ -36,7 +36,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import xxhash
@@ -430,13 +430,13 @@ class TieredCache:
         return self.ssd.charges()
 
     def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
-        """Use ``store``'s SSD quotas, watermarks and compression from now on (see
-        :meth:`SSDTier.apply`); the MEM tier keeps its bound and both their eviction policy."""
+        """Use ``store`` from now on: the SSD quotas, watermarks and compression (see
+        :meth:`SSDTier.apply`), the MEM bound (blocks a lowered one evicts are demoted as any
+        MEM eviction) and the eviction policy of both tiers."""
         old = self.settings
-        store = replace(
-            store, mem_quota=old.store.mem_quota, eviction_policy=old.store.eviction_policy
-        )
         self.ssd.apply(store, for_every_process=for_every_process)
+        policy = policy_by_name(store.eviction_policy)  # stateless: the tiers' state stays
+        self._demote(self.mem.apply(quota_bytes=store.mem_quota, policy=policy))
         self.settings = CacheSettings(
             store=store,
             read=old.read,

@@ -5,8 +5,8 @@ directory are one object each per process, whatever backend or read settings a f
 two filesystems on one directory with different ``metadata_ttl`` or ``block_size`` see each
 other's writes and blocks. Keyed by the directory's real path in :mod:`edgecache.engine._registry`.
 The store settings in effect (quotas, watermarks, compression, eviction policy) are those of the
-first opener in the process, until :meth:`Store.apply` changes the SSD quotas, watermarks and
-compression of the open store (the node agent follows its runtimes while it runs).
+first opener in the process, until :meth:`Store.apply` changes them on the open store (the node
+agent follows its runtimes while it runs).
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ class Store:
         self.closed = False
 
     def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
-        """Use ``store``'s SSD quotas, watermarks and compression from now on, in this process
-        and, with ``for_every_process``, as the directory's limits for every process on it
-        (:meth:`~edgecache.cache.TieredCache.apply`). The eviction policy and the MEM bound
-        stay those the store was opened with."""
+        """Use ``store`` from now on (:meth:`~edgecache.cache.TieredCache.apply`): its SSD
+        quotas, watermarks and compression, its MEM bound and eviction policy; with
+        ``for_every_process`` the SSD quotas are also the directory's limits for every process
+        on it."""
         self.blocks.apply(store, for_every_process=for_every_process)
         self.settings = self.blocks.settings
 

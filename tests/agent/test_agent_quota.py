@@ -144,12 +144,23 @@ def test_a_runtime_changed_while_the_agent_runs_reaches_its_cache(
     )
     assert first["spec"]["cache"]["misses"] == 2 * 4  # 256 KiB files in 64 KiB blocks
     quota = 'edgecache_cache_quota_bytes{tier="ssd"}'
+    mem = 'edgecache_cache_quota_bytes{tier="mem"}'
+    policy = 'edgecache_cache_eviction_policy{{policy="{1}",tier="{0}"}}'.format
     assert _metric(a1.health_url, quota) == 1 << 20
+    assert _metric(a1.health_url, mem) == 256 << 20  # no MEM level: the default
+    assert _metric(a1.health_url, policy("ssd", "s3fifo")) == 1
+    # A new quota, block size, MEM level (the agent's MEM bound) and eviction policy.
     changed = runtime("images", quota="2Mi")["spec"] | {"blockSize": "32Ki"}
+    changed["tieredstore"]["levels"].append({"mediumtype": "MEM", "quota": "3Mi"})
+    changed["evictionPolicy"] = "lru"
     cluster.patch(
         "data.edgecache.io/v1alpha1", "EdgeCacheRuntime", "images", {"spec": changed}, "default"
     )
     wait_for(lambda: _metric(a1.health_url, quota) == 2 << 20, what="the new quota")
+    assert _metric(a1.health_url, mem) == 3 << 20
+    for tier in ("mem", "ssd"):
+        assert _metric(a1.health_url, policy(tier, "lru")) == 1
+        assert _metric(a1.health_url, policy(tier, "s3fifo")) == 0
     files.update(_write(ds, 1, 256 * KiB, "g"))
     after = wait_for(
         lambda: (

@@ -20,6 +20,7 @@ from cachetestlib import (
     audit,
     block_files,
     make_objects,
+    metric,
     payload,
     read_object,
     settings,
@@ -167,6 +168,32 @@ def test_a_lowered_quota_evicts_at_once_and_a_raised_one_lets_more_in(tmp_path: 
         _fill(cache, _objects(60, "b"))
         assert _on_disk(s.cache_dir) > QUOTA
         audit(s).assert_consistent()
+    finally:
+        cache.close()
+
+
+def test_a_new_mem_bound_and_eviction_policy_apply_to_the_open_cache(tmp_path: Path) -> None:
+    s = settings(str(tmp_path / "c"), mem_quota=16 * BS)
+    source = _objects(8, "obj")
+    cache = TieredCache(s)
+    try:
+        _fill(cache, source)
+        assert cache.mem.usage_bytes == 16 * BS
+        fetched = source.total_fetches
+        smaller = StoreSettings(
+            cache_dir=s.cache_dir, ssd_quota=QUOTA, mem_quota=4 * BS, eviction_policy="lru"
+        )
+        cache.apply(smaller)
+        assert cache.mem.usage_bytes <= 4 * BS
+        for tier in ("mem", "ssd"):
+            assert metric("edgecache_cache_eviction_policy", {"tier": tier, "policy": "lru"}) == 1
+            assert (
+                metric("edgecache_cache_eviction_policy", {"tier": tier, "policy": "s3fifo"}) == 0
+            )
+        for path, data in source.objects.items():  # what MEM let go of is read from SSD
+            assert asyncio.run(read_object(cache, source, path)) == data
+        assert source.total_fetches == fetched
+        assert cache.mem.usage_bytes <= 4 * BS
     finally:
         cache.close()
 

@@ -18,6 +18,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import fsspec
 import pytest
 from cachetestlib import (
     BS,
@@ -31,6 +32,7 @@ from cachetestlib import (
     read_object_sync,
     settings,
 )
+from edgecache_testservers.waiting import wait_for
 
 from edgecache.cache import BlockKey, OpenBlock, TieredCache
 from edgecache.cache._blockfile import HEADER_SIZE, BlockFile, encode_block
@@ -349,6 +351,23 @@ def test_cache_dir_that_cannot_be_created_bypasses_to_the_backend(
     finally:
         cache.close()
     assert blocker.read_text() == "a file, not a directory"
+
+
+def test_a_failed_cache_dir_is_tried_again_after_ssd_retry_seconds(tmp_path: Path) -> None:
+    # The storage option, as a user passes it: the tier comes back once the directory can be
+    # made, within the option's delay (by default 30 s, far beyond this test's wait).
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(3 * BS))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory")
+    options = {"cache_dir": str(blocker / "cache"), "block_size": BS, "ssd_retry_seconds": "0.2"}
+    with fsspec.open(f"edgecache::file://{data}", "rb", edgecache=options) as f:
+        assert f.read() == data.read_bytes()
+        blocks = f.fs.engine.blocks
+    assert blocks.stats()["ssd_available"] is False
+    blocker.unlink()
+    blocker.mkdir()
+    wait_for(lambda: blocks.stats()["ssd_available"], timeout_seconds=5, what="the tier back")
 
 
 def test_cache_dir_deleted_underneath_keeps_serving_exact_bytes(

@@ -30,13 +30,11 @@ import pytest
 from agent.conftest import wait_for
 from cachetestlib import metric
 
-import edgecache.cache.ssd
-
 KiB = 1024
 BLOCK = 16 * KiB
 RETRY_SECONDS = 0.3
-"""How soon the SSD tier tries its directory again after a failure (30 s in production: a
-CI-sized run cannot wait that long per fault)."""
+"""How soon the SSD tier tries its directory again after a failure (the storage option
+``ssd_retry_seconds``, 30 s by default: a CI-sized run cannot wait that long per fault)."""
 
 
 class Readers:
@@ -199,10 +197,8 @@ def test_full_read_only_and_vanished_cache_disk_while_readers_read(
     small_disk: Path,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
     reliability: Any,
 ) -> None:
-    monkeypatch.setattr(edgecache.cache.ssd, "_RETRY_AFTER_SECONDS", RETRY_SECONDS)
     rng = random.Random(31)
     rounds = reliability.scale(ci=1, long=10)
     objects = make_objects(tmp_path / "data", rng, 24, "hot")
@@ -213,6 +209,7 @@ def test_full_read_only_and_vanished_cache_disk_while_readers_read(
         "cache_dir": str(cache),
         "block_size": BLOCK,
         "mem_quota": 2 * BLOCK,  # hits come from the SSD tier, which the faults hit
+        "ssd_retry_seconds": RETRY_SECONDS,
         # Under the disk's 16 MiB with room for the index's and metadata's sqlite write-ahead
         # logs (up to 4 MiB each, not charged to the quota): only the fault fills the disk.
         "ssd_quota": "2MiB",
