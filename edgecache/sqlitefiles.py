@@ -1,6 +1,6 @@
 """What the sqlite files the cache keeps (block index, metadata cache) share: telling a damaged
-file from a busy or unreadable one, knowing whether another process replaced it, and the lock
-under which one process repairs it.
+file from a busy or unreadable one, knowing whether another process replaced it, the lock
+under which one process repairs it, and the bound on their write-ahead logs.
 
 Sits at the bottom of the stack with :mod:`edgecache.yamlio`: :mod:`edgecache.cache._index`
 and :mod:`edgecache.engine._metadata` use it. Damage is repaired (moved aside, rebuilt); a busy,
@@ -15,7 +15,45 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["exclusive_lock", "file_identity", "is_damage", "sqlite_code"]
+__all__ = [
+    "WAL_CHECKPOINT_PAGES",
+    "WAL_LIMIT_BYTES",
+    "bound_wal",
+    "database_bytes",
+    "exclusive_lock",
+    "file_identity",
+    "is_damage",
+    "sqlite_code",
+]
+
+WAL_CHECKPOINT_PAGES = 256
+"""Pages (4 KiB each) a write-ahead log holds before the commit that passes the mark copies them
+into the database (a checkpoint): about 1 MiB. sqlite's default, 1000 pages, let the index's
+log of a cache of small blocks outgrow the blocks themselves (3.2 MB of log for 2 MB of 16 KiB
+blocks, every block write rewriting a few pages); a checkpoint writes only the distinct pages,
+a few dozen, so checkpointing four times as often costs little."""
+WAL_LIMIT_BYTES = 1024 * 1024
+"""What a log is cut back to when a writer starts it over after a checkpoint
+(``journal_size_limit``): without it the file keeps the largest size it ever had."""
+
+
+def bound_wal(db: sqlite3.Connection) -> None:
+    """Keep the write-ahead log of ``db`` near :data:`WAL_CHECKPOINT_PAGES` pages (it grows
+    past that only while another connection reads an older snapshot)."""
+    db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+
+
+def database_bytes(path: str) -> int:
+    """Bytes on disk of the database at ``path`` with its write-ahead log and shared-memory
+    index (``-wal``, ``-shm``): what it takes from the directory."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(path + suffix).st_size
+        except OSError:
+            pass
+    return total
 
 
 def sqlite_code(exc: BaseException) -> int:

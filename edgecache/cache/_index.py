@@ -42,7 +42,13 @@ import xxhash
 
 from edgecache.cache.eviction import EvictionPolicy, PolicyEntry
 from edgecache.errors import PinError
-from edgecache.sqlitefiles import exclusive_lock, file_identity, is_damage, sqlite_code
+from edgecache.sqlitefiles import (
+    bound_wal,
+    exclusive_lock,
+    file_identity,
+    is_damage,
+    sqlite_code,
+)
 
 __all__ = [
     "BUSY_TIMEOUT_SECONDS",
@@ -1059,6 +1065,7 @@ def _open(
             # is rebuilt from the block files as any damaged index is.
             db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA journal_mode=WAL")
+        bound_wal(db)
         if not _is_current(db, len(quotas)):
             # Only a new index (or an older schema) needs the write lock at open: a process
             # that holds it stuck (SIGSTOPped) does not keep others from opening the index.

@@ -78,12 +78,15 @@ from edgecache.metrics import (
     CACHE_QUOTA_BYTES,
     CACHE_USAGE_BYTES,
 )
+from edgecache.sqlitefiles import database_bytes
 
 __all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
+METADATA_NAME = "metadata.sqlite"
+"""The metadata cache's database in ``cache_dir`` (:mod:`edgecache.engine._metadata`)."""
 FLUSH_EVERY_SECONDS = 1.0
 """Most seconds a hit or counter waits in memory before it is written to the index: what a
 killed process can lose."""
@@ -788,6 +791,16 @@ class SSDTier:
     def directories(self) -> list[str]:
         """The tier's directories."""
         return list(self._dirs)
+
+    def database_bytes(self) -> int:
+        """Bytes the sqlite databases take in the tier's first directory, logs included: the
+        index, and the metadata cache when ``cache_dir`` is that directory. Beside the quota
+        (which bounds blocks and charges); each log is kept near
+        :data:`~edgecache.sqlitefiles.WAL_CHECKPOINT_PAGES` pages."""
+        names = [INDEX_NAME]
+        if os.path.realpath(self._settings.cache_dir) == os.path.realpath(self._dirs[0]):
+            names.append(METADATA_NAME)
+        return sum(database_bytes(os.path.join(self._dirs[0], name)) for name in names)
 
     def counters(self) -> dict[tuple[str, str], int]:
         """Cumulative counters of every process (after flushing this one's)."""

@@ -486,6 +486,7 @@ class TieredCache:
                     "used_bytes": sum(d["used_bytes"] for d in ssd_dirs),
                     "quota_bytes": sum(self.ssd.quotas),
                     "charged_bytes": sum(d["charged_bytes"] for d in ssd_dirs),
+                    "database_bytes": self.ssd.database_bytes(),
                     "evictions": c("evictions", "ssd"),
                     "corrupt_blocks": c("corrupt_blocks"),
                     "missing_blocks": c("missing_blocks"),

@@ -44,7 +44,7 @@ from typing import Any
 
 import xxhash
 
-from edgecache.sqlitefiles import exclusive_lock, file_identity, is_damage
+from edgecache.sqlitefiles import bound_wal, exclusive_lock, file_identity, is_damage
 
 __all__ = ["CachedInfo", "MetadataCache", "parent_of"]
 
@@ -610,6 +610,7 @@ def _connect(db_path: str) -> sqlite3.Connection:
             # nothing yet: damaged, it is handled as any damaged metadata file.
             db.execute("PRAGMA synchronous=OFF")
         db.execute("PRAGMA journal_mode=WAL")
+        bound_wal(db)
         db.executescript(_SCHEMA)
         db.execute("PRAGMA synchronous=NORMAL")
     except BaseException:

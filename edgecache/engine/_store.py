@@ -14,13 +14,14 @@ from __future__ import annotations
 import os
 
 from edgecache.cache import TieredCache
+from edgecache.cache.ssd import METADATA_NAME
 from edgecache.config import CacheSettings, StoreSettings
 from edgecache.engine._metadata import MetadataCache
 
 __all__ = ["METADATA_DB", "Store"]
 
-METADATA_DB = "metadata.sqlite"
-"""File name of the metadata cache inside the cache directory."""
+METADATA_DB = METADATA_NAME
+"""File name of the metadata cache inside the cache directory (the SSD tier counts its bytes)."""
 
 
 class Store:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import fsspec
 import pytest
 from cachetestlib import (
     BS,
@@ -39,6 +40,7 @@ from edgecache.cache import TieredCache
 from edgecache.cache._blockfile import HEADER_SIZE
 from edgecache.cache.ssd import FLUSH_EVERY_SECONDS
 from edgecache.config import CacheSettings
+from edgecache.sqlitefiles import WAL_LIMIT_BYTES
 
 
 def edgecache(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -107,6 +109,25 @@ def lock_index() -> Iterator[Callable[[Path], Callable[[], None]]]:
     yield lock
     for proc in procs:
         release(proc)
+
+
+def test_the_index_log_stays_bounded_and_stats_count_the_databases(tmp_path: Path) -> None:
+    # 300 blocks of 4 KiB, each write rewriting a few index pages: with sqlite's default
+    # checkpoint (1000 pages) the log grew past 3 MiB, beyond the 1.2 MiB of blocks.
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(300 * 4096))
+    cache = tmp_path / "cache"
+    options = {"cache_dir": str(cache), "block_size": 4096, "mem_quota": 0}
+    with fsspec.open(f"edgecache::file://{data}", "rb", edgecache=options) as f:
+        assert f.read() == data.read_bytes()
+        blocks = f.fs.engine.blocks
+    blocks.flush()
+    wal = (cache / "index.sqlite-wal").stat().st_size
+    assert wal <= WAL_LIMIT_BYTES + 64 * 4096, wal
+    databases = sum(
+        p.stat().st_size for p in cache.iterdir() if p.name.startswith(("index.", "metadata."))
+    )
+    assert blocks.stats()["tiers"]["ssd"]["database_bytes"] == databases
 
 
 def test_a_locked_index_is_waited_on_then_bypassed_and_never_thrown_away(
