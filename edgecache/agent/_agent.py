@@ -34,6 +34,7 @@ from aiohttp import web
 from edgecache.agent._copies import ViewCopies
 from edgecache.agent._dataloads import pending_run, run_dataload
 from edgecache.agent._reports import ReportSender, report_for
+from edgecache.agent._room import ViewRoom
 from edgecache.agent._settings import AgentSettings
 from edgecache.agent._state import read_json, remove_stale_temporaries, write_json
 from edgecache.agent._view import DatasetView, MountSource, Quota
@@ -110,6 +111,8 @@ class Agent:
         self.views: dict[Key, DatasetView] = {}
         self.copies = ViewCopies()
         """Which view file holds which object version (the pool serves blocks from them)."""
+        self.room = ViewRoom(self._shares)
+        """Room for a view the node's cache refuses, from other views over their share."""
         self.placed: dict[Key, _Placed] = {}
         self.node_labels: dict[str, str] | None = None
         self.known: dict[str, dict[Key, JSONObject]] = {kind: {} for kind in _KINDS}
@@ -182,7 +185,27 @@ class Agent:
         if views.is_dir():
             for manifest in views.glob("*/*.json"):
                 key = (manifest.parent.name, manifest.stem)
-                self.views[key] = DatasetView(self.settings, *key, copies=self.copies)
+                self.views[key] = self._new_view(key)
+
+    def _new_view(self, key: Key) -> DatasetView:
+        return DatasetView(self.settings, *key, copies=self.copies, room=self.room)
+
+    def _quota(self, key: Key) -> Quota | None:
+        """The share of the node's cache the Dataset's runtime gives it now (None: no
+        runtime); pinned when a DataLoad of it asks to pin."""
+        placed = self.placed.get(key)
+        if placed is None or placed.runtime is None:
+            return None
+        pinned = any((o.get("spec") or {}).get("pin") is True for o in self._dataloads_of(key))
+        return quota_of(placed.runtime, pinned=pinned)
+
+    def _shares(self) -> list[tuple[DatasetView, Quota]]:
+        """Every placed view with its share (:class:`ViewRoom`)."""
+        return [
+            (view, quota)
+            for key, view in self.views.items()
+            if (quota := self._quota(key)) is not None
+        ]
 
     def _save_objects(self) -> None:
         placed = set(self.placed)
@@ -469,14 +492,14 @@ class Agent:
             return
         view = self.views.get(key)
         if view is None:
-            view = self.views[key] = DatasetView(self.settings, *key, copies=self.copies)
+            view = self.views[key] = self._new_view(key)
         view.uid = str((placed.obj.get("metadata") or {}).get("uid") or view.uid)
         if placed.runtime is None:
             self._report(key, view, placed)
             return
         dataloads = self._dataloads_of(key)
-        pinned = any((o.get("spec") or {}).get("pin") is True for o in dataloads)
-        quota = quota_of(placed.runtime, pinned=pinned)
+        quota = self._quota(key)
+        assert quota is not None  # placed with a runtime
         try:
             sources = await self._mount_sources(key, placed)
         except Exception as exc:

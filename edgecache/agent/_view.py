@@ -11,7 +11,8 @@ Place in the flow::
            verify (size, and the MD5 an object store's plain ETag carries), fsync, chmod 0444,
            drop the file's blocks from the block cache: the view file is their storage now
            charge the view's bytes to the cache index (one quota with the blocks: unpinned
-           blocks are evicted for them; no room -> reported as larger than its quota)
+           blocks are evicted for them; no room -> other views over their own share give way
+           (:mod:`edgecache.agent._room`); still none -> reported as larger than its quota)
            rename into the view   (atomic)
       -> manifest saved (views/<ns>/<name>.json): version and size of every file held
 
@@ -35,7 +36,7 @@ import posixpath
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,12 @@ class DatasetView:
         namespace: str,
         name: str,
         copies: ViewCopies | None = None,
+        room: Callable[[DatasetView, int], Awaitable[int]] | None = None,
     ) -> None:
         self.settings = settings
+        self.room = room
+        """Asked for bytes when the node's cache refuses a file of this view: frees room from
+        other views (:class:`~edgecache.agent._room.ViewRoom`) and says how much."""
         self.copies = copies if copies is not None else ViewCopies()
         """Where the engines find blocks of the files this view holds."""
         self.namespace = namespace
@@ -479,7 +484,11 @@ class DatasetView:
             engine.blocks.invalidate([written.key(i) for i in written.blocks()])
             old = self.files.get(wanted.relative)
             grow = max(written.size - (old.size if old is not None else 0), 0)
-            if not await self._reserve(engine.blocks, grow):
+            while not await self._reserve(engine.blocks, grow):
+                # Other views over their share give way; what they free may go to another file
+                # being charged at the same moment, so ask again until they have nothing left.
+                if self.room is not None and await self.room(self, grow):
+                    continue
                 raise NoRoomError(
                     f"no room in node {self.settings.node_name}'s cache quota for its "
                     f"{written.size} bytes (pinned blocks and other views hold the rest)"
@@ -556,18 +565,24 @@ class DatasetView:
                 by_access.append((os.stat(self.path / rel).st_atime, rel))
             except OSError:
                 by_access.append((0.0, rel))
-        evicted = 0
+        chosen: list[str] = []
         used = self.cached_bytes
         for _atime, rel in sorted(by_access):
             if used <= target:
                 break
             used -= self.files[rel].size
+            chosen.append(rel)
+        return self.evict_files(chosen)
+
+    def evict_files(self, relatives: Sequence[str]) -> int:
+        """Unlink these files of the view (readers holding them keep them); the view is no
+        longer complete. Returns how many there were. The caller settles the charge."""
+        for rel in relatives:
             self._unlink(rel)
-            evicted += 1
-        if evicted:
-            AGENT_VIEW_FILES.labels("evicted").inc(evicted)
+        if relatives:
+            AGENT_VIEW_FILES.labels("evicted").inc(len(relatives))
             self.complete = False
-        return evicted
+        return len(relatives)
 
     def remove(self) -> None:
         """Remove the whole view, its manifest and its charge (the Dataset left this node)."""
