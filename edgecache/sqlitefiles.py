@@ -13,7 +13,7 @@ import fcntl
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 __all__ = [
     "WAL_CHECKPOINT_PAGES",
@@ -49,10 +49,8 @@ def database_bytes(path: str) -> int:
     index (``-wal``, ``-shm``): what it takes from the directory."""
     total = 0
     for suffix in ("", "-wal", "-shm"):
-        try:
+        with suppress(OSError):  # not there (no log yet), or gone meanwhile
             total += os.stat(path + suffix).st_size
-        except OSError:
-            pass
     return total
 
 
