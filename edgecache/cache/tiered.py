@@ -250,9 +250,13 @@ class TieredCache:
             self._count_hit("mem", len(data))
             return data
         loop = asyncio.get_running_loop()
-        hit = await loop.run_in_executor(self._io, self._ssd_hit, key)
-        if hit is not None:
-            return hit
+        # A block with no file is a miss without an I/O thread's turn (and the index look-up
+        # a missing file costs, which the fill under the block lock makes anyway): a cold
+        # read paid both twice per block.
+        if self.ssd.contains(key):
+            hit = await loop.run_in_executor(self._io, self._ssd_hit, key)
+            if hit is not None:
+                return hit
         while True:
             future, leader = self._flights.join(key.digest)
             if leader:
