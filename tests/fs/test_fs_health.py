@@ -105,6 +105,25 @@ def test_reading_a_directory_in_name_order_reads_ahead_across_files(
     assert refetched == []
 
 
+def test_read_ahead_starts_at_the_third_open_counting_the_one_before_the_listing(
+    make_fs: MakeFs, files: Path
+) -> None:
+    fs = make_fs("countfile", block_size="64KiB", scan_ahead_files=8)
+    backend = backend_of(fs)
+    # f000 is opened before the directory is listed (on f001's miss) and still counts: the
+    # third open starts the read-ahead of the eight files after it (a DataLoader worker waits
+    # for one file fewer, round trip by round trip, before its read-ahead runs).
+    for i in range(3):
+        with fs.open(str(files / f"f{i:03d}.bin"), "rb") as f:
+            assert f.read() == pattern(8 * KiB, seed=i)
+    wanted = {str(files / f"f{i:03d}.bin") for i in range(3, 11)}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not wanted <= {p for p, _, _ in backend.fetched}:
+        time.sleep(0.02)
+    assert wanted <= {p for p, _, _ in backend.fetched}, "next files were not fetched ahead"
+    assert backend.calls.count("ls") == 1
+
+
 def test_random_order_opens_do_not_read_ahead(make_fs: MakeFs, files: Path) -> None:
     fs = make_fs("countfile", block_size="64KiB", scan_ahead_files=8)
     backend = backend_of(fs)
