@@ -119,6 +119,11 @@ _ADDED_IN_2 = frozenset({"charges", "limits"})
 
 _GHOST_MIN = 4096
 _QUEUE_COLUMN = {0: "small", 1: "main"}
+_ROWS_PER_QUERY = 500
+"""Rows looked up by one ``IN (...)`` query: under the 999 parameters older sqlite builds allow."""
+_VERIFIED_ROWS_KEPT = 65536
+"""Block rows whose verified values an index remembers (then it starts afresh): a row read
+again with exactly those values needs no checksum."""
 
 #: The columns of a block row that its checksum covers, then the checksum. ``freq`` and ``seq``
 #: are left out: they change on every hit, and any integer there is a legal policy hint.
@@ -324,6 +329,8 @@ class BlockIndex:
         self._pins: list[PinRecord] = []
         self._pins_version = -1
         self._reported_damage: set[str] = set()
+        self._verified_rows: dict[str, tuple[Any, ...]] = {}
+        """Digest -> the covered columns of its row as last verified (hits check against it)."""
 
     # --- transactions --------------------------------------------------------------------------
     @contextmanager
@@ -569,29 +576,51 @@ class BlockIndex:
         if not hits and not counters:
             return
         with self._write():
-            for digest, count in hits.items():
-                row = self._db.execute(
-                    f"SELECT {_ROW}, freq FROM blocks WHERE digest=?", (digest,)
-                ).fetchone()
-                if row is None:
-                    continue
-                block = self._verified(row[:-1])
-                if block is None:
-                    continue
-                old_freq = row[-1] if isinstance(row[-1], int) else 0
-                move, freq = self.policy.on_hit(block.queue, old_freq, count)
-                if move:
-                    self._db.execute(
-                        "UPDATE blocks SET freq=?, seq=? WHERE digest=?",
-                        (freq, self._next_seq(), digest),
-                    )
-                elif freq != row[-1]:
-                    self._db.execute("UPDATE blocks SET freq=? WHERE digest=?", (freq, digest))
+            # A warm small-file loop records a hit per file: rows are looked up many at a
+            # time, and a row verified before is not hashed again while it is unchanged
+            # (one row at a time, each verified, cost ~14 µs of CPU per hit).
+            digests = list(hits)
+            for start in range(0, len(digests), _ROWS_PER_QUERY):
+                self._record_hits(digests[start : start + _ROWS_PER_QUERY], hits)
             self._db.executemany(
                 "INSERT INTO counters VALUES (?, ?, ?) "
                 "ON CONFLICT(name, label) DO UPDATE SET value=value+excluded.value",
                 [(name, label, value) for (name, label), value in counters.items()],
             )
+
+    def _record_hits(self, digests: list[str], hits: dict[str, int]) -> None:
+        marks = ",".join("?" * len(digests))
+        found = {
+            row[0]: row
+            for row in self._db.execute(
+                f"SELECT {_ROW}, freq FROM blocks WHERE digest IN ({marks})", digests
+            )
+        }
+        verified = self._verified_rows
+        if len(verified) > _VERIFIED_ROWS_KEPT:
+            verified.clear()
+        moved: list[tuple[int, int, str]] = []
+        changed: list[tuple[int, str]] = []
+        for digest in digests:  # in the order of the hits, which LRU's seq numbers keep
+            row = found.get(digest)
+            if row is None:
+                continue
+            fields, freq = row[:-1], row[-1]
+            if verified.get(digest) != fields:
+                if self._verified(fields) is None:
+                    continue
+                verified[digest] = fields
+            move, new_freq = self.policy.on_hit(
+                fields[4], freq if isinstance(freq, int) else 0, hits[digest]
+            )
+            if move:
+                moved.append((new_freq, self._next_seq(), digest))
+            elif new_freq != freq:
+                changed.append((new_freq, digest))
+        if moved:
+            self._db.executemany("UPDATE blocks SET freq=?, seq=? WHERE digest=?", moved)
+        if changed:
+            self._db.executemany("UPDATE blocks SET freq=? WHERE digest=?", changed)
 
     # --- pins ----------------------------------------------------------------------------------
     def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
