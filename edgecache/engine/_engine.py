@@ -714,7 +714,10 @@ class ReadEngine:
             return b""
         indices = plan.blocks(start, end)
         if len(indices) == 1:
-            data = self.blocks.get_cached(plan.key(indices[0]))
+            index = indices[0]
+            first = plan.block_start(index)
+            whole = start == first and end == first + plan.block_length(index)
+            data = self.blocks.get_cached(plan.key(index), hold=not whole)
             if data is not None:
                 return plan.cut([data], start, end)
             if end - start > plan.block_size // 16 or not self.sparse.paged(plan.block_size):
