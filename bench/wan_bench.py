@@ -128,6 +128,8 @@ class Clients:
     endpoint: str
     scratch: str
     moto_pid: int
+    cache_options: dict[str, str] = field(default_factory=dict)
+    """Storage options of every edgecache filesystem (``--set``: A/B runs of one setting)."""
     made: list[Any] = field(default_factory=list)
 
     @property
@@ -156,6 +158,7 @@ class Clients:
             target_options=self.s3_options,
             cache_dir=tempfile.mkdtemp(dir=self.scratch),
             skip_instance_cache=True,
+            **self.cache_options,
         )
         self.made.append(fs)
         return fs  # type: ignore[no-any-return]
@@ -636,7 +639,18 @@ def main() -> None:
         "(see _wan._MOTO_RANGED_GETS)",
     )
     parser.add_argument("--output", default="wan", help="results name under bench/results/")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a storage option of every edgecache filesystem (repeatable), e.g. "
+        "background_lead=0 to compare a setting with its default",
+    )
     args = parser.parse_args()
+    cache_options = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(cache_options) != len(args.set):
+        parser.error("--set takes OPTION=VALUE")
     if args.quick:
         args.large_mib, args.small_count = min(args.large_mib, 32), min(args.small_count, 200)
         args.repeat = args.repeat or 1
@@ -671,7 +685,7 @@ def main() -> None:
             repeat = args.repeat or (3 if profile.mbit >= 100 else 1)
             load_before = os.getloadavg()[0]
             link = Link(endpoint, profile, in_process=args.wan_in_process)
-            clients = Clients(link.endpoint, scratch, moto_pid)
+            clients = Clients(link.endpoint, scratch, moto_pid, cache_options)
             failures: dict[str, str] = {}
             try:
                 results = run_profile(
@@ -718,6 +732,7 @@ def main() -> None:
             "config": {
                 "large_bytes": args.large_mib * MiB,
                 "small_count": args.small_count,
+                "cache_options": cache_options,
                 "small_bytes": args.small_kib * 1024,
                 "sparse_bytes": args.sparse_mib * MiB,
                 "sparse_ranges": f"{SPARSE_RANGES} x {SPARSE_RANGE_BYTES} B",

@@ -401,6 +401,16 @@ class QoSSettings:
     (the rest of these bytes, then background stops until the burst is over): one default
     block, so a foreground read waits at most about one block time for background traffic.
     For small objects it still lets many go at once, which keeps the link busy."""
+    background_lead: float = 0.25
+    """Share of a background block's expected time on the link (``background_lead``, 0 to 1)
+    at its end during which it no longer counts against :attr:`background_inflight_bytes`:
+    the next block's request is sent while this one's tail streams, so the link does not idle
+    for the request's round trip and the engine's steps between blocks (with one block in
+    flight at a time a prefetch of a large object ran at 0.73x of the link under load). The
+    expected time is learnt from the blocks that landed before (none yet: no lead). A quarter
+    covers the gap measured under load (0.12 s of 0.46 s per 4 MiB block at 30 ms, 100 Mbit/s)
+    and adds at most a quarter block to what a foreground read can find ahead of it; 0: one
+    block at a time, as before."""
     background_fetches: int = 8
     """Most background block fetches in flight at once (``background_fetches``): half the
     default ``fetch_concurrency``, so foreground requests always find request slots free, and
@@ -425,6 +435,8 @@ class QoSSettings:
                 raise ConfigError(f"{option}: must be >= 0 bytes per second, got {rate}")
         if self.background_inflight_bytes < 1 or self.background_fetches < 1:
             raise ConfigError("background_inflight and background_fetches must be >= 1")
+        if not 0 <= self.background_lead <= 1:
+            raise ConfigError(f"background_lead: must be 0 to 1, got {self.background_lead}")
         if not self.foreground_quiet_seconds >= 0:
             raise ConfigError(
                 f"foreground_quiet: must be >= 0 seconds, got {self.foreground_quiet_seconds}"
@@ -636,6 +648,11 @@ class CacheSettings:
         return self.qos.background_inflight_bytes
 
     @property
+    def background_lead(self) -> float:
+        """``qos.background_lead``."""
+        return self.qos.background_lead
+
+    @property
     def background_fetches(self) -> int:
         """``qos.background_fetches``."""
         return self.qos.background_fetches
@@ -691,7 +708,7 @@ class CacheSettings:
 
 
 _SIZE_FIELDS = {"block_size", "mem_quota", "ssd_quota", "background_inflight"}
-_RATIO_FIELDS = {"ssd_high", "ssd_low", "compression_min_saving"}
+_RATIO_FIELDS = {"ssd_high", "ssd_low", "compression_min_saving", "background_lead"}
 _INT_FIELDS = {"readahead_blocks", "fetch_concurrency", "scan_ahead_files", "background_fetches"}
 _RATE_FIELDS = {"background_rate", "background_window_rate"}
 _BOOLEANS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False}

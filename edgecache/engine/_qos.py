@@ -20,6 +20,10 @@ Rules (the seeds' QoS-tiered co-location of online and offline work, applied to 
   ended in the last ``foreground_quiet_seconds``, here or in another process on the same
   state directory; a background block in flight is never cancelled, but no new one starts, so
   a foreground burst pauses background within one block (:attr:`background_inflight_bytes`).
+- The last ``background_lead`` of a block's expected time on the link (learnt from the blocks
+  that landed before) no longer counts as in flight: the next block's request goes out while
+  its tail streams, so one block at a time still keeps the link busy (a foreground read finds
+  at most that lead more ahead of it).
 - Background bytes per second are capped (outside and inside the daily UTC windows, each its
   own cap or none) by a token bucket without burst, charged with the bytes that really cross
   the link (a block found in the cache or served by a peer costs nothing).
@@ -80,6 +84,11 @@ _MAX_WAIT_SECONDS = 1.0
 missed wake-up, a clock set forward, a window opening) costs at most this."""
 
 
+_MIN_LEAD_BLOCK_SECONDS = 0.02
+"""Blocks expected to take less than this on the link get no lead: the link idles too little
+between them to matter (and a test's clock that does not move gives no estimate)."""
+
+
 class Priority(enum.Enum):
     """Who a fetch is for: a reader waiting for it, or work that can wait."""
 
@@ -129,13 +138,15 @@ def as_background(
     return run
 
 
-@dataclass
+@dataclass(eq=False)
 class _Ticket:
     """One admitted background block: what it reserved of the bucket and what it really
     fetched over the link (single-flight may have served it from another fetch)."""
 
     nbytes: int
     reserved: float
+    on_link_since: float
+    """When it went on the link (admitted, or back from a peer that skipped it)."""
     wan_bytes: int = 0
     off_link: bool = False
     """Waiting on something that does not use the link (a pool peer): it holds no room."""
@@ -212,8 +223,10 @@ class LinkScheduler:
         self._foreground_ended = -math.inf
         self._marked = -math.inf
         self._beating = False
-        self._background_bytes = 0
-        self._background_fetches = 0
+        self._on_link: set[_Ticket] = set()
+        """Background blocks admitted whose bytes have not crossed the link yet."""
+        self._seconds_per_byte: float | None = None
+        """A background block's time on the link per byte, recent blocks weighing most."""
         self._tokens = 0.0
         self._stamp = clock()
         self._rate: float | None = None
@@ -292,7 +305,8 @@ class LinkScheduler:
             yield
             return
         await self._admitted(nbytes)
-        ticket = _Ticket(nbytes, reserved=nbytes if self._rate is not None else 0)
+        reserved = nbytes if self._rate is not None else 0
+        ticket = _Ticket(nbytes, reserved=reserved, on_link_since=self._clock())
         self._tokens -= ticket.reserved
         self._hold(ticket, 1)
         token = _TICKET.set(ticket)
@@ -308,8 +322,21 @@ class LinkScheduler:
             self._wake()
 
     def _hold(self, ticket: _Ticket, sign: int) -> None:
-        self._background_bytes += sign * ticket.nbytes
-        self._background_fetches += sign
+        if sign > 0:
+            self._on_link.add(ticket)
+        else:
+            self._on_link.discard(ticket)
+
+    def _leads_at(self, ticket: _Ticket) -> float:
+        """When ``ticket``'s block enters its lead and stops counting as in flight (inf: no
+        block has landed yet to learn the time from, or blocks take no time to speak of)."""
+        per_byte, lead = self._seconds_per_byte, self.settings.background_lead
+        if per_byte is None or lead == 0:
+            return math.inf
+        expected = per_byte * ticket.nbytes
+        if expected < _MIN_LEAD_BLOCK_SECONDS:
+            return math.inf
+        return ticket.on_link_since + (1 - lead) * expected
 
     @contextlib.contextmanager
     def off_link(self) -> Iterator[None]:
@@ -330,6 +357,7 @@ class LinkScheduler:
             # Back on the link (the peer skipped it: the backend is next), without waiting:
             # it is inside single-flight now, where waiting would hold readers back.
             ticket.off_link = False
+            ticket.on_link_since = self._clock()
             self._hold(ticket, 1)
 
     def landed(self) -> None:
@@ -340,6 +368,9 @@ class LinkScheduler:
         ticket = _TICKET.get()
         if ticket is None or ticket.off_link:
             return
+        per_byte = (self._clock() - ticket.on_link_since) / max(ticket.nbytes, 1)
+        previous = self._seconds_per_byte
+        self._seconds_per_byte = per_byte if previous is None else 0.7 * previous + 0.3 * per_byte
         ticket.off_link = True
         self._hold(ticket, -1)
         self._wake()
@@ -372,11 +403,17 @@ class LinkScheduler:
         self._rate = rate
         if rate == 0:
             return _Wait("window", change_in)
-        if self._background_fetches and (
-            self._background_fetches >= settings.background_fetches
-            or self._background_bytes + nbytes > settings.background_inflight_bytes
-        ):
-            return _Wait("in_flight", None)
+        if self._on_link:
+            if len(self._on_link) >= settings.background_fetches:
+                return _Wait("in_flight", None)
+            leads_at = {ticket: self._leads_at(ticket) for ticket in self._on_link}
+            counted = [ticket for ticket, at in leads_at.items() if now < at]
+            if counted and (
+                sum(ticket.nbytes for ticket in counted) + nbytes
+                > settings.background_inflight_bytes
+            ):
+                first_lead = min(leads_at[ticket] for ticket in counted)
+                return _Wait("in_flight", None if first_lead == math.inf else first_lead - now)
         self._refill(rate, now)
         if rate is not None and self._tokens < 0:
             return _Wait("rate", min(-self._tokens / rate, change_in))

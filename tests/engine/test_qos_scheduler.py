@@ -100,6 +100,39 @@ async def test_a_foreground_burst_lets_no_new_background_block_start() -> None:
     assert started == [0, 1]
 
 
+@pytest.mark.parametrize("lead", [0.25, 0.0])
+async def test_the_next_block_goes_out_in_the_last_lead_of_the_one_on_the_link(lead: float) -> None:
+    link, _, clock = scheduler(
+        background_inflight_bytes=4 * MiB, background_lead=lead, foreground_quiet_seconds=0
+    )
+    # Nothing has landed yet: nothing to learn the block time from, one block at a time.
+    async with link.background_block(4 * MiB):
+        wait = link.admission(4 * MiB)
+        assert wait is not None and (wait.reason, wait.seconds) == ("in_flight", None)
+        clock.now += 0.4
+        link.landed()  # 0.4 s on the link: the block time from now on
+        assert reason(link, 4 * MiB) is None
+    async with link.background_block(4 * MiB):
+        clock.now += 0.2
+        wait = link.admission(4 * MiB)
+        assert wait is not None and wait.reason == "in_flight"
+        if lead == 0:
+            assert wait.seconds is None
+            clock.now += 0.2
+            assert reason(link, 4 * MiB) == "in_flight"
+            return
+        assert wait.seconds == pytest.approx(0.1)  # 0.75 x 0.4 s after it went on the link
+        clock.now += 0.101
+        assert reason(link, 4 * MiB) is None
+        async with link.background_block(4 * MiB):
+            # Two on the link, one in its lead: a third waits for the second's lead.
+            wait = link.admission(4 * MiB)
+            assert wait is not None and wait.reason == "in_flight"
+            assert wait.seconds == pytest.approx(0.3, abs=0.01)
+            with link.request():
+                assert reason(link, 4 * MiB) == "foreground"
+
+
 async def test_the_cap_is_paid_with_the_bytes_that_crossed_the_link() -> None:
     link, _, clock = scheduler(background_bytes_per_second=100 * KiB)
     async with link.background_block(100 * KiB):
