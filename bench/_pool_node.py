@@ -8,7 +8,8 @@ from tests/).
 Prints ``{"address": ...}`` once serving, then answers ``peers`` (its view of the pool),
 ``list`` (the dataset's directory: metadata, and the engine its peers ask), ``read`` (every
 file in order; replies the seconds to its last byte and the files' sha256, hashed in a
-thread beside the reads) and ``quit``.
+thread beside the reads, with the process's CPU seconds over the read and each file's end)
+and ``quit``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import resource
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,11 @@ from edgecache.pool import PoolNode, PoolSettings, parse_member
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -52,15 +59,19 @@ def main() -> None:
         elif command["cmd"] == "read":
             # The check (sha256 of every file) runs in a thread beside the reads, and the time
             # ends at the last byte: hashing a file is not part of reading the next one.
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), _cpu_seconds()
             with ThreadPoolExecutor(1) as checker:
-                digests = {}
+                digests, file_ends = {}, []
                 for url in command["urls"]:
                     with fsspec.open(url, "rb", **options) as f:
                         digests[url] = checker.submit(_sha256, f.read())
+                    file_ends.append(round(time.perf_counter() - started, 3))
                 seconds = time.perf_counter() - started
+                cpu_seconds = _cpu_seconds() - cpu_started  # the check's thread included
                 reply = {
                     "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
+                    "file_ends": file_ends,
                     "sha256": {url: d.result() for url, d in digests.items()},
                 }
         elif command["cmd"] == "quit":

@@ -117,7 +117,16 @@ def run_case(
     for reply in replies:
         if reply["sha256"] != digests:
             raise AssertionError("a node read wrong bytes")
-    return {"seconds": max(r["seconds"] for r in replies), "wan_bytes": float(wan)}
+    seconds = max(r["seconds"] for r in replies)
+    return {
+        "seconds": seconds,
+        "wan_bytes": float(wan),
+        # The link's share of the time it carried bytes: 1.0 would be a link never idle.
+        "link_busy": wan * 8 / (link.profile.mbit * 1e6 * seconds),
+        "cpu_seconds_per_node": [round(r["cpu_seconds"], 2) for r in replies],
+        "file_ends_per_node": [r["file_ends"] for r in replies],
+        "load_average_1min": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -153,6 +162,10 @@ def main() -> None:
     medians = {
         name: {
             "seconds": statistics.median(r["seconds"] for r in results),
+            "link_busy": statistics.median(r["link_busy"] for r in results),
+            "cpu_seconds_per_node": statistics.median(
+                statistics.mean(r["cpu_seconds_per_node"]) for r in results
+            ),
             "wan_bytes": statistics.median(r["wan_bytes"] for r in results),
             "runs": results,
         }
@@ -166,13 +179,15 @@ def main() -> None:
             m["wan_bytes"] / size,
             m["seconds"],
             m["seconds"] / one,
+            m["link_busy"],
+            m["cpu_seconds_per_node"],
         ]
         for name, m in medians.items()
     ]
     print_table(
         f"{size // MiB} MiB dataset, {args.objects} objects, {args.rtt_ms:g} ms / "
         f"{args.mbit:g} Mbit/s, median of {args.rounds}",
-        ["case", "WAN MiB", "WAN / dataset", "seconds", "time / 1 node"],
+        ["case", "WAN MiB", "WAN / dataset", "seconds", "time / 1 node", "link busy", "CPU s/node"],
         rows,
     )
     write_results(
