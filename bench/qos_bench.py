@@ -71,12 +71,13 @@ def read_blocks(link: Link, cache_dir: str, qos: bool, still_loading: Any = None
     return latencies
 
 
-def dataload(link: Link, cache_dir: str, qos: bool) -> subprocess.Popen[bytes]:
+def dataload(link: Link, cache_dir: str, qos: bool, settings: list[str]) -> subprocess.Popen[bytes]:
+    extra = [arg for setting in settings for arg in ("--set", setting)]
     return subprocess.Popen(
         [
             sys.executable, "-m", "edgecache", "prefetch", f"s3://{BUCKET}/data",
             "--cache-dir", cache_dir, "--set", f"block_size={BLOCK}",
-            "--set", f"qos_enabled={'true' if qos else 'false'}",
+            "--set", f"qos_enabled={'true' if qos else 'false'}", *extra,
             "-o", f"endpoint_url={link.endpoint}", "-o", f"key={KEY}", "-o", f"secret={SECRET}",
         ],
         stdout=subprocess.DEVNULL,
@@ -84,12 +85,12 @@ def dataload(link: Link, cache_dir: str, qos: bool) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def one_case(link: Link, *, qos: bool, loaded: bool) -> list[float]:
+def one_case(link: Link, *, qos: bool, loaded: bool, settings: list[str]) -> list[float]:
     with tempfile.TemporaryDirectory(prefix="qos-bench-") as cache_dir:
         if not loaded:
             return read_blocks(link, cache_dir, qos)
         link.reset()
-        load = dataload(link, cache_dir, qos)
+        load = dataload(link, cache_dir, qos, settings)
         try:
             while link.counters()["down"] < LOADING_AFTER_BYTES:  # the DataLoad is on the link
                 if load.poll() is not None:
@@ -114,11 +115,22 @@ def main() -> None:
     parser.add_argument("--rtt-ms", type=float, default=30.0)
     parser.add_argument("--mbit", type=float, default=100.0)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--dataload-set",
+        action="append",
+        default=[],
+        metavar="OPTION=VALUE",
+        help="a cache option of the DataLoad process (repeatable), e.g. background_lead=0",
+    )
+    parser.add_argument(
+        "--qos-only", action="store_true", help="only the cases with QoS (the target's)"
+    )
     args = parser.parse_args()
     profile = WANProfile(rtt_ms=args.rtt_ms, mbit=args.mbit)
     block_seconds = BLOCK / profile.down_bytes_per_second
     cases = [("idle", True, False), ("loaded", True, True)]
-    cases += [("idle", False, False), ("loaded", False, True)]
+    if not args.qos_only:
+        cases += [("idle", False, False), ("loaded", False, True)]
     runs: dict[str, list[dict[str, float]]] = {}
     load_before = os.getloadavg()
     with moto_server() as (endpoint, _):
@@ -128,7 +140,9 @@ def main() -> None:
             for run in range(args.runs):
                 for name, qos, loaded in cases:
                     key = f"{name} {'with' if qos else 'without'} QoS"
-                    result = summary(one_case(link, qos=qos, loaded=loaded))
+                    result = summary(
+                        one_case(link, qos=qos, loaded=loaded, settings=args.dataload_set)
+                    )
                     runs.setdefault(key, []).append(result)
                     print(
                         f"run {run + 1} {key:22s} p50 {result['p50']:.3f} s  "
@@ -144,7 +158,7 @@ def main() -> None:
     print(f"\nmedian of {args.runs} runs; one block ({BLOCK // MiB} MiB) = {block_seconds:.3f} s")
     for key, m in medians.items():
         print(f"  {key:22s} p50 {m['p50']:.3f} s  p99 {m['p99']:.3f} s")
-    for qos in ("with", "without"):
+    for qos in ("with", "without") if not args.qos_only else ("with",):
         idle, loaded = medians[f"idle {qos} QoS"], medians[f"loaded {qos} QoS"]
         verdict = "meets" if loaded["p50"] <= idle["p50"] + block_seconds else "misses"
         print(
@@ -160,6 +174,7 @@ def main() -> None:
                     "link": {"rtt_ms": args.rtt_ms, "mbit": args.mbit},
                     "block_bytes": BLOCK,
                     "block_seconds": block_seconds,
+                    "dataload_settings": args.dataload_set,
                     "runs": runs,
                     "medians": medians,
                     "load_average_before": load_before,
