@@ -7,7 +7,8 @@ turn it into ``bytes``) or a zero-filled buffer (``bytes(n)``, ``BytesIO``: a pa
 byte before the read, which for a fresh 128 MiB buffer also takes every page fault in user
 code). :func:`filled_bytes` instead makes the object as CPython's own ``os.read`` does: the C API
 ``PyBytes_FromStringAndSize(NULL, n)`` (documented: "the contents are uninitialized", for the
-caller to fill) and ``PyBytes_AsString`` for its buffer, here through :mod:`ctypes`. The object
+caller to fill), ``PyBytes_AsString`` for its buffer and ``PyMemoryView_FromMemory`` for a
+writable view of it, here through :mod:`ctypes`. The object
 is handed to nobody until it is filled, and the writable view on it is released before it is
 returned, so it is as immutable as any other ``bytes`` once the caller sees it.
 """
@@ -25,6 +26,12 @@ _new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
 _bytes_buffer = ctypes.pythonapi.PyBytes_AsString
 _bytes_buffer.restype = ctypes.c_void_p
 _bytes_buffer.argtypes = (ctypes.py_object,)
+# A view straight on that buffer: a ctypes array type per length would be made (and cached by
+# ctypes) for every distinct read size.
+_view_of = ctypes.pythonapi.PyMemoryView_FromMemory
+_view_of.restype = ctypes.py_object
+_view_of.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t, ctypes.c_int)
+_PYBUF_WRITE = 0x200
 
 
 def filled_bytes(size: int, fill: Callable[[memoryview], bool]) -> bytes | None:
@@ -34,7 +41,7 @@ def filled_bytes(size: int, fill: Callable[[memoryview], bool]) -> bytes | None:
     if size <= 0:
         return b"" if fill(memoryview(bytearray())) else None
     out: bytes = _new_bytes(None, size)
-    storage = (ctypes.c_char * size).from_address(_bytes_buffer(out))
-    with memoryview(storage) as chars, chars.cast("B") as view:
+    view: memoryview = _view_of(_bytes_buffer(out), size, _PYBUF_WRITE)
+    with view:
         complete = fill(view)
     return out if complete else None
