@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import fsspec
 from fsspec.asyn import get_loop
 
+from edgecache.metrics import PEER_REQUESTS, WAN_BYTES
 from edgecache.pool import PoolNode, PoolSettings, parse_member
 
 
@@ -35,6 +36,18 @@ def _sha256(data: bytes) -> str:
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def _counts() -> dict[str, float]:
+    """This process's peer requests by side and result, and its WAN bytes by priority."""
+    counts: dict[str, float] = {}
+    for metric, labels in ((PEER_REQUESTS, ("side", "result")), (WAN_BYTES, ("priority",))):
+        for family in metric.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    name = family.name + ":" + "/".join(sample.labels[k] for k in labels)
+                    counts[name] = counts.get(name, 0.0) + sample.value
+    return counts
 
 
 def main() -> None:
@@ -59,7 +72,7 @@ def main() -> None:
         elif command["cmd"] == "read":
             # The check (sha256 of every file) runs in a thread beside the reads, and the time
             # ends at the last byte: hashing a file is not part of reading the next one.
-            started, cpu_started = time.perf_counter(), _cpu_seconds()
+            started, cpu_started, counted = time.perf_counter(), _cpu_seconds(), _counts()
             with ThreadPoolExecutor(1) as checker:
                 digests, file_ends = {}, []
                 for url in command["urls"]:
@@ -72,6 +85,13 @@ def main() -> None:
                     "seconds": seconds,
                     "cpu_seconds": cpu_seconds,
                     "file_ends": file_ends,
+                    # What a WAN count above the dataset comes from: an owner skipped after
+                    # a timeout is fetched directly (asked/timeout, then WAN bytes here).
+                    "counts": {
+                        name: value - counted.get(name, 0.0)
+                        for name, value in _counts().items()
+                        if value != counted.get(name, 0.0)
+                    },
                     "sha256": {url: d.result() for url, d in digests.items()},
                 }
         elif command["cmd"] == "quit":

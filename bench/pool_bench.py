@@ -125,6 +125,7 @@ def run_case(
         "link_busy": wan * 8 / (link.profile.mbit * 1e6 * seconds),
         "cpu_seconds_per_node": [round(r["cpu_seconds"], 2) for r in replies],
         "file_ends_per_node": [r["file_ends"] for r in replies],
+        "counts_per_node": [r["counts"] for r in replies],
         "load_average_1min": os.getloadavg()[0],
     }
 
