@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 _LISTING_WAIT_SECONDS = 2.0
 """Longest wait for another process's listing of a directory before listing it too: a few
 round trips of a WAN link and the parsing of a few thousand entries."""
+_PLANS_KEPT = 1 << 14
+"""Plans an engine remembers for the cached infos they were made from (then it starts afresh):
+more than the files a warm loop over 10,000 small files opens."""
 
 _process_pid = os.getpid()
 """This process's id, kept up to date by a fork handler: every warm read asks whether its
@@ -121,6 +124,9 @@ class ReadEngine:
         self.sparse = SparsePlanner()
         """Which small misses fetch pages instead of whole blocks."""
         self._trees: dict[str, float] = {}
+        self._plans: dict[tuple[str, int], tuple[CachedInfo, ReadPlan]] = {}
+        """(path, block size) -> the plan made from that cached info (reused while it is the
+        info the metadata cache holds: a warm open builds no plan)."""
         """Directory -> when its whole tree was listed flat (monotonic seconds)."""
         self._pid = _process_pid
 
@@ -437,7 +443,17 @@ class ReadEngine:
         """A plan from cached metadata (within ``ttl``), or None; IsADirectoryError for a
         directory."""
         cached = self.info_cached(path, ttl=ttl)
-        return None if cached is None else self._plan_of(cached, path, block_size)
+        if cached is None:
+            return None
+        plans = self._plans
+        known = plans.get((path, block_size))
+        if known is not None and known[0] is cached:
+            return known[1]
+        plan = self._plan_of(cached, path, block_size)
+        if len(plans) >= _PLANS_KEPT:
+            plans.clear()
+        plans[(path, block_size)] = (cached, plan)
+        return plan
 
     @on_engine_loop
     async def plan(self, path: str, *, block_size: int, ttl: float) -> ReadPlan:

@@ -40,6 +40,9 @@ class _Scan:
     """How many opens in a row each moved forward by ``stride``."""
     handed_out: set[int] = field(default_factory=set)
     """Indices of the files already handed out for fetching ahead (each is handed out once)."""
+    ahead_to: int = -1
+    """The farthest index this run of opens at ``stride`` looked at: everything before it on
+    the run's stride was handed out, so the next open only looks past it."""
 
 
 class ScanDetector:
@@ -87,19 +90,21 @@ class ScanDetector:
                     scan.stride, scan.streak = step, 1
             return []
         step = position - scan.position
-        if 0 < step <= _MAX_STRIDE:
-            scan.streak = scan.streak + 1 if step == scan.stride else 1
-            scan.stride = step
+        if 0 < step <= _MAX_STRIDE and step == scan.stride:
+            scan.streak += 1
+        elif 0 < step <= _MAX_STRIDE:
+            scan.streak, scan.stride, scan.ahead_to = 1, step, -1
         else:
-            scan.streak = scan.stride = 0
+            scan.streak, scan.stride, scan.ahead_to = 0, 0, -1
         scan.position = position
         if scan.streak < _STREAK:
             return []
-        wanted = [
-            p
-            for p in range(position + step, min(position + step * ahead + 1, len(names)), step)
-            if p not in scan.handed_out
-        ]
+        # A warm loop opens thousands of files at one stride: only the file entering the
+        # window is new (the window's other files were looked at by the opens before).
+        first = max(position + step, scan.ahead_to + step)
+        last = min(position + step * ahead, len(names) - 1)
+        wanted = [p for p in range(first, last + 1, step) if p not in scan.handed_out]
+        scan.ahead_to = max(scan.ahead_to, last - (last - position) % step)
         if len(scan.handed_out) > _MAX_HANDED_OUT:
             scan.handed_out.clear()  # at worst a file is fetched ahead twice (a cache hit)
         scan.handed_out.update(wanted)
