@@ -31,7 +31,9 @@ cost on a warm read, which is what design section 5 sets targets for:
    file, through raw ``open``, ``simplecache``, ``filecache`` (warmed with one batched ``cat``,
    then read once one by one), and edgecache (MEM tier; SSD tier with ``mem_quota=0``;
    ``fs.cat_file`` on the MEM tier), each on one filesystem object; and as a training loop calls
-   them, ``fsspec.open(url)`` per file (filecache, edgecache default, edgecache ``mem_quota=0``).
+   them, ``fsspec.open(url)`` per file (filecache, edgecache default, edgecache ``mem_quota=0``),
+   and the floor of that way: a chained filesystem that only opens the local file, so its
+   ``x filecache`` is the most any cache can reach through ``fsspec.open`` per file.
 
 Readers opened with ``fsspec.open`` are compared with their fsspec peer opened the same way.
 Targets (design section 5, issue #9): SSD warm >= 0.85x raw and >= simplecache in every read
@@ -51,6 +53,7 @@ from typing import Any
 
 import fsspec
 from _common import MiB, compare, print_table, ratio, scratch_dir, write_results
+from fsspec.implementations.chained import ChainedFileSystem
 
 Reader = Callable[[], object]
 READ_SIZES = {"4MiB": 4 * MiB, "1MiB": MiB, "64KiB": 64 * 1024}
@@ -123,7 +126,7 @@ def edgecache_fs(cache_dir: str, **options: Any) -> Any:
 
 def wanted(name: str, words: list[str]) -> bool:
     """Whether ``--readers`` keeps reader ``name`` (the references of the ratios always stay)."""
-    always = ("raw", "simplecache", "filecache")
+    always = ("raw", "simplecache", "filecache", "floor")
     return not words or any(w in name for w in (*words, *always))
 
 
@@ -191,6 +194,25 @@ def large_file_bench(work: str, size: int, runs: int, words: list[str]) -> dict[
 
 
 # --- small files -------------------------------------------------------------------------------
+class LocalBehindOpen(ChainedFileSystem):  # type: ignore[misc]
+    """The least a filesystem reached by ``fsspec.open("PROTOCOL::file://...")`` can cost: a
+    chained filesystem whose files are the local files themselves (fsspec's own per-call work,
+    then a plain ``open``)."""
+
+    protocol = "benchfloor"
+    _strip_tokenize_options = ("fo",)
+
+    def __init__(self, target_protocol: Any = None, target_options: Any = None, **kwargs: Any):
+        super().__init__()
+
+    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+        return open(path, mode)
+
+
+FLOOR = "floor: the local file itself"
+"""The reader that shows how far ``fsspec.open`` per file lets any cache go."""
+
+
 def small_files_bench(
     work: str, count: int, file_size: int, runs: int, words: list[str]
 ) -> dict[str, Any]:
@@ -229,6 +251,7 @@ def small_files_bench(
             lambda p: fsspec.open(f"{protocol}::file://{p}", "rb", **{protocol: options}).open()
         )
 
+    fsspec.register_implementation(LocalBehindOpen.protocol, LocalBehindOpen, clobber=True)
     # filecache rewrites its whole JSON metadata on every miss (O(n^2) to fill one by one):
     # warm it with one batched cat, as a patient user would.
     whole.cat(paths)
@@ -242,6 +265,7 @@ def small_files_bench(
         "fsspec filecache" + USER_PATH: user_loop(
             "filecache", cache_storage=os.path.join(work, "fc-small")
         ),
+        FLOOR + USER_PATH: user_loop("benchfloor"),
         "edgecache default" + USER_PATH: user_loop(
             "edgecache", cache_dir=cache_dir.format("user-default")
         ),
@@ -361,6 +385,12 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(
                 f"small files, {name}: {speedup:.2f}x filecache "
                 f"(target >= 3x: {'met' if speedup >= 3 else 'NOT met'})"
+            )
+        if FLOOR + USER_PATH in small:
+            verdicts.append(
+                f"small files, {FLOOR + USER_PATH}: "
+                f"{small[FLOOR + USER_PATH]['speedup_vs_filecache']:.2f}x filecache "
+                "(no cache behind it: the most fsspec.open per file allows)"
             )
         out["small_files"] = {"count": args.files, "file_bytes": args.file_size, "readers": small}
 
