@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 __all__ = [
+    "WAL_BOUND_BYTES",
     "WAL_CHECKPOINT_PAGES",
     "WAL_LIMIT_BYTES",
     "bound_wal",
@@ -35,6 +36,11 @@ a few dozen, so checkpointing four times as often costs little."""
 WAL_LIMIT_BYTES = 1024 * 1024
 """What a log is cut back to when a writer starts it over after a checkpoint
 (``journal_size_limit``): without it the file keeps the largest size it ever had."""
+
+
+WAL_BOUND_BYTES = WAL_CHECKPOINT_PAGES * (4096 + 24) + 128 * 1024
+"""About the most a log holds: the checkpoint mark's frames (a page and its 24-byte header each)
+and the commit that passes it (a few dozen pages at most)."""
 
 
 def bound_wal(db: sqlite3.Connection) -> None:

@@ -78,7 +78,7 @@ from edgecache.metrics import (
     CACHE_QUOTA_BYTES,
     CACHE_USAGE_BYTES,
 )
-from edgecache.sqlitefiles import database_bytes
+from edgecache.sqlitefiles import WAL_BOUND_BYTES, database_bytes
 
 __all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
 
@@ -221,6 +221,7 @@ class SSDTier:
                 )
                 self._index = index
                 self._damaged_index = None
+                self._measure_databases()
                 self._index_inode = file_identity(index_path) or (0, 0)
                 self._warned.clear()
                 if rebuilt is not None:
@@ -643,9 +644,19 @@ class SSDTier:
             if self._closing.is_set():
                 return
             try:
+                self._measure_databases()
                 self.flush()
             except Exception:  # pragma: no cover - the thread must outlive any surprise
                 log.exception("flushing cache counters failed")
+
+    def _measure_databases(self) -> None:
+        # Each log counts at its bound at least: it grows by up to that much between two
+        # measurements (a second apart), and the room it takes must be there when it does.
+        index = self._index
+        if index is not None:
+            logs = 2 if self._holds_metadata else 1
+            grown = max(0, logs * WAL_BOUND_BYTES - self._log_bytes())
+            index.database_bytes = [self.database_bytes() + grown] + [0] * (len(self._dirs) - 1)
 
     def _publish_usage(self) -> None:
         index = self._index
@@ -797,10 +808,23 @@ class SSDTier:
         index, and the metadata cache when ``cache_dir`` is that directory. Beside the quota
         (which bounds blocks and charges); each log is kept near
         :data:`~edgecache.sqlitefiles.WAL_CHECKPOINT_PAGES` pages."""
-        names = [INDEX_NAME]
-        if os.path.realpath(self._settings.cache_dir) == os.path.realpath(self._dirs[0]):
-            names.append(METADATA_NAME)
-        return sum(database_bytes(os.path.join(self._dirs[0], name)) for name in names)
+        return sum(database_bytes(path) for path in self._databases)
+
+    @property
+    def _holds_metadata(self) -> bool:
+        return os.path.realpath(self._settings.cache_dir) == os.path.realpath(self._dirs[0])
+
+    @property
+    def _databases(self) -> list[str]:
+        names = [INDEX_NAME, METADATA_NAME] if self._holds_metadata else [INDEX_NAME]
+        return [os.path.join(self._dirs[0], name) for name in names]
+
+    def _log_bytes(self) -> int:
+        total = 0
+        for path in self._databases:
+            with contextlib.suppress(OSError):
+                total += os.stat(path + "-wal").st_size
+        return total
 
     def counters(self) -> dict[tuple[str, str], int]:
         """Cumulative counters of every process (after flushing this one's)."""

@@ -28,6 +28,7 @@ from cachetestlib import (
     ObjectSpec,
     Source,
     audit,
+    block_files,
     make_objects,
     read_object,
     settings,
@@ -41,6 +42,8 @@ from edgecache.cache._blockfile import HEADER_SIZE
 from edgecache.cache.ssd import FLUSH_EVERY_SECONDS
 from edgecache.config import CacheSettings
 from edgecache.sqlitefiles import WAL_LIMIT_BYTES
+
+MiB = 1024 * 1024
 
 
 def edgecache(*args: str) -> subprocess.CompletedProcess[bytes]:
@@ -128,6 +131,29 @@ def test_the_index_log_stays_bounded_and_stats_count_the_databases(tmp_path: Pat
         p.stat().st_size for p in cache.iterdir() if p.name.startswith(("index.", "metadata."))
     )
     assert blocks.stats()["tiers"]["ssd"]["database_bytes"] == databases
+
+
+def test_from_64_mib_the_quota_holds_the_databases_too(tmp_path: Path) -> None:
+    # 63 MiB of blocks fit a 64 MiB quota (watermarks at the quota itself) only without the
+    # index and the metadata cache beside them (about 1.2 MiB here): counted, some blocks go.
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(63 * MiB))
+    cache = tmp_path / "cache"
+    options = {
+        "cache_dir": str(cache),
+        "block_size": "1MiB",
+        "mem_quota": 0,
+        "ssd_quota": "64MiB",
+        "ssd_high": 1.0,
+        "ssd_low": 1.0,
+    }
+    with fsspec.open(f"edgecache::file://{data}", "rb", edgecache=options) as f:
+        assert f.read() == data.read_bytes()
+        blocks = f.fs.engine.blocks
+    blocks.flush()
+    on_disk = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+    assert on_disk <= 64 * MiB, on_disk
+    assert sum(block_files(str(cache)).values()) > 56 * MiB  # the rest is still cache
 
 
 def test_a_locked_index_is_waited_on_then_bypassed_and_never_thrown_away(
