@@ -484,8 +484,7 @@ class BlockIndex:
         bytes (both count), after evicting unpinned blocks to the low watermark when the high
         one would be passed. Inside a write transaction."""
         quota = self._quota(dir_id)
-        if quota >= DATABASES_COUNTED_FROM_BYTES:
-            charged += self.database_bytes[dir_id]
+        charged += self._counted_databases(dir_id, quota)
         used, pinned = self._db.execute(
             "SELECT used, pinned FROM dirs WHERE dir=?", (dir_id,)
         ).fetchone()
@@ -631,17 +630,21 @@ class BlockIndex:
     def pin(self, name: str, *, backend: str, prefix: str, reserve_bytes: int) -> None:
         """Pin blocks under ``prefix``; refuse (PinError) when ``reserve_bytes`` cannot fit."""
         with self._write():
-            total_quota = sum(self._quota(d) for d in range(len(self.quotas)))
+            quotas = [self._quota(d) for d in range(len(self.quotas))]
+            total_quota = sum(quotas)
             self._refresh_pins()
             others = [p for p in self._pins if p.name != name]
             other_reserved = sum(p.reserved for p in others)
-            charged = sum(self._charged(d) for d in range(len(self.quotas)))
+            charged = sum(
+                self._charged(d) + self._counted_databases(d, q) for d, q in enumerate(quotas)
+            )
             if other_reserved + charged + reserve_bytes > total_quota:
                 raise PinError(
                     f"cannot pin {name!r}: it needs {reserve_bytes} bytes but only "
                     f"{max(total_quota - other_reserved - charged, 0)} of the {total_quota}-byte "
                     f"SSD quota are not reserved by other pins "
-                    f"({', '.join(p.name for p in others) or '-'}) or charged to views"
+                    f"({', '.join(p.name for p in others) or '-'}), charged to views or taken "
+                    f"by the cache's databases"
                 )
             self._db.execute(
                 "INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, ?)",
@@ -725,6 +728,11 @@ class BlockIndex:
                 )
                 log.warning("cache index: dropped the damaged charge %r", repr(row[0])[:80])
         return kept
+
+    def _counted_databases(self, dir_id: int, quota: int) -> int:
+        """The databases' bytes in ``dir_id`` if its ``quota`` counts them
+        (:data:`DATABASES_COUNTED_FROM_BYTES`)."""
+        return self.database_bytes[dir_id] if quota >= DATABASES_COUNTED_FROM_BYTES else 0
 
     def _charged(self, dir_id: int, *, excluding: str | None = None) -> int:
         return sum(
