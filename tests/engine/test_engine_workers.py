@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import random
 from typing import Any
 
 import fsspec
@@ -98,41 +97,3 @@ def test_workers_read_exact_bytes(bucket: Bucket, tmp_path: Any, method: str) ->
     # The parent still works after its children used the same cache directory.
     assert [_digest(dataset[i]) for i in range(FILES)] == expected
     _INHERITED = None
-
-
-_HANDLE: Any = None
-"""A handle the parent opened on a large cached file, as a forked worker inherits it."""
-
-
-def _read_inherited_handle(length: int) -> str:
-    assert _HANDLE is not None
-    _HANDLE.seek(0)
-    return _digest(_HANDLE.read(length))
-
-
-def test_a_forked_worker_reads_a_large_part_of_a_block_its_parent_held_open(tmp_path: Any) -> None:
-    """The parent's handle holds a 4 MiB SSD block open when it forks: the child's 4 MiB read
-    of it is split in halves, one for the parent's I/O threads, which do not exist in the
-    child; the child does both halves itself and gets exact bytes (it must not hang)."""
-    global _HANDLE
-    data = random.Random(7).randbytes(2 * 4 * 1024 * 1024)
-    src = tmp_path / "large.bin"
-    src.write_bytes(data)
-    fs = fsspec.filesystem(
-        "edgecache",
-        target_protocol="file",
-        target_options={},
-        cache_dir=str(tmp_path / "cache"),
-        mem_quota="0",
-        skip_instance_cache=True,
-    )
-    assert fs.cat_file(str(src)) == data  # cached: the blocks are on the SSD tier
-    with fs.open(str(src), "rb") as handle:
-        assert handle.read(1000) == data[:1000]  # holds block 0 open
-        _HANDLE = handle
-        try:
-            with multiprocessing.get_context("fork").Pool(1) as pool:
-                got = pool.apply_async(_read_inherited_handle, (4 * 1024 * 1024,)).get(60)
-        finally:
-            _HANDLE = None
-    assert got == _digest(data[: 4 * 1024 * 1024])
