@@ -39,14 +39,12 @@ import re
 import stat
 import struct
 import sys
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import lz4.frame
 import xxhash
 
-from edgecache.buffers import filled_bytes
 from edgecache.errors import CorruptBlockError
 
 __all__ = [
@@ -85,14 +83,6 @@ with its header in one system call; a larger one as header, then payload."""
 _CHECK_STEP_BYTES = 1024 * 1024
 """A whole block read into a buffer is read and hashed this much at a time: the hash reads
 bytes the read just put in the CPU's cache."""
-_SPLIT_BYTES = 2 * 1024 * 1024
-"""A read of a part of a block this large is read and verified in two halves at once, one on
-a helper thread (``preadv`` and xxh3 release the GIL): on one core, the checksums of every
-segment cost about half as much as the copy itself (xxh3 ~25-48 GB/s against a page-cache
-copy of ~10-16 GB/s here), so a second core is what brings such a read near a raw read.
-Measured under load (bench/README.md, warmbig): 4 MiB reads took half the wall time for the
-same CPU time; 1 MiB reads split took ~50% more CPU (thread hand-offs: a ~100 µs read has too
-little work to share) for a smaller gain, so they stay in the caller's thread."""
 
 
 def segment_bytes_for(raw_len: int) -> int:
@@ -343,13 +333,9 @@ class BlockFile:
     CorruptBlockError from the constructor or a read: the file is damaged.
     """
 
-    def __init__(
-        self, fd: int, *, digest: str, max_raw_len: int, helper: Executor | None = None
-    ) -> None:
+    def __init__(self, fd: int, *, digest: str, max_raw_len: int) -> None:
         self._fd = -1
         """Ours to close once construction succeeded (until then the caller's)."""
-        self._helper = helper
-        """Threads a large read puts half of its work on (None: all in the caller's thread)."""
         head, table = _read_head(fd, digest=digest, max_raw_len=max_raw_len)
         self.raw_len = head.raw_len
         self._whole: bytes | None = None
@@ -397,50 +383,12 @@ class BlockFile:
             return self._kept[lo - self._kept_start : hi - self._kept_start]
         first = lo - lo % segment
         last = min(hi + (-hi % segment), self.raw_len)
-        if self._helper is not None and (first, last) == (lo, hi) and hi - lo >= _SPLIT_BYTES:
-            return self._read_halves(lo, hi)
         data = os.pread(self._fd, last - first, self._data_offset + first)
         self._verify(data, first, last - first)
         if (first, last) == (lo, hi):
             return data
         self._kept, self._kept_start, self._kept_end = data, first, last
         return data[lo - first : hi - first]
-
-    def _read_halves(self, lo: int, hi: int) -> bytes:
-        """Segment-aligned ``[lo, hi)``, read and verified straight into the bytes returned."""
-        data = filled_bytes(hi - lo, lambda view: self._fill_halves(lo, view))
-        assert data is not None
-        return data
-
-    def _fill_halves(self, lo: int, out: memoryview) -> bool:
-        """Read and verify segment-aligned ``[lo, lo + len(out))`` into ``out``: the first half
-        on the helper thread, the second in this one."""
-        assert self._helper is not None
-        middle = len(out) // 2 // self._segment * self._segment
-        head, tail = out[:middle], out[middle:]
-        try:
-            first_half = self._helper.submit(self._read_checked, lo, head)
-        except RuntimeError:  # the helper's pool was shut down (its cache closed)
-            first_half = None
-        try:
-            self._read_checked(lo + middle, tail)
-        finally:
-            # A helper that has not started yet (busy, or a pool inherited by a fork, whose
-            # threads do not exist here) leaves its half to this thread; one that has started
-            # writes into ``out`` until it is done: wait for it, whatever happened here.
-            if first_half is not None and first_half.cancel():
-                first_half = None
-            error = None if first_half is None else first_half.exception()
-        if first_half is None:
-            self._read_checked(lo, head)
-        elif error is not None:
-            raise error
-        return True
-
-    def _read_checked(self, lo: int, out: memoryview) -> None:
-        """Read segment-aligned bytes ``[lo, lo + len(out))`` into ``out`` and verify them."""
-        got = os.preadv(self._fd, [out], self._data_offset + lo)
-        self._verify(out[:got], lo, len(out))
 
     def read_into(self, lo: int, out: memoryview) -> None:
         """Put verified bytes ``[lo, lo + len(out))`` of the block into ``out``."""
@@ -450,10 +398,8 @@ class BlockFile:
             and lo % self._segment == 0
             and (hi % self._segment == 0 or hi == self.raw_len)
         ):
-            if self._helper is not None and len(out) >= _SPLIT_BYTES:
-                self._fill_halves(lo, out)
-            else:
-                self._read_checked(lo, out)
+            got = os.preadv(self._fd, [out], self._data_offset + lo)
+            self._verify(out[:got], lo, len(out))
             return
         out[:] = self.read(lo, hi)
 

@@ -41,7 +41,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor
 
 import xxhash
 
@@ -369,17 +368,14 @@ class SSDTier:
         """Like :meth:`read`, but into ``out`` (exactly the block's length); False on a miss."""
         return self._read(key, out) is True
 
-    def open_block(self, key: BlockKey, *, helper: Executor | None = None) -> SSDBlock | None:
+    def open_block(self, key: BlockKey) -> SSDBlock | None:
         """The block open for reads of parts of it, each verified as it is read from disk
-        (:class:`~edgecache.cache._blockfile.BlockFile`; a large read puts half of its work on
-        ``helper``'s threads); None on a miss. The caller closes it."""
-        got = self._read(key, "open", helper)
+        (:class:`~edgecache.cache._blockfile.BlockFile`); None on a miss. The caller closes it."""
+        got = self._read(key, "open")
         assert got is None or isinstance(got, SSDBlock)
         return got
 
-    def _read(
-        self, key: BlockKey, out: memoryview | str | None, helper: Executor | None = None
-    ) -> bytes | bool | SSDBlock | None:
+    def _read(self, key: BlockKey, out: memoryview | str | None) -> bytes | bool | SSDBlock | None:
         # The block's bytes; True once they were put into ``out``; an SSDBlock (``out`` is
         # "open"); None on a miss.
         if not self.available:
@@ -403,7 +399,7 @@ class SSDTier:
             elif out is None:
                 data = read_block(fd, digest=digest, max_raw_len=key.block_size)
             else:
-                file = BlockFile(fd, digest=digest, max_raw_len=key.block_size, helper=helper)
+                file = BlockFile(fd, digest=digest, max_raw_len=key.block_size)
                 data = SSDBlock(self, key, path, file, file.identity or _identity(fd))
                 kept = data.holds_file
         except CorruptBlockError as exc:

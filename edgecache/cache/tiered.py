@@ -158,7 +158,7 @@ class TieredCache:
         if key.block_size <= self.mem.quota_bytes and self._seen_before_peek(digest):
             data = self.get_cached(key)
             return None if data is None else HeldBlock(data)
-        block = self.ssd.open_block(key, helper=self._io)
+        block = self.ssd.open_block(key)
         if block is not None:
             self._count_hit("ssd", block.length)
             self._seen_before(digest)

@@ -11,12 +11,8 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
 
 import fsspec
 import pytest
@@ -35,10 +31,8 @@ from cachetestlib import (
 from edgecache_testservers.waiting import wait_for
 
 from edgecache.cache import BlockKey, OpenBlock, TieredCache
-from edgecache.cache._blockfile import HEADER_SIZE, BlockFile, encode_block
-from edgecache.errors import CorruptBlockError
+from edgecache.cache._blockfile import HEADER_SIZE
 
-T = TypeVar("T")
 CORRUPT = "edgecache_cache_corrupt_blocks_total"
 MISSING = "edgecache_cache_missing_blocks_total"
 
@@ -592,95 +586,3 @@ async def test_an_open_block_never_returns_bytes_damaged_on_disk(
     assert cache.open_block(key) is None  # removed: the next read fetches it again
     assert await read_object(cache, source, spec.path) == spec.data()
     assert source.fetches[key.digest] == 2
-
-
-LARGE_BS = 2 * 1024 * 1024
-"""A whole read of a block this large (2 MiB) is split: one half on a helper thread."""
-
-
-@pytest.mark.parametrize("where", [0.1, 0.9], ids=["helper_half", "caller_half"])
-async def test_a_large_read_split_across_threads_finds_damage_in_either_half(
-    make_cache: Callable[..., TieredCache], where: float
-) -> None:
-    spec = ObjectSpec("large", LARGE_BS, compressible=False)
-    source = Source.of([spec], block_size=LARGE_BS)
-    cache = make_cache(mem_quota=0, block_size=LARGE_BS, ssd_quota=4 * LARGE_BS)
-    assert await read_object(cache, source, spec.path) == spec.data()
-    key = source.keys(spec.path)[0]
-    opened = cache.open_block(key)
-    assert opened is not None
-    assert opened.read(0, LARGE_BS) == spec.data()
-    assert opened.read(LARGE_BS // 2, LARGE_BS) == spec.data()[LARGE_BS // 2 :]
-    path = _block_path(cache, key)
-    _flip(path, path.stat().st_size - LARGE_BS + int(where * LARGE_BS))
-    corrupt = cache.stats()["tiers"]["ssd"]["corrupt_blocks"]
-    assert opened.read(0, LARGE_BS) is None
-    assert cache.stats()["tiers"]["ssd"]["corrupt_blocks"] == corrupt + 1
-    assert cache.open_block(key) is None  # removed: the next read fetches it again
-    assert await read_object(cache, source, spec.path) == spec.data()
-
-
-class _InlineHelper(Executor):
-    """Runs what it is given at once, in the caller's thread: the helper's half is then always
-    done by the helper's code path."""
-
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        done: Future[T] = Future()
-        done.set_running_or_notify_cancel()
-        try:
-            done.set_result(fn(*args, **kwargs))
-        except BaseException as exc:
-            done.set_exception(exc)
-        return done
-
-
-def _large_block_file(tmp_path: Path, data: bytes, digest: str) -> int:
-    path = tmp_path / "block"
-    path.write_bytes(encode_block(data, digest=digest, compression="none", min_saving=0.1))
-    return os.open(path, os.O_RDONLY)
-
-
-@pytest.mark.parametrize("where", [0.1, 0.9], ids=["helper_half", "caller_half"])
-def test_each_half_of_a_split_read_is_verified(tmp_path: Path, where: float) -> None:
-    data = os.urandom(LARGE_BS)
-    digest = "cd" * 16
-    fd = _large_block_file(tmp_path, data, digest)
-    block = BlockFile(fd, digest=digest, max_raw_len=LARGE_BS, helper=_InlineHelper())
-    try:
-        assert block.read(0, LARGE_BS) == data
-        out = bytearray(LARGE_BS)
-        block.read_into(0, memoryview(out))
-        assert out == data
-        _flip(tmp_path / "block", os.fstat(fd).st_size - LARGE_BS + int(where * LARGE_BS))
-        with pytest.raises(CorruptBlockError):
-            block.read(0, LARGE_BS)
-        with pytest.raises(CorruptBlockError):
-            block.read_into(0, memoryview(out))
-    finally:
-        block.close()
-
-
-def test_a_large_read_does_the_helpers_half_itself_when_no_helper_runs(tmp_path: Path) -> None:
-    """A helper pool whose threads are all busy, or were inherited by a fork (they do not exist
-    in the child), or that was shut down: the reader does both halves, it never waits."""
-    data = os.urandom(LARGE_BS)
-    digest = "ab" * 16
-    fd = _large_block_file(tmp_path, data, digest)
-    started, release = threading.Event(), threading.Event()
-    helper = ThreadPoolExecutor(max_workers=1)
-
-    def stuck() -> None:
-        started.set()
-        release.wait(30)
-
-    helper.submit(stuck)
-    assert started.wait(10)
-    block = BlockFile(fd, digest=digest, max_raw_len=LARGE_BS, helper=helper)
-    try:
-        assert block.read(0, LARGE_BS) == data  # the one helper thread is stuck
-        release.set()
-        helper.shutdown(wait=True)
-        assert block.read(0, LARGE_BS) == data  # its pool is shut down
-    finally:
-        release.set()
-        block.close()
