@@ -17,15 +17,21 @@ def test_filled_bytes_holds_what_was_written_and_behaves_as_bytes(
     with open(path, "wb") as f:
         f.write(data)
     fd = os.open(path, os.O_RDONLY)
+    views: list[memoryview] = []
+
+    def fill(view: memoryview) -> bool:
+        views.append(view)
+        return os.preadv(fd, [view], 0) == len(data)
+
     try:
-        got = filled_bytes(len(data), lambda view: os.preadv(fd, [view], 0) == len(data))
+        got = filled_bytes(len(data), fill)
     finally:
         os.close(fd)
     assert type(got) is bytes
     assert got == data
     assert hash(got) == hash(data)
-    with pytest.raises(TypeError):
-        memoryview(got)[0] = 1  # read-only once handed out
+    with pytest.raises(ValueError, match="released"):
+        views[0][0] = 1  # the writable view is gone once the bytes are handed out
 
 
 def test_filled_bytes_is_none_when_the_fill_fails_and_empty_for_zero() -> None:
@@ -39,3 +45,18 @@ def test_filled_bytes_is_none_when_the_fill_fails_and_empty_for_zero() -> None:
     assert filled_bytes(64, fail) is None
     assert seen == [64]
     assert filled_bytes(0, lambda view: True) == b""
+
+
+def test_without_the_c_api_a_bytearray_is_filled_and_copied(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import edgecache.buffers as buffers
+
+    def fill(view: memoryview) -> bool:
+        view[:] = b"abcde"
+        return True
+
+    monkeypatch.setattr(buffers, "_C_API", None)  # as on PyPy: no ctypes.pythonapi
+    got = buffers.filled_bytes(5, fill)
+    assert type(got) is bytes and got == b"abcde"
+    assert buffers.filled_bytes(5, lambda view: False) is None

@@ -212,10 +212,23 @@ class TieredCache:
     def get_cached_many_into(self, pieces: list[tuple[BlockKey, memoryview]]) -> bool:
         """:meth:`get_cached_into` for several blocks, read and verified in parallel threads
         (file reads and checksums release the GIL, so a warm read of a large file uses every
-        core). False if any block is missing; the others may have been filled."""
+        core). False if any block is missing; the others may have been filled.
+
+        Returns (or raises) only once no thread writes into any of the pieces any more: they
+        are views of the caller's buffer (a ``bytes`` being filled, see
+        :func:`edgecache.buffers.filled_bytes`), which is freed as soon as the caller gives up
+        on it, so a thread still reading a block into it would write into freed memory."""
         if len(pieces) < 2:
             return all(self.get_cached_into(key, out) for key, out in pieces)
-        return all(self._io.map(lambda piece: self.get_cached_into(*piece), pieces))
+        futures: list[concurrent.futures.Future[bool]] = []
+        try:
+            for key, out in pieces:
+                futures.append(self._io.submit(self.get_cached_into, key, out))
+        except BaseException:
+            _wait_for_all(futures, cancel=True)  # the pool was shut down under us
+            raise
+        _wait_for_all(futures)
+        return all(future.result() for future in futures)
 
     def _seen_before_peek(self, digest: str) -> bool:
         # Whether MEM would keep this block if it were read whole now (its second read).
@@ -602,3 +615,21 @@ def _flush_all() -> None:
             cache.flush()
         except Exception:  # pragma: no cover - best effort at interpreter exit
             log.debug("flush at exit failed", exc_info=True)
+
+
+def _wait_for_all(futures: list[concurrent.futures.Future[bool]], *, cancel: bool = False) -> None:
+    """Wait until every one of ``futures`` has finished (or, with ``cancel``, was cancelled
+    before it started), even through an exception raised in the waiting thread (Ctrl-C): the
+    first such exception is raised again afterwards."""
+    if cancel:
+        for future in futures:
+            future.cancel()  # one not started yet never touches the buffer
+    interrupted: BaseException | None = None
+    while True:
+        try:
+            concurrent.futures.wait(futures)
+            break
+        except BaseException as exc:  # re-raised below, once nothing writes any more
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted

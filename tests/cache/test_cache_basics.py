@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 
 import pytest
 from cachetestlib import (
@@ -376,3 +378,26 @@ async def test_a_follower_given_the_block_early_can_wait_until_it_is_stored(make
     assert cache.ssd.has_file(key)
     assert await leader == data
     await cache.settled(key)  # no flight: returns at once
+
+
+def test_a_read_of_several_blocks_returns_only_once_no_thread_writes_into_its_buffer(
+    make_cache,
+) -> None:
+    # The pieces are views of a bytes being filled in place (filled_bytes): the caller frees it
+    # when a block is missing, so no I/O thread may still be writing into it by then.
+    cache = make_cache()
+    missing, slow = object(), object()
+    written = threading.Event()
+
+    def get_cached_into(key: object, out: memoryview) -> bool:
+        if key is missing:
+            return False
+        time.sleep(0.2)  # a block file still being read while the other piece failed
+        out[:] = b"x" * len(out)
+        written.set()
+        return True
+
+    cache.get_cached_into = get_cached_into
+    buffer = memoryview(bytearray(8))
+    assert cache.get_cached_many_into([(missing, buffer[:4]), (slow, buffer[4:])]) is False
+    assert written.is_set(), "returned while an I/O thread was still writing into the buffer"
