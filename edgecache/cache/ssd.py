@@ -650,8 +650,7 @@ class SSDTier:
         # measurements (a second apart), and the room it takes must be there when it does.
         index = self._index
         if index is not None:
-            logs = 2 if self._holds_metadata else 1
-            grown = max(0, logs * WAL_BOUND_BYTES - self._log_bytes())
+            grown = self._log_headroom()
             index.database_bytes = [self.database_bytes() + grown] + [0] * (len(self._dirs) - 1)
 
     def _publish_usage(self) -> None:
@@ -815,12 +814,15 @@ class SSDTier:
         names = [INDEX_NAME, METADATA_NAME] if self._holds_metadata else [INDEX_NAME]
         return [os.path.join(self._dirs[0], name) for name in names]
 
-    def _log_bytes(self) -> int:
-        total = 0
+    def _log_headroom(self) -> int:
+        # Per log: one that has grown past its bound does not lend its excess to the other.
+        room = 0
         for path in self._databases:
+            size = 0
             with contextlib.suppress(OSError):
-                total += os.stat(path + "-wal").st_size
-        return total
+                size = os.stat(path + "-wal").st_size
+            room += max(0, WAL_BOUND_BYTES - size)
+        return room
 
     def counters(self) -> dict[tuple[str, str], int]:
         """Cumulative counters of every process (after flushing this one's)."""

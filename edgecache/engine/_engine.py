@@ -124,10 +124,10 @@ class ReadEngine:
         self.sparse = SparsePlanner()
         """Which small misses fetch pages instead of whole blocks."""
         self._trees: dict[str, float] = {}
+        """Directory -> when its whole tree was listed flat (monotonic seconds)."""
         self._plans: dict[tuple[str, int], tuple[CachedInfo, ReadPlan]] = {}
         """(path, block size) -> the plan made from that cached info (reused while it is the
         info the metadata cache holds: a warm open builds no plan)."""
-        """Directory -> when its whole tree was listed flat (monotonic seconds)."""
         self._pid = _process_pid
 
     # --- what it runs on -----------------------------------------------------------------------
