@@ -411,10 +411,13 @@ class QoSSettings:
     covers the gap measured under load (0.12 s of 0.46 s per 4 MiB block at 30 ms, 100 Mbit/s)
     and adds at most a quarter block to what a foreground read can find ahead of it; 0: one
     block at a time, as before."""
-    background_fetches: int = 8
-    """Most background block fetches in flight at once (``background_fetches``): half the
-    default ``fetch_concurrency``, so foreground requests always find request slots free, and
-    8 requests for small objects keep a 30 ms, 100 Mbit/s link busy."""
+    background_fetches: int = 12
+    """Most background block fetches in flight at once (``background_fetches``): four below
+    the default ``fetch_concurrency``, so foreground requests always find request slots free.
+    Small objects need many requests in flight to keep a 30 ms, 100 Mbit/s link busy: a
+    prefetch of 1,000 x 64 KiB objects moved 0.52x of the link with 8, 0.72x with 12 and 0.81x
+    with 16 (0.85x with QoS off; `bench/wan_bench.py --only prefetch_small --set
+    background_fetches=N`, quiet machine)."""
     foreground_quiet_seconds: float = 0.5
     """Background waits until foreground has been quiet this long (``foreground_quiet``): a
     reader between two reads (a training step, the next file) is still reading, and a
