@@ -47,7 +47,7 @@ from edgecache.cache.eviction import policy_by_name
 from edgecache.cache.memory import HeldBlock, MemoryTier
 from edgecache.cache.ssd import SSDBlock, SSDTier
 from edgecache.config import CacheSettings, StoreSettings
-from edgecache.errors import ObjectChangedError
+from edgecache.errors import ObjectChangedError, TierUnavailableError
 from edgecache.metrics import (
     BACKEND_BYTES,
     BACKEND_ERRORS,
@@ -454,9 +454,14 @@ class TieredCache:
     def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
         """Use ``store`` from now on: the SSD quotas, watermarks and compression (see
         :meth:`SSDTier.apply`), the MEM bound (blocks a lowered one evicts are demoted as any
-        MEM eviction) and the eviction policy of both tiers."""
+        MEM eviction) and the eviction policy of both tiers. MEM takes its own even when the SSD
+        tier is unusable: its TierUnavailableError is raised after."""
         old = self.settings
-        self.ssd.apply(store, for_every_process=for_every_process)
+        unavailable: TierUnavailableError | None = None
+        try:
+            self.ssd.apply(store, for_every_process=for_every_process)
+        except TierUnavailableError as exc:
+            unavailable = exc
         policy = policy_by_name(store.eviction_policy)  # stateless: the tiers' state stays
         self._demote(self.mem.apply(quota_bytes=store.mem_quota, policy=policy))
         self.settings = CacheSettings(
@@ -466,6 +471,8 @@ class TieredCache:
             health=old.health,
             qos=old.qos,
         )
+        if unavailable is not None:
+            raise unavailable
 
     def stats(self) -> dict[str, Any]:
         """Usage and cumulative counters per tier (counters of every process on this dir)."""

@@ -7,6 +7,7 @@ another block's bytes, and nothing is left marked present that is not.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import shutil
@@ -32,6 +33,7 @@ from edgecache_testservers.waiting import wait_for
 
 from edgecache.cache import BlockKey, OpenBlock, TieredCache
 from edgecache.cache._blockfile import HEADER_SIZE
+from edgecache.errors import TierUnavailableError
 
 CORRUPT = "edgecache_cache_corrupt_blocks_total"
 MISSING = "edgecache_cache_missing_blocks_total"
@@ -345,6 +347,28 @@ def test_cache_dir_that_cannot_be_created_bypasses_to_the_backend(
     finally:
         cache.close()
     assert blocker.read_text() == "a file, not a directory"
+
+
+def test_new_mem_settings_apply_while_the_ssd_tier_is_unusable(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"  # the cache directory's parent is a file (see above)
+    blocker.write_text("a file, not a directory")
+    s = settings(str(blocker / "cache"), mem_quota=16 * BS)
+    cache = TieredCache(s)
+    try:
+        specs = make_objects(6, blocks=4, seed=6)
+        source = Source.of(specs)
+        for spec in specs:
+            assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+        held = cache.mem.usage_bytes
+        assert held > 2 * BS
+        lower = dataclasses.replace(s.store, mem_quota=2 * BS, eviction_policy="lru")
+        with pytest.raises(TierUnavailableError):
+            cache.apply(lower)
+        assert cache.mem.quota_bytes == 2 * BS
+        assert 0 < cache.mem.usage_bytes <= 2 * BS < held
+        assert cache.settings.store == lower
+    finally:
+        cache.close()
 
 
 def test_a_failed_cache_dir_is_tried_again_after_ssd_retry_seconds(tmp_path: Path) -> None:
