@@ -14,7 +14,9 @@ view holds more than its share only until its own next pass evicts it (its runti
 lowered, its mount cannot be listed): meanwhile another view that needs the room it was
 promised takes it from there. Unpinned blocks are evicted by the cache itself for a charge
 (:meth:`~edgecache.cache.TieredCache.charge`); never evicted: a pinned view's files, pinned
-blocks, a view within its share, and any file a view does not list in its manifest.
+blocks, a view within its share, a file a view is writing or replacing
+(:attr:`~edgecache.agent._view.DatasetView.writing`: its charge is settled only once it is in),
+and any file a view does not list in its manifest.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class ViewRoom:
                     continue
                 over[view] = excess
                 for rel in view.files:
+                    if rel in view.writing:
+                        continue
                     try:
                         atime = os.stat(view.path / rel).st_atime
                     except OSError:

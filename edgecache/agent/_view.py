@@ -179,6 +179,10 @@ class DatasetView:
         are charged."""
         self._reserved = 0
         """Bytes of files about to be renamed in, charged already."""
+        self.writing: set[str] = set()
+        """Files being written or replaced now, from staging until their charge is settled:
+        until then the view's charge does not say what they hold, so no other view's room
+        (:class:`~edgecache.agent._room.ViewRoom`) is ever taken from them."""
         self._charging = asyncio.Lock()
         self._charge_warned = False
         self._load()
@@ -464,6 +468,13 @@ class DatasetView:
 
     async def materialise(self, wanted: WantedFile, plan: ReadPlan) -> None:
         """Copy one object into the view: staged, verified, renamed (see the module docstring)."""
+        self.writing.add(wanted.relative)
+        try:
+            await self._materialise(wanted, plan)
+        finally:
+            self.writing.discard(wanted.relative)
+
+    async def _materialise(self, wanted: WantedFile, plan: ReadPlan) -> None:
         fs = wanted.source.fs
         engine = fs.engine
         block_size, ttl = fs.settings.read.block_size, fs.settings.metadata.ttl_seconds

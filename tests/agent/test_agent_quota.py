@@ -1,6 +1,7 @@
 """One quota for the node: the agent's views and the block cache of ``edgecache::`` readers on
-the same cache directory, counted together (bytes on disk), and a runtime changed while the
-agent runs reaching the cache without a restart.
+the same cache directory, counted together (bytes on disk), a runtime changed while the agent
+runs reaching the cache without a restart, and one Dataset's view taking the room its runtime
+promises from another's view over its share.
 
 ``edgecache agent`` and the readers are real subprocesses; the readers open files the way a
 pod does (``fsspec.open("edgecache::file://...")`` per file, asking for a far larger quota).
@@ -16,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 from edgecache_testservers.kubeapi import KubeAPIServer
+
+from edgecache.k8s.objects import API_VERSION
 
 from .conftest import EDGECACHE, AgentProcess, dataload, dataset, report, runtime, tree, wait_for
 
@@ -183,3 +186,59 @@ def test_a_runtime_changed_while_the_agent_runs_reaches_its_cache(
     )
     assert json.loads(stats.stdout)["tiers"]["ssd"]["quota_bytes"] == 2 << 20
     assert a1.alive()
+
+
+def _view_state(api: KubeAPIServer, name: str) -> dict[str, object]:
+    got = report(api, name, "a1")
+    return got["spec"] if got else {}
+
+
+def test_a_view_takes_the_room_its_runtime_promises_from_a_view_over_its_share(
+    cluster: KubeAPIServer, tmp_path: Path, agents: list[AgentProcess]
+) -> None:
+    big = tmp_path / "bucket" / "big"
+    big_files = _write(big, 6, 64 * KiB, "b")
+    cluster.create(dataset("big", f"file://{big}"))
+    cluster.create(runtime("big", quota="1Mi"))
+    a1 = AgentProcess(tmp_path, "a1", cluster.url, metadata_ttl=0.5).start()
+    agents.append(a1)
+    wait_for(lambda: (s := _view_state(cluster, "big")) and s["view"]["ready"], what="big's view")
+    assert tree(a1.view("big")) == big_files
+    # big's mount can no longer be read, so its own passes cannot evict it, and then its share
+    # is lowered to 128 KiB: it holds 384 KiB, 256 KiB over its share.
+    unreadable = dataset("big", "nosuch://bucket/big")["spec"]
+    cluster.patch(API_VERSION, "Dataset", "big", {"spec": unreadable}, "default")
+    wait_for(
+        lambda: "cannot read the mounts" in str(_view_state(cluster, "big").get("view")),
+        what="big's mount failing",
+    )
+    lowered = runtime("big", quota="128Ki")["spec"]
+    cluster.patch(API_VERSION, "EdgeCacheRuntime", "big", {"spec": lowered}, "default")
+    wait_for(
+        lambda: (s := _view_state(cluster, "big")) and s["cache"]["capacityBytes"] == 128 * KiB,
+        what="big's lowered share",
+    )
+    newest = ("b1.bin", "b3.bin", "b4.bin")
+    for i, rel in enumerate(sorted(big_files)):  # b1, b3 and b4 read last
+        os.utime(a1.view("big") / rel, (2_000_000 + (100 + i if rel in newest else i), 1_000_000))
+    # small's 320 KiB fit its 384 KiB share, not beside big's 384 KiB in the node's 512 KiB.
+    small = tmp_path / "bucket" / "small"
+    small_files = _write(small, 5, 64 * KiB, "s")
+    cluster.create(dataset("small", f"file://{small}"))
+    cluster.create(runtime("small", quota="384Ki"))
+    wait_for(
+        lambda: (s := _view_state(cluster, "small")) and s["view"]["ready"], what="small's view"
+    )
+    assert tree(a1.view("small")) == small_files
+    # small needed 192 KiB more than was free: big gave up its three least recently read files.
+    assert tree(a1.view("big")) == {rel: big_files[rel] for rel in newest}
+    stats = subprocess.run(
+        [EDGECACHE, "stats", "--json", "--cache-dir", str(a1.cache_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ssd = json.loads(stats.stdout)["tiers"]["ssd"]
+    assert ssd["quota_bytes"] == QUOTA
+    assert ssd["charged_bytes"] == (5 + 3) * 64 * KiB
