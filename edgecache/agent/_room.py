@@ -14,15 +14,14 @@ view holds more than its share only until its own next pass evicts it (its runti
 lowered, its mount cannot be listed): meanwhile another view that needs the room it was
 promised takes it from there. Unpinned blocks are evicted by the cache itself for a charge
 (:meth:`~edgecache.cache.TieredCache.charge`); never evicted: a pinned view's files, pinned
-blocks, a view within its share, a file a view is writing or replacing
-(:attr:`~edgecache.agent._view.DatasetView.writing`: its charge is settled only once it is in),
+blocks, a view within its share, a file a view is writing or replacing (its charge is settled
+only once it is in: :meth:`~edgecache.agent._view.DatasetView.eviction_order` leaves it out),
 and any file a view does not list in its manifest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Iterable
 
 from edgecache.agent._view import DatasetView, Quota
@@ -49,14 +48,7 @@ class ViewRoom:
                 if view is asking or quota.pinned or excess <= 0:
                     continue
                 over[view] = excess
-                for rel in view.files:
-                    if rel in view.writing:
-                        continue
-                    try:
-                        atime = os.stat(view.path / rel).st_atime
-                    except OSError:
-                        atime = 0.0
-                    candidates.append((atime, view, rel))
+                candidates.extend((atime, view, rel) for atime, rel in view.eviction_order())
             freed = 0
             chosen: dict[DatasetView, list[str]] = {}
             for _atime, view, rel in sorted(candidates, key=lambda c: c[0]):

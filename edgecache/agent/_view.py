@@ -570,20 +570,28 @@ class DatasetView:
         if quota.pinned or self.cached_bytes <= quota.high * quota.capacity_bytes:
             return 0
         target = quota.low * quota.capacity_bytes
-        by_access: list[tuple[float, str]] = []
-        for rel in self.files:
-            try:
-                by_access.append((os.stat(self.path / rel).st_atime, rel))
-            except OSError:
-                by_access.append((0.0, rel))
         chosen: list[str] = []
         used = self.cached_bytes
-        for _atime, rel in sorted(by_access):
+        for _atime, rel in self.eviction_order():
             if used <= target:
                 break
             used -= self.files[rel].size
             chosen.append(rel)
         return self.evict_files(chosen)
+
+    def eviction_order(self) -> list[tuple[float, str]]:
+        """``(last read, file)`` of each file the view may give up now, least recently read
+        first (by ``atime``; a file that cannot be looked at first of all): never one it is
+        writing or replacing (:attr:`writing`)."""
+        ranked: list[tuple[float, str]] = []
+        for rel in self.files:
+            if rel in self.writing:
+                continue
+            try:
+                ranked.append((os.stat(self.path / rel).st_atime, rel))
+            except OSError:
+                ranked.append((0.0, rel))
+        return sorted(ranked)
 
     def evict_files(self, relatives: Sequence[str]) -> int:
         """Unlink these files of the view (readers holding them keep them); the view is no

@@ -95,12 +95,7 @@ class MemoryTier:
             if digest in self._data:
                 return []
             self._drop_recent(digest)
-            evicted: list[tuple[BlockKey, bytes]] = []
-            overflow = self._store.total_bytes() + size - self.quota_bytes
-            if overflow > 0:
-                for entry in self._policy.evict(self._store, overflow):
-                    evicted.append(self._data.pop(entry.key))
-                CACHE_EVICTIONS.labels("mem").inc(len(evicted))
+            evicted = self._evict(self._store.total_bytes() + size - self.quota_bytes)
             queue, freq = self._policy.admit(self._store, digest)
             self._store.insert(digest, size, queue, freq)
             self._data[digest] = (key, data)
@@ -116,14 +111,17 @@ class MemoryTier:
             self._policy = policy
             CACHE_QUOTA_BYTES.labels("mem").set(quota_bytes)
             show_policy("mem", policy)
-            evicted: list[tuple[BlockKey, bytes]] = []
-            overflow = self._store.total_bytes() - quota_bytes
-            if overflow > 0:
-                for entry in policy.evict(self._store, overflow):
-                    evicted.append(self._data.pop(entry.key))
-                CACHE_EVICTIONS.labels("mem").inc(len(evicted))
-                CACHE_USAGE_BYTES.labels("mem").set(self._store.total_bytes())
-            return evicted
+            return self._evict(self._store.total_bytes() - quota_bytes)
+
+    def _evict(self, overflow: int) -> list[tuple[BlockKey, bytes]]:
+        """Evict at least ``overflow`` bytes by the policy (none when it is not positive) and
+        return the blocks evicted. The caller holds the lock."""
+        if overflow <= 0:
+            return []
+        evicted = [self._data.pop(entry.key) for entry in self._policy.evict(self._store, overflow)]
+        CACHE_EVICTIONS.labels("mem").inc(len(evicted))
+        CACHE_USAGE_BYTES.labels("mem").set(self._store.total_bytes())
+        return evicted
 
     def discard(self, digest: str) -> None:
         """Forget a block (its object changed or was deleted)."""
