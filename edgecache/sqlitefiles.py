@@ -20,7 +20,7 @@ __all__ = [
     "WAL_CHECKPOINT_PAGES",
     "WAL_LIMIT_BYTES",
     "bound_wal",
-    "database_bytes",
+    "disk_bytes",
     "exclusive_lock",
     "file_identity",
     "is_damage",
@@ -50,7 +50,7 @@ def bound_wal(db: sqlite3.Connection) -> None:
     db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
 
 
-def database_bytes(path: str) -> int:
+def disk_bytes(path: str) -> int:
     """Bytes on disk of the database at ``path`` with its write-ahead log and shared-memory
     index (``-wal``, ``-shm``): what it takes from the directory."""
     total = 0

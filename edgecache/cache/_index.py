@@ -325,9 +325,10 @@ class BlockIndex:
         self._lock = threading.RLock()
         self.quotas = quotas
         self.policy = policy
-        self.database_bytes = [0] * len(quotas)
-        """Bytes the sqlite databases take in each directory (kept current by the SSD tier),
-        counted in its quota from :data:`DATABASES_COUNTED_FROM_BYTES` on."""
+        self.database_room = [0] * len(quotas)
+        """Bytes each directory keeps for the sqlite databases: what they take, and what their
+        logs may still grow to before the SSD tier measures them again. Counted in the
+        directory's quota from :data:`DATABASES_COUNTED_FROM_BYTES` on."""
         self._seq: int | None = None
         self._pins: list[PinRecord] = []
         self._pins_version = -1
@@ -730,9 +731,9 @@ class BlockIndex:
         return kept
 
     def _counted_databases(self, dir_id: int, quota: int) -> int:
-        """The databases' bytes in ``dir_id`` if its ``quota`` counts them
-        (:data:`DATABASES_COUNTED_FROM_BYTES`)."""
-        return self.database_bytes[dir_id] if quota >= DATABASES_COUNTED_FROM_BYTES else 0
+        """The room kept for the databases in ``dir_id`` (:attr:`database_room`) if its
+        ``quota`` counts them (:data:`DATABASES_COUNTED_FROM_BYTES`)."""
+        return self.database_room[dir_id] if quota >= DATABASES_COUNTED_FROM_BYTES else 0
 
     def _charged(self, dir_id: int, *, excluding: str | None = None) -> int:
         return sum(

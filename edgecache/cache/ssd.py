@@ -77,7 +77,7 @@ from edgecache.metrics import (
     CACHE_QUOTA_BYTES,
     CACHE_USAGE_BYTES,
 )
-from edgecache.sqlitefiles import WAL_BOUND_BYTES, database_bytes
+from edgecache.sqlitefiles import WAL_BOUND_BYTES, disk_bytes
 
 __all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
 
@@ -651,7 +651,7 @@ class SSDTier:
         index = self._index
         if index is not None:
             grown = self._log_headroom()
-            index.database_bytes = [self.database_bytes() + grown] + [0] * (len(self._dirs) - 1)
+            index.database_room = [self.database_bytes() + grown] + [0] * (len(self._dirs) - 1)
 
     def _publish_usage(self) -> None:
         index = self._index
@@ -803,7 +803,7 @@ class SSDTier:
         index, and the metadata cache when ``cache_dir`` is that directory. Beside the quota
         (which bounds blocks and charges); each log is kept near
         :data:`~edgecache.sqlitefiles.WAL_CHECKPOINT_PAGES` pages."""
-        return sum(database_bytes(path) for path in self._databases)
+        return sum(disk_bytes(path) for path in self._databases)
 
     @property
     def _holds_metadata(self) -> bool:
