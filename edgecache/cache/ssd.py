@@ -40,7 +40,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import xxhash
 
@@ -84,8 +84,6 @@ __all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
-METADATA_NAME = "metadata.sqlite"
-"""The metadata cache's database in ``cache_dir`` (:mod:`edgecache.engine._metadata`)."""
 FLUSH_EVERY_SECONDS = 1.0
 """Most seconds a hit or counter waits in memory before it is written to the index: what a
 killed process can lose."""
@@ -128,10 +126,18 @@ def _reason(exc: BaseException) -> str:
 class SSDTier:
     """Verified block files under quota; shared by every process using the same directories."""
 
-    def __init__(self, settings: CacheSettings, policy: EvictionPolicy) -> None:
+    def __init__(
+        self, settings: CacheSettings, policy: EvictionPolicy, *, databases: Sequence[str] = ()
+    ) -> None:
+        """``databases``: see :class:`~edgecache.cache.tiered.TieredCache`."""
         self._settings = settings
         self._policy = policy
         self._dirs = [d.path for d in settings.ssd_directories]
+        first = os.path.realpath(self._dirs[0])
+        self._databases = [os.path.join(self._dirs[0], INDEX_NAME)] + [
+            path for path in databases if os.path.realpath(os.path.dirname(path)) == first
+        ]
+        """The sqlite databases in the first directory: the index, and those beside it."""
         self._block_roots = [os.path.join(d, "blocks") for d in self._dirs]
         self._quotas = [d.quota_bytes for d in settings.ssd_directories]
         self._weights = [xxhash.xxh64_intdigest(p.encode()) for p in self._dirs]
@@ -800,19 +806,10 @@ class SSDTier:
 
     def database_bytes(self) -> int:
         """Bytes the sqlite databases take in the tier's first directory, logs included: the
-        index, and the metadata cache when ``cache_dir`` is that directory. Beside the quota
-        (which bounds blocks and charges); each log is kept near
+        index, and the ``databases`` beside it (the metadata cache's, when it is there). Beside
+        the quota (which bounds blocks and charges); each log is kept near
         :data:`~edgecache.sqlitefiles.WAL_CHECKPOINT_PAGES` pages."""
         return sum(disk_bytes(path) for path in self._databases)
-
-    @property
-    def _holds_metadata(self) -> bool:
-        return os.path.realpath(self._settings.cache_dir) == os.path.realpath(self._dirs[0])
-
-    @property
-    def _databases(self) -> list[str]:
-        names = [INDEX_NAME, METADATA_NAME] if self._holds_metadata else [INDEX_NAME]
-        return [os.path.join(self._dirs[0], name) for name in names]
 
     def _log_headroom(self) -> int:
         # Per log: one that has grown past its bound does not lend its excess to the other.

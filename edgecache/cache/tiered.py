@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -97,7 +97,9 @@ _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
 class TieredCache:
     """MEM + SSD block cache with single-flight fills. Thread-safe; one per cache dir is enough."""
 
-    def __init__(self, settings: CacheSettings) -> None:
+    def __init__(self, settings: CacheSettings, *, databases: Sequence[str] = ()) -> None:
+        """``databases``: other sqlite files beside the index (the metadata cache's), whose
+        bytes the SSD tier counts with the index's when they are in its first directory."""
         self.settings = settings
         self.mem = MemoryTier(
             quota_bytes=settings.mem_quota,
@@ -107,7 +109,7 @@ class TieredCache:
                 min(_READ_BUFFER_BLOCKS * settings.block_size, _READ_BUFFER_CAP_BYTES),
             ),
         )
-        self.ssd = SSDTier(settings, policy_by_name(settings.eviction_policy))
+        self.ssd = SSDTier(settings, policy_by_name(settings.eviction_policy), databases=databases)
         self._flights = FlightMap()
         # SSD reads and writes of MiB-sized blocks run here, off the event loop.
         self._io = concurrent.futures.ThreadPoolExecutor(

@@ -46,9 +46,13 @@ import xxhash
 
 from edgecache.sqlitefiles import bound_wal, exclusive_lock, file_identity, is_damage
 
-__all__ = ["CachedInfo", "MetadataCache", "parent_of"]
+__all__ = ["METADATA_NAME", "CachedInfo", "MetadataCache", "parent_of"]
 
 log = logging.getLogger(__name__)
+
+METADATA_NAME = "metadata.sqlite"
+"""The metadata cache's database in the cache directory (the SSD tier counts its bytes with the
+index's: :class:`~edgecache.engine._store.Store` tells it where it is)."""
 
 _UNLISTED_SECONDS = 1.0
 """A directory the database had no listing of is asked again after this long by a caller

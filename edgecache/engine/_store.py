@@ -14,14 +14,10 @@ from __future__ import annotations
 import os
 
 from edgecache.cache import TieredCache
-from edgecache.cache.ssd import METADATA_NAME
 from edgecache.config import CacheSettings, StoreSettings
-from edgecache.engine._metadata import MetadataCache
+from edgecache.engine._metadata import METADATA_NAME, MetadataCache
 
-__all__ = ["METADATA_DB", "Store"]
-
-METADATA_DB = METADATA_NAME
-"""File name of the metadata cache inside the cache directory (the SSD tier counts its bytes)."""
+__all__ = ["Store"]
 
 
 class Store:
@@ -31,11 +27,9 @@ class Store:
         self.directory = os.path.realpath(settings.store.cache_dir)
         """Real path of the cache directory (the registry's key)."""
         self.settings = settings
-        self.blocks = TieredCache(settings)
-        self.metadata = MetadataCache(
-            os.path.join(settings.store.cache_dir, METADATA_DB),
-            ttl_seconds=settings.metadata.ttl_seconds,
-        )
+        metadata = os.path.join(settings.store.cache_dir, METADATA_NAME)
+        self.blocks = TieredCache(settings, databases=[metadata])
+        self.metadata = MetadataCache(metadata, ttl_seconds=settings.metadata.ttl_seconds)
         self.closed = False
 
     def apply(self, store: StoreSettings, *, for_every_process: bool = False) -> None:
