@@ -3,7 +3,8 @@
 Recorded through a real hub from the test API server, then damaged on disk the way a disk or an
 operator damages it: one flipped bit anywhere in a recorded object's row (hypothesis over the
 position), every copy of an object altered, a file cut short or emptied, a zeroed page (each
-page of the file in turn), and a store of the previous formats. Offline, through the hub, every answer is the recorded object or a refusal.
+page of the file in turn), and a store of the previous formats. Offline, through the hub, every
+answer is the recorded object or a refusal.
 """
 
 from __future__ import annotations
