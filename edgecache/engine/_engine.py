@@ -118,7 +118,11 @@ class ReadEngine:
         self.scans = ScanDetector(settings.read.scan_ahead_files)
         self._dir_misses: dict[str, int] = {}
         self._listing_flights: dict[str, asyncio.Future[list[CachedInfo]]] = {}
-        self._backend_source = BackendSource(self, concurrency=settings.read.fetch_concurrency)
+        self._backend_source = BackendSource(
+            self,
+            concurrency=settings.read.fetch_concurrency,
+            background_concurrency=self.link.settings.background_fetches,
+        )
         self._sources: list[BlockSource] = [self._backend_source]
         self._relays: list[BlockSource] = []
         self.sparse = SparsePlanner()

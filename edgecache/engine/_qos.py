@@ -245,11 +245,18 @@ class LinkScheduler:
             self._activity.setdefault(path, _ActivityFile(path))
 
     # --- foreground ---------------------------------------------------------------------------
+    def is_background(self, priority: Priority | None = None) -> bool:
+        """Whether a fetch of ``priority`` (default: the current one) is background work on
+        this link: QoS is on and it is marked so. Such a fetch waits for its turn
+        (:meth:`background_block`) and has request slots of its own (``background_fetches``
+        of them), so it never takes one of the foreground's (``fetch_concurrency``)."""
+        return self.settings.enabled and (priority or current_priority()) is Priority.BACKGROUND
+
     @contextlib.contextmanager
     def request(self, priority: Priority | None = None) -> Iterator[None]:
         """Around one backend request (a block, pages, metadata, a write), from before it
         queues for a request slot to its end: a foreground one holds background back."""
-        if not self.settings.enabled or (priority or current_priority()) is Priority.BACKGROUND:
+        if not self.settings.enabled or self.is_background(priority):
             yield
             return
         self._foreground += 1

@@ -52,11 +52,18 @@ class BackendSource:
 
     name = "backend"
 
-    def __init__(self, engine: ReadEngine, *, concurrency: int) -> None:
+    def __init__(
+        self, engine: ReadEngine, *, concurrency: int, background_concurrency: int
+    ) -> None:
         self._engine = engine
         self._slots = asyncio.Semaphore(concurrency)
         """At most ``concurrency`` block requests in flight for the whole engine (the node's
         link is shared by every filesystem of the process)."""
+        self._background_slots = asyncio.Semaphore(background_concurrency)
+        """Background blocks' own request slots (WAN QoS on): they never take the
+        foreground's, so a reader's request never queues behind a prefetch's, however many
+        of those are in flight. The link scheduler admits no more background blocks than
+        there are of these, so an admitted block does not wait here either."""
         self._span_slots = asyncio.Semaphore(4 * concurrency)
         """Spans (the pages of sparse reads) have their own, wider bound: a few KiB each,
         they cost the link a round trip, not its bandwidth, and a ``cat_ranges`` of a few dozen
@@ -64,7 +71,8 @@ class BackendSource:
 
     async def fetch(self, plan: ReadPlan, index: int) -> bytes:
         start = plan.block_start(index)
-        async with self._engine.guard(f"block {index} of {plan.path}"), self._slots:
+        slots = self._background_slots if self._engine.link.is_background() else self._slots
+        async with self._engine.guard(f"block {index} of {plan.path}"), slots:
             data = await self._engine.backend.fetch_range(
                 plan.path, start, start + plan.block_length(index), plan.version
             )

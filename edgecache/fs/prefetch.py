@@ -307,12 +307,23 @@ async def prefetch(
                     report.files_loaded += 1
             tick()
 
-    workers = max(1, parallel or fs.settings.read.fetch_concurrency)
+    workers = max(1, parallel or _workers(fs))
     tick(force=True)
     await asyncio.gather(*(worker() for _ in range(workers)))
     report.finished = time.monotonic()
     tick(force=True)
     return report
+
+
+def _workers(fs: EdgeCacheFileSystem) -> int:
+    """Blocks loaded at once by default. With WAN QoS on, the link scheduler bounds them
+    (``background_fetches`` on request slots of their own): a quarter more workers than that
+    keep those slots full while the blocks that just landed are stored; a worker waiting for
+    its turn holds no block. Without QoS, the engine's ``fetch_concurrency``."""
+    qos = fs.engine.link.settings
+    if qos.enabled:
+        return qos.background_fetches + max(1, qos.background_fetches // 4)
+    return fs.settings.read.fetch_concurrency
 
 
 def run_prefetch(fs: EdgeCacheFileSystem, targets: Sequence[str], **kwargs: Any) -> PrefetchReport:

@@ -111,7 +111,7 @@ class Load:
 
     fs: EdgeCacheFileSystem
     url: str
-    parallel: int = 4
+    parallel: int | None = 4
     progress: list[tuple[float, int]] = field(default_factory=list)
     """(monotonic seconds, bytes loaded) after every block."""
     loading: threading.Event = field(default_factory=threading.Event)
