@@ -536,7 +536,8 @@ def _print_stats(report: dict[str, Any]) -> None:
 @click.option(
     "--parallel",
     type=click.IntRange(min=1),
-    help="Blocks loaded at once [default: the fetch_concurrency setting, 16].",
+    help="Blocks loaded at once [default: with WAN QoS on, background_fetches plus a "
+    "quarter, 40; else the fetch_concurrency setting, 16].",
 )
 @click.option("--pin", is_flag=True, help="Pin what is loaded (refused if it cannot fit).")
 @click.option("--pin-name", help="Name of the pin [default: the URL or dataset/NAMESPACE/NAME].")

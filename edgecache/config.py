@@ -411,13 +411,15 @@ class QoSSettings:
     covers the gap measured under load (0.12 s of 0.46 s per 4 MiB block at 30 ms, 100 Mbit/s)
     and adds at most a quarter block to what a foreground read can find ahead of it; 0: one
     block at a time, as before."""
-    background_fetches: int = 12
-    """Most background block fetches in flight at once (``background_fetches``): four below
-    the default ``fetch_concurrency``, so foreground requests always find request slots free.
-    Small objects need many requests in flight to keep a 30 ms, 100 Mbit/s link busy: a
-    prefetch of 1,000 x 64 KiB objects moved 0.52x of the link with 8, 0.72x with 12 and 0.81x
-    with 16 (0.85x with QoS off; `bench/wan_bench.py --only prefetch_small --set
-    background_fetches=N`, quiet machine)."""
+    background_fetches: int = 32
+    """Most background block fetches in flight at once (``background_fetches``), on request
+    slots of their own: background never takes one of the ``fetch_concurrency`` slots of
+    foreground requests, which always find theirs free. Small objects need many requests in
+    flight to keep a link busy (each costs round trips, not bandwidth: its connection and its
+    request over 30 ms against 5 ms for 64 KiB at 100 Mbit/s); large blocks are bounded by
+    :attr:`background_inflight_bytes` long before this. Sharing the foreground's 16 slots (at
+    most 12), a prefetch of 1,000 x 64 KiB objects moved 0.72x of a 30 ms, 100 Mbit/s link
+    (`bench/wan_bench.py --only prefetch_small`; bench/README.md, "QoS and small objects")."""
     foreground_quiet_seconds: float = 0.5
     """Background waits until foreground has been quiet this long (``foreground_quiet``): a
     reader between two reads (a training step, the next file) is still reading, and a

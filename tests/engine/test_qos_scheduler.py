@@ -73,6 +73,17 @@ async def test_background_requests_and_disabled_qos_hold_nothing() -> None:
             pass  # admitted at once
 
 
+def test_only_background_fetches_with_qos_on_take_the_background_slots() -> None:
+    link, _, _ = scheduler()
+    assert not link.is_background()
+    assert link.is_background(Priority.BACKGROUND)
+    assert not link.is_background(Priority.FOREGROUND)
+    with fetch_priority(Priority.BACKGROUND):
+        assert link.is_background()
+        off, _, _ = scheduler(enabled=False)
+        assert not off.is_background()  # no priorities: the foreground's slots, as before
+
+
 async def test_a_foreground_burst_lets_no_new_background_block_start() -> None:
     link, _, _ = scheduler(background_inflight_bytes=256 * KiB, foreground_quiet_seconds=0)
     started: list[int] = []

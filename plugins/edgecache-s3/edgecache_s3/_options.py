@@ -114,9 +114,11 @@ def s3_config(
     # botocore's "standard" mode retries throttling, 5xx and connection errors with jittered
     # exponential backoff; EdgeS3FileSystem keeps it from retrying a timeout.
     config_kwargs.setdefault("retries", {"total_max_attempts": limits.attempts, "mode": "standard"})
-    # botocore's default pool (10) would queue edgecache's parallel block fetches (16 by
-    # default): over a high-latency link every queued request costs a round trip.
-    config_kwargs.setdefault("max_pool_connections", 32)
+    # botocore's default pool (10) would queue edgecache's parallel block fetches: over a
+    # high-latency link every queued request costs a round trip. By default 16 foreground
+    # (fetch_concurrency) and 32 background (background_fetches) requests, each on request
+    # slots of their own: a reader's request must not wait for a connection a prefetch holds.
+    config_kwargs.setdefault("max_pool_connections", 64)
     if flag("path_style", resolved.get("path_style", False)):
         s3_section = dict(config_kwargs.get("s3") or {})
         s3_section.setdefault("addressing_style", "path")
