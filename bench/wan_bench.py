@@ -73,7 +73,14 @@ READ_BYTES = 8 * MiB
 PROFILES = {
     "30ms-100mbit": WANProfile(rtt_ms=30, mbit=100),
     "80ms-20mbit": WANProfile(rtt_ms=80, mbit=20),
+    "120ms-25mbit": WANProfile(rtt_ms=120, mbit=25),
 }
+"""``120ms-25mbit`` is not in ``all``: the round trips per byte of ``30ms-100mbit`` (a 64 KiB
+object takes as many round trips' worth of requests in flight to fill it) at a quarter of its
+rate, so the three processes need a quarter of the CPU per second. When the machine is shared
+and moto alone cannot serve 100 Mbit/s of small objects (``direct to moto``, printed first),
+it still shows what requests in flight do for small objects."""
+ALL_PROFILES = ("30ms-100mbit", "80ms-20mbit")
 
 
 def tree_names(count: int) -> list[str]:
@@ -657,7 +664,7 @@ def main() -> None:
     unknown = {b for b in args.only.split(",") if b} - set(TARGETS)
     if unknown:
         parser.error(f"--only: unknown benchmark(s) {', '.join(sorted(unknown))}")
-    profiles = list(PROFILES) if args.profile == "all" else [args.profile]
+    profiles = list(ALL_PROFILES) if args.profile == "all" else [args.profile]
 
     started = time.monotonic()
     all_results: dict[str, Any] = {}

@@ -417,9 +417,12 @@ class QoSSettings:
     foreground requests, which always find theirs free. Small objects need many requests in
     flight to keep a link busy (each costs round trips, not bandwidth: its connection and its
     request over 30 ms against 5 ms for 64 KiB at 100 Mbit/s); large blocks are bounded by
-    :attr:`background_inflight_bytes` long before this. Sharing the foreground's 16 slots (at
-    most 12), a prefetch of 1,000 x 64 KiB objects moved 0.72x of a 30 ms, 100 Mbit/s link
-    (`bench/wan_bench.py --only prefetch_small`; bench/README.md, "QoS and small objects")."""
+    :attr:`background_inflight_bytes` long before this, which also bounds what a foreground
+    burst finds on the link. Sharing the foreground's 16 slots (at most 12), a prefetch of
+    1,000 x 64 KiB objects moved 0.72x of a 30 ms, 100 Mbit/s link on a quiet machine, and
+    0.81x of a 120 ms, 25 Mbit/s one (the same round trips per byte) on a loaded one; with 32
+    of its own, 0.91x of the latter (`bench/wan_bench.py --only prefetch_small`; bench/README.md,
+    "QoS and small objects")."""
     foreground_quiet_seconds: float = 0.5
     """Background waits until foreground has been quiet this long (``foreground_quiet``): a
     reader between two reads (a training step, the next file) is still reading, and a
