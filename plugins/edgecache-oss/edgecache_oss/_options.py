@@ -95,6 +95,10 @@ def oss_config(
     # edgecache keeps listings itself, with a TTL; ossfs's own listing cache never expires and
     # would hide a replaced object's new ETag from info() forever.
     kwargs["use_listings_cache"] = False
+    # ossfs pools 20 connections; edgecache runs 16 foreground (fetch_concurrency) and 32
+    # background (background_fetches) requests on request slots of their own, and a reader's
+    # request must not wait for a connection a prefetch holds (as the S3 backend's pool of 64).
+    kwargs["psize"] = 64
     refuse_unknown_options(
         extra, _OSSFS_KEYWORDS, backend="OSS", specs=OSS_OPTIONS, filesystem="ossfs"
     )

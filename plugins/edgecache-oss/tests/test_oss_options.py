@@ -171,3 +171,10 @@ def test_options_keep_secrets_wrapped(oss_options: dict[str, Any]) -> None:
     backend = get_backend("oss", oss_options)
     assert backend.options["secret"] == Secret(SECRET)
     assert SECRET not in repr(backend.options) and SECRET not in repr(backend)
+
+
+def test_the_connection_pool_has_room_for_foreground_and_background_requests() -> None:
+    # 16 foreground + 32 background request slots by default: ossfs's own pool of 20 would
+    # make a reader wait for a connection a prefetch holds. An explicit psize still wins.
+    assert oss_config({"endpoint": "http://127.0.0.1:1"}).fs_kwargs["psize"] == 64
+    assert oss_config({"endpoint": "http://127.0.0.1:1", "psize": 8}).fs_kwargs["psize"] == 8
