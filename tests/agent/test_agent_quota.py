@@ -15,6 +15,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from edgecache_testservers.kubeapi import KubeAPIServer
 
@@ -70,6 +71,19 @@ def _read_through_the_cache(agent: AgentProcess, view: Path, source: Path) -> di
     return result
 
 
+def _ssd_stats(cache_dir: Path) -> dict[str, Any]:
+    """The SSD tier's figures as a fresh ``edgecache stats --json`` process reports them."""
+    stats = subprocess.run(
+        [EDGECACHE, "stats", "--json", "--cache-dir", str(cache_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ssd: dict[str, Any] = json.loads(stats.stdout)["tiers"]["ssd"]
+    return ssd
+
+
 def _bytes_under(top: Path) -> int:
     return sum(p.stat().st_size for p in top.rglob("*") if p.is_file())
 
@@ -111,14 +125,7 @@ def test_views_and_edgecache_readers_on_the_node_share_one_quota(
     blocks = _bytes_under(a1.cache_dir / "blocks")
     assert blocks < read["blocks"], (blocks, read)
     assert blocks + _bytes_under(view) <= QUOTA
-    stats = subprocess.run(
-        [EDGECACHE, "stats", "--json", "--cache-dir", str(a1.cache_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    ssd = json.loads(stats.stdout)["tiers"]["ssd"]
+    ssd = _ssd_stats(a1.cache_dir)
     assert ssd["quota_bytes"] == QUOTA  # the agent's limit, for any process
     assert ssd["charged_bytes"] == sum(len(d) for d in files.values())
 
@@ -177,14 +184,7 @@ def test_a_runtime_changed_while_the_agent_runs_reaches_its_cache(
     assert tree(a1.view("images")) == files
     assert after["spec"]["cache"]["misses"] == 2 * 4 + 8  # the new file in 32 KiB blocks
     assert after["spec"]["cache"]["capacityBytes"] == 2 << 20
-    stats = subprocess.run(
-        [EDGECACHE, "stats", "--json", "--cache-dir", str(a1.cache_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(stats.stdout)["tiers"]["ssd"]["quota_bytes"] == 2 << 20
+    assert _ssd_stats(a1.cache_dir)["quota_bytes"] == 2 << 20
     assert a1.alive()
 
 
@@ -232,13 +232,6 @@ def test_a_view_takes_the_room_its_runtime_promises_from_a_view_over_its_share(
     assert tree(a1.view("small")) == small_files
     # small needed 192 KiB more than was free: big gave up its three least recently read files.
     assert tree(a1.view("big")) == {rel: big_files[rel] for rel in newest}
-    stats = subprocess.run(
-        [EDGECACHE, "stats", "--json", "--cache-dir", str(a1.cache_dir)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    ssd = json.loads(stats.stdout)["tiers"]["ssd"]
+    ssd = _ssd_stats(a1.cache_dir)
     assert ssd["quota_bytes"] == QUOTA
     assert ssd["charged_bytes"] == (5 + 3) * 64 * KiB
