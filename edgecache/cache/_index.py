@@ -576,24 +576,28 @@ class BlockIndex:
             row = self._db.execute("SELECT 1 FROM blocks WHERE digest=?", (digest,)).fetchone()
             return row is not None
 
-    def record(self, hits: dict[str, int], counters: dict[tuple[str, str], int]) -> None:
-        """Apply a batch of block hits (for the policy) and counter increments, in one go."""
+    def record(self, hits: dict[str, int], counters: dict[tuple[str, str], int]) -> set[str]:
+        """Apply a batch of block hits (for the policy) and counter increments, in one go.
+        Returns the digests whose rows a further hit would not change (the policy's
+        :meth:`~edgecache.cache.eviction.EvictionPolicy.hit_is_noop`)."""
+        settled: set[str] = set()
         if not hits and not counters:
-            return
+            return settled
         with self._write():
             # A warm small-file loop records a hit per file: rows are looked up many at a
             # time, and a row verified before is not hashed again while it is unchanged
             # (one row at a time, each verified, cost ~14 µs of CPU per hit).
             digests = list(hits)
             for start in range(0, len(digests), _ROWS_PER_QUERY):
-                self._record_hits(digests[start : start + _ROWS_PER_QUERY], hits)
+                self._record_hits(digests[start : start + _ROWS_PER_QUERY], hits, settled)
             self._db.executemany(
                 "INSERT INTO counters VALUES (?, ?, ?) "
                 "ON CONFLICT(name, label) DO UPDATE SET value=value+excluded.value",
                 [(name, label, value) for (name, label), value in counters.items()],
             )
+        return settled
 
-    def _record_hits(self, digests: list[str], hits: dict[str, int]) -> None:
+    def _record_hits(self, digests: list[str], hits: dict[str, int], settled: set[str]) -> None:
         marks = ",".join("?" * len(digests))
         found = {
             row[0]: row
@@ -604,6 +608,7 @@ class BlockIndex:
         verified = self._verified_rows
         if len(verified) > _VERIFIED_ROWS_KEPT:
             verified.clear()
+        policy = self.policy
         moved: list[tuple[int, int, str]] = []
         changed: list[tuple[int, str]] = []
         for digest in digests:  # in the order of the hits, which LRU's seq numbers keep
@@ -615,13 +620,14 @@ class BlockIndex:
                 if self._verified(fields) is None:
                     continue
                 verified[digest] = fields
-            move, new_freq = self.policy.on_hit(
-                fields[4], freq if isinstance(freq, int) else 0, hits[digest]
-            )
+            queue, known = fields[4], freq if isinstance(freq, int) else 0
+            move, new_freq = policy.on_hit(queue, known, hits[digest])
             if move:
                 moved.append((new_freq, self._next_seq(), digest))
             elif new_freq != freq:
                 changed.append((new_freq, digest))
+            if not move and policy.hit_is_noop(queue, new_freq):
+                settled.add(digest)
         if moved:
             self._db.executemany("UPDATE blocks SET freq=?, seq=? WHERE digest=?", moved)
         if changed:

@@ -93,6 +93,12 @@ class EvictionPolicy(ABC):
     def on_hit(self, queue: int, freq: int, hits: int) -> tuple[bool, int]:
         """After ``hits`` reads of an entry: (move it to its queue's tail?, new frequency)."""
 
+    def hit_is_noop(self, queue: int, freq: int) -> bool:
+        """Whether one more read of an entry in this state would change nothing (S3-FIFO at
+        its saturated frequency; never under LRU, where every hit moves the entry)."""
+        move, new_freq = self.on_hit(queue, freq, 1)
+        return not move and new_freq == freq
+
     @abstractmethod
     def evict(self, store: PolicyStore, bytes_to_free: int) -> list[PolicyEntry]:
         """Remove entries until ``bytes_to_free`` are freed or nothing evictable is left."""

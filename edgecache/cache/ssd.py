@@ -26,7 +26,8 @@ own (temp files by name, block files by name and header); anything else is left 
 
 Hits and counters are written by a background thread at least every
 :data:`FLUSH_EVERY_SECONDS` (and as soon as :data:`FLUSH_EVERY_HITS` hits are pending), so a
-killed process loses at most that batch of counts.
+killed process loses at most that batch of counts. Hits of a block whose row they would not
+change (S3-FIFO at its saturated frequency) are not noted for :data:`_SETTLED_SECONDS`.
 """
 
 from __future__ import annotations
@@ -89,6 +90,13 @@ FLUSH_EVERY_SECONDS = 1.0
 killed process can lose."""
 FLUSH_EVERY_HITS = 512
 """Pending hits that make the flusher write at once (bounds memory on a hot read loop)."""
+_SETTLED_SECONDS = 30.0
+"""How long a block whose row a hit would not change (S3-FIFO at its saturated frequency)
+is read without noting its hits: a warm loop over thousands of files then costs the flusher
+nothing, where each hit cost a row look-up (~10 µs of CPU, and the reader's GIL). Another
+process may lower that frequency meanwhile; this process's hits count again after this long."""
+_SETTLED_KEPT = 1 << 17
+"""Most settled digests remembered (~100 bytes each)."""
 _BUSY_BACKOFF_SECONDS = 30.0
 _INDEX_CHECK_SECONDS = 2.0
 
@@ -148,6 +156,9 @@ class SSDTier:
         """Why the tier last went out of service (the ``edgecache_cache_bypass`` label)."""
         self._lock = threading.Lock()
         self._pending_hits: dict[str, int] = {}
+        self._settled: set[str] = set()
+        """Blocks whose hits change nothing now (see :data:`_SETTLED_SECONDS`)."""
+        self._settled_since = time.monotonic()
         self._pending_counters: dict[tuple[str, str], int] = {}
         self._last_flush = time.monotonic()
         self._last_index_check = time.monotonic()
@@ -461,6 +472,7 @@ class SSDTier:
 
     def _corrupt(self, digest: str, path: str, why: str, identity: tuple[int, int] | None) -> None:
         log.warning("cache block %s is corrupt (%s); re-fetching", digest, why)
+        self._settled.discard(digest)
         CACHE_CORRUPT_BLOCKS.inc()
         self.count("corrupt_blocks", "")
         # Only the file that was read: another process may have stored a good copy since.
@@ -494,6 +506,7 @@ class SSDTier:
                 CACHE_BYPASS.labels("index_busy").inc()
             return False
         digest = key.digest
+        self._settled.discard(digest)  # a new row starts afresh: its hits count
         blob = encode_block(
             data,
             digest=digest,
@@ -586,6 +599,8 @@ class SSDTier:
 
     # --- hits, counters and flushing -----------------------------------------------------------
     def _note_hit(self, digest: str) -> None:
+        if digest in self._settled:
+            return
         with self._lock:
             self._pending_hits[digest] = self._pending_hits.get(digest, 0) + 1
             due = len(self._pending_hits) >= FLUSH_EVERY_HITS
@@ -625,12 +640,21 @@ class SSDTier:
             self._keep_pending({} if index is None else hits, counters)
             return
         try:
-            index.record(hits, counters)
+            settled = index.record(hits, counters)
         except sqlite3.Error as exc:
             self._keep_pending(hits if is_busy(exc) else {}, counters)
             self._fail(exc, "recording hits")
             return
+        self._note_settled(settled)
         self._publish_usage()
+
+    def _note_settled(self, digests: set[str]) -> None:
+        # Readers test membership without the lock: one set operation is atomic under the GIL.
+        now = time.monotonic()
+        if now - self._settled_since > _SETTLED_SECONDS or len(self._settled) > _SETTLED_KEPT:
+            self._settled.clear()
+            self._settled_since = now
+        self._settled.update(digests)
 
     def _keep_pending(self, hits: dict[str, int], counters: dict[tuple[str, str], int]) -> None:
         with self._lock:

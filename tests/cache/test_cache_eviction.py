@@ -300,3 +300,86 @@ def test_a_stored_block_that_no_longer_fits_leaves_no_unaccounted_file(tmp_path)
         assert got is None or got == x_data
     finally:
         second.close()
+
+
+def _freq(cache_dir: str, key: BlockKey) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(f"{cache_dir}/index.sqlite", timeout=30)
+    try:
+        (freq,) = db.execute("SELECT freq FROM blocks WHERE digest=?", (key.digest,)).fetchone()
+    finally:
+        db.close()
+    return int(freq)
+
+
+def _set_freq(cache_dir: str, key: BlockKey, freq: int) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(f"{cache_dir}/index.sqlite", timeout=30)
+    try:
+        with db:
+            db.execute("UPDATE blocks SET freq=? WHERE digest=?", (freq, key.digest))
+    finally:
+        db.close()
+
+
+def test_hits_of_a_block_at_its_saturated_frequency_are_not_written_until_it_is_stored_again(
+    make_cache, tmp_path
+) -> None:
+    # A warm loop over thousands of files under S3-FIFO: once a block's frequency is at its
+    # cap a hit changes nothing, and noting it cost the flusher a row look-up per file. Seen
+    # from outside: while the block is settled, a lower frequency written by someone else (an
+    # eviction pass in another process) is not raised again by this process's hits.
+    cache_dir = str(tmp_path / "c")
+    cache = make_cache(cache_dir=cache_dir, mem_quota=0, compression="none")
+    spec = ObjectSpec("f", BS // 4, compressible=False)
+    source = Source.of([spec])
+    (key,) = source.keys("f")
+    assert asyncio.run(read_object(cache, source, "f")) == spec.data()
+    for _ in range(S3FIFOPolicy.max_freq):
+        assert cache.get_cached(key, hold=False) == spec.data()
+    cache.flush()
+    assert _freq(cache_dir, key) == S3FIFOPolicy.max_freq
+
+    _set_freq(cache_dir, key, 1)
+    for _ in range(2):
+        assert cache.get_cached(key, hold=False) == spec.data()
+    cache.flush()
+    assert _freq(cache_dir, key) == 1, "a settled block's hits were written"
+
+    # Stored again (a new row): its hits count from the first one.
+    cache.ssd.discard(key)
+    assert asyncio.run(read_object(cache, source, "f")) == spec.data()
+    assert source.total_fetches == 2
+    for _ in range(2):
+        assert cache.get_cached(key, hold=False) == spec.data()
+    cache.flush()
+    assert _freq(cache_dir, key) == 2
+
+
+def test_under_lru_every_hit_is_still_written(make_cache, tmp_path) -> None:
+    cache_dir = str(tmp_path / "c")
+    cache = make_cache(cache_dir=cache_dir, mem_quota=0, compression="none", eviction_policy="lru")
+    specs = [ObjectSpec(f"f{i}", BS // 4, compressible=False) for i in range(3)]
+    source = Source.of(specs)
+    keys = [source.keys(s.path)[0] for s in specs]
+
+    def seq(key: BlockKey) -> int:
+        import sqlite3
+
+        db = sqlite3.connect(f"{cache_dir}/index.sqlite", timeout=30)
+        try:
+            (value,) = db.execute("SELECT seq FROM blocks WHERE digest=?", (key.digest,)).fetchone()
+        finally:
+            db.close()
+        return int(value)
+
+    for s in specs:
+        assert asyncio.run(read_object(cache, source, s.path)) == s.data()
+    for _ in range(3):  # each round moves f0 behind the others
+        for key in keys[1:] + keys[:1]:
+            assert cache.get_cached(key, hold=False) is not None
+        cache.flush()
+        assert seq(keys[0]) > max(seq(k) for k in keys[1:])
+        keys = keys[1:] + keys[:1]
