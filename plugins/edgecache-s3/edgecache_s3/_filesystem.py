@@ -16,21 +16,26 @@ RequestLimits`):
 
 Every client of the process reads botocore's service models through one data loader
 (:func:`botocore_session`): parsing them costs ~0.15 s of CPU, paid once per process (and not
-again in a forked DataLoader worker, which inherits them), instead of once per client.
+again in a forked DataLoader worker, which inherits them), instead of once per client. Its
+responses' timestamps are parsed by :func:`parse_timestamp`: botocore hands every one to
+dateutil's general parser (~0.1 ms each), a tenth of a cold ``glob`` of 400 objects (one
+``LastModified`` per listed key) and part of every GET; S3 sends two fixed formats.
 """
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import aiobotocore.session
 import botocore.exceptions
 import botocore.loaders
+import botocore.utils
 import s3fs
 
 from edgecache.backends.objectstore import RequestLimits, backoff_seconds
 
-__all__ = ["TIMEOUT_ERRORS", "EdgeS3FileSystem", "botocore_session"]
+__all__ = ["TIMEOUT_ERRORS", "EdgeS3FileSystem", "botocore_session", "parse_timestamp"]
 
 #: botocore's exceptions for a connect or read timeout (aiohttp's timeouts, translated).
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -46,6 +51,26 @@ _NO_ANSWER: tuple[type[BaseException], ...] = (
 _HANDLER_ID = "edgecache-retry-without-answer"
 _LOADERS: dict[str | None, botocore.loaders.Loader] = {}
 """botocore data loaders by data path (``AWS_DATA_PATH``): pure caches of parsed JSON files."""
+_UTC = botocore.utils.tzutc()
+"""The UTC botocore's parser gives (dateutil's, which botocore depends on)."""
+_HTTP_DATE = "%a, %d %b %Y %H:%M:%S GMT"
+
+
+def parse_timestamp(value: Any) -> datetime.datetime:
+    """A timestamp of an S3 response as botocore's own parser gives it (a UTC datetime), fast
+    for S3's two formats: ISO 8601 in UTC (``2026-12-02T03:36:16.000Z``, listings) and the
+    HTTP date (``Wed, 02 Dec 2026 03:36:16 GMT``, headers). Anything else, or a name of a day
+    or month this process's locale does not spell so, goes to botocore's parser."""
+    if isinstance(value, str):
+        try:
+            if value.endswith("Z") and "T" in value:
+                return datetime.datetime.fromisoformat(value).replace(tzinfo=_UTC)
+            if value.endswith(" GMT"):
+                return datetime.datetime.strptime(value, _HTTP_DATE).replace(tzinfo=_UTC)
+        except ValueError:
+            pass
+    parsed: datetime.datetime = botocore.utils.parse_timestamp(value)
+    return parsed
 
 
 def botocore_session(**kwargs: Any) -> aiobotocore.session.AioSession:
@@ -59,6 +84,9 @@ def botocore_session(**kwargs: Any) -> aiobotocore.session.AioSession:
     if loader is None:
         loader = _LOADERS[data_path] = botocore.loaders.create_loader(data_path)
     session.register_component("data_loader", loader)
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
     return session
 
 

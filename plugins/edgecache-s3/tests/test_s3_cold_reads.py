@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import botocore.utils
+import dateutil.parser
 import fsspec
 import pytest
 import s3fs
-from edgecache_s3._filesystem import EdgeS3FileSystem
+from edgecache_s3._filesystem import EdgeS3FileSystem, parse_timestamp
 from s3testlib import put
 
 from edgecache.errors import BackendUnavailableError
@@ -173,3 +176,65 @@ def test_every_client_of_the_process_parses_the_service_models_once(
         session = fs.engine.backend.fs.session
         loaders.append(session.get_component("data_loader"))
     assert loaders[0] is loaders[1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-02T03:36:16.000Z",
+        "2026-12-02T03:36:16Z",
+        "2026-12-02T03:36:16.123456Z",
+        "Wed, 02 Dec 2026 03:36:16 GMT",
+        "Tue, 1 Dec 2026 23:59:59 GMT",
+        "2026-12-02T03:36:16+02:00",
+        "1733100000",
+        1733100000.5,
+    ],
+)
+def test_timestamps_are_parsed_as_botocore_parses_them(value: Any) -> None:
+    fast = parse_timestamp(value)
+    assert fast == botocore.utils.parse_timestamp(value)
+    assert fast.utcoffset() is not None
+
+
+def test_listings_and_gets_parse_their_timestamps_without_dateutil(
+    client: Any,
+    prefix: str,
+    s3_options: dict[str, Any],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # botocore hands every timestamp of a response to dateutil's general parser (~0.1 ms
+    # each): a cold glob of 400 objects spent a tenth of its time there, every GET some. The
+    # client's parser takes S3's two formats itself, and gives the same times s3fs gives.
+    paths = [put(client, f"{prefix}/d/f{i:02d}", b"x" * 10) for i in range(20)]
+    plain = s3fs.S3FileSystem(**s3_options, skip_instance_cache=True).find(
+        f"{prefix}/d", detail=True
+    )
+    general = dateutil.parser.parse
+    parsed: list[Any] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        # The clients' responses are parsed on fsspec's I/O thread (moto, in this process,
+        # parses timestamps too, on its own threads).
+        if threading.current_thread().name == "fsspecIO":
+            parsed.append(args[0])
+        return general(*args, **kwargs)
+
+    monkeypatch.setattr(dateutil.parser, "parse", counted)
+    fs, _ = fsspec.url_to_fs(f"edgecache::s3://{prefix}", **_options(s3_options, str(tmp_path)))
+    found = fs.find(f"s3://{prefix}/d", detail=True)
+    assert fs.cat_file(f"s3://{paths[0]}", start=2, end=5) == b"xxx"
+    other = fsspec.filesystem(
+        "edgecache",
+        target_protocol="s3",
+        target_options=s3_options,
+        cache_dir=str(tmp_path / "other"),
+        skip_instance_cache=True,
+    )
+    assert other.cat_file(f"s3://{paths[1]}", start=2, end=5) == b"xxx"
+    assert parsed == []
+    assert {k: v["LastModified"] for k, v in found.items()} == {
+        k: v["LastModified"] for k, v in plain.items()
+    }
+    assert other.info(f"s3://{paths[1]}")["LastModified"] == plain[paths[1]]["LastModified"]
