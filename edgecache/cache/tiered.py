@@ -90,6 +90,11 @@ _IO_THREADS = "edgecache-io"
 _CLOSE_WAIT_SECONDS = 10.0
 """Longest :meth:`TieredCache.close` waits for the block writes it handed to its I/O threads
 (a few ms each on a healthy disk; the bound only keeps a hung disk from hanging the close)."""
+_PAGE_WRITE_DELAY_SECONDS = 0.02
+"""How long pages handed to :meth:`TieredCache.put_soon` wait before they are written: the
+reader that fetched them is then sending its next request (CPU and the interpreter lock it
+needs at once), and the next request's round trip is idle time for the disk work; the pages of
+the reads in between are written in the same batch."""
 _TIERS = ("mem", "ssd")
 _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
 
@@ -118,6 +123,8 @@ class TieredCache:
         self._writes: set[concurrent.futures.Future[None]] = set()
         """Block writes handed to the I/O threads and not done yet (close waits for them)."""
         self._writes_lock = threading.Lock()
+        self._pages_due: list[tuple[BlockKey, bytes]] = []
+        """Pages of :meth:`put_soon` waiting for the one write that is scheduled, if any."""
         self.backend_fetches = 0
         """Blocks fetched from the backend by this process (for tests and stats)."""
         self._seen_once: OrderedDict[str, None] = OrderedDict()
@@ -394,7 +401,19 @@ class TieredCache:
         SSD tier (and MEM) on an I/O thread."""
         for key, data in blocks:
             self.mem.hold(key.digest, data)
-        self._write_behind(self._store_all, blocks)
+        with self._writes_lock:
+            scheduled = bool(self._pages_due)
+            self._pages_due.extend(blocks)
+        if not scheduled:
+            self._write_behind(self._store_due_pages)
+
+    def _store_due_pages(self) -> None:
+        """On an I/O thread: after :data:`_PAGE_WRITE_DELAY_SECONDS`, write every page handed
+        to :meth:`put_soon` until now (one thread waits, however many reads gave pages)."""
+        time.sleep(_PAGE_WRITE_DELAY_SECONDS)
+        with self._writes_lock:
+            blocks, self._pages_due = self._pages_due, []
+        self._store_all(blocks)
 
     def _write_behind(self, write: Callable[..., None], *args: Any) -> None:
         """Run ``write(*args)`` on an I/O thread, counted as pending until it is done."""

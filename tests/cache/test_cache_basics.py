@@ -21,7 +21,7 @@ from cachetestlib import (
     settings,
 )
 
-from edgecache.cache import BlockKey, TieredCache
+from edgecache.cache import BlockKey, TieredCache, tiered
 from edgecache.cache._blockfile import uncompressed_file_bytes
 
 
@@ -76,6 +76,38 @@ def test_close_waits_for_the_background_writes_it_was_given(make_cache, caplog) 
     assert not [r for r in caplog.records if r.name.startswith("edgecache")]
     second = make_cache()
     assert [key.path for key, data in pages if second.get_cached(key) != data] == []
+
+
+def test_pages_given_close_together_are_written_later_in_one_batch(make_cache, monkeypatch) -> None:
+    # The pages of sparse reads wait before their SSD write (the reader is sending its next
+    # request then), and the pages given meanwhile join that write: 20 reads' pages keep one
+    # I/O thread busy, not 20. They are served from memory at once all the same.
+    monkeypatch.setattr(tiered, "_PAGE_WRITE_DELAY_SECONDS", 0.5)
+    batches = [
+        [
+            (
+                BlockKey("mem://", f"obj{i}", "v1", p, 4096),
+                payload(f"obj{i}-{p}", 4096, compressible=False),
+            )
+            for p in (0, 1)
+        ]
+        for i in range(20)
+    ]
+    cache = make_cache(block_size=16 * BS)  # a read buffer (4 blocks) that holds all the pages
+    before = set(_io_threads())
+    for batch in batches:
+        cache.put_soon(batch)
+    assert len(set(_io_threads()) - before) == 1
+    pages = [page for batch in batches for page in batch]
+    assert [key.path for key, data in pages if cache.get_cached(key) != data] == []
+    assert [key for key, _ in pages if cache.ssd.contains(key)] == []
+    cache.close()
+    second = make_cache(block_size=16 * BS)
+    assert [key.path for key, data in pages if second.ssd.read(key) != data] == []
+
+
+def _io_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("edgecache-io")]
 
 
 def test_get_cached_never_fetches(make_cache) -> None:
