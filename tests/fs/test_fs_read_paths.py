@@ -123,6 +123,31 @@ def test_sparse_reads_fetch_pages_then_sequential_reads_fetch_blocks(
         assert fs.cat_file(path, start=start, end=end) == data[start:end]
 
 
+def test_a_cold_small_cat_file_does_not_open_the_block_it_misses(
+    make_fs: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before going to the loop, cat_file looks for the range in the tiers. For part of a block
+    # that no tier holds, that look costs a stat: reading it from the SSD tier (an open that
+    # fails, then an index query to tell a lost block from one never stored) came before,
+    # once per cold 4 KiB read.
+    fs = make_fs("countfile", block_size=BS)
+    path, data = _write(tmp_path, 4 * BS)
+    assert fs.cat_file(path, start=0, end=10) == data[:10]  # the plan is cached from here on
+    opened: list[Any] = []
+    ssd = fs.cache.ssd
+    read = ssd.read
+    monkeypatch.setattr(ssd, "read", lambda key: opened.append(key) or read(key))
+    for start in (BS + 5, 2 * BS + 7 * KiB, 3 * BS + 100):
+        assert fs.cat_file(path, start=start, end=start + 4 * KiB) == data[start : start + 4 * KiB]
+    assert opened == []
+    # A block the SSD tier holds is still read from it.
+    fs.cat_file(path, start=0, end=BS)
+    fs.cache.mem.clear()
+    fs.cache.mem.clear_read_buffer()
+    assert fs.cat_file(path, start=5, end=4 * KiB) == data[5 : 4 * KiB]
+    assert opened and {key.index for key in opened} == {0}
+
+
 def test_small_sequential_reads_of_a_cold_object_fetch_whole_blocks(
     make_fs: Any, tmp_path: Path
 ) -> None:
