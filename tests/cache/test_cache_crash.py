@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cachetestlib import (
@@ -34,11 +35,12 @@ from cachetestlib import (
 
 from edgecache.cache import TieredCache
 
-KILLS = 60
-
 
 @pytest.mark.slow
-def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
+def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path, reliability: Any) -> None:
+    # 20 kills in the normal run (each of the loop's kill kinds several times: 4 rounds with
+    # two writers, 5 kills while starting); the former 60 with EDGECACHE_RELIABILITY=long.
+    kills = reliability.scale(ci=20, long=60)
     opts = {
         "cache_dir": str(tmp_path / "a"),
         "ssd_dirs": [[str(tmp_path / "a"), 16 * BS], [str(tmp_path / "b"), 10 * BS]],
@@ -51,7 +53,7 @@ def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
     rng = random.Random(1)
     stderr_path = tmp_path / "stderr.txt"
     started = time.monotonic()
-    for i in range(KILLS):
+    for i in range(kills):
         # Every fifth round two writers share the directory when the kill comes.
         n = 2 if i % 5 == 4 else 1
         procs = []
@@ -90,6 +92,7 @@ def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
                 # It never saw a wrong byte (it prints MISMATCH and exits 3 if it does).
                 assert "MISMATCH" not in out
     elapsed = time.monotonic() - started
+    reliability.iterations = reliability.faults_injected = kills
 
     s = settings(**opts)
     db = sqlite3.connect(os.path.join(opts["cache_dir"], "index.sqlite"))
@@ -115,7 +118,7 @@ def test_sigkill_loop_leaves_a_consistent_cache(tmp_path: Path) -> None:
         middle.assert_consistent(allow_orphan_rows=True)
         report = cache.ssd.reconcile()
         print(
-            f"\n{KILLS} kills in {elapsed:.1f}s; after the kills: {len(before.rows)} rows, "
+            f"\n{kills} kills in {elapsed:.1f}s; after the kills: {len(before.rows)} rows, "
             f"{len(before.orphan_rows)} without a file; after reading everything: "
             f"{len(middle.orphan_rows)} without a file; reconcile: {report}"
         )
