@@ -161,6 +161,28 @@ def test_help_explains_each_command_with_an_example() -> None:
         assert "Examples:" in text and f"edgecache {command}" in text
 
 
+def test_the_data_commands_start_without_the_service_commands_code() -> None:
+    # hub, controller and agent are imported when asked for (a fifth of every cat's start-up
+    # otherwise); each is still a command of the group, with its help.
+    services = ("edgecache.hub", "edgecache.controller", "edgecache.agent")
+    check = (
+        "import atexit, sys\n"
+        f"loaded = lambda: sorted(m for m in sys.modules if m.startswith({services}))\n"
+        "atexit.register(lambda: print(loaded()))\n"
+        "from edgecache.cli import main\n"
+        "main(['ls', '--help'])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "Examples:" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+    listed = run("--help", check=True).stdout.decode()
+    for command in ("agent", "cat", "controller", "hub", "ls", "prefetch", "stats"):
+        assert f"\n  {command} " in listed, listed
+    for command in ("agent", "controller"):
+        assert "Usage:" in run(command, "--help", check=True).stdout.decode()
+
+
 def test_option_values_are_kept_as_given() -> None:
     from edgecache.cli import _pairs
 

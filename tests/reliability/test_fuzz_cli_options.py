@@ -74,7 +74,9 @@ OPTION_KEYS = ["auto_mkdir", "retries", "max_paths", "anon", "use_ssl", "block_s
 
 
 def options_of(command: str) -> list[click.Option]:
-    return [p for p in main.commands[command].params if isinstance(p, click.Option)]
+    found = main.get_command(click.Context(main), command)
+    assert found is not None, command
+    return [p for p in found.params if isinstance(p, click.Option)]
 
 
 S = "\x01S\x01"
