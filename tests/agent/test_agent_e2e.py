@@ -202,7 +202,9 @@ def test_sigkill_mid_load_never_shows_a_partial_file(
     try:
         staging = a1.root / ".edgecache-agent" / "staging"
         kills = 0
-        for _ in range(6):
+        # Four rounds, at least two of them killed mid-file: the many-round version of this
+        # loop is the reliability suite's (test_agent_faults.py, 40 rounds in its long mode).
+        for _ in range(4):
             agent = site.agent().start()
             # Killed while a file is being written (a staging file exists), or soon after start.
             with contextlib.suppress(AssertionError):
@@ -216,7 +218,7 @@ def test_sigkill_mid_load_never_shows_a_partial_file(
     finally:
         stop_file.touch()
         watcher.wait(30)
-    assert kills >= 3, "the agent was never killed while writing a file"
+    assert kills >= 2, "the agent was hardly ever killed while writing a file"
     verdict = json.loads(out.read_text())
     assert verdict["bad"] == []
     assert verdict["checks"] > len(images)
