@@ -158,5 +158,12 @@ class Backend(ABC):
             return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
         return getattr(fs, method)(*args, **kwargs)
 
+    async def close(self) -> None:
+        """Release the client's connections (its HTTP session): the engine is done with this
+        backend. Called on :attr:`loop`. The default has nothing to release; a backend whose
+        client holds a session overrides it (left open, aiohttp reports the session as
+        unclosed when it is collected)."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.identity}>"

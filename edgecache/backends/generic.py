@@ -61,6 +61,14 @@ class GenericBackend(Backend):
     def fs(self) -> AbstractFileSystem:
         return self._fs
 
+    async def close(self) -> None:
+        # fsspec's HTTP filesystem (and other aiohttp-based ones) keep their session here and
+        # have no coroutine to close it: an async client made for this backend alone.
+        session = getattr(self._fs, "_session", None)
+        if not self.blocking and isinstance(session, aiohttp.ClientSession):
+            self._fs._session = None  # a later request opens a new one
+            await session.close()
+
     @property
     def identity(self) -> str:
         endpoint = self.options.get("endpoint_url") or self.options.get("endpoint") or ""

@@ -12,17 +12,24 @@ cache directory and backend, and gets the same object as every other instance of
   Options that only say how to bind a client to a loop (``asynchronous``, ``loop``) are not
   part of the key: the engine binds its client to its own loop.
 
-Everything is created under one lock. After a fork the child forgets the parent's engines and
+Everything is created under one lock. A backend's client (its HTTP session) is closed when its
+engine is replaced (its store was closed) and, for every engine left, when the process exits,
+on the loop it is bound to. After a fork the child forgets the parent's engines and
 stores (without touching them: their loop, threads, locks, sqlite connections and sockets belong
 to the parent) and builds its own on first use; a spawned worker simply starts empty.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,6 +105,8 @@ def _engine_for(
         key = (store.directory, backend.identity, client)
         engine = _engines.get(key)
         if engine is None or engine.closed:
+            if engine is not None and engine.backend is not backend:
+                _close_backend(engine.backend)
             engine = _engines[key] = ReadEngine(backend, store, settings)
             created = True
         if request is not None:
@@ -169,6 +178,41 @@ def open_engines() -> list[ReadEngine]:
     """The engines this process has open (for tests, stats and the agent)."""
     with _lock:
         return [e for e in _engines.values() if not e.closed]
+
+
+#: How long the process's exit waits for the backends' clients to close (a loop that no longer
+#: answers must not hold the exit).
+CLOSE_AT_EXIT_SECONDS = 5.0
+
+
+def _close_backend(backend: Backend) -> concurrent.futures.Future[None] | None:
+    """Start closing ``backend``'s client on the loop it is bound to (None: no loop runs it)."""
+    loop = backend.loop
+    if loop.is_closed() or not loop.is_running():
+        return None
+    future = asyncio.run_coroutine_threadsafe(backend.close(), loop)
+    future.add_done_callback(_log_close_failure)
+    return future
+
+
+def _log_close_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("closing a backend's client failed: %s", future.exception())
+
+
+def _close_every_backend() -> None:
+    """At exit: close the clients of every engine's backend, so that no HTTP session is left
+    for the interpreter's last collection (aiohttp reports each as unclosed)."""
+    with _lock:
+        backends = list({id(e.backend): e.backend for e in _engines.values()}.values())
+    closing = [f for f in map(_close_backend, backends) if f is not None]
+    deadline = time.monotonic() + CLOSE_AT_EXIT_SECONDS
+    for future in closing:
+        with contextlib.suppress(Exception):
+            future.result(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(_close_every_backend)
 
 
 def _forget_the_parents() -> None:

@@ -21,6 +21,7 @@ The tests are synchronous on purpose: pytest-asyncio's per-test loops would not 
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import json
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+import aiohttp
 import fsspec
 import pytest
 from edgecache_testservers.wan import WANEmulator, WANProfile
@@ -46,6 +48,7 @@ __all__ = [
     "assert_one_line_failure",
     "closed_port",
     "edgecache_cli",
+    "open_sessions",
     "run",
 ]
 
@@ -66,6 +69,24 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: An
     """Run a backend coroutine on fsspec's I/O loop and return its result."""
     result: T = sync(get_loop(), coro_fn, *args, **kwargs)
     return result
+
+
+def open_sessions(root: object, *, limit: int = 1_000_000) -> int:
+    """The aiohttp sessions reachable from ``root`` (its client, the client's connection
+    pools...) that are not closed: what a backend's :meth:`~Backend.close` must leave at 0."""
+    seen: set[int] = set()
+    frontier, found, visited = [root], 0, 0
+    while frontier and visited < limit:
+        obj = frontier.pop()
+        if id(obj) in seen or isinstance(obj, type | type(gc)):
+            continue
+        seen.add(id(obj))
+        visited += 1
+        if isinstance(obj, aiohttp.ClientSession):
+            found += not obj.closed
+            continue
+        frontier.extend(gc.get_referents(obj))
+    return found
 
 
 def edgecache_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
@@ -188,6 +209,12 @@ class BackendConformance:
         yield fs
         fs.engine.close()
 
+    @pytest.fixture(autouse=True)
+    def _backend_closed_after_each_test(self, backend: Backend) -> Iterator[None]:
+        """Each test's backend is closed after it, as an engine closes its own."""
+        yield
+        run(backend.close)
+
     @staticmethod
     def info(backend: Backend, path: str) -> dict[str, Any]:
         result: dict[str, Any] = run(backend.call, "info", path)
@@ -284,6 +311,18 @@ class BackendConformance:
             self.info(backend, missing)
         with pytest.raises(FileNotFoundError):
             self.fetch(backend, missing, 0, 1, backend.version(self.info(backend, present)))
+
+    def test_close_releases_the_clients_sessions_and_a_later_call_opens_them_again(
+        self, backend: Backend, seed: Seed
+    ) -> None:
+        path = seed("closing.bin", b"c" * 100)
+        assert self.info(backend, path)["size"] == 100
+        if backend.remote:
+            assert open_sessions(backend) >= 1  # what close has to release
+        run(backend.close)
+        assert open_sessions(backend) == 0
+        assert self.info(backend, path)["size"] == 100
+        run(backend.close)
 
     # --- health and identity -------------------------------------------------------------------
     def test_probe_succeeds(self, backend: Backend, seed: Seed) -> None:

@@ -6,7 +6,10 @@ must not pass that on as "not found" when the server could not be reached."""
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -55,6 +58,55 @@ def test_reads_through_the_cache_by_url_chaining(
     cache = {"cache_dir": str(tmp_path / "cache")}
     with fsspec.open(f"edgecache::{base}/x.bin", "rb", edgecache=cache) as f:
         assert f.read() == b"over http" * 1000
+
+
+def test_a_process_that_read_over_http_exits_with_its_session_closed(
+    http_root: tuple[str, Path], tmp_path: Path
+) -> None:
+    # The engine's client lives as long as the process: its session is closed at exit, not
+    # left to the interpreter's last collection (aiohttp: "Unclosed client session").
+    base, root = http_root
+    (root / "x.bin").write_bytes(b"exit" * 1000)
+    # The check is registered first, so it runs last of the exit functions: what is still
+    # open then is left to the interpreter's last collection.
+    script = (
+        "import atexit, gc, sys, aiohttp\n"
+        "def unclosed():\n"
+        "    found = [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession)]\n"
+        "    print('Unclosed:', sum(not s.closed for s in found), file=sys.stderr)\n"
+        "atexit.register(unclosed)\n"
+        "import fsspec\n"
+        "with fsspec.open(sys.argv[1], 'rb', edgecache={'cache_dir': sys.argv[2]}) as f:\n"
+        "    assert f.read() == b'exit' * 1000\n"
+    )
+    url, cache = f"edgecache::{base}/x.bin", str(tmp_path / "cache")
+    done = subprocess.run(
+        [sys.executable, "-c", script, url, cache], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Unclosed: 0\n" in done.stderr, done.stderr
+    assert "Unclosed client session" not in done.stderr, done.stderr
+
+
+def test_an_engine_replaced_after_its_store_closed_closes_its_session(
+    http_root: tuple[str, Path], tmp_path: Path
+) -> None:
+    base, root = http_root
+    (root / "x.bin").write_bytes(b"again" * 1000)
+    cache = {"cache_dir": str(tmp_path / "cache")}
+    with fsspec.open(f"edgecache::{base}/x.bin", "rb", edgecache=cache) as f:
+        assert f.read() == b"again" * 1000
+        first = f.fs.engine
+    session = first.backend.fs._session
+    assert session is not None and not session.closed
+    first.close()
+    with fsspec.open(f"edgecache::{base}/x.bin", "rb", edgecache=cache) as f:
+        assert f.read() == b"again" * 1000
+        assert f.fs.engine is not first
+    deadline = time.monotonic() + 10
+    while not session.closed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert session.closed, "the replaced engine's session was left open"
 
 
 def test_missing_is_not_found(http_root: tuple[str, Path], tmp_path: Path) -> None:

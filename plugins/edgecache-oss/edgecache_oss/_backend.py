@@ -99,6 +99,9 @@ class OSSBackend(ObjectStoreBackend):
     def fs(self) -> EdgeOSSFileSystem:
         return self._fs
 
+    async def close(self) -> None:
+        await self._fs.close_client()
+
     async def get_range(self, path: str, start: int, end: int, etag: str) -> bytes:
         headers = {"x-oss-range-behavior": "standard"}
         if etag:

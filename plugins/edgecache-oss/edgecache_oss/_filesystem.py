@@ -160,6 +160,12 @@ class EdgeOSSFileSystem(AioOSSFileSystem):  # type: ignore[misc]
         return stripped.strip("/")
 
     # --- requests ------------------------------------------------------------------------------
+    async def close_client(self) -> None:
+        """Close the session and its connections (ossfs closes them only for a synchronous
+        instance, when it is collected); a later request opens it again."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+
     async def set_session(self, refresh: bool = False) -> None:
         if self._session is None or self._session.closed or refresh:
             if self._session is None or refresh:

@@ -133,6 +133,9 @@ class S3Backend(ObjectStoreBackend):
     def fs(self) -> EdgeS3FileSystem:
         return self._fs
 
+    async def close(self) -> None:
+        await self._fs.close_client()
+
     async def get_range(self, path: str, start: int, end: int, etag: str) -> bytes:
         bucket, key, version_id = self._fs.split_path(path)
         request: dict[str, Any] = {

@@ -121,6 +121,14 @@ class EdgeS3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self._retry_without_answer = _RetryWithoutAnswer((limits or RequestLimits()).attempts)
 
+    async def close_client(self) -> None:
+        """Close the client and its connections (s3fs closes them only for a synchronous
+        instance, when it is collected); a later request makes a new client."""
+        creator = getattr(self, "_s3creator", None)
+        if creator is not None:
+            self._s3creator = self._s3 = self._edge_client = None
+            await creator.__aexit__(None, None, None)
+
     async def set_session(self, refresh: bool = False, kwargs: dict[str, Any] | None = None) -> Any:
         if self.session is None:
             self.session = botocore_session(**self.kwargs)
