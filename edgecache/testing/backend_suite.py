@@ -20,13 +20,16 @@ The tests are synchronous on purpose: pytest-asyncio's per-test loops would not 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import gc
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+import types
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -71,14 +74,29 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: An
     return result
 
 
+_NOT_FOLLOWED = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.MethodType,
+    types.BuiltinFunctionType,
+    types.CodeType,
+    types.FrameType,
+    asyncio.AbstractEventLoop,
+    threading.Thread,
+)
+
+
 def open_sessions(root: object, *, limit: int = 1_000_000) -> int:
-    """The aiohttp sessions reachable from ``root`` (its client, the client's connection
-    pools...) that are not closed: what a backend's :meth:`~Backend.close` must leave at 0."""
+    """The aiohttp sessions reachable from ``root`` through its data (its client, the client's
+    connection pools...) that are not closed: what a backend's :meth:`~Backend.close` must
+    leave at 0. Functions, modules, classes and event loops are not followed: through their
+    globals and callbacks everything else of the process is reachable."""
     seen: set[int] = set()
     frontier, found, visited = [root], 0, 0
     while frontier and visited < limit:
         obj = frontier.pop()
-        if id(obj) in seen or isinstance(obj, type | type(gc)):
+        if id(obj) in seen or isinstance(obj, _NOT_FOLLOWED):
             continue
         seen.add(id(obj))
         visited += 1
