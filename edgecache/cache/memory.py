@@ -150,7 +150,8 @@ class MemoryTier:
 
 class HeldBlock:
     """A block in process memory, read in parts like an open SSD block (the same methods as
-    :class:`~edgecache.cache.ssd.SSDBlock`): a block of the MEM tier, or one just fetched."""
+    :class:`~edgecache.cache._blockfile.BlockFile`): a block of the MEM tier, or one just
+    fetched."""
 
     def __init__(self, data: bytes) -> None:
         self._data = data

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import math
 import os
@@ -80,7 +81,7 @@ from edgecache.metrics import (
 )
 from edgecache.sqlitefiles import WAL_BOUND_BYTES, disk_bytes
 
-__all__ = ["SSDBlock", "SSDTier", "TierUnavailableError"]
+__all__ = ["SSDTier", "TierUnavailableError"]
 
 log = logging.getLogger(__name__)
 
@@ -378,22 +379,24 @@ class SSDTier:
     def read(self, key: BlockKey) -> bytes | None:
         """The verified bytes of ``key``'s block, or None on a miss (corruption included)."""
         got = self._read(key, None)
-        assert not isinstance(got, (bool, SSDBlock))
+        assert not isinstance(got, (bool, BlockFile))
         return got
 
     def read_into(self, key: BlockKey, out: memoryview) -> bool:
         """Like :meth:`read`, but into ``out`` (exactly the block's length); False on a miss."""
         return self._read(key, out) is True
 
-    def open_block(self, key: BlockKey) -> SSDBlock | None:
+    def open_block(self, key: BlockKey) -> BlockFile | None:
         """The block open for reads of parts of it, each verified as it is read from disk
-        (:class:`~edgecache.cache._blockfile.BlockFile`); None on a miss. The caller closes it."""
+        (:class:`~edgecache.cache._blockfile.BlockFile`: a damaged file is handled as any
+        corrupt block, counted, removed and re-fetched on the next read, and the read returns
+        None); None on a miss. The caller closes it."""
         got = self._read(key, "open")
-        assert got is None or isinstance(got, SSDBlock)
+        assert got is None or isinstance(got, BlockFile)
         return got
 
-    def _read(self, key: BlockKey, out: memoryview | str | None) -> bytes | bool | SSDBlock | None:
-        # The block's bytes; True once they were put into ``out``; an SSDBlock (``out`` is
+    def _read(self, key: BlockKey, out: memoryview | str | None) -> bytes | bool | BlockFile | None:
+        # The block's bytes; True once they were put into ``out``; a BlockFile (``out`` is
         # "open"); None on a miss.
         if not self.available:
             return None
@@ -409,15 +412,15 @@ class SSDTier:
             return None
         kept = False
         try:
-            data: bytes | bool | SSDBlock
+            data: bytes | bool | BlockFile
             if isinstance(out, memoryview):
                 read_block_into(fd, out, digest=digest)
                 data = True
             elif out is None:
                 data = read_block(fd, digest=digest, max_raw_len=key.block_size)
             else:
-                file = BlockFile(fd, digest=digest, max_raw_len=key.block_size)
-                data = SSDBlock(self, key, path, file, file.identity or _identity(fd))
+                failed = functools.partial(self.read_failed, key, path)
+                data = BlockFile(fd, digest=digest, max_raw_len=key.block_size, failed=failed)
                 kept = data.holds_file
         except CorruptBlockError as exc:
             self._corrupt(digest, path, str(exc), _identity(fd))
@@ -435,7 +438,7 @@ class SSDTier:
     def read_failed(
         self, key: BlockKey, path: str, exc: BaseException, identity: tuple[int, int] | None
     ) -> None:
-        """A read of an open block (:meth:`SSDBlock.read`) failed: damage (the file that was
+        """A read of an open block (:meth:`open_block`) failed: damage (the file that was
         read, ``identity``, is removed unless replaced since) or an I/O error."""
         if isinstance(exc, CorruptBlockError):
             self._corrupt(key.digest, path, str(exc), identity)
@@ -968,64 +971,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-class SSDBlock:
-    """A block of the SSD tier open for reads of its parts (:meth:`SSDTier.open_block`).
-
-    Every read is verified after it came from disk; a damaged file is handled as any corrupt
-    block (counted, removed, re-fetched on the next read) and the read returns None.
-    """
-
-    def __init__(
-        self,
-        tier: SSDTier,
-        key: BlockKey,
-        path: str,
-        file: BlockFile,
-        identity: tuple[int, int] | None,
-    ) -> None:
-        self._tier, self._key, self._path = tier, key, path
-        self._file: BlockFile | None = file
-        self._identity = identity
-        self.length = file.raw_len
-        """The block's raw length."""
-
-    @property
-    def holds_file(self) -> bool:
-        """Whether it keeps the block file open (a segmented block; else it holds the bytes)."""
-        return self._file is not None and self._file.holds_file
-
-    def read(self, lo: int, hi: int) -> bytes | None:
-        """Bytes ``[lo, hi)`` of the block, verified; None if the file is damaged (then and
-        for every later read)."""
-        file = self._file
-        if file is None:
-            return None
-        try:
-            return file.read(lo, hi)
-        except (CorruptBlockError, OSError) as exc:
-            self._failed(exc)
-            return None
-
-    def read_into(self, lo: int, out: memoryview) -> bool:
-        """Put bytes ``[lo, lo + len(out))`` into ``out``; False if the file is damaged."""
-        file = self._file
-        if file is None:
-            return False
-        try:
-            file.read_into(lo, out)
-        except (CorruptBlockError, OSError) as exc:
-            self._failed(exc)
-            return False
-        return True
-
-    def _failed(self, exc: BaseException) -> None:
-        self.close()
-        self._tier.read_failed(self._key, self._path, exc, self._identity)
-
-    def close(self) -> None:
-        """Let go of the block file."""
-        file, self._file = self._file, None
-        if file is not None:
-            file.close()

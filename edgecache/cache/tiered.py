@@ -41,11 +41,12 @@ from typing import Any
 
 import xxhash
 
+from edgecache.cache._blockfile import BlockFile
 from edgecache.cache._keys import BlockKey
 from edgecache.cache._singleflight import FlightMap, stripe_lock
 from edgecache.cache.eviction import policy_by_name
 from edgecache.cache.memory import HeldBlock, MemoryTier
-from edgecache.cache.ssd import SSDBlock, SSDTier
+from edgecache.cache.ssd import SSDTier
 from edgecache.config import CacheSettings, StoreSettings
 from edgecache.errors import ObjectChangedError, TierUnavailableError
 from edgecache.metrics import (
@@ -76,9 +77,10 @@ class Fetched:
 BlockFetcher = Callable[[], Awaitable["bytes | Fetched"]]
 """Coroutine factory that fetches one block's bytes from a peer or the backend (plain bytes:
 the backend)."""
-OpenBlock = HeldBlock | SSDBlock
+OpenBlock = HeldBlock | BlockFile
 """A block open for reads of its parts (:meth:`TieredCache.open_block`): ``length``,
-``read(lo, hi)`` (None if the disk damaged it), ``read_into(lo, out)``, ``close()``."""
+``read(lo, hi)`` (None if the disk damaged it), ``read_into(lo, out)`` (False then),
+``close()``."""
 
 _SEEN_ONCE_LIMIT = 65536
 """SSD blocks remembered as read once by a multi-block read (16 bytes of key each)."""
@@ -170,7 +172,8 @@ class TieredCache:
         block = self.ssd.open_block(key)
         if block is not None:
             self._count_hit("ssd", block.length)
-            self._seen_before(digest)
+            if key.block_size <= self.mem.quota_bytes:  # else MEM never keeps it: nothing to note
+                self._seen_before(digest)
         return block
 
     def _promote(self, key: BlockKey, data: bytes, *, hold: bool = True) -> None:
@@ -207,7 +210,10 @@ class TieredCache:
             out[:] = data
             self._count_hit("mem", len(data))
             return True
-        if len(out) <= self.mem.quota_bytes and self._seen_before(key.digest):
+        fits = len(out) <= self.mem.quota_bytes
+        if fits and self._seen_before_peek(key.digest):
+            # Its second read: get_cached reads it and, noting that, keeps it in MEM (noted
+            # here first, get_cached would take it for a first read and keep nothing).
             data = self.get_cached(key)
             if data is None or len(data) != len(out):
                 return False
@@ -215,6 +221,8 @@ class TieredCache:
             return True
         if not self.ssd.read_into(key, out):
             return False
+        if fits:
+            self._seen_before(key.digest)  # its first read: the next one keeps it
         self._count_hit("ssd", len(out))
         return True
 

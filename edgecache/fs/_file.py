@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ["EdgeCacheFile"]
 
-_OPEN_WHOLE_FROM_BYTES = 64 * 1024
-"""A read of a whole block this large goes through an open block as reads of parts do."""
 _LINE_CHUNK_BYTES = 64 * 1024
 """``readline`` reads this much at a time (and keeps it for the next lines)."""
 
@@ -242,21 +240,20 @@ class EdgeCacheFile(io.IOBase):
             return b""
         self._plan_readahead(start, end)
         blocks = plan.blocks(start, end)
-        if len(blocks) == 1:
-            index = blocks[0]
-            whole = end - start == plan.block_length(index)
-            # A small whole block (a small file) is one get_cached; a large one is opened too
-            # (read and verified as it comes from disk, not kept in the read buffer).
-            if (not whole or end - start >= _OPEN_WHOLE_FROM_BYTES) and self._hold(
-                index, end - start, sequential=self._window > 0
-            ):
-                assert self._held is not None
-                first = plan.block_start(index)
-                data = self._held.read(start - first, end - first)
-                if whole or data is None:
-                    self._drop_held()  # all of it read: nothing follows in it
-                if data is not None:
-                    return data
+        # A part of one block opens it for the reads of its other parts that follow; a whole
+        # block (a small file, an f.read(4 MiB)) is one get_cached, read and verified as it
+        # comes from disk: nothing follows in it to keep it open for.
+        if (
+            len(blocks) == 1
+            and end - start < plan.block_length(index := blocks[0])
+            and self._hold(index, end - start, sequential=self._window > 0)
+        ):
+            assert self._held is not None
+            first = plan.block_start(index)
+            data = self._held.read(start - first, end - first)
+            if data is not None:
+                return data
+            self._drop_held()  # damaged on disk: the read below fetches it again
         return self._read(start, end)
 
     def _hold(self, index: int, length: int, *, sequential: bool) -> bool:

@@ -321,6 +321,34 @@ async def test_ssd_hits_promote_to_mem_and_mem_evictions_demote_to_ssd(make_cach
     audit(cache.settings).assert_consistent()
 
 
+def test_a_block_read_into_a_buffer_twice_is_kept_in_mem(make_cache) -> None:
+    # What a whole-file read does (get_cached_into per block): the first read from disk goes
+    # straight into the buffer, the second is kept in MEM and the third is a MEM hit.
+    spec = ObjectSpec("twice", 2 * BS, compressible=False)
+    source = Source.of([spec])
+    cache = make_cache(mem_quota=8 * BS)
+    assert asyncio.run(read_object(cache, source, spec.path)) == spec.data()
+    key = source.keys(spec.path)[1]
+    cache.mem.clear()
+
+    def read_into() -> bytes:
+        out = bytearray(BS)
+        assert cache.get_cached_into(key, memoryview(out)) is True
+        return bytes(out)
+
+    def hits(tier: str) -> int:
+        return int(cache.stats()["tiers"][tier]["hits"])
+
+    ssd, mem = hits("ssd"), hits("mem")
+    assert read_into() == source.block(key)
+    assert len(cache.mem) == 0 and hits("ssd") == ssd + 1
+    assert read_into() == source.block(key)
+    assert len(cache.mem) == 1 and cache.mem.usage_bytes == BS
+    assert hits("ssd") == ssd + 2
+    assert read_into() == source.block(key)
+    assert hits("ssd") == ssd + 2 and hits("mem") == mem + 1
+
+
 async def test_prometheus_metrics_follow_reads(make_cache) -> None:
     from cachetestlib import metric
 

@@ -198,6 +198,54 @@ def test_block_damaged_on_disk_between_two_opens_is_caught(tmp_path: Path) -> No
     assert _corrupt_blocks() >= before + 4
 
 
+@pytest.mark.parametrize("call", ["read", "readinto"])
+@pytest.mark.parametrize("read_size", [BS, BS // 4], ids=["whole-blocks", "quarters"])
+def test_a_damaged_middle_segment_is_caught_by_each_read_path(
+    tmp_path: Path, call: str, read_size: int
+) -> None:
+    """One byte flipped in a middle segment of every block file (256 KiB blocks are stored in
+    64 KiB segments): a whole-block read (checked by the header's checksum) and a handle's
+    reads of parts (each segment checked as it is read, ``read`` and ``readinto``) refuse it,
+    count it once per block, remove the file, and return the backend's bytes instead."""
+    path, data = _write(tmp_path, 4 * BS)
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol="file",
+        target_options={},
+        cache_dir=str(tmp_path / "cache"),
+        block_size=BS,
+        mem_quota="0",
+        compression="none",
+        skip_instance_cache=True,
+    )
+    with fs.open(path, "rb") as f:
+        assert f.read() == data
+    files = [b for b in (tmp_path / "cache" / "blocks").rglob("*") if b.is_file()]
+    assert len(files) == 4
+    for block in files:
+        raw = bytearray(block.read_bytes())
+        raw[len(raw) - BS // 2] ^= 0xFF  # the first byte of segment 2 of 4
+        block.write_bytes(bytes(raw))
+    fs.cache.mem.clear_read_buffer()  # so that every block is read from its file
+    before = _corrupt_blocks()
+
+    def read_all() -> bytes:
+        with fs.open(path, "rb") as f:
+            if call == "read":
+                return b"".join(iter(functools.partial(f.read, read_size), b""))
+            got = bytearray()
+            out = bytearray(read_size)
+            while n := f.readinto(out):
+                got += out[:n]
+            return bytes(got)
+
+    assert read_all() == data
+    assert _corrupt_blocks() == before + 4
+    fs.cache.mem.clear_read_buffer()
+    assert read_all() == data  # the blocks fetched again were stored whole and sound
+    assert _corrupt_blocks() == before + 4
+
+
 @pytest.mark.parametrize("compression", ["none", "lz4"])
 @pytest.mark.parametrize("read_size", [PAGE, 64 * KiB, BS])
 def test_block_damaged_on_disk_while_a_handle_reads_it_is_caught(
