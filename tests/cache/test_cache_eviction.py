@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from cachetestlib import BS, ObjectSpec, Source, audit, block_files, read_object
@@ -302,26 +303,24 @@ def test_a_stored_block_that_no_longer_fits_leaves_no_unaccounted_file(tmp_path)
         second.close()
 
 
-def _freq(cache_dir: str, key: BlockKey) -> int:
-    import sqlite3
-
-    db = sqlite3.connect(f"{cache_dir}/index.sqlite", timeout=30)
-    try:
-        (freq,) = db.execute("SELECT freq FROM blocks WHERE digest=?", (key.digest,)).fetchone()
-    finally:
-        db.close()
-    return int(freq)
-
-
-def _set_freq(cache_dir: str, key: BlockKey, freq: int) -> None:
-    import sqlite3
-
+def _index_sql(cache_dir: str, sql: str, *args: object) -> int:
+    """Run ``sql`` on the SSD index through a connection of its own (another process's view);
+    the first column of its first row, or 0 for a statement that returns none."""
     db = sqlite3.connect(f"{cache_dir}/index.sqlite", timeout=30)
     try:
         with db:
-            db.execute("UPDATE blocks SET freq=? WHERE digest=?", (freq, key.digest))
+            row = db.execute(sql, args).fetchone()
     finally:
         db.close()
+    return int(row[0]) if row else 0
+
+
+def _freq(cache_dir: str, key: BlockKey) -> int:
+    return _index_sql(cache_dir, "SELECT freq FROM blocks WHERE digest=?", key.digest)
+
+
+def _set_freq(cache_dir: str, key: BlockKey, freq: int) -> None:
+    _index_sql(cache_dir, "UPDATE blocks SET freq=? WHERE digest=?", freq, key.digest)
 
 
 def test_hits_of_a_block_at_its_saturated_frequency_are_not_written_until_it_is_stored_again(
@@ -366,14 +365,7 @@ def test_under_lru_every_hit_is_still_written(make_cache, tmp_path) -> None:
     keys = [source.keys(s.path)[0] for s in specs]
 
     def seq(key: BlockKey) -> int:
-        import sqlite3
-
-        db = sqlite3.connect(f"{cache_dir}/index.sqlite", timeout=30)
-        try:
-            (value,) = db.execute("SELECT seq FROM blocks WHERE digest=?", (key.digest,)).fetchone()
-        finally:
-            db.close()
-        return int(value)
+        return _index_sql(cache_dir, "SELECT seq FROM blocks WHERE digest=?", key.digest)
 
     for s in specs:
         assert asyncio.run(read_object(cache, source, s.path)) == s.data()
