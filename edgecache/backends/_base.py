@@ -16,7 +16,7 @@ import asyncio
 import errno
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from fsspec import AbstractFileSystem
 from fsspec.asyn import AsyncFileSystem, get_loop
@@ -149,14 +149,42 @@ class Backend(ABC):
         :attr:`reads_tell_info` is True; FileNotFoundError when there is no such object."""
         raise NotImplementedError(f"{type(self).__name__} cannot read an object's info")
 
+    @property
+    def has_sync_client(self) -> bool:
+        """Whether the wrapped filesystem's own sync API works (a synchronous filesystem): an
+        async client bound to :attr:`loop` (s3fs, ossfs) has none, so its file objects for
+        writing cannot be used and edgecache uploads whole files instead."""
+        return not isinstance(self.fs, AsyncFileSystem) or self.blocking
+
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call a filesystem method the right way (coroutine, thread, or inline)."""
+        """Call a filesystem method the right way (coroutine, thread, or inline).
+        NotImplementedError when an async client has no coroutine for it."""
         fs = self.fs
         if isinstance(fs, AsyncFileSystem) and not self.blocking:
-            return await getattr(fs, "_" + method)(*args, **kwargs)
+            coroutine = getattr(fs, "_" + method, None)
+            if coroutine is None:
+                raise NotImplementedError(
+                    f"{self.identity} cannot {method} (its client has no _{method})"
+                )
+            return await coroutine(*args, **kwargs)
         if self.blocking:
             return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
         return getattr(fs, method)(*args, **kwargs)
+
+    async def timestamp(self, kind: Literal["created", "modified"], path: str) -> Any:
+        """``path``'s creation or modification time as the store's client reports it (its
+        ``created``/``modified``). An async client without that coroutine (s3fs computes
+        ``modified`` from ``info()`` through its sync API) is asked for the info, whose
+        ``LastModified`` is what s3fs returns; NotImplementedError where the store keeps none."""
+        fs = self.fs
+        if self.has_sync_client or hasattr(fs, "_" + kind):
+            return await self.call(kind, path)
+        info = await self.call("info", path)
+        if kind == "modified" and "LastModified" in info:
+            return info["LastModified"]
+        if info.get("type") == "directory":
+            raise IsADirectoryError(f"{path} is a directory: it has no {kind} time")
+        raise NotImplementedError(f"{self.identity} keeps no {kind} time of {path}")
 
     async def close(self) -> None:
         """Release the client's connections (its HTTP session): the engine is done with this

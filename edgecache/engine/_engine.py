@@ -29,7 +29,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from fsspec.asyn import get_loop
 
@@ -37,7 +37,7 @@ from edgecache.backends import Backend
 from edgecache.buffers import filled_bytes
 from edgecache.cache import BlockFetcher, BlockKey, Fetched, TieredCache
 from edgecache.config import CacheSettings, QoSSettings
-from edgecache.engine._health import BackendHealth
+from edgecache.engine._health import BackendHealth, first_error_clause
 from edgecache.engine._metadata import CachedInfo, MetadataCache, parent_of
 from edgecache.engine._plan import ReadPlan
 from edgecache.engine._qos import Priority, current_priority, link_scheduler
@@ -202,7 +202,7 @@ class ReadEngine:
         since = self.health.offline_since
         first = self.health.last_error or (str(cause) if cause is not None else "")
         when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
-        detail = f" ({first})" if first else ""
+        detail = f" ({first_error_clause(first)})" if first else ""
         return BackendUnavailableError(
             f"{problem}: backend {self.identity} is unreachable{when}{detail}",
             retry_after_seconds=self.settings.health.recheck_after_seconds,
@@ -237,6 +237,13 @@ class ReadEngine:
             return await self.backend.call(method, *args, **kwargs)
 
     # --- metadata ------------------------------------------------------------------------------
+    @on_engine_loop
+    async def timestamp(self, kind: Literal["created", "modified"], path: str) -> Any:
+        """``path``'s creation or modification time, from the backend (never cached: fsspec
+        callers ask it to see a change)."""
+        async with self.guard(path, problem=f"cannot tell the {kind} time of {path}"):
+            return await self.backend.timestamp(kind, path)
+
     def info_cached(self, path: str, *, ttl: float) -> CachedInfo | None:
         """The info of ``path`` if cached within ``ttl`` seconds; never asks the backend."""
         return self.metadata.info(self.identity, path, max_age=ttl)
@@ -807,19 +814,36 @@ class ReadEngine:
         result; one planning the object (missing, a directory, unreachable) is raised."""
         plan = await self._plan_for(path, ranges, block_size=block_size, ttl=ttl)
         newer: asyncio.Future[ReadPlan] | None = None
+        read_before_the_change: list[int] = []
 
-        async def one(start: int | None, end: int | None) -> bytes:
+        async def one(index: int, start: int | None, end: int | None) -> bytes:
             nonlocal newer
             try:
-                return await self.read(plan, *plan.span(start, end))
+                data = await self.read(plan, *plan.span(start, end))
             except ObjectChangedError:
                 if newer is None:
                     newer = asyncio.ensure_future(self.replan(plan, ttl=ttl))
                 again = await asyncio.shield(newer)
                 return await self.read(again, *again.span(start, end))
+            read_before_the_change.append(index)
+            return data
 
-        results = await asyncio.gather(*(one(*r) for r in ranges), return_exceptions=True)
-        return list(results)
+        results: list[bytes | BaseException] = list(
+            await asyncio.gather(
+                *(one(i, *r) for i, r in enumerate(ranges)), return_exceptions=True
+            )
+        )
+        if newer is not None:
+            # Ranges read before the change was seen hold the old version: they are read again
+            # from the new one, so that every range comes from one version.
+            again = await newer
+            redone = await asyncio.gather(
+                *(self.read(again, *again.span(*ranges[i])) for i in read_before_the_change),
+                return_exceptions=True,
+            )
+            for i, data in zip(read_before_the_change, redone, strict=True):
+                results[i] = data
+        return results
 
     def missing_blocks(
         self, plan: ReadPlan, indices: range | list[int] | None = None, *, on_disk: bool = False

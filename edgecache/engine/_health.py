@@ -39,7 +39,7 @@ from edgecache.config import HealthSettings
 from edgecache.errors import EdgeCacheError
 from edgecache.metrics import BACKEND_ONLINE
 
-__all__ = ["BackendHealth", "Probe"]
+__all__ = ["BackendHealth", "Probe", "first_error_clause"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ class BackendHealth:
             return "online"
         since = time.strftime("%H:%M:%S", time.localtime(self._offline_since_wall))
         offline_for = self._clock() - self._offline_since
-        return f"unreachable since {since} ({offline_for:.0f} s; first error: {self._first_error})"
+        first = first_error_clause(self._first_error)
+        return f"unreachable since {since} ({offline_for:.0f} s; {first})"
 
     # --- evidence ------------------------------------------------------------------------------
     def went_unreachable(self, exc: BaseException, probe: Probe | None = None) -> None:
@@ -127,7 +128,7 @@ class BackendHealth:
                 self._online = False
                 self._offline_since = self._clock()
                 self._offline_since_wall = time.time()
-                self._first_error = _root_message(exc)
+                self._first_error = _root_message(exc, self.identity)
                 self._failing_fast = not _timed_out(exc)
                 # The failed request is evidence as fresh as a probe: the next probe may wait.
                 self._last_probe = self._offline_since
@@ -253,10 +254,20 @@ def _timed_out(exc: BaseException) -> bool:
     return False
 
 
-def _root_message(exc: BaseException) -> str:
-    """What went wrong, once: an edgecache error's own message (it names the backend, the URL
-    and the library's error), anything else as ``Type: message``."""
+def _root_message(exc: BaseException, identity: str) -> str:
+    """What went wrong, once: an edgecache error's own message (it names the URL and the
+    library's error) without the "<backend> is unreachable" it opens with, which every message
+    that quotes it says already; anything else as ``Type: message``."""
     text = str(exc) or type(exc).__name__
     if isinstance(exc, EdgeCacheError) or text.startswith(type(exc).__name__):
+        prefix = f"{identity} is unreachable"
+        if text.startswith(prefix) and len(text) > len(prefix):
+            text = text[len(prefix) :].lstrip(": ")
         return text
     return f"{type(exc).__name__}: {text}"
+
+
+def first_error_clause(first: str) -> str:
+    """``first error while reading s3://b/k: ...`` (or ``first error: ...``): how a message
+    quotes the error that took a backend offline."""
+    return f"first error {first}" if first.startswith("while ") else f"first error: {first}"

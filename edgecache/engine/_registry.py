@@ -92,10 +92,15 @@ def _engine_for(
         request: tuple[str, str, str] | None = None
         if backend is None:
             options = backend_options(options)
-            request = (settings.store.cache_dir, protocol, tokenize(protocol, options))
+            cache_dir = settings.store.cache_dir
+            if not cache_dir.startswith("/"):
+                # A relative directory names another one after a chdir.
+                cache_dir = os.path.abspath(cache_dir)
+            request = (cache_dir, protocol, tokenize(protocol, options))
             found = _by_request.get(request)
             if found is not None and not found.closed:
                 _warn_if_ignored(found.store, settings.store)
+                _warn_if_engine_ignores(found, settings)
                 return found, False
             backend = get_backend(protocol, options)
             client = request[2]
@@ -109,6 +114,8 @@ def _engine_for(
                 _close_backend(engine.backend)
             engine = _engines[key] = ReadEngine(backend, store, settings)
             created = True
+        else:
+            _warn_if_engine_ignores(engine, settings)
         if request is not None:
             _by_request[request] = engine
         return engine, created
@@ -149,29 +156,53 @@ def _warn_if_ignored(store: Store, wanted: StoreSettings) -> None:
     held = store.settings.store
     if held == wanted:
         return
-    differ = [
-        f.name
+    differ = {
+        f.name: (getattr(held, f.name), getattr(wanted, f.name))
         for f in dataclasses.fields(StoreSettings)
         if f.name != "cache_dir" and getattr(held, f.name) != getattr(wanted, f.name)
-    ]
-    if not differ:
-        return
-    ours = ", ".join(f"{name}={getattr(wanted, name)!r}" for name in differ)
-    if (store.directory, ours) in _warned:
-        return
-    _warned.add((store.directory, ours))
-    first = ", ".join(f"{name}={getattr(held, name)!r}" for name in differ)
-    log.warning(
+    }
+    _warn_once(
+        store.directory,
+        differ,
         "cache directory %s is already open in this process with %s; %s (asked for by a "
         "later filesystem) are not used: one cache directory has one store per process, "
         "whose quotas, watermarks, compression and eviction policy are those of its first "
         "opener (read settings such as block_size and metadata_ttl are each filesystem's "
         "own). Give every filesystem on this directory the same store settings, or another "
         "cache_dir.",
-        store.directory,
-        first,
-        ours,
     )
+
+
+def _warn_if_engine_ignores(engine: ReadEngine, wanted: CacheSettings) -> None:
+    """Warn (once per engine and difference) when a later filesystem asks for node-level
+    settings other than those its engine was made with: the link's fetch concurrency and the
+    backend health periods are the engine's, one per backend and directory."""
+    held = engine.settings
+    differ: dict[str, tuple[Any, Any]] = {}
+    if held.read.fetch_concurrency != wanted.read.fetch_concurrency:
+        differ["fetch_concurrency"] = (held.read.fetch_concurrency, wanted.read.fetch_concurrency)
+    for f in dataclasses.fields(type(held.health)):
+        ours, theirs = getattr(held.health, f.name), getattr(wanted.health, f.name)
+        if ours != theirs:
+            differ[f"health.{f.name}"] = (ours, theirs)
+    _warn_once(
+        f"{engine.store.directory} {engine.identity}",
+        differ,
+        "the read engine of %s is already open in this process with %s; %s (asked for by a "
+        "later filesystem) are not used: fetch concurrency and backend health are node-level, "
+        "those of the engine's first opener.",
+    )
+
+
+def _warn_once(where: str, differ: dict[str, tuple[Any, Any]], message: str) -> None:
+    if not differ:
+        return
+    ours = ", ".join(f"{name}={wanted!r}" for name, (_, wanted) in differ.items())
+    if (where, ours) in _warned:
+        return
+    _warned.add((where, ours))
+    first = ", ".join(f"{name}={held!r}" for name, (held, _) in differ.items())
+    log.warning(message, where, first, ours)
 
 
 def open_engines() -> list[ReadEngine]:

@@ -38,6 +38,7 @@ from edgecache.config import CacheSettings
 from edgecache.engine import BackendHealth, MetadataCache, ReadEngine, ReadPlan, engine_for
 from edgecache.errors import BackendUnavailableError
 from edgecache.fs._file import EdgeCacheFile
+from edgecache.fs._upload import SpooledUpload, WriteThrough
 
 __all__ = ["EdgeCacheFileSystem"]
 
@@ -483,9 +484,19 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
         target = self._target(path)
         if "r" in mode and "+" not in mode:
             return self._open_for_reading(target)
-        self._forget(target)
-        handle = self.backend.fs.open(target, mode, block_size=block_size, **kwargs)
-        return _WriteThrough(handle, lambda: self._forget(target))
+        if self.backend.has_sync_client:
+            self._forget(target)
+            handle = self.backend.fs.open(target, mode, block_size=block_size, **kwargs)
+            return WriteThrough(handle, lambda: self._forget(target))
+        if mode != "wb":
+            raise ValueError(
+                f"edgecache opens objects of {self.backend.identity} for writing in mode 'wb' "
+                f"(whole objects), not {mode!r}"
+            )
+        return SpooledUpload(target, lambda local: self._upload(local, target))
+
+    def _upload(self, local: str, target: str) -> None:
+        sync(self.loop, self._write, [target], "put_file", local, target)
 
     # --- writing -------------------------------------------------------------------------------
     def _forget(self, path: str, *, recursive: bool = False) -> None:
@@ -549,18 +560,15 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
     def rmdir(self, path: str) -> None:
         """Remove an empty directory."""
         target = self._target(path)
-        try:
-            self.backend.fs.rmdir(target)
-        finally:
-            self._forget(target)
+        sync(self.loop, self._write, [target], "rmdir", target)
 
     def created(self, path: str) -> Any:
         """Creation time, as the backend reports it."""
-        return self.backend.fs.created(self._target(path))
+        return sync(self.loop, self.engine.timestamp, "created", self._target(path))
 
     def modified(self, path: str) -> Any:
         """Modification time, as the backend reports it."""
-        return self.backend.fs.modified(self._target(path))
+        return sync(self.loop, self.engine.timestamp, "modified", self._target(path))
 
     def invalidate_cache(self, path: str | None = None) -> None:
         """Forget cached metadata of ``path`` and everything below it; with no path, all cached
@@ -569,32 +577,6 @@ class EdgeCacheFileSystem(AsyncFileSystem, ChainedFileSystem):  # type: ignore[m
             self.engine.forget_all()
         else:
             self._forget(self._target(path), recursive=True)
-
-
-class _WriteThrough:
-    """A backend file opened for writing; invalidates the cache once it is closed."""
-
-    def __init__(self, handle: Any, on_close: Any) -> None:
-        self._handle = handle
-        self._on_close = on_close
-
-    def close(self) -> None:
-        try:
-            self._handle.close()
-        finally:
-            self._on_close()
-
-    def __enter__(self) -> _WriteThrough:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._handle, name)
-
-    def __iter__(self) -> Any:
-        return iter(self._handle)
 
 
 def _relay_through_the_agent() -> None:

@@ -97,6 +97,22 @@ def test_a_whole_read_of_an_object_replaced_midway_returns_the_new_version(
     assert fs.cat_file(str(path)) == new
 
 
+def test_cat_ranges_of_an_object_replaced_midway_read_the_new_version(tmp_path: Path) -> None:
+    path = tmp_path / "obj.bin"
+    old = bytes(range(256)) * (6 * BLOCK // 256)
+    new = bytes(reversed(range(256))) * (4 * BLOCK // 256) + b"tail"
+    path.write_bytes(old)
+    fs = _fs("replacing", tmp_path, fetch_concurrency=1)
+    assert fs.info(str(path))["size"] == len(old)
+    ReplacingBackend.victim, ReplacingBackend.replacement = str(path), new
+    # The first block fetched is of the old object; the next come back short: every range is
+    # read again from the one new plan made for all of them, none mixes the two versions.
+    starts = [0, BLOCK + 5, 3 * BLOCK + 1, 2 * BLOCK]
+    ends = [10, 2 * BLOCK + 9, 4 * BLOCK + 3, 2 * BLOCK + 100]
+    got = fs.cat_ranges([str(path)] * len(starts), starts, ends)
+    assert got == [new[s:e] for s, e in zip(starts, ends, strict=True)]
+
+
 def test_a_handle_that_returned_old_bytes_reports_the_change(tmp_path: Path) -> None:
     path = tmp_path / "obj.bin"
     path.write_bytes(b"o" * (4 * BLOCK))

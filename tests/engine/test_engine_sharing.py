@@ -235,3 +235,40 @@ def test_other_store_settings_on_an_open_directory_are_named_as_not_used(
     assert later.cache is first_fs.cache
     later.pipe_file(path, b"written by the later one")
     assert first_fs.cat_file(path) == b"written by the later one"
+
+
+def test_a_relative_cache_dir_names_the_directory_of_the_current_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    monkeypatch.chdir(tmp_path / "one")
+    first = engine_for(CacheSettings(cache_dir="cache"), protocol="enginefile")
+    monkeypatch.chdir(tmp_path / "two")
+    second = engine_for(CacheSettings(cache_dir="cache"), protocol="enginefile")
+    assert second is not first
+    assert first.store.directory == str((tmp_path / "one" / "cache").resolve())
+    assert second.store.directory == str((tmp_path / "two" / "cache").resolve())
+    first.close()
+    second.close()
+
+
+def test_other_node_level_read_settings_are_named_as_not_used(
+    files: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fetch concurrency and backend health are the engine's: a later filesystem asking for
+    others is told so, once, and keeps reading."""
+    cache = tmp_path / "cache"
+    path = str(files / "f021.bin")
+    with _open(path, cache) as f:
+        first = f.read()
+    with caplog.at_level("WARNING", logger="edgecache.engine"):
+        for _ in range(3):
+            with _open(path, cache, fetch_concurrency=64, backend_probe_interval=0.2) as f:
+                assert f.read() == first
+    said = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert len(said) == 1, said
+    (message,) = said
+    assert "fetch_concurrency=16" in message and "fetch_concurrency=64" in message
+    assert "probe_interval_seconds=5.0" in message and "probe_interval_seconds=0.2" in message
+    assert "node-level" in message
