@@ -157,6 +157,7 @@ def test_a_cold_read_of_an_unreachable_store_fails_with_one_message(tmp_path: An
     # What was asked, that it is not cached, since when, the first error: once each.
     assert "bkt/x is not cached" in message and message.count("unreachable since") == 1
     assert message.count("EndpointConnectionError") == 1, message
+    assert message.count("is unreachable") == 1, message  # the backend is named once
 
 
 def test_every_client_of_the_process_parses_the_service_models_once(
