@@ -158,23 +158,30 @@ def test_filesystem_url_to_fs_and_open_share_the_engine(files: Path, tmp_path: P
     assert direct.engine in open_engines()
 
 
+@pytest.mark.parametrize(
+    ("setting", "first", "second"),
+    [("metadata_ttl", 60, 120), ("block_size", 4 * KiB, 8 * KiB)],
+)
 def test_other_read_settings_share_the_caches_and_see_each_others_writes(
-    files: Path, tmp_path: Path
+    files: Path, tmp_path: Path, setting: str, first: int, second: int
 ) -> None:
     cache = str(tmp_path / "cache")
     one = fsspec.filesystem(
-        "edgecache", target_protocol="enginefile", cache_dir=cache, metadata_ttl=60
+        "edgecache", target_protocol="enginefile", cache_dir=cache, **{setting: first}
     )
     two = fsspec.filesystem(
-        "edgecache", target_protocol="enginefile", cache_dir=cache, metadata_ttl=120
+        "edgecache", target_protocol="enginefile", cache_dir=cache, **{setting: second}
     )
     path = str(files / "f010.bin")
     assert one.cat_file(path) == two.cat_file(path)
     assert one.cache is two.cache and one.metadata is two.metadata
-    one.pipe_file(path, b"new bytes")
-    assert two.cat_file(path) == b"new bytes"
+    new = bytes(range(256)) * 64  # several blocks of either size
+    one.pipe_file(path, new)
+    assert two.cat_file(path) == new
     with two.open(path, "rb") as f:
-        assert f.read() == b"new bytes"
+        assert f.read() == new
+    two.pipe_file(path, new[::-1])
+    assert one.cat_file(path) == new[::-1]
 
 
 def test_engines_are_keyed_on_the_real_path_of_the_directory(tmp_path: Path) -> None:
