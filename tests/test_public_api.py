@@ -16,6 +16,8 @@ import importlib
 import importlib.util
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import edgecache_testservers
@@ -118,3 +120,24 @@ def test_star_import(name: str) -> None:
     namespace: dict[str, object] = {}
     exec(f"from {name} import *", namespace)
     assert set(importlib.import_module(name).__all__) <= set(namespace)
+
+
+def test_no_module_of_edgecache_needs_the_test_servers() -> None:
+    """The test servers are a distribution of their own (never on a node): every module of
+    ``edgecache`` imports without them, the backend conformance suite included."""
+    modules = [
+        info.name
+        for info in pkgutil.walk_packages(edgecache.__path__, "edgecache.")
+        if not info.name.endswith(".__main__")  # runs the CLI
+    ]
+    script = (
+        "import importlib, sys\n"
+        "sys.modules['edgecache_testservers'] = None  # importing it raises ImportError\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
