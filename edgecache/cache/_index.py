@@ -121,9 +121,8 @@ _GHOST_MIN = 4096
 _QUEUE_COLUMN = {0: "small", 1: "main"}
 _ROWS_PER_QUERY = 500
 """Rows looked up by one ``IN (...)`` query: under the 999 parameters older sqlite builds allow."""
-_VERIFIED_ROWS_KEPT = 65536
-"""Block rows whose verified values an index remembers (then it starts afresh): a row read
-again with exactly those values needs no checksum."""
+_VERIFIED_ROWS_KEPT = 262144
+"""Block rows an index remembers having verified on a hit (then it starts afresh)."""
 
 #: The columns of a block row that its checksum covers, then the checksum. ``freq`` and ``seq``
 #: are left out: they change on every hit, and any integer there is a legal policy hint.
@@ -333,8 +332,8 @@ class BlockIndex:
         self._pins: list[PinRecord] = []
         self._pins_version = -1
         self._reported_damage: set[str] = set()
-        self._verified_rows: dict[str, tuple[Any, ...]] = {}
-        """Digest -> the covered columns of its row as last verified (hits check against it)."""
+        self._verified_rows: set[str] = set()
+        """Digests whose rows a hit verified whole (later hits read only queue and frequency)."""
 
     # --- transactions --------------------------------------------------------------------------
     @contextmanager
@@ -585,8 +584,7 @@ class BlockIndex:
             return settled
         with self._write():
             # A warm small-file loop records a hit per file: rows are looked up many at a
-            # time, and a row verified before is not hashed again while it is unchanged
-            # (one row at a time, each verified, cost ~14 µs of CPU per hit).
+            # time (one row at a time, each verified, cost ~14 µs of CPU per hit).
             digests = list(hits)
             for start in range(0, len(digests), _ROWS_PER_QUERY):
                 self._record_hits(digests[start : start + _ROWS_PER_QUERY], hits, settled)
@@ -598,16 +596,33 @@ class BlockIndex:
         return settled
 
     def _record_hits(self, digests: list[str], hits: dict[str, int], settled: set[str]) -> None:
-        marks = ",".join("?" * len(digests))
-        found = {
-            row[0]: row
-            for row in self._db.execute(
-                f"SELECT {_ROW}, freq FROM blocks WHERE digest IN ({marks})", digests
-            )
-        }
         verified = self._verified_rows
         if len(verified) > _VERIFIED_ROWS_KEPT:
             verified.clear()
+        # A row is verified whole (its checksum) the first time this index records a hit of
+        # it, so a damaged one is dropped before a hit touches it. After that only what a hit
+        # reads and changes is read (queue and frequency, which the checksum does not cover):
+        # reading and hashing whole rows on every flush cost ~10-20 us of CPU per hit, in a
+        # thread that competes with the readers for the GIL. Damage done to a row later is
+        # met by the walks that trust its other fields (eviction, the sums, stats --verify).
+        found: dict[str, tuple[Any, Any]] = {}
+        new = [d for d in digests if d not in verified]
+        if new:
+            marks = ",".join("?" * len(new))
+            for row in self._db.execute(
+                f"SELECT {_ROW}, freq FROM blocks WHERE digest IN ({marks})", new
+            ).fetchall():
+                fields, freq = row[:-1], row[-1]
+                if self._verified(fields) is not None:
+                    verified.add(row[0])
+                    found[row[0]] = (fields[4], freq)
+        known = [d for d in digests if d in verified and d not in found]
+        if known:
+            marks = ",".join("?" * len(known))
+            for digest, queue, freq in self._db.execute(
+                f"SELECT digest, queue, freq FROM blocks WHERE digest IN ({marks})", known
+            ):
+                found[digest] = (queue, freq)
         policy = self.policy
         moved: list[tuple[int, int, str]] = []
         changed: list[tuple[int, str]] = []
@@ -615,13 +630,9 @@ class BlockIndex:
             row = found.get(digest)
             if row is None:
                 continue
-            fields, freq = row[:-1], row[-1]
-            if verified.get(digest) != fields:
-                if self._verified(fields) is None:
-                    continue
-                verified[digest] = fields
-            queue, known = fields[4], freq if isinstance(freq, int) else 0
-            move, new_freq = policy.on_hit(queue, known, hits[digest])
+            queue, freq = row
+            known_freq = freq if isinstance(freq, int) else 0
+            move, new_freq = policy.on_hit(queue, known_freq, hits[digest])
             if move:
                 moved.append((new_freq, self._next_seq(), digest))
             elif new_freq != freq:
