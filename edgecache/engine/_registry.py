@@ -178,6 +178,11 @@ def _warn_if_engine_ignores(engine: ReadEngine, wanted: CacheSettings) -> None:
     settings other than those its engine was made with: the link's fetch concurrency and the
     backend health periods are the engine's, one per backend and directory."""
     held = engine.settings
+    if (
+        held.health == wanted.health
+        and held.read.fetch_concurrency == wanted.read.fetch_concurrency
+    ):
+        return  # every fsspec.open of a loop comes here: the common case costs one comparison
     differ: dict[str, tuple[Any, Any]] = {}
     if held.read.fetch_concurrency != wanted.read.fetch_concurrency:
         differ["fetch_concurrency"] = (held.read.fetch_concurrency, wanted.read.fetch_concurrency)
