@@ -12,9 +12,9 @@ which such a client does not have. So the bytes written go to a local temporary 
 files), under the same guard as every other call: an unreachable store raises
 :class:`~edgecache.errors.BackendUnavailableError`, and the object that was there (and what
 the cache holds of it) stays as it was, since object stores replace objects whole. Once the
-upload succeeded the cache forgets the old version. The temporary file (``edgecache-upload-*`` in the
-system's temporary directory, ``TMPDIR``: it needs room for the object) is this object's own
-and is removed on close, whatever happens.
+upload succeeded the cache forgets the old version. The temporary file
+(``edgecache-upload-*`` in the system's temporary directory, ``TMPDIR``: it needs room for the
+object) is this object's own and is removed on close, whatever happens.
 
 A backend whose client is synchronous (``file``, ``memory``, blocking plugins) opens its own
 file object instead (:class:`WriteThrough`), and the cache forgets the path once it is closed.
