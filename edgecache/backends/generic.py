@@ -50,23 +50,33 @@ class GenericBackend(Backend):
     def __init__(self, protocol: str, options: Mapping[str, Any]) -> None:
         super().__init__(protocol, options)
         cls = fsspec.get_filesystem_class(protocol)
-        if issubclass(cls, AsyncFileSystem):
-            self._fs = cls(**self.bound_client_options(self.options))
-            self.blocking = False
-        else:
-            self._fs = cls(**self.options)
-            self.blocking = True
+        self.blocking = not issubclass(cls, AsyncFileSystem)
+        self._fs = self._client()
+
+    def _client(self) -> AbstractFileSystem:
+        """A new client of this backend's own (an async one bound to :attr:`loop`)."""
+        cls = fsspec.get_filesystem_class(self.protocol)
+        if self.blocking:
+            return cls(**self.options)
+        return cls(**self.bound_client_options(self.options))
 
     @property
     def fs(self) -> AbstractFileSystem:
         return self._fs
 
     async def close(self) -> None:
-        # fsspec's HTTP filesystem (and other aiohttp-based ones) keep their session here and
-        # have no coroutine to close it: an async client made for this backend alone.
-        session = getattr(self._fs, "_session", None)
-        if not self.blocking and isinstance(session, aiohttp.ClientSession):
-            self._fs._session = None  # a later request opens a new one
+        # fsspec's aiohttp-based filesystems (http; gcsfs alike) make their session on first
+        # use through the public ``set_session()`` and never forget it: a closed one would be
+        # used again. Their public ``close_session(loop, session)`` is the finalizer's helper
+        # (it cannot await from this loop, so it drops the connections unawaited) and needs
+        # the session as well. So the client is replaced by a new one (a later request opens
+        # a new session) and the old client's session is closed here, awaited.
+        set_session = getattr(self._fs, "set_session", None)
+        if self.blocking or set_session is None:
+            return
+        self._fs = self._client()
+        session = await set_session()
+        if isinstance(session, aiohttp.ClientSession):
             await session.close()
 
     @property

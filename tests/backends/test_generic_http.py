@@ -24,6 +24,7 @@ from edgecache.testing.backend_suite import (
     assert_one_line_failure,
     closed_port,
     edgecache_cli,
+    open_sessions,
     run,
 )
 
@@ -107,6 +108,25 @@ def test_an_engine_replaced_after_its_store_closed_closes_its_session(
     while not session.closed and time.monotonic() < deadline:
         time.sleep(0.05)
     assert session.closed, "the replaced engine's session was left open"
+
+
+def test_close_releases_the_session_and_a_later_call_opens_one_again(
+    http_root: tuple[str, Path],
+) -> None:
+    # The backend conformance suite's close test, for the generic backend (which the suite
+    # cannot run whole: http has no writes).
+    base, root = http_root
+    (root / "closing.bin").write_bytes(b"c" * 100)
+    backend = get_backend("http", {})
+    assert run(backend.call, "info", f"{base}/closing.bin")["size"] == 100
+    assert open_sessions(backend) == 1  # what close has to release
+    run(backend.close)
+    assert open_sessions(backend) == 0
+    assert run(backend.call, "info", f"{base}/closing.bin")["size"] == 100
+    assert open_sessions(backend) == 1
+    run(backend.close)
+    run(backend.close)  # twice: nothing left to close
+    assert open_sessions(backend) == 0
 
 
 def test_missing_is_not_found(http_root: tuple[str, Path], tmp_path: Path) -> None:
