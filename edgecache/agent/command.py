@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +35,14 @@ from edgecache.k8s.service import (
     positive_flag,
     run_service,
 )
-from edgecache.pool import LeaseMembership, LeaseSettings, Member, PoolNode, PoolSettings
+from edgecache.pool import (
+    LeaseMembership,
+    LeaseSettings,
+    Member,
+    PeerTimeouts,
+    PoolNode,
+    PoolSettings,
+)
 
 if TYPE_CHECKING:
     from edgecache.agent._csi_server import CsiServer
@@ -179,6 +187,19 @@ async def _serve(
     show_default="$POD_NAMESPACE or edgecache-system",
     help="Namespace of the pool's Leases.",
 )
+@click.option(
+    "--peer-connect-timeout",
+    type=float,
+    default=PeerTimeouts.connect_seconds,
+    help="Seconds a connect to a pool peer may take before the block comes from the backend.",
+)
+@click.option(
+    "--peer-first-byte-timeout",
+    type=float,
+    default=PeerTimeouts.first_byte_seconds,
+    help="Seconds from asking a pool peer for a block to its answer's status line (a live "
+    "owner answers before its own WAN fetch) before the block comes from the backend.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Also log informational events.")
 def agent_command(
     *,
@@ -196,6 +217,8 @@ def agent_command(
     peer_token_file: str | None,
     peers: str | None,
     peer_namespace: str,
+    peer_connect_timeout: float,
+    peer_first_byte_timeout: float,
     verbose: bool,
 ) -> None:
     """Run the node agent: materialise the Datasets placed on this node's pool as plain files.
@@ -215,6 +238,13 @@ def agent_command(
     connection.resolve(settings_connection)
     positive_flag(metadata_ttl, "--metadata-ttl")
     positive_flag(report_interval, "--report-interval")
+    for seconds, flag in (
+        (peer_connect_timeout, "--peer-connect-timeout"),
+        (peer_first_byte_timeout, "--peer-first-byte-timeout"),
+    ):
+        # A timeout must end: inf or nan would leave a read waiting on a dead peer for good.
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise click.BadParameter("must be a positive number of seconds", param_hint=flag)
     address_flag(health_listen, "--health-listen")
     if root.resolve() == cache_dir.resolve():
         raise click.UsageError("--root and --cache-dir must be different directories")
@@ -245,6 +275,9 @@ def agent_command(
             token_file=peer_token_file or "",
             peers=[p.strip() for p in (peers or "").split(",") if p.strip()],
             leases=LeaseSettings(namespace=peer_namespace),
+            timeouts=PeerTimeouts(
+                connect_seconds=peer_connect_timeout, first_byte_seconds=peer_first_byte_timeout
+            ),
         )
     try:
         api_client = official_api_client(

@@ -35,7 +35,9 @@ def join(peers: list[Peer], dataset: Dataset, *, views: list[list[Peer]] | None 
 def test_three_nodes_fetch_the_dataset_over_the_wan_once(
     start_peers: StartPeers, dataset: Dataset, wan: WANEmulator
 ) -> None:
-    peers = start_peers(3)
+    # A first-byte timeout no busy owner runs out of (see test_pool_agents.py): the sharing is
+    # measured here, a silent peer's timeout below.
+    peers = start_peers(3, timeouts={"first_byte_seconds": 30.0})
     join(peers, dataset)
     for result in read_all(peers, dataset.urls):
         assert result == dataset.sha256
