@@ -62,7 +62,9 @@ def test_peer_timeout_flags_reach_the_pool_node(
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 @pytest.mark.parametrize("flag", ["--peer-connect-timeout", "--peer-first-byte-timeout"])
-def test_a_peer_timeout_that_is_not_a_positive_finite_number_is_refused(tmp_path: Path, flag: str, value: str) -> None:
+def test_a_peer_timeout_that_is_not_a_positive_finite_number_is_refused(
+    tmp_path: Path, flag: str, value: str
+) -> None:
     done = CliRunner().invoke(
         main,
         [
