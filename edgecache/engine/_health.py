@@ -82,6 +82,8 @@ class BackendHealth:
         self._probe_flight: concurrent.futures.Future[bool] | None = None
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
+        """No background probe any more (see :meth:`stop_probing`)."""
         BACKEND_ONLINE.labels(identity).set(1)
 
     # --- state ---------------------------------------------------------------------------------
@@ -207,6 +209,19 @@ class BackendHealth:
                 self._back_online()
             flight.set_result(reachable)
 
+    def stop_probing(self) -> None:
+        """Stop the background probe and cancel the probes in flight (from any thread): the
+        backend's client is about to be closed (its engine was replaced, or the process
+        exits), and a probe after that would open the client's session again, to be left
+        unclosed. A read that needs the backend still probes it (and reopens the client)."""
+        with self._lock:
+            self._stopped = True
+            running = [t for t in (self._background, *self._tasks) if t is not None]
+        for task in running:
+            loop = task.get_loop()
+            if not task.done() and not loop.is_closed():
+                loop.call_soon_threadsafe(task.cancel)
+
     def _keep_probing(self, probe: Probe) -> None:
         """Run the background probe on the running loop unless one runs somewhere already."""
         try:
@@ -214,6 +229,8 @@ class BackendHealth:
         except RuntimeError:
             return  # sync caller: the next read that needs the backend starts it
         with self._lock:
+            if self._stopped:
+                return
             task = self._background
             if task is not None and not task.done() and not task.get_loop().is_closed():
                 return

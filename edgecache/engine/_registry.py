@@ -111,7 +111,7 @@ def _engine_for(
         engine = _engines.get(key)
         if engine is None or engine.closed:
             if engine is not None and engine.backend is not backend:
-                _close_backend(engine.backend)
+                _close_backend(engine)
             engine = _engines[key] = ReadEngine(backend, store, settings)
             created = True
         else:
@@ -221,8 +221,11 @@ def open_engines() -> list[ReadEngine]:
 CLOSE_AT_EXIT_SECONDS = 5.0
 
 
-def _close_backend(backend: Backend) -> concurrent.futures.Future[None] | None:
-    """Start closing ``backend``'s client on the loop it is bound to (None: no loop runs it)."""
+def _close_backend(engine: ReadEngine) -> concurrent.futures.Future[None] | None:
+    """Start closing the client of ``engine``'s backend on the loop it is bound to (None: no
+    loop runs it), after stopping the engine's background probes, which would open it again."""
+    engine.health.stop_probing()
+    backend = engine.backend
     loop = backend.loop
     if loop.is_closed() or not loop.is_running():
         return None
@@ -240,8 +243,11 @@ def _close_every_backend() -> None:
     """At exit: close the clients of every engine's backend, so that no HTTP session is left
     for the interpreter's last collection (aiohttp reports each as unclosed)."""
     with _lock:
-        backends = list({id(e.backend): e.backend for e in _engines.values()}.values())
-    closing = [f for f in map(_close_backend, backends) if f is not None]
+        engines = list(_engines.values())
+    for engine in engines:  # first: engines may share a backend
+        engine.health.stop_probing()
+    one_per_backend = {id(e.backend): e for e in engines}.values()
+    closing = [f for f in map(_close_backend, one_per_backend) if f is not None]
     deadline = time.monotonic() + CLOSE_AT_EXIT_SECONDS
     for future in closing:
         with contextlib.suppress(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -233,3 +234,36 @@ async def test_the_background_probe_brings_the_backend_back_when_nothing_reads()
 def test_the_periods_are_checked(value: object) -> None:
     with pytest.raises(ConfigError, match="backend_recheck_after"):
         CacheSettings.from_options({"backend_recheck_after": value})
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
+async def test_stopped_probing_ends_the_background_probe_and_a_read_still_probes() -> None:
+    # What the registry does before closing a backend's client (replaced engine, exit): a
+    # background probe after the close would open the client's session again, left unclosed.
+    clock, link = Clock(), Link()
+    settings = HealthSettings(probe_interval_seconds=0.05)
+    health = BackendHealth("test|health", settings, clock=clock)
+    health.went_unreachable(ConnectionError("connection refused"), link.probe)
+    await _until(lambda: link.probes >= 2, "the background probe runs while offline")
+    hold = link.hold = asyncio.Event()  # the next probe hangs in flight
+    before = link.probes
+    await _until(lambda: link.probes > before, "a probe in flight")
+    health.stop_probing()
+    hold.set()  # a probe left running would now fail, and the background one probe again
+    await asyncio.sleep(0.3)  # six probe periods
+    assert link.probes == before + 1, "probed after stop_probing"
+    health.went_unreachable(ConnectionError("connection refused"), link.probe)
+    await asyncio.sleep(0.3)
+    assert link.probes == before + 1, "the background probe started again"
+    assert not health.online
+    link.hold, link.up = None, True
+    clock.now += 5
+    assert await health.usable(link.probe)  # a read that needs the backend still probes it
+    assert health.online and link.probes == before + 2
