@@ -122,6 +122,8 @@ def _open_two(files: Path, cache: Path, first: int, go: Any, out: Any) -> None:
     out.put(calls)
 
 
+# Runs alone (conftest.py): the workers' opens must meet within the listing's half second.
+@pytest.mark.exclusive
 def test_workers_opening_files_of_one_directory_at_once_list_it_once(
     files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -29,7 +29,8 @@ from edgecache_testservers.kubeapi.fixtures import TEST_BOOKMARK_INTERVAL_SECOND
 from qoslib import BLOCK, Site, cache_options
 from test_qos_reader_latency import assert_within_one_block, reader_process
 
-pytestmark = pytest.mark.timeout(240)
+# Runs alone (conftest.py): latencies measured against an idle baseline.
+pytestmark = [pytest.mark.exclusive, pytest.mark.timeout(240)]
 
 READER_BLOCKS = 8
 LOAD_FILES = 96

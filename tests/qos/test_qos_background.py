@@ -9,9 +9,13 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
 from qoslib import BLOCK, KiB, Load, Site, cache_options, make_fs, wan_bytes
 
 from edgecache.engine import ReadPlan
+
+# Runs alone (conftest.py): rates and pauses measured on the clock.
+pytestmark = pytest.mark.exclusive
 
 
 def put_files(site: Site, prefix: str, count: int, blocks: int) -> int:

@@ -32,6 +32,9 @@ from edgecache.pool import (
     PoolSettings,
 )
 
+# Runs alone (conftest.py): priorities measured on the clock.
+pytestmark = pytest.mark.exclusive
+
 BLOCK = 64 * 1024
 TOKEN = "qos-peer-token"
 

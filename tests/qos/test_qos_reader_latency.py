@@ -17,7 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from qoslib import BLOCK, BLOCK_SECONDS, Load, Site, block_latencies, cache_options, make_fs, p50
+
+# Runs alone (conftest.py): latencies measured against an idle baseline.
+pytestmark = pytest.mark.exclusive
 
 READER_BLOCKS = 8
 LOAD_FILES = 40

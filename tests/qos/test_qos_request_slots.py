@@ -17,10 +17,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from edgecache_testservers.wan import WANProfile
 from qoslib import BLOCK, KiB, Load, Site, cache_options, make_fs
 
 from edgecache.engine import Priority, current_priority
+
+# Runs alone (conftest.py): request slots measured while the link is busy.
+pytestmark = pytest.mark.exclusive
 
 FOREGROUND_SLOTS = 2
 BACKGROUND_FETCHES = 6

@@ -20,6 +20,9 @@ from edgecache_testservers.wan import (
     WANProfile,
 )
 
+# Runs alone (conftest.py): link rates and round trips measured on the clock.
+pytestmark = pytest.mark.exclusive
+
 MiB = 1 << 20
 
 

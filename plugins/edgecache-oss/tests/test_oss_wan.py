@@ -12,6 +12,9 @@ from osstestlib import KEY, SECRET
 
 from edgecache.testing.backend_suite import RemoteBackendWANConformance, Seed
 
+# Runs alone (conftest.py): timeouts and cached reads held to deadlines.
+pytestmark = pytest.mark.exclusive
+
 
 class TestOSSOverWAN(RemoteBackendWANConformance):
     protocol = "oss"

@@ -11,6 +11,9 @@ from s3testlib import KEY, SECRET, put
 
 from edgecache.testing.backend_suite import RemoteBackendWANConformance, Seed
 
+# Runs alone (conftest.py): timeouts and cached reads held to deadlines.
+pytestmark = pytest.mark.exclusive
+
 
 class TestS3OverWAN(RemoteBackendWANConformance):
     protocol = "s3"
