@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import fsspec
 import pytest
 
-from edgecache.backends import get_backend
+from edgecache.backends import Backend, get_backend
 from edgecache.errors import BackendUnavailableError, ConfigError
 from edgecache.testing.backend_suite import (
     assert_one_line_failure,
@@ -49,6 +49,21 @@ def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def http_backend() -> Iterator[Callable[..., Backend]]:
+    """``get_backend("http", options)``, each closed when the test ends: a session left open
+    is reported unclosed by whichever later test the garbage collector runs in."""
+    made: list[Backend] = []
+
+    def make(**options: str) -> Backend:
+        made.append(get_backend("http", options))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        run(backend.close)
 
 
 def test_reads_through_the_cache_by_url_chaining(
@@ -111,13 +126,13 @@ def test_an_engine_replaced_after_its_store_closed_closes_its_session(
 
 
 def test_close_releases_the_session_and_a_later_call_opens_one_again(
-    http_root: tuple[str, Path],
+    http_root: tuple[str, Path], http_backend: Callable[..., Backend]
 ) -> None:
     # The backend conformance suite's close test, for the generic backend (which the suite
     # cannot run whole: http has no writes).
     base, root = http_root
     (root / "closing.bin").write_bytes(b"c" * 100)
-    backend = get_backend("http", {})
+    backend = http_backend()
     assert run(backend.call, "info", f"{base}/closing.bin")["size"] == 100
     assert open_sessions(backend) == 1  # what close has to release
     run(backend.close)
@@ -129,18 +144,22 @@ def test_close_releases_the_session_and_a_later_call_opens_one_again(
     assert open_sessions(backend) == 0
 
 
-def test_missing_is_not_found(http_root: tuple[str, Path], tmp_path: Path) -> None:
+def test_missing_is_not_found(
+    http_root: tuple[str, Path], tmp_path: Path, http_backend: Callable[..., Backend]
+) -> None:
     base, _ = http_root
-    backend = get_backend("http", {})
+    backend = http_backend()
     with pytest.raises(FileNotFoundError):
         run(backend.call, "info", f"{base}/absent.bin")
     done = edgecache_cli("cat", f"{base}/absent.bin", "--cache-dir", str(tmp_path / "c"))
     assert_one_line_failure(done, code=1, says="not found", never="unreachable")
 
 
-def test_refused_connection_is_unreachable(tmp_path: Path) -> None:
+def test_refused_connection_is_unreachable(
+    tmp_path: Path, http_backend: Callable[..., Backend]
+) -> None:
     url = f"http://127.0.0.1:{closed_port()}/x"
-    backend = get_backend("http", {})
+    backend = http_backend()
     with pytest.raises(BackendUnavailableError, match="unreachable") as caught:
         run(backend.call, "info", url)
     assert backend.is_unreachable(caught.value)
@@ -149,11 +168,11 @@ def test_refused_connection_is_unreachable(tmp_path: Path) -> None:
 
 
 def test_an_option_the_client_refuses_is_a_config_error_naming_it(
-    http_root: tuple[str, Path], tmp_path: Path
+    http_root: tuple[str, Path], tmp_path: Path, http_backend: Callable[..., Backend]
 ) -> None:
     base, root = http_root
     (root / "x.bin").write_bytes(b"x")
-    backend = get_backend("http", {"nosuchoption": "1"})
+    backend = http_backend(nosuchoption="1")
     with pytest.raises(ConfigError, match="'nosuchoption'"):
         run(backend.call, "info", f"{base}/x.bin")
     done = edgecache_cli(
