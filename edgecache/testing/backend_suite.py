@@ -214,9 +214,12 @@ class BackendConformance:
         return {}
 
     @pytest.fixture
-    def another_backend(self, backend: Backend) -> Backend:
-        """A second backend built from the same protocol and options (identity must match)."""
-        return type(backend)(backend.protocol, backend.options)
+    def another_backend(self, backend: Backend) -> Iterator[Backend]:
+        """A second backend built from the same protocol and options (identity must match),
+        closed after the test like ``backend``."""
+        another = type(backend)(backend.protocol, backend.options)
+        yield another
+        run(another.close)
 
     # --- helpers -------------------------------------------------------------------------------
     @pytest.fixture
@@ -601,12 +604,30 @@ class RemoteBackendWANConformance:
         with WANEmulator(upstream, WANProfile(**self.slow_link)) as emulator:
             yield emulator
 
+    @pytest.fixture
+    def backends(self) -> Iterator[Callable[[dict[str, Any]], Backend]]:
+        """``backends(options)``: a backend of :attr:`protocol`, closed after the test (its
+        client's session would be left to the garbage collector, which reports it unclosed)."""
+        made: list[Backend] = []
+
+        def make(options: dict[str, Any]) -> Backend:
+            made.append(get_backend(self.protocol, options))
+            return made[-1]
+
+        yield make
+        for backend in made:
+            run(backend.close)
+
     def test_cut_mid_read_then_restore(
-        self, wan: WANEmulator, seed: Seed, options_for: Callable[..., dict[str, Any]]
+        self,
+        wan: WANEmulator,
+        seed: Seed,
+        options_for: Callable[..., dict[str, Any]],
+        backends: Callable[[dict[str, Any]], Backend],
     ) -> None:
         data = _data(8 * 1024 * 1024, seed=11)
         path = seed("big.bin", data)
-        backend = get_backend(self.protocol, options_for(wan.endpoint, read_timeout=5))
+        backend = backends(options_for(wan.endpoint, read_timeout=5))
         version = backend.version(run(backend.call, "info", path))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             reading = pool.submit(run, backend.fetch_range, path, 0, len(data), version)
@@ -685,7 +706,11 @@ class RemoteBackendWANConformance:
         assert set(_upload_spools()) == spools, "a temporary upload file was left behind"
 
     def test_a_blackholed_request_costs_one_timeout_not_one_per_attempt(
-        self, wan: WANEmulator, seed: Seed, options_for: Callable[..., dict[str, Any]]
+        self,
+        wan: WANEmulator,
+        seed: Seed,
+        options_for: Callable[..., dict[str, Any]],
+        backends: Callable[[dict[str, Any]], Backend],
     ) -> None:
         data = _data(4 * 1024 * 1024, seed=13)
         path = seed("hole.bin", data)
@@ -693,7 +718,7 @@ class RemoteBackendWANConformance:
         options = options_for(
             wan.endpoint, connect_timeout=timeout, read_timeout=timeout, retries=3
         )
-        backend = get_backend(self.protocol, options)
+        backend = backends(options)
         version = backend.version(run(backend.call, "info", path))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             reading = pool.submit(run, backend.fetch_range, path, 0, len(data), version)

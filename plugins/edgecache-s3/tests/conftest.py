@@ -19,13 +19,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 from s3testlib import KEY, REGION, SECRET, AuthMoto, free_port, s3_client
+
+from edgecache.backends import Backend, get_backend
+from edgecache.testing.backend_suite import run
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +137,18 @@ def auth_moto() -> Iterator[AuthMoto]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def backends() -> Iterator[Callable[..., Backend]]:
+    """``get_backend(protocol, options)``, each closed when the test ends: an S3 client left
+    open is reported unclosed by whichever later test the garbage collector runs in."""
+    made: list[Backend] = []
+
+    def make(protocol: str, options: dict[str, Any]) -> Backend:
+        made.append(get_backend(protocol, options))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        run(backend.close)

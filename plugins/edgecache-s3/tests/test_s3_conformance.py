@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,16 +32,18 @@ class TestS3Conformance(BackendConformance):
         return [KEY, SECRET]
 
 
-def test_registered_for_s3_and_s3a(s3_options: dict[str, Any]) -> None:
-    s3, s3a = get_backend("s3", s3_options), get_backend("s3a", s3_options)
+def test_registered_for_s3_and_s3a(
+    s3_options: dict[str, Any], backends: Callable[..., Backend]
+) -> None:
+    s3, s3a = backends("s3", s3_options), backends("s3a", s3_options)
     assert isinstance(s3, S3Backend) and isinstance(s3a, S3Backend)
     assert s3.identity == s3a.identity == f"s3|{s3_options['endpoint_url']}"
 
 
 def test_same_size_replacement_is_detected_by_etag(
-    s3_options: dict[str, Any], client: Any, prefix: str
+    s3_options: dict[str, Any], client: Any, prefix: str, backends: Callable[..., Backend]
 ) -> None:
-    backend = get_backend("s3", s3_options)
+    backend = backends("s3", s3_options)
     path = put(client, f"{prefix}/same-size.bin", b"A" * 100)
     old = backend.version(run(backend.call, "info", path))
     put(client, f"{prefix}/same-size.bin", b"B" * 100)
@@ -52,9 +55,9 @@ def test_same_size_replacement_is_detected_by_etag(
 
 
 def test_version_has_etag_size_and_mtime(
-    s3_options: dict[str, Any], client: Any, prefix: str
+    s3_options: dict[str, Any], client: Any, prefix: str, backends: Callable[..., Backend]
 ) -> None:
-    backend = get_backend("s3", s3_options)
+    backend = backends("s3", s3_options)
     path = put(client, f"{prefix}/v.bin", b"hello")
     info = run(backend.call, "info", path)
     size, mtime, etag = backend.version(info).split("-", 2)
@@ -63,9 +66,9 @@ def test_version_has_etag_size_and_mtime(
 
 
 def test_version_survives_the_metadata_stores_json(
-    s3_options: dict[str, Any], client: Any, prefix: str
+    s3_options: dict[str, Any], client: Any, prefix: str, backends: Callable[..., Backend]
 ) -> None:
     # edgecache's metadata store keeps info as JSON, datetimes as str.
-    backend = get_backend("s3", s3_options)
+    backend = backends("s3", s3_options)
     info = run(backend.call, "info", put(client, f"{prefix}/json.bin", b"j"))
     assert backend.version(json.loads(json.dumps(info, default=str))) == backend.version(info)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ import fsspec
 import pytest
 from s3testlib import KEY, SECRET, AuthMoto, free_port, put
 
-from edgecache.backends import get_backend
+from edgecache.backends import Backend
 from edgecache.errors import BackendUnavailableError, ConfigError
 from edgecache.fs import EdgeCacheFileSystem
 from edgecache.testing.backend_suite import assert_one_line_failure, edgecache_cli, run
@@ -51,8 +51,10 @@ def edgecache_fs(target_options: dict[str, Any], cache_dir: Path) -> EdgeCacheFi
 
 
 # --- credentials ---
-def test_right_credentials_read_from_the_signing_server(auth_moto: AuthMoto) -> None:
-    backend = get_backend(
+def test_right_credentials_read_from_the_signing_server(
+    auth_moto: AuthMoto, backends: Callable[..., Backend]
+) -> None:
+    backend = backends(
         "s3", {"endpoint_url": auth_moto.endpoint, "key": auth_moto.key, "secret": auth_moto.secret}
     )
     path = f"{auth_moto.bucket}/hello.txt"
@@ -61,9 +63,9 @@ def test_right_credentials_read_from_the_signing_server(auth_moto: AuthMoto) -> 
 
 
 def test_wrong_secret_is_permission_error_naming_the_url(
-    auth_moto: AuthMoto, debug_logs: pytest.LogCaptureFixture
+    auth_moto: AuthMoto, debug_logs: pytest.LogCaptureFixture, backends: Callable[..., Backend]
 ) -> None:
-    backend = get_backend(
+    backend = backends(
         "s3", {"endpoint_url": auth_moto.endpoint, "key": auth_moto.key, "secret": WRONG_SECRET}
     )
     url = f"s3://{auth_moto.bucket}/hello.txt"
@@ -93,8 +95,8 @@ def test_wrong_secret_through_edgecache(
     assert WRONG_SECRET not in everything_said(info.value, debug_logs)
 
 
-def test_no_credentials_at_all(auth_moto: AuthMoto) -> None:
-    backend = get_backend("s3", {"endpoint_url": auth_moto.endpoint})
+def test_no_credentials_at_all(auth_moto: AuthMoto, backends: Callable[..., Backend]) -> None:
+    backend = backends("s3", {"endpoint_url": auth_moto.endpoint})
     with pytest.raises(PermissionError, match="credentials"):
         run(backend.call, "info", f"{auth_moto.bucket}/hello.txt")
 
@@ -117,8 +119,10 @@ def test_secrets_stay_out_of_the_cache(
 
 
 # --- missing things ---
-def test_unknown_bucket_is_file_not_found(s3_options: dict[str, Any]) -> None:
-    backend = get_backend("s3", s3_options)
+def test_unknown_bucket_is_file_not_found(
+    s3_options: dict[str, Any], backends: Callable[..., Backend]
+) -> None:
+    backend = backends("s3", s3_options)
     with pytest.raises(FileNotFoundError) as info:
         run(backend.call, "info", "no-such-bucket-here/key.bin")
     assert info.value.filename == "s3://no-such-bucket-here/key.bin"
@@ -126,8 +130,10 @@ def test_unknown_bucket_is_file_not_found(s3_options: dict[str, Any]) -> None:
         run(backend.fetch_range, "no-such-bucket-here/key.bin", 0, 10, "10-0-x")
 
 
-def test_missing_object_is_file_not_found(s3_options: dict[str, Any], prefix: str) -> None:
-    backend = get_backend("s3", s3_options)
+def test_missing_object_is_file_not_found(
+    s3_options: dict[str, Any], prefix: str, backends: Callable[..., Backend]
+) -> None:
+    backend = backends("s3", s3_options)
     with pytest.raises(FileNotFoundError) as info:
         run(backend.call, "info", f"{prefix}/missing.bin")
     assert info.value.filename == f"s3://{prefix}/missing.bin"
@@ -135,9 +141,9 @@ def test_missing_object_is_file_not_found(s3_options: dict[str, Any], prefix: st
 
 # --- URLs and options botocore refuses before sending anything ---
 def test_an_invalid_bucket_name_is_a_config_error_naming_the_url(
-    s3_options: dict[str, Any], tmp_path: Path
+    s3_options: dict[str, Any], tmp_path: Path, backends: Callable[..., Backend]
 ) -> None:
-    backend = get_backend("s3", s3_options)
+    backend = backends("s3", s3_options)
     with pytest.raises(ConfigError, match=r"s3://Bad_Bucket!/key is not a valid S3 URL"):
         run(backend.call, "info", "Bad_Bucket!/key")
     with pytest.raises(ConfigError, match="Bad_Bucket!"):
@@ -156,23 +162,25 @@ def test_an_invalid_bucket_name_is_a_config_error_naming_the_url(
 @pytest.mark.parametrize(
     "bucket", ["Bad_Bucket", "UPPER", "ab", "-abc", "a..b", "10.0.0.1", "a" * 64]
 )
-def test_names_botocore_would_send_are_refused_before_any_request(bucket: str) -> None:
+def test_names_botocore_would_send_are_refused_before_any_request(
+    bucket: str, backends: Callable[..., Backend]
+) -> None:
     # botocore's own check lets uppercase, "_" and up to 255 characters through. A closed
     # port: had any request been tried, the answer would be "unreachable".
     closed = {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s"}
-    backend = get_backend("s3", closed)
+    backend = backends("s3", closed)
     with pytest.raises(ConfigError, match="is not a valid S3 URL: bucket name"):
         run(backend.call, "info", f"{bucket}/key")
 
 
 def test_an_unknown_option_is_refused_up_front_listing_the_accepted_ones(
-    s3_options: dict[str, Any],
+    s3_options: dict[str, Any], backends: Callable[..., Backend]
 ) -> None:
     with pytest.raises(ConfigError, match="unknown S3 option 'nosuchoption'") as caught:
-        get_backend("s3", {**s3_options, "nosuchoption": "1"})
+        backends("s3", {**s3_options, "nosuchoption": "1"})
     assert "endpoint_url" in str(caught.value) and "config_kwargs" in str(caught.value)
     # Native s3fs keywords still pass through.
-    get_backend("s3", {**s3_options, "requester_pays": False, "skip_instance_cache": True})
+    backends("s3", {**s3_options, "requester_pays": False, "skip_instance_cache": True})
 
 
 # --- unreachable and silent endpoints ---
@@ -183,9 +191,12 @@ def closed_port_options(**extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("retries", "bound_seconds"), [(1, 3.0), (3, 15.0)])
 def test_closed_port_is_backend_unavailable_in_bounded_time(
-    retries: int, bound_seconds: float, debug_logs: pytest.LogCaptureFixture
+    retries: int,
+    bound_seconds: float,
+    debug_logs: pytest.LogCaptureFixture,
+    backends: Callable[..., Backend],
 ) -> None:
-    backend = get_backend("s3", closed_port_options(retries=retries))
+    backend = backends("s3", closed_port_options(retries=retries))
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError) as info:
         run(backend.call, "info", "bucket/key.bin")
@@ -216,8 +227,8 @@ def silent_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{server.getsockname()[1]}"
 
 
-def test_silent_endpoint_times_out(silent_endpoint: str) -> None:
-    backend = get_backend(
+def test_silent_endpoint_times_out(silent_endpoint: str, backends: Callable[..., Backend]) -> None:
+    backend = backends(
         "s3",
         {
             "endpoint_url": silent_endpoint,
@@ -239,10 +250,12 @@ def test_silent_endpoint_times_out(silent_endpoint: str) -> None:
     assert time.monotonic() - started < 10
 
 
-def test_probe_counts_an_auth_refusal_as_reachable(auth_moto: AuthMoto) -> None:
+def test_probe_counts_an_auth_refusal_as_reachable(
+    auth_moto: AuthMoto, backends: Callable[..., Backend]
+) -> None:
     # A generous probe bound: moto checking signatures on a loaded machine is slow, and the
     # question here is what an answer means, not how fast it comes.
-    backend = get_backend(
+    backend = backends(
         "s3",
         {
             "endpoint_url": auth_moto.endpoint,
@@ -252,7 +265,7 @@ def test_probe_counts_an_auth_refusal_as_reachable(auth_moto: AuthMoto) -> None:
         },
     )
     run(backend.probe)
-    backend = get_backend(
+    backend = backends(
         "s3",
         {
             "endpoint_url": auth_moto.endpoint,
@@ -266,11 +279,15 @@ def test_probe_counts_an_auth_refusal_as_reachable(auth_moto: AuthMoto) -> None:
 
 
 def test_session_token_stays_out_of_debug_logs(
-    s3_options: dict[str, Any], client: Any, prefix: str, debug_logs: pytest.LogCaptureFixture
+    s3_options: dict[str, Any],
+    client: Any,
+    prefix: str,
+    debug_logs: pytest.LogCaptureFixture,
+    backends: Callable[..., Backend],
 ) -> None:
     token = "FwoGZXIvYXdzEXAMPLE-session-token-value"
     path = put(client, f"{prefix}/token.bin", b"t")
-    backend = get_backend("s3", {**s3_options, "token": token})
+    backend = backends("s3", {**s3_options, "token": token})
     version = backend.version(run(backend.call, "info", path))
     assert run(backend.fetch_range, path, 0, 1, version) == b"t"
     assert "x-amz-security-token" in debug_logs.text.lower(), "botocore logged no headers"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from edgecache_s3._options import s3_config
 from s3testlib import KEY, SECRET, put
 
-from edgecache.backends import get_backend
+from edgecache.backends import Backend, get_backend
 from edgecache.backends.options import (
     MountedSecretResolver,
     Secret,
@@ -24,8 +25,11 @@ from edgecache.testing.backend_suite import run
 
 def read(options: dict[str, Any], path: str) -> bytes:
     backend = get_backend("s3", options)
-    version = backend.version(run(backend.call, "info", path))
-    return run(backend.fetch_range, path, 0, 1 << 20, version)
+    try:
+        version = backend.version(run(backend.call, "info", path))
+        return run(backend.fetch_range, path, 0, 1 << 20, version)
+    finally:
+        run(backend.close)  # else the garbage collector reports its session unclosed
 
 
 def test_fluid_keys_map_to_s3fs(moto_endpoint: str) -> None:
@@ -195,7 +199,7 @@ def test_incomplete_credentials() -> None:
         s3_config({"aws.accessKeyId": KEY})
 
 
-def test_endpoint_without_scheme_and_with_userinfo() -> None:
+def test_endpoint_without_scheme_and_with_userinfo(backends: Callable[..., Backend]) -> None:
     assert s3_config({"endpoint": "minio.local:9000"}).endpoint == "https://minio.local:9000"
     plain = s3_config({"endpoint": "minio.local:9000", "use_ssl": "false"})
     assert plain.fs_kwargs["endpoint_url"] == "http://minio.local:9000"
@@ -203,9 +207,7 @@ def test_endpoint_without_scheme_and_with_userinfo() -> None:
     assert hidden.endpoint == "http://minio.local:9000"
     assert (
         "pw-secret"
-        not in get_backend(
-            "s3", {"endpoint_url": "http://user:pw-secret@minio.local:9000/"}
-        ).identity
+        not in backends("s3", {"endpoint_url": "http://user:pw-secret@minio.local:9000/"}).identity
     )
 
 
@@ -230,8 +232,10 @@ def test_native_keywords_pass_through() -> None:
     assert config.fs_kwargs["config_kwargs"]["read_timeout"] == 7
 
 
-def test_options_keep_secrets_wrapped(s3_options: dict[str, Any]) -> None:
-    backend = get_backend("s3", s3_options)
+def test_options_keep_secrets_wrapped(
+    s3_options: dict[str, Any], backends: Callable[..., Backend]
+) -> None:
+    backend = backends("s3", s3_options)
     assert backend.options["secret"] == Secret(SECRET)
     assert SECRET not in repr(backend.options) and SECRET not in str(backend.options["secret"])
     assert backend.options["secret"].reveal() == SECRET
