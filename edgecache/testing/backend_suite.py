@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import gc
 import glob
@@ -459,22 +460,13 @@ class BackendConformance:
         self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
     ) -> None:
         path = seed("written.bin", b"first version")
-        fs = fsspec.filesystem(
-            "edgecache",
-            target_protocol=backend.protocol,
-            target_options=url_options,
-            cache_dir=str(tmp_path / "cache"),
-            skip_instance_cache=True,
-        )
-        try:
+        with _edgecache_over(backend.protocol, url_options, tmp_path) as fs:
             url = f"{backend.protocol}://{path}"
             assert fs.cat_file(url) == b"first version"
             fs.pipe_file(url, b"second, longer version")
             assert fs.cat_file(url) == b"second, longer version"
             stored = run(backend.call, "cat_file", path)
             assert stored == b"second, longer version"
-        finally:
-            fs.engine.close()
 
     def _chained(
         self, backend: Backend, url_options: dict[str, str], tmp_path: Any
@@ -512,15 +504,8 @@ class BackendConformance:
             pytest.skip("a synchronous client's own file object writes in place")
         path = seed("kept.bin", b"the old object")
         url = f"{backend.protocol}://{path}"
-        fs = fsspec.filesystem(
-            "edgecache",
-            target_protocol=backend.protocol,
-            target_options=url_options,
-            cache_dir=str(tmp_path / "cache"),
-            skip_instance_cache=True,
-        )
         spools = set(_upload_spools())
-        try:
+        with _edgecache_over(backend.protocol, url_options, tmp_path) as fs:
             assert fs.cat_file(url) == b"the old object"
             with pytest.raises(ZeroDivisionError), fs.open(url, "wb") as f:
                 f.write(b"half of the new")
@@ -529,28 +514,34 @@ class BackendConformance:
             assert run(backend.call, "cat_file", path) == b"the old object"
             with pytest.raises(ValueError, match="mode 'wb'"):
                 fs.open(url, "ab")
-        finally:
-            fs.engine.close()
         assert set(_upload_spools()) == spools, "a temporary upload file was left behind"
 
     def test_modified_and_rmdir_go_through_the_engine(
         self, backend: Backend, seed: Seed, url_options: dict[str, str], tmp_path: Any
     ) -> None:
         path = seed("stamped.bin", b"x")
-        fs = fsspec.filesystem(
-            "edgecache",
-            target_protocol=backend.protocol,
-            target_options=url_options,
-            cache_dir=str(tmp_path / "cache"),
-            skip_instance_cache=True,
-        )
-        try:
+        with _edgecache_over(backend.protocol, url_options, tmp_path) as fs:
             stamp = fs.modified(f"{backend.protocol}://{path}")
             assert isinstance(stamp, datetime.datetime | int | float), stamp
             with pytest.raises((FileNotFoundError, NotImplementedError)):
                 fs.rmdir(f"{backend.protocol}://{path.rsplit('/', 1)[0]}/no-such-dir")
-        finally:
-            fs.engine.close()
+
+
+@contextlib.contextmanager
+def _edgecache_over(protocol: str, options: dict[str, Any], tmp_path: Any) -> Iterator[Any]:
+    """An edgecache filesystem over ``protocol`` with ``options``, on a cache directory of the
+    test's own, its engine closed afterwards."""
+    fs = fsspec.filesystem(
+        "edgecache",
+        target_protocol=protocol,
+        target_options=options,
+        cache_dir=str(tmp_path / "cache"),
+        skip_instance_cache=True,
+    )
+    try:
+        yield fs
+    finally:
+        fs.engine.close()
 
 
 def _upload_spools() -> list[str]:
@@ -652,14 +643,7 @@ class RemoteBackendWANConformance:
     ) -> None:
         data = _data(300_000, seed=12)
         path = seed("warm.bin", data)
-        fs = fsspec.filesystem(
-            "edgecache",
-            target_protocol=self.protocol,
-            target_options=options_for(wan.endpoint, retries=1),
-            cache_dir=str(tmp_path / "cache"),
-            skip_instance_cache=True,
-        )
-        try:
+        with _edgecache_over(self.protocol, options_for(wan.endpoint, retries=1), tmp_path) as fs:
             url = f"{self.protocol}://{path}"
             assert fs.cat_file(url) == data
             wan.cut("reset")
@@ -668,8 +652,6 @@ class RemoteBackendWANConformance:
             assert time.monotonic() - started < 1
             with pytest.raises(ConnectionError):
                 fs.cat_file(url.rsplit("/", 1)[0] + "/never-read.bin")
-        finally:
-            fs.engine.close()
 
     def test_a_write_while_the_link_is_down_fails_in_one_line_and_keeps_the_object(
         self,
@@ -679,15 +661,8 @@ class RemoteBackendWANConformance:
         tmp_path: Any,
     ) -> None:
         path = seed("kept-offline.bin", b"the old object")
-        fs = fsspec.filesystem(
-            "edgecache",
-            target_protocol=self.protocol,
-            target_options=options_for(wan.endpoint, retries=1),
-            cache_dir=str(tmp_path / "cache"),
-            skip_instance_cache=True,
-        )
         spools = set(_upload_spools())
-        try:
+        with _edgecache_over(self.protocol, options_for(wan.endpoint, retries=1), tmp_path) as fs:
             url = f"{self.protocol}://{path}"
             assert fs.cat_file(url) == b"the old object"
             wan.cut("reset")
@@ -701,8 +676,6 @@ class RemoteBackendWANConformance:
             assert fs.cat_file(url) == b"the old object"  # the cache kept it
             wan.restore()
             assert run(fs.engine.backend.call, "cat_file", path) == b"the old object"
-        finally:
-            fs.engine.close()
         assert set(_upload_spools()) == spools, "a temporary upload file was left behind"
 
     def test_a_blackholed_request_costs_one_timeout_not_one_per_attempt(

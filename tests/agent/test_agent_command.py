@@ -27,11 +27,7 @@ def pool_node_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *flags: str) -
     done = CliRunner().invoke(
         main,
         [
-            "agent",
-            "--node-name=n1",
-            "--server=http://127.0.0.1:1",
-            f"--root={tmp_path / 'root'}",
-            f"--cache-dir={tmp_path / 'cache'}",
+            *_agent_args(tmp_path),
             "--peer-listen=127.0.0.1:0",
             f"--peer-token-file={token}",
             *flags,
@@ -65,16 +61,17 @@ def test_peer_timeout_flags_reach_the_pool_node(
 def test_a_peer_timeout_that_is_not_a_positive_finite_number_is_refused(
     tmp_path: Path, flag: str, value: str
 ) -> None:
-    done = CliRunner().invoke(
-        main,
-        [
-            "agent",
-            "--node-name=n1",
-            "--server=http://127.0.0.1:1",
-            f"--root={tmp_path / 'root'}",
-            f"--cache-dir={tmp_path / 'cache'}",
-            f"{flag}={value}",
-        ],
-    )
+    done = CliRunner().invoke(main, [*_agent_args(tmp_path), f"{flag}={value}"])
     assert done.exit_code == 2, done.output
     assert flag in done.output and "positive number of seconds" in done.output, done.output
+
+
+def _agent_args(tmp_path: Path) -> list[str]:
+    """``edgecache agent`` with the flags every case needs (a server nobody listens on)."""
+    return [
+        "agent",
+        "--node-name=n1",
+        "--server=http://127.0.0.1:1",
+        f"--root={tmp_path / 'root'}",
+        f"--cache-dir={tmp_path / 'cache'}",
+    ]
