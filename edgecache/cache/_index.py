@@ -13,9 +13,11 @@ WAL mode makes each transaction atomic under SIGKILL, and ``BEGIN IMMEDIATE`` se
 processes that change the index.
 
 A row reserved for a file still being written carries the writer's token in ``writing`` until the
-writer confirms the rename (:meth:`BlockIndex.complete`). A reader that misses such a block
-leaves the row alone (the file is on its way), and a writer whose row was evicted or dropped
-meanwhile removes the file it just renamed into place: no file ever outlives its row.
+writer puts the file in place (:meth:`BlockIndex.complete`: the rename runs inside the
+transaction that clears the mark). A reader that misses such a block leaves the row alone (the
+file is on its way). A writer whose row was evicted or dropped meanwhile never puts its file in
+place, and no other process can evict the row between the rename and the mark: no file ever
+outlives its row, not even for a moment, and not when the writer is killed after the rename.
 
 Bytes stored outside the block files can be **charged** to a directory (``charges``: the node
 agent's views, whose files are the node's copy of a dataset): a charge counts as pinned usage
@@ -520,25 +522,26 @@ class BlockIndex:
                 (count - limit,),
             )
 
-    def complete(self, digest: str, token: str, *, unlink: Callable[[], None]) -> bool:
-        """The file reserved with ``token`` is in place: clear the row's writing mark.
+    def complete(self, digest: str, token: str, *, place: Callable[[], None]) -> bool:
+        """Put the file reserved with ``token`` in place and clear the row's writing mark.
 
-        If the row went away meanwhile (evicted, invalidated, or taken as missing), the file
-        just renamed into place is accounted for by nobody: ``unlink`` removes it, inside the
-        transaction, so no other writer can reserve the name in between. False in that case.
+        ``place`` (the writer's rename) runs inside the write transaction, and only while the
+        row is still this writer's: no other process can evict the row between the rename and
+        the mark, so the file is never on disk without a row that accounts for it. False if
+        the row went away meanwhile (evicted, invalidated, or taken as missing) or another
+        writer reserved the block again: ``place`` is then not called, and the caller removes
+        its temporary file. An error from ``place`` rolls the transaction back and is raised.
         """
         with self._write():
             block = self._fetch(digest)
-            if block is not None and block.writing == token:
-                self._db.execute(
-                    "UPDATE blocks SET writing='', check_sum=? WHERE digest=?",
-                    (block.with_(writing="")[-1], digest),
-                )
-                return True
-            if block is None:
-                unlink()
-            # Otherwise another writer reserved the block again and its file replaces ours.
-            return False
+            if block is None or block.writing != token:
+                return False
+            place()
+            self._db.execute(
+                "UPDATE blocks SET writing='', check_sum=? WHERE digest=?",
+                (block.with_(writing="")[-1], digest),
+            )
+            return True
 
     def forget(
         self,

@@ -539,6 +539,17 @@ class SSDTier:
         if not reserved:
             return False
         tmp = os.path.join(self._dirs[dir_id], "tmp", f"{digest}.{os.getpid()}.{token}")
+
+        def place() -> None:
+            try:
+                os.replace(tmp, final)
+            except FileNotFoundError:
+                # First block of this prefix: create only the leaf (blocks/ itself must exist).
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(os.path.dirname(final))
+                os.replace(tmp, final)
+
+        stored = False
         try:
             # A missing tmp directory means the cache directory was deleted underneath: fail
             # (never recreate it here, or files would land outside the index that owns them).
@@ -549,30 +560,19 @@ class SSDTier:
                     view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
-            try:
-                os.replace(tmp, final)
-            except FileNotFoundError:
-                # First block of this prefix: create only the leaf (blocks/ itself must exist).
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(os.path.dirname(final))
-                os.replace(tmp, final)
+            stored = index.complete(digest, token, place=place)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             with contextlib.suppress(sqlite3.Error):
                 index.forget(digest, token=token)
             self._fail(exc, "writing a block")
             return False
-
-        def unlink_final() -> None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(final)
-
-        try:
-            stored = index.complete(digest, token, unlink=unlink_final)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             self._fail(exc, "recording a written block")
             return False
+        finally:
+            if not stored:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         self._publish_usage()
         return stored
 

@@ -375,3 +375,63 @@ def test_under_lru_every_hit_is_still_written(make_cache, tmp_path) -> None:
         cache.flush()
         assert seq(keys[0]) > max(seq(k) for k in keys[1:])
         keys = keys[1:] + keys[:1]
+
+
+def test_a_writer_whose_row_was_evicted_while_it_wrote_never_puts_its_file_in_place(
+    tmp_path,
+) -> None:
+    # Two writers under a quota of one block: the second one's reservation evicts the first
+    # one's row while the first is still writing. The first writer's rename is asked for
+    # only inside the transaction that confirms its row, so it never runs: a file in place
+    # without a row would be outside the quota (and left there for good if the writer was
+    # killed before it noticed).
+    import os
+
+    from edgecache.cache._index import open_index
+
+    index, _ = open_index(
+        str(tmp_path / "index.sqlite"),
+        quotas=[BLOCK_FILE],
+        policy=policy_by_name("s3fifo"),
+        found_blocks=list,
+        repair_lock=str(tmp_path / "index.lock"),
+    )
+    evicted: list[str] = []
+    placed: list[str] = []
+
+    def reserve(digest: str, token: str) -> bool:
+        return index.reserve(
+            digest,
+            dir_id=0,
+            size=BLOCK_FILE,
+            raw=BS,
+            backend="mem|test",
+            path="p",
+            high=1.0,
+            low=1.0,
+            unlink=lambda victim, _dir: evicted.append(victim),
+            token=token,
+        )
+
+    try:
+        assert reserve("a" * 32, "first")
+        assert reserve("b" * 32, "second")
+        assert evicted == ["a" * 32]
+        assert not index.complete("a" * 32, "first", place=lambda: placed.append("a"))
+        assert index.complete("b" * 32, "second", place=lambda: placed.append("b"))
+        assert placed == ["b"]
+        # The same digest reserved again by another writer: the earlier writer's file is not
+        # the one the row accounts for, so it is not placed either.
+        assert reserve("c" * 32, "old") and reserve("c" * 32, "new")
+        assert not index.complete("c" * 32, "old", place=lambda: placed.append("c old"))
+
+        # A rename that fails rolls the confirmation back: the row stays this writer's.
+        def fail() -> None:
+            raise OSError(os.strerror(30))
+
+        with pytest.raises(OSError):
+            index.complete("c" * 32, "new", place=fail)
+        assert index.forget("c" * 32, token="new")
+        assert placed == ["b"]
+    finally:
+        index.close()
