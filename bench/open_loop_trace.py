@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import time
@@ -34,15 +33,18 @@ def _cpu_seconds() -> float:
 
 
 def _worker(spec_json: str, keys: list[str], ready: Any, go: Any, done: Any) -> None:
-    spec = ub.Spec(**json.loads(spec_json))
-    ready.put(os.getpid())
-    go.wait()
-    started, cpu = time.perf_counter(), _cpu_seconds()
-    finished = []
-    for key in keys:
-        ub.read_url(spec, key)
-        finished.append(time.perf_counter() - started)
-    done.put((finished, _cpu_seconds() - cpu))
+    try:
+        spec = ub.Spec(**json.loads(spec_json))
+        ready.put(os.getpid())
+        go.wait()
+        started, cpu = time.perf_counter(), _cpu_seconds()
+        finished = []
+        for key in keys:
+            ub.read_url(spec, key)
+            finished.append(time.perf_counter() - started)
+        done.put(("ok", (finished, _cpu_seconds() - cpu)))
+    except BaseException as exc:
+        done.put(("error", f"{type(exc).__name__}: {exc}"[:2000]))
 
 
 def _report(finished: list[float], cpu: float) -> str:
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     compile_like_installed()
-    with ub._environment(["open_loop"], ub.Sizes(small_files=args.files)) as runner:
+    with ub.environment(["open_loop"], ub.Sizes(small_files=args.files)) as runner:
         for run in range(args.runs):
             cache_dir = os.path.join(runner.scratch, f"cache-{run}")
             spec = ub.Spec(
@@ -77,27 +79,14 @@ def main() -> None:
                 {},
                 dict(ub.CASES["open_loop"].options),
             )
-            keys = runner.layout.small_keys()
             ub.read_url(spec, runner.layout.probe_key)  # as the bench's parent does
-            context = multiprocessing.get_context(args.start)
-            ready, done, go = context.Queue(), context.Queue(), context.Event()
-            spec_json = json.dumps(asdict(spec))
-            processes = [
-                context.Process(
-                    target=_worker, args=(spec_json, keys[i :: args.workers], ready, go, done)
-                )
-                for i in range(args.workers)
-            ]
-            for process in processes:
-                process.start()
-            for _ in processes:
-                ready.get(timeout=ub.WORKERS_GIVE_UP_SECONDS)
-            started = time.perf_counter()
-            go.set()
-            outcomes = [done.get(timeout=ub.WORKERS_GIVE_UP_SECONDS) for _ in processes]
-            wall = time.perf_counter() - started
-            for process in processes:
-                process.join()
+            outcomes, wall, _ = ub.run_workers(
+                spec,
+                runner.layout.small_keys(),
+                workers=args.workers,
+                start=args.start,
+                target=_worker,
+            )
             print(f"{args.client}, {args.workers} workers ({args.start}), run {run}: {wall:.2f} s")
             for finished, cpu in outcomes:
                 print("  " + _report(finished, cpu))

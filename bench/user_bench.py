@@ -282,22 +282,24 @@ def _worker(spec_json: str, keys: list[str], ready: Any, go: Any, done: Any) -> 
         done.put(("error", f"{type(exc).__name__}: {exc}"[:2000]))
 
 
-def run_open_loop(spec: Spec) -> dict[str, Any]:
-    layout = _layout(spec)
-    keys = layout.small_keys()
-    workers = int(spec.params.get("workers", 0))
-    if not workers:
-        started = time.perf_counter()
-        total = _read_files(spec, keys)
-        return {"seconds": time.perf_counter() - started, "bytes": total}
-    # The parent touches the filesystem before starting workers, as a Dataset's set-up does.
-    _check(layout, layout.probe_key, read_url(spec, layout.probe_key))
-    context = multiprocessing.get_context(spec.params["start"])
+WorkerTarget = Callable[[str, list[str], Any, Any, Any], None]
+"""A worker process's function: (spec JSON, its keys, ready queue, go event, done queue); it puts
+its pid on ready, waits for go, and puts ("ok", result) or ("error", detail) on done."""
+
+
+def run_workers(
+    spec: Spec, keys: Sequence[str], *, workers: int, start: str, target: WorkerTarget = _worker
+) -> tuple[list[Any], float, float]:
+    """Start ``workers`` processes (``start``: spawn or fork) running ``target`` on every
+    ``workers``-th key, let them go at once when all are ready; returns their results, the
+    seconds from go to the last result, and the seconds the workers took to be ready. Raises
+    if a worker fails or hangs."""
+    context = multiprocessing.get_context(start)
     ready, done, go = context.Queue(), context.Queue(), context.Event()
     spec_json = json.dumps(asdict(spec))
     launched = time.perf_counter()
     processes = [
-        context.Process(target=_worker, args=(spec_json, keys[i::workers], ready, go, done))
+        context.Process(target=target, args=(spec_json, list(keys[i::workers]), ready, go, done))
         for i in range(workers)
     ]
     try:
@@ -314,7 +316,7 @@ def run_open_loop(spec: Spec) -> dict[str, Any]:
                 outcomes.append(done.get(timeout=max(left, 0.1)))
             except queue.Empty:
                 raise TimeoutError(
-                    f"{workers - len(outcomes)} of {workers} {spec.params['start']}ed workers "
+                    f"{workers - len(outcomes)} of {workers} {start}ed workers "
                     f"had not finished after {WORKERS_GIVE_UP_SECONDS:.0f} s (hung)"
                 ) from None
         seconds = time.perf_counter() - started
@@ -326,11 +328,23 @@ def run_open_loop(spec: Spec) -> dict[str, Any]:
     errors = [detail for status, detail in outcomes if status != "ok"]
     if errors:
         raise RuntimeError(f"{len(errors)} of {workers} workers failed: {errors[0]}")
-    return {
-        "seconds": seconds,
-        "worker_start_seconds": started - launched,
-        "bytes": sum(detail for _, detail in outcomes),
-    }
+    return [detail for _, detail in outcomes], seconds, started - launched
+
+
+def run_open_loop(spec: Spec) -> dict[str, Any]:
+    layout = _layout(spec)
+    keys = layout.small_keys()
+    workers = int(spec.params.get("workers", 0))
+    if not workers:
+        started = time.perf_counter()
+        total = _read_files(spec, keys)
+        return {"seconds": time.perf_counter() - started, "bytes": total}
+    # The parent touches the filesystem before starting workers, as a Dataset's set-up does.
+    _check(layout, layout.probe_key, read_url(spec, layout.probe_key))
+    totals, seconds, start_seconds = run_workers(
+        spec, keys, workers=workers, start=spec.params["start"]
+    )
+    return {"seconds": seconds, "worker_start_seconds": start_seconds, "bytes": sum(totals)}
 
 
 def run_parquet_file(spec: Spec) -> dict[str, Any]:
@@ -891,7 +905,8 @@ def _merge_results(output: str, cases: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _environment(cases: Sequence[str], sizes: Sizes) -> Iterator[Runner]:
+def environment(cases: Sequence[str], sizes: Sizes) -> Iterator[Runner]:
+    """moto seeded with the data of ``cases``, behind the emulated link: a :class:`Runner`."""
     with moto_server() as (endpoint, _), scratch_dir("user") as scratch:
         print(f"moto at {endpoint}; seeding the data of {', '.join(cases)}", flush=True)
         started = time.monotonic()
@@ -933,7 +948,7 @@ def main() -> None:
     compile_like_installed()  # every child imports edgecache as an installed copy would
     started = time.monotonic()
     results: dict[str, Any] = {}
-    with _environment(cases, sizes) as runner:
+    with environment(cases, sizes) as runner:
         for name in cases:
             results[name] = run_case(runner, name, args.runs)
             results[name]["sizes"] = asdict(sizes)

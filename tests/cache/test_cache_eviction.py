@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 
 import pytest
@@ -10,6 +11,7 @@ from cachetestlib import BS, ObjectSpec, Source, audit, block_files, read_object
 
 from edgecache.cache import BlockKey
 from edgecache.cache._blockfile import uncompressed_file_bytes
+from edgecache.cache._index import open_index
 from edgecache.cache.eviction import LRUPolicy, S3FIFOPolicy, policy_by_name
 from edgecache.cache.memory import MemoryTier
 from edgecache.errors import PinError
@@ -385,10 +387,6 @@ def test_a_writer_whose_row_was_evicted_while_it_wrote_never_puts_its_file_in_pl
     # only inside the transaction that confirms its row, so it never runs: a file in place
     # without a row would be outside the quota (and left there for good if the writer was
     # killed before it noticed).
-    import os
-
-    from edgecache.cache._index import open_index
-
     index, _ = open_index(
         str(tmp_path / "index.sqlite"),
         quotas=[BLOCK_FILE],
@@ -427,7 +425,7 @@ def test_a_writer_whose_row_was_evicted_while_it_wrote_never_puts_its_file_in_pl
 
         # A rename that fails rolls the confirmation back: the row stays this writer's.
         def fail() -> None:
-            raise OSError(os.strerror(30))
+            raise OSError(errno.EROFS, "read-only file system")
 
         with pytest.raises(OSError):
             index.complete("c" * 32, "new", place=fail)
