@@ -236,7 +236,13 @@ def test_full_read_only_and_vanished_cache_disk_while_readers_read(
                     what=f"{reason} noticed",
                     timeout_seconds=10,
                 )
-                seen[reason] = warnings_since(caplog, start)
+                # The bypass counter moves before the reader's thread logs its warning: wait
+                # for the warning rather than take the log at that instant.
+                seen[reason] = wait_for(
+                    lambda s=start, r=reason: r in (t := warnings_since(caplog, s)) and t,
+                    what=f"the {reason} warning",
+                    timeout_seconds=5,
+                )
                 remove()
                 # ... and comes back once the fault is gone.
                 wait_for(
