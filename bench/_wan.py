@@ -110,8 +110,17 @@ def key_response(self, request, full_url, headers):
     return status, headers, body
 
 responses.S3Response.key_response = key_response
-sys.argv[0] = "moto_server"
-server.main()
+if sys.argv[1] == "--keep-alive":
+    # HTTP/1.1 with kept connections, as S3 and OSS answer (see moto_server).
+    import os, waitress
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    host, port = sys.argv[2], int(sys.argv[3])
+    os.environ.setdefault("MOTO_PORT", str(port))
+    app = DomainDispatcherApplication(create_backend_app)
+    waitress.serve(app, host=host, port=port, threads=16, connection_limit=1000, _quiet=True)
+else:
+    sys.argv[0] = "moto_server"
+    server.main()
 """
 
 
@@ -124,22 +133,32 @@ def _free_port() -> int:
 
 @contextmanager
 def moto_server(
-    *, stock: bool = False, key_buffer_bytes: int | None = None
+    *, stock: bool = False, key_buffer_bytes: int | None = None, keep_alive: bool = False
 ) -> Iterator[tuple[str, int]]:
     """moto's S3 server as a separate process; yields (endpoint, pid) and kills it at the end.
 
     ``stock``: ``python -m moto.server`` as shipped, whose ranged GET reads the whole object
     (see ``_MOTO_RANGED_GETS``); otherwise moto with ranged GETs reading only their range.
     ``key_buffer_bytes``: moto keeps an object bigger than this (default 5 MiB) in a temporary
-    file on disk.
+    file on disk. ``keep_alive``: moto's application served by waitress, which keeps HTTP/1.1
+    connections open between requests as S3 and OSS do; moto's own server (werkzeug's) closes
+    the connection after every response, so each request there pays a TCP handshake (a round
+    trip of the emulated link) that a real object store does not charge.
     """
+    if stock and keep_alive:
+        raise ValueError("keep_alive serves the patched moto; stock moto runs its own server")
     port = _free_port()
     env = dict(os.environ)
     if key_buffer_bytes is not None:
         env["MOTO_S3_DEFAULT_KEY_BUFFER_SIZE"] = str(key_buffer_bytes)
-    command = ["-m", "moto.server"] if stock else ["-c", _MOTO_RANGED_GETS]
+    if stock:
+        command = ["-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    elif keep_alive:
+        command = ["-c", _MOTO_RANGED_GETS, "--keep-alive", "127.0.0.1", str(port)]
+    else:
+        command = ["-c", _MOTO_RANGED_GETS, "-H", "127.0.0.1", "-p", str(port)]
     process = subprocess.Popen(
-        [sys.executable, *command, "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, *command],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,

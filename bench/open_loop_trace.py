@@ -65,9 +65,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--keep-alive", action="store_true", help="moto keeps connections open")
     args = parser.parse_args()
     compile_like_installed()
-    with ub.environment(["open_loop"], ub.Sizes(small_files=args.files)) as runner:
+    sizes = ub.Sizes(small_files=args.files)
+    with ub.environment(["open_loop"], sizes, keep_alive=args.keep_alive) as runner:
         for run in range(args.runs):
             cache_dir = os.path.join(runner.scratch, f"cache-{run}")
             spec = ub.Spec(
@@ -87,7 +89,11 @@ def main() -> None:
                 start=args.start,
                 target=_worker,
             )
-            print(f"{args.client}, {args.workers} workers ({args.start}), run {run}: {wall:.2f} s")
+            counted = runner.link.counters()
+            print(
+                f"{args.client}, {args.workers} workers ({args.start}), run {run}: {wall:.2f} s "
+                f"(link so far: {counted['connections']} connections)"
+            )
             for finished, cpu in outcomes:
                 print("  " + _report(finished, cpu))
 

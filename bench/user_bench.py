@@ -905,9 +905,12 @@ def _merge_results(output: str, cases: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def environment(cases: Sequence[str], sizes: Sizes) -> Iterator[Runner]:
-    """moto seeded with the data of ``cases``, behind the emulated link: a :class:`Runner`."""
-    with moto_server() as (endpoint, _), scratch_dir("user") as scratch:
+def environment(
+    cases: Sequence[str], sizes: Sizes, *, keep_alive: bool = False
+) -> Iterator[Runner]:
+    """moto seeded with the data of ``cases``, behind the emulated link: a :class:`Runner`
+    (``keep_alive``: moto keeps connections open, see :func:`_wan.moto_server`)."""
+    with moto_server(keep_alive=keep_alive) as (endpoint, _), scratch_dir("user") as scratch:
         print(f"moto at {endpoint}; seeding the data of {', '.join(cases)}", flush=True)
         started = time.monotonic()
         layout = seed(endpoint, cases, sizes)
@@ -931,6 +934,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200, help="objects of the open_loop case")
     parser.add_argument("--quick", action="store_true", help="smaller data and one run")
     parser.add_argument("--output", default="user_bench", help="results name under bench/results")
+    parser.add_argument(
+        "--keep-alive",
+        action="store_true",
+        help="serve moto over kept HTTP/1.1 connections, as S3 does (default: moto's own "
+        "server, which closes the connection after every response)",
+    )
     args = parser.parse_args()
     cases = [c for c in args.only.split(",") if c] or list(CASES)
     unknown = set(cases) - set(CASES)
@@ -948,10 +957,11 @@ def main() -> None:
     compile_like_installed()  # every child imports edgecache as an installed copy would
     started = time.monotonic()
     results: dict[str, Any] = {}
-    with environment(cases, sizes) as runner:
+    with environment(cases, sizes, keep_alive=args.keep_alive) as runner:
         for name in cases:
             results[name] = run_case(runner, name, args.runs)
             results[name]["sizes"] = asdict(sizes)
+            results[name]["server_keeps_connections"] = args.keep_alive
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     _merge_results(args.output, results)
 
