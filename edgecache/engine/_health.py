@@ -11,15 +11,15 @@ probe to run) and works from any thread or event loop.
 - **online**: requests go to the backend.
 - **offline** (from the first unreachable error or timeout, for every reader at once): cached
   data is served at local speed and nothing waits on the dead link. A request that needs the
-  backend probes it at once if the last probe is older than ``recheck_after_seconds`` (about a
-  second) and goes ahead if the probe is answered: a link that comes back is used by the first
-  read that needs it, with no fixed wait. One probe runs at a time, shared by every read waiting
-  for it, so a dead link costs at most one short probe per ``recheck_after_seconds`` in total,
-  and a read that finds no probe due fails at once. While the backend fails *at once*
-  (refused, reset: not a timeout), a probe is due after a quarter of that period: it costs a
-  round trip, not a wait, and a link that comes back is used within a fraction of a second.
-  A background probe every ``probe_interval_seconds`` brings the backend back when nothing
-  reads.
+  backend probes it at once if the last probe (or failed request) is older than
+  ``recheck_after_seconds`` (about a second) and goes ahead if the probe is answered: a link
+  that comes back is used by the first read that needs it, with no fixed wait. One probe runs at
+  a time, shared by every read waiting for it, so a dead link costs at most one short probe per
+  ``recheck_after_seconds`` in total, and a read that finds no probe due fails at once. While
+  the backend fails *at once* (refused, reset: not a timeout), a probe is due after a quarter of
+  that period: it costs a round trip, not a wait, and a link that comes back is used within a
+  fraction of a second. A background probe every ``probe_interval_seconds`` brings the backend
+  back when nothing reads.
 - **recovering** (online, for ``stable_after_seconds`` after an outage): the hysteresis. Requests
   that need the backend go to it; answers the cache already has (expired metadata) are served as
   they are and refreshed behind the reader's back (:attr:`BackendHealth.stable` is False), so a
@@ -126,17 +126,19 @@ class BackendHealth:
         """A request found the backend unreachable: go offline for every reader at once and, with
         ``probe`` (called from a running loop), probe in the background."""
         with self._lock:
-            if self._online:
+            now = self._clock()
+            went_offline = self._online
+            if went_offline:
                 self._online = False
-                self._offline_since = self._clock()
+                self._offline_since = now
                 self._offline_since_wall = time.time()
                 self._first_error = _root_message(exc, self.identity)
-                self._failing_fast = not _timed_out(exc)
-                # The failed request is evidence as fresh as a probe: the next probe may wait.
-                self._last_probe = self._offline_since
-                went_offline = True
-            else:
-                went_offline = False
+            # Every failed request, the first or one that was sent before the backend went
+            # offline and failed since, is evidence as fresh as a probe: the next probe may
+            # wait. (A request that waited out its read timeout on a hung link, then a probe
+            # for the read it served, cost that read a probe timeout on top of its own.)
+            self._failing_fast = not _timed_out(exc)
+            self._last_probe = max(self._last_probe, now)
         if went_offline:
             BACKEND_ONLINE.labels(self.identity).set(0)
             log.warning(

@@ -89,6 +89,29 @@ async def test_a_read_probes_only_once_the_last_probe_is_old_enough() -> None:
     assert link.probes == 2  # online: no probe per read
 
 
+async def test_a_request_that_fails_while_offline_counts_as_a_probe() -> None:
+    # A hung link: a request sent before the backend went offline waits out its own read
+    # timeout and fails later. The read it served then falls back to the cache at once: its
+    # failure is as fresh as a probe, and a probe now would cost that read another timeout.
+    clock = Clock()
+    link = Link(clock, hang_seconds=3.0)
+    health = offline_health(clock, hung=True, recheck_after_seconds=1.0)
+    clock.now += 2.5
+    health.went_unreachable(TimeoutError("read timed out"))
+    assert not await health.usable(link.probe)
+    assert link.probes == 0
+    clock.now += 1.1  # a period after that failure: a read probes again
+    assert not await health.usable(link.probe)
+    assert link.probes == 1
+    # A refused request while offline: the link fails at once now, so a probe is due sooner.
+    clock.now += 0.1
+    health.went_unreachable(ConnectionRefusedError("connection refused"))
+    clock.now += 0.3
+    link.hang_seconds = 0.0
+    assert not await health.usable(link.probe)
+    assert link.probes == 2
+
+
 async def test_concurrent_reads_share_one_probe() -> None:
     clock, link = Clock(), Link()
     health = offline_health(clock)
