@@ -28,7 +28,15 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from fsspec.asyn import get_loop
@@ -175,26 +183,68 @@ class ReadEngine:
 
     # --- the guard: one place for "backend unreachable" ----------------------------------------
     @contextlib.asynccontextmanager
-    async def guard(self, what: str, *, problem: str | None = None) -> AsyncIterator[None]:
+    async def guard(
+        self, what: str, *, problem: str | None = None, has_cached_answer: bool = False
+    ) -> AsyncIterator[None]:
         """Around one backend request for ``what`` (e.g. "block 3 of bkt/x"). Offline, it goes
         ahead only if a probe answers (one is run if the last is old enough, see
         :class:`BackendHealth`), else fails at once; an "unreachable" error or a timeout takes
         the backend offline for the engine. Either way the BackendUnavailableError says what
         was asked (``problem``, default "``what`` is not cached"), since when the backend is
-        unreachable and the first error, once. Other errors pass unchanged."""
+        unreachable and the first error, once. Other errors pass unchanged.
+
+        ``has_cached_answer``: the caller serves what the cache knows if the request fails (a
+        revalidation). Then the request also stops, with that error, as soon as another
+        request takes the backend offline: on a hung link it would otherwise wait out its own
+        read timeout after the link was known to be down."""
         problem = problem or f"{what} is not cached"
         if not await self.health.usable(self.backend.probe):
             raise self.unavailable(problem)
-        try:
-            with self.link.request():
-                yield
-        except ObjectChangedError:
-            raise
-        except Exception as exc:
-            if not self.backend.is_unreachable(exc):
+        with self._stopped_when_offline(problem) if has_cached_answer else contextlib.nullcontext():
+            try:
+                with self.link.request():
+                    yield
+            except ObjectChangedError:
                 raise
-            self.health.went_unreachable(exc, self.backend.probe)
-            raise self.unavailable(problem, cause=exc) from exc
+            except Exception as exc:
+                if not self.backend.is_unreachable(exc):
+                    raise
+                self.health.went_unreachable(exc, self.backend.probe)
+                raise self.unavailable(problem, cause=exc) from exc
+
+    @contextlib.contextmanager
+    def _stopped_when_offline(self, problem: str) -> Iterator[None]:
+        """Around a wait on the engine's loop whose caller has a cached answer to serve: when
+        another request takes the backend offline meanwhile, the wait stops with the
+        BackendUnavailableError for ``problem`` (the waiting task is cancelled, as
+        ``asyncio.timeout`` does). A shared flight it waited on goes on for its other waiters."""
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        gave_up = False
+        active = True
+
+        def give_up() -> None:  # on the loop: the wait may have ended meanwhile
+            nonlocal gave_up
+            if active and not gave_up:
+                gave_up = True
+                task.cancel()
+
+        def went_offline() -> None:  # in the thread that found the backend unreachable
+            loop.call_soon_threadsafe(give_up)
+
+        stop_watching = self.health.on_offline(went_offline)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if gave_up and task.uncancel() == 0:
+                raise self.unavailable(problem) from None
+            raise
+        finally:
+            active = False
+            stop_watching()
 
     def unavailable(self, problem: str, *, cause: BaseException | None = None) -> Exception:
         """The error for ``problem`` while the backend is unreachable: one message naming what
@@ -232,8 +282,10 @@ class ReadEngine:
             self._refresh_later(f"info:{path}", lambda: self._info_from_backend(path))
         return known
 
-    async def _ask(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        async with self.guard(what):
+    async def _ask(
+        self, what: str, method: str, *args: Any, has_cached_answer: bool = False, **kwargs: Any
+    ) -> Any:
+        async with self.guard(what, has_cached_answer=has_cached_answer):
             return await self.backend.call(method, *args, **kwargs)
 
     # --- metadata ------------------------------------------------------------------------------
@@ -272,8 +324,11 @@ class ReadEngine:
             return known
 
     async def _info_from_backend(self, path: str) -> CachedInfo:
+        known = self.metadata.info(self.identity, path, allow_stale=True)
         try:
-            info = await self._ask(f"the info of {path}", "info", path)
+            info = await self._ask(
+                f"the info of {path}", "info", path, has_cached_answer=known is not None
+            )
         except FileNotFoundError:
             self.metadata.put_missing(self.identity, path)
             raise
@@ -323,8 +378,15 @@ class ReadEngine:
         self._dir_misses[parent] = misses
         if misses < 2 or self.metadata.listing(self.identity, parent, max_age=ttl) is not None:
             return None
+        known = self.metadata.info(self.identity, path, allow_stale=True)
         try:
-            await self.listing(parent, ttl=ttl)
+            # A revalidation (the caller serves ``known`` if the backend is unreachable).
+            with (
+                self._stopped_when_offline(f"the listing of {parent}")
+                if known is not None
+                else contextlib.nullcontext()
+            ):
+                await self.listing(parent, ttl=ttl)
         except (OSError, ValueError):
             return None
         self._raise_if_known_missing(path, ttl=ttl)
@@ -423,22 +485,36 @@ class ReadEngine:
 
     async def _list_now(self, path: str) -> list[CachedInfo]:
         try:
-            listing = await self._ask(f"the listing of {path}", "ls", path, detail=True)
+            listing = await self._ask(
+                f"the listing of {path}",
+                "ls",
+                path,
+                detail=True,
+                has_cached_answer=self._last_known_listing(path) is not None,
+            )
         except FileNotFoundError:
             self.metadata.put_missing(self.identity, path)
             raise
         except BackendUnavailableError:
-            entries = self.metadata.listing(self.identity, path, allow_stale=True)
+            entries = self._last_known_listing(path)
             if entries is not None:
                 return entries
-            known = self.metadata.info(self.identity, path, allow_stale=True)
-            if known is not None and known.info.get("type") != "directory":
-                return [known]  # fsspec lists a file as itself
             self._raise_if_known_missing(path, ttl=None)
             raise
         return self.metadata.put_listing(
             self.identity, path, [(_normal(i), self._version(i)) for i in listing]
         )
+
+    def _last_known_listing(self, path: str) -> list[CachedInfo] | None:
+        """The newest listing of ``path`` whatever its age (a file lists as itself, as in
+        fsspec); None if nothing is known."""
+        entries = self.metadata.listing(self.identity, path, allow_stale=True)
+        if entries is not None:
+            return entries
+        known = self.metadata.info(self.identity, path, allow_stale=True)
+        if known is not None and known.info.get("type") != "directory":
+            return [known]
+        return None
 
     def _version(self, info: Mapping[str, Any]) -> str:
         return "" if info.get("type") == "directory" else self.backend.version(info)

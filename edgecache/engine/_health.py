@@ -84,6 +84,7 @@ class BackendHealth:
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         """No background probe any more (see :meth:`stop_probing`)."""
+        self._offline_watchers: set[Callable[[], None]] = set()
         BACKEND_ONLINE.labels(identity).set(1)
 
     # --- state ---------------------------------------------------------------------------------
@@ -146,8 +147,26 @@ class BackendHealth:
                 self.identity,
                 self._first_error,
             )
+            with self._lock:
+                watchers = list(self._offline_watchers)
+            for watcher in watchers:
+                watcher()
         if probe is not None:
             self._keep_probing(probe)
+
+    def on_offline(self, watcher: Callable[[], None]) -> Callable[[], None]:
+        """Call ``watcher`` (in the thread that found the backend unreachable) when the backend
+        goes offline; returns the function that stops watching. For a request whose caller
+        has a cached answer: it need not wait out its own timeout once another request has
+        shown the link to be down."""
+        with self._lock:
+            self._offline_watchers.add(watcher)
+
+        def stop() -> None:
+            with self._lock:
+                self._offline_watchers.discard(watcher)
+
+        return stop
 
     async def usable(self, probe: Probe) -> bool:
         """Whether a request that needs the backend should be sent now.

@@ -112,6 +112,17 @@ async def test_a_request_that_fails_while_offline_counts_as_a_probe() -> None:
     assert link.probes == 2
 
 
+def test_watchers_hear_of_the_going_offline_once_until_they_stop_watching() -> None:
+    health = BackendHealth("test|health", HealthSettings(), clock=Clock())
+    heard: list[str] = []
+    stop_first = health.on_offline(lambda: heard.append("first"))
+    health.on_offline(lambda: heard.append("second"))
+    stop_first()
+    health.went_unreachable(TimeoutError("read timed out"))
+    health.went_unreachable(TimeoutError("read timed out"))  # already offline: nothing new
+    assert heard == ["second"]
+
+
 async def test_concurrent_reads_share_one_probe() -> None:
     clock, link = Clock(), Link()
     health = offline_health(clock)

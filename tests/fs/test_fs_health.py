@@ -5,6 +5,7 @@ listing and read ahead across files."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 from collections.abc import Callable
@@ -219,6 +220,35 @@ def test_a_hung_link_costs_one_timeout_for_every_fsspec_open_of_the_process(
     assert HangingLocalBackend.waits == 1  # failed at once, without waiting on the link
     health = open_url("hangfile", files / "f000.bin", cache, **settings).fs.health
     assert not health.online
+
+
+def test_a_revalidation_stops_waiting_once_another_request_finds_the_link_hung(
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    settings = {"block_size": "4KiB", "metadata_ttl": 0.2, "backend_recheck_after": 60}
+    for i in range(3):  # the third open lists the directory: its revalidation is a listing
+        assert read_url("hangfile", files / f"f{i:03d}.bin", cache, **settings)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "g.bin").write_bytes(pattern(8 * KiB, seed=99))
+    time.sleep(0.3)  # past the TTL
+    monkeypatch.setattr(HangingLocalBackend, "hang_seconds", 2.0)
+    monkeypatch.setattr(HangingLocalBackend, "hung", True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        uncached = pool.submit(read_url, "hangfile", elsewhere / "g.bin", cache, **settings)
+        time.sleep(1.0)
+        # The cached file's revalidation hangs too, from 1 s to 3 s; the uncached read's own
+        # request takes the backend offline at 2 s, and the revalidation stops waiting then.
+        started = time.monotonic()
+        assert read_url("hangfile", files / "f001.bin", cache, **settings) == pattern(
+            8 * KiB, seed=1
+        )
+        waited = time.monotonic() - started
+        with pytest.raises(BackendUnavailableError, match=OFFLINE_MISS):
+            uncached.result()
+    assert waited < 1.6, f"the cached file waited {waited:.2f} s on a link known to be down"
+    assert HangingLocalBackend.waits == 2  # the uncached read's request and the revalidation
 
 
 def test_a_link_that_comes_back_is_used_by_the_very_next_read(
