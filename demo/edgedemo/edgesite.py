@@ -110,6 +110,15 @@ class EdgeNode:
                     found[source] = found.get(source, 0.0) + sample.value
         return found
 
+    def pool_members(self) -> int:
+        """How many members of the pool the agent sees (itself included; its
+        ``edgecache_pool_members``), 0 if it does not answer."""
+        text = http_text(f"http://127.0.0.1:{self.agent_health_port}/metrics") or ""
+        for family in text_string_to_metric_families(text):
+            if family.name == "edgecache_pool_members":
+                return int(max((sample.value for sample in family.samples), default=0))
+        return 0
+
     def agent_healthy(self) -> bool:
         return http_text(f"http://127.0.0.1:{self.agent_health_port}/healthz") is not None
 

@@ -191,6 +191,16 @@ class Demo:
             self.say(f"{node.name}: agent (pid {pid}), view under {node.root}{peer}")
         if not has_pool():
             self.say("pool sharing (edgecache agent --peer-listen, issue #13): not in this build")
+        else:
+            # Until an agent has seen its peers' Leases it owns every block itself, and a
+            # DataLoad started then would fetch those blocks over the WAN on every node.
+            wait_until(
+                "every agent to see the whole pool",
+                lambda: all(n.pool_members() == len(self.nodes) for n in self.nodes),
+                timeout_seconds=60,
+                processes=self.processes,
+            )
+            self.say(f"the pool formed: every agent sees {len(self.nodes)} members (Leases)")
         self.say("all edge processes up")
 
     def baseline(self) -> None:

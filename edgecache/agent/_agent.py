@@ -94,7 +94,7 @@ def quota_of(runtime: EdgeCacheRuntime, *, pinned: bool) -> Quota:
 
 
 class Agent:
-    """One node agent. ``await run(stop)`` until ``stop`` is set."""
+    """One node agent. ``await run(stop)`` until ``stop`` is set, then :meth:`close`."""
 
     def __init__(self, settings: AgentSettings, api_client: Any) -> None:
         self.settings = settings
@@ -602,4 +602,8 @@ class Agent:
                 await self._probes.close()
             for informer in self.informers.values():
                 await informer.join(1.0)
-            self.kube.close()
+
+    def close(self) -> None:
+        """Close the agent's Kubernetes client, after :meth:`run` and after everything it was
+        lent to (the pool's Leases: a node that stops deletes its Lease through it)."""
+        self.kube.close()

@@ -118,6 +118,7 @@ async def _serve(
             await csi.stop()
         if pool is not None:
             await pool.stop()
+        agent.close()
 
 
 @click.command(

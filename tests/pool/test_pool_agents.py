@@ -32,6 +32,7 @@ from edgecache.pool import AGENT_ENV, TOKEN_FILE_ENV
 from .conftest import Dataset, MiB, make_dataset
 
 pytestmark = pytest.mark.timeout(300)
+LEASE = ("coordination.k8s.io/v1", "Lease")
 ROOT = Path(__file__).resolve().parents[2]
 NODES = ("a1", "a2", "a3")
 
@@ -154,6 +155,27 @@ def test_three_agents_fetch_a_dataset_over_the_wan_once(
     reliability.reads_checked = len(pool) * len(want)
     reliability.notes.update(dataset_bytes=data.size, wan_bytes_down=wan.bytes_down)
     assert wan.bytes_down <= 1.05 * data.size, (wan.bytes_down, data.size, peer_requests(pool))
+
+
+def test_an_agent_stopped_with_sigterm_deletes_its_lease_and_exits_cleanly(
+    cluster: KubeAPIServer, tmp_path: Path, token_file: Path, agents: list[AgentProcess]
+) -> None:
+    pool = start_pool(cluster, tmp_path, token_file, agents)
+    leases = {o["metadata"]["name"] for o in cluster.list_objects(*LEASE, "default")}
+    assert leases == {f"edgecache-pool-{node}" for node in NODES}
+    leaving = pool[0]
+    # The Lease goes with the agent, through the agent's own API client (closed after it).
+    assert leaving.stop() == 0, leaving.log.read_text()
+    assert "error" not in leaving.log.read_text(), leaving.log.read_text()
+    leases = {o["metadata"]["name"] for o in cluster.list_objects(*LEASE, "default")}
+    assert leases == {f"edgecache-pool-{node}" for node in NODES[1:]}
+    # The others drop it at their next listing, not a Lease duration later.
+    for agent in pool[1:]:
+        wait_for(
+            lambda a=agent: members_seen(a) == len(NODES) - 1,
+            timeout_seconds=30,
+            what=f"{agent.node} to see {leaving.node} leave",
+        )
 
 
 def test_an_agent_killed_mid_load_leaves_the_other_views_exact(
