@@ -96,28 +96,36 @@ class EdgeNode:
             return None
         return "online" if text.startswith("ok: online") else "offline"
 
-    def bytes_by_source(self) -> dict[str, float]:
-        """The agent's ``edgecache_cache_read_bytes`` by source (backend, peer, ssd, mem): where
-        the node's blocks came from. Empty if the agent does not answer."""
+    def _metric(self, family_name: str, by: str, **where: str) -> dict[str, float]:
+        """The agent's metric ``family_name`` summed by the label ``by`` over the samples whose
+        labels match ``where``; empty if the agent does not answer."""
         text = http_text(f"http://127.0.0.1:{self.agent_health_port}/metrics") or ""
         found: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
-            if family.name != "edgecache_cache_read_bytes":
+            if family.name != family_name:
                 continue
             for sample in family.samples:
-                if sample.name.endswith("_total"):
-                    source = sample.labels.get("source", "")
-                    found[source] = found.get(source, 0.0) + sample.value
+                if sample.name.endswith("_created"):
+                    continue
+                if all(sample.labels.get(k) == v for k, v in where.items()):
+                    key = sample.labels.get(by, "")
+                    found[key] = found.get(key, 0.0) + sample.value
         return found
+
+    def bytes_by_source(self) -> dict[str, float]:
+        """The agent's ``edgecache_cache_read_bytes`` by source (backend, peer, ssd, mem): where
+        the node's blocks came from. Empty if the agent does not answer."""
+        return self._metric("edgecache_cache_read_bytes", "source")
+
+    def peer_failures(self) -> dict[str, float]:
+        """The agent's requests to pool peers that failed, by result (timeout, refused, ...)."""
+        asked = self._metric("edgecache_peer_requests", "result", side="asked")
+        return {result: n for result, n in asked.items() if result not in ("hit", "miss") and n}
 
     def pool_members(self) -> int:
         """How many members of the pool the agent sees (itself included; its
         ``edgecache_pool_members``), 0 if it does not answer."""
-        text = http_text(f"http://127.0.0.1:{self.agent_health_port}/metrics") or ""
-        for family in text_string_to_metric_families(text):
-            if family.name == "edgecache_pool_members":
-                return int(max((sample.value for sample in family.samples), default=0))
-        return 0
+        return int(sum(self._metric("edgecache_pool_members", "").values()))
 
     def agent_healthy(self) -> bool:
         return http_text(f"http://127.0.0.1:{self.agent_health_port}/healthz") is not None

@@ -289,9 +289,11 @@ class Demo:
             sources = node.bytes_by_source()
             from_cloud += sources.get("backend", 0)
             if sources:
+                failed = ", ".join(f"{n:.0f} {why}" for why, n in node.peer_failures().items())
                 self.say(
                     f"{node.name}: blocks from the cloud {sources.get('backend', 0) / MiB:.1f} MiB,"
                     f" from pool peers {sources.get('peer', 0) / MiB:.1f} MiB"
+                    + (f" (peer requests failed: {failed})" if failed else "")
                 )
         if from_cloud:
             phase.notes.append(f"blocks from the cloud {from_cloud / manifest.total_bytes:.2f}x")
