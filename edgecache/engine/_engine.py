@@ -812,6 +812,15 @@ class ReadEngine:
         self.blocks.put_soon([(pages.key(p), piece) for p, piece in kept.items()])
         return kept
 
+    def read_small_cached(self, plan: ReadPlan) -> bytes | None:
+        """All of a one-block object (a small file) from the cache tiers, in the calling
+        thread; None if it is larger than a block or not cached. The warm small-file read,
+        without the range arithmetic of :meth:`read_cached` (a tenth of its time)."""
+        if not 0 < plan.size <= plan.block_size:
+            return None
+        data = self.blocks.get_cached(plan.key(0), hold=False)
+        return data if data is not None and len(data) == plan.size else None
+
     def read_cached(self, plan: ReadPlan, start: int, end: int) -> bytes | None:
         """Like :meth:`read`, from the cache tiers only, in the calling thread (no event loop);
         None if a block is missing."""

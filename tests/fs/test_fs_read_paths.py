@@ -198,6 +198,28 @@ def test_block_damaged_on_disk_between_two_opens_is_caught(tmp_path: Path) -> No
     assert _corrupt_blocks() >= before + 4
 
 
+def test_a_small_file_damaged_on_disk_between_two_opens_is_caught(tmp_path: Path) -> None:
+    # A file of one block read whole takes the short way (one cache look-up): it verifies too.
+    path, data = _write(tmp_path, BS // 2)
+    cache_dir = tmp_path / "cache"
+    options = {"cache_dir": str(cache_dir), "block_size": BS, "mem_quota": "0"}
+    url = f"edgecache::file://{path}"
+    for _ in range(2):
+        with fsspec.open(url, "rb", edgecache=options) as f:
+            assert f.read() == data
+    (block,) = (b for b in (cache_dir / "blocks").rglob("*") if b.is_file())
+    raw = bytearray(block.read_bytes())
+    raw[-1] ^= 0xFF
+    block.write_bytes(bytes(raw))
+    before = _corrupt_blocks()
+    with fsspec.open(url, "rb", edgecache=options) as f:
+        assert f.read() == data
+    assert _corrupt_blocks() == before + 1
+    with fsspec.open(url, "rb", edgecache=options) as f:
+        assert f.read() == data  # fetched again and stored: read from the new file
+    assert _corrupt_blocks() == before + 1
+
+
 @pytest.mark.parametrize("call", ["read", "readinto"])
 @pytest.mark.parametrize("read_size", [BS, BS // 4], ids=["whole-blocks", "quarters"])
 def test_a_damaged_middle_segment_is_caught_by_each_read_path(
