@@ -114,11 +114,13 @@ async def _serve(
             )
         await task
     finally:
-        if csi is not None:
-            await csi.stop()
-        if pool is not None:
-            await pool.stop()
-        agent.close()
+        try:
+            if csi is not None:
+                await csi.stop()
+            if pool is not None:
+                await pool.stop()  # deletes this node's Lease through the agent's client
+        finally:
+            agent.close()
 
 
 @click.command(
