@@ -222,19 +222,25 @@ def test_a_hung_link_costs_one_timeout_for_every_fsspec_open_of_the_process(
     assert not health.online
 
 
+@pytest.mark.parametrize("revalidation", ["listing", "info"])
 def test_a_revalidation_stops_waiting_once_another_request_finds_the_link_hung(
-    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revalidation: str
 ) -> None:
     cache = tmp_path / "cache"
     settings = {"block_size": "4KiB", "metadata_ttl": 0.2, "backend_recheck_after": 60}
-    for i in range(3):  # the third open lists the directory: its revalidation is a listing
+    for i in range(3):  # the third open lists the directory
         assert read_url("hangfile", files / f"f{i:03d}.bin", cache, **settings)
+    if revalidation == "info":
+        # A new engine (a new process, as far as it knows) on the same directory: its first
+        # open in a directory asks for the file's info, which the metadata database knows.
+        open_url("hangfile", files / "f000.bin", cache, **settings).fs.engine.close()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "g.bin").write_bytes(pattern(8 * KiB, seed=99))
     time.sleep(0.3)  # past the TTL
     monkeypatch.setattr(HangingLocalBackend, "hang_seconds", 2.0)
     monkeypatch.setattr(HangingLocalBackend, "hung", True)
+    monkeypatch.setattr(HangingLocalBackend, "waits", 0)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         uncached = pool.submit(read_url, "hangfile", elsewhere / "g.bin", cache, **settings)
         time.sleep(1.0)
