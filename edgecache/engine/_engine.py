@@ -965,9 +965,12 @@ class ReadEngine:
         if listing is None:
             self.scans.opened_unlisted(plan.path)
             return
+        ahead_of = self.scans.opened(plan.path, listing, ahead=ahead)
+        if not ahead_of:
+            return  # most opens of a scan: the files ahead were handed out by the opens before
         plans = [
             ReadPlan(self.identity, str(e.info["name"]), e.version, size, plan.block_size)
-            for e in self.scans.opened(plan.path, listing, ahead=ahead)
+            for e in ahead_of
             if (size := int(e.info.get("size") or 0)) > 0
         ]
         # A file whose first block a tier holds is a local read away: fetching it ahead only

@@ -105,6 +105,8 @@ class ScanDetector:
         last = min(position + step * ahead, len(names) - 1)
         wanted = [p for p in range(first, last + 1, step) if p not in scan.handed_out]
         scan.ahead_to = max(scan.ahead_to, last - (last - position) % step)
+        if not wanted:
+            return []  # a warm loop's second pass: everything was handed out in the first
         if len(scan.handed_out) > _MAX_HANDED_OUT:
             scan.handed_out.clear()  # at worst a file is fetched ahead twice (a cache hit)
         scan.handed_out.update(wanted)
