@@ -543,7 +543,8 @@ class BlockIndex:
             )
             # Verified just now (by _fetch) and written by us: its first hit need not verify
             # it again (8 µs of the flusher's CPU per block a process reads back, of 19).
-            self._verified_rows.add(digest)
+            # Bounded here too: a prefetch stores blocks without a hit to clear the set.
+            self._verified_set().add(digest)
             return True
 
     def forget(
@@ -601,10 +602,15 @@ class BlockIndex:
             )
         return settled
 
+    def _verified_set(self) -> set[str]:
+        """The digests whose rows this index has verified, all forgotten at once past
+        :data:`_VERIFIED_ROWS_KEPT` (a bound on memory: a forgotten row is verified again)."""
+        if len(self._verified_rows) > _VERIFIED_ROWS_KEPT:
+            self._verified_rows.clear()
+        return self._verified_rows
+
     def _record_hits(self, digests: list[str], hits: dict[str, int], settled: set[str]) -> None:
-        verified = self._verified_rows
-        if len(verified) > _VERIFIED_ROWS_KEPT:
-            verified.clear()
+        verified = self._verified_set()
         # A row is verified whole (its checksum) the first time this index records a hit of
         # it, so a damaged one is dropped before a hit touches it. After that only what a hit
         # reads and changes is read (queue and frequency, which the checksum does not cover):
