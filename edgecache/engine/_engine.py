@@ -233,7 +233,10 @@ class ReadEngine:
                 task.cancel()
 
         def went_offline() -> None:  # in the thread that found the backend unreachable
-            loop.call_soon_threadsafe(give_up)
+            # A loop closed under the wait took the wait with it; the request that found
+            # the backend unreachable must not fail on that.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(give_up)
 
         stop_watching = self.health.on_offline(went_offline)
         try:
