@@ -100,22 +100,29 @@ class HangingLocalBackend(CountingLocalBackend):
     waits: ClassVar[int] = 0
     """Calls, fetches and probes that hung, by every instance."""
 
-    async def _hang_if_hung(self) -> None:
+    def __init__(self, protocol: str, options: Any) -> None:
+        super().__init__(protocol, options)
+        self.hung_on: list[str] = []
+        """What hung on this instance (one engine's requests: ``fetch``, ``probe``, a method);
+        engines of earlier tests in the process may still probe, and count in :attr:`waits`."""
+
+    async def _hang_if_hung(self, what: str) -> None:
         if HangingLocalBackend.hung:
             HangingLocalBackend.waits += 1
+            self.hung_on.append(what)
             await asyncio.sleep(HangingLocalBackend.hang_seconds)
             raise TimeoutError(f"no answer within {HangingLocalBackend.hang_seconds} s")
 
     async def fetch_range(self, path: str, start: int, end: int, version: str) -> bytes:
-        await self._hang_if_hung()
+        await self._hang_if_hung("fetch")
         return await super().fetch_range(path, start, end, version)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        await self._hang_if_hung()
+        await self._hang_if_hung(method)
         return await super().call(method, *args, **kwargs)
 
     async def probe(self) -> None:
-        await self._hang_if_hung()
+        await self._hang_if_hung("probe")
 
 
 class LinkedLocalFileSystem(LocalFileSystem):  # type: ignore[misc]
