@@ -150,6 +150,7 @@ class EdgeCacheFile(io.IOBase):
         if end <= loc:
             return b""
         held = self._held
+        look_in_cache = True
         if loc == 0 and end == self.size and held is None:
             # A small file read whole (the warm loop of a training set): one cache look-up.
             data = self._engine.read_small_cached(self.plan)
@@ -157,13 +158,15 @@ class EdgeCacheFile(io.IOBase):
                 self.loc = self._next_sequential = end
                 self._served = True
                 return data
+            # Not cached (or larger than a block): the fetch below need not look again.
+            look_in_cache = self.size > self.blocksize
         if held is not None and self._held_start <= loc and end <= self._held_end:
             data = held.read(loc - self._held_start, end - self._held_start)
             if data is not None:
                 self.loc = self._next_sequential = end
                 return data
             self._drop_held()  # damaged on disk: the read below fetches it again
-        data = self._fetch(loc, end)
+        data = self._fetch(loc, end, look_in_cache=look_in_cache)
         self.loc = loc + len(data)
         if (length is None or length < 0) and self.loc < self.size:
             # The first read switched to a longer current version: "all" means all of it.
@@ -229,9 +232,9 @@ class EdgeCacheFile(io.IOBase):
         """Every line left (``hint`` is ignored: all of them)."""
         return self.read().splitlines(keepends=True)
 
-    def _fetch(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int, *, look_in_cache: bool = True) -> bytes:
         try:
-            data = self._fetch_version(start, end)
+            data = self._fetch_version(start, end, look_in_cache=look_in_cache)
         except ObjectChangedError:
             if self._served:
                 raise
@@ -240,7 +243,7 @@ class EdgeCacheFile(io.IOBase):
         self._served = self._served or bool(data)
         return data
 
-    def _fetch_version(self, start: int, end: int) -> bytes:
+    def _fetch_version(self, start: int, end: int, *, look_in_cache: bool = True) -> bytes:
         plan = self.plan
         end = min(end, plan.size)
         if start >= end:
@@ -261,7 +264,7 @@ class EdgeCacheFile(io.IOBase):
             if data is not None:
                 return data
             self._drop_held()  # damaged on disk: the read below fetches it again
-        return self._read(start, end)
+        return self._read(start, end, look_in_cache=look_in_cache)
 
     def _hold(self, index: int, length: int, *, sequential: bool) -> bool:
         """Open block ``index`` for this and the following reads of ``length`` bytes. A small
@@ -290,9 +293,9 @@ class EdgeCacheFile(io.IOBase):
     def _engine(self) -> ReadEngine:
         return self.fs.engine
 
-    def _read(self, start: int, end: int) -> bytes:
+    def _read(self, start: int, end: int, *, look_in_cache: bool = True) -> bytes:
         engine = self._engine
-        data = engine.read_cached(self.plan, start, end)
+        data = engine.read_cached(self.plan, start, end) if look_in_cache else None
         if data is None:
             data = sync(engine.loop, engine.read, self.plan, start, end)
         return data
