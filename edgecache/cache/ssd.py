@@ -312,13 +312,11 @@ class SSDTier:
         An index busy beyond the timeout only makes this operation (and the writes of the next
         30 s) bypass the tier; an index sqlite reports as damaged is rebuilt on next use.
         """
-        if (
-            isinstance(exc, sqlite3.ProgrammingError)
-            and self._index is None
-            and self.unavailable_reason
-        ):
-            # Another thread took the tier out of service and closed the index under this
-            # operation: the reason is the one it recorded (a full disk, say), not "closed".
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed database" in str(exc):
+            # Another thread closed the index under this operation: it took the tier out of
+            # service (the reason is the one it recorded, a full disk say, not "closed") or
+            # replaced the index (a damaged one, rebuilt): neither is this operation's failure.
+            # (The flusher recording hits met the second and took a rebuilt tier down.)
             return
         if isinstance(exc, sqlite3.Error) and is_busy(exc):
             self._degrade(exc, doing)
