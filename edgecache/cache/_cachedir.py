@@ -84,6 +84,12 @@ def claim_directory(path: str) -> None:
         for name in os.listdir(path)
         if name not in _NOT_CONTENT and not name.startswith(_TAG_TEMP_PREFIX)
     ]
+    if CACHEDIR_TAG in content and _tag_is_valid(tag, path):
+        # Another process claimed the new directory between our look at the tag and the
+        # listing (DataLoader workers starting on one cache directory), and may already have
+        # made its index: that is our cache, not someone else's files. The tag is linked into
+        # place whole, so seeing it in the listing means it is there to read.
+        return
     if content:
         if not _is_earlier_cache(path, content):
             shown = ", ".join(sorted(content)[:3]) + (", ..." if len(content) > 3 else "")

@@ -177,6 +177,32 @@ def test_a_tag_without_the_signature_is_refused(tmp_path: Path, source_file: Pat
     )
 
 
+def test_a_new_directory_another_process_sets_up_meanwhile_is_taken(
+    tmp_path: Path, source_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DataLoader workers starting on one new cache directory: one of them finds no tag, and
+    # before it lists the directory another one has tagged it and made its index and blocks
+    # (a fresh-clone CI run failed a forked-worker test on this: "not empty (CACHEDIR.TAG,
+    # blocks, index.sqlite, ...) and has no CACHEDIR.TAG").
+    d = tmp_path / "cache"
+    listdir = os.listdir
+
+    def listdir_after_another_process(path: str) -> list[str]:
+        if Path(path) == d and not (d / "CACHEDIR.TAG").exists():
+            other = edgecache("cat", f"file://{source_file}", "--cache-dir", str(d))
+            assert other.returncode == 0, other.stderr.decode()
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", listdir_after_another_process)
+    cache = TieredCache(settings(str(d)))
+    monkeypatch.undo()
+    try:
+        assert {"CACHEDIR.TAG", "blocks", "index.sqlite"} <= set(os.listdir(d))
+        assert cache.ssd.available
+    finally:
+        cache.close()
+
+
 def test_every_ssd_directory_is_claimed(tmp_path: Path) -> None:
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     theirs.mkdir()
