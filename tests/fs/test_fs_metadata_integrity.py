@@ -236,6 +236,46 @@ def test_rows_of_the_unchecked_format_are_dropped_not_trusted(tmp_path: Path) ->
     assert [name for (name,) in tables] == ["checked_entries"]
 
 
+def test_rows_of_a_table_without_rowids_are_kept_in_one_with_them(tmp_path: Path) -> None:
+    # The table had no rowids before (a look-up next to a large listing read all of it):
+    # an offline site upgrading keeps the metadata it serves from.
+    db_path = tmp_path / DB
+    cache = MetadataCache(str(db_path), ttl_seconds=1e9)
+    info = {"name": "/d/x", "size": 1, "type": "file"}
+    cache.put_info("file", "/d/x", info, "v1")
+    cache.put_listing("file", "/d", [(info, "v1"), ({**info, "name": "/d/y"}, "v2")])
+    cache.close()
+    old = sqlite3.connect(db_path, isolation_level=None)
+    old.executescript(
+        "ALTER TABLE checked_entries RENAME TO t;"
+        "CREATE TABLE checked_entries(backend TEXT NOT NULL, kind TEXT NOT NULL,"
+        " path TEXT NOT NULL, data TEXT NOT NULL, fetched REAL NOT NULL,"
+        " checksum TEXT NOT NULL, PRIMARY KEY(backend, kind, path)) WITHOUT ROWID;"
+        "INSERT INTO checked_entries SELECT * FROM t; DROP TABLE t;"
+    )
+    old.close()
+    caches = [MetadataCache(str(db_path), ttl_seconds=1e9) for _ in range(2)]  # both open it
+    try:
+        for cache in caches:
+            x = cache.info("file", "/d/x", allow_stale=True)
+            y = cache.info("file", "/d/y", allow_stale=True)  # known from the listing only
+            assert x is not None and x.version == "v1" and x.info == info
+            assert y is not None and y.version == "v2"
+            assert [
+                e.info["name"] for e in cache.listing("file", "/d", allow_stale=True) or []
+            ] == [
+                "/d/x",
+                "/d/y",
+            ]
+    finally:
+        for cache in caches:
+            cache.close()
+    tables = sqlite3.connect(db_path).execute(
+        "SELECT name, sql FROM sqlite_master WHERE type='table'"
+    )
+    assert [(name, "WITHOUT ROWID" in sql) for name, sql in tables] == [("checked_entries", False)]
+
+
 def flip_bits(path: Path, flips: list[tuple[int, int]]) -> None:
     data = bytearray(path.read_bytes())
     for offset, bit in flips:
