@@ -33,7 +33,11 @@ cost on a warm read, which is what design section 5 sets targets for:
    ``fs.cat_file`` on the MEM tier), each on one filesystem object; and as a training loop calls
    them, ``fsspec.open(url)`` per file (filecache, edgecache default, edgecache ``mem_quota=0``),
    and the floor of that way: a chained filesystem that only opens the local file, so its
-   ``x filecache`` is the most any cache can reach through ``fsspec.open`` per file.
+   ``x filecache`` is the most any cache can reach through ``fsspec.open`` per file. Then the
+   same files in a *fresh process* (``bench/_fresh_pass.py``, one per run: a new epoch's
+   DataLoader workers, a script run again): raw, filecache and edgecache's default, on one
+   object and through ``fsspec.open``, timed from before the filesystem is made (its start-up
+   counts) to the last file.
 
 Readers opened with ``fsspec.open`` are compared with their fsspec peer opened the same way.
 Targets (design section 5, issue #9): SSD warm >= 0.85x raw and >= simplecache in every read
@@ -44,15 +48,18 @@ size; small files >= 3x filecache, with the MEM tier and from the SSD tier alone
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import fsspec
-from _common import MiB, compare, print_table, ratio, scratch_dir, write_results
+from _common import MiB, compare, interleave, print_table, ratio, scratch_dir, write_results
 from fsspec.implementations.chained import ChainedFileSystem
 
 Reader = Callable[[], object]
@@ -285,7 +292,47 @@ def small_files_bench(
         entry["files_per_s"] = count / entry["seconds_median"]
     for fs in (ec_ssd, ec_mem):
         fs.cache.flush()
+    # A process's first pass over files its caches hold (a new epoch's DataLoader workers, a
+    # script run again): what the cache costs before anything of it is in the process.
+    fresh_readers = {
+        "raw open+read": ("raw", ""),
+        "fsspec filecache": ("filecache", os.path.join(work, "fc-small")),
+        "edgecache default": ("edgecache", cache_dir.format("default")),
+        "fsspec filecache" + USER_PATH: ("filecache-open", os.path.join(work, "fc-small")),
+        "edgecache default" + USER_PATH: ("edgecache-open", cache_dir.format("user-default")),
+    }
+    fresh = interleave(
+        {
+            FRESH + name: functools.partial(fresh_pass, reader, cache, src_dir, count * file_size)
+            for name, (reader, cache) in fresh_readers.items()
+            if wanted(name, words)
+        },
+        rounds=runs,
+    )
+    for name, times in fresh.items():
+        entry = results[name] = timings(min(times), times)
+        entry["us_per_file"] = 1e6 * entry["seconds_median"] / count
+        entry["files_per_s"] = count / entry["seconds_median"]
     return results
+
+
+FRESH = "fresh process: "
+"""Prefix of the readers timed on their first pass in a process of their own."""
+
+
+def fresh_pass(reader: str, cache: str, files_dir: str, expected: int) -> float:
+    """Seconds of one pass by ``reader`` in a new process (``bench/_fresh_pass.py``)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_fresh_pass.py")
+    done = subprocess.run(
+        [sys.executable, script, reader, cache, files_dir], capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"fresh {reader}: exit {done.returncode}\n{done.stderr}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["bytes"] != expected:
+        raise SystemExit(f"fresh {reader}: read {report['bytes']} bytes, expected {expected}")
+    seconds: float = report["seconds"]
+    return seconds
 
 
 # --- main --------------------------------------------------------------------------------------
@@ -350,10 +397,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nSmall files: {args.files:,} x {args.file_size:,} B, median of {args.runs}")
         with scratch_dir("small") as work:
             small = small_files_bench(work, args.files, args.file_size, args.runs, words)
-        raw_us = small["raw open+read"]["us_per_file"]
         rows = []
         for name, entry in small.items():
-            fc = peer_of(name, "fsspec filecache", small)["us_per_file"]
+            raw_us = small[(FRESH if name.startswith(FRESH) else "") + "raw open+read"][
+                "us_per_file"
+            ]
+            reference = (FRESH if name.startswith(FRESH) else "") + "fsspec filecache"
+            fc = peer_of(name, reference, small)["us_per_file"]
             entry["speedup_vs_filecache"] = ratio(fc, entry["us_per_file"])
             entry["speedup_vs_raw"] = ratio(raw_us, entry["us_per_file"])
             entry["overhead_us_vs_raw"] = entry["us_per_file"] - raw_us
@@ -378,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
             "edgecache SSD (mem_quota=0)",
             "edgecache default" + USER_PATH,
             "edgecache SSD (mem_quota=0)" + USER_PATH,
+            FRESH + "edgecache default",
+            FRESH + "edgecache default" + USER_PATH,
         ):
             if name not in small:
                 continue
