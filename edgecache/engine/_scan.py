@@ -74,10 +74,13 @@ class ScanDetector:
             return []
         parent = parent_of(path)
         names, by_name = self._sorted_files(parent, listing)
-        position = bisect.bisect_left(names, path)
-        if position >= len(names) or names[position] != path:
-            return []
         scan = self._scans.get(parent)
+        # Most opens of a scan are of the file one stride on: no search for it.
+        position = scan.position + scan.stride if scan is not None and scan.stride else -1
+        if not (0 <= position < len(names) and names[position] == path):
+            position = bisect.bisect_left(names, path)
+            if position >= len(names) or names[position] != path:
+                return []
         if scan is None:
             if len(self._scans) > _MAX_DIRECTORIES:
                 self._scans.clear()
@@ -103,10 +106,16 @@ class ScanDetector:
         # window is new (the window's other files were looked at by the opens before).
         first = max(position + step, scan.ahead_to + step)
         last = min(position + step * ahead, len(names) - 1)
-        wanted = [p for p in range(first, last + 1, step) if p not in scan.handed_out]
         scan.ahead_to = max(scan.ahead_to, last - (last - position) % step)
-        if not wanted:
-            return []  # a warm loop's second pass: everything was handed out in the first
+        handed_out = scan.handed_out
+        if first == last:  # the steady state: one file enters the window
+            if first in handed_out:
+                return []  # a warm loop's second pass: everything was handed out in the first
+            wanted = [first]
+        else:
+            wanted = [p for p in range(first, last + 1, step) if p not in handed_out]
+            if not wanted:
+                return []
         if len(scan.handed_out) > _MAX_HANDED_OUT:
             scan.handed_out.clear()  # at worst a file is fetched ahead twice (a cache hit)
         scan.handed_out.update(wanted)
