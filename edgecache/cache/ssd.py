@@ -433,8 +433,11 @@ class SSDTier:
             return None
         finally:
             if not kept:
-                with contextlib.suppress(OSError):
+                # Not contextlib.suppress: it costs half a microsecond, on every block read.
+                try:  # noqa: SIM105
                     os.close(fd)
+                except OSError:
+                    pass
         self._note_hit(digest)
         return data
 
