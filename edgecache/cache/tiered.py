@@ -54,9 +54,8 @@ from edgecache.metrics import (
     BACKEND_ERRORS,
     BACKEND_FETCH_SECONDS,
     CACHE_BYPASS,
-    CACHE_BYTES,
-    CACHE_HITS,
     CACHE_MISSES,
+    CACHE_READS,
 )
 
 __all__ = ["BlockFetcher", "Fetched", "OpenBlock", "TieredCache"]
@@ -97,7 +96,6 @@ _PAGE_WRITE_DELAY_SECONDS = 0.02
 reader that fetched them is then sending its next request (CPU and the interpreter lock it
 needs at once), and the next request's round trip is idle time for the disk work; the pages of
 the reads in between are written in the same batch."""
-_TIERS = ("mem", "ssd")
 _OPEN: weakref.WeakSet[TieredCache] = weakref.WeakSet()
 
 
@@ -133,7 +131,6 @@ class TieredCache:
         self._seen_lock = threading.Lock()
         # Labelled metric children looked up once: a warm small-file read counts a hit in a
         # few hundred nanoseconds instead of a label lookup per counter.
-        self._hit_counters = {t: (CACHE_HITS.labels(t), CACHE_BYTES.labels(t)) for t in _TIERS}
         _OPEN.add(self)
 
     # --- hits ----------------------------------------------------------------------------------
@@ -263,9 +260,7 @@ class TieredCache:
             return False
 
     def _count_hit(self, tier: str, size: int) -> None:
-        hits, served = self._hit_counters[tier]
-        hits.inc()
-        served.inc(size)
+        CACHE_READS.hit(tier, size)
         self.ssd.count_hit(tier, size)
 
     def _demote(self, evicted: list[tuple[BlockKey, bytes]]) -> None:
@@ -389,7 +384,7 @@ class TieredCache:
         if source == "backend":
             self.backend_fetches += 1
             BACKEND_BYTES.labels(backend).inc(len(data))
-        CACHE_BYTES.labels(source).inc(len(data))
+        CACHE_READS.served(source, len(data))
         self.ssd.count("bytes", source, len(data))
         return data
 
