@@ -10,6 +10,7 @@ Labels are kept low-cardinality on purpose: tiers, verbs and outcomes, never pat
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ __all__ = [
     "QOS_BACKGROUND_WAIT_SECONDS",
     "REGISTRY",
     "WAN_BYTES",
+    "BlockReadCounts",
 ]
 
 #: The registry every edgecache metric lives in (not the process-global default registry, so
@@ -83,6 +85,11 @@ class BlockReadCounts:
         self._created = time.time()
         self._hits = dict.fromkeys(tiers, 0)
         self._bytes = dict.fromkeys(sources, 0)
+        # A forked DataLoader worker must not inherit the lock held by a thread of its parent.
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def hit(self, tier: str, size: int) -> None:
         """One block read of ``size`` bytes served by cache tier ``tier``."""

@@ -129,8 +129,6 @@ class TieredCache:
         """Blocks fetched from the backend by this process (for tests and stats)."""
         self._seen_once: OrderedDict[str, None] = OrderedDict()
         self._seen_lock = threading.Lock()
-        # Labelled metric children looked up once: a warm small-file read counts a hit in a
-        # few hundred nanoseconds instead of a label lookup per counter.
         _OPEN.add(self)
 
     # --- hits ----------------------------------------------------------------------------------
