@@ -1,10 +1,12 @@
-"""What the sqlite files the cache keeps (block index, metadata cache) share: telling a damaged
-file from a busy or unreadable one, knowing whether another process replaced it, the lock
-under which one process repairs it, and the bound on their write-ahead logs.
+"""What the sqlite files edgecache keeps (block index, metadata cache, hub store) share: telling
+a damaged file from a busy or unreadable one, knowing whether another process replaced it, the
+lock under which one process repairs it, the bound on their write-ahead logs, and moving a
+table of large rows out of the ``WITHOUT ROWID`` form.
 
-Sits at the bottom of the stack with :mod:`edgecache.yamlio`: :mod:`edgecache.cache._index`
-and :mod:`edgecache.engine._metadata` use it. Damage is repaired (moved aside, rebuilt); a busy,
-locked or read-only file never is, since nothing is wrong with its bytes.
+Sits at the bottom of the stack with :mod:`edgecache.yamlio`: :mod:`edgecache.cache._index`,
+:mod:`edgecache.engine._metadata` and :mod:`edgecache.hub._store` use it. Damage is repaired
+(moved aside, rebuilt); a busy, locked or read-only file never is, since nothing is wrong with
+its bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "disk_bytes",
     "exclusive_lock",
     "file_identity",
+    "give_rowids",
     "is_damage",
     "sqlite_code",
 ]
@@ -102,3 +105,36 @@ def exclusive_lock(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def give_rowids(db: sqlite3.Connection, table: str, create: str) -> None:
+    """Move the rows of ``table``, if it is a ``WITHOUT ROWID`` table, into the table that
+    ``create`` (its ``CREATE TABLE IF NOT EXISTS`` with rowids) makes, in one transaction.
+
+    For tables of large rows (directory listings, OpenAPI documents): without rowids the key
+    and the row share one B-tree, and a look-up that meets a row too large for its page reads
+    the whole row to compare keys. Checked again inside the transaction, so processes opening
+    the file at once move the rows once; none is dropped."""
+
+    def without_rowid() -> bool:
+        row = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type='table' AND name=?", (table,)
+        ).fetchone()
+        return row is not None and "WITHOUT ROWID" in str(row[0]).upper()
+
+    if not without_rowid():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if without_rowid():
+            old = f"{table}_without_rowid"
+            db.execute(f"ALTER TABLE {table} RENAME TO {old}")
+            db.execute(create)
+            columns = ", ".join(str(r[1]) for r in db.execute(f"PRAGMA table_info({old})"))
+            db.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {old}")
+            db.execute(f"DROP TABLE {old}")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise

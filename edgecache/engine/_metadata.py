@@ -44,7 +44,13 @@ from typing import Any
 
 import xxhash
 
-from edgecache.sqlitefiles import bound_wal, exclusive_lock, file_identity, is_damage
+from edgecache.sqlitefiles import (
+    bound_wal,
+    exclusive_lock,
+    file_identity,
+    give_rowids,
+    is_damage,
+)
 
 __all__ = ["METADATA_NAME", "CachedInfo", "MetadataCache", "parent_of"]
 
@@ -645,42 +651,12 @@ def _connect(db_path: str) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         bound_wal(db)
         db.executescript(_SCHEMA)
-        _move_to_rowid_table(db)
+        give_rowids(db, "checked_entries", _TABLE)  # its rows: what an offline site serves
         db.execute("PRAGMA synchronous=NORMAL")
     except BaseException:
         db.close()
         raise
     return db
-
-
-def _move_to_rowid_table(db: sqlite3.Connection) -> None:
-    """Rows of a database written before the table had rowids (see ``_TABLE``) moved to a
-    table that has them, in one transaction (once, by whichever process gets there first):
-    they hold the metadata an offline site serves, so they are kept, not dropped."""
-
-    def without_rowid() -> bool:
-        row = db.execute(
-            "SELECT sql FROM sqlite_master WHERE type='table' AND name='checked_entries'"
-        ).fetchone()
-        return row is not None and "WITHOUT ROWID" in str(row[0]).upper()
-
-    if not without_rowid():
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if without_rowid():
-            db.execute("ALTER TABLE checked_entries RENAME TO checked_entries_without_rowid")
-            db.execute(_TABLE)
-            db.execute(
-                "INSERT OR REPLACE INTO checked_entries SELECT backend, kind, path, data,"
-                " fetched, checksum FROM checked_entries_without_rowid"
-            )
-            db.execute("DROP TABLE checked_entries_without_rowid")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 _Row = tuple[Any, Any, Any, Any, Any, Any]
