@@ -399,11 +399,9 @@ def main(argv: list[str] | None = None) -> int:
             small = small_files_bench(work, args.files, args.file_size, args.runs, words)
         rows = []
         for name, entry in small.items():
-            raw_us = small[(FRESH if name.startswith(FRESH) else "") + "raw open+read"][
-                "us_per_file"
-            ]
-            reference = (FRESH if name.startswith(FRESH) else "") + "fsspec filecache"
-            fc = peer_of(name, reference, small)["us_per_file"]
+            same_way = FRESH if name.startswith(FRESH) else ""  # its peers ran as it did
+            raw_us = small[same_way + "raw open+read"]["us_per_file"]
+            fc = peer_of(name, same_way + "fsspec filecache", small)["us_per_file"]
             entry["speedup_vs_filecache"] = ratio(fc, entry["us_per_file"])
             entry["speedup_vs_raw"] = ratio(raw_us, entry["us_per_file"])
             entry["overhead_us_vs_raw"] = entry["us_per_file"] - raw_us

@@ -116,9 +116,9 @@ class ScanDetector:
             wanted = [p for p in range(first, last + 1, step) if p not in handed_out]
             if not wanted:
                 return []
-        if len(scan.handed_out) > _MAX_HANDED_OUT:
-            scan.handed_out.clear()  # at worst a file is fetched ahead twice (a cache hit)
-        scan.handed_out.update(wanted)
+        if len(handed_out) > _MAX_HANDED_OUT:
+            handed_out.clear()  # at worst a file is fetched ahead twice (a cache hit)
+        handed_out.update(wanted)
         return [by_name[names[p]] for p in wanted]
 
     def _sorted_files(
